@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rm, stat, rename } from 'node:fs/promises';
+import path from 'node:path';
+import type { ArtifactRef } from '../workflows/types.js';
+
+const SCHEME = 'artifact:';
+
+/**
+ * Files-on-disk artifact store. Artifacts are folders addressed by `artifact:<relative path>`,
+ * so a store mounted at another path on another host resolves the same references.
+ */
+export class ArtifactStore {
+  constructor(readonly root: string) {}
+
+  /** The folder a stage writes one artifact kind into. Stable for (run, stage, kind), so a retry overwrites its own work only. */
+  dirFor(runId: string, stageId: string, kind: string, replica?: number): string {
+    const parts = [safe(runId), safe(stageId) + (replica === undefined ? '' : `.replica-${replica}`), safe(kind)];
+    return path.join(this.root, 'runs', ...parts);
+  }
+
+  /** A scratch folder for checkpoints of one stage. */
+  checkpointDir(runId: string, stageId: string, replica?: number): string {
+    return this.dirFor(runId, stageId, '_checkpoints', replica);
+  }
+
+  async ensureDir(dir: string): Promise<string> {
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Prepares an empty folder for a stage output: leftovers of an earlier attempt are removed first. */
+  async freshDir(dir: string): Promise<string> {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Hashes a finished artifact folder (or file) and returns its reference. */
+  async seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
+    const { sha256, bytes } = await hashTree(absPath);
+    const rel = path.relative(this.root, absPath).split(path.sep).join('/');
+    if (rel.startsWith('..')) throw new Error(`artifact path ${absPath} is outside the artifact store ${this.root}`);
+    return { kind, uri: SCHEME + rel, sha256, bytes, ...(meta ? { meta } : {}) };
+  }
+
+  /** Absolute path of a reference. */
+  resolve(ref: ArtifactRef | string): string {
+    const uri = typeof ref === 'string' ? ref : ref.uri;
+    if (!uri.startsWith(SCHEME)) throw new Error(`not an artifact reference: ${uri}`);
+    const rel = uri.slice(SCHEME.length);
+    const abs = path.resolve(this.root, rel);
+    if (!abs.startsWith(path.resolve(this.root) + path.sep)) throw new Error(`artifact reference escapes the store: ${uri}`);
+    return abs;
+  }
+
+  /** Whether the artifact is present and unchanged since it was sealed. */
+  async verify(ref: ArtifactRef): Promise<{ ok: true } | { ok: false; reason: string }> {
+    let abs: string;
+    try {
+      abs = this.resolve(ref);
+      await stat(abs);
+    } catch {
+      return { ok: false, reason: `artifact ${ref.uri} is missing` };
+    }
+    const { sha256 } = await hashTree(abs);
+    if (sha256 !== ref.sha256) return { ok: false, reason: `artifact ${ref.uri} fails its hash check` };
+    return { ok: true };
+  }
+
+  /** Atomically replaces `dest` with the folder `src` (write elsewhere, then rename). */
+  async publish(src: string, dest: string): Promise<void> {
+    await rm(dest, { recursive: true, force: true });
+    await mkdir(path.dirname(dest), { recursive: true });
+    await rename(src, dest);
+  }
+}
+
+/** SHA-256 over a file, or over the sorted relative names and contents of a folder's files. */
+export async function hashTree(absPath: string): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  const st = await stat(absPath);
+  if (st.isFile()) {
+    bytes = st.size;
+    await pipeFile(absPath, h);
+    return { sha256: h.digest('hex'), bytes };
+  }
+  const files = await listFiles(absPath);
+  for (const rel of files) {
+    const abs = path.join(absPath, rel);
+    const s = await stat(abs);
+    bytes += s.size;
+    h.update(`${rel}\0${s.size}\0`);
+    await pipeFile(abs, h);
+  }
+  return { sha256: h.digest('hex'), bytes };
+}
+
+async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  const entries = await readdir(dir, { withFileTypes: true });
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const e of entries) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await listFiles(path.join(dir, e.name), rel)));
+    else if (e.isFile()) out.push(rel);
+  }
+  return out;
+}
+
+function pipeFile(abs: string, h: ReturnType<typeof createHash>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    createReadStream(abs)
+      .on('data', (chunk) => h.update(chunk))
+      .on('end', () => resolve())
+      .on('error', reject);
+  });
+}
+
+function safe(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]/g, '_');
+}
