@@ -37,6 +37,23 @@ export interface ResolvedStage {
   heartbeatMs: number;
   /** >1 for data-parallel stages: that many replica activities, then a reduce. */
   replicas: number;
+  /** Opt-in stage cache: reuse outputs of an earlier run with the same plugin version, params and inputs. */
+  cache: boolean;
+}
+
+export interface FailurePolicy {
+  /** `pause` waits for an operator decision when a stage has used up its retries; `fail` fails the run. */
+  action: 'pause' | 'fail';
+  /** How long a pause waits before the run fails. */
+  timeoutMs: number;
+}
+
+/** A completed stage's outputs carried into a resumed run instead of running the stage again. */
+export interface ReusedStage {
+  outputs: Record<string, ArtifactRef>;
+  metrics: Record<string, number | string | boolean>;
+  /** The run the outputs were produced by. */
+  fromRun: string;
 }
 
 export interface RunPipelineInput {
@@ -44,6 +61,11 @@ export interface RunPipelineInput {
   /** The spec as the user sent it (for resume and display). */
   spec: unknown;
   stages: ResolvedStage[];
+  onFailure: FailurePolicy;
+  /** Workflow id of the run this one resumes. */
+  resumedFrom?: string;
+  /** Stage id → outputs reused from an earlier run (these stages do not run). */
+  reuse?: Record<string, ReusedStage>;
 }
 
 export type RunStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'PAUSED' | 'TERMINATED' | 'TIMED_OUT';
@@ -59,6 +81,34 @@ export interface StageState {
   outputs: Record<string, ArtifactRef>;
   metrics: Record<string, number | string | boolean>;
   error?: string;
+  /** Error type of the last failure (e.g. PLUGIN_PARAMS_INVALID). */
+  errorType?: string;
+  /** Set when the outputs come from an earlier run (resume) instead of running here. */
+  reusedFrom?: string;
+  /** Params used by operator retries, when they replaced the spec's. */
+  paramsOverride?: unknown;
+}
+
+export type RunEventType =
+  | 'RUN_STARTED'
+  | 'STAGE_STARTED'
+  | 'STAGE_SUCCEEDED'
+  | 'STAGE_FAILED'
+  | 'STAGE_REUSED'
+  | 'STAGE_SKIPPED'
+  | 'RUN_PAUSED'
+  | 'RUN_RESUMED'
+  | 'RUN_COMPLETED'
+  | 'RUN_FAILED'
+  | 'RUN_CANCELLED';
+
+/** What happened in a run, in order. Kept in the run state so the API can stream it. */
+export interface RunEvent {
+  seq: number;
+  at: string;
+  type: RunEventType;
+  stageId?: string;
+  message?: string;
 }
 
 export interface RunState {
@@ -69,7 +119,17 @@ export interface RunState {
   stages: StageState[];
   /** The TensorFlow.js backend the ML stages used, once one has run. */
   tfBackend?: string;
+  resumedFrom?: string;
+  /** Stage ids waiting for an operator decision. */
+  pausedStages: string[];
+  events: RunEvent[];
 }
+
+/** An operator decision on a paused run, delivered as a Temporal Update. */
+export type Decision =
+  | { action: 'retry'; stageId: string; params?: unknown }
+  | { action: 'skip'; stageId: string }
+  | { action: 'abort'; reason: string };
 
 /** What an activity reports for one stage attempt. */
 export interface StageOutcome {

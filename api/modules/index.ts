@@ -1,0 +1,6 @@
+import type { ApiModule } from '../module.js';
+
+/** The API modules beyond the core (runs, plugins): operations, ledger, models. */
+export function apiModules(): ApiModule[] {
+  return [];
+}

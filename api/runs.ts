@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
+import { progressQuery } from '../workflows/messages.js';
+import type { RunPipelineInput, RunState, RunStatus, StageState } from '../workflows/types.js';
+import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
+import type { ApiContext } from './module.js';
+
+/** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
+export interface RunView extends Omit<RunState, 'stages'> {
+  id: string;
+  runId: string;
+  stages: (StageState & { progress?: unknown; currentAttempt?: number })[];
+}
+
+/** `pipeline/<name>/<5 chars>`: readable in the Temporal UI, unique enough per pipeline. */
+export function newRunId(pipeline: string): string {
+  const alphabet = '0123456789abcdefghijklmnopqrstuvwxyz';
+  const id = [...randomBytes(5)].map((b) => alphabet[b % 36]).join('');
+  return `pipeline/${pipeline}/${id}`;
+}
+
+const CLOSED: Record<string, RunStatus> = {
+  COMPLETED: 'COMPLETED',
+  FAILED: 'FAILED',
+  CANCELLED: 'CANCELLED',
+  TERMINATED: 'TERMINATED',
+  TIMED_OUT: 'TIMED_OUT',
+  CONTINUED_AS_NEW: 'COMPLETED',
+};
+
+/** Loads a run by workflow id, or undefined if Temporal does not know it. */
+export async function loadRun(ctx: ApiContext, id: string): Promise<RunView | undefined> {
+  const handle = ctx.temporal.workflow.getHandle(id);
+  let desc;
+  try {
+    desc = await handle.describe();
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) return undefined;
+    throw e;
+  }
+  const temporalStatus = desc.status.name;
+  let state: RunState | undefined;
+  if (temporalStatus === 'RUNNING') state = await queryState(handle);
+  else state = (await closedState(handle, temporalStatus)) ?? (await queryState(handle).catch(() => undefined));
+  const input = state ? undefined : await firstInput(handle);
+  const pipeline = (desc.typedSearchAttributes.get(PipelineNameKey) as string | undefined) ?? input?.pipeline ?? '?';
+  const base: RunState = state ?? {
+    pipeline,
+    status: 'RUNNING',
+    startedAt: desc.startTime.toISOString(),
+    stages: (input?.stages ?? []).map((s) => ({ id: s.id, plugin: s.plugin, status: 'PENDING', attempts: 0, outputs: {}, metrics: {} })),
+    pausedStages: [],
+    events: [],
+  };
+  const status: RunStatus = temporalStatus === 'RUNNING' ? base.status : CLOSED[temporalStatus] ?? base.status;
+  const view: RunView = {
+    ...base,
+    id,
+    runId: desc.runId,
+    status,
+    startedAt: desc.startTime.toISOString(),
+    ...(desc.closeTime ? { closedAt: desc.closeTime.toISOString() } : {}),
+    ...(desc.typedSearchAttributes.get(ResumedFromKey) ? { resumedFrom: desc.typedSearchAttributes.get(ResumedFromKey) as string } : {}),
+    stages: base.stages.map((s) => ({ ...s })),
+  };
+  if (status !== 'RUNNING' && status !== 'PAUSED') {
+    for (const s of view.stages) if (s.status === 'RUNNING') s.status = 'CANCELLED';
+  }
+  // Live facts of running stages: attempt number and the last heartbeat (e.g. epoch metrics).
+  for (const pa of desc.raw.pendingActivities ?? []) {
+    const m = /^stage:([^#:]+)/.exec(pa.activityId ?? '');
+    const st = m ? view.stages.find((s) => s.id === m[1]) : undefined;
+    if (!st) continue;
+    st.currentAttempt = pa.attempt ?? 1;
+    const details = decodePayloads(pa.heartbeatDetails?.payloads);
+    if (details.length && details[0] !== undefined && details[0] !== null) st.progress = details[0];
+    if (pa.lastFailure?.message && !st.error) st.error = pa.lastFailure.message;
+  }
+  return view;
+}
+
+async function queryState(handle: WorkflowHandle): Promise<RunState | undefined> {
+  try {
+    return await handle.query(progressQuery);
+  } catch {
+    return undefined;
+  }
+}
+
+async function closedState(handle: WorkflowHandle, status: string): Promise<RunState | undefined> {
+  if (status === 'COMPLETED') return (await handle.result()) as RunState;
+  if (status === 'FAILED') {
+    try {
+      await handle.result();
+    } catch (e) {
+      if (e instanceof WorkflowFailedError && e.cause instanceof ApplicationFailure) {
+        const d = e.cause.details?.[0] as RunState | undefined;
+        if (d && Array.isArray(d.stages)) return d;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The workflow's input, read from the first history event (works without a worker). */
+export async function firstInput(handle: WorkflowHandle): Promise<RunPipelineInput | undefined> {
+  const history = await handle.fetchHistory();
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const args = decodePayloads(started?.input?.payloads);
+  return args[0] as RunPipelineInput | undefined;
+}
+
+export function decodePayloads(payloads: temporal.api.common.v1.IPayload[] | null | undefined): unknown[] {
+  return (payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p as never));
+}
+
+export interface RunListItem {
+  id: string;
+  runId: string;
+  pipeline: string;
+  status: RunStatus;
+  startedAt: string;
+  closedAt?: string;
+}
+
+const STATUS_QUERY: Record<RunStatus, string> = {
+  RUNNING: `ExecutionStatus = 'Running' AND ${RunStatusKey.name} = 'RUNNING'`,
+  PAUSED: `ExecutionStatus = 'Running' AND ${RunStatusKey.name} = 'PAUSED'`,
+  COMPLETED: `ExecutionStatus = 'Completed'`,
+  FAILED: `ExecutionStatus = 'Failed'`,
+  CANCELLED: `ExecutionStatus = 'Canceled'`,
+  TERMINATED: `ExecutionStatus = 'Terminated'`,
+  TIMED_OUT: `ExecutionStatus = 'TimedOut'`,
+};
+const EXEC_STATUS: Record<number, RunStatus> = { 1: 'RUNNING', 2: 'COMPLETED', 3: 'FAILED', 4: 'CANCELLED', 5: 'TERMINATED', 6: 'COMPLETED', 7: 'TIMED_OUT' };
+
+/** One page of runs from Temporal visibility, newest first. */
+export async function listRuns(
+  ctx: ApiContext,
+  f: { pipeline?: string; status?: RunStatus; first: number; after?: string },
+): Promise<{ items: RunListItem[]; nextCursor?: string }> {
+  const clauses = [`WorkflowType = 'runPipelineWorkflow'`];
+  if (f.pipeline !== undefined) clauses.push(`${PipelineNameKey.name} = '${f.pipeline.replace(/'/g, "\\'")}'`);
+  if (f.status) clauses.push(STATUS_QUERY[f.status]);
+  const res = await ctx.temporal.workflowService.listWorkflowExecutions({
+    namespace: ctx.namespace,
+    pageSize: f.first,
+    query: clauses.join(' AND '),
+    ...(f.after ? { nextPageToken: Buffer.from(f.after, 'base64url') } : {}),
+  });
+  const items = (res.executions ?? []).map((e) => {
+    const sa = Object.fromEntries(Object.entries(e.searchAttributes?.indexedFields ?? {}).map(([k, p]) => [k, defaultPayloadConverter.fromPayload(p as never)]));
+    let status = EXEC_STATUS[e.status ?? 1] ?? 'RUNNING';
+    if (status === 'RUNNING' && sa[RunStatusKey.name] === 'PAUSED') status = 'PAUSED';
+    return {
+      id: e.execution?.workflowId ?? '',
+      runId: e.execution?.runId ?? '',
+      pipeline: String(sa[PipelineNameKey.name] ?? ''),
+      status,
+      startedAt: tsToIso(e.startTime) ?? '',
+      ...(e.closeTime ? { closedAt: tsToIso(e.closeTime)! } : {}),
+    };
+  });
+  const token = res.nextPageToken && res.nextPageToken.length ? Buffer.from(res.nextPageToken).toString('base64url') : undefined;
+  return { items, ...(token ? { nextCursor: token } : {}) };
+}
+
+function tsToIso(t: temporal.api.common.v1.IPayload | { seconds?: unknown; nanos?: number | null } | null | undefined): string | undefined {
+  if (!t) return undefined;
+  const ts = t as { seconds?: { toNumber?: () => number } | number | null; nanos?: number | null };
+  const secs = typeof ts.seconds === 'number' ? ts.seconds : ts.seconds?.toNumber?.() ?? Number(ts.seconds ?? 0);
+  return new Date(secs * 1000 + Math.floor((ts.nanos ?? 0) / 1e6)).toISOString();
+}

@@ -1,0 +1,101 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { allSearchAttributes } from '../workflows/search-attributes.js';
+import type { Logger } from './logger.js';
+
+export interface DevServer {
+  address: string;
+  namespace: string;
+  uiUrl?: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface DevServerOptions {
+  cliPath: string;
+  /** SQLite file for persistence; the server keeps history across restarts. */
+  dbFile: string;
+  ip?: string;
+  port?: number;
+  /** Omit for a headless server. */
+  uiPort?: number;
+  namespace?: string;
+  /** Where the server's output goes (a file is kept next to the database by default). */
+  logFile?: string;
+  logger: Logger;
+  startTimeoutMs?: number;
+}
+
+/** Starts `temporal server start-dev` with Capstan's search attributes and waits until it answers. */
+export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
+  const ip = o.ip ?? '127.0.0.1';
+  const port = o.port ?? (await freePort(ip));
+  const namespace = o.namespace ?? 'default';
+  mkdirSync(path.dirname(o.dbFile), { recursive: true });
+  const args = [
+    'server', 'start-dev',
+    '--ip', ip,
+    '--port', String(port),
+    '--namespace', namespace,
+    '--db-filename', o.dbFile,
+    '--log-level', 'warn',
+    ...(o.uiPort !== undefined ? ['--ui-port', String(o.uiPort)] : ['--headless']),
+    ...allSearchAttributes.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]),
+  ];
+  const logFile = o.logFile ?? o.dbFile.replace(/\.db$/, '') + '.log';
+  const out = openSync(logFile, 'a');
+  const child = spawn(o.cliPath, args, { stdio: ['ignore', out, out], detached: false });
+  let exited: string | undefined;
+  child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
+  const address = `${ip}:${port}`;
+  const deadline = Date.now() + (o.startTimeoutMs ?? 90_000);
+  while (!(await canConnect(ip, port))) {
+    if (exited) throw new Error(`temporal dev server ${exited} before answering; see ${logFile}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`temporal dev server did not answer on ${address} within ${(o.startTimeoutMs ?? 90_000) / 1000}s; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  o.logger.info(`temporal dev server on ${address}${o.uiPort !== undefined ? `, UI http://${ip}:${o.uiPort}` : ''} (db ${o.dbFile})`);
+  return {
+    address,
+    namespace,
+    ...(o.uiPort !== undefined ? { uiUrl: `http://${ip === '0.0.0.0' ? 'localhost' : ip}:${o.uiPort}` } : {}),
+    process: child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (exited) return resolve();
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        child.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}

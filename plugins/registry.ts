@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { PLUGIN_API_VERSION, type StagePlugin } from './contract.js';
+
+const NAME_RE = /^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9-]*$/;
+const SEMVER_RE = /^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/;
+
+/** Raised when a plugin does not satisfy the contract; names the plugin and the problem. */
+export class PluginContractError extends Error {
+  constructor(readonly plugin: string, readonly problem: string, readonly source?: string) {
+    super(`plugin ${plugin}${source ? ` (from ${source})` : ''} is refused: ${problem}`);
+    this.name = 'PluginContractError';
+  }
+}
+
+/** Checks a value against the stage plugin contract; returns the list of problems (empty = fine). */
+export function contractProblems(p: unknown): string[] {
+  const problems: string[] = [];
+  if (typeof p !== 'object' || p === null) return ['is not an object'];
+  const o = p as Record<string, unknown>;
+  if (typeof o.name !== 'string' || !NAME_RE.test(o.name)) problems.push(`name must look like "<scope>:<kebab-name>", got ${JSON.stringify(o.name)}`);
+  if (typeof o.version !== 'string' || !SEMVER_RE.test(o.version)) problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
+  if (o.apiVersion !== PLUGIN_API_VERSION) problems.push(`apiVersion must be ${PLUGIN_API_VERSION} (this host's plugin API), got ${JSON.stringify(o.apiVersion)}`);
+  if (typeof o.description !== 'string' || o.description.length === 0) problems.push('description is missing');
+  if (!(o.paramsSchema instanceof z.ZodType)) problems.push('paramsSchema must be a zod schema (zod v4)');
+  for (const k of ['consumes', 'produces'] as const) {
+    const v = o[k];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[a-z][a-z0-9-]*$/.test(x))) problems.push(`${k} must be a list of artifact kinds (lower-case words)`);
+  }
+  if (o.resource !== 'cpu' && o.resource !== 'gpu') problems.push(`resource must be "cpu" or "gpu", got ${JSON.stringify(o.resource)}`);
+  if (typeof o.run !== 'function') problems.push('run(ctx, params, inputs) is missing');
+  if (o.dataParallel !== undefined) {
+    const d = o.dataParallel as Record<string, unknown> | null;
+    if (!d || typeof d.replicas !== 'function' || typeof d.reduce !== 'function') problems.push('dataParallel needs replicas(params) and reduce(ctx, params, inputs, results)');
+  }
+  if (o.paramsSchema instanceof z.ZodType && problems.length === 0) {
+    try {
+      z.toJSONSchema(o.paramsSchema, { unrepresentable: 'any' });
+    } catch (e) {
+      problems.push(`paramsSchema cannot be exported as JSON Schema: ${(e as Error).message}`);
+    }
+  }
+  return problems;
+}
+
+export interface PluginInfo {
+  name: string;
+  version: string;
+  description: string;
+  consumes: string[];
+  produces: string[];
+  resource: 'cpu' | 'gpu';
+  dataParallel: boolean;
+  paramsJsonSchema: unknown;
+  source: string;
+}
+
+/**
+ * The stage plugins this process knows. Checked at registration, then frozen.
+ * Lookup is by name (the newest version wins) or by exact name@version.
+ */
+export class StageRegistry {
+  private readonly byKey = new Map<string, { plugin: StagePlugin<unknown>; source: string }>();
+  private frozen = false;
+
+  register(plugin: StagePlugin<any>, source = 'built-in'): this {
+    if (this.frozen) throw new Error(`registry is frozen; cannot register ${plugin?.name}`);
+    const name = typeof plugin?.name === 'string' ? plugin.name : '<unnamed>';
+    const problems = contractProblems(plugin);
+    if (problems.length) throw new PluginContractError(name, problems.join('; '), source);
+    const key = `${plugin.name}@${plugin.version}`;
+    const existing = this.byKey.get(key);
+    if (existing) throw new PluginContractError(name, `${key} is already registered (from ${existing.source})`, source);
+    this.byKey.set(key, { plugin: plugin as StagePlugin<unknown>, source });
+    return this;
+  }
+
+  freeze(): this {
+    this.frozen = true;
+    return this;
+  }
+
+  /** The plugin by name (newest version) or exact `name@version`. */
+  get(name: string, version?: string): StagePlugin<unknown> | undefined {
+    if (version) return this.byKey.get(`${name}@${version}`)?.plugin;
+    let best: StagePlugin<unknown> | undefined;
+    for (const { plugin } of this.byKey.values()) {
+      if (plugin.name === name && (!best || compareSemver(plugin.version, best.version) > 0)) best = plugin;
+    }
+    return best;
+  }
+
+  list(): PluginInfo[] {
+    return [...this.byKey.values()]
+      .map(({ plugin, source }) => ({
+        name: plugin.name,
+        version: plugin.version,
+        description: plugin.description,
+        consumes: plugin.consumes,
+        produces: plugin.produces,
+        resource: plugin.resource,
+        dataParallel: plugin.dataParallel !== undefined,
+        paramsJsonSchema: z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
+        source,
+      }))
+      .sort((a, b) => (a.name === b.name ? compareSemver(a.version, b.version) : a.name < b.name ? -1 : 1));
+  }
+}
+
+function compareSemver(a: string, b: string): number {
+  const pa = a.split(/[.+-]/).slice(0, 3).map(Number);
+  const pb = b.split(/[.+-]/).slice(0, 3).map(Number);
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Entry point: starts the workers this host serves (CAPSTAN_WORKER_ROLES: workflows, cpu, gpu).
+import { Runtime as TemporalRuntime } from '@temporalio/worker';
+import { bootstrap } from './lib/bootstrap.js';
+import { loadConfig } from './lib/config.js';
+import { createConsoleLogger } from './lib/logger.js';
+import { connectWorker, temporalTarget } from './lib/temporal.js';
+import { createWorkers, runWorkers } from './lib/workers.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env, process.cwd());
+  const logger = createConsoleLogger({ name: 'worker', level: config.logLevel });
+  // Must run before any connection: drains workers on SIGINT/SIGTERM.
+  TemporalRuntime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  const rt = await bootstrap(config, logger);
+  const target = temporalTarget(process.env);
+  const connection = await connectWorker(target);
+  const workers = await createWorkers({
+    connection,
+    namespace: target.namespace,
+    taskQueues: config.taskQueues,
+    roles: config.workerRoles,
+    activities: {
+      registry: rt.registry,
+      artifacts: rt.artifacts,
+      services: rt.services,
+      logger,
+      ...(rt.meter ? { meter: rt.meter } : {}),
+      ...(rt.cache ? { cache: rt.cache } : {}),
+    },
+    shutdownGraceTime: config.shutdownGrace,
+    activitySlots: config.activitySlots,
+    gpuSlots: config.gpuSlots,
+  });
+  logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${config.workerRoles.join(', ')}`, {
+    plugins: rt.registry.list().map((p) => `${p.name}@${p.version}`),
+  });
+  await runWorkers(workers);
+  await connection.close();
+  await rt.close();
+  logger.info('worker stopped');
+}
+
+main().catch((e) => {
+  process.stderr.write(`worker failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.exit(1);
+});

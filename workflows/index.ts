@@ -1,0 +1,1 @@
+export { runPipelineWorkflow } from './run-pipeline.js';

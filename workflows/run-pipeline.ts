@@ -1,0 +1,286 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  isCancellation,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  allHandlersFinished,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import { decideUpdate, progressQuery } from './messages.js';
+import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
+import type {
+  Decision,
+  ResolvedStage,
+  RunEventType,
+  RunPipelineInput,
+  RunState,
+  RunStatus,
+  StageOutcome,
+  StageState,
+} from './types.js';
+
+/**
+ * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
+ * an activity on its plugin's task queue. A stage that has used up its retries pauses the run
+ * for an operator decision (retry with optional new params, skip, abort) unless the spec says
+ * `onFailure: fail`. Only references and small metrics pass through here.
+ */
+export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunState> {
+  const now = () => new Date().toISOString();
+  const state: RunState = {
+    pipeline: input.pipeline,
+    status: 'RUNNING',
+    startedAt: now(),
+    stages: input.stages.map((s) => ({ id: s.id, plugin: s.plugin, status: 'PENDING', attempts: 0, outputs: {}, metrics: {} })),
+    pausedStages: [],
+    events: [],
+    ...(input.resumedFrom ? { resumedFrom: input.resumedFrom } : {}),
+  };
+  const byId = new Map(state.stages.map((s) => [s.id, s]));
+  const specById = new Map(input.stages.map((s) => [s.id, s]));
+  const decisions = new Map<string, Decision>();
+  let abortReason: string | undefined;
+
+  const event = (type: RunEventType, stageId?: string, message?: string) => {
+    state.events.push({ seq: state.events.length + 1, at: now(), type, ...(stageId ? { stageId } : {}), ...(message ? { message } : {}) });
+  };
+  const setStatus = (status: RunStatus) => {
+    state.status = status;
+    upsertSearchAttributes([{ key: RunStatusKey, value: status }]);
+    refreshDetails();
+  };
+  const refreshDetails = () => {
+    const lines = state.stages.map((s) => `| ${s.id} | \`${s.plugin}\` | ${s.status} | ${s.attempts} |`);
+    setCurrentDetails(
+      [`**${state.pipeline}** — ${state.status}`, '', '| stage | plugin | status | attempts |', '| --- | --- | --- | --- |', ...lines].join('\n'),
+    );
+  };
+
+  setHandler(progressQuery, () => state);
+  setHandler(
+    decideUpdate,
+    (d) => {
+      decisions.set(d.action === 'abort' ? '*' : d.stageId, d);
+      return state;
+    },
+    { validator: (d) => validateDecision(d, state, input.stages) },
+  );
+
+  event('RUN_STARTED', undefined, input.resumedFrom ? `resumed from ${input.resumedFrom}` : undefined);
+  refreshDetails();
+
+  const running = new Set<string>();
+  const markCurrent = () => {
+    const cur = [...running].join(',');
+    upsertSearchAttributes([{ key: CurrentStageKey, value: cur || null }]);
+  };
+
+  /** Runs one stage until it succeeds, is skipped, or the run is aborted. */
+  const runStage = async (spec: ResolvedStage): Promise<void> => {
+    const st = byId.get(spec.id)!;
+    const reused = input.reuse?.[spec.id];
+    if (reused) {
+      Object.assign(st, { status: 'REUSED', outputs: reused.outputs, metrics: reused.metrics, reusedFrom: reused.fromRun });
+      event('STAGE_REUSED', spec.id, `outputs reused from ${reused.fromRun}`);
+      refreshDetails();
+      return;
+    }
+    let params = spec.params;
+    for (let round = 0; ; round++) {
+      if (abortReason !== undefined) return;
+      const stageInputs = Object.fromEntries(Object.entries(spec.inputs).map(([kind, from]) => [kind, byId.get(from)!.outputs[kind]!]));
+      st.status = 'RUNNING';
+      st.startedAt = now();
+      delete st.closedAt;
+      delete st.error;
+      delete st.errorType;
+      running.add(spec.id);
+      markCurrent();
+      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}` : undefined);
+      refreshDetails();
+      try {
+        const outcome = await execute({ ...spec, params }, stageInputs, round);
+        st.attempts += outcome.attempt;
+        st.outputs = outcome.outputs;
+        st.metrics = outcome.metrics;
+        st.status = 'SUCCEEDED';
+        st.closedAt = now();
+        if (typeof outcome.metrics.tfBackend === 'string') state.tfBackend = outcome.metrics.tfBackend;
+        event('STAGE_SUCCEEDED', spec.id);
+        return;
+      } catch (err) {
+        st.closedAt = now();
+        if (isCancellation(err)) {
+          st.status = 'CANCELLED';
+          throw err;
+        }
+        const { message, type, attempts } = describeFailure(err, spec);
+        st.attempts += attempts;
+        st.status = 'FAILED';
+        st.error = message;
+        if (type) st.errorType = type;
+        event('STAGE_FAILED', spec.id, message);
+        if (input.onFailure.action === 'fail') throw failRun(`stage ${spec.id} failed: ${message}`);
+        // Pause for an operator decision.
+        state.pausedStages.push(spec.id);
+        setStatus('PAUSED');
+        event('RUN_PAUSED', spec.id, `waiting for a decision on stage ${spec.id}`);
+        const decided = await condition(() => decisions.has(spec.id) || decisions.has('*'), input.onFailure.timeoutMs);
+        state.pausedStages = state.pausedStages.filter((s) => s !== spec.id);
+        if (!decided) {
+          abortReason = `no decision within ${Math.round(input.onFailure.timeoutMs / 1000)}s on stage ${spec.id}`;
+          throw failRun(`run paused on stage ${spec.id} and timed out waiting for a decision`);
+        }
+        const d = decisions.get(spec.id) ?? decisions.get('*')!;
+        decisions.delete(spec.id);
+        if (d.action === 'abort') {
+          abortReason = d.reason;
+          throw failRun(`aborted by operator: ${d.reason}`);
+        }
+        if (state.pausedStages.length === 0) setStatus('RUNNING');
+        event('RUN_RESUMED', spec.id, d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`);
+        if (d.action === 'skip') {
+          st.status = 'SKIPPED';
+          event('STAGE_SKIPPED', spec.id);
+          return;
+        }
+        if (d.params !== undefined) {
+          params = d.params;
+          st.paramsOverride = d.params;
+        }
+      } finally {
+        running.delete(spec.id);
+        markCurrent();
+        refreshDetails();
+      }
+    }
+  };
+
+  const execute = async (spec: ResolvedStage, inputs: Record<string, import('./types.js').ArtifactRef>, round: number): Promise<StageOutcome> => {
+    const base = {
+      taskQueue: spec.taskQueue,
+      startToCloseTimeout: spec.startToCloseMs,
+      heartbeatTimeout: spec.heartbeatMs,
+      retry: {
+        maximumAttempts: spec.retry.maximumAttempts,
+        initialInterval: spec.retry.initialIntervalMs,
+        backoffCoefficient: spec.retry.backoffCoefficient,
+        maximumInterval: spec.retry.maximumIntervalMs,
+        nonRetryableErrorTypes: spec.retry.nonRetryableErrorTypes,
+      },
+      cancellationType: 'WAIT_CANCELLATION_COMPLETED' as const,
+    };
+    const suffix = round > 0 ? `#${round}` : '';
+    const runId = workflowInfo().workflowId;
+    const common = { runId, pipeline: input.pipeline, stage: spec, inputs };
+    if (spec.replicas <= 1) {
+      const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
+      return acts.runStage(common);
+    }
+    const replicaResults = await Promise.all(
+      Array.from({ length: spec.replicas }, (_, i) =>
+        proxyActivities<Activities>({
+          ...base,
+          activityId: `stage:${spec.id}${suffix}:replica-${i}`,
+          summary: `${spec.id}: ${spec.plugin} replica ${i + 1}/${spec.replicas}`,
+        }).runStage({ ...common, replica: { index: i, count: spec.replicas } }),
+      ),
+    );
+    const reduce = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}:reduce`, summary: `${spec.id}: ${spec.plugin} reduce` });
+    const out = await reduce.reduceStage({ ...common, replicaResults });
+    return { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) };
+  };
+
+  // Schedule every stage once its dependencies are done; independent stages run concurrently.
+  const done = new Map<string, Promise<void>>();
+  for (const spec of input.stages) {
+    done.set(
+      spec.id,
+      (async () => {
+        await Promise.all(spec.needs.map((n) => done.get(n)!));
+        if (abortReason !== undefined) return;
+        await runStage(spec);
+      })(),
+    );
+  }
+  try {
+    await Promise.all(done.values());
+  } catch (err) {
+    if (isCancellation(err)) {
+      // Record the cancellation; the run still closes as cancelled.
+      await CancellationScope.nonCancellable(async () => {
+        for (const s of state.stages) if (s.status === 'RUNNING' || s.status === 'PENDING') s.status = s.status === 'RUNNING' ? 'CANCELLED' : 'PENDING';
+        state.closedAt = now();
+        event('RUN_CANCELLED');
+        setStatus('CANCELLED');
+      });
+      throw err;
+    }
+    // Let stages already running elsewhere in the DAG settle before closing.
+    await Promise.allSettled(done.values());
+    state.closedAt = now();
+    event('RUN_FAILED', undefined, err instanceof Error ? err.message : String(err));
+    setStatus('FAILED');
+    await condition(allHandlersFinished);
+    throw ApplicationFailure.create({
+      message: err instanceof Error ? err.message : String(err),
+      type: 'PIPELINE_FAILED',
+      nonRetryable: true,
+      details: [state],
+    });
+  }
+  state.closedAt = now();
+  event('RUN_COMPLETED');
+  setStatus('COMPLETED');
+  await condition(allHandlersFinished);
+  return state;
+}
+
+/** Marks the failure so the outer handler knows it is the run's, not a stage's. */
+function failRun(message: string): Error {
+  return new RunFailed(message);
+}
+
+class RunFailed extends Error {
+  override name = 'RunFailed';
+}
+
+function describeFailure(err: unknown, spec: ResolvedStage): { message: string; type?: string; attempts: number } {
+  let cause: unknown = err;
+  if (err instanceof ActivityFailure) cause = err.cause ?? err;
+  if (cause instanceof ApplicationFailure) {
+    const detail = cause.details?.[0] as { attempt?: number } | undefined;
+    return {
+      message: cause.message,
+      ...(cause.type ? { type: cause.type } : {}),
+      attempts: typeof detail?.attempt === 'number' ? detail.attempt : cause.nonRetryable ? 1 : spec.retry.maximumAttempts,
+    };
+  }
+  const message = cause instanceof Error ? cause.message : String(cause);
+  // Timeouts and other server-side failures: every attempt was used.
+  return { message, type: (cause as { name?: string })?.name ?? 'UNKNOWN', attempts: spec.retry.maximumAttempts };
+}
+
+/** Throws (so the Update is rejected, nothing recorded) when a decision does not fit the run's state. */
+export function validateDecision(d: Decision, state: RunState, stages: ResolvedStage[]): void {
+  if (!d || typeof d !== 'object' || !('action' in d)) throw new Error('decision must have an action: retry, skip or abort');
+  if (state.status !== 'PAUSED') throw new Error(`run is ${state.status}, not PAUSED; decisions apply to paused runs only`);
+  if (d.action === 'abort') {
+    if (typeof d.reason !== 'string' || d.reason.trim() === '') throw new Error('abort needs a reason');
+    return;
+  }
+  if (d.action !== 'retry' && d.action !== 'skip') throw new Error(`unknown action ${JSON.stringify((d as { action: unknown }).action)}`);
+  if (!state.pausedStages.includes(d.stageId)) {
+    throw new Error(`stage ${JSON.stringify(d.stageId)} is not waiting for a decision; paused: ${state.pausedStages.join(', ') || 'none'}`);
+  }
+  if (d.action === 'skip') {
+    const dependents = stages.filter((s) => Object.values(s.inputs).includes(d.stageId)).map((s) => s.id);
+    if (dependents.length) throw new Error(`cannot skip ${d.stageId}: stage(s) ${dependents.join(', ')} need its outputs`);
+  }
+}
