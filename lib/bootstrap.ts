@@ -7,6 +7,7 @@ import { buildRegistry } from '../plugins/builtins.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
+import { createDbStageCache, migrateOps } from './ops-store.js';
 
 /** The long-lived parts every Capstan process shares, built once from the config. */
 export interface Runtime {
@@ -25,8 +26,10 @@ export async function bootstrap(config: CapstanConfig, logger: Logger): Promise<
   const registry = await buildRegistry({ external: config.plugins, cwd: config.cwd });
   const artifacts = new ArtifactStore(config.artifactsDir);
   const db = await openDb({ url: config.databaseUrl, sqlitePath: config.sqlitePath });
+  await migrateOps(db);
   const services: StageServices = { db, config };
   return {
+    cache: createDbStageCache(db),
     config,
     registry,
     artifacts,

@@ -14,6 +14,8 @@ import { openDb } from '../../lib/db/open.js';
 import type { Db } from '../../lib/db/types.js';
 import { silentLogger } from '../../lib/logger.js';
 import { createWorkers } from '../../lib/workers.js';
+import { createDbStageCache, migrateOps } from '../../lib/ops-store.js';
+import { apiModules } from '../../api/modules/index.js';
 import type { StagePlugin } from '../../plugins/contract.js';
 import { StageRegistry } from '../../plugins/registry.js';
 import type { StageServices } from '../../plugins/services.js';
@@ -52,7 +54,7 @@ let runtimeInstalled = false;
 export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   if (!runtimeInstalled) {
     // Keep the SDK's per-worker INFO lines out of test output.
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
   const address = inject('temporalAddress');
@@ -67,7 +69,8 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const taskQueues = { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` };
   const services = { db, ...(o.services ? await o.services({ db, artifacts }) : {}) };
   const meter = o.meter?.(db);
-  const cache = o.cache?.(db);
+  await migrateOps(db);
+  const cache = o.cache ? o.cache(db) : createDbStageCache(db);
 
   const nativeConnection = await NativeConnection.connect({ address });
   let workers: Worker[] = [];
@@ -78,7 +81,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       namespace,
       taskQueues,
       roles: ['workflows', 'cpu', 'gpu'],
-      activities: { registry, artifacts, services, logger: silentLogger, heartbeatEveryMs: 500, ...(meter ? { meter } : {}), ...(cache ? { cache } : {}) },
+      activities: { registry, artifacts, services, logger: silentLogger, heartbeatEveryMs: 500, ...(meter ? { meter } : {}), cache },
       shutdownGraceTime: '2s',
     });
     running = workers.map((w) => w.run());
@@ -93,7 +96,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const client = new Client({ connection, namespace });
   const api = await createApi(
     { temporal: client, namespace, taskQueue: taskQueues.workflows, registry, artifacts, db, logger: silentLogger, services: { taskQueues, ...services } },
-    o.modules ?? [],
+    o.modules ?? apiModules(),
   );
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];

@@ -1,0 +1,176 @@
+// `npm start`: the whole stack on one host — Temporal dev server (with its Web UI), a worker and the
+// GraphQL API — then the default pipeline on real MNIST, followed stage by stage. Ctrl-C stops all.
+//
+//   npm start                      # stack + default pipeline, stays up
+//   npm start -- --exit-after-run  # stop once the pipeline has finished (exit 1 if it did not complete)
+//   npm start -- --no-run          # just the stack
+//   npm start -- --pipeline pipelines/other.yaml
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { loadConfig } from '../lib/config.js';
+import { startDevServer, type DevServer } from '../lib/dev-server.js';
+import { createConsoleLogger } from '../lib/logger.js';
+import { resolveTemporalCli } from '../lib/temporal-cli.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const args = process.argv.slice(2);
+const flag = (n: string) => args.includes(n);
+const opt = (n: string) => {
+  const i = args.indexOf(n);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const config = loadConfig(process.env, process.cwd());
+const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
+const children: ChildProcess[] = [];
+let devServer: DevServer | undefined;
+let stopping = false;
+
+async function main(): Promise<number> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const uiPort = Number(process.env.TEMPORAL_UI_PORT ?? 8233);
+  let uiUrl: string | undefined;
+  if (!process.env.TEMPORAL_ADDRESS) {
+    const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
+    devServer = await startDevServer({
+      cliPath: cli.path,
+      dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
+      port: Number(process.env.TEMPORAL_PORT ?? 7233),
+      uiPort,
+      logger,
+    });
+    env.TEMPORAL_ADDRESS = devServer.address;
+    env.TEMPORAL_NAMESPACE = devServer.namespace;
+    uiUrl = `http://localhost:${uiPort}`;
+    env.CAPSTAN_TEMPORAL_UI_URL ??= uiUrl;
+  } else {
+    logger.info(`using the Temporal cluster at ${process.env.TEMPORAL_ADDRESS}`);
+    uiUrl = process.env.CAPSTAN_TEMPORAL_UI_URL;
+  }
+  const apiUrl = `http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}`;
+  children.push(spawnPart('worker', ['worker.ts'], env));
+  children.push(spawnPart('api', ['api/server.ts'], env));
+  await waitForHttp(`${apiUrl}/graphql?query=%7B__typename%7D`);
+  const banner = [
+    '',
+    '  Capstan is up',
+    `  GraphQL API + GraphiQL  ${apiUrl}/graphql`,
+    ...(uiUrl ? [`  Temporal Web UI         ${uiUrl}`] : []),
+    `  Data (artifacts, DBs)   ${config.dataDir}`,
+    '  Ctrl-C stops everything.',
+    '',
+  ];
+  process.stdout.write(banner.join('\n') + '\n');
+  if (flag('--no-run')) return new Promise<number>(() => {});
+
+  const specPath = path.resolve(root, opt('--pipeline') ?? 'pipelines/mnist-default.yaml');
+  const started = await gql(apiUrl, `mutation($t: String!) { startPipelineFromText(text: $t) { id pipeline stages { id plugin } } }`, {
+    t: readFileSync(specPath, 'utf8'),
+  });
+  const run = started.startPipelineFromText as { id: string; pipeline: string; stages: { id: string; plugin: string }[] };
+  process.stdout.write(`  started ${run.id}: ${run.stages.map((s) => s.id).join(' → ')}\n`);
+  if (uiUrl) process.stdout.write(`  watch it: ${uiUrl}/namespaces/default/workflows/${encodeURIComponent(run.id)}\n\n`);
+  const final = await follow(apiUrl, run.id);
+  if (flag('--exit-after-run')) return final === 'COMPLETED' ? 0 : 1;
+  process.stdout.write('\n  The stack stays up; Ctrl-C stops it.\n');
+  return new Promise<number>(() => {});
+}
+
+/** Prints stage transitions and per-epoch progress until the run closes; returns the final status. */
+async function follow(apiUrl: string, id: string): Promise<string> {
+  const seen = new Map<string, string>();
+  let lastProgress = '';
+  for (;;) {
+    const r = await gql(apiUrl, `query($id: ID!) { run(id: $id) { status tfBackend stages { id status attempts metrics progress error } } }`, { id });
+    const run = r.run as { status: string; tfBackend?: string; stages: { id: string; status: string; attempts: number; metrics: Record<string, unknown>; progress?: unknown; error?: string }[] };
+    for (const s of run.stages) {
+      if (seen.get(s.id) !== s.status) {
+        seen.set(s.id, s.status);
+        const extra = s.status === 'SUCCEEDED' ? ' ' + summarise(s.metrics) : s.error ? ` — ${s.error}` : '';
+        process.stdout.write(`  ${new Date().toISOString().slice(11, 19)}  ${s.id.padEnd(14)} ${s.status}${extra}\n`);
+      }
+      if (s.status === 'RUNNING' && s.progress) {
+        const p = JSON.stringify(s.progress);
+        if (p !== lastProgress && p.length < 300) {
+          lastProgress = p;
+          process.stdout.write(`  ${' '.repeat(10)}${s.id.padEnd(14)} … ${p}\n`);
+        }
+      }
+    }
+    if (!['RUNNING', 'PAUSED'].includes(run.status) || (run.status === 'PAUSED' && flag('--exit-after-run'))) {
+      process.stdout.write(`\n  run ${id}: ${run.status}${run.tfBackend ? ` (tfjs backend: ${run.tfBackend})` : ''}\n`);
+      return run.status;
+    }
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
+
+function summarise(m: Record<string, unknown>): string {
+  const keys = ['testAccuracy', 'sparsity', 'weightBytesAfter', 'samplesPerSecond', 'version', 'promoted', 'cost', 'revenue', 'roi', 'tfBackend'];
+  const parts = keys.filter((k) => m[k] !== undefined).map((k) => `${k}=${typeof m[k] === 'number' ? Number((m[k] as number).toFixed(4)) : String(m[k])}`);
+  return parts.length ? `(${parts.join(', ')})` : '';
+}
+
+function spawnPart(name: string, script: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...script], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  child.once('exit', (code, signal) => {
+    if (!stopping) {
+      logger.error(`${name} exited (${signal ?? code}); stopping the stack`);
+      void shutdown(1);
+    }
+  });
+  return child;
+}
+
+async function waitForHttp(url: string, timeoutMs = 120_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`API did not answer at ${url} within ${timeoutMs / 1000}s`);
+}
+
+async function gql(apiUrl: string, query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const r = await fetch(`${apiUrl}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
+  const body = (await r.json()) as { data?: Record<string, unknown>; errors?: { message: string }[] };
+  if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
+  return body.data!;
+}
+
+async function shutdown(code: number): Promise<never> {
+  if (stopping) return new Promise<never>(() => {});
+  stopping = true;
+  logger.info('stopping: api, worker, temporal');
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          const t = setTimeout(() => c.kill('SIGKILL'), 45_000);
+          c.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  await devServer?.stop();
+  process.exit(code);
+}
+
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+main().then(
+  (code) => shutdown(code),
+  (e) => {
+    logger.error(e instanceof Error ? e.message : String(e));
+    void shutdown(1);
+  },
+);
