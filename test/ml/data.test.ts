@@ -1,0 +1,150 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataError } from '../../ml/data/data-error.js';
+import { parseCsv } from '../../ml/data/csv.js';
+import { buildDataset, readDataset, splitIndices, writeDataset } from '../../ml/data/dataset.js';
+import { encodeIdx, parseIdx, parseIdxLabels, readIdxPair } from '../../ml/data/idx.js';
+import { StageError } from '../../lib/errors.js';
+import { dataPrepStage, mnistFiles } from '../../plugins/core/data-prep/index.js';
+import { makeContext, tmpStore } from './helpers.js';
+
+let store: Awaited<ReturnType<typeof tmpStore>>;
+beforeAll(async () => {
+  store = await tmpStore();
+});
+afterAll(async () => {
+  await store.cleanup();
+});
+
+function expectDataError(fn: () => unknown, code: string, text: RegExp): void {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DataError);
+    expect((e as DataError).code).toBe(code);
+    expect((e as Error).message).toMatch(text);
+    return;
+  }
+  throw new Error('expected a DataError');
+}
+
+describe('IDX parser', () => {
+  it('reads the real MNIST headers', async () => {
+    const f = mnistFiles();
+    const { images, labels } = await readIdxPair({ images: f.testImages, labels: f.testLabels });
+    expect([images.count, images.rows, images.cols]).toEqual([10000, 28, 28]);
+    expect(labels.count).toBe(10000);
+    expect(Math.max(...labels.labels)).toBe(9);
+  });
+
+  it('rejects a bad magic number, a truncated payload, the wrong rank and out-of-range labels', () => {
+    const good = encodeIdx([2, 2, 2], new Uint8Array(8));
+    expect(parseIdx(good, { file: 'x', expectDims: 3 }).dims).toEqual([2, 2, 2]);
+    const badMagic = good.slice();
+    badMagic[0] = 0x1f;
+    expectDataError(() => parseIdx(badMagic, { file: 'imgs.idx' }), 'DATA_CORRUPT', /imgs\.idx: .*bad magic number 0x1f000803/);
+    expectDataError(() => parseIdx(good.subarray(0, good.length - 3), { file: 'imgs.idx' }), 'DATA_CORRUPT', /truncated: .*need 8 data bytes, file has 5/);
+    expectDataError(() => parseIdx(good, { file: 'imgs.idx', expectDims: 1 }), 'DATA_CORRUPT', /expected 1 dimension/);
+    const labels = encodeIdx([3], Uint8Array.from([1, 12, 3]));
+    expectDataError(() => parseIdxLabels(labels, 'l.idx', 10), 'DATA_CORRUPT', /l\.idx: label 12 at index 1 is outside 0\.\.9/);
+  });
+});
+
+describe('CSV parser', () => {
+  it('reads labels and features and rejects NaN with row and column named', () => {
+    const t = parseCsv('a,label,b\n1,0,2\n3,1,4\n', { file: 'f.csv', labelColumn: 'label' });
+    expect(t.featureColumns).toEqual(['a', 'b']);
+    expect(Array.from(t.features)).toEqual([1, 2, 3, 4]);
+    expect(Array.from(t.labels)).toEqual([0, 1]);
+    expect(t.numClasses).toBe(2);
+    expectDataError(() => parseCsv('a,label\n1,0\nNaN,1\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /f\.csv: row 3, column a: "NaN" is not a finite number/);
+    expectDataError(() => parseCsv('a,label\n1,0\n,1\n', { file: 'f.csv', labelColumn: 1 }), 'DATA_CORRUPT', /row 3, column a: empty cell/);
+    expectDataError(() => parseCsv('a,label\n1,0.5\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /label 0.5 is not an integer/);
+    expectDataError(() => parseCsv('a,b\n1,0\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_MISMATCH', /label column "label" not found/);
+  });
+});
+
+describe('dataset folder', () => {
+  it('splits with a seed, records class balance and hashes, and detects a tampered file', async () => {
+    const n = 200;
+    const x = new Uint8Array(n * 4).map((_, i) => i % 256);
+    const y = new Uint8Array(n).map((_, i) => i % 4);
+    const a = splitIndices(n, { validationFraction: 0.25, seed: 3 });
+    const b = splitIndices(n, { validationFraction: 0.25, seed: 3 });
+    expect(Array.from(a.validation)).toEqual(Array.from(b.validation));
+    expect(a.validation.length).toBe(50);
+    expect(new Set([...a.train, ...a.validation]).size).toBe(n);
+
+    const ds = buildDataset({ featureShape: [2, 2], numClasses: 4, pool: { x, y }, validationFraction: 0.25, seed: 3, normalize: 'scale255' });
+    const dir = path.join(store.root, 'ds');
+    const m = await writeDataset(dir, ds);
+    expect(m.splits.train?.count).toBe(150);
+    expect(m.splits.train?.classCounts.reduce((s, c) => s + c, 0)).toBe(150);
+    expect(m.splits.validation?.x.shape).toEqual([50, 2, 2]);
+    const back = await readDataset(dir);
+    expect(Array.from(back.splits.train.y)).toEqual(Array.from(ds.splits.train.y));
+
+    const yFile = path.join(dir, 'train-y.bin');
+    const bytes = await readFile(yFile);
+    bytes[0] = 9;
+    await writeFile(yFile, bytes);
+    await expect(readDataset(dir)).rejects.toThrow(/train-y\.bin: SHA-256 does not match the manifest/);
+  });
+});
+
+describe('core:data-prep', () => {
+  it('prepares a seeded MNIST subset with train/validation/test splits', async () => {
+    const plugin = dataPrepStage();
+    const params = plugin.paramsSchema.parse({ source: { format: 'mnist' }, limit: 2000, seed: 1 });
+    expect(params.validationFraction).toBe(0.1);
+    const ctx = makeContext({ store: store.store, stageId: 'prep' });
+    const res = await plugin.run(ctx, params, {});
+    expect(res.metrics).toMatchObject({ trainCount: 1800, validationCount: 200, testCount: 2000, numClasses: 10, classesInTrain: 10 });
+    const ds = await readDataset(store.store.resolve(res.outputs.dataset!));
+    expect(ds.featureShape).toEqual([28, 28]);
+    expect(ds.normalization).toEqual({ kind: 'scale', factor: 1 / 255 });
+    expect((await store.store.verify(res.outputs.dataset!)).ok).toBe(true);
+  });
+
+  it('rejects a corrupt IDX file with a non-retryable error naming the file', async () => {
+    const f = mnistFiles();
+    const bad = path.join(store.root, 'broken-images.idx');
+    const good = await readFile(f.testImages);
+    await writeFile(bad, good.subarray(0, 100_000)); // truncated
+    const plugin = dataPrepStage();
+    const ctx = makeContext({ store: store.store, stageId: 'prep-bad' });
+    const err = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'idx', images: bad, labels: f.testLabels } }), {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StageError);
+    expect((err as StageError).retryable).toBe(false);
+    expect((err as StageError).type).toBe('DATA_CORRUPT');
+    expect((err as Error).message).toContain('broken-images.idx');
+    expect((err as Error).message).toMatch(/truncated/);
+  });
+
+  it('rejects image and label files whose counts differ', async () => {
+    const f = mnistFiles();
+    const plugin = dataPrepStage();
+    const ctx = makeContext({ store: store.store, stageId: 'prep-mismatch' });
+    const err = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'idx', images: f.testImages, labels: f.labels } }), {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StageError);
+    expect((err as StageError).type).toBe('DATA_MISMATCH');
+    expect((err as Error).message).toMatch(/10000 images in t10k-images-idx3-ubyte but 60000 labels in train-labels-idx1-ubyte/);
+  });
+
+  it('reads a CSV source and standardises its features', async () => {
+    const rows = ['f1,f2,y'];
+    for (let i = 0; i < 100; i++) rows.push(`${i},${(i * 7) % 13},${i % 3}`);
+    const file = path.join(store.root, 'tab.csv');
+    await writeFile(file, rows.join('\n'));
+    const plugin = dataPrepStage();
+    const ctx = makeContext({ store: store.store, stageId: 'prep-csv' });
+    const res = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'csv', path: file, labelColumn: 'y' }, validationFraction: 0.2 }), {});
+    expect(res.metrics).toMatchObject({ trainCount: 80, validationCount: 20, numClasses: 3, features: 2 });
+    const ds = await readDataset(store.store.resolve(res.outputs.dataset!));
+    expect(ds.normalization.kind).toBe('zscore');
+    const x = ds.splits.train.x as Float32Array;
+    const mean = x.filter((_, i) => i % 2 === 0).reduce((s, v) => s + v, 0) / 80;
+    expect(Math.abs(mean)).toBeLessThan(1e-5);
+  });
+});

@@ -1,0 +1,84 @@
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadTf } from '../../ml/backend.js';
+import { loadModel } from '../../ml/models/io.js';
+import type { ArtifactRef } from '../../plugins/contract.js';
+import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
+import { pretrainStage } from '../../plugins/core/pretrain/index.js';
+import { makeContext, tmpStore } from './helpers.js';
+
+let store: Awaited<ReturnType<typeof tmpStore>>;
+let dataset: ArtifactRef;
+
+beforeAll(async () => {
+  store = await tmpStore();
+  const prep = dataPrepStage();
+  const res = await prep.run(makeContext({ store: store.store, stageId: 'prep' }), prep.paramsSchema.parse({ limit: 3000, seed: 7 }), {});
+  dataset = res.outputs.dataset!;
+});
+afterAll(async () => {
+  await store.cleanup();
+});
+
+describe('core:pretrain', () => {
+  it('trains the seed MLP in a child process, well above chance, with per-epoch metrics and a loadable model', async () => {
+    const plugin = pretrainStage();
+    const params = plugin.paramsSchema.parse({ epochs: 2 });
+    expect(params).toMatchObject({ batchSize: 32, learningRate: 1e-3, model: { hiddenUnits: [128], activation: 'relu' } });
+    const ctx = makeContext({ store: store.store, stageId: 'train' });
+    const res = await plugin.run(ctx, params, { dataset });
+    const m = res.metrics;
+    expect(m.tfBackend).toMatch(/^(node-gpu|node|wasm|cpu)$/);
+    expect(m.resumedFromEpoch).toBe(0);
+    expect(m.epochsRun).toBe(2);
+    expect(m.testAccuracy as number).toBeGreaterThan(0.7); // chance is 0.1
+    expect(m.epoch02ValAccuracy as number).toBeGreaterThan(0.7);
+    expect(m.epoch02TrainLoss as number).toBeLessThan(m.epoch01TrainLoss as number);
+    expect(m.cpuSeconds as number).toBeGreaterThan(0);
+    expect(ctx.beats).toHaveLength(2);
+    expect(ctx.beats[1]).toMatchObject({ epoch: 2, checkpoint: expect.stringMatching(/^artifact:.*epoch-0002$/) });
+
+    // The saved model loads back with a plain tf.loadLayersModel (custom folder handler) and predicts.
+    const modelDir = store.store.resolve(res.outputs.model!);
+    const json = JSON.parse(await readFile(path.join(modelDir, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+    expect(json.weightsManifest[0]!.paths).toEqual(['./weights.bin']);
+    expect((await stat(path.join(modelDir, 'weights.bin'))).size).toBe((784 * 128 + 128 + 128 * 10 + 10) * 4);
+    const { tf } = await loadTf();
+    const model = await loadModel(tf, modelDir);
+    const p = model.predict(tf.zeros([1, 28, 28])) as import('@tensorflow/tfjs').Tensor;
+    expect(p.shape).toEqual([1, 10]);
+    expect(p.sum().dataSync()[0]).toBeCloseTo(1, 4);
+  });
+
+  it('resumes from the checkpointed epoch on a retry, not from 0', async () => {
+    const plugin = pretrainStage();
+    const stageId = 'train-resume';
+    // Attempt 1 runs 1 epoch; its last heartbeat is what Temporal hands to attempt 2.
+    const first = makeContext({ store: store.store, stageId });
+    const r1 = await plugin.run(first, plugin.paramsSchema.parse({ epochs: 1 }), { dataset });
+    const last = first.beats[first.beats.length - 1] as { epoch: number; checkpoint: string };
+    expect(last.epoch).toBe(1);
+    expect(r1.metrics.resumedFromEpoch).toBe(0);
+
+    const second = makeContext({ store: store.store, stageId, attempt: 2, lastCheckpoint: last });
+    const r2 = await plugin.run(second, plugin.paramsSchema.parse({ epochs: 3 }), { dataset });
+    expect(r2.metrics.resumedFromEpoch).toBe(1);
+    expect(r2.metrics.epochsRun).toBe(2);
+    expect(r2.metrics.epoch01TrainLoss).toBeUndefined();
+    expect(second.beats.map((b) => (b as { epoch: number }).epoch)).toEqual([2, 3]);
+    // Starting from trained weights, the first resumed epoch already beats a fresh first epoch.
+    expect(r2.metrics.epoch02TrainLoss as number).toBeLessThan(r1.metrics.epoch01TrainLoss as number);
+    expect(r2.metrics.testAccuracy as number).toBeGreaterThan(0.8);
+  });
+
+  it('kills the child and rejects when the stage is cancelled', async () => {
+    const plugin = pretrainStage();
+    const ac = new AbortController();
+    const ctx = makeContext({ store: store.store, stageId: 'train-cancel', signal: ac.signal });
+    const run = plugin.run(ctx, plugin.paramsSchema.parse({ epochs: 50 }), { dataset });
+    setTimeout(() => ac.abort(new Error('cancelled by test')), 500);
+    await expect(run).rejects.toThrow(/cancelled by test/);
+    expect(ctx.beats.length).toBeLessThan(50);
+  });
+});
