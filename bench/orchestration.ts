@@ -1,0 +1,164 @@
+// Orchestration overhead of Capstan on a real Temporal dev server:
+//  1. per-stage gap (one stage's end → the next stage's start) for a pipeline of N trivial stages,
+//     against calling the same stage functions in-process;
+//  2. how many pipelines per second startPipeline accepts (GraphQL → Temporal start).
+// Usage: npx tsx bench/orchestration.ts [--stages 20] [--runs 5] [--starts 200] [--concurrency 8]
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { z } from 'zod';
+import { createApi } from '../api/app.js';
+import { ArtifactStore } from '../lib/artifacts.js';
+import { openDb } from '../lib/db/open.js';
+import { startDevServer } from '../lib/dev-server.js';
+import { createConsoleLogger, silentLogger } from '../lib/logger.js';
+import { migrateOps } from '../lib/ops-store.js';
+import { resolveTemporalCli } from '../lib/temporal-cli.js';
+import { createWorkers } from '../lib/workers.js';
+import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../plugins/contract.js';
+import { StageRegistry } from '../plugins/registry.js';
+import type { RunState } from '../workflows/types.js';
+import { machineLine, median, quantile } from './machine.js';
+
+const arg = (n: string, d: number) => {
+  const i = process.argv.indexOf(n);
+  return i >= 0 ? Number(process.argv[i + 1]) : d;
+};
+const STAGES = arg('--stages', 20);
+const RUNS = arg('--runs', 5);
+const STARTS = arg('--starts', 200);
+const CONCURRENCY = arg('--concurrency', 8);
+
+/** A trivial stage: records when it started and ended (wall clock, ms). */
+const trivial = defineStage({
+  name: 'bench:trivial',
+  version: '1.0.0',
+  apiVersion: PLUGIN_API_VERSION,
+  description: 'does nothing but note the time',
+  paramsSchema: z.object({}),
+  consumes: [],
+  produces: [],
+  resource: 'cpu',
+  async run() {
+    const startedAt = performance.timeOrigin + performance.now();
+    return { outputs: {}, metrics: { startedAt, endedAt: performance.timeOrigin + performance.now() } };
+  },
+});
+
+async function main(): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  const logger = createConsoleLogger({ name: 'bench', level: 'warn' });
+  const root = path.resolve(import.meta.dirname, '..');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'capstan-bench-'));
+  const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
+  const server = await startDevServer({ cliPath: cli.path, dbFile: path.join(dir, 'temporal.db'), logger });
+  const registry = new StageRegistry().register(trivial).freeze();
+  const artifacts = new ArtifactStore(path.join(dir, 'artifacts'));
+  const db = await openDb({ sqlitePath: path.join(dir, 'capstan.db') });
+  await migrateOps(db);
+  const taskQueues = { workflows: 'bench', cpu: 'bench-cpu', gpu: 'bench-gpu' };
+  const nc = await NativeConnection.connect({ address: server.address });
+  const workers = await createWorkers({
+    connection: nc,
+    namespace: 'default',
+    taskQueues,
+    roles: ['workflows', 'cpu'],
+    activities: { registry, artifacts, services: {}, logger: silentLogger },
+    activitySlots: 8,
+  });
+  const running = workers.map((w) => w.run());
+  const connection = await Connection.connect({ address: server.address });
+  const client = new Client({ connection });
+  const api = await createApi({ temporal: client, namespace: 'default', taskQueue: taskQueues.workflows, registry, artifacts, db, logger: silentLogger, services: { taskQueues } });
+  const gql = async (query: string, variables: Record<string, unknown>) => {
+    const r = await api.fetch(new Request('http://bench/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }));
+    const b = (await r.json()) as { data: any; errors?: unknown[] };
+    if (b.errors) throw new Error(JSON.stringify(b.errors));
+    return b.data;
+  };
+  const spec = (name: string) => ({ name, stages: Array.from({ length: STAGES }, (_, i) => ({ id: `s${i}`, plugin: 'bench:trivial' })) });
+
+  // Warm-up: bundle loaded, connections open, first workflow task done.
+  await client.workflow.getHandle((await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('warmup') })).startPipeline.id).result();
+
+  // 1. Per-stage gap through Temporal.
+  const gaps: number[] = [];
+  const perRun: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const t0 = performance.now();
+    const id = (await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('gap') })).startPipeline.id;
+    const state = (await client.workflow.getHandle(id).result()) as RunState;
+    perRun.push(performance.now() - t0);
+    for (let i = 1; i < state.stages.length; i++) gaps.push((state.stages[i]!.metrics.startedAt as number) - (state.stages[i - 1]!.metrics.endedAt as number));
+  }
+  // The same stage functions called in-process.
+  const inproc: number[] = [];
+  const ctx = { signal: new AbortController().signal } as StageContext;
+  for (let r = 0; r < RUNS; r++) {
+    let prevEnd: number | undefined;
+    for (let i = 0; i < STAGES; i++) {
+      const t = performance.now();
+      if (prevEnd !== undefined) inproc.push(t - prevEnd);
+      await trivial.run(ctx, {}, {});
+      prevEnd = performance.now();
+    }
+  }
+
+  // 2. startPipeline throughput (accepted = Temporal acknowledged the start): first while this
+  //    process's workers also run the started pipelines, then with the workers stopped (API + server only).
+  const small = { name: 'throughput', stages: [{ id: 's0', plugin: 'bench:trivial' }] };
+  const measureStarts = async () => {
+    const out: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      let next = 0;
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (next++ < STARTS) await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: small });
+        }),
+      );
+      out.push(STARTS / ((performance.now() - t0) / 1000));
+    }
+    return out;
+  };
+  const rates = await measureStarts();
+  for (const w of workers) w.shutdown();
+  await Promise.allSettled(running);
+  const ratesNoWorkers = await measureStarts();
+  // The floor: the same workflow started straight through the Temporal client (no GraphQL, no validation).
+  const { resolveSpec } = await import('../plugins/spec.js');
+  const { runPipelineWorkflow } = await import('../workflows/index.js');
+  const input = resolveSpec(small, registry, { taskQueues });
+  const ratesRaw: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next++ < STARTS) await client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${next}-${Math.random()}`, args: [input] });
+      }),
+    );
+    ratesRaw.push(STARTS / ((performance.now() - t0) / 1000));
+  }
+
+  const f = (x: number) => x.toFixed(1);
+  console.log(`machine: ${machineLine()}`);
+  console.log(`temporal: ${cli.version.split('\n')[0]} (dev server, SQLite file); worker and API in this process`);
+  console.log(`stage gap through Temporal (${RUNS} runs × ${STAGES - 1} gaps): median ${f(median(gaps))} ms, p99 ${f(quantile(gaps, 0.99))} ms, max ${f(Math.max(...gaps))} ms`);
+  console.log(`stage gap in-process (same functions):        median ${(median(inproc) * 1000).toFixed(1)} µs, p99 ${(quantile(inproc, 0.99) * 1000).toFixed(1)} µs`);
+  console.log(`pipeline of ${STAGES} trivial stages end to end: median ${f(median(perRun))} ms`);
+  console.log(`startPipeline accepted, workers running the pipelines too: median ${f(median(rates))} pipelines/s (3 rounds of ${STARTS}, concurrency ${CONCURRENCY}; rounds ${rates.map(f).join(', ')})`);
+  console.log(`startPipeline accepted, API + server only:               median ${f(median(ratesNoWorkers))} pipelines/s (rounds ${ratesNoWorkers.map(f).join(', ')})`);
+  console.log(`raw client.workflow.start, same workflow (the floor):     median ${f(median(ratesRaw))} starts/s (rounds ${ratesRaw.map(f).join(', ')})`);
+  await connection.close();
+  await nc.close();
+  await db.close();
+  await server.stop();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
