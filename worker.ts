@@ -1,5 +1,5 @@
 // Entry point: starts the workers this host serves (CAPSTAN_WORKER_ROLES: workflows, cpu, gpu).
-import { Runtime as TemporalRuntime } from '@temporalio/worker';
+import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { bootstrap } from './lib/bootstrap.js';
 import { loadConfig } from './lib/config.js';
 import { createConsoleLogger } from './lib/logger.js';
@@ -10,7 +10,11 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   const logger = createConsoleLogger({ name: 'worker', level: config.logLevel });
   // Must run before any connection: drains workers on SIGINT/SIGTERM.
-  TemporalRuntime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  TemporalRuntime.install({
+    shutdownSignals: ['SIGINT', 'SIGTERM'],
+    // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging.
+    logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN'),
+  });
   const rt = await bootstrap(config, logger);
   const target = temporalTarget(process.env);
   const connection = await connectWorker(target);

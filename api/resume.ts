@@ -1,5 +1,7 @@
 import type { WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
+
+const { temporal } = proto;
 import { resolveSpec } from '../plugins/spec.js';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { StageRegistry } from '../plugins/registry.js';

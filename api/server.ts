@@ -30,7 +30,7 @@ async function main(): Promise<void> {
         ...rt.services,
       },
     },
-    apiModules(),
+    apiModules({ db: rt.db }),
   );
   const server = createServer(async (req, res) => {
     const yogaHandler = api.yoga as unknown as (req: unknown, res: unknown) => void;

@@ -1,7 +1,8 @@
 // Training throughput of the seed MLP (784-128-10, batch 32) per tfjs backend, and with
 // --full: test accuracy after 10 epochs on full MNIST and multi-device fit with 1 vs 2 replicas.
 //   npx tsx bench/ml-training.ts            # samples/s per backend (wasm, cpu)
-//   npx tsx bench/ml-training.ts --full     # + full MNIST runs (a few minutes)
+//   npx tsx bench/ml-training.ts --full     # + full MNIST runs (10+ minutes on 2 cores)
+//   npx tsx bench/ml-training.ts --multi    # only multi-device fit 1 vs 2 replicas (full MNIST, 1 epoch, seed model)
 // Each backend is measured in its own process (a process loads one backend).
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,9 +14,10 @@ import { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger } from '../lib/logger.js';
 import { loadTf, type BackendName } from '../ml/backend.js';
 import { inputsOf, readDataset } from '../ml/data/dataset.js';
+import { saveModel } from '../ml/models/io.js';
 import { buildMlp, compileClassifier, seedMlpSpec } from '../ml/models/mlp.js';
 import { fitPass, subset } from '../ml/training/train-loop.js';
-import type { StageContext, StageResult } from '../plugins/contract.js';
+import type { ArtifactRef, StageContext, StageResult } from '../plugins/contract.js';
 import { dataPrepStage } from '../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../plugins/core/pretrain/index.js';
@@ -56,12 +58,16 @@ async function measure(backend: BackendName, datasetDir: string): Promise<void> 
   compileClassifier(tf, model, { learningRate: 1e-3 });
   await fitPass(tf, model, subset(data, rows.slice(0, 640)), { batchSize: 32 }); // warm-up
   const runs: number[] = [];
+  const perCpu: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     await fitPass(tf, model, data, { batchSize: 32 });
+    const c = process.cpuUsage(c0);
     runs.push(n / ((performance.now() - t0) / 1000));
+    perCpu.push(n / ((c.user + c.system) / 1e6));
   }
-  process.stdout.write(JSON.stringify({ backend: got, samplesPerSec: median(runs), runs: runs.map(Math.round), samplesPerRun: n }) + '\n');
+  process.stdout.write(JSON.stringify({ backend: got, samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n }) + '\n');
 }
 
 async function main(): Promise<void> {
@@ -69,24 +75,34 @@ async function main(): Promise<void> {
   if (mi >= 0) return measure(args[mi + 1] as BackendName, args[mi + 2]!);
 
   const cpus = os.cpus();
-  console.log(`machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}`);
+  console.log(`machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   const root = await mkdtemp(path.join(os.tmpdir(), 'capstan-bench-'));
   const store = new ArtifactStore(root);
   try {
     const full = args.includes('--full');
+    const multiOnly = args.includes('--multi');
     const prep = dataPrepStage();
-    const prepRes = await prep.run(context(store, 'prep'), prep.paramsSchema.parse(full ? { seed: 1 } : { limit: 12000, seed: 1 }), {});
+    const prepRes = await prep.run(context(store, 'prep'), prep.paramsSchema.parse(full || multiOnly ? { seed: 1 } : { limit: 12000, seed: 1 }), {});
     const dataset = prepRes.outputs.dataset!;
     console.log(`data: ${prepRes.metrics.trainCount} train / ${prepRes.metrics.validationCount} validation / ${prepRes.metrics.testCount} test (prep ${prepRes.metrics.seconds} s)`);
 
+    if (multiOnly) {
+      const { tf } = await loadTf();
+      const dir = store.dirFor('bench', 'seed-model', 'model');
+      await saveModel(buildMlp(tf, seedMlpSpec), dir);
+      await multiDevice(store, await store.seal('model', dir), dataset);
+      return;
+    }
     console.log('\nseed MLP 784-128-10, batch 32, model.fit, one process per backend, median of 5 passes:');
     const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
     for (const b of ['wasm', 'cpu'] as const) {
       const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, store.resolve(dataset)], { encoding: 'utf8' });
       const line = r.stdout.trim().split('\n').pop() ?? '';
       try {
-        const m = JSON.parse(line) as { backend: string; samplesPerSec: number; runs: number[]; samplesPerRun: number };
-        console.log(`  ${b.padEnd(5)} → backend ${m.backend}: ${Math.round(m.samplesPerSec)} samples/s (runs ${m.runs.join(', ')}; ${m.samplesPerRun} samples each)`);
+        const m = JSON.parse(line) as { backend: string; samplesPerSec: number; samplesPerCpuSec: number; runs: number[]; samplesPerRun: number };
+        console.log(
+          `  ${b.padEnd(5)} → backend ${m.backend}: ${Math.round(m.samplesPerSec)} samples/s wall, ${Math.round(m.samplesPerCpuSec)} samples per CPU-second (runs ${m.runs.join(', ')}; ${m.samplesPerRun} samples each)`,
+        );
       } catch {
         console.log(`  ${b}: failed: ${r.stderr.split('\n').slice(-5).join(' ')}`);
       }
@@ -100,24 +116,29 @@ async function main(): Promise<void> {
     const pm = preRes.metrics;
     console.log(`  backend ${pm.tfBackend}: test accuracy ${pm.testAccuracy}, val accuracy ${pm.valAccuracy}, ${Math.round(pm.samplesPerSec as number)} samples/s, ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${pm.cpuSeconds} CPU s`);
 
-    console.log('\ncore:multi-device-fit, 1 epoch from the pretrained model, sync every 50 steps:');
-    const fit = multiDeviceFitStage();
-    for (const replicas of [1, 2]) {
-      const params = fit.paramsSchema.parse({ replicas, epochs: 1, syncEverySteps: 50 });
-      const stageId = `fit-${replicas}`;
-      const t1 = performance.now();
-      const results: StageResult[] = await Promise.all(
-        Array.from({ length: replicas }, (_, index) => fit.run(context(store, stageId, { index, count: replicas }), params, { model: preRes.outputs.model!, dataset })),
-      );
-      const wall = (performance.now() - t1) / 1000;
-      const red = await fit.dataParallel!.reduce(context(store, stageId), params, { model: preRes.outputs.model!, dataset }, results);
-      const per = results.map((r) => Math.round(r.metrics.samplesPerSec as number)).join(' + ');
-      console.log(
-        `  ${replicas} replica(s): ${Math.round(red.metrics.samplesPerSecTotal as number)} samples/s total (per replica ${per}; ${wall.toFixed(1)} s wall incl. process start), test accuracy ${red.metrics.testAccuracy}`,
-      );
-    }
+    await multiDevice(store, preRes.outputs.model!, dataset);
   } finally {
     await rm(root, { recursive: true, force: true });
+  }
+}
+
+async function multiDevice(store: ArtifactStore, model: ArtifactRef, dataset: ArtifactRef): Promise<void> {
+  console.log(`\ncore:multi-device-fit, 1 epoch, sync every 50 steps (load average before: ${os.loadavg()[0]!.toFixed(2)}):`);
+  const fit = multiDeviceFitStage();
+  for (const replicas of [1, 2]) {
+    const params = fit.paramsSchema.parse({ replicas, epochs: 1, syncEverySteps: 50 });
+    const stageId = `fit-${replicas}`;
+    const t1 = performance.now();
+    const results: StageResult[] = await Promise.all(
+      Array.from({ length: replicas }, (_, index) => fit.run(context(store, stageId, { index, count: replicas }), params, { model, dataset })),
+    );
+    const wall = (performance.now() - t1) / 1000;
+    const red = await fit.dataParallel!.reduce(context(store, stageId), params, { model, dataset }, results);
+    const per = results.map((r) => Math.round(r.metrics.samplesPerSec as number)).join(' + ');
+    const cpu = results.reduce((n, r) => n + (r.metrics.cpuSeconds as number), 0);
+    console.log(
+      `  ${replicas} replica(s): ${Math.round(red.metrics.samplesPerSecTotal as number)} samples/s total (compute per replica ${per}; ${wall.toFixed(1)} s wall incl. process start; ${cpu.toFixed(1)} CPU-s in replicas, incl. start-up), test accuracy ${red.metrics.testAccuracy}`,
+    );
   }
 }
 

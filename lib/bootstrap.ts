@@ -8,6 +8,9 @@ import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
 import { createDbStageCache, migrateOps } from './ops-store.js';
+import { migrate } from './db/migrate.js';
+import { createLedgerService, ledgerMigrations, loadPriceSheet } from '../ledger/index.js';
+import path from 'node:path';
 
 /** The long-lived parts every Capstan process shares, built once from the config. */
 export interface Runtime {
@@ -23,13 +26,17 @@ export interface Runtime {
 }
 
 export async function bootstrap(config: CapstanConfig, logger: Logger): Promise<Runtime> {
-  const registry = await buildRegistry({ external: config.plugins, cwd: config.cwd });
+  const registry = await buildRegistry({ external: config.plugins, cwd: config.cwd, baseDir: config.cwd, ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}) });
   const artifacts = new ArtifactStore(config.artifactsDir);
   const db = await openDb({ url: config.databaseUrl, sqlitePath: config.sqlitePath });
   await migrateOps(db);
-  const services: StageServices = { db, config };
+  await migrate(db, ledgerMigrations);
+  const priceSheet = await loadPriceSheet(config.priceSheetPath ?? path.resolve(import.meta.dirname, '../config/price-sheet.json'));
+  const ledger = createLedgerService(db, { priceSheet });
+  const services: StageServices = { db, config, ledger };
   return {
     cache: createDbStageCache(db),
+    meter: ledger,
     config,
     registry,
     artifacts,

@@ -1,7 +1,9 @@
 import { Connection, Client } from '@temporalio/client';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import { NativeConnection } from '@temporalio/worker';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
+
+const { temporal } = proto;
 import { allSearchAttributes } from '../workflows/search-attributes.js';
 
 /** Where to reach Temporal: the standard TEMPORAL_* environment / temporal.toml profile; the local dev server otherwise. */

@@ -1,16 +1,38 @@
 import type { StagePlugin } from './contract.js';
 import { StageRegistry } from './registry.js';
 import { loadExternalPlugins } from './loader.js';
+import { dataPrepStage } from './core/data-prep/index.js';
+import { pretrainStage } from './core/pretrain/index.js';
+import { pruneQuantizeStage } from './core/prune-quantize/index.js';
+import { multiDeviceFitStage } from './core/multi-device-fit/index.js';
+import { deployStage } from './core/deploy/index.js';
+import { roiLedgerStage } from './core/roi-ledger/index.js';
+import type { BackendName } from '../ml/backend.js';
 
-/** The built-in stage plugins. */
-export function builtinStages(): StagePlugin<any>[] {
-  return [];
+export interface BuiltinOptions {
+  /** Where relative data paths in specs are resolved. */
+  baseDir?: string;
+  /** Preferred TensorFlow.js backend for training processes (CAPSTAN_TF_BACKEND). */
+  tfBackend?: BackendName;
+}
+
+/** The built-in stage plugins: the default pipeline data-prep → pretrain → prune-quantize → multi-device fit → deploy → ROI ledger. */
+export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
+  const tf = o.tfBackend ? { tfBackend: o.tfBackend } : {};
+  return [
+    dataPrepStage(o.baseDir ? { baseDir: o.baseDir } : {}),
+    pretrainStage(tf),
+    pruneQuantizeStage(),
+    multiDeviceFitStage(tf),
+    deployStage(),
+    roiLedgerStage(),
+  ];
 }
 
 /** A frozen registry with the built-ins and the external plugins named in CAPSTAN_PLUGINS. */
-export async function buildRegistry(opts: { external: string[]; cwd: string }): Promise<StageRegistry> {
+export async function buildRegistry(opts: { external: string[]; cwd: string } & BuiltinOptions): Promise<StageRegistry> {
   const registry = new StageRegistry();
-  for (const p of builtinStages()) registry.register(p);
+  for (const p of builtinStages(opts)) registry.register(p);
   await loadExternalPlugins(registry, opts.external, { cwd: opts.cwd });
   return registry.freeze();
 }

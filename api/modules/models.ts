@@ -177,6 +177,7 @@ export function createModelsModule(opts: ModelsModuleOptions = {}): ApiModule {
 }
 
 const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** POST /models/:name/predict  { "inputs": [...] } → { model, version, predictions }. */
 async function predictRoute(request: Request, ctx: ApiContext): Promise<Response | undefined> {
@@ -190,6 +191,8 @@ async function predictRoute(request: Request, ctx: ApiContext): Promise<Response
   } catch {
     return json(400, { error: { code: 'BAD_INPUT', message: 'model name in the path is not valid URL encoding' } });
   }
+  const length = Number(request.headers.get('content-length') ?? 0);
+  if (length > MAX_BODY_BYTES) return json(413, { error: { code: 'BODY_TOO_LARGE', message: `request body is ${length} bytes; at most ${MAX_BODY_BYTES}` } });
   let body: unknown;
   try {
     body = await request.json();

@@ -1,6 +1,8 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
+
+const { temporal } = proto;
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plugins } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';

@@ -15,6 +15,8 @@ import type { Db } from '../../lib/db/types.js';
 import { silentLogger } from '../../lib/logger.js';
 import { createWorkers } from '../../lib/workers.js';
 import { createDbStageCache, migrateOps } from '../../lib/ops-store.js';
+import { migrate } from '../../lib/db/migrate.js';
+import { createLedgerService, ledgerMigrations, loadPriceSheet } from '../../ledger/index.js';
 import { apiModules } from '../../api/modules/index.js';
 import type { StagePlugin } from '../../plugins/contract.js';
 import { StageRegistry } from '../../plugins/registry.js';
@@ -67,8 +69,11 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   registry.freeze();
   const q = `t-${randomBytes(4).toString('hex')}`;
   const taskQueues = { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` };
-  const services = { db, ...(o.services ? await o.services({ db, artifacts }) : {}) };
-  const meter = o.meter?.(db);
+  const services: StageServices = {};
+  await migrate(db, ledgerMigrations);
+  const ledger = createLedgerService(db, { priceSheet: await loadPriceSheet(path.resolve(import.meta.dirname, '../../config/price-sheet.json')) });
+  const meter = o.meter ? o.meter(db) : ledger;
+  Object.assign(services, { db, ledger }, o.services ? await o.services({ db, artifacts }) : {});
   await migrateOps(db);
   const cache = o.cache ? o.cache(db) : createDbStageCache(db);
 
@@ -96,7 +101,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const client = new Client({ connection, namespace });
   const api = await createApi(
     { temporal: client, namespace, taskQueue: taskQueues.workflows, registry, artifacts, db, logger: silentLogger, services: { taskQueues, ...services } },
-    o.modules ?? apiModules(),
+    o.modules ?? apiModules({ db, modelRefreshMs: 500 }),
   );
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];

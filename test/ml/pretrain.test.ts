@@ -1,6 +1,7 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StageError } from '../../lib/errors.js';
 import { loadTf } from '../../ml/backend.js';
 import { loadModel } from '../../ml/models/io.js';
 import type { ArtifactRef } from '../../plugins/contract.js';
@@ -70,6 +71,26 @@ describe('core:pretrain', () => {
     // Starting from trained weights, the first resumed epoch already beats a fresh first epoch.
     expect(r2.metrics.epoch02TrainLoss as number).toBeLessThan(r1.metrics.epoch01TrainLoss as number);
     expect(r2.metrics.testAccuracy as number).toBeGreaterThan(0.8);
+  });
+
+  it('fails non-retryably, naming the file, when the dataset was tampered with', async () => {
+    const prep = dataPrepStage();
+    const res = await prep.run(makeContext({ store: store.store, stageId: 'prep-tampered' }), prep.paramsSchema.parse({ limit: 500 }), {});
+    const xFile = path.join(store.store.resolve(res.outputs.dataset!), 'train-x.bin');
+    const bytes = await readFile(xFile);
+    bytes[1234] = (bytes[1234]! + 1) % 256;
+    await writeFile(xFile, bytes);
+    const plugin = pretrainStage();
+    const err = await plugin.run(makeContext({ store: store.store, stageId: 'train-tampered' }), plugin.paramsSchema.parse({ epochs: 1 }), { dataset: res.outputs.dataset! }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StageError);
+    expect(err).toMatchObject({ type: 'DATA_CORRUPT', retryable: false });
+    expect((err as Error).message).toMatch(/train-x\.bin: SHA-256 does not match the manifest/);
+  });
+
+  it('rejects a missing dataset input before starting a process', async () => {
+    const plugin = pretrainStage();
+    const err = await plugin.run(makeContext({ store: store.store, stageId: 'train-noinput' }), plugin.paramsSchema.parse({}), {}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ type: 'INPUT_MISSING', retryable: false });
   });
 
   it('kills the child and rejects when the stage is cancelled', async () => {

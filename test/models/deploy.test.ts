@@ -101,6 +101,19 @@ describe('core:deploy', () => {
     }
   });
 
+  it('quantizes a float32 model at export when asked, and exports an already quantized one as it is', async () => {
+    const r = await deploy('run-q', { modelName: 'mnist-q', quantize: 'uint8' });
+    expect(r.metrics).toMatchObject({ version: 1, weightFormat: 'uint8' });
+    const v = (await registry.getVersion('mnist-q', 1))!;
+    const json = JSON.parse(await readFile(path.join(store.resolve(v.artifactUri), 'model.json'), 'utf8'));
+    expect(json.weightsManifest[0].weights.every((w: { quantization?: { dtype: string } }) => w.quantization?.dtype === 'uint8')).toBe(true);
+    const float = (await registry.getVersion('mnist', 2))!;
+    expect(float.metrics.weightFormat).toBe('float32');
+    expect(v.bytes).toBeLessThan(float.bytes / 2);
+    const again = await deploy('run-q2', { modelName: 'mnist-q', quantize: 'float16' }, quantized);
+    expect(again.metrics.weightFormat).toBe('uint8');
+  });
+
   it('a missed gate registers the version but does not promote, and fails non-retryably naming the gate', async () => {
     const err = await deploy('run-4', { modelName: 'mnist', gates: { minTestAccuracy: 0.9999, maxSizeBytes: 1 } }).then(
       () => undefined,

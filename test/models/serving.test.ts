@@ -11,7 +11,7 @@ import { loadTf } from '../../ml/backend.js';
 import { inputsOf, readDataset } from '../../ml/data/dataset.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
 import { StageRegistry } from '../../plugins/registry.js';
-import { createModelServer } from '../../serving/model-server.js';
+import { createModelServer, toBatch } from '../../serving/model-server.js';
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { freshRegistryDb } from './db.js';
@@ -200,6 +200,16 @@ describe('GraphQL', () => {
 });
 
 describe('model server', () => {
+  it('flattens flat or nested samples and names the sample that does not fit', () => {
+    const entry = { model: 'm', version: 3, sampleShape: [2, 2, 1], sampleSize: 4 };
+    expect(Array.from(toBatch([[1, 2, 3, 4], [[5, 6], [7, 8]], [[[9], [10]], [[11], [12]]]], entry, 10).values)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(() => toBatch([[1, 2, 3]], entry, 10)).toThrow('inputs[0] has shape [3]; model m v3 expects [2, 2, 1] (or 4 flat numbers)');
+    expect(() => toBatch([[[1, 2, 3], [4, 5, 6]]], entry, 10)).toThrow('inputs[0] has shape [2, 3]');
+    expect(() => toBatch([[1, 2, 3, 4], [1, 2, 3, 4]], entry, 1)).toThrow('at most 1 per request');
+    expect(() => toBatch({ a: 1 }, entry, 10)).toThrow('"inputs" must be a list of samples');
+    expect(() => toBatch([[1, null, 3, 4]], entry, 10)).toThrow('inputs[0][1] must be a number or a list, got null');
+  });
+
   it('notices an alias moved elsewhere (periodic check) and swaps; counts per version', async () => {
     const s = createModelServer({ registry, artifacts: store, refreshIntervalMs: 50 });
     try {

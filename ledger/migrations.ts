@@ -1,0 +1,87 @@
+import type { Migration } from '../lib/db/types.js';
+
+const tables = `
+CREATE TABLE ledger_usage (
+  run_id TEXT NOT NULL,
+  stage_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  replica INTEGER NOT NULL,
+  pipeline TEXT NOT NULL,
+  plugin TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  wall_ms BIGINT NOT NULL,
+  cpu_ms BIGINT NOT NULL,
+  device_ms BIGINT NOT NULL,
+  bytes_written BIGINT NOT NULL,
+  succeeded INTEGER NOT NULL,
+  recorded_at TEXT NOT NULL,
+  PRIMARY KEY (run_id, stage_id, attempt, replica)
+);
+CREATE TABLE ledger_entries (
+  id TEXT PRIMARY KEY,
+  entry_key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  run_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  stage_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  category TEXT NOT NULL,
+  amount_micros BIGINT NOT NULL,
+  currency TEXT NOT NULL,
+  quantity TEXT,
+  unit TEXT,
+  unit_price TEXT,
+  description TEXT NOT NULL,
+  reverses TEXT,
+  occurred_at TEXT NOT NULL,
+  booked_at TEXT NOT NULL
+);
+CREATE INDEX ledger_entries_run ON ledger_entries (run_id);
+CREATE INDEX ledger_entries_key ON ledger_entries (entry_key);
+CREATE INDEX ledger_entries_pipeline ON ledger_entries (pipeline, occurred_at);
+CREATE TABLE ledger_run_revenue (
+  run_id TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  model TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE ledger_predictions (
+  id TEXT PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  version TEXT NOT NULL,
+  count BIGINT NOT NULL,
+  at TEXT NOT NULL,
+  recorded_at TEXT NOT NULL
+);
+CREATE INDEX ledger_predictions_run ON ledger_predictions (run_id);
+`;
+
+/**
+ * Schema of the ledger. `ledger_entries` is append-only (triggers refuse UPDATE and DELETE): a
+ * correction is a reversing entry. `id` is the idempotency key `<entry_key>#<version>`, with
+ * entry_key = run|stage|kind|category[|n]; a reversal's id is `<reversed id>~reversal`.
+ */
+export const ledgerMigrations: Migration[] = [
+  {
+    id: 'ledger/0001-init',
+    sql: {
+      sqlite: `${tables}
+CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: book a reversing entry instead'); END;
+CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: book a reversing entry instead'); END;
+`,
+      postgres: `${tables}
+CREATE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  RAISE EXCEPTION 'ledger_entries is append-only: book a reversing entry instead';
+END;
+$fn$;
+CREATE TRIGGER ledger_entries_no_change BEFORE UPDATE OR DELETE ON ledger_entries
+FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
+`,
+    },
+  },
+];

@@ -1,0 +1,57 @@
+// Entry point of a training child process: `node --import tsx child-main.ts <job.json>`.
+// stdout carries only protocol lines (`@@capstan {json}`); everything else goes to stderr.
+import { readFileSync } from 'node:fs';
+import { DataError } from '../data/data-error.js';
+import { PROTOCOL_PREFIX, type ChildMessage } from './child-runner.js';
+import { runEvaluateJob } from './evaluate-job.js';
+import type { MlJob } from './jobs.js';
+import { runPretrainJob } from './pretrain-job.js';
+import { runReplicaJob, SyncTimeoutError } from './replica-job.js';
+
+function emit(msg: ChildMessage): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(PROTOCOL_PREFIX + JSON.stringify(msg) + '\n', () => resolve()));
+}
+
+async function main(): Promise<void> {
+  // Libraries that print to stdout (tfjs hints) must not mix with the protocol.
+  console.log = console.error;
+  console.info = console.error;
+  // The parent holds our stdin open; when it goes away, so do we.
+  process.stdin.on('end', () => process.exit(137));
+  process.stdin.on('error', () => process.exit(137));
+  process.stdin.resume();
+  process.on('SIGTERM', () => process.exit(143));
+
+  const jobFile = process.argv[2];
+  if (!jobFile) throw new Error('usage: child-main <job.json>');
+  const job = JSON.parse(readFileSync(jobFile, 'utf8')) as MlJob;
+  const progress = (data: unknown) => void emit({ type: 'progress', data });
+  let data: unknown;
+  switch (job.kind) {
+    case 'pretrain':
+      data = await runPretrainJob(job, progress);
+      break;
+    case 'replica':
+      data = await runReplicaJob(job, progress);
+      break;
+    case 'evaluate':
+      data = await runEvaluateJob(job);
+      break;
+    default:
+      throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);
+  }
+  const u = process.cpuUsage();
+  await emit({ type: 'result', data, cpuSeconds: (u.user + u.system) / 1e6 });
+}
+
+main().then(
+  () => process.exit(0),
+  async (e: unknown) => {
+    const err = e instanceof Error ? e : new Error(String(e));
+    process.stderr.write(`${err.stack ?? err.message}\n`);
+    if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
+    else if (err instanceof SyncTimeoutError) await emit({ type: 'error', message: err.message, code: 'REPLICA_SYNC_TIMEOUT', retryable: true });
+    else await emit({ type: 'error', message: err.message, code: 'TRAINING_FAILED', retryable: true });
+    process.exit(1);
+  },
+);

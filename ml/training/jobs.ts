@@ -1,0 +1,109 @@
+import type { BackendName } from '../backend.js';
+
+/** Architecture params shared by the builders and the stage params. */
+export interface ModelParams {
+  hiddenUnits: number[];
+  activation: 'relu' | 'tanh' | 'sigmoid' | 'elu';
+  dropout: number;
+}
+
+export interface PretrainJob {
+  kind: 'pretrain';
+  backend?: BackendName;
+  datasetDir: string;
+  /** Final model folder (written at the end). */
+  outDir: string;
+  /** Per-epoch checkpoints go to `<checkpointDir>/epoch-NNNN`. */
+  checkpointDir: string;
+  /** Resume from this checkpoint folder, which holds the model after `epoch`. */
+  resume?: { epoch: number; dir: string };
+  model: ModelParams;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+}
+
+export interface PretrainProgress {
+  epoch: number;
+  /** Absolute folder of the checkpoint written after this epoch. */
+  checkpointDir: string;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number;
+  valAccuracy: number;
+  samplesPerSec: number;
+}
+
+export interface PretrainResult {
+  backend: BackendName;
+  resumedFromEpoch: number;
+  history: PretrainProgress[];
+  test: { loss: number; accuracy: number; count: number };
+  trainSamples: number;
+  trainSeconds: number;
+  samplesPerSec: number;
+  parameters: number;
+}
+
+export interface ReplicaJob {
+  kind: 'replica';
+  backend?: BackendName;
+  datasetDir: string;
+  /** The input model folder (starting weights; may carry masks). */
+  modelDir: string;
+  /** Shared folder of the data-parallel stage: `round-NNNNN/replica-<i>.bin`, `round-NNNNN/avg.bin`. */
+  syncDir: string;
+  /** Where this replica writes its final (averaged) model. */
+  outDir: string;
+  replica: { index: number; count: number };
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  syncEverySteps: number;
+  seed: number;
+  /** Give up waiting for the other replicas after this long (a retryable failure). */
+  syncTimeoutMs: number;
+  /** Resume after this averaged round (its avg.bin exists). */
+  resumeRound?: number;
+}
+
+export interface ReplicaProgress {
+  round: number;
+  rounds: number;
+  /** Absolute path of the averaged weights of `round`. */
+  checkpoint: string;
+  waitingForPeers?: boolean;
+}
+
+export interface ReplicaResult {
+  backend: BackendName;
+  resumedFromRound: number;
+  rounds: number;
+  steps: number;
+  samples: number;
+  trainSeconds: number;
+  waitSeconds: number;
+  samplesPerSec: number;
+  shardSize: number;
+  maskedWeights: number;
+  prunedWeights: number;
+  validation: { loss: number; accuracy: number };
+}
+
+export interface EvaluateJob {
+  kind: 'evaluate';
+  backend?: BackendName;
+  datasetDir: string;
+  modelDir: string;
+  split: 'test' | 'validation';
+}
+
+export interface EvaluateResult {
+  backend: BackendName;
+  loss: number;
+  accuracy: number;
+  count: number;
+}
+
+export type MlJob = PretrainJob | ReplicaJob | EvaluateJob;

@@ -1,0 +1,91 @@
+import { readdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { loadTf } from '../backend.js';
+import { inputsOf, readDataset, type Dataset, type DatasetSplit } from '../data/dataset.js';
+import { loadModel, saveModel } from '../models/io.js';
+import { buildMlp, compileClassifier } from '../models/mlp.js';
+import type { PretrainJob, PretrainProgress, PretrainResult } from './jobs.js';
+import { evaluate, trainEpochs, type LabelledArrays } from './train-loop.js';
+
+export function labelled(ds: Dataset, s: DatasetSplit | undefined): LabelledArrays {
+  if (!s) return { x: new Float32Array(0), y: new Uint8Array(0), featureShape: ds.featureShape };
+  return { x: inputsOf(ds, s), y: s.y, featureShape: ds.featureShape };
+}
+
+export function checkpointName(epoch: number): string {
+  return `epoch-${String(epoch).padStart(4, '0')}`;
+}
+
+/** Trains the classifier in this process (the child), checkpointing after every epoch. */
+export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainProgress) => void): Promise<PretrainResult> {
+  const { tf, backend } = await loadTf(job.backend ? { prefer: job.backend } : {});
+  const ds = await readDataset(job.datasetDir);
+  const train = labelled(ds, ds.splits.train);
+  const validation = labelled(ds, ds.splits.validation);
+  const test = labelled(ds, ds.splits.test);
+
+  let fromEpoch = 0;
+  let model;
+  if (job.resume) {
+    model = await loadModel(tf, job.resume.dir);
+    // A checkpoint carries its training config and Adam state; compile only if it did not.
+    if (!model.optimizer) compileClassifier(tf, model, { learningRate: job.learningRate });
+    fromEpoch = job.resume.epoch;
+  } else {
+    model = buildMlp(tf, { inputShape: ds.featureShape, numClasses: ds.numClasses, seed: job.seed, ...job.model });
+    compileClassifier(tf, model, { learningRate: job.learningRate });
+  }
+  model.setUserDefinedMetadata({ capstan: { inputShape: ds.featureShape, numClasses: ds.numClasses, normalization: ds.normalization } });
+
+  const history: PretrainProgress[] = [];
+  let trainSeconds = 0;
+  let trainSamples = 0;
+  await trainEpochs(tf, model, { train, validation }, {
+    epochs: job.epochs,
+    fromEpoch,
+    batchSize: job.batchSize,
+    seed: job.seed,
+    onEpoch: async (s) => {
+      trainSeconds += s.seconds;
+      trainSamples += train.y.length;
+      const dir = path.join(job.checkpointDir, checkpointName(s.epoch));
+      await saveModel(model, dir + '.tmp', { includeOptimizer: true });
+      await rm(dir, { recursive: true, force: true });
+      await rename(dir + '.tmp', dir);
+      await pruneCheckpoints(job.checkpointDir, s.epoch);
+      const p: PretrainProgress = {
+        epoch: s.epoch,
+        checkpointDir: dir,
+        trainLoss: s.trainLoss,
+        trainAccuracy: s.trainAccuracy,
+        valLoss: s.valLoss,
+        valAccuracy: s.valAccuracy,
+        samplesPerSec: s.samplesPerSec,
+      };
+      history.push(p);
+      progress(p);
+    },
+  });
+
+  const t = evaluate(tf, model, test);
+  await saveModel(model, job.outDir);
+  return {
+    backend,
+    resumedFromEpoch: fromEpoch,
+    history,
+    test: { loss: t.loss, accuracy: t.accuracy, count: test.y.length },
+    trainSamples,
+    trainSeconds,
+    samplesPerSec: trainSeconds > 0 ? trainSamples / trainSeconds : 0,
+    parameters: model.countParams(),
+  };
+}
+
+/** Keeps the two newest checkpoints (the newest may be the one a retry resumes from). */
+async function pruneCheckpoints(dir: string, latest: number): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const n of names) {
+    const m = /^epoch-(\d+)$/.exec(n);
+    if (m && Number(m[1]) < latest - 1) await rm(path.join(dir, n), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,2 @@
+export { deployStage, deployParamsSchema, promotionGatesSchema, checkGates, registryFromServices, type DeployParams, type PromotionGates, type GateResult } from './plugin.js';
+export { exportModelFolder, type ExportResult } from './export.js';

@@ -1,0 +1,212 @@
+import { createHash } from 'node:crypto';
+import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { BackendName } from '../../../ml/backend.js';
+import { readDatasetManifest } from '../../../ml/data/dataset.js';
+import { badInput, StageError } from '../../../lib/errors.js';
+import { runChildJob } from '../../../ml/training/child-runner.js';
+import type { EvaluateJob, EvaluateResult, ReplicaJob, ReplicaProgress, ReplicaResult } from '../../../ml/training/jobs.js';
+import { averageFile, latestAveragedRound } from '../../../ml/training/replica-job.js';
+import { artifactUri, cleanMetrics, toStageError } from '../../../ml/training/stage-support.js';
+import { PLUGIN_API_VERSION, defineStage, type StageContext, type StagePlugin, type StageResult } from '../../contract.js';
+import { multiDeviceFitParamsSchema, replicaCheckpointSchema, type MultiDeviceFitParams } from './params.js';
+
+export interface MultiDeviceFitOptions {
+  /** Backend to prefer in the replica processes; default: best available. */
+  tfBackend?: BackendName;
+  /**
+   * GPU ids to hand out, replica i gets `gpuDevices[i % length]` as CUDA_VISIBLE_DEVICES.
+   * Default: replica i gets device i. Only a GPU backend (tfjs-node-gpu) reads it.
+   */
+  gpuDevices?: string[];
+}
+
+const NON_RETRYABLE = ['DATA_CORRUPT', 'DATA_MISMATCH', 'DATA_NOT_FOUND', 'DATA_UNSUPPORTED', 'BAD_INPUT', 'INPUT_MISSING', 'MODEL_MISMATCH'];
+
+/**
+ * The folder the replicas of one stage synchronise through (shared by all replicas and the
+ * reduce). Keyed by the training params and the input hashes, so a stage re-run with other
+ * params or inputs in the same run never mixes with older rounds.
+ */
+export function syncDirOf(
+  ctx: Pick<StageContext, 'artifacts' | 'runId' | 'stageId'>,
+  params: MultiDeviceFitParams,
+  inputs: Record<string, { sha256: string } | undefined>,
+): string {
+  const { syncTimeoutMs: _ignored, ...training } = params;
+  const key = createHash('sha256')
+    .update(JSON.stringify({ training, model: inputs.model?.sha256, dataset: inputs.dataset?.sha256 }))
+    .digest('hex')
+    .slice(0, 12);
+  return path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId), `sync-${key}`);
+}
+
+/**
+ * `core:multi-device-fit`: data-parallel fine-tuning with local SGD. Each replica (its own
+ * activity and its own process) trains on a shard and averages weights with the others every
+ * `syncEverySteps` steps through the artifact store; `reduce` publishes the averaged model.
+ */
+export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}): StagePlugin<MultiDeviceFitParams> {
+  return defineStage<MultiDeviceFitParams>({
+    name: 'core:multi-device-fit',
+    version: '1.0.0',
+    apiVersion: PLUGIN_API_VERSION,
+    description: 'Data-parallel training over N devices (GPUs or CPU processes), weights averaged every K steps (local SGD); keeps pruning masks.',
+    paramsSchema: multiDeviceFitParamsSchema,
+    consumes: ['model', 'dataset'],
+    produces: ['model'],
+    resource: 'gpu',
+    retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE },
+    timeouts: { startToCloseMs: 2 * 60 * 60_000, heartbeatMs: 60_000 },
+    dataParallel: {
+      replicas: (params) => params.replicas,
+      reduce: (ctx, params, inputs, results) => reduce(ctx, params, inputs, results, opts).catch((e: unknown) => Promise.reject(toStageError(e))),
+    },
+    run: (ctx, params, inputs) => runReplica(ctx, params, inputs, opts).catch((e: unknown) => Promise.reject(toStageError(e))),
+  });
+}
+
+async function checkInputs(ctx: StageContext, inputs: Record<string, { uri: string; sha256: string } | undefined>): Promise<{ modelDir: string; datasetDir: string }> {
+  if (!inputs.model) throw badInput('core:multi-device-fit needs a "model" input', 'INPUT_MISSING');
+  if (!inputs.dataset) throw badInput('core:multi-device-fit needs a "dataset" input', 'INPUT_MISSING');
+  const modelDir = ctx.artifacts.resolve(inputs.model.uri);
+  const datasetDir = ctx.artifacts.resolve(inputs.dataset.uri);
+  try {
+    await stat(path.join(modelDir, 'model.json'));
+  } catch {
+    throw badInput(`${path.join(modelDir, 'model.json')}: input model has no model.json`, 'DATA_NOT_FOUND', { file: path.join(modelDir, 'model.json') });
+  }
+  await readDatasetManifest(datasetDir);
+  return { modelDir, datasetDir };
+}
+
+async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, inputs: Record<string, { uri: string; sha256: string } | undefined>, opts: MultiDeviceFitOptions): Promise<StageResult> {
+  const { modelDir, datasetDir } = await checkInputs(ctx, inputs);
+  const replica = ctx.replica ?? { index: 0, count: params.replicas };
+  if (replica.count !== params.replicas) throw badInput(`replica count ${replica.count} differs from params.replicas ${params.replicas}`, 'BAD_INPUT');
+  const syncDir = syncDirOf(ctx, params, inputs);
+  const outDir = await ctx.artifacts.freshDir(ctx.artifacts.dirFor(ctx.runId, ctx.stageId, 'model', replica.index));
+  const hint = replicaCheckpointSchema.safeParse(ctx.lastCheckpoint);
+  const job: ReplicaJob = {
+    kind: 'replica',
+    ...(opts.tfBackend ? { backend: opts.tfBackend } : {}),
+    datasetDir,
+    modelDir,
+    syncDir,
+    outDir,
+    replica,
+    epochs: params.epochs,
+    batchSize: params.batchSize,
+    learningRate: params.learningRate,
+    syncEverySteps: params.syncEverySteps,
+    seed: params.seed,
+    syncTimeoutMs: params.syncTimeoutMs,
+    ...(hint.success ? { resumeRound: hint.data.round } : {}),
+  };
+  const device = opts.gpuDevices?.length ? opts.gpuDevices[replica.index % opts.gpuDevices.length]! : String(replica.index);
+  const out = await runChildJob<ReplicaResult>({
+    job,
+    jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId, replica.index), `job-attempt-${ctx.attempt}.json`),
+    signal: ctx.signal,
+    env: { CUDA_VISIBLE_DEVICES: device },
+    onStderr: (line) => ctx.logger.debug(line),
+    onProgress: (d) => {
+      const p = d as ReplicaProgress;
+      ctx.heartbeat(p.round > 0 ? { round: p.round, checkpoint: artifactUri(ctx.artifacts, p.checkpoint) } : { round: 0 });
+      if (!p.waitingForPeers) ctx.logger.info(`replica ${replica.index}: round ${p.round}/${p.rounds}`);
+    },
+  });
+  const r = out.result;
+  const ref = await ctx.artifacts.seal('model', outDir, { format: 'tfjs-layers', replica: replica.index, rounds: r.rounds });
+  return {
+    outputs: { model: ref },
+    metrics: cleanMetrics({
+      tfBackend: r.backend,
+      replica: replica.index,
+      replicas: replica.count,
+      device: r.backend === 'node-gpu' ? `gpu:${device}` : `cpu-process:${replica.index}`,
+      rounds: r.rounds,
+      resumedFromRound: r.resumedFromRound,
+      steps: r.steps,
+      samples: r.samples,
+      shardSize: r.shardSize,
+      trainSeconds: r.trainSeconds,
+      waitSeconds: r.waitSeconds,
+      samplesPerSec: r.samplesPerSec,
+      valLoss: r.validation.loss,
+      valAccuracy: r.validation.accuracy,
+      prunedWeights: r.prunedWeights,
+      cpuSeconds: out.cpuSeconds,
+      wallSeconds: out.wallSeconds,
+    }),
+  };
+}
+
+async function reduce(
+  ctx: StageContext,
+  params: MultiDeviceFitParams,
+  inputs: Record<string, { uri: string; sha256: string } | undefined>,
+  results: StageResult[],
+  opts: MultiDeviceFitOptions,
+): Promise<StageResult> {
+  const { modelDir: inputModelDir, datasetDir } = await checkInputs(ctx, inputs);
+  if (results.length !== params.replicas) throw new StageError(`reduce got ${results.length} replica results, expected ${params.replicas}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
+  const syncDir = syncDirOf(ctx, params, inputs);
+  const round = await latestAveragedRound(syncDir);
+  const firstModel = results[0]?.outputs.model;
+  if (round === 0 || !firstModel) throw new StageError(`no averaged weights in ${syncDir}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
+
+  // The replicas' final weights are the average of the last round; publish that average with
+  // the topology a replica saved (float32, same weight order), plus the input's pruning masks.
+  const avg = await readFile(averageFile(syncDir, round));
+  const replicaModelDir = ctx.artifacts.resolve(firstModel);
+  const modelJson = JSON.parse(await readFile(path.join(replicaModelDir, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  const replicaWeights = await stat(path.join(replicaModelDir, 'weights.bin'));
+  if (replicaWeights.size !== avg.length || modelJson.weightsManifest.length !== 1) {
+    throw new StageError(`averaged weights (${avg.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, { type: 'MODEL_MISMATCH', retryable: false });
+  }
+  const outDir = await ctx.artifacts.freshDir(ctx.artifacts.dirFor(ctx.runId, ctx.stageId, 'model'));
+  await writeFile(path.join(outDir, 'weights.bin'), avg);
+  await copyFile(path.join(replicaModelDir, 'model.json'), path.join(outDir, 'model.json'));
+  for (const f of ['masks.json', 'masks.bin']) await copyFile(path.join(inputModelDir, f), path.join(outDir, f)).catch(() => undefined);
+  ctx.heartbeat({ phase: 'evaluate' });
+
+  let test: EvaluateResult | undefined;
+  let evalCpu = 0;
+  const manifest = await readDatasetManifest(datasetDir);
+  if (manifest.splits.test) {
+    const job: EvaluateJob = { kind: 'evaluate', ...(opts.tfBackend ? { backend: opts.tfBackend } : {}), datasetDir, modelDir: outDir, split: 'test' };
+    const out = await runChildJob<EvaluateResult>({
+      job,
+      jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId), `reduce-attempt-${ctx.attempt}.json`),
+      signal: ctx.signal,
+    });
+    test = out.result;
+    evalCpu = out.cpuSeconds;
+  }
+  const ref = await ctx.artifacts.seal('model', outDir, { format: 'tfjs-layers', replicas: params.replicas, rounds: round, ...(test ? { testAccuracy: test.accuracy } : {}) });
+
+  const num = (r: StageResult, k: string) => (typeof r.metrics[k] === 'number' ? (r.metrics[k] as number) : 0);
+  const samples = results.reduce((s, r) => s + num(r, 'samples'), 0);
+  const slowest = Math.max(...results.map((r) => num(r, 'trainSeconds') + num(r, 'waitSeconds')));
+  const perReplica: Record<string, number> = {};
+  results.forEach((r, i) => (perReplica[`samplesPerSecReplica${i}`] = num(r, 'samplesPerSec')));
+  return {
+    outputs: { model: ref },
+    metrics: cleanMetrics({
+      tfBackend: test?.backend ?? String(results[0]?.metrics.tfBackend ?? ''),
+      replicas: params.replicas,
+      rounds: round,
+      syncEverySteps: params.syncEverySteps,
+      samples,
+      samplesPerSecTotal: slowest > 0 ? samples / slowest : 0,
+      samplesPerSecComputeSum: results.reduce((s, r) => s + num(r, 'samplesPerSec'), 0),
+      ...perReplica,
+      testLoss: test?.loss,
+      testAccuracy: test?.accuracy,
+      testCount: test?.count,
+      cpuSeconds: evalCpu,
+      replicaCpuSeconds: results.reduce((s, r) => s + num(r, 'cpuSeconds'), 0),
+    }),
+  };
+}

@@ -1,0 +1,1 @@
+export { roiLedgerStage, roiLedgerParamsSchema, type RoiLedgerParams } from './plugin.js';

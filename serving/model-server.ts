@@ -1,0 +1,312 @@
+// Serves the version the `production` alias points at, per model name. Checks the alias
+// periodically (or on refresh()), loads a new version in the background and swaps atomically:
+// a request holds the model it started with until it finishes, so none is dropped; the old
+// model is disposed when its last request is done.
+import type * as TF from '@tensorflow/tfjs';
+import type { ArtifactStore } from '../lib/artifacts.js';
+import { silentLogger, type Logger } from '../lib/logger.js';
+import { loadTf, type LoadedTf } from '../ml/backend.js';
+import { folderLoadHandler } from '../ml/models/io.js';
+import { modelSampleShape } from './evaluate.js';
+import { PRODUCTION_ALIAS, RegistryError, type ModelRegistry, type ModelVersion } from './registry.js';
+
+export type ServingErrorCode = 'MODEL_NOT_FOUND' | 'NOT_DEPLOYED' | 'BAD_INPUT' | 'MODEL_UNAVAILABLE' | 'VERSION_NOT_FOUND' | 'BAD_ROLLBACK';
+
+export class ServingError extends Error {
+  constructor(readonly code: ServingErrorCode, message: string) {
+    super(message);
+    this.name = 'ServingError';
+  }
+  /** HTTP status for the code. */
+  get status(): number {
+    return this.code === 'MODEL_NOT_FOUND' || this.code === 'NOT_DEPLOYED' || this.code === 'VERSION_NOT_FOUND' ? 404 : this.code === 'MODEL_UNAVAILABLE' ? 503 : 400;
+  }
+}
+
+export interface ModelServerOptions {
+  registry: ModelRegistry;
+  artifacts: ArtifactStore;
+  /** TensorFlow.js loader (default: ml/backend loadTf). */
+  loadTf?: () => Promise<LoadedTf>;
+  /** The alias served (default `production`). */
+  alias?: string;
+  /** Check the alias of every loaded model this often; 0 or unset = only on refresh(). */
+  refreshIntervalMs?: number;
+  /**
+   * Called after every successful prediction request with the batch size, so the ledger can book
+   * realised revenue per model version. Runs off the response path (the client does not wait for
+   * it); errors are logged, never returned to clients; close() waits for the calls still running.
+   */
+  onPredictions?: (model: string, version: number, count: number) => void | Promise<void>;
+  /** Largest batch one request may send (default 1024). */
+  maxBatch?: number;
+  logger?: Logger;
+}
+
+export interface ClassPrediction {
+  label: number;
+  probabilities: number[];
+}
+
+export interface PredictResult {
+  model: string;
+  version: number;
+  predictions: ClassPrediction[];
+}
+
+export interface ServedModel {
+  model: string;
+  version: number;
+  sampleShape: number[];
+  inFlight: number;
+  loadedAt: string;
+}
+
+export interface ModelServer {
+  /** Predicts with the served version of `model`; loads it on first use. */
+  predict(model: string, inputs: unknown): Promise<PredictResult>;
+  /** Re-reads the alias of `model` (or of every loaded model) and swaps to a new version if it moved. */
+  refresh(model?: string): Promise<void>;
+  /** Points the alias at `version` and serves it before returning. */
+  promote(model: string, version: number): Promise<ModelVersion>;
+  /** Points the alias back at an earlier version and serves it before returning. One call. */
+  rollback(model: string, toVersion: number): Promise<{ from: number; to: number }>;
+  /** What is being served now. */
+  served(): ServedModel[];
+  /** Predictions answered per model and version since start. */
+  predictionCounts(): Record<string, Record<number, number>>;
+  close(): Promise<void>;
+}
+
+interface Entry {
+  model: string;
+  version: number;
+  net: TF.LayersModel;
+  sampleShape: number[];
+  sampleSize: number;
+  inFlight: number;
+  retired: boolean;
+  loadedAt: string;
+}
+
+export function createModelServer(opts: ModelServerOptions): ModelServer {
+  const alias = opts.alias ?? PRODUCTION_ALIAS;
+  const logger = opts.logger ?? silentLogger;
+  const maxBatch = opts.maxBatch ?? 1024;
+  const getTf = opts.loadTf ?? (() => loadTf());
+  const current = new Map<string, Entry>();
+  /** One refresh/load at a time per model (loads for different models run independently). */
+  const chains = new Map<string, Promise<unknown>>();
+  const counts = new Map<string, Map<number, number>>();
+  let closed = false;
+  const pending = new Set<Promise<unknown>>();
+
+  const serial = <T>(model: string, fn: () => Promise<T>): Promise<T> => {
+    const prev = chains.get(model) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    chains.set(model, next.catch(() => undefined));
+    return next;
+  };
+
+  async function load(v: ModelVersion): Promise<Entry> {
+    const ok = await opts.artifacts.verify({ kind: 'model', uri: v.artifactUri, sha256: v.sha256, bytes: v.bytes });
+    if (!ok.ok) throw new ServingError('MODEL_UNAVAILABLE', `model ${v.model} version ${v.version}: ${ok.reason}`);
+    const { tf } = await getTf();
+    const net = await tf.loadLayersModel(folderLoadHandler(tf, opts.artifacts.resolve(v.artifactUri)));
+    const sampleShape = modelSampleShape(net);
+    // Warm up, so the first request does not pay for kernel set-up.
+    tf.tidy(() => net.predict(tf.zeros([1, ...sampleShape])));
+    return { model: v.model, version: v.version, net, sampleShape, sampleSize: sampleShape.reduce((a, b) => a * b, 1), inFlight: 0, retired: false, loadedAt: new Date().toISOString() };
+  }
+
+  function retire(e: Entry): void {
+    e.retired = true;
+    if (e.inFlight === 0) e.net.dispose();
+  }
+
+  /** Loads what the alias points at, if it differs from what is served, and swaps. */
+  async function sync(model: string): Promise<Entry | undefined> {
+    let target: ModelVersion | undefined;
+    try {
+      target = await opts.registry.resolveAlias(model, alias);
+    } catch (e) {
+      throw new ServingError('MODEL_UNAVAILABLE', `registry unavailable: ${(e as Error).message}`);
+    }
+    const served = current.get(model);
+    if (!target) {
+      if (served) {
+        logger.warn('alias no longer set; keeping the served version', { model, alias, version: served.version });
+        return served;
+      }
+      if (await opts.registry.hasModel(model)) throw new ServingError('NOT_DEPLOYED', `model ${model} has no ${alias} version`);
+      throw new ServingError('MODEL_NOT_FOUND', `unknown model ${model}`);
+    }
+    if (served && served.version === target.version) return served;
+    const entry = await load(target);
+    if (closed) {
+      entry.net.dispose();
+      throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
+    }
+    current.set(model, entry);
+    if (served) retire(served);
+    logger.info('serving model version', { model, version: entry.version, previous: served?.version });
+    return entry;
+  }
+
+  async function entryFor(model: string): Promise<Entry> {
+    const e = current.get(model);
+    if (e) return e;
+    const loaded = await serial(model, () => sync(model));
+    if (!loaded) throw new ServingError('MODEL_NOT_FOUND', `unknown model ${model}`);
+    return loaded;
+  }
+
+  async function refresh(model?: string): Promise<void> {
+    const names = model ? [model] : [...current.keys()];
+    const results = await Promise.allSettled(names.map((m) => serial(m, () => sync(m))));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (model && failed) throw failed.reason;
+    for (const r of results) if (r.status === 'rejected') logger.warn('model refresh failed', { error: String(r.reason) });
+  }
+
+  const timer = opts.refreshIntervalMs ? setInterval(() => void refresh().catch((e) => logger.warn('model refresh failed', { error: String(e) })), opts.refreshIntervalMs) : undefined;
+  timer?.unref();
+
+  return {
+    async predict(model, inputs) {
+      if (closed) throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
+      const { tf } = await getTf();
+      let entry = await entryFor(model);
+      // A swap may have retired it while we waited: take the one served now. No await from here
+      // to inFlight++, so the model cannot be disposed under this request.
+      while (entry.retired) entry = current.get(model) ?? (await entryFor(model));
+      const batch = toBatch(inputs, entry, maxBatch);
+      entry.inFlight++;
+      let probs: Float32Array;
+      let classes: number;
+      try {
+        const out = tf.tidy(() => entry.net.predict(tf.tensor(batch.values, [batch.n, ...entry.sampleShape], 'float32')) as TF.Tensor);
+        classes = out.shape[out.shape.length - 1] ?? 1;
+        probs = (await out.data()) as Float32Array;
+        out.dispose();
+      } finally {
+        entry.inFlight--;
+        if (entry.retired && entry.inFlight === 0) entry.net.dispose();
+      }
+      const predictions: ClassPrediction[] = [];
+      for (let i = 0; i < batch.n; i++) {
+        const p = Array.from(probs.subarray(i * classes, (i + 1) * classes));
+        let label = 0;
+        for (let c = 1; c < p.length; c++) if (p[c]! > p[label]!) label = c;
+        predictions.push({ label, probabilities: p });
+      }
+      const perVersion = counts.get(model) ?? new Map<number, number>();
+      perVersion.set(entry.version, (perVersion.get(entry.version) ?? 0) + batch.n);
+      counts.set(model, perVersion);
+      if (opts.onPredictions) {
+        // Off the response path; close() waits for bookings still running.
+        const version = entry.version;
+        const booking = Promise.resolve()
+          .then(() => opts.onPredictions!(model, version, batch.n))
+          .catch((e: unknown) => logger.error('onPredictions hook failed', { model, version, count: batch.n, error: String(e) }))
+          .finally(() => pending.delete(booking));
+        pending.add(booking);
+      }
+      return { model, version: entry.version, predictions };
+    },
+    refresh,
+    async promote(model, version) {
+      try {
+        await opts.registry.setAlias(model, alias, version, 'promote');
+      } catch (e) {
+        throw fromRegistry(e);
+      }
+      await refresh(model);
+      return (await opts.registry.getVersion(model, version))!;
+    },
+    async rollback(model, toVersion) {
+      let r: { from: number; to: number };
+      try {
+        r = await opts.registry.rollback(model, toVersion, alias);
+      } catch (e) {
+        throw fromRegistry(e);
+      }
+      await refresh(model);
+      return r;
+    },
+    served() {
+      return [...current.values()].map((e) => ({ model: e.model, version: e.version, sampleShape: e.sampleShape, inFlight: e.inFlight, loadedAt: e.loadedAt }));
+    },
+    predictionCounts() {
+      const out: Record<string, Record<number, number>> = {};
+      for (const [m, per] of counts) out[m] = Object.fromEntries(per);
+      return out;
+    },
+    async close() {
+      closed = true;
+      if (timer) clearInterval(timer);
+      await Promise.allSettled([...chains.values(), ...pending]);
+      for (const e of current.values()) retire(e);
+      current.clear();
+    },
+  };
+}
+
+function fromRegistry(e: unknown): unknown {
+  if (e instanceof RegistryError) {
+    const code: ServingErrorCode = e.code === 'MODEL_NOT_FOUND' ? 'MODEL_NOT_FOUND' : e.code === 'VERSION_NOT_FOUND' ? 'VERSION_NOT_FOUND' : e.code === 'ALIAS_NOT_SET' ? 'NOT_DEPLOYED' : 'BAD_ROLLBACK';
+    return new ServingError(code, e.message);
+  }
+  return e;
+}
+
+/**
+ * Checks and flattens `inputs`: a list of samples, each either flat (prod(shape) numbers) or
+ * nested exactly as the model's sample shape (e.g. 28 rows of 28). Errors name the sample.
+ */
+export function toBatch(inputs: unknown, entry: { model: string; version: number; sampleShape: number[]; sampleSize: number }, maxBatch: number): { n: number; values: Float32Array } {
+  const want = `[${entry.sampleShape.join(', ')}]`;
+  const who = `model ${entry.model} v${entry.version}`;
+  if (!Array.isArray(inputs)) throw new ServingError('BAD_INPUT', `"inputs" must be a list of samples (${who} expects samples of shape ${want} or ${entry.sampleSize} flat numbers)`);
+  if (inputs.length === 0) throw new ServingError('BAD_INPUT', '"inputs" is empty: send at least one sample');
+  if (inputs.length > maxBatch) throw new ServingError('BAD_INPUT', `"inputs" has ${inputs.length} samples; at most ${maxBatch} per request`);
+  const values = new Float32Array(inputs.length * entry.sampleSize);
+  inputs.forEach((sample, i) => {
+    const flat: number[] = [];
+    const shape = shapeOf(sample, `inputs[${i}]`, flat);
+    const flatOk = shape.length === 1 && shape[0] === entry.sampleSize;
+    const nestedOk = shape.length > 1 && sameShape(shape, entry.sampleShape);
+    if (!flatOk && !nestedOk) {
+      throw new ServingError('BAD_INPUT', `inputs[${i}] has shape [${shape.join(', ')}]; ${who} expects ${want} (or ${entry.sampleSize} flat numbers)`);
+    }
+    values.set(flat, i * entry.sampleSize);
+  });
+  return { n: inputs.length, values };
+}
+
+function sameShape(a: number[], model: number[]): boolean {
+  // A trailing channel of 1 may be left out: [28, 28] fits a model of [28, 28, 1].
+  const m = model.length === a.length + 1 && model[model.length - 1] === 1 ? model.slice(0, -1) : model;
+  return a.length === m.length && a.every((d, i) => d === m[i]);
+}
+
+function shapeOf(x: unknown, where: string, flat: number[]): number[] {
+  if (typeof x === 'number') {
+    if (!Number.isFinite(x)) throw new ServingError('BAD_INPUT', `${where} is not a finite number`);
+    flat.push(x);
+    return [];
+  }
+  if (!Array.isArray(x)) throw new ServingError('BAD_INPUT', `${where} must be a number or a list, got ${x === null ? 'null' : typeof x}`);
+  if (x.length === 0) throw new ServingError('BAD_INPUT', `${where} is an empty list`);
+  let inner: number[] | undefined;
+  x.forEach((el, j) => {
+    const s = shapeOf(el, `${where}[${j}]`, flat);
+    if (inner === undefined) inner = s;
+    else if (!sameDims(inner, s)) throw new ServingError('BAD_INPUT', `${where} is ragged: ${where}[${j}] has shape [${s.join(', ')}], ${where}[0] has [${inner.join(', ')}]`);
+  });
+  return [x.length, ...(inner ?? [])];
+}
+
+function sameDims(a: number[], b: number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}

@@ -1,0 +1,271 @@
+// The model registry: versions of each named model (auto-incremented per name) and aliases
+// (e.g. `production`) pointing at one version. One query layer for SQLite and PostgreSQL.
+import type { Db, Migration } from '../lib/db/types.js';
+
+export const PRODUCTION_ALIAS = 'production';
+
+export const registryMigrations: Migration[] = [
+  {
+    id: 'registry/0001-init',
+    sql: `
+CREATE TABLE IF NOT EXISTS model_versions (
+  model TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  run_id TEXT NOT NULL,
+  stage_id TEXT NOT NULL,
+  artifact_uri TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  bytes BIGINT NOT NULL,
+  metrics TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (model, version),
+  UNIQUE (model, run_id, stage_id)
+);
+CREATE TABLE IF NOT EXISTS model_aliases (
+  model TEXT NOT NULL,
+  alias TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (model, alias)
+);
+CREATE TABLE IF NOT EXISTS model_alias_events (
+  model TEXT NOT NULL,
+  alias TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  previous_version INTEGER,
+  reason TEXT NOT NULL,
+  at TEXT NOT NULL,
+  PRIMARY KEY (model, alias, seq)
+);
+`,
+  },
+];
+
+export type ModelMetrics = Record<string, number | string | boolean>;
+
+export interface ModelVersion {
+  model: string;
+  version: number;
+  runId: string;
+  stageId: string;
+  /** `artifact:<path>` of the exported tfjs folder in the artifact store. */
+  artifactUri: string;
+  sha256: string;
+  bytes: number;
+  metrics: ModelMetrics;
+  createdAt: string;
+}
+
+export interface ModelAlias {
+  model: string;
+  alias: string;
+  version: number;
+  updatedAt: string;
+}
+
+export interface AliasEvent {
+  model: string;
+  alias: string;
+  version: number;
+  previousVersion: number | null;
+  reason: string;
+  at: string;
+}
+
+export interface RegisterVersionInput {
+  model: string;
+  runId: string;
+  stageId: string;
+  artifactUri: string;
+  sha256: string;
+  bytes: number;
+  metrics: ModelMetrics;
+}
+
+export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME';
+
+/** An expected registry error with a stable code (the API maps it to 404/400). */
+export class RegistryError extends Error {
+  constructor(readonly code: RegistryErrorCode, message: string) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+}
+
+/** Model names: used in URLs and artifact paths. */
+export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+interface VersionRow {
+  model: string;
+  version: number | string;
+  run_id: string;
+  stage_id: string;
+  artifact_uri: string;
+  sha256: string;
+  bytes: number | string;
+  metrics: string;
+  created_at: string;
+}
+
+const VERSION_COLS = 'model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at';
+
+export class ModelRegistry {
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly db: Db,
+    opts: { now?: () => Date } = {},
+  ) {
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * Registers a version; idempotent per (model, run, stage): registering again returns the
+   * version created the first time (`created: false`), whatever the new input says.
+   */
+  async register(input: RegisterVersionInput): Promise<{ version: ModelVersion; created: boolean }> {
+    checkName(input.model);
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        return await this.db.tx(async (tx) => {
+          // Serialise writers of one model (SQLite's BEGIN IMMEDIATE already does).
+          if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${input.model}`]);
+          const existing = await tx.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? AND run_id = ? AND stage_id = ?`, [input.model, input.runId, input.stageId]);
+          if (existing[0]) return { version: toVersion(existing[0]), created: false };
+          const next = await tx.query<{ v: number | string | null }>('SELECT MAX(version) AS v FROM model_versions WHERE model = ?', [input.model]);
+          const version = Number(next[0]?.v ?? 0) + 1;
+          const createdAt = this.now().toISOString();
+          await tx.run(`INSERT INTO model_versions (${VERSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+            input.model,
+            version,
+            input.runId,
+            input.stageId,
+            input.artifactUri,
+            input.sha256,
+            input.bytes,
+            JSON.stringify(input.metrics),
+            createdAt,
+          ]);
+          return {
+            version: { model: input.model, version, runId: input.runId, stageId: input.stageId, artifactUri: input.artifactUri, sha256: input.sha256, bytes: input.bytes, metrics: input.metrics, createdAt },
+            created: true,
+          };
+        });
+      } catch (e) {
+        // A writer that did not take the lock (another tool) may have raced us: try again.
+        lastErr = e;
+        await new Promise((r) => setTimeout(r, 10 * (attempt + 1)));
+      }
+    }
+    throw lastErr;
+  }
+
+  async getVersion(model: string, version: number): Promise<ModelVersion | undefined> {
+    const rows = await this.db.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? AND version = ?`, [model, version]);
+    return rows[0] ? toVersion(rows[0]) : undefined;
+  }
+
+  /** Newest first. */
+  async listVersions(model: string): Promise<ModelVersion[]> {
+    const rows = await this.db.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? ORDER BY version DESC`, [model]);
+    return rows.map(toVersion);
+  }
+
+  async listModels(): Promise<string[]> {
+    const rows = await this.db.query<{ model: string }>('SELECT DISTINCT model FROM model_versions ORDER BY model');
+    return rows.map((r) => r.model);
+  }
+
+  async hasModel(model: string): Promise<boolean> {
+    const rows = await this.db.query('SELECT 1 AS one FROM model_versions WHERE model = ? LIMIT 1', [model]);
+    return rows.length > 0;
+  }
+
+  async aliases(model: string): Promise<ModelAlias[]> {
+    const rows = await this.db.query<{ model: string; alias: string; version: number | string; updated_at: string }>('SELECT model, alias, version, updated_at FROM model_aliases WHERE model = ? ORDER BY alias', [model]);
+    return rows.map((r) => ({ model: r.model, alias: r.alias, version: Number(r.version), updatedAt: r.updated_at }));
+  }
+
+  /** The version an alias points at, or undefined when the alias is not set. */
+  async resolveAlias(model: string, alias = PRODUCTION_ALIAS): Promise<ModelVersion | undefined> {
+    const rows = await this.db.query<VersionRow>(
+      `SELECT ${VERSION_COLS.split(', ').map((c) => `v.${c}`).join(', ')} FROM model_aliases a JOIN model_versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?`,
+      [model, alias],
+    );
+    return rows[0] ? toVersion(rows[0]) : undefined;
+  }
+
+  /** Points `alias` at `version` (which must exist) and records the change. */
+  async setAlias(model: string, alias: string, version: number, reason = 'set'): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
+    return this.db.tx(async (tx) => {
+      if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${model}`]);
+      const v = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? AND version = ?', [model, version]);
+      if (v.length === 0) {
+        const any = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? LIMIT 1', [model]);
+        throw any.length ? new RegistryError('VERSION_NOT_FOUND', `model ${model} has no version ${version}`) : new RegistryError('MODEL_NOT_FOUND', `model ${model} is not registered`);
+      }
+      const prev = await tx.query<{ version: number | string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?', [model, alias]);
+      const previousVersion = prev[0] ? Number(prev[0].version) : null;
+      const at = this.now().toISOString();
+      await tx.run(
+        'INSERT INTO model_aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at',
+        [model, alias, version, at],
+      );
+      if (previousVersion !== version) {
+        const seq = await tx.query<{ s: number | string | null }>('SELECT MAX(seq) AS s FROM model_alias_events WHERE model = ? AND alias = ?', [model, alias]);
+        await tx.run('INSERT INTO model_alias_events (model, alias, seq, version, previous_version, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+          model,
+          alias,
+          Number(seq[0]?.s ?? 0) + 1,
+          version,
+          previousVersion,
+          reason,
+          at,
+        ]);
+      }
+      return { alias: { model, alias, version, updatedAt: at }, previousVersion };
+    });
+  }
+
+  /** Points `production` back at an earlier version. One call. */
+  async rollback(model: string, toVersion: number, alias = PRODUCTION_ALIAS): Promise<{ from: number; to: number }> {
+    const current = await this.resolveAlias(model, alias);
+    if (!current) {
+      if (!(await this.hasModel(model))) throw new RegistryError('MODEL_NOT_FOUND', `model ${model} is not registered`);
+      throw new RegistryError('ALIAS_NOT_SET', `model ${model} has no ${alias} version to roll back from`);
+    }
+    if (toVersion >= current.version) {
+      throw new RegistryError('BAD_ROLLBACK', `rollback goes to an earlier version: ${alias} of ${model} is version ${current.version}, asked for ${toVersion} (use promote to move forward)`);
+    }
+    await this.setAlias(model, alias, toVersion, 'rollback');
+    return { from: current.version, to: toVersion };
+  }
+
+  async aliasHistory(model: string, alias = PRODUCTION_ALIAS): Promise<AliasEvent[]> {
+    const rows = await this.db.query<{ model: string; alias: string; version: number | string; previous_version: number | string | null; reason: string; at: string }>(
+      'SELECT model, alias, version, previous_version, reason, at FROM model_alias_events WHERE model = ? AND alias = ? ORDER BY seq',
+      [model, alias],
+    );
+    return rows.map((r) => ({ model: r.model, alias: r.alias, version: Number(r.version), previousVersion: r.previous_version === null ? null : Number(r.previous_version), reason: r.reason, at: r.at }));
+  }
+}
+
+function checkName(model: string): void {
+  if (!MODEL_NAME_RE.test(model)) throw new RegistryError('BAD_MODEL_NAME', `model name ${JSON.stringify(model)} must match ${MODEL_NAME_RE}`);
+}
+
+function toVersion(r: VersionRow): ModelVersion {
+  return {
+    model: r.model,
+    version: Number(r.version),
+    runId: r.run_id,
+    stageId: r.stage_id,
+    artifactUri: r.artifact_uri,
+    sha256: r.sha256,
+    bytes: Number(r.bytes),
+    metrics: JSON.parse(r.metrics) as ModelMetrics,
+    createdAt: r.created_at,
+  };
+}
