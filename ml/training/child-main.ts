@@ -8,6 +8,8 @@ import type { MlJob } from './jobs.js';
 import { runPretrainJob } from './pretrain-job.js';
 import { runReplicaJob, SyncTimeoutError } from './replica-job.js';
 
+const ALIVE_EVERY_MS = 5000;
+
 function emit(msg: ChildMessage): Promise<void> {
   return new Promise((resolve) => process.stdout.write(PROTOCOL_PREFIX + JSON.stringify(msg) + '\n', () => resolve()));
 }
@@ -21,6 +23,8 @@ async function main(): Promise<void> {
   process.stdin.on('error', () => process.exit(137));
   process.stdin.resume();
   process.on('SIGTERM', () => process.exit(143));
+  // Proves liveness between progress lines (long epochs, slow data loading); see fitPass.
+  setInterval(() => void emit({ type: 'alive' }), ALIVE_EVERY_MS).unref();
 
   const jobFile = process.argv[2];
   if (!jobFile) throw new Error('usage: child-main <job.json>');

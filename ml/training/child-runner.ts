@@ -9,6 +9,8 @@ export const PROTOCOL_PREFIX = '@@capstan ';
 
 export type ChildMessage =
   | { type: 'progress'; data: unknown }
+  /** Sent every few seconds by a live child, between progress lines. */
+  | { type: 'alive' }
   | { type: 'result'; data: unknown; cpuSeconds: number }
   | { type: 'error'; message: string; code?: string; file?: string; retryable?: boolean };
 
@@ -34,6 +36,8 @@ export interface ChildJobOptions {
   /** Child entry; defaults to ml/training/child-main (.ts under tsx, .js when compiled). */
   script?: string;
   onProgress?: (data: unknown) => void;
+  /** The child's periodic sign of life (its event loop turns): heartbeat the last progress again. */
+  onAlive?: () => void;
   /** Kills the child (SIGTERM, then SIGKILL after `killGraceMs`) when aborted. */
   signal?: AbortSignal;
   /** Extra environment for the child (e.g. CUDA_VISIBLE_DEVICES). */
@@ -107,6 +111,12 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
     if (msg.type === 'progress') {
       try {
         opts.onProgress?.(msg.data);
+      } catch (e) {
+        progressError ??= e;
+      }
+    } else if (msg.type === 'alive') {
+      try {
+        opts.onAlive?.();
       } catch (e) {
         progressError ??= e;
       }

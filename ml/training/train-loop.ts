@@ -47,7 +47,9 @@ export function subset(d: LabelledArrays, idx: ArrayLike<number>): LabelledArray
 export async function fitPass(tf: Tf, model: TF.LayersModel, d: LabelledArrays, opts: { batchSize: number }): Promise<LossAccuracy> {
   const { xs, ys } = tensors(tf, d);
   try {
-    const h = await model.fit(xs, ys, { epochs: 1, batchSize: opts.batchSize, shuffle: false, verbose: 0 });
+    // The no-op onYield makes fit yield to the event loop every 125 ms (tfjs only yields when a
+    // callback is given), so the process keeps answering timers and signals while it trains.
+    const h = await model.fit(xs, ys, { epochs: 1, batchSize: opts.batchSize, shuffle: false, verbose: 0, callbacks: { onYield: () => undefined } });
     const loss = Number(h.history.loss?.[0] ?? NaN);
     const accuracy = Number((h.history.acc ?? h.history.accuracy)?.[0] ?? NaN);
     return { loss, accuracy };

@@ -24,11 +24,18 @@ describe('runChildJob', () => {
       'ok.cjs',
       `console.log('tfjs says hi');
        for (let i = 1; i <= 3; i++) console.log(P + JSON.stringify({ type: 'progress', data: { step: i * job.k } }));
+       console.log(P + JSON.stringify({ type: 'alive' }));
        console.log(P + JSON.stringify({ type: 'result', data: { done: true }, cpuSeconds: 0.5 }));`,
     );
     const seen: unknown[] = [];
-    const out = await runChildJob<{ done: boolean }>({ script: s, job: { k: 10 }, jobFile: path.join(store.root, 'jobs', 'a.json'), onProgress: (d) => seen.push(d) });
-    expect(seen).toEqual([{ step: 10 }, { step: 20 }, { step: 30 }]);
+    const out = await runChildJob<{ done: boolean }>({
+      script: s,
+      job: { k: 10 },
+      jobFile: path.join(store.root, 'jobs', 'a.json'),
+      onProgress: (d) => seen.push(d),
+      onAlive: () => seen.push('alive'),
+    });
+    expect(seen).toEqual([{ step: 10 }, { step: 20 }, { step: 30 }, 'alive']);
     expect(out.result).toEqual({ done: true });
     expect(out.cpuSeconds).toBe(0.5);
   });

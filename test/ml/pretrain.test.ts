@@ -37,8 +37,9 @@ describe('core:pretrain', () => {
     expect(m.epoch02ValAccuracy as number).toBeGreaterThan(0.7);
     expect(m.epoch02TrainLoss as number).toBeLessThan(m.epoch01TrainLoss as number);
     expect(m.cpuSeconds as number).toBeGreaterThan(0);
-    expect(ctx.beats).toHaveLength(2);
-    expect(ctx.beats[1]).toMatchObject({ epoch: 2, checkpoint: expect.stringMatching(/^artifact:.*epoch-0002$/) });
+    const epochs = (beats: unknown[]) => [...new Set(beats.map((b) => (b as { epoch: number }).epoch))];
+    expect(epochs(ctx.beats).filter((e) => e > 0)).toEqual([1, 2]);
+    expect(ctx.beats.at(-1)).toMatchObject({ epoch: 2, checkpoint: expect.stringMatching(/^artifact:.*epoch-0002$/) });
 
     // The saved model loads back with a plain tf.loadLayersModel (custom folder handler) and predicts.
     const modelDir = store.store.resolve(res.outputs.model!);
@@ -67,7 +68,9 @@ describe('core:pretrain', () => {
     expect(r2.metrics.resumedFromEpoch).toBe(1);
     expect(r2.metrics.epochsRun).toBe(2);
     expect(r2.metrics.epoch01TrainLoss).toBeUndefined();
-    expect(second.beats.map((b) => (b as { epoch: number }).epoch)).toEqual([2, 3]);
+    // Heartbeats carry the last finished checkpoint: epoch 1 (resumed) until epoch 2 is written.
+    expect([...new Set(second.beats.map((b) => (b as { epoch: number }).epoch))].filter((e) => e > 1)).toEqual([2, 3]);
+    expect(second.beats.every((b) => (b as { epoch: number }).epoch >= 1)).toBe(true);
     // Starting from trained weights, the first resumed epoch already beats a fresh first epoch.
     expect(r2.metrics.epoch02TrainLoss as number).toBeLessThan(r1.metrics.epoch01TrainLoss as number);
     expect(r2.metrics.testAccuracy as number).toBeGreaterThan(0.8);

@@ -104,15 +104,18 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
     ...(hint.success ? { resumeRound: hint.data.round } : {}),
   };
   const device = opts.gpuDevices?.length ? opts.gpuDevices[replica.index % opts.gpuDevices.length]! : String(replica.index);
+  let lastBeat: { round: number; checkpoint?: string } = hint.success ? hint.data : { round: 0 };
   const out = await runChildJob<ReplicaResult>({
     job,
     jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId, replica.index), `job-attempt-${ctx.attempt}.json`),
     signal: ctx.signal,
     env: { CUDA_VISIBLE_DEVICES: device },
     onStderr: (line) => ctx.logger.debug(line),
+    onAlive: () => ctx.heartbeat(lastBeat),
     onProgress: (d) => {
       const p = d as ReplicaProgress;
-      ctx.heartbeat(p.round > 0 ? { round: p.round, checkpoint: artifactUri(ctx.artifacts, p.checkpoint) } : { round: 0 });
+      lastBeat = p.round > 0 ? { round: p.round, checkpoint: artifactUri(ctx.artifacts, p.checkpoint) } : { round: 0 };
+      ctx.heartbeat(lastBeat);
       if (!p.waitingForPeers) ctx.logger.info(`replica ${replica.index}: round ${p.round}/${p.rounds}`);
     },
   });
@@ -180,6 +183,7 @@ async function reduce(
       job,
       jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId), `reduce-attempt-${ctx.attempt}.json`),
       signal: ctx.signal,
+      onAlive: () => ctx.heartbeat({ phase: 'evaluate' }),
     });
     test = out.result;
     evalCpu = out.cpuSeconds;

@@ -56,14 +56,17 @@ export function pretrainStage(opts: PretrainOptions = {}): StagePlugin<PretrainP
           learningRate: params.learningRate,
           seed: params.seed,
         };
+        let lastBeat: { epoch: number; checkpoint?: string } = resume ? { epoch: resume.epoch, checkpoint: artifactUri(ctx.artifacts, resume.dir) } : { epoch: 0 };
         const out = await runChildJob<PretrainResult>({
           job,
           jobFile: path.join(ckptRoot, `job-attempt-${ctx.attempt}.json`),
           signal: ctx.signal,
           onStderr: (line) => ctx.logger.debug(line),
+          onAlive: () => ctx.heartbeat(lastBeat),
           onProgress: (d) => {
             const p = d as PretrainProgress;
-            ctx.heartbeat({ epoch: p.epoch, checkpoint: artifactUri(ctx.artifacts, p.checkpointDir) });
+            lastBeat = { epoch: p.epoch, checkpoint: artifactUri(ctx.artifacts, p.checkpointDir) };
+            ctx.heartbeat(lastBeat);
             ctx.logger.info(`epoch ${p.epoch}/${params.epochs}`, { trainLoss: p.trainLoss, trainAccuracy: p.trainAccuracy, valLoss: p.valLoss, valAccuracy: p.valAccuracy });
           },
         });
