@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { ArtifactStore } from '../lib/artifacts.js';
+import { canonical } from '../lib/canonical.js';
 import { StageError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { StageContext, StagePlugin, StageResult } from '../plugins/contract.js';
@@ -105,7 +107,7 @@ async function attempt(
     signal: actx.cancellationSignal,
     services: deps.services,
   };
-  const cacheKey = stage.cache && deps.cache && !input.replica ? await cacheKeyFor(input) : undefined;
+  const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
   if (cacheKey) {
     const hit = await deps.cache!.lookup(cacheKey);
     if (hit && (await allPresent(deps.artifacts, hit))) {
@@ -168,8 +170,7 @@ function toFailure(err: unknown, stageId: string, attempt: number, signal: Abort
   return ApplicationFailure.create({ message: `stage ${stageId}: ${e.message}`, type: e.name || 'Error', nonRetryable: false, details: [{ attempt }] });
 }
 
-async function cacheKeyFor(input: RunStageInput): Promise<string> {
-  const { createHash } = await import('node:crypto');
+function cacheKeyFor(input: RunStageInput): string {
   const inputs = Object.entries(input.inputs)
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([k, r]) => [k, r.sha256]);
@@ -178,11 +179,6 @@ async function cacheKeyFor(input: RunStageInput): Promise<string> {
     .digest('hex');
 }
 
-function canonical(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(canonical);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
-  return v;
-}
 
 async function allPresent(store: ArtifactStore, r: StageResult): Promise<boolean> {
   for (const ref of Object.values(r.outputs)) if (!(await store.verify(ref)).ok) return false;

@@ -4,6 +4,7 @@ import proto from '@temporalio/proto';
 const { temporal } = proto;
 import { resolveSpec } from '../plugins/spec.js';
 import type { ArtifactStore } from '../lib/artifacts.js';
+import { canonical } from '../lib/canonical.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import type { ReusedStage, RunPipelineInput, StageOutcome } from '../workflows/types.js';
 import { decodePayloads, firstInput } from './runs.js';
@@ -105,8 +106,3 @@ export async function planResume(opts: {
   return { from: opts.handle.workflowId, ...(startAt ? { startAt } : {}), stages, reuse, spec: old.spec };
 }
 
-function canonical(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(canonical);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
-  return v;
-}

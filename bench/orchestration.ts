@@ -109,39 +109,31 @@ async function main(): Promise<void> {
   // 2. startPipeline throughput (accepted = Temporal acknowledged the start): first while this
   //    process's workers also run the started pipelines, then with the workers stopped (API + server only).
   const small = { name: 'throughput', stages: [{ id: 's0', plugin: 'bench:trivial' }] };
-  const measureStarts = async () => {
+  /** Starts per second over 3 rounds of STARTS calls, CONCURRENCY at a time. */
+  const measureStarts = async (startOne: (round: number, i: number) => Promise<unknown>) => {
     const out: number[] = [];
     for (let r = 0; r < 3; r++) {
       let next = 0;
       const t0 = performance.now();
       await Promise.all(
         Array.from({ length: CONCURRENCY }, async () => {
-          while (next++ < STARTS) await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: small });
+          while (next < STARTS) await startOne(r, next++);
         }),
       );
       out.push(STARTS / ((performance.now() - t0) / 1000));
     }
     return out;
   };
-  const rates = await measureStarts();
+  const viaApi = () => gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: small });
+  const rates = await measureStarts(viaApi);
   for (const w of workers) w.shutdown();
   await Promise.allSettled(running);
-  const ratesNoWorkers = await measureStarts();
+  const ratesNoWorkers = await measureStarts(viaApi);
   // The floor: the same workflow started straight through the Temporal client (no GraphQL, no validation).
   const { resolveSpec } = await import('../plugins/spec.js');
   const { runPipelineWorkflow } = await import('../workflows/index.js');
   const input = resolveSpec(small, registry, { taskQueues });
-  const ratesRaw: number[] = [];
-  for (let r = 0; r < 3; r++) {
-    let next = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        while (next++ < STARTS) await client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${next}-${Math.random()}`, args: [input] });
-      }),
-    );
-    ratesRaw.push(STARTS / ((performance.now() - t0) / 1000));
-  }
+  const ratesRaw = await measureStarts((r, i) => client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${i}`, args: [input] }));
 
   const f = (x: number) => x.toFixed(1);
   console.log(`machine: ${machineLine()}`);

@@ -15,6 +15,7 @@ import type { Activities } from '../activities/index.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
+  ArtifactRef,
   Decision,
   ResolvedStage,
   RunEventType,
@@ -162,7 +163,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     }
   };
 
-  const execute = async (spec: ResolvedStage, inputs: Record<string, import('./types.js').ArtifactRef>, round: number): Promise<StageOutcome> => {
+  const execute = async (spec: ResolvedStage, inputs: Record<string, ArtifactRef>, round: number): Promise<StageOutcome> => {
     const base = {
       taskQueue: spec.taskQueue,
       startToCloseTimeout: spec.startToCloseMs,
@@ -242,13 +243,9 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   return state;
 }
 
-/** Marks the failure so the outer handler knows it is the run's, not a stage's. */
+/** Ends the run: caught below, recorded in the state, and turned into the workflow's failure. */
 function failRun(message: string): Error {
-  return new RunFailed(message);
-}
-
-class RunFailed extends Error {
-  override name = 'RunFailed';
+  return new Error(message);
 }
 
 function describeFailure(err: unknown, spec: ResolvedStage): { message: string; type?: string; attempts: number } {

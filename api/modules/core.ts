@@ -1,7 +1,7 @@
 import { GraphQLScalarType, Kind, type ValueNode } from 'graphql';
 import { runPipelineWorkflow } from '../../workflows/index.js';
-import { PipelineNameKey, RunStatusKey } from '../../workflows/search-attributes.js';
-import type { RunStatus } from '../../workflows/types.js';
+import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../../workflows/search-attributes.js';
+import type { RunPipelineInput, RunStatus } from '../../workflows/types.js';
 import { parseSpecText, resolveSpec, SpecValidationError } from '../../plugins/spec.js';
 import { apiError, notFound, specInvalid } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
@@ -121,7 +121,7 @@ export function stripNulls(v: unknown): unknown {
 }
 
 /** Validates, then starts the pipeline workflow. Nothing starts when the spec is invalid. */
-export async function startRun(ctx: ApiContext, rawSpec: unknown, extra: { resumedFrom?: string; reuse?: import('../../workflows/types.js').RunPipelineInput['reuse'] } = {}): Promise<RunView> {
+export async function startRun(ctx: ApiContext, rawSpec: unknown, extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse'] } = {}): Promise<RunView> {
   let input;
   try {
     input = resolveSpec(rawSpec, ctx.registry, { taskQueues: taskQueuesOf(ctx) });
@@ -138,7 +138,7 @@ export async function startRun(ctx: ApiContext, rawSpec: unknown, extra: { resum
     typedSearchAttributes: [
       { key: PipelineNameKey, value: input.pipeline },
       { key: RunStatusKey, value: 'RUNNING' },
-      ...(extra.resumedFrom ? [{ key: (await import('../../workflows/search-attributes.js')).ResumedFromKey, value: extra.resumedFrom }] : []),
+      ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
     ],
     staticSummary: `${input.pipeline}: ${input.stages.map((s) => s.id).join(' → ')}`,
     staticDetails: [
