@@ -2,7 +2,7 @@
 // --full: test accuracy after 10 epochs on full MNIST and multi-device fit with 1 vs 2 replicas.
 //   npx tsx bench/ml-training.ts            # samples/s per backend (wasm, cpu)
 //   npx tsx bench/ml-training.ts --full     # + full MNIST runs (10+ minutes on 2 cores)
-//   npx tsx bench/ml-training.ts --multi    # only multi-device fit 1 vs 2 replicas (full MNIST, 1 epoch, seed model)
+//   npx tsx bench/ml-training.ts --multi [--epochs 1] [--sync 50]   # only multi-device fit 1 vs 2 replicas (full MNIST, untrained seed model)
 // Each backend is measured in its own process (a process loads one backend).
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -123,10 +123,13 @@ async function main(): Promise<void> {
 }
 
 async function multiDevice(store: ArtifactStore, model: ArtifactRef, dataset: ArtifactRef): Promise<void> {
-  console.log(`\ncore:multi-device-fit, 1 epoch, sync every 50 steps (load average before: ${os.loadavg()[0]!.toFixed(2)}):`);
+  const num = (flag: string, d: number) => (args.includes(flag) ? Number(args[args.indexOf(flag) + 1]) : d);
+  const epochs = num('--epochs', 1);
+  const sync = num('--sync', 50);
+  console.log(`\ncore:multi-device-fit, ${epochs} epoch(s), sync every ${sync} steps (load average before: ${os.loadavg()[0]!.toFixed(2)}):`);
   const fit = multiDeviceFitStage();
   for (const replicas of [1, 2]) {
-    const params = fit.paramsSchema.parse({ replicas, epochs: 1, syncEverySteps: 50 });
+    const params = fit.paramsSchema.parse({ replicas, epochs, syncEverySteps: sync });
     const stageId = `fit-${replicas}`;
     const t1 = performance.now();
     const results: StageResult[] = await Promise.all(
