@@ -64,12 +64,12 @@ async function main(): Promise<number> {
   if (flag('--no-run')) return new Promise<number>(() => {});
 
   const specPath = path.resolve(root, opt('--pipeline') ?? 'pipelines/mnist-default.yaml');
-  const started = await gql(apiUrl, `mutation($t: String!) { startPipelineFromText(text: $t) { id pipeline stages { id plugin } } }`, {
+  const started = await gql(apiUrl, `mutation($t: String!) { startPipelineFromText(text: $t) { id runId pipeline stages { id plugin } } }`, {
     t: readFileSync(specPath, 'utf8'),
   });
-  const run = started.startPipelineFromText as { id: string; pipeline: string; stages: { id: string; plugin: string }[] };
+  const run = started.startPipelineFromText as { id: string; runId: string; pipeline: string; stages: { id: string; plugin: string }[] };
   process.stdout.write(`  started ${run.id}: ${run.stages.map((s) => s.id).join(' → ')}\n`);
-  if (uiUrl) process.stdout.write(`  watch it: ${uiUrl}/namespaces/default/workflows/${encodeURIComponent(run.id)}\n\n`);
+  if (uiUrl) process.stdout.write(`  watch it: ${uiUrl}/namespaces/${env.TEMPORAL_NAMESPACE ?? 'default'}/workflows/${encodeURIComponent(run.id)}/${run.runId}/history\n\n`);
   const final = await follow(apiUrl, run.id);
   if (flag('--exit-after-run')) return final === 'COMPLETED' ? 0 : 1;
   process.stdout.write('\n  The stack stays up; Ctrl-C stops it.\n');

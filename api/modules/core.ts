@@ -61,6 +61,7 @@ export const coreTypeDefs = /* GraphQL */ `
   }
 
   type PageInfo { hasNextPage: Boolean! endCursor: String }
+  "cursor: pass pageInfo.endCursor as 'after' for the next page (Temporal visibility pages by token)."
   type PipelineRunEdge { node: PipelineRun! cursor: String! }
   type PipelineRunConnection { edges: [PipelineRunEdge!]! pageInfo: PageInfo! }
 
@@ -271,9 +272,11 @@ export const coreModule: ApiModule = {
       events: async (r: RunView | { id: string }, _: unknown, ctx: ApiContext) => ('events' in r ? r.events : ((await loadRun(ctx, r.id))?.events ?? [])),
       pausedStages: (r: Partial<RunView>) => r.pausedStages ?? [],
       tfBackend: async (r: RunView | { id: string }, _: unknown, ctx: ApiContext) => ('stages' in r ? r.tfBackend : (await loadRun(ctx, r.id))?.tfBackend) ?? null,
-      temporalUrl: (r: { id: string }, _: unknown, ctx: ApiContext) => {
+      temporalUrl: (r: { id: string; runId?: string }, _: unknown, ctx: ApiContext) => {
         const ui = ctx.services.temporalUiUrl as string | undefined;
-        return ui ? `${ui}/namespaces/${encodeURIComponent(ctx.namespace)}/workflows/${encodeURIComponent(r.id)}` : null;
+        if (!ui) return null;
+        const base = `${ui}/namespaces/${encodeURIComponent(ctx.namespace)}/workflows/${encodeURIComponent(r.id)}`;
+        return r.runId ? `${base}/${r.runId}/history` : base;
       },
     },
     StageRun: {
