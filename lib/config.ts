@@ -1,10 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
 
-const bool = z
-  .enum(['1', '0', 'true', 'false', 'yes', 'no'])
-  .transform((v) => v === '1' || v === 'true' || v === 'yes');
-
 /** Environment of a Capstan process, parsed once at the entry point and injected. */
 export const envSchema = z.object({
   CAPSTAN_DATA_DIR: z.string().default('.data'),
@@ -28,7 +24,6 @@ export const envSchema = z.object({
   CAPSTAN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   CAPSTAN_ACTIVITY_SLOTS: z.coerce.number().int().min(1).max(64).default(4),
   CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).default(2),
-  CAPSTAN_ENABLE_WORKFLOW_TRACE: bool.optional(),
 });
 
 export interface CapstanConfig {
