@@ -1,0 +1,11 @@
+// The whole GraphQL SDL of the API, in the order the modules stack it: core defines Query,
+// Mutation and the shared types; the others `extend` them.
+import { coreTypeDefs } from './core.js';
+import { ledgerTypeDefs } from './ledger.js';
+import { modelsTypeDefs } from './models.js';
+import { operationsTypeDefs } from './operations.js';
+
+export { coreTypeDefs, ledgerTypeDefs, modelsTypeDefs, operationsTypeDefs };
+
+/** core, operations, ledger, models: the typeDefs createApi serves. */
+export const apiTypeDefs: string[] = [coreTypeDefs, operationsTypeDefs, ledgerTypeDefs, modelsTypeDefs];

@@ -1,0 +1,144 @@
+// GraphQL SDL of the models module: the model registry, the production alias and live predictions.
+// Every type, field, argument and enum value is described (test/api/schema-lint.test.ts lints it).
+export const modelsTypeDefs = /* GraphQL */ `
+  "The prediction for one input sample."
+  type ClassPrediction {
+    "The predicted class: the index (from 0) of the highest probability, e.g. the digit for MNIST."
+    label: Int!
+    "The model's probability of every class, in class order (index = class); they sum to about 1."
+    probabilities: [Float!]!
+  }
+
+  "The answer to predict: one prediction per input sample, in input order."
+  type Prediction {
+    "The model name asked for."
+    model: String!
+    "The registry version that answered (the one served when the request started)."
+    version: Int!
+    "One per input sample, in the same order."
+    predictions: [ClassPrediction!]!
+  }
+
+  "One registered version of a model: an exported TensorFlow.js model from a run's deploy stage."
+  type ModelVersion {
+    "The model name."
+    model: String!
+    "Version number, from 1, incremented per model name at registration."
+    version: Int!
+    "The id of the run whose deploy stage registered it."
+    runId: String!
+    "The id of the stage that registered it (the deploy stage)."
+    stageId: String!
+    "Where the exported model lives in the artifact store: artifact:<path>."
+    artifactUri: String!
+    "SHA-256 (64 lowercase hex digits) of the exported model's files; checked before it is served."
+    sha256: String!
+    "Size of the exported model's files, in bytes."
+    bytes: Float!
+    """
+    What the deploy stage measured, as a JSON object: testAccuracy (fraction 0–1), p50LatencyMs and
+    p99LatencyMs (one sample per request, in milliseconds), sizeBytes, tfBackend, …
+    """
+    metrics: JSON!
+    "Accuracy on the held-out test set as a fraction 0–1 (metrics.testAccuracy); null when not measured."
+    testAccuracy: Float
+    "99th-percentile latency of one single-sample prediction, in milliseconds (metrics.p99LatencyMs); null when not measured."
+    p99LatencyMs: Float
+    "When it was registered."
+    createdAt: DateTime!
+    "Aliases pointing at this version, e.g. [production]; empty when none."
+    aliases: [String!]!
+    "Number of samples this API process has predicted with this version since it started (not persisted, not summed across API processes)."
+    predictions: Int!
+  }
+
+  "A named pointer to one version of a model; production is the one served."
+  type ModelAlias {
+    "The alias name, e.g. production."
+    alias: String!
+    "The version it points at."
+    version: Int!
+    "When it was last moved."
+    updatedAt: DateTime!
+  }
+
+  "One move of an alias, as recorded by the registry."
+  type ModelAliasChange {
+    "The alias that moved, e.g. production."
+    alias: String!
+    "The version it pointed at after the move."
+    version: Int!
+    "The version it pointed at before; null when the alias was set for the first time."
+    previousVersion: Int
+    "Why: promote (promoteModel), rollback (rollbackModel) or deploy <run id>/<stage id> (a deploy stage whose gates passed)."
+    reason: String!
+    "When it moved."
+    at: DateTime!
+  }
+
+  "A model name in the registry, with its versions and aliases."
+  type RegisteredModel {
+    "The model name (letters, digits, ., - and _; up to 64 characters)."
+    name: String!
+    "All its versions, newest first."
+    versions: [ModelVersion!]!
+    "Its aliases, by alias name."
+    aliases: [ModelAlias!]!
+    "The version the production alias points at (the one predictions use); null when production is not set."
+    production: ModelVersion
+    "The version this API process is serving now; null until the first prediction or promotion loads one."
+    servingVersion: Int
+    "Every move of the production alias, oldest first."
+    productionHistory: [ModelAliasChange!]!
+  }
+
+  extend type Query {
+    "Every registered model, by name. Errors: MODELS_UNAVAILABLE (the models module is not running)."
+    models: [RegisteredModel!]!
+    "One registered model; null when no version of it is registered. Errors: MODELS_UNAVAILABLE."
+    model(
+      "The model name, e.g. mnist-mlp."
+      name: String!
+    ): RegisteredModel
+    """
+    Predicts with the production version this API process serves (it follows the production alias,
+    re-read every few seconds, and swaps versions without dropping requests); the predictions are
+    booked in the ledger as realised revenue of the run that produced the version. Same as POST /models/<name>/predict. Errors: MODEL_NOT_FOUND (unknown
+    model), NOT_DEPLOYED (no production version), BAD_INPUT (empty, more than 1024 samples, a sample of
+    the wrong size, or a number that is not finite), MODEL_UNAVAILABLE (the version cannot be loaded,
+    e.g. its artifact is missing or fails its hash check), MODELS_UNAVAILABLE.
+    """
+    predict(
+      "The model name, e.g. mnist-mlp."
+      model: String!
+      "The samples, 1–1024, each flat: as many numbers as the model's input has (784 floats in 0–1 for a 28×28 MNIST image)."
+      inputs: [[Float!]!]!
+    ): Prediction!
+  }
+
+  extend type Mutation {
+    """
+    Points production at a version, which this API process then loads and serves before answering;
+    returns the model. Errors: MODEL_NOT_FOUND, VERSION_NOT_FOUND, MODEL_UNAVAILABLE (the version
+    cannot be loaded; production has moved all the same), MODELS_UNAVAILABLE.
+    """
+    promoteModel(
+      "The model name."
+      name: String!
+      "The version production should point at."
+      version: Int!
+    ): RegisteredModel!
+    """
+    Points production back at an earlier version (served before this returns); returns the model.
+    Errors: MODEL_NOT_FOUND, VERSION_NOT_FOUND, NOT_DEPLOYED (production is not set), BAD_ROLLBACK
+    (version is not earlier than production's; use promoteModel to move forward), MODEL_UNAVAILABLE,
+    MODELS_UNAVAILABLE.
+    """
+    rollbackModel(
+      "The model name."
+      name: String!
+      "An earlier version than the one production points at now."
+      version: Int!
+    ): RegisteredModel!
+  }
+`;
