@@ -1,10 +1,10 @@
 // Entry point: starts the workers this host serves (CAPSTAN_WORKER_ROLES: workflows, cpu, gpu).
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
-import { bootstrap } from './lib/bootstrap.js';
-import { loadConfig } from './lib/config.js';
+import { loadConfig } from './app/config.js';
+import { createRuntime } from './app/runtime.js';
+import { connectWorker, temporalTarget } from './app/temporal.js';
+import { createWorkers, runWorkers } from './app/workers.js';
 import { createConsoleLogger } from './lib/logger.js';
-import { connectWorker, temporalTarget } from './lib/temporal.js';
-import { createWorkers, runWorkers } from './lib/workers.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging.
     logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN'),
   });
-  const rt = await bootstrap(config, logger);
+  const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
   const connection = await connectWorker(target);
   const workers = await createWorkers({
@@ -23,20 +23,13 @@ async function main(): Promise<void> {
     namespace: target.namespace,
     taskQueues: config.taskQueues,
     roles: config.workerRoles,
-    activities: {
-      registry: rt.registry,
-      artifacts: rt.artifacts,
-      services: rt.services,
-      logger,
-      ...(rt.meter ? { meter: rt.meter } : {}),
-      ...(rt.cache ? { cache: rt.cache } : {}),
-    },
+    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache },
     shutdownGraceTime: config.shutdownGrace,
     activitySlots: config.activitySlots,
     gpuSlots: config.gpuSlots,
   });
   logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${config.workerRoles.join(', ')}`, {
-    plugins: rt.registry.list().map((p) => `${p.name}@${p.version}`),
+    plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
   });
   await runWorkers(workers);
   await connection.close();
@@ -45,6 +38,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`worker failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`worker failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });

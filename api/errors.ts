@@ -1,5 +1,9 @@
-import { createGraphQLError } from 'graphql-yoga';
-import type { SpecIssue } from '../plugins/spec.js';
+import { GraphQLError } from 'graphql';
+import { createGraphQLError, maskError } from 'graphql-yoga';
+import { EngineError } from '../engine/index.js';
+import { SpecValidationError } from '../engine/spec.js';
+import { RegistryError } from '../serving/registry.js';
+import { ServingError } from '../serving/model-server.js';
 
 /**
  * Expected errors carry a stable extensions.code; anything else is masked by yoga.
@@ -10,7 +14,33 @@ export function apiError(code: string, message: string, extra: Record<string, un
   return createGraphQLError(message, { extensions: { code, ...extra } });
 }
 
-export const specInvalid = (issues: SpecIssue[]) =>
-  apiError('SPEC_INVALID', `pipeline spec is invalid: ${issues.map((i) => `${i.path || '(spec)'}: ${i.message}`).join('; ')}`, { issues });
+/** The code and message a client sees for an expected failure of the layers below; undefined otherwise. */
+export function expectedError(e: unknown): { code: string; message: string; extensions: Record<string, unknown> } | undefined {
+  if (e instanceof EngineError) return { code: e.code, message: e.message, extensions: e.extensions };
+  if (e instanceof SpecValidationError) {
+    return {
+      code: 'SPEC_INVALID',
+      message: `pipeline spec is invalid: ${e.issues.map((i) => `${i.path || '(spec)'}: ${i.message}`).join('; ')}`,
+      extensions: { issues: e.issues },
+    };
+  }
+  if (e instanceof ServingError || e instanceof RegistryError) return { code: e.code, message: e.message, extensions: {} };
+  return undefined;
+}
 
-export const notFound = (what: string) => apiError('NOT_FOUND', `${what} not found`);
+/**
+ * yoga's error mask, the one place where failures become client errors: expected errors (engine,
+ * spec, registry, serving) keep their message and get `extensions.code`; everything else is
+ * masked as "Unexpected error." (no stack, paths or SQL reach the client).
+ */
+export function maskApiError(error: unknown, message: string, isDev?: boolean): Error {
+  const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
+  const expected = expectedError(original);
+  if (!expected) return maskError(error, message, isDev);
+  const at = error instanceof GraphQLError ? error : undefined;
+  return createGraphQLError(expected.message, {
+    extensions: { code: expected.code, ...expected.extensions },
+    ...(at?.nodes ? { nodes: at.nodes } : {}),
+    ...(at?.path ? { path: at.path } : {}),
+  });
+}

@@ -1,20 +1,27 @@
-import type { Client } from '@temporalio/client';
-import type { ArtifactStore } from '../lib/artifacts.js';
+import type { Engine, RunView } from '../engine/index.js';
 import type { Db } from '../lib/db/types.js';
 import type { Logger } from '../lib/logger.js';
-import type { StageRegistry } from '../plugins/registry.js';
+import type { ModelServer } from '../serving/model-server.js';
+import type { ModelRegistry } from '../serving/registry.js';
 
-/** What every resolver gets. Built once per API process by createApi(deps). */
-export interface ApiContext {
-  temporal: Client;
-  namespace: string;
-  taskQueue: string;
-  registry: StageRegistry;
-  artifacts: ArtifactStore;
+/** What the API is built from (by the composition root, app/). */
+export interface ApiDeps {
+  engine: Engine;
+  /** The ledger's database (read by the ledger queries). */
   db: Db;
+  models: ModelRegistry;
+  modelServer: ModelServer;
   logger: Logger;
-  /** Other long-lived services (model server, ledger, …) registered by API modules. */
-  services: Record<string, unknown>;
+}
+
+/** Loads each run at most once per request, however many fields of it are asked for. */
+export interface RunLoader {
+  load(id: string): Promise<RunView | undefined>;
+}
+
+/** What every resolver gets: the dependencies plus per-request state. */
+export interface ApiContext extends ApiDeps {
+  runs: RunLoader;
 }
 
 /**
@@ -25,8 +32,5 @@ export interface ApiModule {
   name: string;
   typeDefs: string;
   resolvers: Record<string, Record<string, unknown>>;
-  routes?: (request: Request, ctx: ApiContext) => Promise<Response | undefined>;
-  /** Called once at start (e.g. to start a model server); returns services merged into ctx.services. */
-  init?: (ctx: ApiContext) => Promise<Record<string, unknown>>;
-  close?: () => Promise<void>;
+  routes?: (request: Request, ctx: ApiDeps) => Promise<Response | undefined>;
 }

@@ -1,37 +1,21 @@
 // Entry point: the GraphQL API (GraphiQL at /graphql) over HTTP.
 import { createServer } from 'node:http';
-import { bootstrap } from '../lib/bootstrap.js';
-import { loadConfig } from '../lib/config.js';
+import { createApiApp } from '../app/api.js';
+import { loadConfig } from '../app/config.js';
+import { createRuntime } from '../app/runtime.js';
+import { connectClient, ensureSearchAttributes, temporalTarget } from '../app/temporal.js';
 import { createConsoleLogger } from '../lib/logger.js';
-import { connectClient, ensureSearchAttributes, temporalTarget } from '../lib/temporal.js';
-import { createApi } from './app.js';
-import { apiModules } from './modules/index.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   const logger = createConsoleLogger({ name: 'api', level: config.logLevel });
-  const rt = await bootstrap(config, logger);
+  const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
   if (added.length) logger.info(`registered search attributes ${added.join(', ')}`);
-  const api = await createApi(
-    {
-      temporal: client,
-      namespace: target.namespace,
-      taskQueue: config.taskQueues.workflows,
-      registry: rt.registry,
-      artifacts: rt.artifacts,
-      db: rt.db,
-      logger,
-      services: {
-        taskQueues: config.taskQueues,
-        ...(process.env.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: process.env.CAPSTAN_TEMPORAL_UI_URL } : {}),
-        ...rt.services,
-      },
-    },
-    apiModules({ db: rt.db }),
-  );
+  const app = createApiApp(rt, { client, namespace: target.namespace, ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}) });
+  const api = app.api;
   const server = createServer(async (req, res) => {
     const yogaHandler = api.yoga as unknown as (req: unknown, res: unknown) => void;
     // Plain routes (e.g. prediction) go through api.fetch; everything else straight to yoga's node handler.
@@ -60,7 +44,7 @@ async function main(): Promise<void> {
   const stop = async () => {
     logger.info('API stopping');
     server.close();
-    await api.close();
+    await app.close();
     await connection.close();
     await rt.close();
     process.exit(0);

@@ -6,30 +6,39 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { createApi } from '../api/app.js';
-import { ArtifactStore } from '../lib/artifacts.js';
-import { openDb } from '../lib/db/open.js';
-import { startDevServer } from '../lib/dev-server.js';
+import { createApiApp } from '../app/api.js';
+import { loadConfig } from '../app/config.js';
+import { createRuntime } from '../app/runtime.js';
+import { createWorkers } from '../app/workers.js';
+import { startDevServer } from '../dev/dev-server.js';
+import { resolveTemporalCli } from '../dev/temporal-cli.js';
 import { createConsoleLogger, silentLogger } from '../lib/logger.js';
-import { migrateOps } from '../lib/ops-store.js';
-import { resolveTemporalCli } from '../lib/temporal-cli.js';
-import { createWorkers } from '../lib/workers.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../plugins/contract.js';
 import { StageRegistry } from '../plugins/registry.js';
 import type { RunState } from '../workflows/types.js';
 import { machineLine, median, quantile } from './machine.js';
 
-const arg = (n: string, d: number) => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? Number(process.argv[i + 1]) : d;
+const { values: flags } = parseArgs({
+  options: {
+    stages: { type: 'string', default: '20' },
+    runs: { type: 'string', default: '5' },
+    starts: { type: 'string', default: '200' },
+    concurrency: { type: 'string', default: '8' },
+  },
+});
+const count = (name: keyof typeof flags): number => {
+  const n = Number(flags[name]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive whole number, got ${flags[name]}`);
+  return n;
 };
-const STAGES = arg('--stages', 20);
-const RUNS = arg('--runs', 5);
-const STARTS = arg('--starts', 200);
-const CONCURRENCY = arg('--concurrency', 8);
+const STAGES = count('stages');
+const RUNS = count('runs');
+const STARTS = count('starts');
+const CONCURRENCY = count('concurrency');
 
 /** A trivial stage: records when it started and ended (wall clock, ms). */
 const trivial = defineStage({
@@ -54,24 +63,24 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'capstan-bench-'));
   const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
   const server = await startDevServer({ cliPath: cli.path, dbFile: path.join(dir, 'temporal.db'), logger });
-  const registry = new StageRegistry().register(trivial).freeze();
-  const artifacts = new ArtifactStore(path.join(dir, 'artifacts'));
-  const db = await openDb({ sqlitePath: path.join(dir, 'capstan.db') });
-  await migrateOps(db);
-  const taskQueues = { workflows: 'bench', cpu: 'bench-cpu', gpu: 'bench-gpu' };
+  const stages = new StageRegistry().register(trivial).freeze();
+  const config = loadConfig({ CAPSTAN_DATA_DIR: dir, CAPSTAN_TASK_QUEUE: 'bench' }, dir);
+  const rt = await createRuntime(config, silentLogger, { stages });
+  const taskQueues = config.taskQueues;
   const nc = await NativeConnection.connect({ address: server.address });
   const workers = await createWorkers({
     connection: nc,
     namespace: 'default',
     taskQueues,
     roles: ['workflows', 'cpu'],
-    activities: { registry, artifacts, services: {}, logger: silentLogger },
+    activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger },
     activitySlots: 8,
   });
   const running = workers.map((w) => w.run());
   const connection = await Connection.connect({ address: server.address });
   const client = new Client({ connection });
-  const api = await createApi({ temporal: client, namespace: 'default', taskQueue: taskQueues.workflows, registry, artifacts, db, logger: silentLogger, services: { taskQueues } });
+  const app = createApiApp(rt, { client, namespace: 'default' });
+  const api = app.api;
   const gql = async (query: string, variables: Record<string, unknown>) => {
     const r = await api.fetch(new Request('http://bench/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }));
     const b = (await r.json()) as { data: any; errors?: unknown[] };
@@ -130,9 +139,9 @@ async function main(): Promise<void> {
   await Promise.allSettled(running);
   const ratesNoWorkers = await measureStarts(viaApi);
   // The floor: the same workflow started straight through the Temporal client (no GraphQL, no validation).
-  const { resolveSpec } = await import('../plugins/spec.js');
+  const { resolveSpec } = await import('../engine/spec.js');
   const { runPipelineWorkflow } = await import('../workflows/index.js');
-  const input = resolveSpec(small, registry, { taskQueues });
+  const input = resolveSpec(small, stages, { taskQueues });
   const ratesRaw = await measureStarts((r, i) => client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${i}`, args: [input] }));
 
   const f = (x: number) => x.toFixed(1);
@@ -144,9 +153,10 @@ async function main(): Promise<void> {
   console.log(`startPipeline accepted, workers running the pipelines too: median ${f(median(rates))} pipelines/s (3 rounds of ${STARTS}, concurrency ${CONCURRENCY}; rounds ${rates.map(f).join(', ')})`);
   console.log(`startPipeline accepted, API + server only:               median ${f(median(ratesNoWorkers))} pipelines/s (rounds ${ratesNoWorkers.map(f).join(', ')})`);
   console.log(`raw client.workflow.start, same workflow (the floor):     median ${f(median(ratesRaw))} starts/s (rounds ${ratesRaw.map(f).join(', ')})`);
+  await app.close();
   await connection.close();
   await nc.close();
-  await db.close();
+  await rt.close();
   await server.stop();
 }
 

@@ -8,18 +8,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../lib/config.js';
-import { startDevServer, type DevServer } from '../lib/dev-server.js';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../app/config.js';
+import { startDevServer, type DevServer } from '../dev/dev-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
-import { resolveTemporalCli } from '../lib/temporal-cli.js';
+import { resolveTemporalCli } from '../dev/temporal-cli.js';
 
 const root = path.resolve(import.meta.dirname, '..');
-const args = process.argv.slice(2);
-const flag = (n: string) => args.includes(n);
-const opt = (n: string) => {
-  const i = args.indexOf(n);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const { values: flags } = parseArgs({
+  options: {
+    'exit-after-run': { type: 'boolean', default: false },
+    'no-run': { type: 'boolean', default: false },
+    pipeline: { type: 'string', default: 'pipelines/mnist-default.yaml' },
+  },
+  strict: true,
+});
 const config = loadConfig(process.env, process.cwd());
 const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
 const children: ChildProcess[] = [];
@@ -61,9 +64,9 @@ async function main(): Promise<number> {
     '',
   ];
   process.stdout.write(banner.join('\n') + '\n');
-  if (flag('--no-run')) return new Promise<number>(() => {});
+  if (flags['no-run']) return new Promise<number>(() => {});
 
-  const specPath = path.resolve(root, opt('--pipeline') ?? 'pipelines/mnist-default.yaml');
+  const specPath = path.resolve(root, flags.pipeline);
   const started = await gql(apiUrl, `mutation($t: String!) { startPipelineFromText(text: $t) { id runId pipeline stages { id plugin } } }`, {
     t: readFileSync(specPath, 'utf8'),
   });
@@ -71,7 +74,7 @@ async function main(): Promise<number> {
   process.stdout.write(`  started ${run.id}: ${run.stages.map((s) => s.id).join(' → ')}\n`);
   if (uiUrl) process.stdout.write(`  watch it: ${uiUrl}/namespaces/${env.TEMPORAL_NAMESPACE ?? 'default'}/workflows/${encodeURIComponent(run.id)}/${run.runId}/history\n\n`);
   const final = await follow(apiUrl, run.id);
-  if (flag('--exit-after-run')) return final === 'COMPLETED' ? 0 : 1;
+  if (flags['exit-after-run']) return final === 'COMPLETED' ? 0 : 1;
   process.stdout.write('\n  The stack stays up; Ctrl-C stops it.\n');
   return new Promise<number>(() => {});
 }
@@ -97,7 +100,7 @@ async function follow(apiUrl: string, id: string): Promise<string> {
         }
       }
     }
-    if (!['RUNNING', 'PAUSED'].includes(run.status) || (run.status === 'PAUSED' && flag('--exit-after-run'))) {
+    if (!['RUNNING', 'PAUSED'].includes(run.status) || (run.status === 'PAUSED' && flags['exit-after-run'])) {
       process.stdout.write(`\n  run ${id}: ${run.status}${run.tfBackend ? ` (tfjs backend: ${run.tfBackend})` : ''}\n`);
       return run.status;
     }

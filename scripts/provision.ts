@@ -1,7 +1,7 @@
 // Finds or installs the pinned temporal CLI (see lib/temporal-cli.ts) and prints its path.
 import path from 'node:path';
 import { createConsoleLogger } from '../lib/logger.js';
-import { resolveTemporalCli } from '../lib/temporal-cli.js';
+import { resolveTemporalCli } from '../dev/temporal-cli.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const logger = createConsoleLogger({ name: 'provision' });

@@ -73,15 +73,8 @@ export interface AliasEvent {
   at: string;
 }
 
-export interface RegisterVersionInput {
-  model: string;
-  runId: string;
-  stageId: string;
-  artifactUri: string;
-  sha256: string;
-  bytes: number;
-  metrics: ModelMetrics;
-}
+/** A new version: everything but the number and time, which the registry assigns. */
+export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt'>;
 
 export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME';
 

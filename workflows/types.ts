@@ -1,16 +1,7 @@
 // Types shared by the workflow, the activities and the API. Pure data: no imports with I/O.
 
-/** A reference to an artifact in the artifact store. Only this travels through Temporal. */
-export interface ArtifactRef {
-  kind: string;
-  /** `artifact:<relative path>` inside the artifact store. */
-  uri: string;
-  /** SHA-256 over the artifact's files (names and contents). */
-  sha256: string;
-  bytes: number;
-  /** Small, JSON-friendly facts (shapes, counts, …). */
-  meta?: Record<string, unknown>;
-}
+export type { ArtifactRef } from '../lib/artifact-ref.js';
+import type { ArtifactRef } from '../lib/artifact-ref.js';
 
 export interface RetrySpec {
   maximumAttempts: number;
@@ -48,10 +39,14 @@ export interface FailurePolicy {
   timeoutMs: number;
 }
 
-/** A completed stage's outputs carried into a resumed run instead of running the stage again. */
-export interface ReusedStage {
+/** What a stage produced: artifact references by kind, and small metrics. */
+export interface StageProducts {
   outputs: Record<string, ArtifactRef>;
   metrics: Record<string, number | string | boolean>;
+}
+
+/** A completed stage's outputs carried into a resumed run instead of running the stage again. */
+export interface ReusedStage extends StageProducts {
   /** The run the outputs were produced by. */
   fromRun: string;
 }
@@ -132,9 +127,7 @@ export type Decision =
   | { action: 'abort'; reason: string };
 
 /** What an activity reports for one stage attempt. */
-export interface StageOutcome {
-  outputs: Record<string, ArtifactRef>;
-  metrics: Record<string, number | string | boolean>;
+export interface StageOutcome extends StageProducts {
   /** Which attempt of the activity produced it (from Temporal's activity info). */
   attempt: number;
 }

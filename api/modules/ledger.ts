@@ -1,87 +1,11 @@
 // The ROI ledger over GraphQL: a run's entries, a pipeline's ROI over a period, and PipelineRun.roi.
-import { migrate } from '../../lib/db/migrate.js';
 import { formatMoneyExact } from '../../ledger/money.js';
 import { computeRoi } from '../../ledger/pricing.js';
-import { ledgerMigrations } from '../../ledger/migrations.js';
 import { listEntries, pipelineTotals, runTotals, type LedgerEntry, type Totals } from '../../ledger/repository.js';
 import { apiError } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
+import { ledgerTypeDefs } from '../schema/ledger.js';
 
-export const ledgerTypeDefs = /* GraphQL */ `
-  enum LedgerEntryKind { COST EXPECTED_REVENUE REALISED_REVENUE }
-
-  "One append-only ledger entry. Money is an exact decimal string in the entry's currency."
-  type LedgerEntry {
-    "Idempotency key: run|stage|kind|category[|n]#version (a reversal ends in ~reversal)."
-    id: ID!
-    runId: ID!
-    pipeline: String!
-    stageId: String!
-    kind: LedgerEntryKind!
-    "cpu, gpu, storage, data-acquisition, labelling, people, other, contract or predictions"
-    category: String!
-    "Negative for a reversal."
-    amount: String!
-    currency: String!
-    quantity: String
-    unit: String
-    unitPrice: String
-    description: String!
-    "Set on a reversing entry: the id of the entry it cancels."
-    reverses: ID
-    occurredAt: DateTime!
-    bookedAt: DateTime!
-  }
-
-  """
-  Cost, revenue and ROI = (R − C) / C. Money as exact decimal strings; roi as a decimal ratio with
-  4 places ("0.2500" = 25 %), null when cost is zero (see explanation). revenue/roi use the
-  expected revenue the run's revenue model declares; realisedRevenue/realisedRoi use predictions
-  actually served.
-  """
-  type Roi {
-    currency: String!
-    cost: String!
-    revenue: String!
-    roi: String
-    realisedRevenue: String!
-    realisedRoi: String
-    explanation: String
-  }
-
-  type RoiBreakdown { key: String! cost: String! }
-
-  type RoiReport {
-    pipeline: String!
-    from: DateTime
-    to: DateTime
-    "Runs with entries in the period."
-    runs: Int!
-    currency: String
-    cost: String!
-    revenue: String!
-    roi: String
-    realisedRevenue: String!
-    realisedRoi: String
-    explanation: String
-    "Cost per stage id."
-    byStage: [RoiBreakdown!]!
-    "Cost per resource or category: cpu, gpu, storage, people, …"
-    byResource: [RoiBreakdown!]!
-  }
-
-  extend type Query {
-    "The run's ledger entries in booking order, reversals included."
-    ledger(runId: ID!): [LedgerEntry!]!
-    "A pipeline's cost, revenue and ROI from entries that occurred in [from, to)."
-    roi(pipeline: String!, from: DateTime, to: DateTime): RoiReport!
-  }
-
-  extend type PipelineRun {
-    "Null until the run's ledger stage has booked."
-    roi: Roi
-  }
-`;
 
 const kindToEnum = { cost: 'COST', expected_revenue: 'EXPECTED_REVENUE', realised_revenue: 'REALISED_REVENUE' } as const;
 
@@ -129,42 +53,36 @@ function isoOrUndefined(v: unknown, arg: string): string | undefined {
   return d.toISOString();
 }
 
-/** GraphQL for the ledger. init() applies the ledger migrations to ctx.db. */
-export function ledgerModule(): ApiModule {
-  return {
-    name: 'ledger',
-    typeDefs: ledgerTypeDefs,
-    async init(ctx) {
-      await migrate(ctx.db, ledgerMigrations);
-      return {};
-    },
-    resolvers: {
-      Query: {
-        ledger: async (_: unknown, a: { runId: string }, ctx: ApiContext) => (await listEntries(ctx.db, a.runId)).map(entryView),
-        roi: async (_: unknown, a: { pipeline: string; from?: unknown; to?: unknown }, ctx: ApiContext) => {
-          const from = isoOrUndefined(a.from, 'from');
-          const to = isoOrUndefined(a.to, 'to');
-          if (from && to && from >= to) throw apiError('BAD_INPUT', '`from` must be before `to`');
-          const t = await pipelineTotals(ctx.db, { pipeline: a.pipeline, from, to });
-          return {
-            pipeline: a.pipeline,
-            from: from ?? null,
-            to: to ?? null,
-            runs: t.runs,
-            ...roiView(t, `pipeline ${a.pipeline}`),
-            byStage: t.byStage.map((b) => ({ key: b.key, cost: formatMoneyExact(b.amount) })),
-            byResource: t.byResource.map((b) => ({ key: b.key, cost: formatMoneyExact(b.amount) })),
-          };
-        },
-      },
-      PipelineRun: {
-        roi: async (run: { id: string }, _: unknown, ctx: ApiContext) => {
-          const t = await runTotals(ctx.db, run.id);
-          if (t.entries === 0) return null;
-          const v = roiView(t, `run ${run.id}`);
-          return { ...v, currency: v.currency ?? '' };
-        },
+/** GraphQL for the ledger: reads over the ledger tables of ctx.db (migrated at start by app/). */
+export const ledgerModule: ApiModule = {
+  name: 'ledger',
+  typeDefs: ledgerTypeDefs,
+  resolvers: {
+    Query: {
+      ledger: async (_: unknown, a: { runId: string }, ctx: ApiContext) => (await listEntries(ctx.db, a.runId)).map(entryView),
+      roi: async (_: unknown, a: { pipeline: string; from?: unknown; to?: unknown }, ctx: ApiContext) => {
+        const from = isoOrUndefined(a.from, 'from');
+        const to = isoOrUndefined(a.to, 'to');
+        if (from && to && from >= to) throw apiError('BAD_INPUT', '`from` must be before `to`');
+        const t = await pipelineTotals(ctx.db, { pipeline: a.pipeline, from, to });
+        return {
+          pipeline: a.pipeline,
+          from: from ?? null,
+          to: to ?? null,
+          runs: t.runs,
+          ...roiView(t, `pipeline ${a.pipeline}`),
+          byStage: t.byStage.map((b) => ({ key: b.key, cost: formatMoneyExact(b.amount) })),
+          byResource: t.byResource.map((b) => ({ key: b.key, cost: formatMoneyExact(b.amount) })),
+        };
       },
     },
-  };
-}
+    PipelineRun: {
+      roi: async (run: { id: string }, _: unknown, ctx: ApiContext) => {
+        const t = await runTotals(ctx.db, run.id);
+        if (t.entries === 0) return null;
+        const v = roiView(t, `run ${run.id}`);
+        return { ...v, currency: v.currency ?? '' };
+      },
+    },
+  },
+};

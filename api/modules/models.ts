@@ -1,99 +1,11 @@
 // Model registry and live predictions: POST /models/:name/predict, and GraphQL queries/mutations.
-import { GraphQLError } from 'graphql';
-import { migrate } from '../../lib/db/migrate.js';
-import { apiError } from '../errors.js';
-import type { ApiContext, ApiModule } from '../module.js';
-import { createModelServer, ServingError, type ModelServer, type ModelServerOptions } from '../../serving/model-server.js';
-import { ModelRegistry, PRODUCTION_ALIAS, registryMigrations, RegistryError, type ModelVersion } from '../../serving/registry.js';
+import type { ApiContext, ApiDeps, ApiModule } from '../module.js';
+import { ServingError } from '../../serving/model-server.js';
+import { PRODUCTION_ALIAS, type ModelVersion } from '../../serving/registry.js';
+import { modelsTypeDefs } from '../schema/models.js';
 
-export interface ModelsModuleOptions {
-  /** How often the server re-reads the `production` alias (default 5 s; 0 = only on demand). */
-  refreshIntervalMs?: number;
-  /** Hook for the ledger: called after each prediction request with the batch size. */
-  onPredictions?: ModelServerOptions['onPredictions'];
-  /** Largest batch per request (default 1024). */
-  maxBatch?: number;
-}
-
-export const modelsTypeDefs = /* GraphQL */ `
-  "One class prediction: the arg-max label and the probability of every class."
-  type ClassPrediction { label: Int! probabilities: [Float!]! }
-
-  type Prediction {
-    model: String!
-    "The registry version that answered."
-    version: Int!
-    predictions: [ClassPrediction!]!
-  }
-
-  type ModelVersion {
-    model: String!
-    version: Int!
-    runId: String!
-    stageId: String!
-    artifactUri: String!
-    sha256: String!
-    bytes: Float!
-    "Measured at deploy time: testAccuracy, p50LatencyMs, p99LatencyMs, sizeBytes, tfBackend, …"
-    metrics: JSON!
-    testAccuracy: Float
-    p99LatencyMs: Float
-    createdAt: DateTime!
-    "Aliases pointing at this version (e.g. production)."
-    aliases: [String!]!
-    "Predictions this API process answered with this version."
-    predictions: Int!
-  }
-
-  type ModelAlias { alias: String! version: Int! updatedAt: DateTime! }
-
-  type ModelAliasChange { alias: String! version: Int! previousVersion: Int reason: String! at: DateTime! }
-
-  type RegisteredModel {
-    name: String!
-    "Newest first."
-    versions: [ModelVersion!]!
-    aliases: [ModelAlias!]!
-    production: ModelVersion
-    "The version this API process is serving now (null until the first prediction loads it)."
-    servingVersion: Int
-    productionHistory: [ModelAliasChange!]!
-  }
-
-  extend type Query {
-    models: [RegisteredModel!]!
-    model(name: String!): RegisteredModel
-    "Predicts with the production version of a model. Each input is one flat sample."
-    predict(model: String!, inputs: [[Float!]!]!): Prediction!
-  }
-
-  extend type Mutation {
-    "Points production at a version (it is loaded and served before this returns)."
-    promoteModel(name: String!, version: Int!): RegisteredModel!
-    "Points production back at an earlier version (served before this returns)."
-    rollbackModel(name: String!, version: Int!): RegisteredModel!
-  }
-`;
-
-interface ModelsServices {
-  modelRegistry: ModelRegistry;
-  modelServer: ModelServer;
-}
-
-function services(ctx: ApiContext): ModelsServices {
-  const s = ctx.services as Partial<ModelsServices>;
-  if (!s.modelRegistry || !s.modelServer) throw apiError('MODELS_UNAVAILABLE', 'the models module was not initialised');
-  return s as ModelsServices;
-}
-
-function toGraphQLError(e: unknown): unknown {
-  if (e instanceof ServingError) return apiError(e.code, e.message);
-  if (e instanceof RegistryError) return apiError(e.code, e.message);
-  return e;
-}
-
-async function modelView(ctx: ApiContext, name: string) {
-  const { modelRegistry: reg, modelServer: server } = services(ctx);
+async function modelView(ctx: ApiDeps, name: string) {
+  const { models: reg, modelServer: server } = ctx;
   const versions = await reg.listVersions(name);
   if (versions.length === 0) return null;
   const aliases = await reg.aliases(name);
@@ -116,71 +28,38 @@ async function modelView(ctx: ApiContext, name: string) {
   };
 }
 
-/** Builds the models API module. Its services (`modelRegistry`, `modelServer`) are created in init. */
-export function createModelsModule(opts: ModelsModuleOptions = {}): ApiModule {
-  let server: ModelServer | undefined;
-  return {
-    name: 'models',
-    typeDefs: modelsTypeDefs,
-    async init(ctx) {
-      await migrate(ctx.db, registryMigrations);
-      const registry = new ModelRegistry(ctx.db);
-      server = createModelServer({
-        registry,
-        artifacts: ctx.artifacts,
-        logger: ctx.logger,
-        refreshIntervalMs: opts.refreshIntervalMs ?? 5_000,
-        ...(opts.onPredictions ? { onPredictions: opts.onPredictions } : {}),
-        ...(opts.maxBatch ? { maxBatch: opts.maxBatch } : {}),
-      });
-      return { modelRegistry: registry, modelServer: server };
-    },
-    async close() {
-      await server?.close();
-    },
-    resolvers: {
-      Query: {
-        models: async (_: unknown, __: unknown, ctx: ApiContext) => {
-          const names = await services(ctx).modelRegistry.listModels();
-          return (await Promise.all(names.map((n) => modelView(ctx, n)))).filter((m) => m !== null);
-        },
-        model: (_: unknown, args: { name: string }, ctx: ApiContext) => modelView(ctx, args.name),
-        predict: async (_: unknown, args: { model: string; inputs: number[][] }, ctx: ApiContext) => {
-          try {
-            return await services(ctx).modelServer.predict(args.model, args.inputs);
-          } catch (e) {
-            throw toGraphQLError(e);
-          }
-        },
+/** The model registry and live predictions: GraphQL over the registry and model server, and POST /models/:name/predict. */
+export const modelsModule: ApiModule = {
+  name: 'models',
+  typeDefs: modelsTypeDefs,
+  resolvers: {
+    Query: {
+      models: async (_: unknown, __: unknown, ctx: ApiContext) => {
+        const names = await ctx.models.listModels();
+        return (await Promise.all(names.map((n) => modelView(ctx, n)))).filter((m) => m !== null);
       },
-      Mutation: {
-        promoteModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
-          try {
-            await services(ctx).modelServer.promote(args.name, args.version);
-          } catch (e) {
-            throw toGraphQLError(e);
-          }
-          return modelView(ctx, args.name);
-        },
-        rollbackModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
-          try {
-            await services(ctx).modelServer.rollback(args.name, args.version);
-          } catch (e) {
-            throw toGraphQLError(e);
-          }
-          return modelView(ctx, args.name);
-        },
+      model: (_: unknown, args: { name: string }, ctx: ApiContext) => modelView(ctx, args.name),
+      predict: (_: unknown, args: { model: string; inputs: number[][] }, ctx: ApiContext) => ctx.modelServer.predict(args.model, args.inputs),
+    },
+    Mutation: {
+      promoteModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
+        await ctx.modelServer.promote(args.name, args.version);
+        return modelView(ctx, args.name);
+      },
+      rollbackModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
+        await ctx.modelServer.rollback(args.name, args.version);
+        return modelView(ctx, args.name);
       },
     },
-    routes: predictRoute,
-  };
-}
+  },
+  routes: predictRoute,
+};
 
 const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** POST /models/:name/predict  { "inputs": [...] } → { model, version, predictions }. */
-async function predictRoute(request: Request, ctx: ApiContext): Promise<Response | undefined> {
+async function predictRoute(request: Request, ctx: ApiDeps): Promise<Response | undefined> {
   const url = new URL(request.url);
   const m = PREDICT_PATH.exec(url.pathname);
   if (!m) return undefined;
@@ -203,11 +82,10 @@ async function predictRoute(request: Request, ctx: ApiContext): Promise<Response
     return json(400, { error: { code: 'BAD_INPUT', message: 'request body must be an object with an "inputs" list: { "inputs": [[...], ...] }' } });
   }
   try {
-    const result = await services(ctx).modelServer.predict(name, (body as { inputs: unknown }).inputs);
+    const result = await ctx.modelServer.predict(name, (body as { inputs: unknown }).inputs);
     return json(200, result);
   } catch (e) {
     if (e instanceof ServingError) return json(e.status, { error: { code: e.code, message: e.message } });
-    if (e instanceof GraphQLError) return json(503, { error: { code: String(e.extensions.code ?? 'UNAVAILABLE'), message: e.message } });
     ctx.logger.error('prediction failed', { model: name, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
     return json(500, { error: { code: 'INTERNAL', message: 'prediction failed' } });
   }

@@ -1,6 +1,19 @@
 import pg from 'pg';
 import type { Db } from './types.js';
 
+/** `query` and `run` over a pool or one client (inside a transaction). */
+function statements(q: pg.Pool | pg.PoolClient): Pick<Db, 'query' | 'run'> {
+  return {
+    async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+      const res = await q.query(rewritePlaceholders(sql), params.map(toPgParam));
+      return (res.rows ?? []) as T[];
+    },
+    async run(sql: string, params: unknown[] = []): Promise<number> {
+      return rowCount(await q.query(rewritePlaceholders(sql), params.map(toPgParam)));
+    },
+  };
+}
+
 /**
  * PostgreSQL through a pg Pool. SQL uses `?` placeholders, rewritten to $1, $2, … (outside quoted
  * strings, quoted identifiers and comments). Note: pg returns BIGINT and COUNT(*) as strings;
@@ -16,14 +29,7 @@ export function openPostgres(opts: { url: string; max?: number }): Db {
     let savepoints = 0;
     const db: Db = {
       dialect: 'postgres',
-      async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-        const res = await client.query(rewritePlaceholders(sql), params.map(toPgParam));
-        return (res.rows ?? []) as T[];
-      },
-      async run(sql: string, params: unknown[] = []): Promise<number> {
-        const res = await client.query(rewritePlaceholders(sql), params.map(toPgParam));
-        return rowCount(res);
-      },
+      ...statements(client),
       async tx<T>(fn: (db: Db) => Promise<T>): Promise<T> {
         const name = `sp${++savepoints}`;
         await client.query(`SAVEPOINT ${name}`);
@@ -45,14 +51,7 @@ export function openPostgres(opts: { url: string; max?: number }): Db {
 
   return {
     dialect: 'postgres',
-    async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-      const res = await pool.query(rewritePlaceholders(sql), params.map(toPgParam));
-      return (res.rows ?? []) as T[];
-    },
-    async run(sql: string, params: unknown[] = []): Promise<number> {
-      const res = await pool.query(rewritePlaceholders(sql), params.map(toPgParam));
-      return rowCount(res);
-    },
+    ...statements(pool),
     async tx<T>(fn: (db: Db) => Promise<T>): Promise<T> {
       const client = await pool.connect();
       let broken = false;

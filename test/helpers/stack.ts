@@ -6,29 +6,27 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { inject } from 'vitest';
-import { createApi, type Api } from '../../api/app.js';
-import type { ApiModule } from '../../api/module.js';
-import type { StageCache, StageMeter } from '../../activities/index.js';
-import { ArtifactStore } from '../../lib/artifacts.js';
-import { openDb } from '../../lib/db/open.js';
+import type { Api } from '../../api/app.js';
+import { createApiApp } from '../../app/api.js';
+import { loadConfig } from '../../app/config.js';
+import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
+import { createWorkers } from '../../app/workers.js';
+import type { Engine } from '../../engine/index.js';
+import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
 import { silentLogger } from '../../lib/logger.js';
-import { createWorkers } from '../../lib/workers.js';
-import { createDbStageCache, migrateOps } from '../../lib/ops-store.js';
-import { migrate } from '../../lib/db/migrate.js';
-import { createLedgerService, ledgerMigrations, loadPriceSheet } from '../../ledger/index.js';
-import { apiModules } from '../../api/modules/index.js';
 import type { StagePlugin } from '../../plugins/contract.js';
 import { StageRegistry } from '../../plugins/registry.js';
-import type { StageServices } from '../../plugins/services.js';
 
 export interface TestStack {
   client: Client;
   connection: Connection;
   api: Api;
+  engine: Engine;
   /** Base URL of the API served over real HTTP. */
   url: string;
-  registry: StageRegistry;
+  runtime: CapstanRuntime;
+  stages: StageRegistry;
   artifacts: ArtifactStore;
   db: Db;
   dataDir: string;
@@ -43,14 +41,11 @@ export interface TestStack {
 }
 
 export interface TestStackOptions {
+  /** The stage plugins of this stack (instead of the built-ins). */
   plugins: StagePlugin<any>[];
-  services?: (ctx: { db: Db; artifacts: ArtifactStore }) => Promise<StageServices> | StageServices;
-  meter?: (db: Db) => StageMeter;
-  cache?: (db: Db) => StageCache;
-  modules?: ApiModule[];
 }
 
-/** A real stack for one test file: its own task queues on the shared dev server, workers, and the API over HTTP. */
+/** A real stack for one test file, built by the composition root: its own task queues on the shared dev server, workers, and the API over HTTP. */
 let runtimeInstalled = false;
 
 export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
@@ -62,20 +57,13 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-test-'));
-  const artifacts = new ArtifactStore(path.join(dataDir, 'artifacts'));
-  const db = await openDb({ sqlitePath: path.join(dataDir, 'capstan.db') });
-  const registry = new StageRegistry();
-  for (const p of o.plugins) registry.register(p);
-  registry.freeze();
+  const stages = new StageRegistry();
+  for (const p of o.plugins) stages.register(p);
+  stages.freeze();
   const q = `t-${randomBytes(4).toString('hex')}`;
-  const taskQueues = { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` };
-  const services: StageServices = {};
-  await migrate(db, ledgerMigrations);
-  const ledger = createLedgerService(db, { priceSheet: await loadPriceSheet(path.resolve(import.meta.dirname, '../../config/price-sheet.json')) });
-  const meter = o.meter ? o.meter(db) : ledger;
-  Object.assign(services, { db, ledger }, o.services ? await o.services({ db, artifacts }) : {});
-  await migrateOps(db);
-  const cache = o.cache ? o.cache(db) : createDbStageCache(db);
+  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl') }, dataDir);
+  const rt = await createRuntime(config, silentLogger, { stages });
+  const taskQueues = config.taskQueues;
 
   const nativeConnection = await NativeConnection.connect({ address });
   let workers: Worker[] = [];
@@ -86,7 +74,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       namespace,
       taskQueues,
       roles: ['workflows', 'cpu', 'gpu'],
-      activities: { registry, artifacts, services, logger: silentLogger, heartbeatEveryMs: 500, ...(meter ? { meter } : {}), cache },
+      activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, heartbeatEveryMs: 500, meter: rt.meter, cache: rt.cache },
       shutdownGraceTime: '2s',
     });
     running = workers.map((w) => w.run());
@@ -99,10 +87,8 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
 
   const connection = await Connection.connect({ address });
   const client = new Client({ connection, namespace });
-  const api = await createApi(
-    { temporal: client, namespace, taskQueue: taskQueues.workflows, registry, artifacts, db, logger: silentLogger, services: { taskQueues, ...services } },
-    o.modules ?? apiModules({ db, modelRefreshMs: 500 }),
-  );
+  const app = createApiApp(rt, { client, namespace, modelRefreshMs: 500, ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}) });
+  const api = app.api;
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -120,10 +106,12 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     client,
     connection,
     api,
+    engine: app.engine,
     url,
-    registry,
-    artifacts,
-    db,
+    runtime: rt,
+    stages,
+    artifacts: rt.artifacts,
+    db: rt.db,
     dataDir,
     taskQueues,
     get workers() {
@@ -142,10 +130,10 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     async close() {
       server.close();
       await stopWorkers();
-      await api.close();
+      await app.close();
       await connection.close();
       await nativeConnection.close();
-      await db.close();
+      await rt.close();
     },
   };
 }

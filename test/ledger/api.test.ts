@@ -4,6 +4,8 @@ import { createSchema, createYoga } from 'graphql-yoga';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiContext } from '../../api/module.js';
 import { ledgerModule } from '../../api/modules/ledger.js';
+import { ledgerMigrations } from '../../ledger/migrations.js';
+import { migrate } from '../../lib/db/migrate.js';
 import { silentLogger } from '../../lib/logger.js';
 import { createLedgerService, createPredictionsHook, type LedgerService } from '../../ledger/meter.js';
 import { parsePriceSheet } from '../../ledger/price-sheet.js';
@@ -30,9 +32,9 @@ describe.each(dialects)('ledger GraphQL on %s', (dialect) => {
 
   beforeAll(async () => {
     t = await createTestDatabase(dialect);
-    const ctx = { db: t.db, logger: silentLogger, services: {} } as unknown as ApiContext;
-    const mod = ledgerModule();
-    await mod.init!(ctx);
+    await migrate(t.db, ledgerMigrations);
+    const ctx = { db: t.db, logger: silentLogger } as unknown as ApiContext;
+    const mod = ledgerModule;
     ledger = createLedgerService(t.db, { priceSheet: sheet });
     const yoga = createYoga<object, ApiContext>({
       schema: createSchema<ApiContext>({

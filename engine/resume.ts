@@ -2,12 +2,13 @@ import type { WorkflowHandle } from '@temporalio/client';
 import proto from '@temporalio/proto';
 
 const { temporal } = proto;
-import { resolveSpec } from '../plugins/spec.js';
+import { resolveSpec } from './spec.js';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import { canonical } from '../lib/canonical.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import type { ReusedStage, RunPipelineInput, StageOutcome } from '../workflows/types.js';
-import { decodePayloads, firstInput } from './runs.js';
+import { EngineError } from './errors.js';
+import { decodePayloads, firstInput } from './read-model.js';
 
 export interface ResumePlanStage {
   id: string;
@@ -63,10 +64,10 @@ export async function planResume(opts: {
   fromStage?: string;
 }): Promise<ResumePlan> {
   const old = await firstInput(opts.handle);
-  if (!old) throw new Error(`run ${opts.handle.workflowId} has no readable input`);
+  if (!old) throw new EngineError('RESUME_IMPOSSIBLE', `run ${opts.handle.workflowId} has no readable input`);
   const fresh = resolveSpec(old.spec, opts.registry, { taskQueues: opts.taskQueues });
   if (opts.fromStage !== undefined && !fresh.stages.some((s) => s.id === opts.fromStage)) {
-    throw new Error(`stage "${opts.fromStage}" is not in pipeline ${fresh.pipeline}; stages: ${fresh.stages.map((s) => s.id).join(', ')}`);
+    throw new EngineError('RESUME_IMPOSSIBLE', `stage "${opts.fromStage}" is not in pipeline ${fresh.pipeline}; stages: ${fresh.stages.map((s) => s.id).join(', ')}`);
   }
   const completed = await completedStages(opts.handle, old);
   const oldById = new Map(old.stages.map((s) => [s.id, s]));

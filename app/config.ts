@@ -24,6 +24,8 @@ export const envSchema = z.object({
   CAPSTAN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   CAPSTAN_ACTIVITY_SLOTS: z.coerce.number().int().min(1).max(64).default(4),
   CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).default(2),
+  /** Base URL of the Temporal Web UI, for links to runs (the dev stack sets it). */
+  CAPSTAN_TEMPORAL_UI_URL: z.string().url().optional(),
 });
 
 export interface CapstanConfig {
@@ -41,6 +43,7 @@ export interface CapstanConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   activitySlots: number;
   gpuSlots: number;
+  temporalUiUrl?: string;
   cwd: string;
 }
 
@@ -68,6 +71,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     logLevel: e.CAPSTAN_LOG_LEVEL,
     activitySlots: e.CAPSTAN_ACTIVITY_SLOTS,
     gpuSlots: e.CAPSTAN_GPU_SLOTS,
+    ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
   };
 }

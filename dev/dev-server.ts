@@ -3,7 +3,7 @@ import { mkdirSync, openSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { allSearchAttributes } from '../workflows/search-attributes.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../lib/logger.js';
 
 export interface DevServer {
   address: string;

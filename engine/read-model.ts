@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { progressQuery } from '../workflows/messages.js';
 import type { RunPipelineInput, RunState, RunStatus, StageState } from '../workflows/types.js';
-import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
-import type { ApiContext } from './module.js';
+import { PipelineNameKey, ResumedFromKey } from '../workflows/search-attributes.js';
 
 /** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
 export interface RunView extends Omit<RunState, 'stages'> {
@@ -30,9 +29,13 @@ const CLOSED: Record<string, RunStatus> = {
   CONTINUED_AS_NEW: 'COMPLETED',
 };
 
-/** Loads a run by workflow id, or undefined if Temporal does not know it. */
-export async function loadRun(ctx: ApiContext, id: string): Promise<RunView | undefined> {
-  const handle = ctx.temporal.workflow.getHandle(id);
+/**
+ * The read model of one run: describe, then the workflow's state from a query (running), its
+ * result (completed), its failure details (failed) or its first history event (no worker yet).
+ * Undefined if Temporal does not know the id.
+ */
+export async function readRun(client: Client, id: string): Promise<RunView | undefined> {
+  const handle = client.workflow.getHandle(id);
   let desc;
   try {
     desc = await handle.describe();
@@ -116,60 +119,3 @@ export function decodePayloads(payloads: temporal.api.common.v1.IPayload[] | nul
   return (payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p as never));
 }
 
-export interface RunListItem {
-  id: string;
-  runId: string;
-  pipeline: string;
-  status: RunStatus;
-  startedAt: string;
-  closedAt?: string;
-}
-
-const STATUS_QUERY: Record<RunStatus, string> = {
-  RUNNING: `ExecutionStatus = 'Running' AND ${RunStatusKey.name} = 'RUNNING'`,
-  PAUSED: `ExecutionStatus = 'Running' AND ${RunStatusKey.name} = 'PAUSED'`,
-  COMPLETED: `ExecutionStatus = 'Completed'`,
-  FAILED: `ExecutionStatus = 'Failed'`,
-  CANCELLED: `ExecutionStatus = 'Canceled'`,
-  TERMINATED: `ExecutionStatus = 'Terminated'`,
-  TIMED_OUT: `ExecutionStatus = 'TimedOut'`,
-};
-const EXEC_STATUS: Record<number, RunStatus> = { 1: 'RUNNING', 2: 'COMPLETED', 3: 'FAILED', 4: 'CANCELLED', 5: 'TERMINATED', 6: 'COMPLETED', 7: 'TIMED_OUT' };
-
-/** One page of runs from Temporal visibility, newest first. */
-export async function listRuns(
-  ctx: ApiContext,
-  f: { pipeline?: string; status?: RunStatus; first: number; after?: string },
-): Promise<{ items: RunListItem[]; nextCursor?: string }> {
-  const clauses = [`WorkflowType = 'runPipelineWorkflow'`];
-  if (f.pipeline !== undefined) clauses.push(`${PipelineNameKey.name} = '${f.pipeline.replace(/'/g, "\\'")}'`);
-  if (f.status) clauses.push(STATUS_QUERY[f.status]);
-  const res = await ctx.temporal.workflowService.listWorkflowExecutions({
-    namespace: ctx.namespace,
-    pageSize: f.first,
-    query: clauses.join(' AND '),
-    ...(f.after ? { nextPageToken: Buffer.from(f.after, 'base64url') } : {}),
-  });
-  const items = (res.executions ?? []).map((e) => {
-    const sa = Object.fromEntries(Object.entries(e.searchAttributes?.indexedFields ?? {}).map(([k, p]) => [k, defaultPayloadConverter.fromPayload(p as never)]));
-    let status = EXEC_STATUS[e.status ?? 1] ?? 'RUNNING';
-    if (status === 'RUNNING' && sa[RunStatusKey.name] === 'PAUSED') status = 'PAUSED';
-    return {
-      id: e.execution?.workflowId ?? '',
-      runId: e.execution?.runId ?? '',
-      pipeline: String(sa[PipelineNameKey.name] ?? ''),
-      status,
-      startedAt: tsToIso(e.startTime) ?? '',
-      ...(e.closeTime ? { closedAt: tsToIso(e.closeTime)! } : {}),
-    };
-  });
-  const token = res.nextPageToken && res.nextPageToken.length ? Buffer.from(res.nextPageToken).toString('base64url') : undefined;
-  return { items, ...(token ? { nextCursor: token } : {}) };
-}
-
-function tsToIso(t: temporal.api.common.v1.IPayload | { seconds?: unknown; nanos?: number | null } | null | undefined): string | undefined {
-  if (!t) return undefined;
-  const ts = t as { seconds?: { toNumber?: () => number } | number | null; nanos?: number | null };
-  const secs = typeof ts.seconds === 'number' ? ts.seconds : ts.seconds?.toNumber?.() ?? Number(ts.seconds ?? 0);
-  return new Date(secs * 1000 + Math.floor((ts.nanos ?? 0) / 1e6)).toISOString();
-}

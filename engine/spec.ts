@@ -2,7 +2,8 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDurationMs } from '../lib/duration.js';
 import type { ResolvedStage, RetrySpec, RunPipelineInput } from '../workflows/types.js';
-import type { StageRegistry } from './registry.js';
+import type { StageRegistry } from '../plugins/registry.js';
+import { formatPath } from '../lib/format-path.js';
 
 const duration = z.union([z.number().int().nonnegative(), z.string()]).refine((v) => parseDurationMs(v) !== undefined, {
   message: 'must be a duration like "30s", "5m", "1h" or a number of milliseconds',
@@ -185,8 +186,3 @@ function uniq<T>(xs: T[]): T[] {
 }
 
 /** `['stages', 2, 'params', 'sparsity']` → `stages[2].params.sparsity` */
-export function formatPath(p: readonly PropertyKey[], leadingDot = false): string {
-  let out = '';
-  for (const k of p) out += typeof k === 'number' ? `[${k}]` : `.${String(k)}`;
-  return leadingDot ? out : out.replace(/^\./, '');
-}

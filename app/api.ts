@@ -1,0 +1,39 @@
+import type { Client } from '@temporalio/client';
+import { createApi, type Api } from '../api/app.js';
+import { Engine } from '../engine/index.js';
+import { createPredictionsHook } from '../ledger/index.js';
+import { loadTf } from '../ml/backend.js';
+import { createModelServer } from '../serving/model-server.js';
+import type { Runtime } from './runtime.js';
+
+export interface ApiAppOptions {
+  client: Client;
+  namespace: string;
+  temporalUiUrl?: string;
+  /** How often the model server re-reads the `production` alias (default 5 s). */
+  modelRefreshMs?: number;
+}
+
+/** The API process's parts over a runtime: the engine, the model server (predictions booked in the ledger) and the API. */
+export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine: Engine; close(): Promise<void> } {
+  const engine = new Engine({
+    client: o.client,
+    namespace: o.namespace,
+    taskQueues: rt.config.taskQueues,
+    stages: rt.stages,
+    artifacts: rt.artifacts,
+    db: rt.db,
+    logger: rt.logger,
+    ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
+  });
+  const modelServer = createModelServer({
+    registry: rt.models,
+    artifacts: rt.artifacts,
+    logger: rt.logger,
+    loadTf: () => loadTf(rt.config.tfBackend ? { prefer: rt.config.tfBackend } : {}),
+    refreshIntervalMs: o.modelRefreshMs ?? 5_000,
+    onPredictions: createPredictionsHook(rt.db, { resolveRunId: async (m, v) => (await rt.models.getVersion(m, v))?.runId }),
+  });
+  const api = createApi({ engine, db: rt.db, models: rt.models, modelServer, logger: rt.logger });
+  return { api, engine, close: () => modelServer.close() };
+}

@@ -1,0 +1,321 @@
+import { randomBytes } from 'node:crypto';
+import { ScheduleNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { ArtifactStore } from '../lib/artifacts.js';
+import type { Db } from '../lib/db/types.js';
+import { parseDurationMs } from '../lib/duration.js';
+import type { Logger } from '../lib/logger.js';
+import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
+import { formatPath } from '../lib/format-path.js';
+import { parseSpecText, resolveSpec, SpecValidationError, type SpecIssue } from './spec.js';
+import { runPipelineWorkflow } from '../workflows/index.js';
+import { decideUpdate } from '../workflows/messages.js';
+import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
+import type { Decision, RunPipelineInput, RunStatus } from '../workflows/types.js';
+import { EngineError, notFound } from './errors.js';
+import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
+import { newRunId, readRun, type RunView } from './read-model.js';
+import { planResume, type ResumePlanStage } from './resume.js';
+import { listRuns, type RunFilter, type RunPage } from './run-list.js';
+import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
+import { describeSchedule, SCHEDULE_PREFIX, type ScheduleView } from './schedules.js';
+
+export interface EngineDeps {
+  client: Client;
+  namespace: string;
+  taskQueues: { workflows: string; cpu: string; gpu: string };
+  /** The stage plugins specs are validated against. */
+  stages: StageRegistry;
+  artifacts: ArtifactStore;
+  /** Saved pipelines live here (migrated by the composition root). */
+  db: Db;
+  logger: Logger;
+  /** Base URL of the Temporal Web UI, for links to runs. */
+  temporalUiUrl?: string;
+  /** How often a followed run is polled (ms). */
+  followPollMs?: number;
+}
+
+export interface ResumeResult {
+  plan: { from: string; startAt: string | null; stages: ResumePlanStage[] };
+  /** The new run; undefined for a dry run. */
+  run?: RunView;
+}
+
+const OPEN: RunStatus[] = ['RUNNING', 'PAUSED'];
+const TRIGGER_RE = /^[a-z0-9][a-z0-9._-]*$/i;
+
+/**
+ * The application layer: how runs start, are read, listed, decided, cancelled and resumed; saved
+ * pipelines, schedules and events. The only caller of the Temporal client for runs. Edges (the
+ * GraphQL API, scripts) call it and map its results; its expected failures are `EngineError`
+ * (with a code) and `SpecValidationError` (with every issue).
+ */
+export class Engine {
+  readonly pipelines: SavedPipelineStore;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.pipelines = new SavedPipelineStore(deps.db);
+  }
+
+  /** The stage plugins specs may use. */
+  plugins(): PluginInfo[] {
+    return this.deps.stages.list();
+  }
+
+  /** Checks a spec against the plugin registry without starting anything. */
+  validate(spec: unknown): SpecIssue[] {
+    try {
+      this.resolve(spec);
+      return [];
+    } catch (e) {
+      if (e instanceof SpecValidationError) return e.issues;
+      throw e;
+    }
+  }
+
+  /** Validates, resolves and starts a run. Nothing starts when the spec is invalid. */
+  async start(spec: unknown, extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse'] } = {}): Promise<RunView> {
+    const input = { ...this.resolve(spec), ...extra };
+    const id = newRunId(input.pipeline);
+    const handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
+      taskQueue: this.deps.taskQueues.workflows,
+      workflowId: id,
+      args: [input],
+      typedSearchAttributes: [
+        { key: PipelineNameKey, value: input.pipeline },
+        { key: RunStatusKey, value: 'RUNNING' },
+        ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
+      ],
+      staticSummary: summaryOf(input),
+      staticDetails: [
+        `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
+        '',
+        '| stage | plugin | queue | replicas |',
+        '| --- | --- | --- | --- |',
+        ...input.stages.map((s) => `| ${s.id} | \`${s.plugin}@${s.pluginVersion}\` | ${s.taskQueue} | ${s.replicas} |`),
+      ].join('\n'),
+    });
+    const reuse = extra.reuse ?? {};
+    return {
+      id,
+      runId: handle.firstExecutionRunId,
+      pipeline: input.pipeline,
+      status: 'RUNNING',
+      startedAt: new Date().toISOString(),
+      stages: input.stages.map((s) => ({
+        id: s.id,
+        plugin: s.plugin,
+        status: reuse[s.id] ? 'REUSED' : 'PENDING',
+        attempts: 0,
+        outputs: reuse[s.id]?.outputs ?? {},
+        metrics: reuse[s.id]?.metrics ?? {},
+        ...(reuse[s.id] ? { reusedFrom: reuse[s.id]!.fromRun } : {}),
+      })),
+      pausedStages: [],
+      events: [],
+      ...(extra.resumedFrom ? { resumedFrom: extra.resumedFrom } : {}),
+    };
+  }
+
+  /** Same as start, with the spec as JSON or YAML text. */
+  startFromText(text: string): Promise<RunView> {
+    return this.start(parseSpecText(text));
+  }
+
+  /** One run: its workflow state merged with what Temporal knows. Undefined when unknown. */
+  read(id: string): Promise<RunView | undefined> {
+    return readRun(this.deps.client, id);
+  }
+
+  async require(id: string): Promise<RunView> {
+    const run = await this.read(id);
+    if (!run) throw notFound(`run ${id}`);
+    return run;
+  }
+
+  /** A page of runs, newest first. */
+  list(f: RunFilter & { first: number; after?: string }): Promise<RunPage> {
+    if (!Number.isInteger(f.first) || f.first < 1 || f.first > 500) throw new EngineError('BAD_ARGUMENT', 'first must be between 1 and 500');
+    return listRuns(this.deps.client, this.deps.namespace, f);
+  }
+
+  /** Link to the run in the Temporal Web UI, when its address is configured. */
+  temporalUrl(id: string, runId?: string): string | undefined {
+    const ui = this.deps.temporalUiUrl;
+    if (!ui) return undefined;
+    const base = `${ui}/namespaces/${encodeURIComponent(this.deps.namespace)}/workflows/${encodeURIComponent(id)}`;
+    return runId ? `${base}/${runId}/history` : base;
+  }
+
+  /** Retry a paused stage, optionally with corrected params (checked against the plugin's schema first). */
+  async retryStage(id: string, stageId: string, params?: unknown): Promise<RunView> {
+    if (params === undefined) return this.decide(id, { action: 'retry', stageId });
+    const run = await this.require(id);
+    const stage = run.stages.find((s) => s.id === stageId);
+    if (!stage) throw new EngineError('DECISION_REJECTED', `run ${id} has no stage "${stageId}"`);
+    const plugin = this.deps.stages.get(stage.plugin);
+    if (!plugin) throw new EngineError('UNKNOWN_PLUGIN', `plugin ${stage.plugin} is not installed on this API host`);
+    const parsed = plugin.paramsSchema.safeParse(params);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => ({ path: `params${formatPath(i.path, true)}`, message: i.message, code: 'PLUGIN_PARAMS_INVALID' }));
+      throw new EngineError('PLUGIN_PARAMS_INVALID', `params for ${stage.plugin} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
+    }
+    return this.decide(id, { action: 'retry', stageId, params }, run);
+  }
+
+  /** Skip a paused stage; the workflow refuses when a later stage needs its outputs. */
+  skipStage(id: string, stageId: string): Promise<RunView> {
+    return this.decide(id, { action: 'skip', stageId });
+  }
+
+  abort(id: string, reason: string): Promise<RunView> {
+    if (!reason.trim()) throw new EngineError('BAD_ARGUMENT', 'abortRun needs a reason');
+    return this.decide(id, { action: 'abort', reason });
+  }
+
+  /** Sends an operator decision to a paused run (a Temporal Update, validated by the workflow). */
+  private async decide(id: string, d: Decision, known?: RunView): Promise<RunView> {
+    const run = known ?? (await this.require(id));
+    if (run.status !== 'PAUSED') {
+      throw new EngineError('DECISION_REJECTED', `decision refused: run is ${run.status}, not PAUSED; decisions apply to paused runs only`, { reason: `run is ${run.status}` });
+    }
+    try {
+      await this.deps.client.workflow.getHandle(id).executeUpdate(decideUpdate, { args: [d] });
+    } catch (e) {
+      if (e instanceof WorkflowUpdateFailedError) {
+        const reason = (e.cause as Error | undefined)?.message ?? e.message;
+        throw new EngineError('DECISION_REJECTED', `decision refused: ${reason}`, { reason });
+      }
+      throw e;
+    }
+    return this.require(id);
+  }
+
+  /** Cancels a running or paused run: the running stage stops at its next heartbeat; completed artifacts stay. */
+  async cancel(id: string): Promise<RunView> {
+    const run = await this.require(id);
+    if (!OPEN.includes(run.status)) throw new EngineError('RUN_CLOSED', `run ${id} is ${run.status}; only running or paused runs can be cancelled`);
+    await this.deps.client.workflow.getHandle(id).cancel();
+    return this.require(id);
+  }
+
+  /** Plans (and unless dryRun, starts) a new run of a closed run's spec reusing its completed stages. */
+  async resume(id: string, o: { fromStage?: string; dryRun?: boolean } = {}): Promise<ResumeResult> {
+    const old = await this.require(id);
+    if (!o.dryRun && OPEN.includes(old.status)) {
+      throw new EngineError('RUN_NOT_CLOSED', `run ${id} is ${old.status}; resume closed runs (FAILED, CANCELLED, TERMINATED, …) — a paused run takes retryStage/skipStage`);
+    }
+    const plan = await planResume({
+      handle: this.deps.client.workflow.getHandle(id),
+      registry: this.deps.stages,
+      artifacts: this.deps.artifacts,
+      taskQueues: this.deps.taskQueues,
+      ...(o.fromStage !== undefined ? { fromStage: o.fromStage } : {}),
+    });
+    const view = { from: plan.from, startAt: plan.startAt ?? null, stages: plan.stages };
+    if (o.dryRun) return { plan: view };
+    return { plan: view, run: await this.start(plan.spec, { resumedFrom: id, reuse: plan.reuse }) };
+  }
+
+  /** Follows a run until it closes: its own events plus retries and heartbeat progress. */
+  async follow(id: string): Promise<AsyncGenerator<RunStreamEvent>> {
+    const first = await this.require(id);
+    return followRun(first, () => this.read(id), this.deps.followPollMs ?? 300);
+  }
+
+  /** Saves a spec under its name. Placeholders (`{{event.x}}`) are checked when an event fills them in. */
+  async savePipeline(spec: unknown, triggers: string[] = []): Promise<SavedPipeline> {
+    try {
+      this.resolve(spec);
+    } catch (e) {
+      if (!(e instanceof SpecValidationError)) throw e;
+      const placeholders = JSON.stringify(spec).includes('{{');
+      const real = e.issues.filter((i) => !(i.code === 'PLUGIN_PARAMS_INVALID' && placeholders));
+      if (real.length) throw new SpecValidationError(real);
+    }
+    for (const t of triggers) if (!TRIGGER_RE.test(t)) throw new EngineError('BAD_ARGUMENT', `trigger "${t}" must be an event type like dataset.updated`);
+    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers });
+  }
+
+  /** Starts every saved pipeline whose triggers include this event type, with the payload filled in. */
+  async emitEvent(type: string, payload: unknown = {}): Promise<RunView[]> {
+    const runs: RunView[] = [];
+    for (const p of await this.pipelines.byTrigger(type)) runs.push(await this.start(applyEventPayload(p.spec, { type, payload })));
+    return runs;
+  }
+
+  /** Starts a saved pipeline on a cron expression and/or an interval ("30s", "1h"). */
+  async schedule(name: string, o: { cron?: string; every?: string }): Promise<ScheduleView> {
+    const saved = await this.pipelines.get(name);
+    if (!saved) throw notFound(`saved pipeline ${name}`);
+    if (!o.cron && !o.every) throw new EngineError('BAD_ARGUMENT', 'schedulePipeline needs cron or every');
+    const everyMs = o.every ? parseDurationMs(o.every) : undefined;
+    if (o.every && (everyMs === undefined || everyMs < 1000)) throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least 1s, like "30s" or "1h"; got "${o.every}"`);
+    const input = this.resolve(saved.spec);
+    const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
+    try {
+      await this.deps.client.schedule.create({
+        scheduleId: id,
+        spec: { ...(o.cron ? { cronExpressions: [o.cron] } : {}), ...(everyMs ? { intervals: [{ every: everyMs }] } : {}) },
+        action: {
+          type: 'startWorkflow',
+          workflowType: runPipelineWorkflow,
+          workflowId: `pipeline/${name}/scheduled`,
+          taskQueue: this.deps.taskQueues.workflows,
+          args: [input],
+          typedSearchAttributes: [
+            { key: PipelineNameKey, value: input.pipeline },
+            { key: RunStatusKey, value: 'RUNNING' },
+          ],
+          staticSummary: `${summaryOf(input).replace(':', ' (scheduled):')}`,
+        },
+        memo: { pipeline: name, cron: o.cron ? [o.cron] : [], every: o.every ? [o.every] : [] },
+      });
+    } catch (e) {
+      throw new EngineError('SCHEDULE_INVALID', `could not create the schedule: ${(e as Error).message}`);
+    }
+    return describeSchedule(this.deps.client, id);
+  }
+
+  /** Capstan's schedules, optionally of one saved pipeline. */
+  async schedules(pipeline?: string): Promise<ScheduleView[]> {
+    const out: ScheduleView[] = [];
+    for await (const s of this.deps.client.schedule.list()) {
+      if (!s.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
+      if (pipeline && s.memo?.pipeline !== pipeline) continue;
+      out.push(await describeSchedule(this.deps.client, s.scheduleId));
+    }
+    return out;
+  }
+
+  async pauseSchedule(id: string, paused: boolean): Promise<ScheduleView> {
+    const h = this.deps.client.schedule.getHandle(id);
+    try {
+      if (paused) await h.pause('paused through the Capstan API');
+      else await h.unpause('unpaused through the Capstan API');
+    } catch (e) {
+      if (e instanceof ScheduleNotFoundError) throw notFound(`schedule ${id}`);
+      throw e;
+    }
+    return describeSchedule(this.deps.client, id);
+  }
+
+  /** Deletes a schedule; false when there was none. Runs it started are not touched. */
+  async deleteSchedule(id: string): Promise<boolean> {
+    try {
+      await this.deps.client.schedule.getHandle(id).delete();
+      return true;
+    } catch (e) {
+      if (e instanceof ScheduleNotFoundError) return false;
+      throw e;
+    }
+  }
+
+  private resolve(spec: unknown): RunPipelineInput {
+    return resolveSpec(spec, this.deps.stages, { taskQueues: this.deps.taskQueues });
+  }
+}
+
+function summaryOf(input: RunPipelineInput): string {
+  return `${input.pipeline}: ${input.stages.map((s) => s.id).join(' → ')}`;
+}
