@@ -4,11 +4,14 @@ import type { ArtifactStore } from '../lib/artifacts.js';
 import { canonical } from '../lib/canonical.js';
 import { StageError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
-import type { StageContext, StagePlugin, StageResult } from '../plugins/contract.js';
+import { DataError } from '../ml/data/data-error.js';
+import { ChildJobError } from '../ml/training/child-runner.js';
+import type { ArtifactRef, StageContext, StageInputs, StagePlugin, StageResult } from '../plugins/contract.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
-import { formatPath } from '../plugins/spec.js';
+import { formatPath } from '../lib/format-path.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
+import { createStageContext } from './stage-context.js';
 
 /** What one attempt of a stage used; handed to the meter (the ledger) after every attempt. */
 export interface StageUsage {
@@ -37,7 +40,7 @@ export interface StageCache {
 }
 
 export interface ActivityDeps {
-  registry: StageRegistry;
+  stages: StageRegistry;
   artifacts: ArtifactStore;
   services: StageServices;
   logger: Logger;
@@ -54,13 +57,13 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps) {
   return {
     async runStage(input: RunStageInput): Promise<StageOutcome> {
-      return attempt(deps, input, (plugin, ctx, params) => plugin.run(ctx, params, input.inputs));
+      return attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs));
     },
     async reduceStage(input: ReduceStageInput): Promise<StageOutcome> {
       const { replica: _ignored, ...rest } = input;
-      return attempt(deps, rest, (plugin, ctx, params) => {
+      return attempt(deps, rest, (plugin, ctx, params, inputs) => {
         if (!plugin.dataParallel) throw new StageError(`${plugin.name} is not data-parallel`, { type: 'PLUGIN_CONTRACT' });
-        return plugin.dataParallel.reduce(ctx, params, input.inputs, input.replicaResults);
+        return plugin.dataParallel.reduce(ctx, params, inputs, input.replicaResults);
       });
     },
   };
@@ -71,12 +74,12 @@ export type Activities = ReturnType<typeof createActivities>;
 async function attempt(
   deps: ActivityDeps,
   input: RunStageInput,
-  body: (plugin: StagePlugin<unknown>, ctx: StageContext, params: unknown) => Promise<StageResult>,
+  body: (plugin: StagePlugin<unknown>, ctx: StageContext, params: unknown, inputs: StageInputs) => Promise<StageResult>,
 ): Promise<StageOutcome> {
   const actx = Context.current();
   const info = actx.info;
   const { stage } = input;
-  const plugin = deps.registry.get(stage.plugin, stage.pluginVersion);
+  const plugin = deps.stages.get(stage.plugin, stage.pluginVersion);
   if (!plugin) {
     throw ApplicationFailure.nonRetryable(
       `stage ${stage.id}: plugin ${stage.plugin}@${stage.pluginVersion} is not installed on worker ${info.taskQueue}`,
@@ -94,19 +97,19 @@ async function attempt(
     if (d !== undefined) lastDetails = d;
     actx.heartbeat(lastDetails);
   };
-  const ctx: StageContext = {
+  const { ctx, reported } = createStageContext({
+    artifacts: deps.artifacts,
+    services: deps.services,
+    logger: deps.logger,
     runId: input.runId,
     pipeline: input.pipeline,
     stageId: stage.id,
     attempt: info.attempt,
     ...(input.replica ? { replica: input.replica } : {}),
-    artifacts: deps.artifacts,
     heartbeat: beat,
     lastCheckpoint: info.heartbeatDetails,
-    logger: deps.logger,
     signal: actx.cancellationSignal,
-    services: deps.services,
-  };
+  });
   const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
   if (cacheKey) {
     const hit = await deps.cache!.lookup(cacheKey);
@@ -119,7 +122,8 @@ async function attempt(
   const cpu0 = process.cpuUsage();
   let result: StageResult | undefined;
   try {
-    result = await body(plugin, ctx, parsed.data);
+    const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
+    result = await body(plugin, ctx, parsed.data, inputs);
     if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
     return { outputs: result.outputs, metrics: result.metrics, attempt: info.attempt };
   } catch (err) {
@@ -128,8 +132,7 @@ async function attempt(
     clearInterval(timer);
     if (deps.meter) {
       const cpu = process.cpuUsage(cpu0);
-      const m = result?.metrics ?? {};
-      const childCpu = typeof m.cpuSeconds === 'number' ? m.cpuSeconds : 0;
+      const extra = reported();
       const wallSeconds = (performance.now() - wall0) / 1000;
       const usage: StageUsage = {
         runId: input.runId,
@@ -140,8 +143,8 @@ async function attempt(
         ...(input.replica ? { replica: input.replica.index } : {}),
         resource: plugin.resource,
         wallSeconds,
-        cpuSeconds: (cpu.user + cpu.system) / 1e6 + childCpu,
-        deviceSeconds: typeof m.deviceSeconds === 'number' ? m.deviceSeconds : wallSeconds,
+        cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds,
+        deviceSeconds: extra.deviceSeconds ?? wallSeconds,
         bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
         succeeded: result !== undefined,
       };
@@ -154,20 +157,48 @@ async function attempt(
   }
 }
 
-/** Maps what a plugin threw onto a Temporal failure with the right retry intent. */
+/**
+ * Every consumed kind must be present and unchanged since it was sealed; checked once here, so
+ * plugins get `inputs.<kind>` typed as present and need no checks of their own.
+ */
+async function checkInputs(store: ArtifactStore, plugin: StagePlugin<unknown>, given: Record<string, ArtifactRef>): Promise<StageInputs> {
+  const inputs: Record<string, ArtifactRef> = {};
+  for (const kind of plugin.consumes) {
+    const ref = given[kind];
+    if (!ref) throw new StageError(`${plugin.name} needs a "${kind}" input`, { type: 'INPUT_MISSING', details: { kind } });
+    const v = await store.verify(ref);
+    if (!v.ok) throw new StageError(`input "${kind}": ${v.reason}`, { type: 'ARTIFACT_CORRUPT', details: { kind, uri: ref.uri } });
+    inputs[kind] = ref;
+  }
+  return inputs;
+}
+
+/**
+ * Maps what a plugin threw onto a Temporal failure with the right retry intent, in one place:
+ * StageError keeps its type and retry intent; DataError (bad data) is never retried; a child
+ * job's error keeps its code and retry intent; anything else is retried under its name.
+ */
 function toFailure(err: unknown, stageId: string, attempt: number, signal: AbortSignal): Error {
   if (err instanceof CancelledFailure || err instanceof ApplicationFailure) return err;
   if (signal.aborted) return new CancelledFailure(`stage ${stageId} cancelled`);
-  if (err instanceof StageError) {
+  const s = asStageError(err);
+  if (s) {
     return ApplicationFailure.create({
-      message: `stage ${stageId}: ${err.message}`,
-      type: err.type,
-      nonRetryable: !err.retryable,
-      details: [{ attempt, ...(err.details ?? {}) }],
+      message: `stage ${stageId}: ${s.message}`,
+      type: s.type,
+      nonRetryable: !s.retryable,
+      details: [{ attempt, ...(s.details ?? {}) }],
     });
   }
   const e = err instanceof Error ? err : new Error(String(err));
   return ApplicationFailure.create({ message: `stage ${stageId}: ${e.message}`, type: e.name || 'Error', nonRetryable: false, details: [{ attempt }] });
+}
+
+function asStageError(e: unknown): StageError | undefined {
+  if (e instanceof StageError) return e;
+  if (e instanceof DataError) return new StageError(e.message, { type: e.code, retryable: false, ...(e.file ? { details: { file: e.file } } : {}) });
+  if (e instanceof ChildJobError) return new StageError(e.message, { type: e.code, retryable: e.retryable, ...(e.file ? { details: { file: e.file } } : {}) });
+  return undefined;
 }
 
 function cacheKeyFor(input: RunStageInput): string {
@@ -178,7 +209,6 @@ function cacheKeyFor(input: RunStageInput): string {
     .update(JSON.stringify([input.stage.plugin, input.stage.pluginVersion, canonical(input.stage.params), inputs]))
     .digest('hex');
 }
-
 
 async function allPresent(store: ArtifactStore, r: StageResult): Promise<boolean> {
   for (const ref of Object.values(r.outputs)) if (!(await store.verify(ref)).ok) return false;

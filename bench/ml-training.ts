@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger } from '../lib/logger.js';
 import { loadTf, type BackendName } from '../ml/backend.js';
@@ -21,6 +22,7 @@ import type { ArtifactRef, StageContext, StageResult } from '../plugins/contract
 import { dataPrepStage } from '../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../plugins/core/pretrain/index.js';
+import type { StageServices } from '../plugins/services.js';
 
 const args = process.argv.slice(2);
 const self = fileURLToPath(import.meta.url);
@@ -32,19 +34,19 @@ function median(xs: number[]): number {
 }
 
 function context(store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext {
-  return {
+  return createStageContext({
+    artifacts: store,
+    services: {} as StageServices, // the ML stages use none
+    logger: silentLogger,
     runId: 'bench',
     pipeline: 'bench',
     stageId,
     attempt: 1,
     ...(replica ? { replica } : {}),
-    artifacts: store,
-    heartbeat: () => undefined,
     lastCheckpoint: undefined,
-    logger: silentLogger,
     signal: new AbortController().signal,
-    services: {},
-  };
+    heartbeat: () => undefined,
+  }).ctx;
 }
 
 /** Child mode: measure one backend, print one JSON line. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat, rename } from 'node:fs/promises';
 import path from 'node:path';
-import type { ArtifactRef } from '../workflows/types.js';
+import type { ArtifactRef } from './artifact-ref.js';
 
 const SCHEME = 'artifact:';
 
@@ -36,12 +36,61 @@ export class ArtifactStore {
     return dir;
   }
 
+  /**
+   * Writes one stage output: a fresh folder for (run, stage, kind[, replica]), `write` fills it,
+   * then it is sealed. What `write` returns becomes the reference's `meta`.
+   */
+  async writeOutput(
+    key: { runId: string; stageId: string; kind: string; replica?: number },
+    write: (dir: string) => Promise<Record<string, unknown> | void>,
+  ): Promise<ArtifactRef> {
+    const dir = await this.freshDir(this.dirFor(key.runId, key.stageId, key.kind, key.replica));
+    const meta = await write(dir);
+    return this.seal(key.kind, dir, meta ?? undefined);
+  }
+
+  /**
+   * Writes an artifact content-addressed under `namespace` (e.g. `registry/<model>`), as
+   * `<namespace>/sha256-<hash>`: `write` fills a staging folder (named by `stagingKey`, so
+   * concurrent writers never share one), which is then published. Identical content is stored
+   * once, and a folder already there is left untouched (a model server may be reading it).
+   */
+  async writeContentAddressed(
+    opts: { kind: string; namespace: string; stagingKey: string },
+    write: (dir: string) => Promise<Record<string, unknown> | void>,
+  ): Promise<ArtifactRef> {
+    const segments = opts.namespace.split('/');
+    if (segments.some((p) => !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p))) throw new Error(`bad artifact namespace ${JSON.stringify(opts.namespace)}`);
+    const base = path.join(this.root, ...segments);
+    const staging = await this.freshDir(path.join(base, `.staging-${safe(opts.stagingKey)}`));
+    try {
+      const meta = await write(staging);
+      const { sha256 } = await hashTree(staging);
+      const dest = path.join(base, `sha256-${sha256}`);
+      const already = await stat(dest).then(
+        () => true,
+        () => false,
+      );
+      if (already && (await hashTree(dest)).sha256 === sha256) await rm(staging, { recursive: true, force: true });
+      else await this.publish(staging, dest);
+      return await this.seal(opts.kind, dest, meta ?? undefined);
+    } catch (e) {
+      await rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** `artifact:` reference of any path inside the store (e.g. a checkpoint, for heartbeat details: small, host-independent). */
+  uriOf(absPath: string): string {
+    const rel = path.relative(this.root, absPath).split(path.sep).join('/');
+    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${absPath} is outside the artifact store ${this.root}`);
+    return SCHEME + rel;
+  }
+
   /** Hashes a finished artifact folder (or file) and returns its reference. */
   async seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
     const { sha256, bytes } = await hashTree(absPath);
-    const rel = path.relative(this.root, absPath).split(path.sep).join('/');
-    if (rel.startsWith('..')) throw new Error(`artifact path ${absPath} is outside the artifact store ${this.root}`);
-    return { kind, uri: SCHEME + rel, sha256, bytes, ...(meta ? { meta } : {}) };
+    return { kind, uri: this.uriOf(absPath), sha256, bytes, ...(meta ? { meta } : {}) };
   }
 
   /** Absolute path of a reference. */

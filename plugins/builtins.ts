@@ -12,7 +12,7 @@ import type { BackendName } from '../ml/backend.js';
 export interface BuiltinOptions {
   /** Where relative data paths in specs are resolved. */
   baseDir?: string;
-  /** Preferred TensorFlow.js backend for training processes (CAPSTAN_TF_BACKEND). */
+  /** Preferred TensorFlow.js backend for every ML job and in-process measurement (CAPSTAN_TF_BACKEND). */
   tfBackend?: BackendName;
 }
 
@@ -22,17 +22,17 @@ export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
   return [
     dataPrepStage(o.baseDir ? { baseDir: o.baseDir } : {}),
     pretrainStage(tf),
-    pruneQuantizeStage(),
+    pruneQuantizeStage(tf),
     multiDeviceFitStage(tf),
-    deployStage(),
+    deployStage(tf),
     roiLedgerStage(),
   ];
 }
 
 /** A frozen registry with the built-ins and the external plugins named in CAPSTAN_PLUGINS. */
 export async function buildRegistry(opts: { external: string[]; cwd: string } & BuiltinOptions): Promise<StageRegistry> {
-  const registry = new StageRegistry();
-  for (const p of builtinStages(opts)) registry.register(p);
-  await loadExternalPlugins(registry, opts.external, { cwd: opts.cwd });
-  return registry.freeze();
+  const stages = new StageRegistry();
+  for (const p of builtinStages(opts)) stages.register(p);
+  await loadExternalPlugins(stages, opts.external, { cwd: opts.cwd });
+  return stages.freeze();
 }

@@ -1,10 +1,9 @@
 import type { z } from 'zod';
-import type { ArtifactRef } from '../workflows/types.js';
-import type { ArtifactStore } from '../lib/artifacts.js';
+import type { ArtifactRef } from '../lib/artifact-ref.js';
 import type { Logger } from '../lib/logger.js';
 import type { StageServices } from './services.js';
 
-export type { ArtifactRef } from '../workflows/types.js';
+export type { ArtifactRef } from '../lib/artifact-ref.js';
 
 /** Version of the plugin contract below. A plugin states which one it was written for. */
 export const PLUGIN_API_VERSION = 1;
@@ -17,6 +16,10 @@ export interface StageRetryPolicy {
   initialIntervalMs?: number;
   backoffCoefficient?: number;
   maximumIntervalMs?: number;
+  /**
+   * Error types that must not be retried although they were thrown retryable (e.g. by a library).
+   * A `StageError` thrown with `retryable: false` (and `badInput`) needs no entry here.
+   */
   nonRetryableErrorTypes?: string[];
 }
 
@@ -42,36 +45,79 @@ export interface ReplicaInfo {
   count: number;
 }
 
+/** The inputs of a stage: one artifact per consumed kind, all present (the dispatch checks). */
+export type StageInputs<C extends string = string> = { readonly [K in C]: ArtifactRef };
+
+/** Usage the dispatch cannot see for itself, e.g. the CPU time of a child process. */
+export interface UsageReport {
+  /** CPU seconds used outside this process (child processes). Added to the worker's own CPU time. */
+  cpuSeconds?: number;
+  /** Device (GPU or CPU-core) seconds. When no stage reports any, the attempt's wall time is used. */
+  deviceSeconds?: number;
+}
+
+export interface StageUsageMeter {
+  add(usage: UsageReport): void;
+}
+
+/** What `ctx.output`'s writer returns: small, JSON-friendly facts stored as the reference's `meta`. */
+export type OutputMeta = Record<string, unknown>;
+
+export interface OutputOptions {
+  /**
+   * Store the artifact content-addressed under this namespace (e.g. `registry/<model>`) instead of
+   * the run's folder: identical content is stored once and never rewritten once published.
+   */
+  contentAddressed?: string;
+}
+
 export interface StageContext {
-  runId: string;
-  pipeline: string;
-  stageId: string;
+  readonly runId: string;
+  readonly pipeline: string;
+  readonly stageId: string;
   /** 1 on the first attempt. */
-  attempt: number;
+  readonly attempt: number;
   /** Set for the replicas of a data-parallel stage. */
-  replica?: ReplicaInfo;
-  artifacts: ArtifactStore;
-  /** Record progress; the details come back as `lastCheckpoint` on the next attempt. Keep it small (paths, not weights). */
+  readonly replica?: ReplicaInfo;
+  /** Record progress; the details come back as `lastCheckpoint` on the next attempt. Keep it small (URIs, not weights). */
   heartbeat(details?: unknown): void;
   /** The details of the last heartbeat of the previous attempt, if any. */
-  lastCheckpoint: unknown;
-  logger: Logger;
+  readonly lastCheckpoint: unknown;
+  readonly logger: Logger;
   /** Aborted when Temporal cancels the stage (run cancelled, timeout, worker shutdown). */
-  signal: AbortSignal;
-  services: StageServices;
+  readonly signal: AbortSignal;
+  readonly services: StageServices;
+  /** Reports usage the dispatch cannot measure itself (child-process CPU, device time). */
+  readonly meter: StageUsageMeter;
+  /**
+   * Writes one output artifact: a fresh, empty folder for this (run, stage, kind[, replica]) is
+   * handed to `write`; when it resolves the folder is sealed (hashed) and its reference returned.
+   * A retry starts from an empty folder again.
+   */
+  output(kind: string, write: (dir: string) => Promise<OutputMeta | void>, opts?: OutputOptions): Promise<ArtifactRef>;
+  /** A local folder holding an input artifact (or a checkpoint URI from `checkpointUri`). Read it, never write it. */
+  localPath(ref: ArtifactRef | string): Promise<string>;
+  /**
+   * The local scratch folder for this stage's checkpoints and job files, kept across attempts.
+   * A replica gets its own unless `shared` (one folder for all replicas and the reduce);
+   * `fresh` empties it first.
+   */
+  checkpointDir(opts?: { shared?: boolean; fresh?: boolean }): Promise<string>;
+  /** A small, host-independent URI for a path inside a checkpoint folder, for heartbeat details. */
+  checkpointUri(localPath: string): string;
 }
 
 /**
  * A data-parallel plugin runs `run` once per replica, each as its own activity, then `reduce`
  * once with their results.
  */
-export interface DataParallel<P> {
+export interface DataParallel<P, C extends string = string> {
   /** How many replicas to run for these params. */
   replicas(params: P): number;
-  reduce(ctx: StageContext, params: P, inputs: Record<string, ArtifactRef>, replicaResults: StageResult[]): Promise<StageResult>;
+  reduce(ctx: StageContext, params: P, inputs: StageInputs<C>, replicaResults: StageResult[]): Promise<StageResult>;
 }
 
-export interface StagePlugin<P = unknown> {
+export interface StagePlugin<P = unknown, C extends string = string> {
   /** `<scope>:<kebab-name>`, e.g. `core:data-prep`. */
   name: string;
   /** semver of the plugin itself; a change invalidates cached/reused outputs. */
@@ -80,18 +126,21 @@ export interface StagePlugin<P = unknown> {
   apiVersion: number;
   description: string;
   paramsSchema: z.ZodType<P>;
-  /** Artifact kinds read, e.g. ['dataset']. */
-  consumes: string[];
+  /** Artifact kinds read, e.g. ['dataset']; each arrives in `inputs` under its kind. */
+  consumes: readonly C[];
   /** Artifact kinds written, e.g. ['model']. */
   produces: string[];
   resource: ResourceClass;
   retry?: StageRetryPolicy;
   timeouts?: Partial<StageTimeouts>;
-  dataParallel?: DataParallel<P>;
-  run(ctx: StageContext, params: P, inputs: Record<string, ArtifactRef>): Promise<StageResult>;
+  dataParallel?: DataParallel<P, C>;
+  run(ctx: StageContext, params: P, inputs: StageInputs<C>): Promise<StageResult>;
 }
 
-/** Helper that keeps the params type when declaring a plugin. */
-export function defineStage<P>(plugin: StagePlugin<P>): StagePlugin<P> {
+/**
+ * Declares a plugin, keeping its types: params from `paramsSchema`, inputs from `consumes`
+ * (`consumes: ['model']` gives `inputs.model: ArtifactRef`).
+ */
+export function defineStage<P, const C extends string = never>(plugin: StagePlugin<P, C>): StagePlugin<P, C> {
   return plugin;
 }

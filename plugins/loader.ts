@@ -13,7 +13,7 @@ const MODULE_EXT = /\.(m?js|ts|mts)$/;
  * plugins as `default` (one or an array), as `plugins` (array) or as named exports.
  * Fails on the first module that has no plugin or a plugin that breaks the contract.
  */
-export async function loadExternalPlugins(registry: StageRegistry, entries: string[], opts: { cwd: string }): Promise<string[]> {
+export async function loadExternalPlugins(stages: StageRegistry, entries: string[], opts: { cwd: string }): Promise<string[]> {
   const loaded: string[] = [];
   for (const entry of entries.map((e) => e.trim()).filter(Boolean)) {
     for (const file of await moduleFiles(entry, opts.cwd)) {
@@ -26,7 +26,7 @@ export async function loadExternalPlugins(registry: StageRegistry, entries: stri
       const candidates = pluginExports(mod);
       if (candidates.length === 0) throw new PluginContractError(path.basename(file), 'module exports no stage plugin (export one as default, as `plugins`, or by name)', file);
       for (const p of candidates) {
-        registry.register(p as never, file);
+        stages.register(p as never, file);
         loaded.push(`${(p as { name: string }).name}@${(p as { version: string }).version}`);
       }
     }

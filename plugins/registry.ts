@@ -1,8 +1,8 @@
+import semver from 'semver';
 import { z } from 'zod';
 import { PLUGIN_API_VERSION, type StagePlugin } from './contract.js';
 
 const NAME_RE = /^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9-]*$/;
-const SEMVER_RE = /^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$/;
 
 /** Raised when a plugin does not satisfy the contract; names the plugin and the problem. */
 export class PluginContractError extends Error {
@@ -18,7 +18,7 @@ export function contractProblems(p: unknown): string[] {
   if (typeof p !== 'object' || p === null) return ['is not an object'];
   const o = p as Record<string, unknown>;
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name)) problems.push(`name must look like "<scope>:<kebab-name>", got ${JSON.stringify(o.name)}`);
-  if (typeof o.version !== 'string' || !SEMVER_RE.test(o.version)) problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
+  if (typeof o.version !== 'string' || !/^\d/.test(o.version) || semver.parse(o.version)?.raw !== o.version) problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
   if (o.apiVersion !== PLUGIN_API_VERSION) problems.push(`apiVersion must be ${PLUGIN_API_VERSION} (this host's plugin API), got ${JSON.stringify(o.apiVersion)}`);
   if (typeof o.description !== 'string' || o.description.length === 0) problems.push('description is missing');
   if (!(o.paramsSchema instanceof z.ZodType)) problems.push('paramsSchema must be a zod schema (zod v4)');
@@ -84,7 +84,7 @@ export class StageRegistry {
     if (version) return this.byKey.get(`${name}@${version}`)?.plugin;
     let best: StagePlugin<unknown> | undefined;
     for (const { plugin } of this.byKey.values()) {
-      if (plugin.name === name && (!best || compareSemver(plugin.version, best.version) > 0)) best = plugin;
+      if (plugin.name === name && (!best || semver.gt(plugin.version, best.version))) best = plugin;
     }
     return best;
   }
@@ -95,23 +95,13 @@ export class StageRegistry {
         name: plugin.name,
         version: plugin.version,
         description: plugin.description,
-        consumes: plugin.consumes,
+        consumes: [...plugin.consumes],
         produces: plugin.produces,
         resource: plugin.resource,
         dataParallel: plugin.dataParallel !== undefined,
         paramsJsonSchema: z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
         source,
       }))
-      .sort((a, b) => (a.name === b.name ? compareSemver(a.version, b.version) : a.name < b.name ? -1 : 1));
+      .sort((a, b) => (a.name === b.name ? semver.compare(a.version, b.version) : a.name < b.name ? -1 : 1));
   }
-}
-
-function compareSemver(a: string, b: string): number {
-  const pa = a.split(/[.+-]/).slice(0, 3).map(Number);
-  const pb = b.split(/[.+-]/).slice(0, 3).map(Number);
-  for (let i = 0; i < 3; i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
 }

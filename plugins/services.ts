@@ -1,16 +1,13 @@
+import type { LedgerService } from '../ledger/index.js';
+import type { ModelRegistry } from '../serving/registry.js';
+
 /**
- * Long-lived services the worker hands to every stage (database, model registry, …).
- * Each member is optional so a worker (or a test) only wires what its stages need;
- * a stage that needs a missing service fails with a clear error.
+ * Long-lived services the worker hands to every stage. Built once in the composition root
+ * (database opened and migrated there), so a stage never opens or migrates anything itself.
  */
 export interface StageServices {
-  [name: string]: unknown;
-}
-
-export function requireService<T>(services: StageServices, name: string): T {
-  const s = services[name];
-  if (s === undefined || s === null) {
-    throw new Error(`stage needs the "${name}" service, which this worker was not started with`);
-  }
-  return s as T;
+  /** Cost and revenue entries (core:roi-ledger). */
+  ledger: LedgerService;
+  /** Model versions and aliases (core:deploy). */
+  models: ModelRegistry;
 }

@@ -7,7 +7,7 @@ import type { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger, type Logger } from '../lib/logger.js';
 import { loadTf, type LoadedTf } from '../ml/backend.js';
 import { folderLoadHandler } from '../ml/models/io.js';
-import { modelSampleShape } from './evaluate.js';
+import { modelSampleShape } from '../ml/evaluation/evaluate.js';
 import { PRODUCTION_ALIAS, RegistryError, type ModelRegistry, type ModelVersion } from './registry.js';
 
 export type ServingErrorCode = 'MODEL_NOT_FOUND' | 'NOT_DEPLOYED' | 'BAD_INPUT' | 'MODEL_UNAVAILABLE' | 'VERSION_NOT_FOUND' | 'BAD_ROLLBACK';

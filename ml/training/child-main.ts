@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { DataError } from '../data/data-error.js';
 import { PROTOCOL_PREFIX, type ChildMessage } from './child-runner.js';
 import { runEvaluateJob } from './evaluate-job.js';
+import { runFineTuneJob } from './fine-tune-job.js';
 import type { MlJob } from './jobs.js';
 import { runPretrainJob } from './pretrain-job.js';
 import { runReplicaJob, SyncTimeoutError } from './replica-job.js';
@@ -40,6 +41,9 @@ async function main(): Promise<void> {
       break;
     case 'evaluate':
       data = await runEvaluateJob(job);
+      break;
+    case 'fine-tune':
+      data = await runFineTuneJob(job, progress);
       break;
     default:
       throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);

@@ -106,4 +106,46 @@ export interface EvaluateResult {
   count: number;
 }
 
-export type MlJob = PretrainJob | ReplicaJob | EvaluateJob;
+/** Masked fine-tune after pruning: pruned weights stay zero (weight ← weight × mask after each step). */
+export interface FineTuneJob {
+  kind: 'fine-tune';
+  backend?: BackendName;
+  datasetDir: string;
+  /** The pruned float32 model folder, with its masks (masks.json + masks.bin). */
+  modelDir: string;
+  /** Where the fine-tuned float32 weights go (input weight order, masks re-applied). */
+  outDir: string;
+  /** Per-epoch checkpoints (with optimizer state) go to `<checkpointDir>/epoch-NNNN`. */
+  checkpointDir: string;
+  /** Resume from this checkpoint folder, which holds the model after `epoch`. */
+  resume?: { epoch: number; dir: string };
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  /** Train on at most this many rows of the train split. */
+  samples?: number;
+}
+
+/** Sent after every train step, and after every epoch with the checkpoint just written. */
+export interface FineTuneProgress {
+  /** Epochs finished (and checkpointed) so far. */
+  epoch: number;
+  /** Train steps so far, over all epochs. */
+  step: number;
+  /** Absolute folder of the newest checkpoint (the one of `epoch`), when there is one. */
+  checkpointDir?: string;
+  loss: number;
+  /** True on the line sent when an epoch ends. */
+  epochDone?: boolean;
+}
+
+export interface FineTuneResult {
+  backend: BackendName;
+  resumedFromEpoch: number;
+  epochs: number;
+  /** Train steps over all epochs (resumed ones included). */
+  steps: number;
+  lastLoss: number;
+}
+
+export type MlJob = PretrainJob | ReplicaJob | EvaluateJob | FineTuneJob;

@@ -1,19 +1,14 @@
-import { readdir, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { loadTf } from '../backend.js';
 import { inputsOf, readDataset, type Dataset, type DatasetSplit } from '../data/dataset.js';
 import { loadModel, saveModel } from '../models/io.js';
 import { buildMlp, compileClassifier } from '../models/mlp.js';
+import { writeCheckpoint } from './checkpoints.js';
 import type { PretrainJob, PretrainProgress, PretrainResult } from './jobs.js';
 import { evaluate, trainEpochs, type LabelledArrays } from './train-loop.js';
 
 export function labelled(ds: Dataset, s: DatasetSplit | undefined): LabelledArrays {
   if (!s) return { x: new Float32Array(0), y: new Uint8Array(0), featureShape: ds.featureShape };
   return { x: inputsOf(ds, s), y: s.y, featureShape: ds.featureShape };
-}
-
-export function checkpointName(epoch: number): string {
-  return `epoch-${String(epoch).padStart(4, '0')}`;
 }
 
 /** Trains the classifier in this process (the child), checkpointing after every epoch. */
@@ -48,11 +43,7 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
     onEpoch: async (s) => {
       trainSeconds += s.seconds;
       trainSamples += train.y.length;
-      const dir = path.join(job.checkpointDir, checkpointName(s.epoch));
-      await saveModel(model, dir + '.tmp', { includeOptimizer: true });
-      await rm(dir, { recursive: true, force: true });
-      await rename(dir + '.tmp', dir);
-      await pruneCheckpoints(job.checkpointDir, s.epoch);
+      const dir = await writeCheckpoint(model, job.checkpointDir, s.epoch);
       const p: PretrainProgress = {
         epoch: s.epoch,
         checkpointDir: dir,
@@ -79,13 +70,4 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
     samplesPerSec: trainSeconds > 0 ? trainSamples / trainSeconds : 0,
     parameters: model.countParams(),
   };
-}
-
-/** Keeps the two newest checkpoints (the newest may be the one a retry resumes from). */
-async function pruneCheckpoints(dir: string, latest: number): Promise<void> {
-  const names = await readdir(dir).catch(() => [] as string[]);
-  for (const n of names) {
-    const m = /^epoch-(\d+)$/.exec(n);
-    if (m && Number(m[1]) < latest - 1) await rm(path.join(dir, n), { recursive: true, force: true });
-  }
 }

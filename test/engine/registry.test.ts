@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { PLUGIN_API_VERSION } from '../../plugins/contract.js';
 import { loadExternalPlugins } from '../../plugins/loader.js';
-import { PluginContractError, StageRegistry } from '../../plugins/registry.js';
+import { contractProblems, PluginContractError, StageRegistry } from '../../plugins/registry.js';
 import { writeNoteStage } from '../fixtures/plugins/test-stages.js';
 
 const fixtures = path.resolve(import.meta.dirname, '../fixtures');
@@ -36,8 +36,12 @@ describe('stage plugin registry', () => {
     const r = new StageRegistry()
       .register({ ...writeNoteStage, version: '1.2.0' })
       .register({ ...writeNoteStage, version: '1.10.0' })
+      .register({ ...writeNoteStage, version: '1.10.0-rc.1' })
       .freeze();
     expect(r.get('test:write-note')?.version).toBe('1.10.0');
+    // semver order: numeric, and a pre-release comes before its release.
+    expect(r.list().map((p) => p.version)).toEqual(['1.2.0', '1.10.0-rc.1', '1.10.0']);
+    expect(contractProblems({ ...writeNoteStage, version: 'v1.0.0' })).toContainEqual(expect.stringContaining('version must be semver'));
     expect(r.get('test:write-note', '1.2.0')?.version).toBe('1.2.0');
     expect(() => r.register({ ...writeNoteStage, version: '2.0.0' })).toThrow(/frozen/);
   });

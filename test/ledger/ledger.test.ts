@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../lib/db/migrate.js';
 import type { Db } from '../../lib/db/types.js';
-import { silentLogger } from '../../lib/logger.js';
 import { createLedgerService, type LedgerService } from '../../ledger/meter.js';
 import { ledgerMigrations } from '../../ledger/migrations.js';
 import { parsePriceSheet } from '../../ledger/price-sheet.js';
 import { listEntries, pipelineTotals, runTotals } from '../../ledger/repository.js';
 import type { StageUsage } from '../../ledger/schemas.js';
-import type { StageContext } from '../../plugins/contract.js';
-import { roiLedgerStage } from '../../plugins/core/roi-ledger/plugin.js';
+import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
+import type { StageServices } from '../../plugins/services.js';
+import { makeContext, tmpStore } from '../ml/helpers.js';
 import { createTestDatabase, dialects, type TestDatabase } from './dbs.js';
 
 const sheet = parsePriceSheet({ currency: 'USD', compute: { cpuHour: '0.036', gpuHour: '3.60' }, storage: { gbMonth: '0.02', retentionMonths: 10 } });
@@ -191,20 +191,18 @@ describe.each(dialects)('ledger on %s', (dialect) => {
     await meterTypicalRun(runId);
     const stage = roiLedgerStage();
     const params = stage.paramsSchema.parse({ revenue: { kind: 'contract', value: 7.602 } });
-    const ctx: StageContext = {
-      runId,
-      pipeline: 'mnist',
-      stageId: 'roi',
-      attempt: 1,
-      artifacts: {} as StageContext['artifacts'],
-      heartbeat: () => {},
-      lastCheckpoint: undefined,
-      logger: silentLogger,
-      signal: new AbortController().signal,
-      services: { ledger },
-    };
-    const result = await stage.run(ctx, params, {});
-    expect(result.metrics).toMatchObject({ currency: 'USD', cost: '3.801', revenue: '7.602', roi: '1.0000' });
-    await expect(stage.run({ ...ctx, services: {} }, params, {})).rejects.toThrow(/"ledger" service/);
+    const { store, cleanup } = await tmpStore();
+    try {
+      const ctx = makeContext({ store, runId, pipeline: 'mnist', stageId: 'roi', services: { ledger } as StageServices });
+      const result = await stage.run(ctx, params, {});
+      expect(result.metrics).toMatchObject({ currency: 'USD', cost: '3.801', revenue: '7.602', roi: '1.0000' });
+    } finally {
+      await cleanup();
+    }
+    // The ledger is a required, typed service: a worker wired without it does not compile
+    // (it used to fail at run time with 'stage needs the "ledger" service').
+    // @ts-expect-error ledger is missing
+    const withoutLedger: StageServices = { models: {} as StageServices['models'] };
+    expect(withoutLedger).toBeDefined();
   });
 });

@@ -4,7 +4,7 @@ import { divRound, formatMoney, formatMoneyExact, parseMoney } from '../../ledge
 import { mergePriceSheet, parsePriceSheet } from '../../ledger/price-sheet.js';
 import { computeRoi, predictionRevenue, priceDeclared, priceExpectedRevenue, priceUsage } from '../../ledger/pricing.js';
 import { priceSheetSchema } from '../../ledger/schemas.js';
-import { roiLedgerParamsSchema } from '../../plugins/core/roi-ledger/plugin.js';
+import { roiLedgerParamsSchema } from '../../plugins/core/roi-ledger/index.js';
 
 const sheet = parsePriceSheet({ currency: 'USD', compute: { cpuHour: '0.0425', gpuHour: '2.48' }, storage: { gbMonth: '0.023', retentionMonths: 12 } });
 

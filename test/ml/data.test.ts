@@ -5,9 +5,9 @@ import { DataError } from '../../ml/data/data-error.js';
 import { parseCsv } from '../../ml/data/csv.js';
 import { buildDataset, readDataset, splitIndices, writeDataset } from '../../ml/data/dataset.js';
 import { encodeIdx, parseIdx, parseIdxLabels, readIdxPair } from '../../ml/data/idx.js';
-import { StageError } from '../../lib/errors.js';
+import { ApplicationFailure } from '@temporalio/common';
 import { dataPrepStage, mnistFiles } from '../../plugins/core/data-prep/index.js';
-import { makeContext, tmpStore } from './helpers.js';
+import { dispatch, makeContext, tmpStore } from './helpers.js';
 
 let store: Awaited<ReturnType<typeof tmpStore>>;
 beforeAll(async () => {
@@ -113,11 +113,10 @@ describe('core:data-prep', () => {
     const good = await readFile(f.testImages);
     await writeFile(bad, good.subarray(0, 100_000)); // truncated
     const plugin = dataPrepStage();
-    const ctx = makeContext({ store: store.store, stageId: 'prep-bad' });
-    const err = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'idx', images: bad, labels: f.testLabels } }), {}).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StageError);
-    expect((err as StageError).retryable).toBe(false);
-    expect((err as StageError).type).toBe('DATA_CORRUPT');
+    const err = await dispatch({ plugin, store: store.store, stageId: 'prep-bad', params: { source: { format: 'idx', images: bad, labels: f.testLabels } } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect((err as ApplicationFailure).nonRetryable).toBe(true);
+    expect((err as ApplicationFailure).type).toBe('DATA_CORRUPT');
     expect((err as Error).message).toContain('broken-images.idx');
     expect((err as Error).message).toMatch(/truncated/);
   });
@@ -125,10 +124,10 @@ describe('core:data-prep', () => {
   it('rejects image and label files whose counts differ', async () => {
     const f = mnistFiles();
     const plugin = dataPrepStage();
-    const ctx = makeContext({ store: store.store, stageId: 'prep-mismatch' });
-    const err = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'idx', images: f.testImages, labels: f.labels } }), {}).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StageError);
-    expect((err as StageError).type).toBe('DATA_MISMATCH');
+    const err = await dispatch({ plugin, store: store.store, stageId: 'prep-mismatch', params: { source: { format: 'idx', images: f.testImages, labels: f.labels } } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect((err as ApplicationFailure).nonRetryable).toBe(true);
+    expect((err as ApplicationFailure).type).toBe('DATA_MISMATCH');
     expect((err as Error).message).toMatch(/10000 images in t10k-images-idx3-ubyte but 60000 labels in train-labels-idx1-ubyte/);
   });
 

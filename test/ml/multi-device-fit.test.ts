@@ -70,6 +70,8 @@ describe('core:multi-device-fit', () => {
     for (const [i, r] of results.entries()) {
       expect(r.metrics).toMatchObject({ replica: i, replicas: 2, rounds: 3, resumedFromRound: 0, steps: 56, shardSize: 1800 });
       expect(r.metrics.tfBackend).toMatch(/^(node-gpu|node|wasm|cpu)$/);
+      // The replica process's CPU time is reported to the meter.
+      expect(ctxs[i]!.reported().cpuSeconds).toBeCloseTo(r.metrics.cpuSeconds as number, 4);
     }
     expect(ctxs[0]!.beats).toContainEqual({ round: 3, checkpoint: expect.stringMatching(/^artifact:.*round-00003\/avg\.bin$/) });
 
@@ -79,7 +81,7 @@ describe('core:multi-device-fit', () => {
     expect(reduced.metrics.samplesPerSecTotal as number).toBeGreaterThan(0);
 
     // Final weights = mean of the two replicas' weights of the last round, masked.
-    const sync = syncDirOf({ artifacts: store.store, runId: 'run-1', stageId }, params, { model, dataset });
+    const sync = await syncDirOf(makeContext({ store: store.store, stageId }), params, { model, dataset });
     const r0 = await readVec(replicaFile(sync, 3, 0));
     const r1 = await readVec(replicaFile(sync, 3, 1));
     const final = await readVec(path.join(store.store.resolve(reduced.outputs.model!), 'weights.bin'));
@@ -128,7 +130,7 @@ describe('core:multi-device-fit', () => {
     expect(r0.metrics.resumedFromRound).toBe(0);
     expect(r0.metrics.rounds).toBe(14);
     expect(r1.metrics.steps as number).toBeLessThan(r0.metrics.steps as number);
-    const sync = syncDirOf({ artifacts: store.store, runId: 'run-1', stageId }, params, { model, dataset });
+    const sync = await syncDirOf(makeContext({ store: store.store, stageId }), params, { model, dataset });
     const a0 = await readVec(path.join(store.store.resolve(r0.outputs.model!), 'weights.bin'));
     const a1 = await readVec(path.join(store.store.resolve(r1.outputs.model!), 'weights.bin'));
     expect(a0).toEqual(a1);

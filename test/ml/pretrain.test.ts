@@ -1,13 +1,14 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StageError } from '../../lib/errors.js';
+import { ApplicationFailure } from '@temporalio/common';
+import { hashTree } from '../../lib/artifacts.js';
 import { loadTf } from '../../ml/backend.js';
 import { loadModel } from '../../ml/models/io.js';
 import type { ArtifactRef } from '../../plugins/contract.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
-import { makeContext, tmpStore } from './helpers.js';
+import { dispatch, makeContext, tmpStore } from './helpers.js';
 
 let store: Awaited<ReturnType<typeof tmpStore>>;
 let dataset: ArtifactRef;
@@ -37,6 +38,8 @@ describe('core:pretrain', () => {
     expect(m.epoch02ValAccuracy as number).toBeGreaterThan(0.7);
     expect(m.epoch02TrainLoss as number).toBeLessThan(m.epoch01TrainLoss as number);
     expect(m.cpuSeconds as number).toBeGreaterThan(0);
+    // The child's CPU time goes to the meter (the dispatch adds it to the attempt's usage).
+    expect(ctx.reported().cpuSeconds).toBeCloseTo(m.cpuSeconds as number, 4);
     const epochs = (beats: unknown[]) => [...new Set(beats.map((b) => (b as { epoch: number }).epoch))];
     expect(epochs(ctx.beats).filter((e) => e > 0)).toEqual([1, 2]);
     expect(ctx.beats.at(-1)).toMatchObject({ epoch: 2, checkpoint: expect.stringMatching(/^artifact:.*epoch-0002$/) });
@@ -79,21 +82,31 @@ describe('core:pretrain', () => {
   it('fails non-retryably, naming the file, when the dataset was tampered with', async () => {
     const prep = dataPrepStage();
     const res = await prep.run(makeContext({ store: store.store, stageId: 'prep-tampered' }), prep.paramsSchema.parse({ limit: 500 }), {});
-    const xFile = path.join(store.store.resolve(res.outputs.dataset!), 'train-x.bin');
+    const ref = res.outputs.dataset!;
+    const xFile = path.join(store.store.resolve(ref), 'train-x.bin');
     const bytes = await readFile(xFile);
     bytes[1234] = (bytes[1234]! + 1) % 256;
     await writeFile(xFile, bytes);
-    const plugin = pretrainStage();
-    const err = await plugin.run(makeContext({ store: store.store, stageId: 'train-tampered' }), plugin.paramsSchema.parse({ epochs: 1 }), { dataset: res.outputs.dataset! }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StageError);
-    expect(err).toMatchObject({ type: 'DATA_CORRUPT', retryable: false });
-    expect((err as Error).message).toMatch(/train-x\.bin: SHA-256 does not match the manifest/);
+
+    // Through the dispatch, the input's hash check refuses it before any process starts.
+    const err = await dispatch({ plugin: pretrainStage(), store: store.store, stageId: 'train-tampered', params: { epochs: 1 }, inputs: { dataset: ref } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err).toMatchObject({ type: 'ARTIFACT_CORRUPT', nonRetryable: true });
+    expect((err as Error).message).toMatch(/fails its hash check/);
+
+    // With a reference that matches the tampered files, the dataset's own manifest catches it.
+    const resealed = { ...ref, sha256: (await hashTree(store.store.resolve(ref))).sha256 };
+    const err2 = await dispatch({ plugin: pretrainStage(), store: store.store, stageId: 'train-tampered', params: { epochs: 1 }, inputs: { dataset: resealed } }).catch((e: unknown) => e);
+    expect(err2).toBeInstanceOf(ApplicationFailure);
+    expect(err2).toMatchObject({ type: 'DATA_CORRUPT', nonRetryable: true });
+    expect((err2 as Error).message).toMatch(/train-x\.bin: SHA-256 does not match the manifest/);
   });
 
   it('rejects a missing dataset input before starting a process', async () => {
-    const plugin = pretrainStage();
-    const err = await plugin.run(makeContext({ store: store.store, stageId: 'train-noinput' }), plugin.paramsSchema.parse({}), {}).catch((e: unknown) => e);
-    expect(err).toMatchObject({ type: 'INPUT_MISSING', retryable: false });
+    const err = await dispatch({ plugin: pretrainStage(), store: store.store, stageId: 'train-noinput', params: {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err).toMatchObject({ type: 'INPUT_MISSING', nonRetryable: true });
+    expect((err as Error).message).toContain('"dataset"');
   });
 
   it('kills the child and rejects when the stage is cancelled', async () => {

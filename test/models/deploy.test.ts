@@ -10,6 +10,9 @@ import { pruneQuantizeStage } from '../../plugins/core/prune-quantize/index.js';
 import { contractProblems } from '../../plugins/registry.js';
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
+import { ApplicationFailure } from '@temporalio/common';
+import type { StageServices } from '../../plugins/services.js';
+import { dispatch } from '../ml/helpers.js';
 import { freshRegistryDb } from './db.js';
 import { makeDatasetArtifact, makeModelArtifact, serveFolder, stageContext, tempStore } from './fixtures.js';
 
@@ -42,7 +45,7 @@ afterAll(async () => {
 
 function deploy(runId: string, params: Record<string, unknown>, inputModel = model) {
   const plugin = deployStage();
-  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: 'mnist-default', services: { db } });
+  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: 'mnist-default', services: { models: registry } });
   return plugin.run(ctx, plugin.paramsSchema.parse(params), { model: inputModel, dataset });
 }
 
@@ -137,7 +140,9 @@ describe('core:deploy', () => {
       await saveModel(wrong, dir);
       wrong.dispose();
       const ref = await store.seal('model', dir);
-      await expect(deploy('run-5', { modelName: 'mnist' }, ref)).rejects.toMatchObject({ type: 'MODEL_DATASET_MISMATCH', message: expect.stringContaining('model expects inputs of shape [5, 1]') });
+      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', params: { modelName: 'mnist' }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ApplicationFailure);
+      expect(err).toMatchObject({ type: 'MODEL_DATASET_MISMATCH', nonRetryable: true, message: expect.stringContaining('model expects inputs of shape [5, 1]') });
     }
   });
 });

@@ -8,12 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { ArtifactStore } from '../../lib/artifacts.js';
+import { createStageContext } from '../../activities/stage-context.js';
 import { silentLogger } from '../../lib/logger.js';
 import { buildDataset, writeDataset } from '../../ml/data/dataset.js';
 import { seededRandom } from '../../ml/data/rng.js';
 import { buildMlp } from '../../ml/models/mlp.js';
 import { saveModel } from '../../ml/models/io.js';
 import type { StageContext } from '../../plugins/contract.js';
+import type { StageServices } from '../../plugins/services.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 
 export const FEATURE_SHAPE = [8, 8];
@@ -76,22 +78,35 @@ export async function makeModelArtifact(tf: typeof TF, store: ArtifactStore, dat
   return store.seal('model', dir);
 }
 
-export function stageContext(store: ArtifactStore, over: Partial<StageContext> = {}): StageContext & { heartbeats: unknown[] } {
+/**
+ * A StageContext as the dispatch builds it, heartbeats recorded. Services the test does not
+ * give fail loudly when a stage asks for them.
+ */
+export function stageContext(
+  store: ArtifactStore,
+  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices> } = {},
+): StageContext & { heartbeats: unknown[] } {
   const heartbeats: unknown[] = [];
-  return {
-    runId: 'run-1',
-    pipeline: 'test-pipeline',
-    stageId: 'stage',
-    attempt: 1,
+  const given = over.services ?? {};
+  const services = new Proxy(given as StageServices, {
+    get(t, name) {
+      if (name in t) return t[name as keyof StageServices];
+      throw new Error(`this test wired no "${String(name)}" service`);
+    },
+  });
+  const { ctx } = createStageContext({
     artifacts: store,
-    heartbeat: (d?: unknown) => void heartbeats.push(d),
-    lastCheckpoint: undefined,
+    services,
     logger: silentLogger,
-    signal: new AbortController().signal,
-    services: {},
-    heartbeats,
-    ...over,
-  };
+    runId: over.runId ?? 'run-1',
+    pipeline: over.pipeline ?? 'test-pipeline',
+    stageId: over.stageId ?? 'stage',
+    attempt: over.attempt ?? 1,
+    lastCheckpoint: over.lastCheckpoint,
+    signal: over.signal ?? new AbortController().signal,
+    heartbeat: (d?: unknown) => void heartbeats.push(d),
+  });
+  return Object.assign(ctx, { heartbeats });
 }
 
 /** A real static HTTP server over a folder (what a browser or CDN would do). */

@@ -4,18 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as TF from '@tensorflow/tfjs';
 import { loadTf } from '../../ml/backend.js';
 import { loadModel } from '../../ml/models/io.js';
-import {
-  affineQuantize,
-  countZeros,
-  decodeFloatWeights,
-  magnitudePrune,
-  pruneQuantizeParamsSchema,
-  pruneQuantizeStage,
-  readMasks,
-  toFloat16Bits,
-} from '../../plugins/core/prune-quantize/index.js';
+import { ApplicationFailure } from '@temporalio/common';
+import { readMasks } from '../../ml/compression/masks.js';
+import { affineQuantize, countZeros, decodeFloatWeights, magnitudePrune, toFloat16Bits } from '../../ml/compression/weights.js';
+import { loadSplit } from '../../ml/evaluation/evaluate.js';
+import { pruneQuantizeParamsSchema, pruneQuantizeStage } from '../../plugins/core/prune-quantize/index.js';
 import { contractProblems } from '../../plugins/registry.js';
-import { loadSplit } from '../../serving/evaluate.js';
+import { dispatch } from '../ml/helpers.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import { makeDatasetArtifact, makeModelArtifact, serveFolder, stageContext, tempStore } from './fixtures.js';
@@ -35,10 +30,10 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => cleanup());
 
-async function run(stageId: string, params: Record<string, unknown>) {
+async function run(stageId: string, params: Record<string, unknown>, over: { attempt?: number; lastCheckpoint?: unknown } = {}) {
   const plugin = pruneQuantizeStage();
   const p = plugin.paramsSchema.parse(params);
-  const ctx = stageContext(store, { stageId });
+  const ctx = stageContext(store, { stageId, ...over });
   const result = await plugin.run(ctx, p, { model, dataset });
   return { result, ctx, dir: store.resolve(result.outputs.model!) };
 }
@@ -204,11 +199,47 @@ describe('core:prune-quantize', () => {
 
   it('refuses an already quantized model with a clear non-retryable error', async () => {
     const { result } = await run('pq-first', { sparsity: 0.5, quantize: 'uint8' });
-    const plugin = pruneQuantizeStage();
-    await expect(plugin.run(stageContext(store, { stageId: 'pq-second' }), plugin.paramsSchema.parse({}), { model: result.outputs.model!, dataset })).rejects.toMatchObject({
-      type: 'MODEL_UNSUPPORTED',
-      retryable: false,
-      message: expect.stringContaining('already quantized'),
-    });
+    const err = await dispatch({ plugin: pruneQuantizeStage(), store, stageId: 'pq-second', inputs: { model: result.outputs.model!, dataset } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err).toMatchObject({ type: 'MODEL_UNSUPPORTED', nonRetryable: true, message: expect.stringContaining('already quantized') });
   }, 60_000);
+
+  it('the fine-tune runs in a child process and resumes from its checkpointed epoch on a retry, not from 0', async () => {
+    const stageId = 'pq-finetune-resume';
+    const params = { sparsity: 0.8, fineTuneSamples: 512, batchSize: 64, quantize: 'none' };
+    // Attempt 1 fine-tunes 1 epoch; its last heartbeat is what Temporal hands to attempt 2.
+    const first = await run(stageId, { ...params, fineTuneEpochs: 1 });
+    const last = first.ctx.heartbeats.at(-1) as { phase: string; epoch: number; step: number; checkpoint: string };
+    expect(last).toMatchObject({ phase: 'fine-tune', epoch: 1, step: 8, checkpoint: expect.stringMatching(/^artifact:.*epoch-0001$/) });
+    expect(first.result.metrics.fineTuneResumedFromEpoch).toBe(0);
+
+    const second = await run(stageId, { ...params, fineTuneEpochs: 3 }, { attempt: 2, lastCheckpoint: last });
+    expect(second.result.metrics.fineTuneResumedFromEpoch).toBe(1);
+    expect(second.result.metrics.fineTuneSteps).toBe(24);
+    // Heartbeats carry the last finished checkpoint: epoch 1 (resumed) until epoch 2 is written.
+    const beats = second.ctx.heartbeats.filter((b) => (b as { phase?: string }).phase === 'fine-tune') as { epoch: number; step: number }[];
+    expect(beats.every((b) => b.epoch >= 1)).toBe(true);
+    expect(beats.find((b) => b.step > 0)?.step).toBe(9); // the first step run is epoch 2's first
+    expect([...new Set(beats.map((b) => b.epoch))]).toEqual([1, 2, 3]);
+    // Pruned weights stayed zero through the resumed epochs.
+    const masks = (await readMasks(second.dir))!;
+    const { folderLoadHandler } = await import('../../ml/models/io.js');
+    const weights = decodeFloatWeights(await folderLoadHandler(tf, second.dir).load!());
+    for (const mask of masks) {
+      const w = weights.find((x) => x.name === mask.name)!;
+      for (let i = 0; i < mask.keep.length; i++) if (mask.keep[i] === 0) expect(w.values[i]).toBe(0);
+    }
+  }, 180_000);
+
+  it('kills the fine-tune process and rejects when the stage is cancelled', async () => {
+    const plugin = pruneQuantizeStage();
+    const ac = new AbortController();
+    const ctx = stageContext(store, { stageId: 'pq-finetune-cancel', signal: ac.signal });
+    const running = plugin.run(ctx, plugin.paramsSchema.parse({ sparsity: 0.5, fineTuneEpochs: 100, batchSize: 8, quantize: 'none' }), { model, dataset });
+    const t = setInterval(() => {
+      if (ctx.heartbeats.some((b) => (b as { phase?: string }).phase === 'fine-tune')) ac.abort(new Error('cancelled by test'));
+    }, 20);
+    await expect(running).rejects.toThrow(/cancelled by test/);
+    clearInterval(t);
+  }, 120_000);
 });

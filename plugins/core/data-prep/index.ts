@@ -1,2 +1,2 @@
-export { dataPrepStage, mnistFiles, type DataPrepOptions } from './data-prep-stage.js';
+export { dataPrepStage, mnistFiles, type DataPrepOptions } from './stage.js';
 export { dataPrepParamsSchema, type DataPrepParams } from './params.js';

@@ -1,2 +1,2 @@
-export { deployStage, deployParamsSchema, promotionGatesSchema, checkGates, registryFromServices, type DeployParams, type PromotionGates, type GateResult } from './plugin.js';
-export { exportModelFolder, type ExportResult } from './export.js';
+export { deployStage, checkGates, type DeployOptions, type GateResult } from './stage.js';
+export { deployParamsSchema, promotionGatesSchema, type DeployParams, type PromotionGates } from './params.js';

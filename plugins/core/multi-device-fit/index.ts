@@ -1,2 +1,2 @@
-export { multiDeviceFitStage, syncDirOf, type MultiDeviceFitOptions } from './multi-device-fit-stage.js';
+export { multiDeviceFitStage, syncDirOf, type MultiDeviceFitOptions } from './stage.js';
 export { multiDeviceFitParamsSchema, replicaCheckpointSchema, type MultiDeviceFitParams } from './params.js';

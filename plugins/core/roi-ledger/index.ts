@@ -1,1 +1,2 @@
-export { roiLedgerStage, roiLedgerParamsSchema, type RoiLedgerParams } from './plugin.js';
+export { roiLedgerStage } from './stage.js';
+export { roiLedgerParamsSchema, type RoiLedgerParams } from './params.js';

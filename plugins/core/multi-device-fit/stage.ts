@@ -1,15 +1,17 @@
 import { createHash } from 'node:crypto';
 import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { badInput, StageError } from '../../../lib/errors.js';
 import type { BackendName } from '../../../ml/backend.js';
 import { readDatasetManifest } from '../../../ml/data/dataset.js';
-import { badInput, StageError } from '../../../lib/errors.js';
-import { runChildJob } from '../../../ml/training/child-runner.js';
+import { runChildJob, type ChildJobOutcome } from '../../../ml/training/child-runner.js';
 import type { EvaluateJob, EvaluateResult, ReplicaJob, ReplicaProgress, ReplicaResult } from '../../../ml/training/jobs.js';
 import { averageFile, latestAveragedRound } from '../../../ml/training/replica-job.js';
-import { artifactUri, cleanMetrics, toStageError } from '../../../ml/training/stage-support.js';
-import { PLUGIN_API_VERSION, defineStage, type StageContext, type StagePlugin, type StageResult } from '../../contract.js';
+import { PLUGIN_API_VERSION, defineStage, type ArtifactRef, type StageContext, type StageResult } from '../../contract.js';
+import { cleanMetrics } from '../clean-metrics.js';
 import { multiDeviceFitParamsSchema, replicaCheckpointSchema, type MultiDeviceFitParams } from './params.js';
+
+type FitInputs = { model: ArtifactRef; dataset: ArtifactRef };
 
 export interface MultiDeviceFitOptions {
   /** Backend to prefer in the replica processes; default: best available. */
@@ -21,24 +23,18 @@ export interface MultiDeviceFitOptions {
   gpuDevices?: string[];
 }
 
-const NON_RETRYABLE = ['DATA_CORRUPT', 'DATA_MISMATCH', 'DATA_NOT_FOUND', 'DATA_UNSUPPORTED', 'BAD_INPUT', 'INPUT_MISSING', 'MODEL_MISMATCH'];
-
 /**
  * The folder the replicas of one stage synchronise through (shared by all replicas and the
  * reduce). Keyed by the training params and the input hashes, so a stage re-run with other
  * params or inputs in the same run never mixes with older rounds.
  */
-export function syncDirOf(
-  ctx: Pick<StageContext, 'artifacts' | 'runId' | 'stageId'>,
-  params: MultiDeviceFitParams,
-  inputs: Record<string, { sha256: string } | undefined>,
-): string {
+export async function syncDirOf(ctx: Pick<StageContext, 'checkpointDir'>, params: MultiDeviceFitParams, inputs: FitInputs): Promise<string> {
   const { syncTimeoutMs: _ignored, ...training } = params;
   const key = createHash('sha256')
-    .update(JSON.stringify({ training, model: inputs.model?.sha256, dataset: inputs.dataset?.sha256 }))
+    .update(JSON.stringify({ training, model: inputs.model.sha256, dataset: inputs.dataset.sha256 }))
     .digest('hex')
     .slice(0, 12);
-  return path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId), `sync-${key}`);
+  return path.join(await ctx.checkpointDir({ shared: true }), `sync-${key}`);
 }
 
 /**
@@ -46,8 +42,8 @@ export function syncDirOf(
  * activity and its own process) trains on a shard and averages weights with the others every
  * `syncEverySteps` steps through the artifact store; `reduce` publishes the averaged model.
  */
-export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}): StagePlugin<MultiDeviceFitParams> {
-  return defineStage<MultiDeviceFitParams>({
+export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}) {
+  return defineStage({
     name: 'core:multi-device-fit',
     version: '1.0.0',
     apiVersion: PLUGIN_API_VERSION,
@@ -56,21 +52,19 @@ export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}): StagePlug
     consumes: ['model', 'dataset'],
     produces: ['model'],
     resource: 'gpu',
-    retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE },
+    retry: { maximumAttempts: 3 },
     timeouts: { startToCloseMs: 2 * 60 * 60_000, heartbeatMs: 60_000 },
     dataParallel: {
       replicas: (params) => params.replicas,
-      reduce: (ctx, params, inputs, results) => reduce(ctx, params, inputs, results, opts).catch((e: unknown) => Promise.reject(toStageError(e))),
+      reduce: (ctx, params, inputs, results) => reduce(ctx, params, inputs, results, opts),
     },
-    run: (ctx, params, inputs) => runReplica(ctx, params, inputs, opts).catch((e: unknown) => Promise.reject(toStageError(e))),
+    run: (ctx, params, inputs) => runReplica(ctx, params, inputs, opts),
   });
 }
 
-async function checkInputs(ctx: StageContext, inputs: Record<string, { uri: string; sha256: string } | undefined>): Promise<{ modelDir: string; datasetDir: string }> {
-  if (!inputs.model) throw badInput('core:multi-device-fit needs a "model" input', 'INPUT_MISSING');
-  if (!inputs.dataset) throw badInput('core:multi-device-fit needs a "dataset" input', 'INPUT_MISSING');
-  const modelDir = ctx.artifacts.resolve(inputs.model.uri);
-  const datasetDir = ctx.artifacts.resolve(inputs.dataset.uri);
+async function checkInputs(ctx: StageContext, inputs: FitInputs): Promise<{ modelDir: string; datasetDir: string }> {
+  const modelDir = await ctx.localPath(inputs.model);
+  const datasetDir = await ctx.localPath(inputs.dataset);
   try {
     await stat(path.join(modelDir, 'model.json'));
   } catch {
@@ -80,47 +74,50 @@ async function checkInputs(ctx: StageContext, inputs: Record<string, { uri: stri
   return { modelDir, datasetDir };
 }
 
-async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, inputs: Record<string, { uri: string; sha256: string } | undefined>, opts: MultiDeviceFitOptions): Promise<StageResult> {
+async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, inputs: FitInputs, opts: MultiDeviceFitOptions): Promise<StageResult> {
   const { modelDir, datasetDir } = await checkInputs(ctx, inputs);
   const replica = ctx.replica ?? { index: 0, count: params.replicas };
   if (replica.count !== params.replicas) throw badInput(`replica count ${replica.count} differs from params.replicas ${params.replicas}`, 'BAD_INPUT');
-  const syncDir = syncDirOf(ctx, params, inputs);
-  const outDir = await ctx.artifacts.freshDir(ctx.artifacts.dirFor(ctx.runId, ctx.stageId, 'model', replica.index));
+  const syncDir = await syncDirOf(ctx, params, inputs);
   const hint = replicaCheckpointSchema.safeParse(ctx.lastCheckpoint);
-  const job: ReplicaJob = {
-    kind: 'replica',
-    ...(opts.tfBackend ? { backend: opts.tfBackend } : {}),
-    datasetDir,
-    modelDir,
-    syncDir,
-    outDir,
-    replica,
-    epochs: params.epochs,
-    batchSize: params.batchSize,
-    learningRate: params.learningRate,
-    syncEverySteps: params.syncEverySteps,
-    seed: params.seed,
-    syncTimeoutMs: params.syncTimeoutMs,
-    ...(hint.success ? { resumeRound: hint.data.round } : {}),
-  };
   const device = opts.gpuDevices?.length ? opts.gpuDevices[replica.index % opts.gpuDevices.length]! : String(replica.index);
-  let lastBeat: { round: number; checkpoint?: string } = hint.success ? hint.data : { round: 0 };
-  const out = await runChildJob<ReplicaResult>({
-    job,
-    jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId, replica.index), `job-attempt-${ctx.attempt}.json`),
-    signal: ctx.signal,
-    env: { CUDA_VISIBLE_DEVICES: device },
-    onStderr: (line) => ctx.logger.debug(line),
-    onAlive: () => ctx.heartbeat(lastBeat),
-    onProgress: (d) => {
-      const p = d as ReplicaProgress;
-      lastBeat = p.round > 0 ? { round: p.round, checkpoint: artifactUri(ctx.artifacts, p.checkpoint) } : { round: 0 };
-      ctx.heartbeat(lastBeat);
-      if (!p.waitingForPeers) ctx.logger.info(`replica ${replica.index}: round ${p.round}/${p.rounds}`);
-    },
+  let out!: ChildJobOutcome<ReplicaResult>;
+  const ref = await ctx.output('model', async (outDir) => {
+    const job: ReplicaJob = {
+      kind: 'replica',
+      ...(opts.tfBackend ? { backend: opts.tfBackend } : {}),
+      datasetDir,
+      modelDir,
+      syncDir,
+      outDir,
+      replica,
+      epochs: params.epochs,
+      batchSize: params.batchSize,
+      learningRate: params.learningRate,
+      syncEverySteps: params.syncEverySteps,
+      seed: params.seed,
+      syncTimeoutMs: params.syncTimeoutMs,
+      ...(hint.success ? { resumeRound: hint.data.round } : {}),
+    };
+    let lastBeat: { round: number; checkpoint?: string } = hint.success ? hint.data : { round: 0 };
+    out = await runChildJob<ReplicaResult>({
+      job,
+      jobFile: path.join(await ctx.checkpointDir(), `job-attempt-${ctx.attempt}.json`),
+      signal: ctx.signal,
+      env: { CUDA_VISIBLE_DEVICES: device },
+      onStderr: (line) => ctx.logger.debug(line),
+      onAlive: () => ctx.heartbeat(lastBeat),
+      onProgress: (d) => {
+        const p = d as ReplicaProgress;
+        lastBeat = p.round > 0 ? { round: p.round, checkpoint: ctx.checkpointUri(p.checkpoint) } : { round: 0 };
+        ctx.heartbeat(lastBeat);
+        if (!p.waitingForPeers) ctx.logger.info(`replica ${replica.index}: round ${p.round}/${p.rounds}`);
+      },
+    });
+    return { format: 'tfjs-layers', replica: replica.index, rounds: out.result.rounds };
   });
+  ctx.meter.add({ cpuSeconds: out.cpuSeconds });
   const r = out.result;
-  const ref = await ctx.artifacts.seal('model', outDir, { format: 'tfjs-layers', replica: replica.index, rounds: r.rounds });
   return {
     outputs: { model: ref },
     metrics: cleanMetrics({
@@ -145,16 +142,10 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
   };
 }
 
-async function reduce(
-  ctx: StageContext,
-  params: MultiDeviceFitParams,
-  inputs: Record<string, { uri: string; sha256: string } | undefined>,
-  results: StageResult[],
-  opts: MultiDeviceFitOptions,
-): Promise<StageResult> {
+async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: FitInputs, results: StageResult[], opts: MultiDeviceFitOptions): Promise<StageResult> {
   const { modelDir: inputModelDir, datasetDir } = await checkInputs(ctx, inputs);
   if (results.length !== params.replicas) throw new StageError(`reduce got ${results.length} replica results, expected ${params.replicas}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
-  const syncDir = syncDirOf(ctx, params, inputs);
+  const syncDir = await syncDirOf(ctx, params, inputs);
   const round = await latestAveragedRound(syncDir);
   const firstModel = results[0]?.outputs.model;
   if (round === 0 || !firstModel) throw new StageError(`no averaged weights in ${syncDir}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
@@ -162,33 +153,34 @@ async function reduce(
   // The replicas' final weights are the average of the last round; publish that average with
   // the topology a replica saved (float32, same weight order), plus the input's pruning masks.
   const avg = await readFile(averageFile(syncDir, round));
-  const replicaModelDir = ctx.artifacts.resolve(firstModel);
+  const replicaModelDir = await ctx.localPath(firstModel);
   const modelJson = JSON.parse(await readFile(path.join(replicaModelDir, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
   const replicaWeights = await stat(path.join(replicaModelDir, 'weights.bin'));
   if (replicaWeights.size !== avg.length || modelJson.weightsManifest.length !== 1) {
     throw new StageError(`averaged weights (${avg.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, { type: 'MODEL_MISMATCH', retryable: false });
   }
-  const outDir = await ctx.artifacts.freshDir(ctx.artifacts.dirFor(ctx.runId, ctx.stageId, 'model'));
-  await writeFile(path.join(outDir, 'weights.bin'), avg);
-  await copyFile(path.join(replicaModelDir, 'model.json'), path.join(outDir, 'model.json'));
-  for (const f of ['masks.json', 'masks.bin']) await copyFile(path.join(inputModelDir, f), path.join(outDir, f)).catch(() => undefined);
-  ctx.heartbeat({ phase: 'evaluate' });
-
   let test: EvaluateResult | undefined;
   let evalCpu = 0;
   const manifest = await readDatasetManifest(datasetDir);
-  if (manifest.splits.test) {
-    const job: EvaluateJob = { kind: 'evaluate', ...(opts.tfBackend ? { backend: opts.tfBackend } : {}), datasetDir, modelDir: outDir, split: 'test' };
-    const out = await runChildJob<EvaluateResult>({
-      job,
-      jobFile: path.join(ctx.artifacts.checkpointDir(ctx.runId, ctx.stageId), `reduce-attempt-${ctx.attempt}.json`),
-      signal: ctx.signal,
-      onAlive: () => ctx.heartbeat({ phase: 'evaluate' }),
-    });
-    test = out.result;
-    evalCpu = out.cpuSeconds;
-  }
-  const ref = await ctx.artifacts.seal('model', outDir, { format: 'tfjs-layers', replicas: params.replicas, rounds: round, ...(test ? { testAccuracy: test.accuracy } : {}) });
+  const ref = await ctx.output('model', async (outDir) => {
+    await writeFile(path.join(outDir, 'weights.bin'), avg);
+    await copyFile(path.join(replicaModelDir, 'model.json'), path.join(outDir, 'model.json'));
+    for (const f of ['masks.json', 'masks.bin']) await copyFile(path.join(inputModelDir, f), path.join(outDir, f)).catch(() => undefined);
+    ctx.heartbeat({ phase: 'evaluate' });
+    if (manifest.splits.test) {
+      const job: EvaluateJob = { kind: 'evaluate', ...(opts.tfBackend ? { backend: opts.tfBackend } : {}), datasetDir, modelDir: outDir, split: 'test' };
+      const out = await runChildJob<EvaluateResult>({
+        job,
+        jobFile: path.join(await ctx.checkpointDir(), `reduce-attempt-${ctx.attempt}.json`),
+        signal: ctx.signal,
+        onAlive: () => ctx.heartbeat({ phase: 'evaluate' }),
+      });
+      test = out.result;
+      evalCpu = out.cpuSeconds;
+    }
+    return { format: 'tfjs-layers', replicas: params.replicas, rounds: round, ...(test ? { testAccuracy: test.accuracy } : {}) };
+  });
+  ctx.meter.add({ cpuSeconds: evalCpu });
 
   const num = (r: StageResult, k: string) => (typeof r.metrics[k] === 'number' ? (r.metrics[k] as number) : 0);
   const samples = results.reduce((s, r) => s + num(r, 'samples'), 0);

@@ -1,11 +1,10 @@
-// Measuring a model on a dataset artifact: test accuracy, latency at batch 1, input reshaping.
-// Used by core:prune-quantize and core:deploy. No work at import time; tf is passed in.
+// Measuring a model on a dataset folder: splits as model inputs, shape checks, test accuracy.
+// Used by core:prune-quantize, core:deploy and the fine-tune job. No work at import time; tf is passed in.
+// Unusable data or a model that does not fit the data throw DataError (never worth a retry).
 import type * as TF from '@tensorflow/tfjs';
-import { DataError } from '../ml/data/data-error.js';
-import { inputsOf, readDataset, type Dataset, type SplitName } from '../ml/data/dataset.js';
-import { badInput } from '../lib/errors.js';
-
-type Tf = typeof TF;
+import { DataError } from '../data/data-error.js';
+import { inputsOf, readDataset, type Dataset, type SplitName } from '../data/dataset.js';
+import type { Tf } from '../models/mlp.js';
 
 /** One split of a dataset as model inputs (float32, normalised) and integer labels. */
 export interface EvalSplit {
@@ -23,14 +22,7 @@ export interface EvalSplit {
  */
 export async function loadSplit(dir: string, opts: { split: SplitName; limit?: number }): Promise<EvalSplit> {
   const order: SplitName[] = opts.split === 'test' ? ['test', 'validation'] : [opts.split];
-  let ds: Dataset;
-  try {
-    ds = await readDataset(dir, { splits: [...new Set<SplitName>(['train', ...order])] });
-  } catch (e) {
-    // A corrupt or missing dataset will not get better on retry.
-    if (e instanceof DataError) throw badInput(`dataset: ${e.message}`, e.code);
-    throw e;
-  }
+  const ds: Dataset = await readDataset(dir, { splits: [...new Set<SplitName>(['train', ...order])] });
   for (const name of order) {
     const s = ds.splits[name];
     if (!s || s.count === 0) continue;
@@ -45,7 +37,7 @@ export async function loadSplit(dir: string, opts: { split: SplitName; limit?: n
       numClasses: ds.numClasses,
     };
   }
-  throw badInput(`dataset has no ${order.join(' or ')} split to evaluate on`, 'DATASET_SPLIT_MISSING');
+  throw new DataError(`dataset has no ${order.join(' or ')} split to evaluate on`, { code: 'DATASET_SPLIT_MISSING' });
 }
 
 /** The per-sample input shape a model expects (its first input without the batch dimension). */
@@ -63,12 +55,12 @@ export function checkCompatible(model: TF.LayersModel, split: EvalSplit): void {
   const wantSize = want.reduce((a, b) => a * b, 1);
   const have = split.featureShape.reduce((a, b) => a * b, 1);
   if (wantSize !== have) {
-    throw badInput(`model expects inputs of shape [${want.join(', ')}] (${wantSize} values) but the dataset rows have shape [${split.featureShape.join(', ')}] (${have} values)`, 'MODEL_DATASET_MISMATCH');
+    throw new DataError(`model expects inputs of shape [${want.join(', ')}] (${wantSize} values) but the dataset rows have shape [${split.featureShape.join(', ')}] (${have} values)`, { code: 'MODEL_DATASET_MISMATCH' });
   }
   const out = model.outputs[0]?.shape;
   const classes = out?.[out.length - 1];
   if (typeof classes === 'number' && classes !== split.numClasses) {
-    throw badInput(`model outputs ${classes} classes but the dataset has ${split.numClasses}`, 'MODEL_DATASET_MISMATCH');
+    throw new DataError(`model outputs ${classes} classes but the dataset has ${split.numClasses}`, { code: 'MODEL_DATASET_MISMATCH' });
   }
 }
 
@@ -91,34 +83,4 @@ export async function accuracy(tf: Tf, model: TF.LayersModel, split: EvalSplit, 
     await tf.nextFrame();
   }
   return correct / split.count;
-}
-
-/** Nearest-rank percentile of an ascending list. */
-export function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
-}
-
-/** Latency of one prediction at batch 1 (predict + read back), after a warm-up. Measured, never asserted. */
-export async function measureLatency(tf: Tf, model: TF.LayersModel, split: EvalSplit, opts: { runs?: number; warmup?: number } = {}): Promise<{ p50Ms: number; p99Ms: number; runs: number }> {
-  const runs = opts.runs ?? 200;
-  const warmup = opts.warmup ?? 10;
-  const rowSize = split.featureShape.reduce((a, b) => a * b, 1);
-  const times: number[] = [];
-  for (let i = 0; i < warmup + runs; i++) {
-    const row = split.count ? i % split.count : 0;
-    const t0 = performance.now();
-    const out = tf.tidy(() => model.predict(batchTensor(tf, model, split.x, rowSize, row, row + 1)) as TF.Tensor);
-    await out.data();
-    out.dispose();
-    const dt = performance.now() - t0;
-    if (i >= warmup) times.push(dt);
-  }
-  times.sort((a, b) => a - b);
-  return { p50Ms: round3(percentile(times, 50)), p99Ms: round3(percentile(times, 99)), runs };
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }

@@ -1,0 +1,36 @@
+import { z } from 'zod';
+import { MODEL_NAME_RE, PRODUCTION_ALIAS } from '../../../serving/registry.js';
+
+export const promotionGatesSchema = z
+  .object({
+    /** Test accuracy (0..1) the new version must reach. */
+    minTestAccuracy: z.number().min(0).max(1).optional(),
+    /** p99 latency of one prediction at batch 1, in milliseconds. */
+    maxP99LatencyMs: z.number().positive().optional(),
+    /** Size of the exported folder (model.json + weights), in bytes. */
+    maxSizeBytes: z.number().int().positive().optional(),
+  })
+  .strict();
+export type PromotionGates = z.infer<typeof promotionGatesSchema>;
+
+export const deployParamsSchema = z
+  .object({
+    /** Registry name of the model; defaults to the pipeline name. */
+    modelName: z.string().regex(MODEL_NAME_RE, 'model name: letters, digits, ".", "_", "-" (max 64), starting with a letter or digit').optional(),
+    gates: promotionGatesSchema.default({}),
+    /** Point `alias` at the new version when all gates pass. */
+    promote: z.boolean().default(true),
+    alias: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/).default(PRODUCTION_ALIAS),
+    /** Predictions timed at batch 1 for p50/p99 (after 10 warm-up runs). */
+    latencyRuns: z.number().int().min(10).max(100_000).default(200),
+    /** Measure test accuracy on at most this many rows. */
+    evalSamples: z.number().int().positive().optional(),
+    /**
+     * Quantize float32 weights while exporting (the weight-manifest format prune-quantize writes).
+     * For pipelines where a fine-tune after prune-quantize wrote float32 weights again.
+     * An input that is already quantized is exported as it is.
+     */
+    quantize: z.enum(['none', 'uint8', 'uint16', 'float16']).default('none'),
+  })
+  .strict();
+export type DeployParams = z.infer<typeof deployParamsSchema>;
