@@ -7,8 +7,6 @@ import { decodeFloatWeights, quantizeWeights, type QuantizeDtype } from './weigh
 export interface ExportedModel {
   /** How the exported weights are stored: 'float32' or the quantization dtype. */
   weightFormat: string;
-  /** True when this export quantized a float32 model. */
-  quantizedHere: boolean;
 }
 
 /**
@@ -25,7 +23,7 @@ export async function exportModel(tf: Tf, opts: { sourceDir: string; destDir: st
     const artifacts = await folderLoadHandler(tf, opts.sourceDir).load!();
     const encoded = quantizeWeights(decodeFloatWeights(artifacts), opts.quantize);
     await folderSaveHandler(opts.destDir).save!({ ...artifacts, ...encoded });
-    return { weightFormat: opts.quantize, quantizedHere: true };
+    return { weightFormat: opts.quantize };
   }
   for (const f of ['model.json', ...(json.weightsManifest ?? []).flatMap((g) => g.paths)]) {
     const src = path.resolve(opts.sourceDir, f);
@@ -34,5 +32,5 @@ export async function exportModel(tf: Tf, opts: { sourceDir: string; destDir: st
     await mkdir(path.dirname(dest), { recursive: true });
     await copyFile(src, dest);
   }
-  return { weightFormat: stored, quantizedHere: false };
+  return { weightFormat: stored };
 }

@@ -25,10 +25,6 @@ export interface EpochStats {
   samplesPerSec: number;
 }
 
-export function countOf(d: LabelledArrays): number {
-  return d.y.length;
-}
-
 function tensors(tf: Tf, d: LabelledArrays): { xs: TF.Tensor; ys: TF.Tensor } {
   const n = d.y.length;
   return { xs: tf.tensor(d.x, [n, ...d.featureShape], 'float32'), ys: tf.tensor1d(Float32Array.from(d.y), 'float32') };
