@@ -1,4 +1,4 @@
-import { GraphQLError } from 'graphql';
+import type { GraphQLError } from 'graphql';
 import { createGraphQLError, maskError } from 'graphql-yoga';
 import { EngineError } from '../engine/index.js';
 import { SpecValidationError } from '../engine/spec.js';
@@ -34,10 +34,10 @@ export function expectedError(e: unknown): { code: string; message: string; exte
  * masked as "Unexpected error." (no stack, paths or SQL reach the client).
  */
 export function maskApiError(error: unknown, message: string, isDev?: boolean): Error {
-  const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
-  const expected = expectedError(original);
+  // Duck-typed: graphql ships CJS and ESM builds, and yoga's GraphQLError may not be ours.
+  const at = error && typeof error === 'object' && 'originalError' in error ? (error as Pick<GraphQLError, 'originalError' | 'nodes' | 'path'>) : undefined;
+  const expected = expectedError(at?.originalError ?? error);
   if (!expected) return maskError(error, message, isDev);
-  const at = error instanceof GraphQLError ? error : undefined;
   return createGraphQLError(expected.message, {
     extensions: { code: expected.code, ...expected.extensions },
     ...(at?.nodes ? { nodes: at.nodes } : {}),

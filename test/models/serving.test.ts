@@ -1,17 +1,17 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type * as TF from '@tensorflow/tfjs';
-import type { Client } from '@temporalio/client';
 import { createApi, type Api } from '../../api/app.js';
-import { createModelsModule } from '../../api/modules/models.js';
+import { coreModule } from '../../api/modules/core.js';
+import { modelsModule } from '../../api/modules/models.js';
+import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
 import { silentLogger } from '../../lib/logger.js';
 import { loadTf } from '../../ml/backend.js';
 import { inputsOf, readDataset } from '../../ml/data/dataset.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
-import { StageRegistry } from '../../plugins/registry.js';
-import { createModelServer, toBatch } from '../../serving/model-server.js';
+import { createModelServer, toBatch, type ModelServer } from '../../serving/model-server.js';
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { freshRegistryDb } from './db.js';
@@ -24,6 +24,7 @@ let db: Db;
 let registry: ModelRegistry;
 let dataset: ArtifactRef;
 let api: Api;
+let modelServer: ModelServer;
 let server: http.Server;
 let base: string;
 let samples: number[][];
@@ -75,23 +76,15 @@ beforeAll(async () => {
   const x = inputsOf(ds, ds.splits.test!);
   samples = Array.from({ length: 20 }, (_, i) => Array.from(x.subarray(i * 64, (i + 1) * 64)));
 
-  const ctx = {
-    temporal: {} as Client,
-    namespace: 'default',
-    taskQueue: 'capstan-test',
-    registry: new StageRegistry(),
-    artifacts: store,
-    db,
-    logger: silentLogger,
-    services: {},
-  };
-  api = await createApi(ctx, [createModelsModule({ refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) })]);
+  modelServer = createModelServer({ registry, artifacts: store, refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) });
+  // Only the models module over the core schema: no run is touched, so no engine is needed.
+  api = createApi({ engine: {} as Engine, db, models: registry, modelServer, logger: silentLogger }, [coreModule, modelsModule]);
   ({ server, url: base } = await listen(api));
 }, 120_000);
 
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
-  await api.close();
+  await modelServer.close();
   await db.close();
   await cleanup();
 });
@@ -178,7 +171,7 @@ describe('GraphQL', () => {
     console.info('[swap] answers per version during promotion:', JSON.stringify(byVersion));
     const after = await predict('digits', { inputs: [samples[0]] });
     expect(after.json.version).toBe(2);
-    expect(api.context.services.modelServer).toBeDefined();
+    expect(api.deps.modelServer.served()).toMatchObject([{ model: 'digits', version: 2 }]);
 
     // Every answered prediction reached the ledger hook, booked to the version that answered it.
     const newBookings = booked.reduce((n, b) => n + b.count, 0) - before;
