@@ -1,20 +1,15 @@
 // Entry point: the GraphQL API (GraphiQL at /graphql) over HTTP.
 import { createServer } from 'node:http';
-import { createApiApp } from '../app/api.js';
+import { connectApiApp } from '../app/api.js';
 import { loadConfig } from '../app/config.js';
 import { createRuntime } from '../app/runtime.js';
-import { connectClient, ensureSearchAttributes, temporalTarget } from '../app/temporal.js';
 import { createConsoleLogger } from '../lib/logger.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   const logger = createConsoleLogger({ name: 'api', level: config.logLevel });
   const rt = await createRuntime(config, logger);
-  const target = temporalTarget(process.env);
-  const { client, connection } = await connectClient(target);
-  const added = await ensureSearchAttributes(connection, target.namespace);
-  if (added.length) logger.info(`registered search attributes ${added.join(', ')}`);
-  const app = createApiApp(rt, { client, namespace: target.namespace, ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}) });
+  const app = await connectApiApp(rt, process.env);
   const api = app.api;
   const server = createServer(async (req, res) => {
     const yogaHandler = api.yoga as unknown as (req: unknown, res: unknown) => void;
@@ -45,7 +40,6 @@ async function main(): Promise<void> {
     logger.info('API stopping');
     server.close();
     await app.close();
-    await connection.close();
     await rt.close();
     process.exit(0);
   };

@@ -5,6 +5,7 @@ import { createPredictionsHook } from '../ledger/index.js';
 import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
 import type { Runtime } from './runtime.js';
+import { connectClient, ensureSearchAttributes, temporalTarget } from './temporal.js';
 
 export interface ApiAppOptions {
   client: Client;
@@ -36,4 +37,23 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
   });
   const api = createApi({ engine, db: rt.db, models: rt.models, modelServer, logger: rt.logger });
   return { api, engine, close: () => modelServer.close() };
+}
+
+/**
+ * The API process's parts connected to Temporal through the standard TEMPORAL_* environment
+ * (registering Capstan's search attributes when the namespace lacks them).
+ */
+export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; close(): Promise<void> }> {
+  const target = temporalTarget(env);
+  const { client, connection } = await connectClient(target);
+  const added = await ensureSearchAttributes(connection, target.namespace);
+  if (added.length) rt.logger.info(`registered search attributes ${added.join(', ')}`);
+  const app = createApiApp(rt, { client, namespace: target.namespace, ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}) });
+  return {
+    api: app.api,
+    async close() {
+      await app.close();
+      await connection.close();
+    },
+  };
 }

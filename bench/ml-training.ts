@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger } from '../lib/logger.js';
@@ -24,7 +25,17 @@ import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../plugins/core/pretrain/index.js';
 import type { StageServices } from '../plugins/services.js';
 
-const args = process.argv.slice(2);
+const { values: flags, positionals } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    multi: { type: 'boolean', default: false },
+    epochs: { type: 'string', default: '1' },
+    sync: { type: 'string', default: '50' },
+    /** Child mode (internal): `--measure <backend> <dataset dir>`. */
+    measure: { type: 'string' },
+  },
+  allowPositionals: true,
+});
 const self = fileURLToPath(import.meta.url);
 
 function median(xs: number[]): number {
@@ -73,16 +84,15 @@ async function measure(backend: BackendName, datasetDir: string): Promise<void> 
 }
 
 async function main(): Promise<void> {
-  const mi = args.indexOf('--measure');
-  if (mi >= 0) return measure(args[mi + 1] as BackendName, args[mi + 2]!);
+  if (flags.measure) return measure(flags.measure as BackendName, positionals[0]!);
 
   const cpus = os.cpus();
   console.log(`machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   const root = await mkdtemp(path.join(os.tmpdir(), 'capstan-bench-'));
   const store = new ArtifactStore(root);
   try {
-    const full = args.includes('--full');
-    const multiOnly = args.includes('--multi');
+    const full = flags.full;
+    const multiOnly = flags.multi;
     const prep = dataPrepStage();
     const prepRes = await prep.run(context(store, 'prep'), prep.paramsSchema.parse(full || multiOnly ? { seed: 1 } : { limit: 12000, seed: 1 }), {});
     const dataset = prepRes.outputs.dataset!;
@@ -125,9 +135,9 @@ async function main(): Promise<void> {
 }
 
 async function multiDevice(store: ArtifactStore, model: ArtifactRef, dataset: ArtifactRef): Promise<void> {
-  const num = (flag: string, d: number) => (args.includes(flag) ? Number(args[args.indexOf(flag) + 1]) : d);
-  const epochs = num('--epochs', 1);
-  const sync = num('--sync', 50);
+  const epochs = Number(flags.epochs);
+  const sync = Number(flags.sync);
+  if (!Number.isInteger(epochs) || epochs < 1 || !Number.isInteger(sync) || sync < 1) throw new Error(`--epochs and --sync must be positive whole numbers; got ${flags.epochs} and ${flags.sync}`);
   console.log(`\ncore:multi-device-fit, ${epochs} epoch(s), sync every ${sync} steps (load average before: ${os.loadavg()[0]!.toFixed(2)}):`);
   const fit = multiDeviceFitStage();
   for (const replicas of [1, 2]) {
