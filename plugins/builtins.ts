@@ -10,8 +10,12 @@ import { roiLedgerStage } from './core/roi-ledger/index.js';
 import type { BackendName } from '../ml/backend.js';
 
 export interface BuiltinOptions {
-  /** Where relative data paths in specs are resolved. */
+  /** The first data root when `dataRoots` is not given. */
   baseDir?: string;
+  /** Absolute folders data sources are confined to (CAPSTAN_DATA_ROOTS); relative data paths in specs are resolved against the first. */
+  dataRoots?: string[];
+  /** Largest data file core:data-prep reads, in bytes (default 2 GiB). */
+  maxDataFileBytes?: number;
   /** Preferred TensorFlow.js backend for every ML job and in-process measurement (CAPSTAN_TF_BACKEND). */
   tfBackend?: BackendName;
 }
@@ -20,7 +24,11 @@ export interface BuiltinOptions {
 export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
   const tf = o.tfBackend ? { tfBackend: o.tfBackend } : {};
   return [
-    dataPrepStage(o.baseDir ? { baseDir: o.baseDir } : {}),
+    dataPrepStage({
+      ...(o.dataRoots ? { dataRoots: o.dataRoots } : {}),
+      ...(o.baseDir ? { baseDir: o.baseDir } : {}),
+      ...(o.maxDataFileBytes ? { maxFileBytes: o.maxDataFileBytes } : {}),
+    }),
     pretrainStage(tf),
     pruneQuantizeStage(tf),
     multiDeviceFitStage(tf),

@@ -23,6 +23,8 @@ export interface Dataset {
   featureShape: number[];
   numClasses: number;
   normalization: Normalization;
+  /** Smallest and largest model input (after normalisation) in the training split. */
+  inputRange?: [number, number];
   splits: Partial<Record<SplitName, DatasetSplit>> & { train: DatasetSplit; validation: DatasetSplit };
 }
 
@@ -40,6 +42,8 @@ export interface DatasetManifest {
   featureShape: number[];
   numClasses: number;
   normalization: Normalization;
+  /** Smallest and largest model input (after normalisation) in the training split; absent in datasets written before it was recorded. */
+  inputRange?: [number, number];
   splits: Partial<Record<SplitName, { count: number; classCounts: number[]; x: DatasetFileInfo; y: DatasetFileInfo }>>;
   source?: Record<string, unknown>;
 }
@@ -112,7 +116,22 @@ export function buildDataset(input: BuildDatasetInput): Dataset {
     for (const s of Object.values(splits)) s.x = standardise(toFloat(s.x), mean, std);
     normalization = { kind: 'zscore', mean, std };
   }
-  return { featureShape: input.featureShape, numClasses: input.numClasses, normalization, splits };
+  const ds: Dataset = { featureShape: input.featureShape, numClasses: input.numClasses, normalization, splits };
+  return { ...ds, inputRange: inputRangeOf(ds, splits.train) };
+}
+
+/** Smallest and largest model input of a split (0, 0 when it is empty). */
+export function inputRangeOf(ds: Dataset, split: DatasetSplit): [number, number] {
+  if (split.x.length === 0) return [0, 0];
+  const factor = split.x instanceof Float32Array ? 1 : ds.normalization.kind === 'scale' ? ds.normalization.factor : 1;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < split.x.length; i++) {
+    const v = split.x[i]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo * factor, hi * factor];
 }
 
 /** Model inputs for a split: float32, normalised as the manifest says (z-scored data is stored standardised). */
@@ -133,6 +152,7 @@ export async function writeDataset(dir: string, ds: Dataset, source?: Record<str
     featureShape: ds.featureShape,
     numClasses: ds.numClasses,
     normalization: ds.normalization,
+    ...(ds.inputRange ? { inputRange: ds.inputRange } : {}),
     splits: {},
     ...(source ? { source } : {}),
   };
@@ -186,6 +206,7 @@ export async function readDataset(dir: string, opts: { splits?: SplitName[] } = 
     featureShape: m.featureShape,
     numClasses: m.numClasses,
     normalization: m.normalization,
+    ...(m.inputRange ? { inputRange: m.inputRange } : {}),
     splits: { ...splits, train: splits.train ?? empty, validation: splits.validation ?? empty },
   };
 }

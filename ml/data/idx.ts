@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DataError } from './data-error.js';
+import { openDataFile, type DataFile } from './data-file.js';
 
 /** IDX element type codes (third magic byte). Only unsigned bytes are used by image/label sets. */
 const IDX_TYPES: Record<number, string> = { 0x08: 'ubyte', 0x09: 'byte', 0x0b: 'short', 0x0c: 'int', 0x0d: 'float', 0x0e: 'double' };
@@ -30,6 +30,59 @@ export interface IdxLabels {
  */
 export function parseIdx(buf: Uint8Array, opts: { file: string; expectDims?: number }): IdxTensor {
   const file = opts.file;
+  const dims = parseIdxHeader(buf, opts);
+  const headerBytes = 4 + 4 * dims.length;
+  const size = dims.reduce((a, b) => a * BigInt(b), 1n);
+  const payload = buf.length - headerBytes;
+  if (BigInt(payload) !== size) {
+    const what = BigInt(payload) < size ? 'truncated' : 'has trailing bytes';
+    throw new DataError(`${what}: header dimensions [${dims.join('×')}] need ${size} data bytes, file has ${payload}`, { code: 'DATA_CORRUPT', file });
+  }
+  return { dims, data: buf.subarray(headerBytes) };
+}
+
+/**
+ * Reads an IDX file: the header first, then — only once the dimensions it declares agree with
+ * the file's size — the payload, so a corrupt or hostile header cannot make us allocate more
+ * than the file holds. Closes the file.
+ */
+export async function readIdxFile(src: string | DataFile, opts: { expectDims?: number } = {}): Promise<IdxTensor> {
+  const f = typeof src === 'string' ? await openDataFile(src) : src;
+  const file = f.path;
+  try {
+    const read = async (pos: number, n: number): Promise<Uint8Array> => {
+      const buf = new Uint8Array(n);
+      let off = 0;
+      while (off < n) {
+        const { bytesRead } = await f.handle.read(buf, off, n - off, pos + off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return off === n ? buf : buf.subarray(0, off);
+    };
+    const magic = await read(0, Math.min(4, f.size));
+    const rank = magic.length === 4 && magic[0] === 0 && magic[1] === 0 ? magic[3]! : 0;
+    const headerBytes = Math.min(f.size, 4 + 4 * rank);
+    // Parse the header alone (as if the payload were there) to check magic, type and dimensions.
+    const header = await read(0, headerBytes);
+    const dims = parseIdxHeader(header, { file, ...opts });
+    const size = dims.reduce((a, b) => a * BigInt(b), 1n);
+    const payload = f.size - (4 + 4 * dims.length);
+    if (BigInt(payload) !== size) {
+      const what = BigInt(payload) < size ? 'truncated' : 'has trailing bytes';
+      throw new DataError(`${what}: header dimensions [${dims.join('×')}] need ${size} data bytes, file has ${payload}`, { code: 'DATA_CORRUPT', file });
+    }
+    const data = await read(4 + 4 * dims.length, Number(size));
+    if (BigInt(data.length) !== size) throw new DataError(`truncated while reading: ${data.length} of ${size} data bytes`, { code: 'DATA_CORRUPT', file });
+    return { dims, data };
+  } finally {
+    await f.handle.close().catch(() => undefined);
+  }
+}
+
+/** Checks the magic number, element type and rank, and returns the declared dimensions. */
+function parseIdxHeader(buf: Uint8Array, opts: { file: string; expectDims?: number }): number[] {
+  const file = opts.file;
   if (buf.length < 4) throw new DataError(`not an IDX file: ${buf.length} bytes, shorter than the 4-byte magic number`, { code: 'DATA_CORRUPT', file });
   if (buf[0] !== 0 || buf[1] !== 0) {
     const magic = Array.from(buf.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join('');
@@ -47,38 +100,28 @@ export function parseIdx(buf: Uint8Array, opts: { file: string; expectDims?: num
   if (buf.length < headerBytes) throw new DataError(`truncated header: needs ${headerBytes} bytes, file has ${buf.length}`, { code: 'DATA_CORRUPT', file });
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const dims: number[] = [];
-  let size = 1;
   for (let i = 0; i < rank; i++) {
     const d = view.getUint32(4 + 4 * i, false);
     if (d === 0 || d > 0x7fffffff) throw new DataError(`dimension ${i} is ${d}`, { code: 'DATA_CORRUPT', file });
     dims.push(d);
-    size *= d;
   }
-  const payload = buf.length - headerBytes;
-  if (payload !== size) {
-    const what = payload < size ? 'truncated' : 'has trailing bytes';
-    throw new DataError(`${what}: header dimensions [${dims.join('×')}] need ${size} data bytes, file has ${payload}`, { code: 'DATA_CORRUPT', file });
-  }
-  return { dims, data: buf.subarray(headerBytes) };
-}
-
-async function readBytes(file: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(code === 'ENOENT' ? 'file not found' : `cannot read: ${(e as Error).message}`, { code: 'DATA_NOT_FOUND', file });
-  }
+  return dims;
 }
 
 export function parseIdxImages(buf: Uint8Array, file: string): IdxImages {
-  const t = parseIdx(buf, { file, expectDims: 3 });
+  return imagesOf(parseIdx(buf, { file, expectDims: 3 }));
+}
+
+export function parseIdxLabels(buf: Uint8Array, file: string, numClasses = 10): IdxLabels {
+  return labelsOf(parseIdx(buf, { file, expectDims: 1 }), file, numClasses);
+}
+
+function imagesOf(t: IdxTensor): IdxImages {
   const [count, rows, cols] = t.dims as [number, number, number];
   return { count, rows, cols, pixels: t.data };
 }
 
-export function parseIdxLabels(buf: Uint8Array, file: string, numClasses = 10): IdxLabels {
-  const t = parseIdx(buf, { file, expectDims: 1 });
+function labelsOf(t: IdxTensor, file: string, numClasses: number): IdxLabels {
   const labels = t.data;
   for (let i = 0; i < labels.length; i++) {
     if (labels[i]! >= numClasses) {
@@ -88,22 +131,31 @@ export function parseIdxLabels(buf: Uint8Array, file: string, numClasses = 10): 
   return { count: t.dims[0]!, labels };
 }
 
-export async function readIdxImages(file: string): Promise<IdxImages> {
-  return parseIdxImages(await readBytes(file), file);
+export async function readIdxImages(file: string | DataFile): Promise<IdxImages> {
+  return imagesOf(await readIdxFile(file, { expectDims: 3 }));
 }
 
-export async function readIdxLabels(file: string, numClasses = 10): Promise<IdxLabels> {
-  return parseIdxLabels(await readBytes(file), file, numClasses);
+export async function readIdxLabels(file: string | DataFile, numClasses = 10): Promise<IdxLabels> {
+  const f = typeof file === 'string' ? file : file.path;
+  return labelsOf(await readIdxFile(file, { expectDims: 1 }), f, numClasses);
 }
 
-/** Reads a matching pair of image and label files; their counts must agree. */
-export async function readIdxPair(opts: { images: string; labels: string; numClasses?: number }): Promise<{ images: IdxImages; labels: IdxLabels }> {
-  const images = await readIdxImages(opts.images);
+/** Reads a matching pair of image and label files (paths, or opened files); their counts must agree. */
+export async function readIdxPair(opts: { images: string | DataFile; labels: string | DataFile; numClasses?: number }): Promise<{ images: IdxImages; labels: IdxLabels }> {
+  const imagesPath = typeof opts.images === 'string' ? opts.images : opts.images.path;
+  const labelsPath = typeof opts.labels === 'string' ? opts.labels : opts.labels.path;
+  let images: IdxImages;
+  try {
+    images = await readIdxImages(opts.images);
+  } catch (e) {
+    if (typeof opts.labels !== 'string') await opts.labels.handle.close().catch(() => undefined);
+    throw e;
+  }
   const labels = await readIdxLabels(opts.labels, opts.numClasses);
   if (images.count !== labels.count) {
-    throw new DataError(`${images.count} images in ${path.basename(opts.images)} but ${labels.count} labels in ${path.basename(opts.labels)}`, {
+    throw new DataError(`${images.count} images in ${path.basename(imagesPath)} but ${labels.count} labels in ${path.basename(labelsPath)}`, {
       code: 'DATA_MISMATCH',
-      file: opts.labels,
+      file: labelsPath,
     });
   }
   return { images, labels };

@@ -2,11 +2,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataError } from '../../ml/data/data-error.js';
-import { parseCsv } from '../../ml/data/csv.js';
+import { parseCsv, parseCsvStream } from '../../ml/data/csv.js';
 import { buildDataset, readDataset, splitIndices, writeDataset } from '../../ml/data/dataset.js';
-import { encodeIdx, parseIdx, parseIdxLabels, readIdxPair } from '../../ml/data/idx.js';
+import { encodeIdx, parseIdx, parseIdxLabels, readIdxFile, readIdxPair } from '../../ml/data/idx.js';
 import { ApplicationFailure } from '@temporalio/common';
-import { dataPrepStage, mnistFiles } from '../../plugins/core/data-prep/index.js';
+import { dataPrepStage, mnistFiles, mnistPackageDir } from '../../plugins/core/data-prep/index.js';
 import { dispatch, makeContext, tmpStore } from './helpers.js';
 
 let store: Awaited<ReturnType<typeof tmpStore>>;
@@ -49,6 +49,23 @@ describe('IDX parser', () => {
     const labels = encodeIdx([3], Uint8Array.from([1, 12, 3]));
     expectDataError(() => parseIdxLabels(labels, 'l.idx', 10), 'DATA_CORRUPT', /l\.idx: label 12 at index 1 is outside 0\.\.9/);
   });
+
+  it('checks the sizes a file header declares against the file before allocating', async () => {
+    // A 20-byte file claiming 2^31-1 × 2^31-1 × 2^31-1 images: refused from the header alone.
+    const huge = new Uint8Array(20);
+    huge.set([0, 0, 8, 3]);
+    const v = new DataView(huge.buffer);
+    for (let i = 0; i < 3; i++) v.setUint32(4 + 4 * i, 0x7fffffff, false);
+    const file = path.join(store.root, 'huge-header.idx');
+    await writeFile(file, huge);
+    await expect(readIdxFile(file, { expectDims: 3 })).rejects.toThrow(/huge-header\.idx: truncated: header dimensions \[2147483647×2147483647×2147483647\] need \d+ data bytes, file has 4/);
+    const good = path.join(store.root, 'good.idx');
+    await writeFile(good, encodeIdx([2, 3], Uint8Array.from([1, 2, 3, 4, 5, 6])));
+    expect(await readIdxFile(good, { expectDims: 2 })).toEqual({ dims: [2, 3], data: Uint8Array.from([1, 2, 3, 4, 5, 6]) });
+    const trailing = path.join(store.root, 'trailing.idx');
+    await writeFile(trailing, Buffer.concat([encodeIdx([2], Uint8Array.from([1, 2])), Buffer.from([9])]));
+    await expect(readIdxFile(trailing)).rejects.toThrow(/has trailing bytes/);
+  });
 });
 
 describe('CSV parser', () => {
@@ -58,10 +75,48 @@ describe('CSV parser', () => {
     expect(Array.from(t.features)).toEqual([1, 2, 3, 4]);
     expect(Array.from(t.labels)).toEqual([0, 1]);
     expect(t.numClasses).toBe(2);
-    expectDataError(() => parseCsv('a,label\n1,0\nNaN,1\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /f\.csv: row 3, column a: "NaN" is not a finite number/);
-    expectDataError(() => parseCsv('a,label\n1,0\n,1\n', { file: 'f.csv', labelColumn: 1 }), 'DATA_CORRUPT', /row 3, column a: empty cell/);
-    expectDataError(() => parseCsv('a,label\n1,0.5\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /label 0.5 is not an integer/);
-    expectDataError(() => parseCsv('a,b\n1,0\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_MISMATCH', /label column "label" not found/);
+    expectDataError(() => parseCsv('a,label\n1,0\nNaN,1\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /^f\.csv: line 3, column 1: not a finite number$/);
+    expectDataError(() => parseCsv('a,label\n1,0\n\n,1\n', { file: 'f.csv', labelColumn: 1 }), 'DATA_CORRUPT', /line 4, column 1: empty cell/);
+    expectDataError(() => parseCsv('a,label\n1,0.5\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /line 2, column 2: the label is not an integer class in 0\.\.255/);
+    expectDataError(() => parseCsv('a,b\n1,0\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_MISMATCH', /^f\.csv: label column "label" not found in the header \(line 1, 2 columns\)$/);
+  });
+
+  it('never echoes the text of the file in its errors', () => {
+    const passwd = 'root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n';
+    for (const labelColumn of ['zz', 0] as const) {
+      try {
+        parseCsv(passwd, { file: '/etc/passwd', labelColumn });
+        throw new Error('expected a DataError');
+      } catch (e) {
+        expect(e).toBeInstanceOf(DataError);
+        expect((e as Error).message).not.toMatch(/root|daemon|bash|nologin/);
+      }
+    }
+    const cells = 'a,label\n1,0\nsecret-cell,1\n';
+    expect(() => parseCsv(cells, { file: 'f.csv', labelColumn: 'label' })).toThrow(/^f\.csv: line 3, column 1: not a finite number$/);
+    expect(() => parseCsv('a,label\n1,secret\n', { file: 'f.csv', labelColumn: 'label' })).toThrow(/^f\.csv: line 2, column 2: not a finite number$/);
+  });
+
+  it('streams: lines split across chunks, CRLF, a too-long line refused', async () => {
+    async function* chunks(parts: string[]) {
+      for (const p of parts) yield new TextEncoder().encode(p);
+    }
+    const t = await parseCsvStream(chunks(['a,la', 'bel\r\n1,', '0\r\n2,1', '\n3,2']), { file: 'f.csv', labelColumn: 'label' });
+    expect(Array.from(t.features)).toEqual([1, 2, 3]);
+    expect(Array.from(t.labels)).toEqual([0, 1, 2]);
+    // A multi-byte character split between chunks decodes whole.
+    const euro = new TextEncoder().encode('€,label\n1,0\n');
+    async function* split() {
+      yield euro.subarray(0, 2);
+      yield euro.subarray(2);
+    }
+    expect((await parseCsvStream(split(), { file: 'f.csv', labelColumn: 'label' })).featureColumns).toEqual(['€']);
+    await expect(parseCsvStream(chunks(['a,label\n', '1'.repeat(100)]), { file: 'f.csv', labelColumn: 'label', maxLineChars: 50 })).rejects.toThrow(/line 2 is longer than 50 characters/);
+    // Many rows: the arrays grow as lines arrive.
+    const big = ['x,y,label', ...Array.from({ length: 5000 }, (_, i) => `${i},${-i},${i % 4}`)].join('\n');
+    const bt = await parseCsvStream(chunks(big.match(/[\s\S]{1,777}/g)!), { file: 'f.csv', labelColumn: 'label' });
+    expect(bt.count).toBe(5000);
+    expect(bt.features[2 * 4999 + 1]).toBe(-4999);
   });
 });
 
@@ -94,8 +149,10 @@ describe('dataset folder', () => {
 });
 
 describe('core:data-prep', () => {
+  const confined = () => dataPrepStage({ dataRoots: [store.root, mnistPackageDir()] });
+
   it('prepares a seeded MNIST subset with train/validation/test splits', async () => {
-    const plugin = dataPrepStage();
+    const plugin = confined();
     const params = plugin.paramsSchema.parse({ source: { format: 'mnist' }, limit: 2000, seed: 1 });
     expect(params.validationFraction).toBe(0.1);
     const ctx = makeContext({ store: store.store, stageId: 'prep' });
@@ -112,7 +169,7 @@ describe('core:data-prep', () => {
     const bad = path.join(store.root, 'broken-images.idx');
     const good = await readFile(f.testImages);
     await writeFile(bad, good.subarray(0, 100_000)); // truncated
-    const plugin = dataPrepStage();
+    const plugin = confined();
     const err = await dispatch({ plugin, store: store.store, stageId: 'prep-bad', params: { source: { format: 'idx', images: bad, labels: f.testLabels } } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect((err as ApplicationFailure).nonRetryable).toBe(true);
@@ -123,7 +180,7 @@ describe('core:data-prep', () => {
 
   it('rejects image and label files whose counts differ', async () => {
     const f = mnistFiles();
-    const plugin = dataPrepStage();
+    const plugin = confined();
     const err = await dispatch({ plugin, store: store.store, stageId: 'prep-mismatch', params: { source: { format: 'idx', images: f.testImages, labels: f.labels } } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect((err as ApplicationFailure).nonRetryable).toBe(true);
@@ -136,7 +193,7 @@ describe('core:data-prep', () => {
     for (let i = 0; i < 100; i++) rows.push(`${i},${(i * 7) % 13},${i % 3}`);
     const file = path.join(store.root, 'tab.csv');
     await writeFile(file, rows.join('\n'));
-    const plugin = dataPrepStage();
+    const plugin = confined();
     const ctx = makeContext({ store: store.store, stageId: 'prep-csv' });
     const res = await plugin.run(ctx, plugin.paramsSchema.parse({ source: { format: 'csv', path: file, labelColumn: 'y' }, validationFraction: 0.2 }), {});
     expect(res.metrics).toMatchObject({ trainCount: 80, validationCount: 20, numClasses: 3, features: 2 });

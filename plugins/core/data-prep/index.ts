@@ -1,2 +1,2 @@
-export { dataPrepStage, mnistFiles, type DataPrepOptions } from './stage.js';
-export { dataPrepParamsSchema, type DataPrepParams } from './params.js';
+export { dataPrepStage, mnistFiles, mnistPackageDir, type DataPrepOptions } from './stage.js';
+export { dataPrepParamsSchema, dataPrepParamsSchemaFor, type DataPrepParams } from './params.js';

