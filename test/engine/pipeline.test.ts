@@ -147,5 +147,18 @@ describe('pipeline engine on a real Temporal dev server', () => {
       after = r.data.runs.pageInfo.endCursor;
     }
     expect(seen.sort()).toEqual([...ids].sort());
+
+    // Relay: every edge cursor works as `after`, and the page after it starts right behind it.
+    const all: any = await stack.gql(`{ runs(pipeline: "paged", first: 3) { edges { cursor node { id } } pageInfo { hasPreviousPage startCursor endCursor hasNextPage } } }`);
+    const edges = all.data.runs.edges as { cursor: string; node: { id: string } }[];
+    expect(edges.map((e) => e.node.id).sort()).toEqual([...ids].sort());
+    expect(all.data.runs.pageInfo).toEqual({ hasPreviousPage: false, startCursor: edges[0]!.cursor, endCursor: edges[2]!.cursor, hasNextPage: false });
+    for (let i = 0; i < edges.length; i++) {
+      const r: any = await stack.gql(`query($a: String) { runs(pipeline: "paged", first: 5, after: $a) { edges { node { id } } pageInfo { hasPreviousPage hasNextPage } } }`, { a: edges[i]!.cursor });
+      expect(r.data.runs.edges.map((e: any) => e.node.id)).toEqual(edges.slice(i + 1).map((e) => e.node.id));
+      expect(r.data.runs.pageInfo).toEqual({ hasPreviousPage: true, hasNextPage: false });
+    }
+    const bad: any = await stack.gql(`{ runs(first: 2, after: "not-a-cursor") { edges { cursor } } }`);
+    expect(bad.errors[0].extensions.code).toBe('BAD_ARGUMENT');
   });
 });
