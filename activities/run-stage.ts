@@ -106,6 +106,7 @@ async function attempt(
     stageId: stage.id,
     attempt: info.attempt,
     ...(input.replica ? { replica: input.replica } : {}),
+    ...(input.startedBy ? { startedBy: input.startedBy } : {}),
     heartbeat: beat,
     lastCheckpoint: info.heartbeatDetails,
     signal: actx.cancellationSignal,

@@ -1,6 +1,6 @@
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { Logger } from '../lib/logger.js';
-import type { ReplicaInfo, StageContext, UsageReport } from '../plugins/contract.js';
+import type { ReplicaInfo, RunStarter, StageContext, UsageReport } from '../plugins/contract.js';
 import type { StageServices } from '../plugins/services.js';
 
 export interface StageContextInit {
@@ -12,6 +12,7 @@ export interface StageContextInit {
   stageId: string;
   attempt: number;
   replica?: ReplicaInfo;
+  startedBy?: RunStarter;
   lastCheckpoint: unknown;
   signal: AbortSignal;
   heartbeat(details?: unknown): void;
@@ -39,6 +40,7 @@ export function createStageContext(init: StageContextInit): { ctx: StageContext;
     stageId: init.stageId,
     attempt: init.attempt,
     ...(init.replica ? { replica: init.replica } : {}),
+    ...(init.startedBy ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role } } : {}),
     heartbeat: init.heartbeat,
     lastCheckpoint: init.lastCheckpoint,
     logger: init.logger,

@@ -71,6 +71,12 @@ export interface OutputOptions {
   contentAddressed?: string;
 }
 
+/** Who started the run: the API token's name and role (viewer, predictor, operator, admin). */
+export interface RunStarter {
+  name: string;
+  role: string;
+}
+
 export interface StageContext {
   readonly runId: string;
   readonly pipeline: string;
@@ -79,6 +85,11 @@ export interface StageContext {
   readonly attempt: number;
   /** Set for the replicas of a data-parallel stage. */
   readonly replica?: ReplicaInfo;
+  /**
+   * Who started the run; absent for runs started without a token (older runs, some schedules).
+   * A stage that needs a role checks it here and treats an absent starter as unprivileged.
+   */
+  readonly startedBy?: RunStarter;
   /** Record progress; the details come back as `lastCheckpoint` on the next attempt. Keep it small (URIs, not weights). */
   heartbeat(details?: unknown): void;
   /** The details of the last heartbeat of the previous attempt, if any. */

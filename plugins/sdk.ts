@@ -11,6 +11,7 @@ export type {
   OutputOptions,
   ReplicaInfo,
   ResourceClass,
+  RunStarter,
   StageContext,
   StageInputs,
   StageMetrics,

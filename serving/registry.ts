@@ -1,5 +1,6 @@
-// The model registry: versions of each named model (auto-incremented per name) and aliases
-// (e.g. `production`) pointing at one version. One query layer for SQLite and PostgreSQL.
+// The model registry: versions of each named model (auto-incremented per name), aliases
+// (e.g. `production`) pointing at one version, the pipeline that owns each name, and the input
+// spec each version was trained for. One query layer for SQLite and PostgreSQL.
 import type { Db, Migration } from '../lib/db/types.js';
 
 export const PRODUCTION_ALIAS = 'production';
@@ -40,7 +41,73 @@ CREATE TABLE IF NOT EXISTS model_alias_events (
 );
 `,
   },
+  {
+    // Owner of each model name: the pipeline that registered it first. Existing names are claimed
+    // by the pipeline of their first version (recorded in its metrics by core:deploy); a name
+    // whose first version does not say is claimed by its next deploy.
+    id: 'registry/0002-owners-input-spec',
+    sql: {
+      sqlite: `
+CREATE TABLE IF NOT EXISTS model_owners (
+  model TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  claimed_at TEXT NOT NULL
+);
+ALTER TABLE model_versions ADD COLUMN input_spec TEXT;
+INSERT INTO model_owners (model, pipeline, run_id, claimed_at)
+  SELECT v.model, json_extract(v.metrics, '$.pipeline'), v.run_id, v.created_at FROM model_versions v
+  WHERE v.version = (SELECT MIN(w.version) FROM model_versions w WHERE w.model = v.model)
+    AND json_valid(v.metrics) AND json_type(v.metrics, '$.pipeline') = 'text'
+  ON CONFLICT (model) DO NOTHING;
+`,
+      postgres: `
+CREATE TABLE IF NOT EXISTS model_owners (
+  model TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  claimed_at TEXT NOT NULL
+);
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS input_spec TEXT;
+INSERT INTO model_owners (model, pipeline, run_id, claimed_at)
+  SELECT v.model, v.metrics::json->>'pipeline', v.run_id, v.created_at FROM model_versions v
+  WHERE v.version = (SELECT MIN(w.version) FROM model_versions w WHERE w.model = v.model)
+    AND json_typeof(v.metrics::json->'pipeline') = 'string'
+  ON CONFLICT (model) DO NOTHING;
+`,
+    },
+  },
 ];
+
+/**
+ * What a model version was trained on, recorded by core:deploy from data prep's normalisation:
+ * the model server refuses inputs outside `range`, and maps raw values when a request says so.
+ */
+export interface InputSpec {
+  /** One sample's shape, e.g. [28, 28]. */
+  shape: number[];
+  dtype: 'float32';
+  /** Accepted model-input values, inclusive (after normalisation). */
+  range: [number, number];
+  /** What the values are, for error messages, e.g. "normalised pixels". */
+  describe: string;
+  /** How raw values become model inputs; absent when the model records none. */
+  raw?: RawEncoding;
+}
+
+export type RawEncoding =
+  /** input = raw × scale; raw values must lie in rawRange (e.g. pixels 0–255, scale 1/255). */
+  | { kind: 'scale'; scale: number; rawRange: [number, number]; describe: string }
+  /** input = (raw − mean[i]) / std[i] per feature i (flattened sample order). */
+  | { kind: 'zscore'; mean: number[]; std: number[]; describe: string };
+
+/** The pipeline that owns a model name: the one that registered it first. */
+export interface ModelOwner {
+  model: string;
+  pipeline: string;
+  runId: string;
+  claimedAt: string;
+}
 
 export type ModelMetrics = Record<string, number | string | boolean>;
 
@@ -55,6 +122,8 @@ export interface ModelVersion {
   bytes: number;
   metrics: ModelMetrics;
   createdAt: string;
+  /** Absent for versions registered before input specs were recorded: served without a range check. */
+  inputSpec?: InputSpec;
 }
 
 export interface ModelAlias {
@@ -73,10 +142,14 @@ export interface AliasEvent {
   at: string;
 }
 
-/** A new version: everything but the number and time, which the registry assigns. */
-export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt'>;
+/**
+ * A new version: everything but the number and time, which the registry assigns. With `owner`,
+ * the name is claimed for that pipeline when it has no owner yet, and a name owned by another
+ * pipeline is refused (MODEL_NAME_TAKEN) unless `override` (an admin's run).
+ */
+export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt'> & { owner?: { pipeline: string; override?: boolean } };
 
-export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME';
+export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN';
 
 /** An expected registry error with a stable code (the API maps it to 404/400). */
 export class RegistryError extends Error {
@@ -99,9 +172,10 @@ interface VersionRow {
   bytes: number | string;
   metrics: string;
   created_at: string;
+  input_spec: string | null;
 }
 
-const VERSION_COLS = 'model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at';
+const VERSION_COLS = 'model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at, input_spec';
 
 export class ModelRegistry {
   private readonly now: () => Date;
@@ -127,10 +201,18 @@ export class ModelRegistry {
           if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${input.model}`]);
           const existing = await tx.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? AND run_id = ? AND stage_id = ?`, [input.model, input.runId, input.stageId]);
           if (existing[0]) return { version: toVersion(existing[0]), created: false };
+          const createdAt = this.now().toISOString();
+          if (input.owner) {
+            const owner = await ownerIn(tx, input.model);
+            if (!owner) {
+              await tx.run('INSERT INTO model_owners (model, pipeline, run_id, claimed_at) VALUES (?, ?, ?, ?)', [input.model, input.owner.pipeline, input.runId, createdAt]);
+            } else if (owner.pipeline !== input.owner.pipeline && !input.owner.override) {
+              throw new RegistryError('MODEL_NAME_TAKEN', nameTakenMessage(input.model, owner, input.owner.pipeline));
+            }
+          }
           const next = await tx.query<{ v: number | string | null }>('SELECT MAX(version) AS v FROM model_versions WHERE model = ?', [input.model]);
           const version = Number(next[0]?.v ?? 0) + 1;
-          const createdAt = this.now().toISOString();
-          await tx.run(`INSERT INTO model_versions (${VERSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+          await tx.run(`INSERT INTO model_versions (${VERSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
             input.model,
             version,
             input.runId,
@@ -140,19 +222,24 @@ export class ModelRegistry {
             input.bytes,
             JSON.stringify(input.metrics),
             createdAt,
+            input.inputSpec ? JSON.stringify(input.inputSpec) : null,
           ]);
-          return {
-            version: { model: input.model, version, runId: input.runId, stageId: input.stageId, artifactUri: input.artifactUri, sha256: input.sha256, bytes: input.bytes, metrics: input.metrics, createdAt },
-            created: true,
-          };
+          const { owner: _owner, ...stored } = input;
+          return { version: { ...stored, version, createdAt }, created: true };
         });
       } catch (e) {
+        if (e instanceof RegistryError) throw e;
         // A writer that did not take the lock (another tool) may have raced us: try again.
         lastErr = e;
         await new Promise((r) => setTimeout(r, 10 * (attempt + 1)));
       }
     }
     throw lastErr;
+  }
+
+  /** The pipeline that owns `model`, or undefined when no pipeline has claimed it yet. */
+  async owner(model: string): Promise<ModelOwner | undefined> {
+    return ownerIn(this.db, model);
   }
 
   async getVersion(model: string, version: number): Promise<ModelVersion | undefined> {
@@ -245,6 +332,17 @@ export class ModelRegistry {
   }
 }
 
+/** Why another pipeline may not register versions of `model` (shared with core:deploy). */
+export function nameTakenMessage(model: string, owner: ModelOwner, pipeline: string): string {
+  return `model name ${model} belongs to pipeline ${owner.pipeline} (first registered by run ${owner.runId}); pipeline ${pipeline} deploying to it needs a run started with an admin token`;
+}
+
+async function ownerIn(db: Db, model: string): Promise<ModelOwner | undefined> {
+  const rows = await db.query<{ model: string; pipeline: string; run_id: string; claimed_at: string }>('SELECT model, pipeline, run_id, claimed_at FROM model_owners WHERE model = ?', [model]);
+  const r = rows[0];
+  return r ? { model: r.model, pipeline: r.pipeline, runId: r.run_id, claimedAt: r.claimed_at } : undefined;
+}
+
 function checkName(model: string): void {
   if (!MODEL_NAME_RE.test(model)) throw new RegistryError('BAD_MODEL_NAME', `model name ${JSON.stringify(model)} must match ${MODEL_NAME_RE}`);
 }
@@ -260,5 +358,6 @@ function toVersion(r: VersionRow): ModelVersion {
     bytes: Number(r.bytes),
     metrics: JSON.parse(r.metrics) as ModelMetrics,
     createdAt: r.created_at,
+    ...(r.input_spec ? { inputSpec: JSON.parse(r.input_spec) as InputSpec } : {}),
   };
 }

@@ -6,7 +6,7 @@ import { createActivities } from '../../activities/index.js';
 import { createStageContext, type ReportedUsage } from '../../activities/stage-context.js';
 import { ArtifactStore } from '../../lib/artifacts.js';
 import { silentLogger } from '../../lib/logger.js';
-import type { ArtifactRef, ReplicaInfo, StageContext, StagePlugin } from '../../plugins/contract.js';
+import type { ArtifactRef, ReplicaInfo, RunStarter, StageContext, StagePlugin } from '../../plugins/contract.js';
 import { StageRegistry } from '../../plugins/registry.js';
 import type { StageServices } from '../../plugins/services.js';
 import type { ResolvedStage, StageOutcome } from '../../workflows/types.js';
@@ -71,6 +71,8 @@ export async function dispatch(opts: {
   inputs?: Record<string, ArtifactRef>;
   services?: StageServices;
   attempt?: number;
+  pipeline?: string;
+  startedBy?: RunStarter;
 }): Promise<StageOutcome> {
   const stages = new StageRegistry().register(opts.plugin).freeze();
   const acts = createActivities({ stages, artifacts: opts.store, services: opts.services ?? noServices, logger: silentLogger });
@@ -90,5 +92,5 @@ export async function dispatch(opts: {
     cache: false,
   };
   const env = new MockActivityEnvironment({ attempt: opts.attempt ?? 1 });
-  return env.run(acts.runStage, { runId: 'run-1', pipeline: 'test', stage, inputs: opts.inputs ?? {} });
+  return env.run(acts.runStage, { runId: 'run-1', pipeline: opts.pipeline ?? 'test', stage, inputs: opts.inputs ?? {}, ...(opts.startedBy ? { startedBy: opts.startedBy } : {}) });
 }

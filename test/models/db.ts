@@ -54,7 +54,7 @@ export async function postgresUrl(dbName = 'capstan_models'): Promise<string> {
 export async function freshRegistryDb(kind: 'sqlite' | 'postgres', sqliteDir: string): Promise<Db> {
   const db = kind === 'sqlite' ? await openDb({ sqlitePath: path.join(sqliteDir, `registry-${Date.now()}-${Math.random().toString(36).slice(2)}.db`) }) : await openDb({ url: await postgresUrl(), sqlitePath: '' });
   if (kind === 'postgres') {
-    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events');
+    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners');
     await db.run("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)");
     await db.run("DELETE FROM schema_migrations WHERE id LIKE 'registry/%'");
   }

@@ -5,7 +5,9 @@ import type * as TF from '@tensorflow/tfjs';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
 import { loadTf } from '../../ml/backend.js';
-import { checkGates, deployParamsSchema, deployStage } from '../../plugins/core/deploy/index.js';
+import { checkGates, deployParamsSchema, deployStage, type GateResult } from '../../plugins/core/deploy/index.js';
+import { StageError } from '../../lib/errors.js';
+import { inputsOf, readDataset } from '../../ml/data/dataset.js';
 import { pruneQuantizeStage } from '../../plugins/core/prune-quantize/index.js';
 import { contractProblems } from '../../plugins/registry.js';
 import { ModelRegistry } from '../../serving/registry.js';
@@ -43,10 +45,22 @@ afterAll(async () => {
   await cleanup();
 });
 
-function deploy(runId: string, params: Record<string, unknown>, inputModel = model) {
+const ADMIN = { name: 'ops', role: 'admin' };
+const OPERATOR = { name: 'ci', role: 'operator' };
+
+function deploy(runId: string, params: Record<string, unknown>, inputModel = model, o: { pipeline?: string; startedBy?: { name: string; role: string } } = {}) {
   const plugin = deployStage();
-  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: 'mnist-default', services: { models: registry } });
+  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: o.pipeline ?? 'mnist-default', services: { models: registry }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) });
   return plugin.run(ctx, plugin.paramsSchema.parse(params), { model: inputModel, dataset });
+}
+
+async function failure(p: Promise<unknown>): Promise<StageError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(StageError);
+  return e as StageError;
 }
 
 describe('core:deploy', () => {
@@ -55,10 +69,18 @@ describe('core:deploy', () => {
     expect(deployParamsSchema.safeParse({ gates: { minTestAccuracy: 2 } }).success).toBe(false);
     expect(deployParamsSchema.safeParse({ gates: { minAccuracy: 0.9 } }).success).toBe(false);
     expect(deployParamsSchema.safeParse({ modelName: '../x' }).success).toBe(false);
+    expect(deployParamsSchema.safeParse({ gates: { noWorseThan: 'staging' } }).success).toBe(false);
+    expect(deployParamsSchema.safeParse({ gates: { tolerance: 0.01 } }).error?.issues[0]?.message).toBe('tolerance applies to noWorseThan: set noWorseThan: production too');
+    expect(deployParamsSchema.parse({ gates: { noWorseThan: 'production', tolerance: 0.01 } }).gates).toEqual({ noWorseThan: 'production', tolerance: 0.01 });
     expect(checkGates({ minTestAccuracy: 0.9, maxSizeBytes: 10 }, { testAccuracy: 0.95, p99LatencyMs: 3, sizeBytes: 11 })).toEqual([
       { gate: 'minTestAccuracy', threshold: 0.9, measured: 0.95, passed: true },
       { gate: 'maxSizeBytes', threshold: 10, measured: 11, passed: false },
     ]);
+    const m = { testAccuracy: 0.9, p99LatencyMs: 1, sizeBytes: 1 };
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: null })).toEqual([{ gate: 'noWorseThan', threshold: 0, measured: 0.9, passed: true, note: 'passed: no production version yet' }]);
+    expect(checkGates({ noWorseThan: 'production', tolerance: 0.02 }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({ passed: true, productionVersion: 4, productionTestAccuracy: 0.91 });
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({ passed: false, note: "failed: test accuracy 0.9000 < production version 4's 0.9100 on the same test set" });
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, problem: 'model expects 5 values' } })[0]).toMatchObject({ passed: false, note: 'failed: production version 4 cannot be measured on this test set (model expects 5 values)' });
   });
 
   it('exports, measures, registers version 1 and promotes it when the gates pass', async () => {
@@ -81,7 +103,7 @@ describe('core:deploy', () => {
   });
 
   it('is idempotent: the same run + stage deploying again returns the same version', async () => {
-    const r = await deploy('run-1', { modelName: 'mnist' });
+    const r = await deploy('run-1', { modelName: 'mnist', gates: { minTestAccuracy: 0.5 } });
     expect(r.metrics).toMatchObject({ version: 1, newVersion: false });
     expect((await registry.listVersions('mnist')).length).toBe(1);
   });
@@ -89,7 +111,7 @@ describe('core:deploy', () => {
   it('a quantized model deploys as version 2 and loads with plain tf.loadLayersModel from the registry', async () => {
     const r = await deploy('run-2', { modelName: 'mnist', gates: { minTestAccuracy: 0.5 } });
     expect(r.metrics).toMatchObject({ version: 2, promoted: true });
-    const r2 = await deploy('run-3', { modelName: 'mnist' }, quantized);
+    const r2 = await deploy('run-3', { modelName: 'mnist' }, quantized, { startedBy: ADMIN });
     expect(r2.metrics).toMatchObject({ version: 3, promoted: true });
     expect(r2.metrics.sizeBytes as number).toBeLessThan(r.metrics.sizeBytes as number);
     const v3 = (await registry.resolveAlias('mnist'))!;
@@ -105,7 +127,7 @@ describe('core:deploy', () => {
   });
 
   it('quantizes a float32 model at export when asked, and exports an already quantized one as it is', async () => {
-    const r = await deploy('run-q', { modelName: 'mnist-q', quantize: 'uint8' });
+    const r = await deploy('run-q', { modelName: 'mnist-q', quantize: 'uint8', gates: { minTestAccuracy: 0.5 } });
     expect(r.metrics).toMatchObject({ version: 1, weightFormat: 'uint8' });
     const v = (await registry.getVersion('mnist-q', 1))!;
     const json = JSON.parse(await readFile(path.join(store.resolve(v.artifactUri), 'model.json'), 'utf8'));
@@ -113,7 +135,7 @@ describe('core:deploy', () => {
     const float = (await registry.getVersion('mnist', 2))!;
     expect(float.metrics.weightFormat).toBe('float32');
     expect(v.bytes).toBeLessThan(float.bytes / 2);
-    const again = await deploy('run-q2', { modelName: 'mnist-q', quantize: 'float16' }, quantized);
+    const again = await deploy('run-q2', { modelName: 'mnist-q', quantize: 'float16', promote: false }, quantized);
     expect(again.metrics.weightFormat).toBe('uint8');
   });
 
@@ -140,9 +162,87 @@ describe('core:deploy', () => {
       await saveModel(wrong, dir);
       wrong.dispose();
       const ref = await store.seal('model', dir);
-      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', params: { modelName: 'mnist' }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
+      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', pipeline: 'mnist-default', params: { modelName: 'mnist', promote: false }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ApplicationFailure);
       expect(err).toMatchObject({ type: 'MODEL_DATASET_MISMATCH', nonRetryable: true, message: expect.stringContaining('model expects inputs of shape [5, 1]') });
     }
+  });
+
+  it('records the input spec the model was trained on with the version', async () => {
+    const v = (await registry.getVersion('mnist', 1))!;
+    const spec = v.inputSpec!;
+    expect(spec).toMatchObject({ shape: [8, 8], dtype: 'float32', describe: 'z-scored features', raw: { kind: 'zscore', describe: 'raw feature values' } });
+    expect(spec.raw?.kind === 'zscore' && spec.raw.mean.length).toBe(64);
+    const ds = await readDataset(store.resolve(dataset), { splits: ['train', 'test'] });
+    const x = inputsOf(ds, ds.splits.test!);
+    const [lo, hi] = spec.range;
+    expect(x.every((val) => val >= lo && val <= hi)).toBe(true);
+    expect(hi - lo).toBeLessThan(100);
+  });
+
+  it('a model name belongs to the pipeline that registered it first; another pipeline needs a run started by an admin', async () => {
+    expect(await registry.owner('mnist')).toMatchObject({ model: 'mnist', pipeline: 'mnist-default', runId: 'run-1' });
+    const before = (await registry.listVersions('mnist')).length;
+    const e = await failure(deploy('run-other', { modelName: 'mnist', gates: { minTestAccuracy: 0.5 } }, model, { pipeline: 'intruder', startedBy: OPERATOR }));
+    expect(e).toMatchObject({ type: 'MODEL_NAME_TAKEN', retryable: false, details: { model: 'mnist', owner: 'mnist-default' } });
+    expect(e.message).toBe('model name mnist belongs to pipeline mnist-default (first registered by run run-1); pipeline intruder deploying to it needs a run started with an admin token');
+    expect((await registry.listVersions('mnist')).length).toBe(before);
+
+    // Through the real dispatch: the starter arrives with the activity input.
+    const services = { models: registry } as StageServices;
+    const refused = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'intruder', startedBy: OPERATOR, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(ApplicationFailure);
+    expect(refused).toMatchObject({ type: 'MODEL_NAME_TAKEN', nonRetryable: true });
+    const ok = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'intruder', startedBy: ADMIN, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services });
+    expect(ok.metrics).toMatchObject({ model: 'mnist', version: before + 1, promoted: false });
+    expect(await registry.owner('mnist')).toMatchObject({ pipeline: 'mnist-default' });
+
+    // A new name is claimed by the first pipeline that registers it.
+    await deploy('run-new', { modelName: 'fresh-name', promote: false }, model, { pipeline: 'newcomer' });
+    expect(await registry.owner('fresh-name')).toMatchObject({ pipeline: 'newcomer', runId: 'run-new' });
+  });
+
+  it('promoting with no gates set needs a run started by an admin; registering without promoting does not', async () => {
+    const e = await failure(deploy('run-u1', { modelName: 'mnist' }, model, { startedBy: OPERATOR }));
+    expect(e).toMatchObject({ type: 'PROMOTION_UNGATED', retryable: false });
+    expect(e.message).toBe(
+      'model mnist (owned by pipeline mnist-default): promoting to production with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false',
+    );
+    // No starter (older runs, direct calls) is not an admin.
+    expect((await failure(deploy('run-u1', { modelName: 'mnist' }))).type).toBe('PROMOTION_UNGATED');
+    expect((await registry.listVersions('mnist')).some((v) => v.runId === 'run-u1')).toBe(false);
+    // tolerance alone is no gate
+    expect((await failure(deploy('run-u1', { modelName: 'mnist', gates: {} }, model, { startedBy: OPERATOR }))).type).toBe('PROMOTION_UNGATED');
+    const admin = await deploy('run-u2', { modelName: 'mnist-admin' }, model, { startedBy: ADMIN });
+    expect(admin.metrics).toMatchObject({ promoted: true, gatesChecked: 0 });
+  });
+
+  it('noWorseThan production compares the candidate with the production version on the same test set', async () => {
+    const first = await deploy('run-c1', { modelName: 'champ', gates: { noWorseThan: 'production' } });
+    expect(first.metrics).toMatchObject({ version: 1, promoted: true, noWorseThan: 'passed: no production version yet', noWorseThanPassed: true, gatesChecked: 1 });
+    expect(first.metrics.productionVersion).toBeUndefined();
+
+    const weak = await makeModelArtifact(tf, store, dataset, { runId: 'weak', hidden: [2], epochs: 1 });
+    const e = await failure(deploy('run-c2', { modelName: 'champ', gates: { noWorseThan: 'production' } }, weak));
+    expect(e.type).toBe('PROMOTION_GATE_FAILED');
+    expect(e.message).toMatch(/^model champ version 2 is registered but not promoted: noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/);
+    const gate = (e.details!.gates as GateResult[])[0]!;
+    expect(gate).toMatchObject({ gate: 'noWorseThan', passed: false, productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy });
+    expect(gate.measured).toBeLessThan(first.metrics.testAccuracy as number);
+    expect(e.details).toMatchObject({ productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy, noWorseThanPassed: false });
+    expect((await registry.resolveAlias('champ'))?.version).toBe(1);
+
+    // A tolerance that covers the gap lets it through.
+    const gap = (first.metrics.testAccuracy as number) - gate.measured;
+    const tolerant = await deploy('run-c3', { modelName: 'champ', gates: { noWorseThan: 'production', tolerance: Math.min(1, gap + 0.01) } }, weak);
+    expect(tolerant.metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy, noWorseThanPassed: true });
+    expect(tolerant.metrics.noWorseThan).toMatch(/^passed: test accuracy 0\.\d{4} ≥ production version 1's 0\.\d{4} − tolerance [\d.]+ on the same test set$/);
+
+    // The stronger model then beats the weak production version.
+    const back = await deploy('run-c4', { modelName: 'champ', gates: { noWorseThan: 'production' } });
+    expect(back.metrics).toMatchObject({ version: 4, promoted: true, productionVersion: 3, noWorseThanPassed: true });
+    expect(back.metrics.productionTestAccuracy as number).toBeLessThan(back.metrics.testAccuracy as number);
+    const record = JSON.parse(await readFile(path.join(store.resolve(back.outputs.deployment!), 'deployment.json'), 'utf8'));
+    expect(record.gates[0]).toMatchObject({ gate: 'noWorseThan', productionVersion: 3, passed: true });
   });
 });

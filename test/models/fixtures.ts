@@ -14,7 +14,7 @@ import { buildDataset, writeDataset } from '../../ml/data/dataset.js';
 import { seededRandom } from '../../ml/data/rng.js';
 import { buildMlp } from '../../ml/models/mlp.js';
 import { saveModel } from '../../ml/models/io.js';
-import type { StageContext } from '../../plugins/contract.js';
+import type { RunStarter, StageContext } from '../../plugins/contract.js';
 import type { StageServices } from '../../plugins/services.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 
@@ -84,7 +84,7 @@ export async function makeModelArtifact(tf: typeof TF, store: ArtifactStore, dat
  */
 export function stageContext(
   store: ArtifactStore,
-  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices> } = {},
+  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices>; startedBy?: RunStarter } = {},
 ): StageContext & { heartbeats: unknown[] } {
   const heartbeats: unknown[] = [];
   const given = over.services ?? {};
@@ -102,6 +102,7 @@ export function stageContext(
     pipeline: over.pipeline ?? 'test-pipeline',
     stageId: over.stageId ?? 'stage',
     attempt: over.attempt ?? 1,
+    ...(over.startedBy ? { startedBy: over.startedBy } : {}),
     lastCheckpoint: over.lastCheckpoint,
     signal: over.signal ?? new AbortController().signal,
     heartbeat: (d?: unknown) => void heartbeats.push(d),

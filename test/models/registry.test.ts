@@ -86,4 +86,41 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     await expect(reg.rollback('fashion', 1)).rejects.toMatchObject({ code: 'ALIAS_NOT_SET' });
     await expect(reg.register(input({ model: '../etc' }))).rejects.toMatchObject({ code: 'BAD_MODEL_NAME' });
   });
+
+  it('a model name is owned by the pipeline that registered it first; input specs round-trip', async () => {
+    const spec = { shape: [2, 2], dtype: 'float32' as const, range: [0, 1] as [number, number], describe: 'normalised pixels', raw: { kind: 'scale' as const, scale: 1 / 255, rawRange: [0, 255] as [number, number], describe: 'raw 0–255 pixels' } };
+    const first = await reg.register(input({ model: 'owned', runId: 'o1', inputSpec: spec, owner: { pipeline: 'alpha' } }));
+    expect(first.version.inputSpec).toEqual(spec);
+    expect((await reg.getVersion('owned', 1))?.inputSpec).toEqual(spec);
+    expect((await reg.resolveAlias('owned'))).toBeUndefined();
+    expect(await reg.owner('owned')).toMatchObject({ model: 'owned', pipeline: 'alpha', runId: 'o1' });
+    await expect(reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'beta' } }))).rejects.toMatchObject({
+      code: 'MODEL_NAME_TAKEN',
+      message: 'model name owned belongs to pipeline alpha (first registered by run o1); pipeline beta deploying to it needs a run started with an admin token',
+    });
+    const admin = await reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'beta', override: true } }));
+    expect(admin.version.version).toBe(2);
+    expect(admin.version.inputSpec).toBeUndefined();
+    expect((await reg.getVersion('owned', 2))?.inputSpec).toBeUndefined();
+    expect((await reg.owner('owned'))?.pipeline).toBe('alpha');
+    expect(await reg.owner('mnist')).toBeUndefined();
+  });
+
+  it('migration 0002 gives existing names the pipeline of their first version as owner', async () => {
+    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners'.replace(/, /g, kind === 'sqlite' ? '; DROP TABLE IF EXISTS ' : ', '));
+    await db.run("DELETE FROM schema_migrations WHERE id LIKE 'registry/%'");
+    expect(await migrate(db, registryMigrations.slice(0, 1))).toEqual(['registry/0001-init']);
+    const row = (model: string, version: number, runId: string, metrics: string) =>
+      db.run('INSERT INTO model_versions (model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [model, version, runId, 'deploy', 'artifact:x', 'aa', 1, metrics, `2024-01-0${version}T00:00:00.000Z`]);
+    await row('old', 1, 'pipeline/first/aaaaa', JSON.stringify({ pipeline: 'first', testAccuracy: 0.9 }));
+    await row('old', 2, 'pipeline/second/bbbbb', JSON.stringify({ pipeline: 'second' }));
+    await row('anon', 1, 'r', JSON.stringify({ testAccuracy: 0.5 }));
+    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec']);
+    expect(await reg.owner('old')).toEqual({ model: 'old', pipeline: 'first', runId: 'pipeline/first/aaaaa', claimedAt: '2024-01-01T00:00:00.000Z' });
+    expect(await reg.owner('anon')).toBeUndefined();
+    expect((await reg.getVersion('old', 1))?.inputSpec).toBeUndefined();
+    // A name with no recorded owner is claimed by its next deploy.
+    await reg.register(input({ model: 'anon', runId: 'r2', owner: { pipeline: 'claimer' } }));
+    expect((await reg.owner('anon'))?.pipeline).toBe('claimer');
+  });
 });

@@ -1,2 +1,3 @@
-export { deployStage, checkGates, type DeployOptions, type GateResult } from './stage.js';
-export { deployParamsSchema, promotionGatesSchema, type DeployParams, type PromotionGates } from './params.js';
+export { deployStage, checkGates, type DeployOptions, type GateResult, type ProductionBaseline } from './stage.js';
+export { deployParamsSchema, promotionGatesSchema, hasGates, type DeployParams, type PromotionGates } from './params.js';
+export { inputSpecOf } from './input-spec.js';

@@ -9,8 +9,22 @@ export const promotionGatesSchema = z
     maxP99LatencyMs: z.number().positive().optional(),
     /** Size of the exported folder (model.json + weights), in bytes. */
     maxSizeBytes: z.number().int().positive().optional(),
+    /**
+     * Champion/challenger: the new version's test accuracy must be at least the current production
+     * version's, measured on the same test set in the same stage, minus `tolerance`. Passes when
+     * there is no production version yet.
+     */
+    noWorseThan: z.literal('production').optional(),
+    /** How far (accuracy as a fraction 0..1: 0.005 = half a percentage point) the new version may be below production. Default 0. */
+    tolerance: z.number().min(0).max(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((g) => g.tolerance === undefined || g.noWorseThan !== undefined, { message: 'tolerance applies to noWorseThan: set noWorseThan: production too', path: ['tolerance'] });
+
+/** Whether any promotion gate is set (`tolerance` alone is not a gate). */
+export function hasGates(g: PromotionGates): boolean {
+  return g.minTestAccuracy !== undefined || g.maxP99LatencyMs !== undefined || g.maxSizeBytes !== undefined || g.noWorseThan !== undefined;
+}
 export type PromotionGates = z.infer<typeof promotionGatesSchema>;
 
 export const deployParamsSchema = z

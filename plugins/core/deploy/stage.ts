@@ -3,12 +3,15 @@ import path from 'node:path';
 import { StageError, badInput } from '../../../lib/errors.js';
 import { loadTf, type BackendName } from '../../../ml/backend.js';
 import { exportModel } from '../../../ml/compression/export-model.js';
-import { accuracy, checkCompatible, loadSplit } from '../../../ml/evaluation/evaluate.js';
+import { DataError } from '../../../ml/data/data-error.js';
+import { accuracy, checkCompatible, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
 import { measureLatency } from '../../../ml/evaluation/latency.js';
 import { folderLoadHandler } from '../../../ml/models/io.js';
-import { MODEL_NAME_RE, type ModelMetrics } from '../../../serving/registry.js';
+import type { Tf } from '../../../ml/models/mlp.js';
+import { MODEL_NAME_RE, PRODUCTION_ALIAS, RegistryError, nameTakenMessage, type ModelMetrics } from '../../../serving/registry.js';
 import { defineStage, PLUGIN_API_VERSION, type ArtifactRef, type StageContext, type StageResult } from '../../contract.js';
-import { deployParamsSchema, type DeployParams, type PromotionGates } from './params.js';
+import { inputSpecOf } from './input-spec.js';
+import { deployParamsSchema, hasGates, type DeployParams, type PromotionGates } from './params.js';
 
 export interface DeployOptions {
   /** Backend to prefer for measuring (CAPSTAN_TF_BACKEND); default: best available. */
@@ -16,28 +19,68 @@ export interface DeployOptions {
 }
 
 export interface GateResult {
-  gate: keyof PromotionGates;
+  gate: Exclude<keyof PromotionGates, 'tolerance'>;
   threshold: number;
   measured: number;
   passed: boolean;
+  /** noWorseThan: the production version compared against (absent when there was none). */
+  productionVersion?: number;
+  productionTestAccuracy?: number;
+  /** noWorseThan: what the comparison came to, in words. */
+  note?: string;
 }
 
+/** The current production version measured on the candidate's test set (or why it could not be). */
+export type ProductionBaseline = { version: number; testAccuracy: number } | { version: number; problem: string } | null;
+
 /** Compares measurements with the gates; only the gates that are set are checked. */
-export function checkGates(gates: PromotionGates, measured: { testAccuracy: number; p99LatencyMs: number; sizeBytes: number }): GateResult[] {
+export function checkGates(
+  gates: PromotionGates,
+  measured: { testAccuracy: number; p99LatencyMs: number; sizeBytes: number; production?: ProductionBaseline },
+): GateResult[] {
   const out: GateResult[] = [];
   if (gates.minTestAccuracy !== undefined) out.push({ gate: 'minTestAccuracy', threshold: gates.minTestAccuracy, measured: measured.testAccuracy, passed: measured.testAccuracy >= gates.minTestAccuracy });
   if (gates.maxP99LatencyMs !== undefined) out.push({ gate: 'maxP99LatencyMs', threshold: gates.maxP99LatencyMs, measured: measured.p99LatencyMs, passed: measured.p99LatencyMs <= gates.maxP99LatencyMs });
   if (gates.maxSizeBytes !== undefined) out.push({ gate: 'maxSizeBytes', threshold: gates.maxSizeBytes, measured: measured.sizeBytes, passed: measured.sizeBytes <= gates.maxSizeBytes });
+  if (gates.noWorseThan !== undefined) out.push(noWorseThan(gates.tolerance ?? 0, measured.testAccuracy, measured.production ?? null));
   return out;
 }
 
-/** `core:deploy`: export to the registry, measure, register a version, promote when the gates pass. */
+function noWorseThan(tolerance: number, candidate: number, prod: ProductionBaseline): GateResult {
+  const acc = (x: number) => x.toFixed(4);
+  if (prod === null) {
+    return { gate: 'noWorseThan', threshold: 0, measured: candidate, passed: true, note: 'passed: no production version yet' };
+  }
+  if ('problem' in prod) {
+    return { gate: 'noWorseThan', threshold: NaN, measured: candidate, passed: false, productionVersion: prod.version, note: `failed: production version ${prod.version} cannot be measured on this test set (${prod.problem})` };
+  }
+  const threshold = prod.testAccuracy - tolerance;
+  // Accuracies are ratios of counts: compare with a little slack for float rounding.
+  const passed = candidate >= threshold - 1e-12;
+  const tol = tolerance ? ` − tolerance ${tolerance}` : '';
+  return {
+    gate: 'noWorseThan',
+    threshold,
+    measured: candidate,
+    passed,
+    productionVersion: prod.version,
+    productionTestAccuracy: prod.testAccuracy,
+    note: `${passed ? 'passed' : 'failed'}: test accuracy ${acc(candidate)} ${passed ? '≥' : '<'} production version ${prod.version}'s ${acc(prod.testAccuracy)}${tol} on the same test set`,
+  };
+}
+
+/**
+ * `core:deploy`: export to the registry, measure, register a version, promote when the gates pass.
+ * A model name belongs to the pipeline that registered it first; another pipeline deploying to
+ * it, or promoting with no gates set, needs a run started with an admin token.
+ */
 export function deployStage(opts: DeployOptions = {}) {
   return defineStage({
     name: 'core:deploy',
-    version: '1.0.0',
+    version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
-    description: 'Exports the model to the registry, measures test accuracy, p50/p99 latency at batch 1 and size, registers a version, and points the production alias at it when the promotion gates pass.',
+    description:
+      'Exports the model to the registry, measures test accuracy, p50/p99 latency at batch 1 and size, compares with the production version on the same test set, registers a version with its input spec, and points the production alias at it when the promotion gates pass.',
     paramsSchema: deployParamsSchema,
     consumes: ['model', 'dataset'],
     produces: ['deployment'],
@@ -52,6 +95,19 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   const modelName = params.modelName ?? ctx.pipeline.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
   if (!MODEL_NAME_RE.test(modelName)) throw badInput(`cannot derive a model name from pipeline ${ctx.pipeline}; set params.modelName`);
   const models = ctx.services.models;
+  const admin = ctx.startedBy?.role === 'admin';
+
+  // 0. Who may deploy here: checked before any work.
+  const owner = await models.owner(modelName);
+  if (owner && owner.pipeline !== ctx.pipeline && !admin) {
+    throw new StageError(nameTakenMessage(modelName, owner, ctx.pipeline), { type: 'MODEL_NAME_TAKEN', details: { model: modelName, owner: owner.pipeline } });
+  }
+  if (params.promote && !hasGates(params.gates) && !admin) {
+    throw new StageError(
+      `model ${modelName} (owned by pipeline ${owner?.pipeline ?? ctx.pipeline}): promoting to ${params.alias} with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false`,
+      { type: 'PROMOTION_UNGATED', details: { model: modelName, owner: owner?.pipeline ?? ctx.pipeline } },
+    );
+  }
   const { tf, backend } = await loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {});
 
   // 1. Export to the stable, content-addressed registry location (quantizing on the way if asked).
@@ -68,8 +124,9 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   const exportedDir = await ctx.localPath(exported);
   ctx.heartbeat({ phase: 'exported', uri: exported.uri });
 
-  // 2. Measure the exported folder exactly as serving will load it.
-  const test = await loadSplit(await ctx.localPath(inputs.dataset), { split: 'test', ...(params.evalSamples ? { limit: params.evalSamples } : {}) });
+  // 2. Measure the exported folder exactly as serving will load it; and production on the same rows.
+  const datasetDir = await ctx.localPath(inputs.dataset);
+  const test = await loadSplit(datasetDir, { split: 'test', ...(params.evalSamples ? { limit: params.evalSamples } : {}) });
   const model = await tf.loadLayersModel(folderLoadHandler(tf, exportedDir));
   let testAccuracy: number;
   let latency: { p50Ms: number; p99Ms: number; runs: number };
@@ -81,6 +138,12 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   } finally {
     model.dispose();
   }
+  let production: ProductionBaseline | undefined;
+  if (params.gates.noWorseThan === 'production') {
+    production = await measureProduction(ctx, tf, modelName, exported.sha256, testAccuracy, test);
+    ctx.heartbeat({ phase: 'measured-production' });
+  }
+  const inputSpec = await inputSpecOf(datasetDir);
   const sizeBytes = exported.bytes;
   const measured: ModelMetrics = {
     testAccuracy,
@@ -94,16 +157,25 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     tfBackend: backend,
   };
 
-  // 3. Register (idempotent per run + stage).
-  const { version: registered, created } = await models.register({
-    model: modelName,
-    runId: ctx.runId,
-    stageId: ctx.stageId,
-    artifactUri: exported.uri,
-    sha256: exported.sha256,
-    bytes: exported.bytes,
-    metrics: { ...measured, pipeline: ctx.pipeline, sourceModelUri: modelRef.uri },
-  });
+  // 3. Register (idempotent per run + stage), claiming the name for this pipeline if it is free.
+  let registration: Awaited<ReturnType<typeof models.register>>;
+  try {
+    registration = await models.register({
+      model: modelName,
+      runId: ctx.runId,
+      stageId: ctx.stageId,
+      artifactUri: exported.uri,
+      sha256: exported.sha256,
+      bytes: exported.bytes,
+      metrics: { ...measured, pipeline: ctx.pipeline, sourceModelUri: modelRef.uri },
+      inputSpec,
+      owner: { pipeline: ctx.pipeline, override: admin },
+    });
+  } catch (e) {
+    if (e instanceof RegistryError && e.code === 'MODEL_NAME_TAKEN') throw new StageError(e.message, { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
+    throw e;
+  }
+  const { version: registered, created } = registration;
   if (!created && registered.sha256 !== exported.sha256) {
     throw new StageError(`run ${ctx.runId} stage ${ctx.stageId} already registered ${modelName} version ${registered.version} with different content (${registered.sha256.slice(0, 12)}… vs ${exported.sha256.slice(0, 12)}…)`, {
       type: 'REGISTRY_CONFLICT',
@@ -112,11 +184,24 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   }
 
   // 4. Gates → promote, or fail without promoting.
-  const gates = checkGates(params.gates, { testAccuracy, p99LatencyMs: latency.p99Ms, sizeBytes });
+  const gates = checkGates(params.gates, { testAccuracy, p99LatencyMs: latency.p99Ms, sizeBytes, ...(production !== undefined ? { production } : {}) });
   const failed = gates.filter((g) => !g.passed);
-  const base = { model: modelName, version: registered.version, ...measured };
+  const champion = gates.find((g) => g.gate === 'noWorseThan');
+  const base = {
+    model: modelName,
+    version: registered.version,
+    ...measured,
+    ...(champion
+      ? {
+          noWorseThan: champion.note ?? '',
+          noWorseThanPassed: champion.passed,
+          ...(champion.productionVersion !== undefined ? { productionVersion: champion.productionVersion } : {}),
+          ...(champion.productionTestAccuracy !== undefined ? { productionTestAccuracy: champion.productionTestAccuracy } : {}),
+        }
+      : {}),
+  };
   if (failed.length > 0) {
-    const what = failed.map((g) => `${g.gate} ${g.threshold} not met (measured ${g.measured})`).join('; ');
+    const what = failed.map((g) => (g.gate === 'noWorseThan' ? `noWorseThan production ${g.note}` : `${g.gate} ${g.threshold} not met (measured ${g.measured})`)).join('; ');
     ctx.logger.warn('promotion gate failed', { model: modelName, version: registered.version, failed });
     throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted: ${what}`, {
       type: 'PROMOTION_GATE_FAILED',
@@ -138,6 +223,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     registeredAt: registered.createdAt,
     metrics: measured,
     gates,
+    inputSpec: { shape: inputSpec.shape, dtype: inputSpec.dtype, range: inputSpec.range, describe: inputSpec.describe, raw: inputSpec.raw?.kind ?? null },
   };
   const ref = await ctx.output('deployment', async (dir) => {
     await writeFile(path.join(dir, 'deployment.json'), JSON.stringify(record, null, 2));
@@ -146,6 +232,40 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   ctx.logger.info('deployed', { model: modelName, version: registered.version, promoted: params.promote, testAccuracy, p99LatencyMs: latency.p99Ms });
   return {
     outputs: { deployment: ref },
-    metrics: { ...base, promoted: params.promote, alias: params.promote ? params.alias : '', newVersion: created, gatesChecked: gates.length },
+    metrics: {
+      ...base,
+      promoted: params.promote,
+      alias: params.promote ? params.alias : '',
+      newVersion: created,
+      gatesChecked: gates.length,
+      inputRange: `[${inputSpec.range.map((v) => Number(v.toPrecision(4))).join(', ')}] (${inputSpec.describe})`,
+    },
   };
+}
+
+/**
+ * The production version's test accuracy on the candidate's test rows, or why it cannot be
+ * measured. Identical content (e.g. a retry after this stage promoted) is not measured twice.
+ */
+async function measureProduction(ctx: StageContext, tf: Tf, modelName: string, candidateSha: string, candidateAccuracy: number, test: EvalSplit): Promise<ProductionBaseline> {
+  const prod = await ctx.services.models.resolveAlias(modelName, PRODUCTION_ALIAS);
+  if (!prod) return null;
+  if (prod.sha256 === candidateSha) return { version: prod.version, testAccuracy: candidateAccuracy };
+  let dir: string;
+  try {
+    dir = await ctx.localPath(prod.artifactUri);
+  } catch (e) {
+    return { version: prod.version, problem: `its artifact cannot be found: ${(e as Error).message}` };
+  }
+  const net = await tf.loadLayersModel(folderLoadHandler(tf, dir)).catch((e: unknown) => e as Error);
+  if (net instanceof Error) return { version: prod.version, problem: `it cannot be loaded: ${net.message}` };
+  try {
+    checkCompatible(net, test);
+    return { version: prod.version, testAccuracy: await accuracy(tf, net, test) };
+  } catch (e) {
+    if (e instanceof DataError) return { version: prod.version, problem: e.message };
+    throw e;
+  } finally {
+    net.dispose();
+  }
 }
