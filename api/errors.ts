@@ -1,6 +1,8 @@
 import type { GraphQLError } from 'graphql';
 import { createGraphQLError, maskError } from 'graphql-yoga';
+import { TokenError } from '../auth/tokens.js';
 import { EngineError } from '../engine/index.js';
+import { AuthError } from './auth.js';
 import { SpecValidationError } from '../engine/spec.js';
 import { RegistryError } from '../serving/registry.js';
 import { ServingError } from '../serving/model-server.js';
@@ -24,7 +26,7 @@ export function expectedError(e: unknown): { code: string; message: string; exte
       extensions: { issues: e.issues },
     };
   }
-  if (e instanceof ServingError || e instanceof RegistryError) return { code: e.code, message: e.message, extensions: {} };
+  if (e instanceof ServingError || e instanceof RegistryError || e instanceof AuthError || e instanceof TokenError) return { code: e.code, message: e.message, extensions: {} };
   return undefined;
 }
 

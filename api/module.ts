@@ -1,8 +1,28 @@
+import type { Principal, TokenStore } from '../auth/tokens.js';
 import type { Engine, RunView } from '../engine/index.js';
 import type { Db } from '../lib/db/types.js';
 import type { Logger } from '../lib/logger.js';
 import type { ModelServer } from '../serving/model-server.js';
 import type { ModelRegistry } from '../serving/registry.js';
+import type { AuthMode, RequestMeta } from './auth.js';
+import type { Need } from './authz.js';
+
+/** Browser and network rules of the API. */
+export interface ApiHttpOptions {
+  /**
+   * Host header values accepted (`name` or `name:port`, lower case). Loopback names are always
+   * accepted, so a DNS-rebinding page (its own host name pointing at 127.0.0.1) is refused.
+   */
+  allowedHosts: string[];
+  /** Origins allowed cross-origin (CORS); none by default. */
+  corsOrigins: string[];
+  /** A token GraphiQL sends for a user on this machine (loopback requests only). */
+  graphiqlToken?: string;
+  /** Open subscriptions (live run streams) per token. */
+  maxSubscriptionsPerToken: number;
+  /** A live run stream that has sent nothing for this long is closed (clients reconnect). */
+  streamIdleMs: number;
+}
 
 /** What the API is built from (by the composition root, app/). */
 export interface ApiDeps {
@@ -11,6 +31,9 @@ export interface ApiDeps {
   db: Db;
   models: ModelRegistry;
   modelServer: ModelServer;
+  tokens: TokenStore;
+  auth: AuthMode;
+  http: ApiHttpOptions;
   logger: Logger;
 }
 
@@ -22,15 +45,30 @@ export interface RunLoader {
 /** What every resolver gets: the dependencies plus per-request state. */
 export interface ApiContext extends ApiDeps {
   runs: RunLoader;
+  /** Who made the request (authenticated before any resolver runs). */
+  principal: Principal;
+  /** Aborted when the request ends (client gone, stream closed): long work such as a followed run stops. */
+  signal: AbortSignal;
+  stop(): void;
 }
 
-/**
- * A slice of the GraphQL schema: SDL that extends `Query`/`Mutation`/types, and its resolvers.
- * Optional `routes` answer plain HTTP requests (e.g. POST /models/:name/predict) before GraphQL.
- */
+/** What a plain HTTP route gets: the request's principal is already checked against its permission. */
+export interface RouteContext extends ApiDeps {
+  principal: Principal;
+  meta: RequestMeta;
+}
+
+/** A plain HTTP route answered before GraphQL (e.g. POST /models/:name/predict). */
+export interface ApiRoute {
+  path: RegExp;
+  permission: Need;
+  handle(request: Request, ctx: RouteContext): Promise<Response | undefined>;
+}
+
+/** A slice of the GraphQL schema: SDL that extends `Query`/`Mutation`/types, its resolvers, and plain routes. */
 export interface ApiModule {
   name: string;
   typeDefs: string;
   resolvers: Record<string, Record<string, unknown>>;
-  routes?: (request: Request, ctx: ApiDeps) => Promise<Response | undefined>;
+  routes?: ApiRoute[];
 }

@@ -5,6 +5,7 @@ import { createPredictionsHook } from '../ledger/index.js';
 import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
 import type { Runtime } from './runtime.js';
+import { readAdminTokenFile } from './admin-token.js';
 import { connectClient, ensureSearchAttributes, temporalTarget } from './temporal.js';
 
 export interface ApiAppOptions {
@@ -13,6 +14,8 @@ export interface ApiAppOptions {
   temporalUiUrl?: string;
   /** How often the model server re-reads the `production` alias (default 5 s). */
   modelRefreshMs?: number;
+  /** A token GraphiQL sends for loopback users (the dev stack's admin token). */
+  graphiqlToken?: string;
 }
 
 /** The API process's parts over a runtime: the engine, the model server (predictions booked in the ledger) and the API. */
@@ -33,9 +36,27 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     logger: rt.logger,
     loadTf: () => loadTf(rt.config.tfBackend ? { prefer: rt.config.tfBackend } : {}),
     refreshIntervalMs: o.modelRefreshMs ?? 5_000,
+    maxLoaded: rt.config.modelCacheSize,
     onPredictions: createPredictionsHook(rt.db, { resolveRunId: async (m, v) => (await rt.models.getVersion(m, v))?.runId }),
   });
-  const api = createApi({ engine, db: rt.db, models: rt.models, modelServer, logger: rt.logger });
+  const c = rt.config.api;
+  const api = createApi({
+    engine,
+    db: rt.db,
+    models: rt.models,
+    modelServer,
+    tokens: rt.tokens,
+    auth: c.auth === 'off' ? { kind: 'off' } : { kind: 'tokens', tokens: rt.tokens },
+    http: {
+      // The bound address itself is a name clients may use (unless it is a wildcard).
+      allowedHosts: [...c.allowedHosts, ...(['0.0.0.0', '::'].includes(c.host) ? [] : [c.host.toLowerCase()])],
+      corsOrigins: c.corsOrigins,
+      maxSubscriptionsPerToken: c.maxSubscriptionsPerToken,
+      streamIdleMs: c.streamIdleMs,
+      ...(o.graphiqlToken ? { graphiqlToken: o.graphiqlToken } : {}),
+    },
+    logger: rt.logger,
+  });
   return { api, engine, close: () => modelServer.close() };
 }
 
@@ -48,7 +69,13 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
   if (added.length) rt.logger.info(`registered search attributes ${added.join(', ')}`);
-  const app = createApiApp(rt, { client, namespace: target.namespace, ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}) });
+  const graphiqlToken = await readAdminTokenFile(rt.config.api.adminTokenFile);
+  const app = createApiApp(rt, {
+    client,
+    namespace: target.namespace,
+    ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
+    ...(graphiqlToken ? { graphiqlToken } : {}),
+  });
   return {
     api: app.api,
     async close() {

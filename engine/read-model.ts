@@ -4,6 +4,7 @@ import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common'
 import type { temporal } from '@temporalio/proto';
 import { progressQuery } from '../workflows/messages.js';
 import type { RunPipelineInput, RunState, RunStatus, StageState } from '../workflows/types.js';
+import { runPipelineWorkflow } from '../workflows/index.js';
 import { PipelineNameKey, ResumedFromKey } from '../workflows/search-attributes.js';
 
 /** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
@@ -11,6 +12,11 @@ export interface RunView extends Omit<RunState, 'stages'> {
   id: string;
   runId: string;
   stages: (StageState & { progress?: unknown; currentAttempt?: number })[];
+}
+
+/** Whether an id has the shape of a Capstan run id (`pipeline/…`, printable, bounded). */
+export function isRunId(id: string): boolean {
+  return id.startsWith('pipeline/') && id.length <= 200 && /^[\x21-\x7e]+$/.test(id);
 }
 
 /** `pipeline/<name>/<5 chars>`: readable in the Temporal UI, unique enough per pipeline. */
@@ -35,6 +41,8 @@ const CLOSED: Record<string, RunStatus> = {
  * Undefined if Temporal does not know the id.
  */
 export async function readRun(client: Client, id: string): Promise<RunView | undefined> {
+  // Only Capstan's own runs: other workflows in the namespace are not ours to show or change.
+  if (!isRunId(id)) return undefined;
   const handle = client.workflow.getHandle(id);
   let desc;
   try {
@@ -43,6 +51,7 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     if (e instanceof WorkflowNotFoundError) return undefined;
     throw e;
   }
+  if (desc.type !== runPipelineWorkflow.name) return undefined;
   const temporalStatus = desc.status.name;
   let state: RunState | undefined;
   if (temporalStatus === 'RUNNING') state = await queryState(handle);

@@ -5,33 +5,57 @@ import type { ResolvedStage, RetrySpec, RunPipelineInput } from '../workflows/ty
 import type { StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
 
-const duration = z.union([z.number().int().nonnegative(), z.string()]).refine((v) => parseDurationMs(v) !== undefined, {
-  message: 'must be a duration like "30s", "5m", "1h" or a number of milliseconds',
-});
+/** What a spec may ask for. Each limit is checked by validation, so a run never starts that Temporal would reject or that would not fit. */
+export const SPEC_LIMITS = {
+  stages: 100,
+  /** Stages that may run at the same time (the widest set of stages none of which depends on another). */
+  parallelStages: 16,
+  paramsBytes: 64 * 1024,
+  specBytes: 512 * 1024,
+  descriptionChars: 2000,
+  nonRetryableErrorTypes: 50,
+  startToCloseMs: { min: 1000, max: 7 * 24 * 3_600_000 },
+  heartbeatMs: { min: 1000, max: 24 * 3_600_000 },
+  retryIntervalMs: { min: 1, max: 24 * 3_600_000 },
+  pauseTimeoutMs: { min: 1000, max: 30 * 24 * 3_600_000 },
+} as const;
+
+const fmt = (ms: number) => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+
+/** A duration ("30s", "5m", "1h" or milliseconds) within bounds: 0 or a week-long heartbeat would leave a run stuck. */
+const duration = (b: { min: number; max: number }) =>
+  z.union([z.number().int().nonnegative(), z.string().max(32)]).superRefine((v, ctx) => {
+    const ms = parseDurationMs(v);
+    if (ms === undefined) ctx.addIssue({ code: 'custom', message: 'must be a duration like "30s", "5m", "1h" or a number of milliseconds' });
+    else if (ms < b.min || ms > b.max) ctx.addIssue({ code: 'custom', message: `must be between ${fmt(b.min)} and ${fmt(b.max)}; got ${fmt(ms)}` });
+  });
 
 export const stageRetrySpecSchema = z
   .object({
     maximumAttempts: z.number().int().min(1).max(100).optional(),
-    initialInterval: duration.optional(),
+    initialInterval: duration(SPEC_LIMITS.retryIntervalMs).optional(),
     backoffCoefficient: z.number().min(1).max(10).optional(),
-    maximumInterval: duration.optional(),
-    nonRetryableErrorTypes: z.array(z.string()).optional(),
+    maximumInterval: duration(SPEC_LIMITS.retryIntervalMs).optional(),
+    nonRetryableErrorTypes: z.array(z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'must be an error type like MY_ERROR')).max(SPEC_LIMITS.nonRetryableErrorTypes).optional(),
   })
   .strict();
 
 export const stageSpecSchema = z
   .object({
     id: z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be lower-case letters, digits, "-" or "_", starting with a letter'),
-    plugin: z.string().min(1),
+    plugin: z.string().min(1).max(100),
     /** Pin an exact plugin version; the newest registered one otherwise. */
-    version: z.string().optional(),
-    params: z.record(z.string(), z.unknown()).default({}),
+    version: z.string().max(64).optional(),
+    params: z
+      .record(z.string(), z.unknown())
+      .default({})
+      .refine((p) => JSON.stringify(p).length <= SPEC_LIMITS.paramsBytes, { message: `params must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON (pass big data as files, not params)` }),
     /** Stage ids this stage waits for; the previous stage when omitted, [] to start at once. */
-    needs: z.array(z.string()).optional(),
+    needs: z.array(z.string().max(63)).max(SPEC_LIMITS.stages).optional(),
     /** Pick which stage provides a consumed artifact kind, when several could. */
-    inputs: z.record(z.string(), z.string()).optional(),
+    inputs: z.record(z.string().max(63), z.string().max(63)).optional(),
     retry: stageRetrySpecSchema.optional(),
-    timeouts: z.object({ startToClose: duration.optional(), heartbeat: duration.optional() }).strict().optional(),
+    timeouts: z.object({ startToClose: duration(SPEC_LIMITS.startToCloseMs).optional(), heartbeat: duration(SPEC_LIMITS.heartbeatMs).optional() }).strict().optional(),
     /** Reuse the outputs of an earlier successful run with the same plugin version, params and inputs. */
     cache: z.boolean().optional(),
   })
@@ -40,10 +64,10 @@ export const stageSpecSchema = z
 export const pipelineSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/i, 'must be letters, digits, ".", "-" or "_" (up to 63)'),
-    description: z.string().optional(),
-    stages: z.array(stageSpecSchema).min(1, 'a pipeline needs at least one stage'),
+    description: z.string().max(SPEC_LIMITS.descriptionChars).optional(),
+    stages: z.array(stageSpecSchema).min(1, 'a pipeline needs at least one stage').max(SPEC_LIMITS.stages, `a pipeline has at most ${SPEC_LIMITS.stages} stages`),
     onFailure: z
-      .object({ action: z.enum(['pause', 'fail']).default('pause'), timeout: duration.optional() })
+      .object({ action: z.enum(['pause', 'fail']).default('pause'), timeout: duration(SPEC_LIMITS.pauseTimeoutMs).optional() })
       .strict()
       .optional(),
   })
@@ -56,7 +80,7 @@ export interface SpecIssue {
   /** e.g. `stages[2].params.sparsity` */
   path: string;
   message: string;
-  code: 'SPEC_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT';
+  code: 'SPEC_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL';
 }
 
 export class SpecValidationError extends Error {
@@ -96,6 +120,8 @@ export function parseSpecText(text: string): unknown {
  * Collects every problem it finds; throws SpecValidationError naming each path.
  */
 export function resolveSpec(raw: unknown, registry: StageRegistry, opts: ResolveOptions): RunPipelineInput & { onFailure: { action: 'pause' | 'fail'; timeoutMs: number } } {
+  const size = JSON.stringify(raw ?? null).length;
+  if (size > SPEC_LIMITS.specBytes) throw new SpecValidationError([{ path: '', message: `the spec is ${size} bytes of JSON; at most ${SPEC_LIMITS.specBytes}`, code: 'SPEC_INVALID' }]);
   const parsed = pipelineSpecSchema.safeParse(raw);
   if (!parsed.success) throw new SpecValidationError(parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message, code: 'SPEC_INVALID' as const })));
   const spec = parsed.data;
@@ -130,6 +156,10 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     if (!params.success) {
       for (const pi of params.error.issues) issues.push({ path: `${at}.params${formatPath(pi.path, true)}`, message: pi.message, code: 'PLUGIN_PARAMS_INVALID' });
     }
+    // A mistyped key would be dropped silently by a lenient schema and the stage would run on defaults.
+    for (const k of unknownParamKeys(paramsJsonSchema(plugin), s.params)) {
+      issues.push({ path: `${at}.params${k}`, message: `${plugin.name} has no such param (misspelt?)`, code: 'UNKNOWN_PARAM' });
+    }
     const inputs: Record<string, string> = {};
     for (const kind of plugin.consumes) {
       const chosen = s.inputs?.[kind];
@@ -152,6 +182,9 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       nonRetryableErrorTypes: uniq([...(plugin.retry?.nonRetryableErrorTypes ?? []), ...(s.retry?.nonRetryableErrorTypes ?? [])]),
     };
     const parsedParams = params.success ? params.data : s.params;
+    const startToCloseMs = ms(s.timeouts?.startToClose) ?? plugin.timeouts?.startToCloseMs ?? DEFAULT_START_TO_CLOSE_MS;
+    const heartbeatMs = ms(s.timeouts?.heartbeat) ?? plugin.timeouts?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    if (heartbeatMs > startToCloseMs) issues.push({ path: `${at}.timeouts.heartbeat`, message: `the heartbeat timeout (${fmt(heartbeatMs)}) must not exceed startToClose (${fmt(startToCloseMs)})`, code: 'SPEC_INVALID' });
     stages.push({
       id: s.id,
       plugin: plugin.name,
@@ -162,12 +195,22 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       produces: plugin.produces,
       taskQueue: opts.taskQueues[plugin.resource],
       retry,
-      startToCloseMs: ms(s.timeouts?.startToClose) ?? plugin.timeouts?.startToCloseMs ?? DEFAULT_START_TO_CLOSE_MS,
-      heartbeatMs: ms(s.timeouts?.heartbeat) ?? plugin.timeouts?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
+      startToCloseMs,
+      heartbeatMs,
       replicas: plugin.dataParallel && params.success ? Math.max(1, plugin.dataParallel.replicas(parsedParams)) : 1,
       cache: s.cache ?? false,
     });
   });
+  if (!issues.length) {
+    const width = maxParallel(stages, ancestors);
+    if (width.length > SPEC_LIMITS.parallelStages) {
+      issues.push({
+        path: 'stages',
+        message: `${width.length} stages could run at the same time (${width.slice(0, 5).join(', ')}, …); at most ${SPEC_LIMITS.parallelStages} — chain some with needs`,
+        code: 'TOO_PARALLEL',
+      });
+    }
+  }
   if (issues.length) throw new SpecValidationError(issues);
   return {
     pipeline: spec.name,
@@ -175,6 +218,108 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     stages,
     onFailure: { action: spec.onFailure?.action ?? 'pause', timeoutMs: ms(spec.onFailure?.timeout) ?? DEFAULT_PAUSE_TIMEOUT_MS },
   };
+}
+
+/**
+ * The widest set of stages none of which depends on another, i.e. how many may run at once
+ * (Dilworth: stages − a maximum matching of the "is an ancestor of" relation). Specs are bounded
+ * to SPEC_LIMITS.stages, so the cubic matching stays small.
+ */
+export function maxParallel(stages: { id: string }[], ancestors: Map<string, string[]>): string[] {
+  const ids = stages.map((s) => s.id);
+  const index = new Map(ids.map((id, i) => [id, i]));
+  // later[i]: stages that depend (transitively) on stage i.
+  const later: number[][] = ids.map(() => []);
+  ids.forEach((id, j) => {
+    for (const a of ancestors.get(id) ?? []) {
+      const i = index.get(a);
+      if (i !== undefined) later[i]!.push(j);
+    }
+  });
+  const matchOfRight = new Array<number>(ids.length).fill(-1);
+  const tryMatch = (u: number, seen: boolean[]): boolean => {
+    for (const v of later[u]!) {
+      if (seen[v]) continue;
+      seen[v] = true;
+      if (matchOfRight[v] === -1 || tryMatch(matchOfRight[v]!, seen)) {
+        matchOfRight[v] = u;
+        return true;
+      }
+    }
+    return false;
+  };
+  for (let u = 0; u < ids.length; u++) tryMatch(u, new Array<boolean>(ids.length).fill(false));
+  // König: from unmatched left vertices, alternate (any edge left→right, matched edge right→left).
+  const visL = new Array<boolean>(ids.length).fill(false);
+  const visR = new Array<boolean>(ids.length).fill(false);
+  const leftMatched = new Set(matchOfRight.filter((u) => u >= 0));
+  const stack = ids.map((_, u) => u).filter((u) => !leftMatched.has(u));
+  for (const u of stack) visL[u] = true;
+  while (stack.length) {
+    const u = stack.pop()!;
+    for (const v of later[u]!) {
+      if (visR[v]) continue;
+      visR[v] = true;
+      const w = matchOfRight[v]!;
+      if (w >= 0 && !visL[w]) {
+        visL[w] = true;
+        stack.push(w);
+      }
+    }
+  }
+  // Minimum vertex cover = (left not visited) ∪ (right visited); the antichain is what no cover touches on either side.
+  return ids.filter((_, i) => visL[i] && !visR[i]);
+}
+
+const jsonSchemas = new WeakMap<object, JsonSchema>();
+type JsonSchema = { [k: string]: unknown };
+
+function paramsJsonSchema(plugin: { paramsSchema: z.ZodType }): JsonSchema {
+  let js = jsonSchemas.get(plugin.paramsSchema);
+  if (!js) jsonSchemas.set(plugin.paramsSchema, (js = z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }) as JsonSchema));
+  return js;
+}
+
+/** Keys of `value` that the params' JSON Schema does not know, as paths (`.source.lable`). Records and loose objects allow any key. */
+export function unknownParamKeys(schema: JsonSchema, value: unknown, root: JsonSchema = schema, path = ''): string[] {
+  const ref = typeof schema.$ref === 'string' ? resolveRef(root, schema.$ref) : undefined;
+  if (ref) return unknownParamKeys(ref, value, root, path);
+  const branches = (schema.anyOf ?? schema.oneOf) as JsonSchema[] | undefined;
+  if (Array.isArray(branches)) {
+    // The value is fine if one branch knows all its keys; else report the branch that knows the most.
+    let best: string[] | undefined;
+    for (const b of branches) {
+      const u = unknownParamKeys(b, value, root, path);
+      if (u.length === 0) return [];
+      if (!best || u.length < best.length) best = u;
+    }
+    return best ?? [];
+  }
+  if (Array.isArray(schema.allOf)) return [...new Set((schema.allOf as JsonSchema[]).flatMap((b) => unknownParamKeys(b, value, root, path)))];
+  if (Array.isArray(value)) {
+    const items = schema.items as JsonSchema | undefined;
+    return items && typeof items === 'object' ? value.flatMap((v, i) => unknownParamKeys(items, v, root, `${path}[${i}]`)) : [];
+  }
+  if (!value || typeof value !== 'object' || !(schema.type === 'object' || schema.properties)) return [];
+  const props = (schema.properties ?? {}) as Record<string, JsonSchema>;
+  const extra = schema.additionalProperties;
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(value)) {
+    const at = `${path}.${k}`;
+    if (k in props) out.push(...unknownParamKeys(props[k]!, v, root, at));
+    else if (extra && typeof extra === 'object' && Object.keys(extra).length) out.push(...unknownParamKeys(extra as JsonSchema, v, root, at));
+    else if (extra === undefined || extra === false) {
+      if (!schema.patternProperties && !schema.propertyNames) out.push(at);
+    }
+  }
+  return out;
+}
+
+function resolveRef(root: JsonSchema, ref: string): JsonSchema | undefined {
+  if (!ref.startsWith('#/')) return undefined;
+  let cur: unknown = root;
+  for (const part of ref.slice(2).split('/')) cur = cur && typeof cur === 'object' ? (cur as JsonSchema)[part.replace(/~1/g, '/').replace(/~0/g, '~')] : undefined;
+  return cur && typeof cur === 'object' ? (cur as JsonSchema) : undefined;
 }
 
 function ms(v: string | number | undefined): number | undefined {

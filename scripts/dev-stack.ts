@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { ensureAdminToken, withTokenStore } from '../app/admin-token.js';
 import { loadConfig } from '../app/config.js';
 import { startDevServer, type DevServer } from '../dev/dev-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
@@ -28,6 +29,8 @@ const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
 const children: ChildProcess[] = [];
 let devServer: DevServer | undefined;
 let stopping = false;
+/** The admin token the dev stack talks to its API with. */
+let token: string | undefined;
 
 async function main(): Promise<number> {
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -51,15 +54,25 @@ async function main(): Promise<number> {
     uiUrl = process.env.CAPSTAN_TEMPORAL_UI_URL;
   }
   const apiUrl = `http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}`;
+  // The user's admin token: made on first start, kept in the data dir (mode 0600), reused after.
+  const admin = config.api.auth === 'tokens' ? await withTokenStore(config, (t) => ensureAdminToken(t, config.api.adminTokenFile)) : undefined;
+  token = admin?.token;
   children.push(spawnPart('worker', ['worker.ts'], env));
   children.push(spawnPart('api', ['api/server.ts'], env));
-  await waitForHttp(`${apiUrl}/graphql?query=%7B__typename%7D`);
+  await waitForHttp(`${apiUrl}/healthz`);
+  const tokenFile = path.relative(process.cwd(), config.api.adminTokenFile) || config.api.adminTokenFile;
   const banner = [
     '',
     '  Capstan is up',
     `  GraphQL API + GraphiQL  ${apiUrl}/graphql`,
     ...(uiUrl ? [`  Temporal Web UI         ${uiUrl}`] : []),
     `  Data (artifacts, DBs)   ${config.dataDir}`,
+    ...(admin
+      ? [
+          `  Admin token             ${tokenFile}${admin.created ? ' (new)' : ''}: GraphiQL on this machine sends it for you; elsewhere`,
+          `                          curl -H "Authorization: Bearer $(cat ${tokenFile})" …  (npm run token -- create makes more)`,
+        ]
+      : ['  Auth                    off (CAPSTAN_AUTH=off): every request on loopback acts as admin']),
     '  Ctrl-C stops everything.',
     '',
   ];
@@ -140,7 +153,11 @@ async function waitForHttp(url: string, timeoutMs = 120_000): Promise<void> {
 }
 
 async function gql(apiUrl: string, query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const r = await fetch(`${apiUrl}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
+  const r = await fetch(`${apiUrl}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
   const body = (await r.json()) as { data?: Record<string, unknown>; errors?: { message: string }[] };
   if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
   return body.data!;

@@ -9,6 +9,7 @@ import {
   setHandler,
   upsertSearchAttributes,
   allHandlersFinished,
+  patched,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
@@ -25,6 +26,10 @@ import type {
   StageOutcome,
   StageState,
 } from './types.js';
+
+/** Runs started from here on cap the CapstanStage search attribute (older histories replay without it). */
+const PATCH_STAGE_ATTRIBUTE_LIMIT = 'capstan-stage-attribute-limit';
+const STAGE_ATTRIBUTE_MAX = 255;
 
 /**
  * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
@@ -78,7 +83,9 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
 
   const running = new Set<string>();
   const markCurrent = () => {
-    const cur = [...running].join(',');
+    let cur = [...running].join(',');
+    // Keyword values are bounded by Temporal (and indexed by SQL visibility): keep it short.
+    if (patched(PATCH_STAGE_ATTRIBUTE_LIMIT) && cur.length > STAGE_ATTRIBUTE_MAX) cur = `${cur.slice(0, STAGE_ATTRIBUTE_MAX - 1)}…`;
     upsertSearchAttributes([{ key: CurrentStageKey, value: cur || null }]);
   };
 
@@ -179,7 +186,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
-    const common = { runId, pipeline: input.pipeline, stage: spec, inputs };
+    const common = { runId, pipeline: input.pipeline, stage: spec, inputs, ...(input.startedBy ? { startedBy: input.startedBy } : {}) };
     if (spec.replicas <= 1) {
       const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
       return acts.runStage(common);

@@ -61,6 +61,8 @@ export interface RunPipelineInput {
   resumedFrom?: string;
   /** Stage id → outputs reused from an earlier run (these stages do not run). */
   reuse?: Record<string, ReusedStage>;
+  /** Who started the run; absent for runs started before tokens existed and by schedules without one. */
+  startedBy?: RunStarter;
 }
 
 export type RunStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'PAUSED' | 'TERMINATED' | 'TIMED_OUT';
@@ -132,12 +134,19 @@ export interface StageOutcome extends StageProducts {
   attempt: number;
 }
 
+/** Who started a run (the API token's name and role); stages that need a role check it. */
+export interface RunStarter {
+  name: string;
+  role: string;
+}
+
 export interface RunStageInput {
   runId: string;
   pipeline: string;
   stage: ResolvedStage;
   inputs: Record<string, ArtifactRef>;
   replica?: { index: number; count: number };
+  startedBy?: RunStarter;
 }
 
 export interface ReduceStageInput extends RunStageInput {

@@ -12,6 +12,9 @@ export function stripNulls(v: unknown): unknown {
   return v;
 }
 
+/** Who a run started through this request is booked to: the token's name and role. */
+export const starterOf = (ctx: ApiContext) => ({ name: ctx.principal.name, role: ctx.principal.role });
+
 /** A run as listed (visibility fields only) or read in full; the rest is loaded once per request. */
 type RunParent = RunView | RunListItem;
 const full = async (r: RunParent, ctx: ApiContext): Promise<RunView | undefined> => ('stages' in r ? r : ctx.runs.load(r.id));
@@ -90,8 +93,8 @@ export const coreModule: ApiModule = {
       },
     },
     Mutation: {
-      startPipeline: (_: unknown, a: { spec: unknown }, ctx: ApiContext) => ctx.engine.start(stripNulls(a.spec)),
-      startPipelineFromText: (_: unknown, a: { text: string }, ctx: ApiContext) => ctx.engine.startFromText(a.text),
+      startPipeline: (_: unknown, a: { spec: unknown }, ctx: ApiContext) => ctx.engine.start(stripNulls(a.spec), { startedBy: starterOf(ctx) }),
+      startPipelineFromText: (_: unknown, a: { text: string }, ctx: ApiContext) => ctx.engine.startFromText(a.text, starterOf(ctx)),
     },
     PipelineRun: {
       stages: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.stages ?? [],

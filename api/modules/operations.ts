@@ -1,6 +1,6 @@
 import type { ApiContext, ApiModule } from '../module.js';
 import { operationsTypeDefs } from '../schema/operations.js';
-import { stripNulls } from './core.js';
+import { starterOf, stripNulls } from './core.js';
 
 type Ctx = ApiContext;
 
@@ -20,20 +20,20 @@ export const operationsModule: ApiModule = {
       abortRun: (_: unknown, a: { runId: string; reason: string }, ctx: Ctx) => ctx.engine.abort(a.runId, a.reason),
       cancelRun: (_: unknown, a: { runId: string }, ctx: Ctx) => ctx.engine.cancel(a.runId),
       resumeRun: async (_: unknown, a: { runId: string; fromStage?: string | null; dryRun: boolean }, ctx: Ctx) => {
-        const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });
+        const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, startedBy: starterOf(ctx), ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });
         return { plan: r.plan, run: r.run ?? null };
       },
       savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? []),
       deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.delete(a.name),
       schedulePipeline: (_: unknown, a: { name: string; cron?: string | null; every?: string | null }, ctx: Ctx) =>
-        ctx.engine.schedule(a.name, { ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
+        ctx.engine.schedule(a.name, { startedBy: starterOf(ctx), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
       pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.pauseSchedule(a.id, a.paused),
       deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.deleteSchedule(a.id),
-      emitEvent: (_: unknown, a: { type: string; payload?: unknown }, ctx: Ctx) => ctx.engine.emitEvent(a.type, a.payload ?? {}),
+      emitEvent: (_: unknown, a: { type: string; payload?: unknown }, ctx: Ctx) => ctx.engine.emitEvent(a.type, a.payload ?? {}, starterOf(ctx)),
     },
     Subscription: {
       runEvents: {
-        subscribe: (_: unknown, a: { runId: string }, ctx: Ctx) => ctx.engine.follow(a.runId),
+        subscribe: (_: unknown, a: { runId: string }, ctx: Ctx) => ctx.engine.follow(a.runId, ctx.signal),
         resolve: (e: unknown) => e,
       },
     },

@@ -302,14 +302,14 @@ export const coreTypeDefs = /* GraphQL */ `
     ): PipelineRun
     """
     Runs from Temporal's visibility store, newest first, one page at a time (Relay cursor
-    connection). Errors: BAD_ARGUMENT when first is outside 1–500 or after is not a cursor from runs.
+    connection). Errors: BAD_ARGUMENT when first is outside 1–100 or after is not a cursor from runs.
     """
     runs(
       "Only runs of this pipeline name; all pipelines when omitted."
       pipeline: String
       "Only runs with this status; all when omitted."
       status: RunStatus
-      "Page size: how many runs to return, 1–500 (default 20)."
+      "Page size: how many runs to return, 1–100 (default 20)."
       first: Int = 20
       "Return the runs that follow this cursor: an edge cursor or pageInfo.endCursor of an earlier page. From the newest run when omitted."
       after: String

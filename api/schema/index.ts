@@ -1,11 +1,12 @@
 // The whole GraphQL SDL of the API, in the order the modules stack it: core defines Query,
 // Mutation and the shared types; the others `extend` them.
+import { authTypeDefs } from './auth.js';
 import { coreTypeDefs } from './core.js';
 import { ledgerTypeDefs } from './ledger.js';
 import { modelsTypeDefs } from './models.js';
 import { operationsTypeDefs } from './operations.js';
 
-export { coreTypeDefs, ledgerTypeDefs, modelsTypeDefs, operationsTypeDefs };
+export { authTypeDefs, coreTypeDefs, ledgerTypeDefs, modelsTypeDefs, operationsTypeDefs };
 
-/** core, operations, ledger, models: the typeDefs createApi serves. */
-export const apiTypeDefs: string[] = [coreTypeDefs, operationsTypeDefs, ledgerTypeDefs, modelsTypeDefs];
+/** core, operations, ledger, models, auth: the typeDefs createApi serves. */
+export const apiTypeDefs: string[] = [coreTypeDefs, operationsTypeDefs, ledgerTypeDefs, modelsTypeDefs, authTypeDefs];

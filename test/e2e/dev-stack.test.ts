@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -46,7 +46,18 @@ describe('npm start (the embedded stack)', () => {
     expect(out).toContain(`Temporal Web UI         http://localhost:${uiPort}`);
 
     const api = `http://127.0.0.1:${apiPort}`;
-    const gql = async (query: string, variables?: unknown) => (await (await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) })).json()) as any;
+    // The first start made an admin token in the data dir, readable by its owner only, and said where.
+    const tokenFile = path.join(dataDir, 'admin-token');
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(out).toContain('Admin token');
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    expect(token).toMatch(/^cap_[0-9a-f]{12}_[\w-]{43}$/);
+    expect(out).not.toContain(token);
+    const auth = { authorization: `Bearer ${token}` };
+    expect((await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ whoami { role } }"}' })).status).toBe(401);
+    const gql = async (query: string, variables?: unknown) =>
+      (await (await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ query, variables }) })).json()) as any;
+    expect((await gql('{ whoami { name role } }')).data.whoami).toEqual({ name: 'dev-admin', role: 'ADMIN' });
     const r = await gql(`query($id: ID!) { run(id: $id) { status tfBackend stages { id status metrics } roi { cost revenue roi } } }`, { id: runId });
     expect(r.errors).toBeUndefined();
     const run = r.data.run;
@@ -62,7 +73,7 @@ describe('npm start (the embedded stack)', () => {
     const pixels = Array.from({ length: 784 }, (_, i) => ((i * 7) % 255) / 255);
     const pred = await (async () => {
       for (let i = 0; i < 40; i++) {
-        const res = await fetch(`${api}/models/mnist-small/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [pixels] }) });
+        const res = await fetch(`${api}/models/mnist-small/predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ inputs: [pixels] }) });
         if (res.status === 200) return (await res.json()) as any;
         await new Promise((res2) => setTimeout(res2, 500));
       }

@@ -236,7 +236,7 @@ describe('operating runs', () => {
     });
     const res = await fetch(`${stack.url}/graphql`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${stack.adminToken}` },
       body: JSON.stringify({ query: `subscription($id: ID!) { runEvents(runId: $id) { seq type stageId attempt runStatus } }`, variables: { id } }),
     });
     expect(res.headers.get('content-type')).toContain('text/event-stream');

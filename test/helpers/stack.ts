@@ -7,6 +7,8 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { inject } from 'vitest';
 import type { Api } from '../../api/app.js';
+import { createNodeHandler } from '../../api/http.js';
+import type { Role } from '../../auth/roles.js';
 import { createApiApp } from '../../app/api.js';
 import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
@@ -14,7 +16,7 @@ import { createWorkers } from '../../app/workers.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
-import { silentLogger } from '../../lib/logger.js';
+import { silentLogger, type Logger } from '../../lib/logger.js';
 import type { StagePlugin } from '../../plugins/contract.js';
 import { StageRegistry } from '../../plugins/registry.js';
 
@@ -32,8 +34,12 @@ export interface TestStack {
   dataDir: string;
   taskQueues: { workflows: string; cpu: string; gpu: string };
   workers: Worker[];
-  /** GraphQL over HTTP; throws when the response has errors unless allowErrors. */
-  gql<T = any>(query: string, variables?: Record<string, unknown>): Promise<{ data: T; errors?: { message: string; extensions?: any }[] }>;
+  /** An admin token of this stack (what gql sends unless told otherwise). */
+  adminToken: string;
+  /** A new token with this role. */
+  token(role: Role, name?: string): Promise<string>;
+  /** GraphQL over HTTP with a token (the admin's by default; null sends none). */
+  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data: T; errors?: { message: string; extensions?: any }[] }>;
   /** Stops the workers (e.g. to simulate a lost worker) — the stack stays up otherwise. */
   stopWorkers(): Promise<void>;
   startWorkers(): Promise<void>;
@@ -43,6 +49,10 @@ export interface TestStack {
 export interface TestStackOptions {
   /** The stage plugins of this stack (instead of the built-ins). */
   plugins: StagePlugin<any>[];
+  /** Where the API and runtime log (silent by default). */
+  logger?: Logger;
+  /** Extra configuration environment (e.g. CAPSTAN_CORS_ORIGINS). */
+  env?: Record<string, string>;
 }
 
 /** A real stack for one test file, built by the composition root: its own task queues on the shared dev server, workers, and the API over HTTP. */
@@ -61,8 +71,9 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   for (const p of o.plugins) stages.register(p);
   stages.freeze();
   const q = `t-${randomBytes(4).toString('hex')}`;
-  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl') }, dataDir);
-  const rt = await createRuntime(config, silentLogger, { stages });
+  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl'), ...o.env }, dataDir);
+  const logger = o.logger ?? silentLogger;
+  const rt = await createRuntime(config, logger, { stages });
   const taskQueues = config.taskQueues;
 
   const nativeConnection = await NativeConnection.connect({ address });
@@ -89,18 +100,10 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const client = new Client({ connection, namespace });
   const app = createApiApp(rt, { client, namespace, modelRefreshMs: 500, ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}) });
   const api = app.api;
-  const server: Server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? new Uint8Array(Buffer.concat(chunks)) : undefined;
-    const r = await api.fetch(
-      new Request(`http://127.0.0.1${req.url}`, { method: req.method ?? 'GET', headers: req.headers as Record<string, string>, ...(body ? { body } : {}) }),
-    );
-    res.writeHead(r.status, Object.fromEntries(r.headers.entries()));
-    res.end(Buffer.from(await r.arrayBuffer()));
-  });
+  const server: Server = createServer(createNodeHandler(api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const adminToken = (await rt.tokens.create({ name: 'test-admin', role: 'admin' })).token;
 
   return {
     client,
@@ -117,10 +120,14 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     get workers() {
       return workers;
     },
-    async gql(query, variables) {
+    adminToken,
+    async token(role, name = `test-${role}`) {
+      return (await rt.tokens.create({ name, role })).token;
+    },
+    async gql(query, variables, token = adminToken) {
       const res = await fetch(`${url}/graphql`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         body: JSON.stringify({ query, variables }),
       });
       return (await res.json()) as never;
