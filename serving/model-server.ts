@@ -1,14 +1,17 @@
 // Serves the version the `production` alias points at, per model name. Checks the alias
 // periodically (or on refresh()), loads a new version in the background and swaps atomically:
 // a request holds the model it started with until it finishes, so none is dropped; the old
-// model is disposed when its last request is done.
+// model is disposed when its last request is done. At most `maxLoaded` models stay loaded: the
+// least recently used is evicted (disposed once no request holds it) and reloaded on demand.
+// Inputs are checked against the input spec the deploy stage recorded (shape and value range),
+// and raw values are mapped through the recorded normalisation when a request says so.
 import type * as TF from '@tensorflow/tfjs';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger, type Logger } from '../lib/logger.js';
 import { loadTf, type LoadedTf } from '../ml/backend.js';
 import { folderLoadHandler } from '../ml/models/io.js';
 import { modelSampleShape } from '../ml/evaluation/evaluate.js';
-import { PRODUCTION_ALIAS, RegistryError, type ModelRegistry, type ModelVersion } from './registry.js';
+import { PRODUCTION_ALIAS, RegistryError, type InputSpec, type ModelRegistry, type ModelVersion } from './registry.js';
 
 export type ServingErrorCode = 'MODEL_NOT_FOUND' | 'NOT_DEPLOYED' | 'BAD_INPUT' | 'MODEL_UNAVAILABLE' | 'VERSION_NOT_FOUND' | 'BAD_ROLLBACK';
 
@@ -40,6 +43,8 @@ export interface ModelServerOptions {
   onPredictions?: (model: string, version: number, count: number) => void | Promise<void>;
   /** Largest batch one request may send (default 1024). */
   maxBatch?: number;
+  /** Most model versions kept loaded at once (default 8); the least recently used is evicted first. */
+  maxLoaded?: number;
   logger?: Logger;
 }
 
@@ -54,6 +59,9 @@ export interface PredictResult {
   predictions: ClassPrediction[];
 }
 
+/** How request values map to model inputs: `normalized` (as the model takes them, the default) or `raw` (mapped through the recorded normalisation, e.g. 0–255 pixels × 1/255). */
+export type InputEncoding = 'normalized' | 'raw';
+
 export interface ServedModel {
   model: string;
   version: number;
@@ -64,7 +72,7 @@ export interface ServedModel {
 
 export interface ModelServer {
   /** Predicts with the served version of `model`; loads it on first use. */
-  predict(model: string, inputs: unknown): Promise<PredictResult>;
+  predict(model: string, inputs: unknown, opts?: { encoding?: InputEncoding }): Promise<PredictResult>;
   /** Re-reads the alias of `model` (or of every loaded model) and swaps to a new version if it moved. */
   refresh(model?: string): Promise<void>;
   /** Points the alias at `version` and serves it before returning. */
@@ -84,6 +92,8 @@ interface Entry {
   net: TF.LayersModel;
   sampleShape: number[];
   sampleSize: number;
+  /** Absent for versions registered before input specs were recorded. */
+  inputSpec?: InputSpec;
   inFlight: number;
   retired: boolean;
   loadedAt: string;
@@ -93,6 +103,7 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
   const alias = opts.alias ?? PRODUCTION_ALIAS;
   const logger = opts.logger ?? silentLogger;
   const maxBatch = opts.maxBatch ?? 1024;
+  const maxLoaded = Math.max(1, opts.maxLoaded ?? 8);
   const getTf = opts.loadTf ?? (() => loadTf());
   const current = new Map<string, Entry>();
   /** One refresh/load at a time per model (loads for different models run independently). */
@@ -115,8 +126,38 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
     const net = await tf.loadLayersModel(folderLoadHandler(tf, opts.artifacts.resolve(v.artifactUri)));
     const sampleShape = modelSampleShape(net);
     // Warm up, so the first request does not pay for kernel set-up.
-    tf.tidy(() => net.predict(tf.zeros([1, ...sampleShape])));
-    return { model: v.model, version: v.version, net, sampleShape, sampleSize: sampleShape.reduce((a, b) => a * b, 1), inFlight: 0, retired: false, loadedAt: new Date().toISOString() };
+    tf.tidy(() => {
+      net.predict(tf.zeros([1, ...sampleShape]));
+    });
+    return {
+      model: v.model,
+      version: v.version,
+      net,
+      sampleShape,
+      sampleSize: sampleShape.reduce((a, b) => a * b, 1),
+      ...(v.inputSpec ? { inputSpec: v.inputSpec } : {}),
+      inFlight: 0,
+      retired: false,
+      loadedAt: new Date().toISOString(),
+    };
+  }
+
+  /** Marks `model` most recently used (Map order is the LRU order). */
+  function touch(model: string, e: Entry): void {
+    if (current.get(model) !== e) return;
+    current.delete(model);
+    current.set(model, e);
+  }
+
+  /** Evicts the least recently used models beyond maxLoaded; each is disposed once no request holds it. */
+  function evict(keep: string): void {
+    for (const [m, e] of current) {
+      if (current.size <= maxLoaded) break;
+      if (m === keep) continue;
+      current.delete(m);
+      retire(e);
+      logger.info('model evicted from the cache', { model: m, version: e.version, maxLoaded, inFlight: e.inFlight });
+    }
   }
 
   function retire(e: Entry): void {
@@ -147,8 +188,10 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       entry.net.dispose();
       throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
     }
+    current.delete(model);
     current.set(model, entry);
     if (served) retire(served);
+    evict(model);
     logger.info('serving model version', { model, version: entry.version, previous: served?.version });
     return entry;
   }
@@ -173,14 +216,15 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
   timer?.unref();
 
   return {
-    async predict(model, inputs) {
+    async predict(model, inputs, o = {}) {
       if (closed) throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
       const { tf } = await getTf();
       let entry = await entryFor(model);
-      // A swap may have retired it while we waited: take the one served now. No await from here
-      // to inFlight++, so the model cannot be disposed under this request.
+      // A swap or an eviction may have retired it while we waited: take the one served now. No
+      // await from here to inFlight++, so the model cannot be disposed under this request.
       while (entry.retired) entry = current.get(model) ?? (await entryFor(model));
-      const batch = toBatch(inputs, entry, maxBatch);
+      const batch = toBatch(inputs, entry, maxBatch, o.encoding ?? 'normalized');
+      touch(model, entry);
       entry.inFlight++;
       let probs: Float32Array;
       let classes: number;
@@ -264,7 +308,12 @@ function fromRegistry(e: unknown): unknown {
  * Checks and flattens `inputs`: a list of samples, each either flat (prod(shape) numbers) or
  * nested exactly as the model's sample shape (e.g. 28 rows of 28). Errors name the sample.
  */
-export function toBatch(inputs: unknown, entry: { model: string; version: number; sampleShape: number[]; sampleSize: number }, maxBatch: number): { n: number; values: Float32Array } {
+export function toBatch(
+  inputs: unknown,
+  entry: { model: string; version: number; sampleShape: number[]; sampleSize: number; inputSpec?: InputSpec },
+  maxBatch: number,
+  encoding: InputEncoding = 'normalized',
+): { n: number; values: Float32Array } {
   const want = `[${entry.sampleShape.join(', ')}]`;
   const who = `model ${entry.model} v${entry.version}`;
   if (!Array.isArray(inputs)) throw new ServingError('BAD_INPUT', `"inputs" must be a list of samples (${who} expects samples of shape ${want} or ${entry.sampleSize} flat numbers)`);
@@ -281,7 +330,59 @@ export function toBatch(inputs: unknown, entry: { model: string; version: number
     }
     values.set(flat, i * entry.sampleSize);
   });
+  checkValues(values, entry, encoding);
   return { n: inputs.length, values };
+}
+
+/**
+ * Checks every value against the version's input spec, mapping raw values first when asked.
+ * Versions registered without a spec are served as before: no range check, no raw encoding.
+ */
+function checkValues(values: Float32Array, entry: { model: string; version: number; sampleSize: number; inputSpec?: InputSpec }, encoding: InputEncoding): void {
+  const spec = entry.inputSpec;
+  const who = `model ${entry.model} v${entry.version}`;
+  const at = (i: number) => `inputs[${Math.floor(i / entry.sampleSize)}] at flat index ${i % entry.sampleSize}`;
+  if (encoding === 'raw') {
+    const raw = spec?.raw;
+    if (!raw) throw new ServingError('BAD_INPUT', `${who} records no raw encoding (it was registered without an input spec, or its data needs none): send inputs as the model takes them, without "encoding": "raw"`);
+    if (raw.kind === 'scale') {
+      const [lo, hi] = raw.rawRange;
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!;
+        if (v < lo || v > hi) throw new ServingError('BAD_INPUT', `${at(i)} is ${fmt(v)}, but with "encoding": "raw" values must be in [${fmt(lo)}, ${fmt(hi)}] (${raw.describe}) for ${who}`);
+        values[i] = v * raw.scale;
+      }
+      return;
+    }
+    if (raw.mean.length !== entry.sampleSize || raw.std.length !== entry.sampleSize) {
+      throw new ServingError('BAD_INPUT', `${who}'s recorded normalisation has ${raw.mean.length} features, the model takes ${entry.sampleSize}: send inputs as the model takes them`);
+    }
+    for (let i = 0; i < values.length; i++) {
+      const f = i % entry.sampleSize;
+      values[i] = (values[i]! - raw.mean[f]!) / raw.std[f]!;
+    }
+    const [lo, hi] = spec.range;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      if (v < lo || v > hi) {
+        throw new ServingError('BAD_INPUT', `${at(i)} normalises to ${fmt(v)}, but values must be in [${fmt(lo)}, ${fmt(hi)}] (${spec.describe}) for ${who}: the sample is far outside the data the model was trained on`);
+      }
+    }
+    return;
+  }
+  if (!spec) return;
+  const [lo, hi] = spec.range;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v < lo || v > hi) {
+      const hint = spec.raw ? `; send ${spec.raw.describe} with "encoding": "raw"` : '';
+      throw new ServingError('BAD_INPUT', `${at(i)} is ${fmt(v)}, but values must be in [${fmt(lo)}, ${fmt(hi)}] (${spec.describe}) for ${who}${hint}`);
+    }
+  }
+}
+
+function fmt(n: number): string {
+  return String(Number(n.toPrecision(4)));
 }
 
 function sameShape(a: number[], model: number[]): boolean {

@@ -39,7 +39,8 @@ export const modelsModule: ApiModule = {
         return (await Promise.all(names.map((n) => modelView(ctx, n)))).filter((m) => m !== null);
       },
       model: (_: unknown, args: { name: string }, ctx: ApiContext) => modelView(ctx, args.name),
-      predict: (_: unknown, args: { model: string; inputs: number[][] }, ctx: ApiContext) => ctx.modelServer.predict(args.model, args.inputs),
+      predict: (_: unknown, args: { model: string; inputs: number[][]; encoding?: 'NORMALIZED' | 'RAW' | null }, ctx: ApiContext) =>
+        ctx.modelServer.predict(args.model, args.inputs, { encoding: args.encoding === 'RAW' ? 'raw' : 'normalized' }),
     },
     Mutation: {
       promoteModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
@@ -58,7 +59,7 @@ export const modelsModule: ApiModule = {
 const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
-/** POST /models/:name/predict  { "inputs": [...] } → { model, version, predictions }. */
+/** POST /models/:name/predict  { "inputs": [...], "encoding"?: "normalized" | "raw" } → { model, version, predictions }. */
 async function predictRoute(request: Request, ctx: ApiDeps): Promise<Response | undefined> {
   const url = new URL(request.url);
   const m = PREDICT_PATH.exec(url.pathname);
@@ -81,8 +82,12 @@ async function predictRoute(request: Request, ctx: ApiDeps): Promise<Response | 
   if (typeof body !== 'object' || body === null || Array.isArray(body) || !('inputs' in body)) {
     return json(400, { error: { code: 'BAD_INPUT', message: 'request body must be an object with an "inputs" list: { "inputs": [[...], ...] }' } });
   }
+  const encoding = (body as { encoding?: unknown }).encoding ?? 'normalized';
+  if (encoding !== 'normalized' && encoding !== 'raw') {
+    return json(400, { error: { code: 'BAD_INPUT', message: '"encoding" must be "normalized" (the default: values as the model takes them) or "raw" (e.g. 0–255 pixels, normalised by the server)' } });
+  }
   try {
-    const result = await ctx.modelServer.predict(name, (body as { inputs: unknown }).inputs);
+    const result = await ctx.modelServer.predict(name, (body as { inputs: unknown }).inputs, { encoding });
     return json(200, result);
   } catch (e) {
     if (e instanceof ServingError) return json(e.status, { error: { code: e.code, message: e.message } });

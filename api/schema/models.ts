@@ -9,6 +9,14 @@ export const modelsTypeDefs = /* GraphQL */ `
     probabilities: [Float!]!
   }
 
+  "How the numbers sent to predict relate to what the model takes."
+  enum InputEncoding {
+    "As the model takes them, normalised the way its data prep normalised the training data (e.g. MNIST pixels in 0–1). The default."
+    NORMALIZED
+    "Raw values, normalised by the server with the normalisation the version recorded (e.g. MNIST pixels in 0–255, scaled by 1/255). Versions registered without an input spec refuse it (BAD_INPUT)."
+    RAW
+  }
+
   "The answer to predict: one prediction per input sample, in input order."
   type Prediction {
     "The model name asked for."
@@ -105,14 +113,18 @@ export const modelsTypeDefs = /* GraphQL */ `
     re-read every few seconds, and swaps versions without dropping requests); the predictions are
     booked in the ledger as realised revenue of the run that produced the version. Same as POST /models/<name>/predict. Errors: MODEL_NOT_FOUND (unknown
     model), NOT_DEPLOYED (no production version), BAD_INPUT (empty, more than 1024 samples, a sample of
-    the wrong size, or a number that is not finite), MODEL_UNAVAILABLE (the version cannot be loaded,
-    e.g. its artifact is missing or fails its hash check), MODELS_UNAVAILABLE.
+    the wrong size, a number that is not finite, or a value outside the range the version was trained
+    on — the message says what was expected, e.g. values in [0, 1] for normalised pixels),
+    MODEL_UNAVAILABLE (the version cannot be loaded, e.g. its artifact is missing or fails its hash
+    check), MODELS_UNAVAILABLE.
     """
     predict(
       "The model name, e.g. mnist-mlp."
       model: String!
-      "The samples, 1–1024, each flat: as many numbers as the model's input has (784 floats in 0–1 for a 28×28 MNIST image)."
+      "The samples, 1–1024, each flat: as many numbers as the model's input has (784 floats in 0–1 for a 28×28 MNIST image, or 0–255 with encoding RAW)."
       inputs: [[Float!]!]!
+      "Whether inputs are already normalised (NORMALIZED, the default) or raw values for the server to normalise (RAW)."
+      encoding: InputEncoding = NORMALIZED
     ): Prediction!
   }
 

@@ -56,7 +56,7 @@ async function gql(query: string, variables: Record<string, unknown> = {}): Prom
 
 async function deploy(runId: string, model: ArtifactRef, promote: boolean): Promise<number> {
   const plugin = deployStage();
-  const r = await plugin.run(stageContext(store, { runId, stageId: 'deploy', services: { models: registry } }), plugin.paramsSchema.parse({ modelName: 'digits', promote, latencyRuns: 20 }), { model, dataset });
+  const r = await plugin.run(stageContext(store, { runId, stageId: 'deploy', services: { models: registry } }), plugin.paramsSchema.parse({ modelName: 'digits', promote, latencyRuns: 20, gates: { minTestAccuracy: 0.2 } }), { model, dataset });
   return r.metrics.version as number;
 }
 
