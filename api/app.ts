@@ -1,7 +1,7 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
-import type { GraphQLSchema } from 'graphql';
-import { createSchema, createYoga, shouldRenderGraphiQL, type YogaServerInstance } from 'graphql-yoga';
+import type { GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
+import { createGraphQLError, createSchema, createYoga, shouldRenderGraphiQL, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
 import type { Engine } from '../engine/index.js';
 import { authenticate, type RequestMeta } from './auth.js';
@@ -70,13 +70,15 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       // A request browsers send without a preflight (GET, form posts) must carry a header they cannot set cross-origin.
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'authorization'] }),
       EnvelopArmorPlugin({
-        maxDepth: { n: GRAPHQL_LIMITS.maxDepth, ignoreIntrospection: true },
-        maxAliases: { n: GRAPHQL_LIMITS.maxAliases },
+        // Reported as validation errors with a code (not thrown bare), like every other error.
+        maxDepth: { n: GRAPHQL_LIMITS.maxDepth, ignoreIntrospection: true, ...reportLimit },
+        maxAliases: { n: GRAPHQL_LIMITS.maxAliases, ...reportLimit },
         maxTokens: { n: GRAPHQL_LIMITS.maxTokens },
-        costLimit: { maxCost: GRAPHQL_LIMITS.maxCost, ignoreIntrospection: true },
-        maxDirectives: { n: GRAPHQL_LIMITS.maxDirectives },
+        costLimit: { maxCost: GRAPHQL_LIMITS.maxCost, ignoreIntrospection: true, ...reportLimit },
+        maxDirectives: { n: GRAPHQL_LIMITS.maxDirectives, ...reportLimit },
         blockFieldSuggestion: { enabled: true },
       }),
+      errorCodesOnValidation(),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {
@@ -112,6 +114,33 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       }
       if (route) return (await route.handle(request, { ...deps, principal, meta })) ?? jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`);
       return yoga.fetch(request, { principal, meta });
+    },
+  };
+}
+
+/** How an Armor limit refuses a document: a validation error with code QUERY_LIMIT_EXCEEDED. */
+const reportLimit = {
+  propagateOnRejection: false,
+  onReject: [(ctx: ValidationContext | null, err: GraphQLError) => ctx?.reportError(createGraphQLError(err.message.replace(/^Syntax Error: /, ''), { extensions: { code: 'QUERY_LIMIT_EXCEEDED' } }))],
+};
+
+/** Validation errors get a code too: QUERY_LIMIT_EXCEEDED for the Armor limits, GRAPHQL_VALIDATION_FAILED otherwise. */
+function errorCodesOnValidation(): Plugin {
+  return {
+    onValidate() {
+      return ({ result, setResult }) => {
+        if (!result.length || result.every((e) => e.extensions?.code)) return;
+        setResult(
+          result.map((e) =>
+            e.extensions?.code
+              ? e
+              : createGraphQLError(e.message, {
+                  ...(e.nodes ? { nodes: e.nodes } : {}),
+                  extensions: { ...e.extensions, code: /limit of \d+ exceeded/i.test(e.message) ? 'QUERY_LIMIT_EXCEEDED' : 'GRAPHQL_VALIDATION_FAILED' },
+                }),
+          ),
+        );
+      };
     },
   };
 }

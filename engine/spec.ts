@@ -20,7 +20,12 @@ export const SPEC_LIMITS = {
   pauseTimeoutMs: { min: 1000, max: 30 * 24 * 3_600_000 },
 } as const;
 
-const fmt = (ms: number) => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+/** A duration as people write it: the largest whole unit (7d, 5m, 30s, 250ms). */
+function fmt(ms: number): string {
+  if (ms === 0) return '0s';
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
+  return `${ms}ms`;
+}
 
 /** A duration ("30s", "5m", "1h" or milliseconds) within bounds: 0 or a week-long heartbeat would leave a run stuck. */
 const duration = (b: { min: number; max: number }) =>
