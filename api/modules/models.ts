@@ -28,6 +28,8 @@ async function modelView(ctx: ApiDeps, name: string) {
   };
 }
 
+const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;
+
 /** The model registry and live predictions: GraphQL over the registry and model server, and POST /models/:name/predict. */
 export const modelsModule: ApiModule = {
   name: 'models',
@@ -53,10 +55,9 @@ export const modelsModule: ApiModule = {
       },
     },
   },
-  routes: predictRoute,
+  routes: [{ path: PREDICT_PATH, permission: 'predict', handle: predictRoute }],
 };
 
-const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** POST /models/:name/predict  { "inputs": [...], "encoding"?: "normalized" | "raw" } → { model, version, predictions }. */

@@ -4,6 +4,7 @@ import type * as TF from '@tensorflow/tfjs';
 import { createApi, type Api } from '../../api/app.js';
 import { coreModule } from '../../api/modules/core.js';
 import { modelsModule } from '../../api/modules/models.js';
+import type { TokenStore } from '../../auth/tokens.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
@@ -78,7 +79,20 @@ beforeAll(async () => {
 
   modelServer = createModelServer({ registry, artifacts: store, refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) });
   // Only the models module over the core schema: no run is touched, so no engine is needed.
-  api = createApi({ engine: {} as Engine, db, models: registry, modelServer, logger: silentLogger }, [coreModule, modelsModule]);
+  // Auth is off here (this file is about serving); test/api/auth.test.ts covers tokens and roles.
+  api = createApi(
+    {
+      engine: {} as Engine,
+      db,
+      models: registry,
+      modelServer,
+      tokens: {} as TokenStore,
+      auth: { kind: 'off' },
+      http: { allowedHosts: [], corsOrigins: [], maxSubscriptionsPerToken: 4, streamIdleMs: 60_000 },
+      logger: silentLogger,
+    },
+    [coreModule, modelsModule],
+  );
   ({ server, url: base } = await listen(api));
 }, 120_000);
 
