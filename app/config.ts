@@ -28,6 +28,8 @@ export const envSchema = z.object({
   CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).default(2),
   /** Folders data sources may come from, comma-separated (default: the data dir and the bundled MNIST package). */
   CAPSTAN_DATA_ROOTS: z.string().optional(),
+  /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
+  CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
   /** How many model versions the API's model server keeps loaded (least recently used go first). */
   CAPSTAN_MODEL_CACHE: z.coerce.number().int().min(1).max(1000).default(8),
   /** `tokens` (every request needs a bearer token) or `off` (loopback only: every request acts as admin). */
@@ -75,6 +77,7 @@ export interface CapstanConfig {
   temporalUiUrl?: string;
   /** Absolute folders data sources are confined to. */
   dataRoots: string[];
+  maxDataFileBytes: number;
   modelCacheSize: number;
   cwd: string;
 }
@@ -116,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     activitySlots: e.CAPSTAN_ACTIVITY_SLOTS,
     gpuSlots: e.CAPSTAN_GPU_SLOTS,
     dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
+    maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
     modelCacheSize: e.CAPSTAN_MODEL_CACHE,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,

@@ -47,6 +47,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       cwd: config.cwd,
       baseDir: config.cwd,
       dataRoots: config.dataRoots,
+      maxDataFileBytes: config.maxDataFileBytes,
       ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}),
     }));
   const db = await openDb({ url: config.databaseUrl, sqlitePath: config.sqlitePath });
