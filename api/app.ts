@@ -1,7 +1,7 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
-import type { GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
-import { createGraphQLError, createSchema, createYoga, shouldRenderGraphiQL, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import type { ExecutionResult, GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
+import { createGraphQLError, createSchema, createYoga, isAsyncIterable, shouldRenderGraphiQL, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
 import type { Engine } from '../engine/index.js';
 import { authenticate, type RequestMeta } from './auth.js';
@@ -59,7 +59,12 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
     },
     graphqlEndpoint: '/graphql',
     landingPage: false,
-    cors: cors.length ? { origin: cors, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] } : false,
+    // Only a listed origin gets CORS headers, and only its own name back: with a list, yoga would
+    // otherwise answer other origins "Access-Control-Allow-Origin: null", which sandboxed pages match.
+    cors: (request) => {
+      const origin = allowedOrigin(request, cors);
+      return origin ? { origin, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] } : false;
+    },
     graphiql: (_request, ctx) => {
       const token = deps.http.graphiqlToken;
       const remote = ctx?.meta?.remoteAddress;
@@ -79,6 +84,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
         blockFieldSuggestion: { enabled: true },
       }),
       errorCodesOnValidation(),
+      errorCodesOnResults(),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {
@@ -100,9 +106,11 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       }
       if (url.pathname === '/healthz') return new Response('ok\n', { headers: { 'content-type': 'text/plain' } });
       const route = routes.find((r) => r.path.test(url.pathname));
-      // GraphiQL's page and CORS preflights carry no credentials; everything else does.
-      const open = !route && (request.method === 'OPTIONS' || shouldRenderGraphiQL(request));
-      if (open) return yoga.fetch(request, { meta });
+      // CORS preflights (yoga answers them, module routes included) and GraphiQL's page carry no credentials; everything else does.
+      if (request.method === 'OPTIONS' || (!route && shouldRenderGraphiQL(request))) return explained(request, await yoga.fetch(request, { meta }));
+      // Answers made here rather than by yoga get the same CORS headers, so an allowed origin can read its errors.
+      const origin = allowedOrigin(request, cors);
+      const answer = (r: Response) => (origin ? withCors(r, origin) : r);
       let principal: Principal;
       try {
         principal = await authenticate(request, deps.auth, deps.logger, meta);
@@ -110,10 +118,16 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       } catch (e) {
         const x = expectedError(e) ?? { code: 'UNAUTHENTICATED', message: 'not authenticated', extensions: {} };
         const status = x.code === 'FORBIDDEN' ? 403 : 401;
-        return jsonError(status, x.code, x.message, status === 401 ? { 'www-authenticate': 'Bearer' } : {}, route !== undefined);
+        return answer(jsonError(status, x.code, x.message, status === 401 ? { 'www-authenticate': 'Bearer' } : {}, route !== undefined));
       }
-      if (route) return (await route.handle(request, { ...deps, principal, meta })) ?? jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`);
-      return yoga.fetch(request, { principal, meta });
+      // What a browser sends cross-site without a preflight must carry a header such a page cannot set
+      // (matters with CAPSTAN_AUTH=off, where no Authorization header is needed; yoga's CSRF plugin would refuse GraphQL without a code).
+      // (A module route acts only on POST; any other method gets its 405.)
+      if ((!route || request.method === 'POST') && !preflighted(request)) {
+        return answer(jsonError(403, 'CSRF_HEADER_MISSING', 'a request with no Content-Type or a form/text Content-Type (what any web page can send) needs an "x-graphql-yoga-csrf" or Authorization header; send Content-Type: application/json', {}, route !== undefined));
+      }
+      if (route) return answer((await route.handle(request, { ...deps, principal, meta })) ?? jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`, {}, true));
+      return explained(request, await yoga.fetch(request, { principal, meta }));
     },
   };
 }
@@ -143,6 +157,47 @@ function errorCodesOnValidation(): Plugin {
       };
     },
   };
+}
+
+/**
+ * Errors graphql-js makes outside validation have no code either (e.g. a variable of the wrong
+ * type, found when execution starts): BAD_ARGUMENT for variables, BAD_REQUEST otherwise.
+ */
+function errorCodesOnResults(): Plugin {
+  const withCode = (e: GraphQLError): GraphQLError =>
+    e.extensions?.code
+      ? e
+      : createGraphQLError(e.message, {
+          ...(e.nodes ? { nodes: e.nodes } : {}),
+          ...(e.path ? { path: e.path } : {}),
+          extensions: { ...e.extensions, code: /^Variable "\$/.test(e.message) ? 'BAD_ARGUMENT' : 'BAD_REQUEST' },
+        });
+  const fix = (r: ExecutionResult): ExecutionResult => (r.errors?.some((e) => !e.extensions?.code) ? { ...r, errors: r.errors.map(withCode) } : r);
+  return {
+    onResultProcess({ result, setResult }) {
+      if (Array.isArray(result)) setResult(result.map(fix));
+      else if (!isAsyncIterable(result)) setResult(fix(result as ExecutionResult));
+    },
+  };
+}
+
+/** yoga's bodiless refusals (unknown path, method or content type) as errors with a code and a message. */
+function explained(request: Request, response: Response): Response {
+  if (response.status < 400 || response.headers.get('content-type')) return response;
+  const { pathname } = new URL(request.url);
+  const [code, message] =
+    response.status === 404
+      ? ['NOT_FOUND', `nothing is served at ${pathname}: the API serves POST /graphql (GraphiQL at GET /graphql), POST /models/:name/predict and GET /healthz`]
+      : response.status === 405
+        ? ['METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${pathname}${response.headers.get('allow') ? `; use ${response.headers.get('allow')}` : ''}`]
+        : response.status === 415
+          ? ['UNSUPPORTED_MEDIA_TYPE', 'send the request as Content-Type: application/json']
+          : ['BAD_REQUEST', `not a request this API understands (HTTP ${response.status}); send POST /graphql with Content-Type: application/json`];
+  const headers: Record<string, string> = {};
+  response.headers.forEach((v, k) => {
+    if (k !== 'content-length') headers[k] = v;
+  });
+  return jsonError(response.status, code, message, headers, pathname !== '/graphql');
 }
 
 /** Wraps every Query/Mutation/Subscription resolver with its permission check (and subscriptions with the limiter). */
@@ -212,6 +267,28 @@ function hostAllowed(host: string, allowed: string[]): boolean {
   const h = host.toLowerCase();
   const name = h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.split(':')[0]!;
   return LOOPBACK_HOSTS.has(name) || allowed.includes(h) || allowed.includes(name);
+}
+
+/** The request's Origin when it is one of the CORS origins; undefined otherwise. */
+function allowedOrigin(request: Request, origins: string[]): string | undefined {
+  const origin = request.headers.get('origin');
+  return origin !== null && origins.includes(origin) ? origin : undefined;
+}
+
+function withCors(response: Response, origin: string): Response {
+  response.headers.set('access-control-allow-origin', origin);
+  response.headers.append('vary', 'Origin');
+  return response;
+}
+
+/** Content types a page on any site may send without a CORS preflight (HTML forms, simple fetches). */
+const SIMPLE_CONTENT_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
+
+/** Whether a browser would have preflighted this request (or it carries a header only a preflighted request can): the CSRF rule of useCSRFPrevention. */
+function preflighted(request: Request): boolean {
+  if (request.headers.has('authorization') || request.headers.has('x-graphql-yoga-csrf')) return true;
+  const type = request.headers.get('content-type')?.toLowerCase();
+  return !!type && !SIMPLE_CONTENT_TYPES.some((t) => type.startsWith(t));
 }
 
 export function isLoopbackAddress(a: string): boolean {

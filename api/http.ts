@@ -36,12 +36,20 @@ async function handle(api: Api, o: NodeHandlerOptions, req: IncomingMessage, res
     }
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
-    const request = new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
-      method,
-      headers,
-      signal: controller.signal,
-      ...(body && body.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
-    });
+    let request: Request;
+    try {
+      request = new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+        method,
+        headers,
+        signal: controller.signal,
+        ...(body && body.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
+      });
+    } catch {
+      // Fetch refuses some methods (TRACE, TRACK, CONNECT) and URLs (a Host header that names no host): the client's mistake, not a failure.
+      if (/^(TRACE|TRACK|CONNECT)$/i.test(method)) refuse(res, 405, 'METHOD_NOT_ALLOWED', `${method} is not allowed: use GET or POST`);
+      else refuse(res, 400, 'BAD_REQUEST', 'the request line or the Host header is not valid');
+      return;
+    }
     const response = await api.fetch(request, { ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}) });
     const out: Record<string, string | string[]> = {};
     response.headers.forEach((v, k) => {
