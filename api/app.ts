@@ -1,5 +1,6 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import type { ExecutionResult, GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
 import { createGraphQLError, createSchema, createYoga, isAsyncIterable, shouldRenderGraphiQL, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
@@ -65,6 +66,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       const origin = allowedOrigin(request, cors);
       return origin ? { origin, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] } : false;
     },
+    // GraphiQL's assets come with the package (no CDN): the page works offline.
+    renderGraphiQL,
     graphiql: (_request, ctx) => {
       const token = deps.http.graphiqlToken;
       const remote = ctx?.meta?.remoteAddress;

@@ -166,6 +166,11 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       issues.push({ path: `${at}.params${k}`, message: `${plugin.name} has no such param (misspelt?)`, code: 'UNKNOWN_PARAM' });
     }
     const inputs: Record<string, string> = {};
+    for (const kind of Object.keys(s.inputs ?? {})) {
+      if (!plugin.consumes.includes(kind)) {
+        issues.push({ path: `${at}.inputs.${kind}`, message: `${plugin.name} consumes no "${kind}" (it consumes ${plugin.consumes.join(', ') || 'nothing'})`, code: 'MISSING_INPUT' });
+      }
+    }
     for (const kind of plugin.consumes) {
       const chosen = s.inputs?.[kind];
       if (chosen !== undefined) {

@@ -283,39 +283,6 @@ describe('with CAPSTAN_AUTH=off (loopback dev mode, no tokens): the CSRF rule al
   });
 });
 
-/**
- * GraphiQL's page loads its script and styles from a CDN (unpkg), which a machine without internet
- * cannot reach. The browser is served those files from `@graphql-yoga/graphiql` when installed
- * (or GRAPHIQL_DIST names its dist folder): then the real GraphiQL is driven. Otherwise a stand-in
- * for its script records the options the page hands GraphiQL and queries with them as GraphiQL's
- * fetcher does, so the page, its endpoint and its headers are still the API's own.
- */
-function graphiqlDist(): string | undefined {
-  if (process.env.GRAPHIQL_DIST) return process.env.GRAPHIQL_DIST;
-  try {
-    return path.join(path.dirname(createRequire(import.meta.url).resolve('@graphql-yoga/graphiql/package.json')), 'dist');
-  } catch {
-    return undefined;
-  }
-}
-
-const GRAPHIQL_STANDIN = `window.YogaGraphiQL = { renderYogaGraphiQL(root, opts) {
-  window.__graphiql = opts;
-  root.textContent = 'GraphiQL (stand-in: the CDN bundle is not available offline)';
-} };`;
-
-async function serveGraphiqlAssets(page: Page, dist: string | undefined): Promise<void> {
-  await page.route(/^https:\/\/unpkg\.com\//, async (route) => {
-    const file = new URL(route.request().url()).pathname.split('/dist/')[1] ?? '';
-    const type = file.endsWith('.css') ? 'text/css' : 'application/javascript';
-    if (dist && file && existsSync(path.join(dist, file))) {
-      return route.fulfill({ status: 200, contentType: type, body: readFileSync(path.join(dist, file)), headers: { 'access-control-allow-origin': '*' } });
-    }
-    return route.fulfill({ status: 200, contentType: type, body: file.endsWith('yoga-graphiql.umd.js') ? GRAPHIQL_STANDIN : '', headers: { 'access-control-allow-origin': '*' } });
-  });
-  await page.route(/^https:\/\/raw\.githubusercontent\.com\//, (route) => route.fulfill({ status: 404, body: '' }));
-}
-
 describe('GraphiQL on the API’s own origin', () => {
   let stack: TestStack;
   beforeAll(async () => {
@@ -326,9 +293,13 @@ describe('GraphiQL on the API’s own origin', () => {
   });
 
   it('a loopback GraphiQL carries the admin token by default and a query run from it returns data', async () => {
-    const dist = graphiqlDist();
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    await serveGraphiqlAssets(page, dist);
+    // The page is self-contained (GraphiQL's assets are served inline): nothing is fetched from elsewhere.
+    const external: string[] = [];
+    page.on('request', (r) => {
+      const u = r.url();
+      if (!u.startsWith(stack.url) && !u.startsWith('blob:') && !u.startsWith('data:')) external.push(u);
+    });
     // What the page sends to the API: every query carries the token GraphiQL was given.
     const sent: { method: string; authorization: string | undefined }[] = [];
     page.on('request', (r) => {
@@ -341,32 +312,16 @@ describe('GraphiQL on the API’s own origin', () => {
     expect(html).toContain('<title>Capstan</title>');
     expect(html).toContain(`Bearer ${stack.adminToken}`);
 
-    let result: string;
-    if (dist) {
-      // The real GraphiQL: type a query in the editor, run it, read the response pane.
-      await page.locator('.graphiql-query-editor .monaco-editor').first().waitFor({ timeout: 30_000 });
-      await page.locator('.graphiql-query-editor .monaco-editor').first().click();
-      await page.keyboard.press('ControlOrMeta+A');
-      await page.keyboard.press('Delete');
-      await page.keyboard.type('{ whoami { name role } }');
-      await page.locator('.graphiql-execute-button').click();
-      await page.locator('.graphiql-response').getByText('"role": "ADMIN"').waitFor({ timeout: 30_000 });
-      result = await page.locator('.graphiql-response').innerText();
-    } else {
-      await page.waitForFunction(() => (window as any).__graphiql !== undefined, undefined, { timeout: 30_000 });
-      const opts = await page.evaluate(() => (window as any).__graphiql);
-      expect(JSON.parse(opts.headers)).toEqual({ Authorization: `Bearer ${stack.adminToken}` });
-      // As GraphiQL's fetcher sends a query: to the page's endpoint, same origin, with the page's headers.
-      result = await page.evaluate(async (o) => {
-        const r = await fetch(o.endpoint ?? '/graphql', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json', ...JSON.parse(o.headers ?? '{}') },
-          body: JSON.stringify({ query: '{ whoami { name role } }' }),
-        });
-        return r.text();
-      }, opts);
-      console.info('[graphiql] the GraphiQL bundle is not installed (its CDN is unreachable offline): a stand-in ran the query with the page’s own options');
-    }
+    // The real GraphiQL: type a query in the editor, run it, read the response pane.
+    await page.locator('.graphiql-query-editor .monaco-editor').first().waitFor({ timeout: 60_000 });
+    await page.locator('.graphiql-query-editor .monaco-editor').first().click();
+    await page.keyboard.press('ControlOrMeta+A');
+    await page.keyboard.press('Delete');
+    await page.keyboard.type('{ whoami { name role } }');
+    await page.locator('.graphiql-execute-button').click();
+    await page.locator('.graphiql-response').getByText('"role": "ADMIN"').waitFor({ timeout: 30_000 });
+    const result = await page.locator('.graphiql-response').innerText();
+    expect(external, 'requests leaving the machine').toEqual([]);
     expect(result).toMatch(/"role":\s*"ADMIN"/);
     expect(sent.length).toBeGreaterThan(0);
     expect(sent.every((r) => r.authorization === `Bearer ${stack.adminToken}`), JSON.stringify(sent.map((r) => !!r.authorization))).toBe(true);

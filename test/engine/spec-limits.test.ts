@@ -49,6 +49,11 @@ describe('spec limits', () => {
     expect(issues({ name: 'p', stages: [stage('a', { params: { text: 'ok', labels: { free: 1 } } })] })).toEqual([]);
   });
 
+  it('refuses an inputs entry for a kind the plugin does not consume', () => {
+    const found = issues({ name: 'p', stages: [stage('a', { inputs: { nope: 'nowhere' } })] });
+    expect(found.map((i) => `${i.path} ${i.code}`)).toEqual(['stages[0].inputs.nope MISSING_INPUT']);
+  });
+
   it('bounds timeouts: zero, too long, and a heartbeat beyond startToClose are refused', () => {
     const at = (timeouts: unknown, retry?: unknown) => issues({ name: 'p', stages: [stage('a', { timeouts, ...(retry ? { retry } : {}) })] }).map((i) => `${i.path}: ${i.message}`);
     expect(at({ startToClose: 0 })).toEqual(['stages[0].timeouts.startToClose: must be between 1s and 7d; got 0s']);
