@@ -94,7 +94,11 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       debug: (...a: unknown[]) => deps.logger.debug(a.map(String).join(' ')),
       info: (...a: unknown[]) => deps.logger.info(a.map(String).join(' ')),
       warn: (...a: unknown[]) => deps.logger.warn(a.map(String).join(' ')),
-      error: (...a: unknown[]) => deps.logger.error(a.map((x) => (x instanceof Error ? (x.stack ?? x.message) : String(x))).join(' ')),
+      error: (...a: unknown[]) => {
+        // yoga logs every error its mask rewrote; expected ones (a code for the client) are not the API's failures.
+        if (a.length === 1 && isExpected(a[0])) return deps.logger.debug(`refused: ${(a[0] as Error).message}`);
+        deps.logger.error(a.map((x) => (x instanceof Error ? (x.stack ?? x.message) : String(x))).join(' '));
+      },
     },
   });
   const routes = modules.flatMap((m) => m.routes ?? []);
@@ -302,6 +306,11 @@ function jsonError(status: number, code: string, message: string, headers: Recor
   // Plain routes answer { error: { code, message } }; GraphQL clients get the GraphQL error shape.
   const body = plain ? { error: { code, message } } : { errors: [{ message, extensions: { code } }] };
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
+}
+
+function isExpected(e: unknown): boolean {
+  const original = e && typeof e === 'object' && 'originalError' in e ? (e as { originalError?: unknown }).originalError : e;
+  return expectedError(original) !== undefined;
 }
 
 function runLoader(engine: Engine): RunLoader {
