@@ -12,6 +12,7 @@ import type { StageServices } from '../plugins/services.js';
 import { formatPath } from '../lib/format-path.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { createStageContext } from './stage-context.js';
+import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
 
 /** What one attempt of a stage used; handed to the meter (the ledger) after every attempt. */
 export interface StageUsage {
@@ -37,6 +38,8 @@ export interface StageMeter {
 export interface StageCache {
   lookup(key: string): Promise<StageResult | undefined>;
   store(key: string, runId: string, stageId: string, result: StageResult): Promise<void>;
+  /** The attempt and epoch records kept in the same database (set by createDbStageCache). */
+  records?: StageRecorder;
 }
 
 export interface ActivityDeps {
@@ -48,6 +51,8 @@ export interface ActivityDeps {
   cache?: StageCache;
   /** Interval of the wrapper's own heartbeats, so short or quiet stages stay alive and hear cancellation. */
   heartbeatEveryMs?: number;
+  /** Where attempt start/end and per-epoch metrics go; the DB stage cache's recorder when omitted. */
+  records?: StageRecorder;
 }
 
 /**
@@ -92,15 +97,19 @@ async function attempt(
     const msg = parsed.error.issues.map((i) => `params${formatPath(i.path, true)}: ${i.message}`).join('; ');
     throw ApplicationFailure.nonRetryable(`stage ${stage.id}: ${msg}`, 'PLUGIN_PARAMS_INVALID', { attempt: info.attempt });
   }
+  const records = attemptRecords(deps, { runId: input.runId, activityId: info.activityId, attempt: info.attempt, stageId: stage.id });
   let lastDetails: unknown = undefined;
   const beat = (d?: unknown) => {
-    if (d !== undefined) lastDetails = d;
+    if (d !== undefined) {
+      lastDetails = d;
+      records.epoch(epochFromHeartbeat(d));
+    }
     actx.heartbeat(lastDetails);
   };
   const { ctx, reported } = createStageContext({
     artifacts: deps.artifacts,
     services: deps.services,
-    logger: deps.logger,
+    logger: records.watchLogger(deps.logger),
     runId: input.runId,
     pipeline: input.pipeline,
     stageId: stage.id,
@@ -111,10 +120,12 @@ async function attempt(
     lastCheckpoint: info.heartbeatDetails,
     signal: actx.cancellationSignal,
   });
+  records.started();
   const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
   if (cacheKey) {
     const hit = await deps.cache!.lookup(cacheKey);
     if (hit && (await allPresent(deps.artifacts, hit))) {
+      await records.closed('succeeded');
       return { outputs: hit.outputs, metrics: { ...hit.metrics, cacheHit: true }, attempt: info.attempt };
     }
   }
@@ -126,9 +137,13 @@ async function attempt(
     const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
     result = await body(plugin, ctx, parsed.data, inputs);
     if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
+    for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
+    await records.closed('succeeded');
     return { outputs: result.outputs, metrics: result.metrics, attempt: info.attempt };
   } catch (err) {
-    throw toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
+    const failure = toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
+    await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
+    throw failure;
   } finally {
     clearInterval(timer);
     if (deps.meter) {
@@ -156,6 +171,50 @@ async function attempt(
       }
     }
   }
+}
+
+/**
+ * One attempt's records: its start and end, and per-epoch metrics from heartbeats, log lines and
+ * final metrics (merged per epoch). Writes are queued and never fail the stage; `closed` waits
+ * for them, so an attempt's rows are stored before its outcome reaches the workflow.
+ */
+function attemptRecords(deps: ActivityDeps, key: { runId: string; activityId: string; attempt: number; stageId: string }) {
+  const rec = deps.records ?? deps.cache?.records;
+  let queue: Promise<void> = Promise.resolve();
+  const write = (fn: (r: StageRecorder) => Promise<void>) => {
+    if (!rec) return;
+    queue = queue.then(() => fn(rec)).catch((e: unknown) => deps.logger.warn('could not record stage attempt', { stage: key.stageId, error: (e as Error).message }));
+  };
+  const epochs = new Map<number, Record<string, number>>();
+  const epoch = (e: { epoch: number; metrics: Record<string, number> } | undefined) => {
+    if (!e) return;
+    const merged = { ...(epochs.get(e.epoch) ?? {}), ...e.metrics };
+    if (JSON.stringify(merged) === JSON.stringify(epochs.get(e.epoch))) return;
+    epochs.set(e.epoch, merged);
+    write((r) => r.epoch({ ...key, epoch: e.epoch, metrics: merged }));
+  };
+  return {
+    started: () => write((r) => r.attemptStarted({ ...key, startedAt: new Date().toISOString() })),
+    epoch,
+    async closed(outcome: 'succeeded' | 'failed' | 'cancelled', error?: string) {
+      write((r) => r.attemptClosed({ ...key, closedAt: new Date().toISOString(), outcome, ...(error ? { error } : {}) }));
+      await queue;
+    },
+    /** The stage's logger, watched for per-epoch lines (`epoch 3/10` with measurements). */
+    watchLogger(logger: Logger): Logger {
+      if (!rec) return logger;
+      return {
+        ...logger,
+        debug: (m, meta) => logger.debug(m, meta),
+        warn: (m, meta) => logger.warn(m, meta),
+        error: (m, meta) => logger.error(m, meta),
+        info: (m, meta) => {
+          epoch(epochFromLog(m, meta));
+          logger.info(m, meta);
+        },
+      };
+    },
+  };
 }
 
 /**

@@ -25,6 +25,8 @@ export const OPERATION_PERMISSIONS: Record<'Query' | 'Mutation' | 'Subscription'
     predict: 'predict',
     tokens: 'admin',
     whoami: 'any',
+    ledgerPipelines: 'read',
+    roiByRun: 'read',
   },
   Mutation: {
     startPipeline: 'operate',

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { createDbStageCache, stageCacheMigrations } from '../activities/stage-cache.js';
+import { stageRecordMigrations } from '../activities/stage-records.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
 import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
@@ -16,7 +17,7 @@ import { ModelRegistry, registryMigrations } from '../serving/registry.js';
 import type { CapstanConfig } from './config.js';
 
 /** Every table Capstan keeps: applied once, when a process starts (each id once, in any order between modules). */
-export const allMigrations: readonly Migration[] = [...stageCacheMigrations, ...savedPipelineMigrations, ...ledgerMigrations, ...registryMigrations, ...tokenMigrations];
+export const allMigrations: readonly Migration[] = [...stageCacheMigrations, ...savedPipelineMigrations, ...ledgerMigrations, ...registryMigrations, ...tokenMigrations, ...stageRecordMigrations];
 
 /** The long-lived parts every Capstan process shares, built once from the config. */
 export interface Runtime {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ScheduleNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { ArtifactStore } from '../lib/artifacts.js';
@@ -14,7 +15,7 @@ import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/sear
 import type { Decision, RunPipelineInput, RunStarter, RunStatus } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
-import { newRunId, readRun, type RunView } from './read-model.js';
+import { firstInput, isRunId, newRunId, readRun, type RunView } from './read-model.js';
 import { planResume, type ResumePlanStage } from './resume.js';
 import { listRuns, type RunFilter, type RunPage } from './run-list.js';
 import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
@@ -128,6 +129,34 @@ export class Engine {
   /** One run: its workflow state merged with what Temporal knows. Undefined when unknown. */
   read(id: string): Promise<RunView | undefined> {
     return readRun(this.deps.client, id);
+  }
+
+  /** The resolved spec a run started with (stages with params, needs, replicas), from its first history event. Undefined when unknown. */
+  async input(id: string): Promise<RunPipelineInput | undefined> {
+    if (!isRunId(id)) return undefined;
+    try {
+      return await firstInput(this.deps.client.workflow.getHandle(id));
+    } catch (e) {
+      if ((e as Error).name === 'WorkflowNotFoundError' || /not found/i.test((e as Error).message)) return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * The promotion gates a deploy stage checked, from the deployment record it wrote (its
+   * deployment artifact's deployment.json); undefined when the stage wrote none (gates failed, or not a deploy stage).
+   */
+  async deploymentGates(runId: string, stageId: string): Promise<unknown[] | undefined> {
+    const run = await this.read(runId);
+    const ref = run?.stages.find((s) => s.id === stageId)?.outputs.deployment;
+    if (!ref) return undefined;
+    try {
+      const text = await readFile(path.join(this.deps.artifacts.resolve(ref), 'deployment.json'), 'utf8');
+      const gates = (JSON.parse(text) as { gates?: unknown }).gates;
+      return Array.isArray(gates) ? gates : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   async require(id: string): Promise<RunView> {

@@ -15,6 +15,9 @@ export function stripNulls(v: unknown): unknown {
 /** Who a run started through this request is booked to: the token's name and role. */
 export const starterOf = (ctx: ApiContext) => ({ name: ctx.principal.name, role: ctx.principal.role });
 
+/** Hidden key on each StageRun object naming its run, for stage fields read by run (history module). */
+export const RUN_OF_STAGE = Symbol('runOfStage');
+
 /** A run as listed (visibility fields only) or read in full; the rest is loaded once per request. */
 type RunParent = RunView | RunListItem;
 const full = async (r: RunParent, ctx: ApiContext): Promise<RunView | undefined> => ('stages' in r ? r : ctx.runs.load(r.id));
@@ -97,7 +100,7 @@ export const coreModule: ApiModule = {
       startPipelineFromText: (_: unknown, a: { text: string }, ctx: ApiContext) => ctx.engine.startFromText(a.text, starterOf(ctx)),
     },
     PipelineRun: {
-      stages: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.stages ?? [],
+      stages: async (r: RunParent, _: unknown, ctx: ApiContext) => ((await full(r, ctx))?.stages ?? []).map((s) => ({ ...s, [RUN_OF_STAGE]: r.id })),
       events: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.events ?? [],
       pausedStages: async (r: RunParent, _: unknown, ctx: ApiContext) => (r.status === 'PAUSED' ? ((await full(r, ctx))?.pausedStages ?? []) : 'pausedStages' in r ? r.pausedStages : []),
       tfBackend: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.tfBackend ?? null,

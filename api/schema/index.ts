@@ -2,11 +2,12 @@
 // Mutation and the shared types; the others `extend` them.
 import { authTypeDefs } from './auth.js';
 import { coreTypeDefs } from './core.js';
+import { historyTypeDefs } from './history.js';
 import { ledgerTypeDefs } from './ledger.js';
 import { modelsTypeDefs } from './models.js';
 import { operationsTypeDefs } from './operations.js';
 
-export { authTypeDefs, coreTypeDefs, ledgerTypeDefs, modelsTypeDefs, operationsTypeDefs };
+export { authTypeDefs, coreTypeDefs, historyTypeDefs, ledgerTypeDefs, modelsTypeDefs, operationsTypeDefs };
 
-/** core, operations, ledger, models, auth: the typeDefs createApi serves. */
-export const apiTypeDefs: string[] = [coreTypeDefs, operationsTypeDefs, ledgerTypeDefs, modelsTypeDefs, authTypeDefs];
+/** core, operations, ledger, models, auth, history: the typeDefs createApi serves. */
+export const apiTypeDefs: string[] = [coreTypeDefs, operationsTypeDefs, ledgerTypeDefs, modelsTypeDefs, authTypeDefs, historyTypeDefs];

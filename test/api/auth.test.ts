@@ -40,6 +40,8 @@ const OPERATIONS: Record<string, { query: string; variables?: Record<string, unk
   'Query.predict': { query: '{ predict(model: "none", inputs: [[0]]) { version } }' },
   'Query.tokens': { query: '{ tokens { id } }' },
   'Query.whoami': { query: '{ whoami { role } }' },
+  'Query.ledgerPipelines': { query: '{ ledgerPipelines }' },
+  'Query.roiByRun': { query: '{ roiByRun(pipeline: "none") { runId } }' },
   'Mutation.startPipeline': { query: 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }', variables: { s: spec } },
   'Mutation.startPipelineFromText': { query: 'mutation($t: String!) { startPipelineFromText(text: $t) { id } }', variables: { t: specText } },
   'Mutation.retryStage': { query: 'mutation { retryStage(runId: "pipeline/none/xxxxx", stageId: "w") { id } }' },
