@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ScheduleNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { ScheduleNotFoundError, WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { Db } from '../lib/db/types.js';
 import { parseDurationMs } from '../lib/duration.js';
@@ -78,27 +78,39 @@ export class Engine {
   }
 
   /** Validates, resolves and starts a run. Nothing starts when the spec is invalid. */
-  async start(spec: unknown, extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter } = {}): Promise<RunView> {
-    const input = { ...this.resolve(spec), ...extra };
-    const id = newRunId(input.pipeline);
-    const handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
-      taskQueue: this.deps.taskQueues.workflows,
-      workflowId: id,
-      args: [input],
-      typedSearchAttributes: [
-        { key: PipelineNameKey, value: input.pipeline },
-        { key: RunStatusKey, value: 'RUNNING' },
-        ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
-      ],
-      staticSummary: summaryOf(input),
-      staticDetails: [
-        `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
-        '',
-        '| stage | plugin | queue | replicas |',
-        '| --- | --- | --- | --- |',
-        ...input.stages.map((s) => `| ${s.id} | \`${s.plugin}@${s.pluginVersion}\` | ${s.taskQueue} | ${s.replicas} |`),
-      ].join('\n'),
-    });
+  async start(
+    spec: unknown,
+    extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter; workflowId?: string } = {},
+  ): Promise<RunView> {
+    const { workflowId, ...rest } = extra;
+    const input: RunPipelineInput = { ...this.resolve(spec), ...rest };
+    const id = workflowId ?? newRunId(input.pipeline);
+    let handle;
+    try {
+      handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
+        taskQueue: this.deps.taskQueues.workflows,
+        workflowId: id,
+        // A given id starts at most one run, ever (idempotent starts such as events).
+        ...(workflowId ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
+        args: [input],
+        typedSearchAttributes: [
+          { key: PipelineNameKey, value: input.pipeline },
+          { key: RunStatusKey, value: 'RUNNING' },
+          ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
+        ],
+        staticSummary: summaryOf(input),
+        staticDetails: [
+          `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
+          '',
+          '| stage | plugin | queue | replicas |',
+          '| --- | --- | --- | --- |',
+          ...input.stages.map((s) => `| ${s.id} | \`${s.plugin}@${s.pluginVersion}\` | ${s.taskQueue} | ${s.replicas} |`),
+        ].join('\n'),
+      });
+    } catch (e) {
+      if (workflowId && e instanceof WorkflowExecutionAlreadyStartedError) return this.require(workflowId);
+      throw e;
+    }
     const reuse = extra.reuse ?? {};
     return {
       id,
@@ -270,9 +282,15 @@ export class Engine {
   }
 
   /** Starts every saved pipeline whose triggers include this event type, with the payload filled in. */
-  async emitEvent(type: string, payload: unknown = {}, startedBy?: RunStarter): Promise<RunView[]> {
+  async emitEvent(type: string, payload: unknown = {}, o: { startedBy?: RunStarter; eventId?: string } = {}): Promise<RunView[]> {
+    if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200)) throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
     const runs: RunView[] = [];
-    for (const p of await this.pipelines.byTrigger(type)) runs.push(await this.start(applyEventPayload(p.spec, { type, payload }), startedBy ? { startedBy } : {}));
+    for (const p of await this.pipelines.byTrigger(type)) {
+      const spec = applyEventPayload(p.spec, { type, payload });
+      // The same event id always maps to the same run id: a retried call finds the run it started.
+      const workflowId = o.eventId !== undefined ? eventRunId(p.name, type, o.eventId) : undefined;
+      runs.push(await this.start(spec, { ...(o.startedBy ? { startedBy: o.startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
+    }
     return runs;
   }
 
@@ -348,6 +366,11 @@ export class Engine {
   private resolve(spec: unknown): RunPipelineInput {
     return resolveSpec(spec, this.deps.stages, { taskQueues: this.deps.taskQueues });
   }
+}
+
+/** `pipeline/<name>/evt-<12 hex>`: the run an event id starts for a saved pipeline. */
+function eventRunId(pipeline: string, type: string, eventId: string): string {
+  return `pipeline/${pipeline}/evt-${createHash('sha256').update(JSON.stringify([type, eventId])).digest('hex').slice(0, 12)}`;
 }
 
 function summaryOf(input: RunPipelineInput): string {

@@ -29,7 +29,8 @@ export const operationsModule: ApiModule = {
         ctx.engine.schedule(a.name, { startedBy: starterOf(ctx), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
       pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.pauseSchedule(a.id, a.paused),
       deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.deleteSchedule(a.id),
-      emitEvent: (_: unknown, a: { type: string; payload?: unknown }, ctx: Ctx) => ctx.engine.emitEvent(a.type, a.payload ?? {}, starterOf(ctx)),
+      emitEvent: (_: unknown, a: { type: string; payload?: unknown; eventId?: string | null }, ctx: Ctx) =>
+        ctx.engine.emitEvent(a.type, a.payload ?? {}, { startedBy: starterOf(ctx), ...(a.eventId != null ? { eventId: a.eventId } : {}) }),
     },
     Subscription: {
       runEvents: {

@@ -226,14 +226,18 @@ export const operationsTypeDefs = /* GraphQL */ `
     Starts every saved pipeline whose triggers include this event type, with each {{event.x}}
     placeholder in its params replaced by the payload's x ({{event.type}} is the type); returns the
     started runs, empty when no saved pipeline has the trigger. Errors: EVENT_PAYLOAD_MISSING (a
-    placeholder names a key the payload lacks), SPEC_INVALID (the filled-in spec does not validate).
-    Runs started before an error keep running.
+    placeholder names a key the payload lacks), SPEC_INVALID (the filled-in spec does not validate),
+    BAD_ARGUMENT (an eventId that is empty or longer than 200 characters). Runs started before an
+    error keep running. With an eventId the call is idempotent: the run ids derive from it, so
+    sending the same event again (a retry) starts nothing new and returns the runs it started.
     """
     emitEvent(
       "The event type, e.g. dataset.updated."
       type: String!
       "The event's data as a JSON object; its keys fill the placeholders. {} when omitted."
       payload: JSON
+      "The sender's id for this event (e.g. a message id). The same id never starts a pipeline twice. Without it every call starts new runs."
+      eventId: String
     ): [PipelineRun!]!
   }
 

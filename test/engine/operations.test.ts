@@ -206,6 +206,17 @@ describe('operating runs', () => {
     const missing = await stack.gql(`mutation { emitEvent(type: "dataset.updated", payload: { other: 1 }) { id } }`);
     expect(missing.errors?.[0]?.extensions.code).toBe('EVENT_PAYLOAD_MISSING');
 
+    // With an event id, a retried call (same id) starts nothing new: it answers with the run it started.
+    const once = async () => (await stack.gql(`mutation { emitEvent(type: "dataset.updated", payload: { text: "once" }, eventId: "msg-42") { id } }`)).data.emitEvent;
+    const [first, retried, again] = [await once(), await once(), await once()];
+    expect(first).toHaveLength(1);
+    expect(retried).toEqual(first);
+    expect(again).toEqual(first);
+    await waitStatus(first[0].id, ['COMPLETED']);
+    expect(await once()).toEqual(first); // also after it completed
+    const byEvent = await stack.client.workflow.count(`WorkflowId = '${first[0].id}'`);
+    expect(byEvent.count).toBe(1);
+
     await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'every-2s', stages: [{ id: 'write', plugin: 'test:write-note' }] } });
     const bad = await stack.gql(`mutation { schedulePipeline(name: "every-2s", every: "soon") { id } }`);
     expect(bad.errors?.[0]?.message).toContain('every must be a duration');
