@@ -11,6 +11,7 @@ import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import { formatPath } from '../lib/format-path.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
+import { stageBytesKept } from './bytes-kept.js';
 import { createStageContext } from './stage-context.js';
 import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
 
@@ -22,11 +23,21 @@ export interface StageUsage {
   plugin: string;
   attempt: number;
   replica?: number;
+  /** Temporal's activity id (`stage:<id>[#<round>][:replica-<i>|:reduce]`): part of the usage key. */
+  activityId?: string;
+  /** Temporal's run id of the workflow execution (a reset starts a new one): part of the usage key. */
+  workflowRunId?: string;
+  /** What the plugin declared (its queue); recorded, not priced. */
   resource: 'cpu' | 'gpu';
   wallSeconds: number;
+  /** CPU time of the worker during the attempt plus what the stage reported for its child processes: priced at the CPU rate. */
   cpuSeconds: number;
   deviceSeconds: number;
+  /** GPUs assigned to the attempt; when non-empty, deviceSeconds × their count is priced at the GPU rate. */
+  gpuDevices?: string[];
   bytesWritten: number;
+  /** Bytes the run keeps for this stage after the attempt (outputs, checkpoints, rounds, exports). */
+  bytesKept?: number;
   succeeded: boolean;
 }
 
@@ -157,17 +168,25 @@ async function attempt(
         plugin: plugin.name,
         attempt: info.attempt,
         ...(input.replica ? { replica: input.replica.index } : {}),
+        activityId: info.activityId,
+        ...(info.workflowExecution ? { workflowRunId: info.workflowExecution.runId } : {}),
         resource: plugin.resource,
         wallSeconds,
         cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds,
         deviceSeconds: extra.deviceSeconds ?? wallSeconds,
         bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
+        bytesKept: await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs),
         succeeded: result !== undefined,
       };
+      // The meter writes durably (the ledger outbox) before the attempt is acknowledged: if it
+      // cannot, a successful attempt fails retryably rather than lose its usage.
       try {
         await deps.meter.recordUsage(usage);
       } catch (e) {
-        deps.logger.warn('could not record stage usage', { stage: stage.id, error: (e as Error).message });
+        deps.logger.error('could not record stage usage', { stage: stage.id, error: (e as Error).message });
+        const invalid = e instanceof StageError && !e.retryable;
+        // eslint-disable-next-line no-unsafe-finally
+        if (result !== undefined && !invalid) throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
       }
     }
   }

@@ -1,7 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { createApi, type Api } from '../api/app.js';
 import { Engine } from '../engine/index.js';
-import { createPredictionsHook } from '../ledger/index.js';
 import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
 import type { Runtime } from './runtime.js';
@@ -37,7 +36,8 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     loadTf: () => loadTf(rt.config.tfBackend ? { prefer: rt.config.tfBackend } : {}),
     refreshIntervalMs: o.modelRefreshMs ?? 5_000,
     maxLoaded: rt.config.modelCacheSize,
-    onPredictions: createPredictionsHook(rt.db, { resolveRunId: async (m, v) => (await rt.models.getVersion(m, v))?.runId }),
+    // Written durably to the outbox before the prediction is answered; booked from there.
+    onPredictions: (model, version, count) => rt.outbox.recordPredictions(model, version, count),
   });
   const c = rt.config.api;
   const api = createApi({

@@ -4,7 +4,7 @@ import { stageRecordMigrations } from '../activities/stage-records.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
 import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
-import { createLedgerService, ledgerMigrations, loadPriceSheet, type LedgerService } from '../ledger/index.js';
+import { createLedgerService, ledgerMigrations, ledgerWithOutbox, loadPriceSheet, openLedgerOutbox, type LedgerOutbox, type LedgerService } from '../ledger/index.js';
 import { ArtifactStore } from '../lib/artifacts.js';
 import { migrate } from '../lib/db/migrate.js';
 import { openDb } from '../lib/db/open.js';
@@ -29,7 +29,13 @@ export interface Runtime {
   stages: StageRegistry;
   /** Registered model versions and aliases. */
   models: ModelRegistry;
+  /** The ledger as stages use it: usage goes through the outbox; a booking flushes the run's usage first. */
   ledger: LedgerService;
+  /**
+   * This process's durable ledger outbox (`<data dir>/ledger-outbox.db`): stage usage and served
+   * predictions are written here before they are acknowledged, then booked with retries.
+   */
+  outbox: LedgerOutbox;
   /** API tokens (hashes only). */
   tokens: TokenStore;
   /** What stages get in their context. */
@@ -55,8 +61,17 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
   try {
     await migrate(db, allMigrations);
     const priceSheet = await loadPriceSheet(config.priceSheetPath ?? path.resolve(import.meta.dirname, '../config/price-sheet.json'));
-    const ledger = createLedgerService(db, { priceSheet });
+    const direct = createLedgerService(db, { priceSheet });
     const models = new ModelRegistry(db);
+    const outbox = await openLedgerOutbox({
+      path: path.join(config.dataDir, 'ledger-outbox.db'),
+      ledger: direct,
+      resolveRunId: async (m, v) => (await models.getVersion(m, v))?.runId,
+      logger,
+    });
+    // Records left by an earlier life of this process are booked now.
+    outbox.start();
+    const ledger = ledgerWithOutbox(direct, outbox);
     return {
       config,
       logger,
@@ -65,11 +80,15 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       stages,
       models,
       ledger,
+      outbox,
       tokens: new TokenStore(db),
       services: { ledger, models },
-      meter: ledger,
+      meter: outbox,
       cache: createDbStageCache(db),
-      close: () => db.close(),
+      async close() {
+        await outbox.close();
+        await db.close();
+      },
     };
   } catch (e) {
     await db.close();

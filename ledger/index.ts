@@ -5,3 +5,4 @@ export * from './pricing.js';
 export * from './migrations.js';
 export * from './repository.js';
 export * from './meter.js';
+export * from './outbox.js';

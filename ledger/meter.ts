@@ -8,6 +8,8 @@ import {
   bookPendingPredictions,
   insertPredictions,
   insertUsage,
+  loadBookingInput,
+  lockRun,
   reconcileRun,
   runTotals,
   saveRunRevenue,
@@ -54,7 +56,8 @@ export interface LedgerService {
   readonly priceSheet: PriceSheet;
   /**
    * Meter hook: call after every stage attempt, success or failure. Keyed by
-   * (runId, stageId, attempt, replica): recording the same attempt twice is a no-op.
+   * (runId, workflowRunId, activityId, attempt): recording the same attempt twice is a no-op.
+   * Usage of a run already booked re-books it (reconciled: only the difference is booked).
    * Throws a non-retryable USAGE_INVALID error for malformed usage.
    */
   recordUsage(usage: StageUsage): Promise<void>;
@@ -75,7 +78,19 @@ export function createLedgerService(db: Db, opts: { priceSheet: PriceSheet; now?
     async recordUsage(usage) {
       const u = stageUsageSchema.safeParse(usage);
       if (!u.success) throw badInput(`invalid stage usage: ${describeIssues(u.error, 'usage')}`, 'USAGE_INVALID');
-      await insertUsage(db, u.data, now());
+      const at = now();
+      // Under the run's lock: either this line is in before a booking reads the usage, or the
+      // booking is saved before this check sees it and the run is booked again with it.
+      const late = await db.tx(async (tx) => {
+        await lockRun(tx, u.data.runId);
+        await insertUsage(tx, u.data, at);
+        const saved = (await loadBookingInput(tx, u.data.runId)) as BookRunInput | undefined;
+        return saved && saved.stageId !== u.data.stageId ? saved : undefined;
+      });
+      // Usage that arrives after the run was booked (flushed late from an outbox) is booked by
+      // reconciling the run again with what its ledger stage asked; unchanged lines book nothing.
+      // The ledger stage's own usage is not: its last attempt is recorded after it booked.
+      if (late) await bookRun(db, opts.priceSheet, late, at);
     },
     bookRun: (input) => bookRun(db, opts.priceSheet, input, now()),
     recordPredictions: (input) => recordPredictions(db, input, now()),
@@ -94,6 +109,8 @@ export async function bookRun(db: Db, base: PriceSheet, input: BookRunInput, at 
   });
 
   return db.tx(async (tx) => {
+    // Lock first: the totals read below must not change before this booking commits.
+    await lockRun(tx, input.runId);
     const usage = await usageTotals(tx, input.runId);
     const lines = [
       ...priceUsage(usage, sheet),
@@ -110,7 +127,15 @@ export async function bookRun(db: Db, base: PriceSheet, input: BookRunInput, at 
     }
     const ctx = { runId: input.runId, pipeline: input.pipeline, currency: sheet.currency, now: at };
     const result: ReconcileResult = await reconcileRun(tx, ctx, lines);
-    await saveRunRevenue(tx, ctx, revenue.data);
+    const saved: BookRunInput = {
+      runId: input.runId,
+      pipeline: input.pipeline,
+      stageId: input.stageId,
+      ...(input.priceSheet ? { priceSheet: input.priceSheet } : {}),
+      ...(costs.length ? { costs } : {}),
+      revenue: revenue.data,
+    };
+    await saveRunRevenue(tx, ctx, revenue.data, saved);
     await bookPendingPredictions(tx, input.runId, at);
     const totals = await runTotals(tx, input.runId);
     if (totals.currencies.length > 1) {

@@ -58,6 +58,39 @@ CREATE TABLE ledger_predictions (
 CREATE INDEX ledger_predictions_run ON ledger_predictions (run_id);
 `;
 
+const usageV2 = `
+CREATE TABLE ledger_usage_v2 (
+  run_id TEXT NOT NULL,
+  workflow_run_id TEXT NOT NULL,
+  activity_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  stage_id TEXT NOT NULL,
+  replica INTEGER NOT NULL,
+  pipeline TEXT NOT NULL,
+  plugin TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  wall_ms BIGINT NOT NULL,
+  cpu_ms BIGINT NOT NULL,
+  device_ms BIGINT NOT NULL,
+  gpu_ms BIGINT NOT NULL,
+  gpu_devices TEXT NOT NULL,
+  bytes_written BIGINT NOT NULL,
+  bytes_kept BIGINT,
+  metered INTEGER NOT NULL,
+  succeeded INTEGER NOT NULL,
+  recorded_at TEXT NOT NULL,
+  PRIMARY KEY (run_id, workflow_run_id, activity_id, attempt)
+);
+INSERT INTO ledger_usage_v2 (run_id, workflow_run_id, activity_id, attempt, stage_id, replica, pipeline, plugin, resource,
+  wall_ms, cpu_ms, device_ms, gpu_ms, gpu_devices, bytes_written, bytes_kept, metered, succeeded, recorded_at)
+SELECT run_id, '', 'legacy:' || stage_id || ':' || CAST(replica AS TEXT), attempt, stage_id, replica, pipeline, plugin, resource,
+  wall_ms, cpu_ms, device_ms, 0, '', bytes_written, NULL, 0, succeeded, recorded_at
+FROM ledger_usage;
+DROP TABLE ledger_usage;
+ALTER TABLE ledger_usage_v2 RENAME TO ledger_usage;
+CREATE INDEX ledger_usage_run ON ledger_usage (run_id, stage_id);
+`;
+
 /**
  * Schema of the ledger. `ledger_entries` is append-only (triggers refuse UPDATE and DELETE): a
  * correction is a reversing entry. `id` is the idempotency key `<entry_key>#<version>`, with
@@ -81,6 +114,23 @@ END;
 $fn$;
 CREATE TRIGGER ledger_entries_no_change BEFORE UPDATE OR DELETE ON ledger_entries
 FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
+`,
+    },
+  },
+  {
+    // Usage keyed by what Temporal knows of the attempt, so operator retries (new rounds) and
+    // resets (new workflow runs) are new lines; metered CPU and GPU time; bytes kept. Existing rows
+    // are copied with `metered = 0` (priced as before: device time at the declared resource's rate)
+    // and a legacy activity id that keeps their old key unique.
+    id: 'ledger/0002-usage-keys',
+    sql: {
+      sqlite: `${usageV2}
+ALTER TABLE ledger_run_revenue ADD COLUMN booking TEXT;
+`,
+      // Writers of an older version wait (then fail and retry) instead of inserting between the copy and the drop.
+      postgres: `LOCK TABLE ledger_usage IN SHARE ROW EXCLUSIVE MODE;
+${usageV2}
+ALTER TABLE ledger_run_revenue ADD COLUMN booking TEXT;
 `,
     },
   },

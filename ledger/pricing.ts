@@ -1,14 +1,16 @@
 import { divRound, formatScaled, parseMoney, type Micros } from './money.js';
 import type { DeclaredCost, PriceSheet, RevenueModel } from './schemas.js';
 
-/** Usage of one stage on one resource class, summed over its attempts and replicas (integers). */
+/** Usage of one stage, summed over its attempts and replicas (integers), as priced. */
 export interface UsageTotals {
   stageId: string;
-  resource: 'cpu' | 'gpu';
-  deviceMs: bigint;
+  /** CPU time priced at the CPU rate (ms). */
   cpuMs: bigint;
+  /** Device time of assigned GPUs × their count, priced at the GPU rate (ms). */
+  gpuMs: bigint;
   wallMs: bigint;
-  bytesWritten: bigint;
+  /** Bytes the run keeps for the stage (priced as storage). */
+  bytesKept: bigint;
   attempts: number;
 }
 
@@ -30,37 +32,43 @@ export interface PricedLine {
 const MS_PER_HOUR = 3_600_000n;
 const BYTES_PER_GB = 1_000_000_000n;
 
-/** Compute and storage lines for metered usage. Each line is rounded once, to the micro-unit. */
+/**
+ * Compute and storage lines for metered usage: per stage, CPU time at `cpuHour`, assigned-GPU
+ * time at `gpuHour` (whatever the plugin declared), and the bytes it keeps at `gbMonth` ×
+ * `retentionMonths`. Each line is rounded once, to the micro-unit.
+ */
 export function priceUsage(totals: UsageTotals[], sheet: PriceSheet): PricedLine[] {
   const lines: PricedLine[] = [];
   const storagePerGb = parseMoney(sheet.storage.gbMonth) * BigInt(sheet.storage.retentionMonths);
-  const bytesByStage = new Map<string, bigint>();
   for (const t of totals) {
-    const hourly = t.resource === 'gpu' ? sheet.compute.gpuHour : sheet.compute.cpuHour;
+    const compute: [resource: 'cpu' | 'gpu', ms: bigint, hourly: string, what: string][] = [
+      ['cpu', t.cpuMs, sheet.compute.cpuHour, 'CPU time (worker and child processes)'],
+      ['gpu', t.gpuMs, sheet.compute.gpuHour, 'time of the GPUs assigned'],
+    ];
+    for (const [resource, ms, hourly, what] of compute) {
+      if (ms === 0n) continue;
+      lines.push({
+        stageId: t.stageId,
+        kind: 'cost',
+        category: resource,
+        amount: divRound(ms * parseMoney(hourly), MS_PER_HOUR),
+        // hours, exact to the millisecond (ms / 3.6e6 has at most 7 significant decimals; shown to 7)
+        quantity: formatScaled(divRound(ms * 10_000_000n, MS_PER_HOUR), 7),
+        unit: `${resource}-hour`,
+        unitPrice: hourly,
+        description: `${t.stageId}: ${t.attempts} attempt(s), ${what}`,
+      });
+    }
+    if (t.bytesKept === 0n) continue;
     lines.push({
       stageId: t.stageId,
       kind: 'cost',
-      category: t.resource,
-      amount: divRound(t.deviceMs * parseMoney(hourly), MS_PER_HOUR),
-      // device-hours, exact to the millisecond (ms / 3.6e6 has at most 7 significant decimals; shown to 7)
-      quantity: formatScaled(divRound(t.deviceMs * 10_000_000n, MS_PER_HOUR), 7),
-      unit: `${t.resource}-hour`,
-      unitPrice: hourly,
-      description: `${t.stageId}: ${t.attempts} attempt(s), ${t.resource.toUpperCase()} device time`,
-    });
-    bytesByStage.set(t.stageId, (bytesByStage.get(t.stageId) ?? 0n) + t.bytesWritten);
-  }
-  for (const [stageId, bytes] of bytesByStage) {
-    if (bytes === 0n) continue;
-    lines.push({
-      stageId,
-      kind: 'cost',
       category: 'storage',
-      amount: divRound(bytes * storagePerGb, BYTES_PER_GB),
-      quantity: formatScaled(bytes, 9),
+      amount: divRound(t.bytesKept * storagePerGb, BYTES_PER_GB),
+      quantity: formatScaled(t.bytesKept, 9),
       unit: 'GB',
       unitPrice: `${sheet.storage.gbMonth} per GB-month × ${sheet.storage.retentionMonths} months`,
-      description: `${stageId}: artifacts written, stored ${sheet.storage.retentionMonths} months`,
+      description: `${t.stageId}: bytes kept (outputs, checkpoints, rounds, exports), stored ${sheet.storage.retentionMonths} months`,
     });
   }
   return lines;

@@ -73,40 +73,69 @@ function toEntry(r: EntryRow): LedgerEntry {
 
 const toMs = (seconds: number): number => Math.round(seconds * 1000);
 
-/** Records one attempt's usage; a second call with the same (run, stage, attempt, replica) is a no-op. Returns true if stored. */
+/** The usage key's default activity id when the caller gave none (no Temporal context). */
+export function defaultActivityId(u: Pick<StageUsage, 'stageId' | 'replica'>): string {
+  return `stage:${u.stageId}${u.replica === undefined ? '' : `:replica-${u.replica}`}`;
+}
+
+/**
+ * Records one attempt's usage, keyed by (run, workflow run, activity id, attempt): recording the
+ * same attempt twice is a no-op, while an operator retry (a new round: a new activity id) or a
+ * reset (a new workflow run) is a new line. Returns true if stored.
+ */
 export async function insertUsage(db: Db, u: StageUsage, now = new Date()): Promise<boolean> {
+  const gpus = u.gpuDevices ?? [];
   const n = await db.run(
-    `INSERT INTO ledger_usage (run_id, stage_id, attempt, replica, pipeline, plugin, resource,
-       wall_ms, cpu_ms, device_ms, bytes_written, succeeded, recorded_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    `INSERT INTO ledger_usage (run_id, workflow_run_id, activity_id, attempt, stage_id, replica, pipeline, plugin, resource,
+       wall_ms, cpu_ms, device_ms, gpu_ms, gpu_devices, bytes_written, bytes_kept, metered, succeeded, recorded_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
      ON CONFLICT DO NOTHING`,
     [
-      u.runId, u.stageId, u.attempt, u.replica ?? -1, u.pipeline, u.plugin, u.resource,
-      toMs(u.wallSeconds), toMs(u.cpuSeconds), toMs(u.deviceSeconds), u.bytesWritten, u.succeeded ? 1 : 0, now.toISOString(),
+      u.runId, u.workflowRunId ?? '', u.activityId ?? defaultActivityId(u), u.attempt, u.stageId, u.replica ?? -1, u.pipeline, u.plugin, u.resource,
+      toMs(u.wallSeconds), toMs(u.cpuSeconds), toMs(u.deviceSeconds), toMs(u.deviceSeconds) * gpus.length, gpus.join(','),
+      u.bytesWritten, u.bytesKept ?? u.bytesWritten, u.succeeded ? 1 : 0, now.toISOString(),
     ],
   );
   return n > 0;
 }
 
-/** The run's usage summed per (stage, resource), over every attempt and replica, failed ones included. */
+/**
+ * The run's usage per stage, over every attempt and replica, failed ones included. Rows metered
+ * by this version price CPU time and assigned-GPU time; rows migrated from before
+ * (`metered = 0`) keep their old meaning (device time at the declared resource's rate), so a
+ * replayed booking of an old run changes nothing. Storage: the largest `bytes_kept` of the stage
+ * (each attempt measures everything the stage keeps), or the old rows' bytes written.
+ */
 export async function usageTotals(db: Db, runId: string): Promise<UsageTotals[]> {
-  const rows = await db.query<{ stage_id: string; resource: 'cpu' | 'gpu'; device: string; cpu: string; wall: string; bytes: string; attempts: number | string }>(
-    `SELECT stage_id, resource,
-       CAST(SUM(device_ms) AS TEXT) AS device, CAST(SUM(cpu_ms) AS TEXT) AS cpu,
-       CAST(SUM(wall_ms) AS TEXT) AS wall, CAST(SUM(bytes_written) AS TEXT) AS bytes,
+  const rows = await db.query<{ stage_id: string; cpu: string; gpu: string; wall: string; kept: string | null; written: string; attempts: number | string }>(
+    `SELECT stage_id,
+       CAST(SUM(CASE WHEN metered = 1 THEN cpu_ms WHEN resource = 'cpu' THEN device_ms ELSE 0 END) AS TEXT) AS cpu,
+       CAST(SUM(CASE WHEN metered = 1 THEN gpu_ms WHEN resource = 'gpu' THEN device_ms ELSE 0 END) AS TEXT) AS gpu,
+       CAST(SUM(wall_ms) AS TEXT) AS wall,
+       CAST(MAX(bytes_kept) AS TEXT) AS kept,
+       CAST(SUM(CASE WHEN bytes_kept IS NULL THEN bytes_written ELSE 0 END) AS TEXT) AS written,
        COUNT(*) AS attempts
-     FROM ledger_usage WHERE run_id = ? GROUP BY stage_id, resource ORDER BY stage_id, resource`,
+     FROM ledger_usage WHERE run_id = ? GROUP BY stage_id ORDER BY stage_id`,
     [runId],
   );
-  return rows.map((r) => ({
-    stageId: r.stage_id,
-    resource: r.resource,
-    deviceMs: BigInt(r.device),
-    cpuMs: BigInt(r.cpu),
-    wallMs: BigInt(r.wall),
-    bytesWritten: BigInt(r.bytes),
-    attempts: Number(r.attempts),
-  }));
+  return rows.map((r) => {
+    const kept = BigInt(r.kept ?? '0');
+    const written = BigInt(r.written);
+    return {
+      stageId: r.stage_id,
+      cpuMs: BigInt(r.cpu),
+      gpuMs: BigInt(r.gpu),
+      wallMs: BigInt(r.wall),
+      bytesKept: kept > written ? kept : written,
+      attempts: Number(r.attempts),
+    };
+  });
+}
+
+/** How many usage lines the run has (one per attempt, replica and round). */
+export async function usageCount(db: Db, runId: string): Promise<number> {
+  const rows = await db.query<{ n: number | string }>('SELECT COUNT(*) AS n FROM ledger_usage WHERE run_id = ?', [runId]);
+  return Number(rows[0]?.n ?? 0);
 }
 
 export interface BookingContext {
@@ -161,9 +190,10 @@ async function reverse(db: Db, e: LedgerEntry, now: string, why: string): Promis
 /**
  * Serialises bookings of one run. PostgreSQL: a transaction-scoped advisory lock on the run id
  * (without it, a concurrent booking that commits between our reads could make us book a second
- * version). SQLite: transactions are already serialised by BEGIN IMMEDIATE.
+ * version). Take it first in the transaction, before reading anything the booking depends on.
+ * SQLite: transactions are already serialised by BEGIN IMMEDIATE.
  */
-async function lockRun(db: Db, runId: string): Promise<void> {
+export async function lockRun(db: Db, runId: string): Promise<void> {
   if (db.dialect === 'postgres') await db.query("SELECT pg_advisory_xact_lock(hashtext('capstan-ledger:' || CAST(? AS TEXT)))", [runId]);
 }
 
@@ -324,11 +354,11 @@ export async function pipelineTotals(db: Db, w: PipelineWindow): Promise<Pipelin
 }
 
 /** Remembers the revenue model of a run (the latest one the ledger stage saw), for pricing served predictions. */
-export async function saveRunRevenue(db: Db, ctx: BookingContext, model: RevenueModel): Promise<void> {
+export async function saveRunRevenue(db: Db, ctx: BookingContext, model: RevenueModel, booking?: unknown): Promise<void> {
   await db.run(
-    `INSERT INTO ledger_run_revenue (run_id, pipeline, model, currency, updated_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (run_id) DO UPDATE SET model = excluded.model, currency = excluded.currency, updated_at = excluded.updated_at`,
-    [ctx.runId, ctx.pipeline, JSON.stringify(model), ctx.currency, ctx.now.toISOString()],
+    `INSERT INTO ledger_run_revenue (run_id, pipeline, model, currency, updated_at, booking) VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT (run_id) DO UPDATE SET model = excluded.model, currency = excluded.currency, updated_at = excluded.updated_at, booking = excluded.booking`,
+    [ctx.runId, ctx.pipeline, JSON.stringify(model), ctx.currency, ctx.now.toISOString(), booking === undefined ? null : JSON.stringify(booking)],
   );
 }
 
@@ -340,6 +370,13 @@ export async function loadRunRevenue(db: Db, runId: string): Promise<{ pipeline:
   const r = rows[0];
   if (!r) return undefined;
   return { pipeline: r.pipeline, currency: r.currency, model: revenueModelSchema.parse(JSON.parse(r.model)) };
+}
+
+/** What the run's last booking was asked (JSON as saved by saveRunRevenue), if it was booked by this version. */
+export async function loadBookingInput(db: Db, runId: string): Promise<unknown> {
+  const rows = await db.query<{ booking: string | null }>('SELECT booking FROM ledger_run_revenue WHERE run_id = ?', [runId]);
+  const b = rows[0]?.booking;
+  return b ? (JSON.parse(b) as unknown) : undefined;
 }
 
 export interface PredictionEvent {

@@ -29,10 +29,10 @@ export const quantitySchema = moneySchema;
 const currencySchema = z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "USD"');
 
 /**
- * What compute and storage cost. Compute is priced per device-hour of the stage's resource
- * class: a CPU stage's replica holds one core (cpuHour), a GPU stage's replica one GPU (gpuHour,
- * host included). Artifact bytes are priced per GB-month (1 GB = 10^9 bytes) for
- * `retentionMonths` months.
+ * What compute and storage cost. `cpuHour` prices an hour of CPU time (user + system, the
+ * worker's and its child processes'); `gpuHour` an hour of one GPU actually assigned to an
+ * attempt. What a plugin declares (cpu or gpu queue) does not change the price. Bytes a run
+ * keeps are priced per GB-month (1 GB = 10^9 bytes) for `retentionMonths` months.
  */
 export const priceSheetSchema = z
   .object({
@@ -114,7 +114,12 @@ export type RevenueModel = z.infer<typeof revenueModelSchema>;
 
 const seconds = z.number().finite().nonnegative();
 
-/** What one attempt of one stage (or one replica of it) used. Recorded after every attempt. */
+/**
+ * What one attempt of one stage (or one replica of it) used. Recorded after every attempt.
+ * Priced by what was used: `cpuSeconds` (the worker's and its children's CPU time) at the CPU
+ * rate, and — only when the attempt held GPUs (`gpuDevices`) — `deviceSeconds` × the number of
+ * those GPUs at the GPU rate. The plugin's declared `resource` is recorded, not priced.
+ */
 export const stageUsageSchema = z.object({
   runId: z.string().min(1),
   pipeline: z.string().min(1),
@@ -124,12 +129,29 @@ export const stageUsageSchema = z.object({
   attempt: z.number().int().positive(),
   /** Replica index for data-parallel stages; omit for a plain stage or the reduce. */
   replica: z.number().int().nonnegative().optional(),
+  /**
+   * Temporal activity id (`stage:<id>[#<round>][:replica-<i>|:reduce]`): with the workflow run id
+   * and the attempt it keys the usage, so an operator retry (a new round) or a reset (a new
+   * workflow run) is a new line while a repeated record of one attempt is not. Default:
+   * `stage:<stageId>[:replica-<i>]`.
+   */
+  activityId: z.string().min(1).max(500).optional(),
+  /** Temporal's run id of the workflow execution (changes on reset); default ''. */
+  workflowRunId: z.string().max(200).optional(),
   resource: z.enum(['cpu', 'gpu']),
   wallSeconds: seconds,
   cpuSeconds: seconds,
-  /** Seconds the attempt held its device (one core for cpu, one GPU for gpu); usually = wallSeconds. */
+  /** Seconds the attempt held its device(s); usually = wallSeconds. Priced only with `gpuDevices`. */
   deviceSeconds: seconds,
+  /** The GPUs the attempt held (device ids); empty or absent: none. */
+  gpuDevices: z.array(z.string().min(1).max(100)).max(64).optional(),
+  /** Bytes of the attempt's outputs. */
   bytesWritten: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  /**
+   * Bytes the run keeps for this stage after the attempt: its outputs, checkpoints and round
+   * folders, and the registry exports it wrote. Storage is priced on the stage's largest value.
+   */
+  bytesKept: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
   succeeded: z.boolean(),
 });
 export type StageUsage = z.infer<typeof stageUsageSchema>;

@@ -37,8 +37,9 @@ export interface ModelServerOptions {
   refreshIntervalMs?: number;
   /**
    * Called after every successful prediction request with the batch size, so the ledger can book
-   * realised revenue per model version. Runs off the response path (the client does not wait for
-   * it); errors are logged, never returned to clients; close() waits for the calls still running.
+   * realised revenue per model version. The response waits for it: resolve once the batch is
+   * durably recorded (the ledger outbox), so no acknowledged prediction goes unbooked. If it
+   * throws, the request fails with MODEL_UNAVAILABLE (logged); close() waits for calls running.
    */
   onPredictions?: (model: string, version: number, count: number) => void | Promise<void>;
   /** Largest batch one request may send (default 1024). */
@@ -248,13 +249,20 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       perVersion.set(entry.version, (perVersion.get(entry.version) ?? 0) + batch.n);
       counts.set(model, perVersion);
       if (opts.onPredictions) {
-        // Off the response path; close() waits for bookings still running.
+        // On the response path: the answer waits for the hook (the ledger outbox's durable
+        // write), so every acknowledged prediction is recorded. If it cannot be recorded, the
+        // request fails (503) and the client may retry. close() waits for writes still running.
         const version = entry.version;
-        const booking = Promise.resolve()
-          .then(() => opts.onPredictions!(model, version, batch.n))
-          .catch((e: unknown) => logger.error('onPredictions hook failed', { model, version, count: batch.n, error: String(e) }))
-          .finally(() => pending.delete(booking));
+        const booking = Promise.resolve().then(() => opts.onPredictions!(model, version, batch.n));
         pending.add(booking);
+        try {
+          await booking;
+        } catch (e) {
+          logger.error('onPredictions hook failed', { model, version, count: batch.n, error: String(e) });
+          throw new ServingError('MODEL_UNAVAILABLE', 'the prediction could not be recorded; try again');
+        } finally {
+          pending.delete(booking);
+        }
       }
       return { model, version: entry.version, predictions };
     },

@@ -56,7 +56,7 @@ describe.each(dialects)('ledger GraphQL on %s', (dialect) => {
     const runA = `pipeline/${pipeline}/a`;
     const runB = `pipeline/${pipeline}/b`;
     for (const runId of [runA, runB]) {
-      await ledger.recordUsage({ runId, pipeline, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 1, replica: 0, resource: 'gpu', wallSeconds: 1800, cpuSeconds: 10, deviceSeconds: 1800, bytesWritten: 500_000_000, succeeded: true });
+      await ledger.recordUsage({ runId, pipeline, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 1, replica: 0, resource: 'gpu', gpuDevices: ['0'], wallSeconds: 1800, cpuSeconds: 0, deviceSeconds: 1800, bytesWritten: 500_000_000, succeeded: true });
       await ledger.recordUsage({ runId, pipeline, stageId: 'prep', plugin: 'core:data-prep', attempt: 1, resource: 'cpu', wallSeconds: 36, cpuSeconds: 36, deviceSeconds: 36, bytesWritten: 0, succeeded: true });
     }
     await ledger.bookRun({ runId: runA, pipeline, stageId: 'roi', costs: [{ category: 'people', description: 'review', hours: '1', hourlyRate: '0.9895' }], revenue: { kind: 'contract', value: '4.00' } });

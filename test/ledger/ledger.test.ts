@@ -23,7 +23,7 @@ function usage(runId: string, over: Partial<StageUsage> = {}): StageUsage {
     attempt: 1,
     resource: 'cpu',
     wallSeconds: 100,
-    cpuSeconds: 90,
+    cpuSeconds: 100,
     deviceSeconds: 100,
     bytesWritten: 0,
     succeeded: true,
@@ -41,17 +41,20 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   beforeAll(async () => {
     t = await createTestDatabase(dialect);
     db = t.db;
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init']);
+    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys']);
     expect(await migrate(db, ledgerMigrations)).toEqual([]);
     ledger = createLedgerService(db, { priceSheet: sheet });
   });
   afterAll(async () => t?.drop());
 
-  /** A run with: prep cpu 100 s (0.001), fit gpu 2 attempts × 30 min (3.60) + 1 GB (0.20). */
+  /** A GPU attempt: held one GPU, used no CPU time worth pricing. */
+  const onGpu: Partial<StageUsage> = { resource: 'gpu', gpuDevices: ['0'], cpuSeconds: 0 };
+
+  /** A run with: prep 100 CPU-s (0.001), fit 2 attempts × 30 min on one GPU (3.60) + 1 GB kept (0.20). */
   async function meterTypicalRun(runId: string, l: LedgerService = ledger) {
     await l.recordUsage(usage(runId));
-    await l.recordUsage(usage(runId, { stageId: 'fit', plugin: 'core:multi-device-fit', resource: 'gpu', attempt: 1, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, succeeded: false }));
-    await l.recordUsage(usage(runId, { stageId: 'fit', plugin: 'core:multi-device-fit', resource: 'gpu', attempt: 2, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, bytesWritten: 1_000_000_000 }));
+    await l.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 1, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, succeeded: false }));
+    await l.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 2, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, bytesWritten: 1_000_000_000 }));
   }
 
   it('books exact sums, per stage and resource, and computes ROI', async () => {
@@ -85,7 +88,7 @@ describe.each(dialects)('ledger on %s', (dialect) => {
 
   it('books a retried stage once: recording the same attempt twice is a no-op', async () => {
     const runId = run('retry');
-    const u = usage(runId, { stageId: 'fit', resource: 'gpu', deviceSeconds: 3600 });
+    const u = usage(runId, { ...onGpu, stageId: 'fit', deviceSeconds: 3600 });
     await ledger.recordUsage(u);
     await ledger.recordUsage(u); // the activity recorded, crashed, and the retry records the same attempt again
     await ledger.recordUsage({ ...u, attempt: 2 }); // a real second attempt costs money too
@@ -93,6 +96,59 @@ describe.each(dialects)('ledger on %s', (dialect) => {
     expect(booking.cost).toBe('7.20');
     const rows = await db.query<{ n: number | string }>('SELECT COUNT(*) AS n FROM ledger_usage WHERE run_id = ?', [runId]);
     expect(Number(rows[0]?.n)).toBe(2);
+  });
+
+  it('keys usage by Temporal attempt: operator retries and resets are new lines, a repeat is not', async () => {
+    const runId = run('keys');
+    const base = usage(runId, { stageId: 'fit', cpuSeconds: 3600, workflowRunId: 'wf-run-1', activityId: 'stage:fit' });
+    await ledger.recordUsage(base);
+    await ledger.recordUsage(base); // the same attempt recorded again (flushed twice)
+    await ledger.recordUsage({ ...base, activityId: 'stage:fit#1' }); // operator retry: round 1 restarts at attempt 1
+    await ledger.recordUsage({ ...base, workflowRunId: 'wf-run-2' }); // reset: a new workflow run, attempt 1 again
+    await ledger.recordUsage({ ...base, workflowRunId: 'wf-run-2', activityId: 'stage:fit:replica-0', replica: 0 });
+    await ledger.recordUsage({ ...base, workflowRunId: 'wf-run-2', activityId: 'stage:fit:reduce' });
+    const rows = await db.query<{ n: number | string }>('SELECT COUNT(*) AS n FROM ledger_usage WHERE run_id = ?', [runId]);
+    expect(Number(rows[0]?.n)).toBe(5);
+    const booking = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
+    expect(booking.cost).toBe('0.18'); // 5 CPU-hours × 0.036
+  });
+
+  it('prices what was used: CPU time at the CPU rate, assigned GPUs at the GPU rate, whatever was declared', async () => {
+    const runId = run('used');
+    // multi-device fit declared gpu but ran as wasm processes on a CPU-only host: 2 CPU-hours, no GPU
+    await ledger.recordUsage(usage(runId, { stageId: 'wasm-fit', resource: 'gpu', wallSeconds: 3600, deviceSeconds: 3600, cpuSeconds: 7200 }));
+    // a stage declared cpu that was given two GPUs for half an hour: 1 GPU-hour
+    await ledger.recordUsage(usage(runId, { stageId: 'gpu-fit', resource: 'cpu', gpuDevices: ['0', '1'], deviceSeconds: 1800, cpuSeconds: 0 }));
+    await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
+    const amounts = Object.fromEntries((await listEntries(db, runId)).filter((e) => e.kind === 'cost').map((e) => [`${e.stageId}/${e.category}`, [e.amountMicros, e.quantity, e.unit]]));
+    expect(amounts).toEqual({
+      'wasm-fit/cpu': [72_000n, '2.0000000', 'cpu-hour'], // 2 h × 0.036
+      'gpu-fit/gpu': [3_600_000n, '1.0000000', 'gpu-hour'], // 2 GPUs × 0.5 h × 3.60
+    });
+  });
+
+  it('prices the bytes a stage keeps once: the largest any attempt measured', async () => {
+    const runId = run('kept');
+    await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 1, bytesWritten: 0, bytesKept: 400_000_000, succeeded: false }));
+    await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 2, bytesWritten: 100_000_000, bytesKept: 1_000_000_000 }));
+    await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 1, replica: 0, activityId: 'stage:fit:replica-0', bytesWritten: 0, bytesKept: 700_000_000 }));
+    const booking = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
+    expect(booking.cost).toBe('0.20'); // 1 GB × 0.02 × 10 months
+  });
+
+  it('books usage that arrives after the run was booked, reconciling the difference', async () => {
+    const runId = run('late');
+    await meterTypicalRun(runId);
+    const first = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', costs: [{ category: 'other', description: 'x', amount: '1' }], revenue: { kind: 'contract', value: '10' } });
+    expect(first.cost).toBe('4.801');
+    // a replica's usage flushed late from another worker's outbox: 1 more GPU-hour
+    await ledger.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', attempt: 1, replica: 1, deviceSeconds: 3600 }));
+    expect((await runTotals(db, runId)).cost).toBe(8_401_000n); // + 3.60, declared cost kept
+    // the ledger stage's own usage is recorded, not re-booked
+    await ledger.recordUsage(usage(runId, { stageId: 'ledger', cpuSeconds: 36_000 }));
+    expect((await runTotals(db, runId)).cost).toBe(8_401_000n);
+    const live = (await listEntries(db, runId)).filter((e) => e.category === 'gpu');
+    expect(live.map((e) => e.amountMicros)).toEqual([3_600_000n, -3_600_000n, 7_200_000n]);
   });
 
   it('books a replayed ledger stage once', async () => {
@@ -144,7 +200,7 @@ describe.each(dialects)('ledger on %s', (dialect) => {
         const l = services[i % services.length]!;
         await Promise.all(
           Array.from({ length: hours }, (_, a) =>
-            l.recordUsage(usage(runId, { pipeline: 'conc', stageId: 'fit', resource: 'gpu', attempt: a + 1, deviceSeconds: 3600 })),
+            l.recordUsage(usage(runId, { ...onGpu, pipeline: 'conc', stageId: 'fit', attempt: a + 1, deviceSeconds: 3600 })),
           ),
         );
         await Promise.all([

@@ -40,20 +40,27 @@ describe('money', () => {
 });
 
 describe('pricing', () => {
-  it('prices device time per hour and artifact bytes per GB-month, to the micro-unit', () => {
+  it('prices CPU time and assigned-GPU time per hour and kept bytes per GB-month, to the micro-unit', () => {
     const lines = priceUsage(
       [
-        { stageId: 'fit', resource: 'gpu', deviceMs: 5_400_000n, cpuMs: 0n, wallMs: 0n, bytesWritten: 2_000_000_000n, attempts: 2 },
-        { stageId: 'prep', resource: 'cpu', deviceMs: 1_000n, cpuMs: 0n, wallMs: 0n, bytesWritten: 0n, attempts: 1 },
+        // a fit that held GPUs: 1.5 GPU-hours plus 20 min of CPU time
+        { stageId: 'fit', cpuMs: 1_200_000n, gpuMs: 5_400_000n, wallMs: 0n, bytesKept: 2_000_000_000n, attempts: 2 },
+        { stageId: 'prep', cpuMs: 1_000n, gpuMs: 0n, wallMs: 0n, bytesKept: 0n, attempts: 1 },
+        // a multi-device fit on a CPU-only host: declared gpu, held none — CPU rate only
+        { stageId: 'wasm-fit', cpuMs: 3_600_000n, gpuMs: 0n, wallMs: 3_600_000n, bytesKept: 0n, attempts: 1 },
       ],
       sheet,
     );
     const byKey = Object.fromEntries(lines.map((l) => [`${l.stageId}/${l.category}`, l]));
     expect(byKey['fit/gpu']?.amount).toBe(3_720_000n); // 1.5 h × 2.48
     expect(byKey['fit/gpu']?.quantity).toBe('1.5000000');
+    expect(byKey['fit/cpu']?.amount).toBe(14_167n); // 1/3 h × 0.0425 = 0.0141666… → 0.014167
     expect(byKey['prep/cpu']?.amount).toBe(12n); // 1 s × 0.0425/3600 = 0.0000118 → 0.000012
     expect(byKey['fit/storage']?.amount).toBe(552_000n); // 2 GB × 0.023 × 12
     expect(byKey['prep/storage']).toBeUndefined();
+    expect(byKey['prep/gpu']).toBeUndefined();
+    expect(byKey['wasm-fit/gpu']).toBeUndefined();
+    expect(byKey['wasm-fit/cpu']?.amount).toBe(42_500n); // 1 CPU-hour × 0.0425
   });
 
   it('prices declared costs and revenue models', () => {
