@@ -97,8 +97,9 @@ async function attempt(
   const { stage } = input;
   const plugin = deps.stages.get(stage.plugin, stage.pluginVersion);
   if (!plugin) {
+    const installed = deps.stages.list().filter((p) => p.name === stage.plugin).map((p) => p.version);
     throw ApplicationFailure.nonRetryable(
-      `stage ${stage.id}: plugin ${stage.plugin}@${stage.pluginVersion} is not installed on worker ${info.taskQueue}`,
+      `stage ${stage.id}: plugin ${stage.plugin}@${stage.pluginVersion} is not installed on the workers of ${info.taskQueue} (installed: ${installed.join(', ') || 'none'}); retryStage(pluginVersion: …) moves the stage to an installed version`,
       'UNKNOWN_PLUGIN',
       { attempt: info.attempt },
     );

@@ -191,20 +191,33 @@ export class Engine {
     return runId ? `${base}/${runId}/history` : base;
   }
 
-  /** Retry a paused stage, optionally with corrected params (checked against the plugin's schema first). */
-  async retryStage(id: string, stageId: string, params?: unknown): Promise<RunView> {
-    if (params === undefined) return this.decide(id, { action: 'retry', stageId });
+  /**
+   * Retry a paused stage, optionally with corrected params and/or on another installed version of
+   * its plugin; params are checked against the schema of the version that will run.
+   */
+  async retryStage(id: string, stageId: string, params?: unknown, pluginVersion?: string): Promise<RunView> {
+    if (params === undefined && pluginVersion === undefined) return this.decide(id, { action: 'retry', stageId });
     const run = await this.require(id);
     const stage = run.stages.find((s) => s.id === stageId);
     if (!stage) throw new EngineError('DECISION_REJECTED', `run ${id} has no stage "${stageId}"`);
-    const plugin = this.deps.stages.get(stage.plugin);
-    if (!plugin) throw new EngineError('UNKNOWN_PLUGIN', `plugin ${stage.plugin} is not installed on this API host`);
-    const parsed = plugin.paramsSchema.safeParse(params);
+    const plugin = this.deps.stages.get(stage.plugin, pluginVersion);
+    if (!plugin) {
+      const installed = this.deps.stages.list().filter((p) => p.name === stage.plugin).map((p) => p.version);
+      throw new EngineError('UNKNOWN_PLUGIN', `plugin ${stage.plugin}${pluginVersion ? `@${pluginVersion}` : ''} is not installed on this API host; installed: ${installed.join(', ') || 'none'}`);
+    }
+    const checked = params ?? stage.paramsOverride ?? (await this.specParams(id, stageId));
+    const parsed = plugin.paramsSchema.safeParse(checked);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => ({ path: `params${formatPath(i.path, true)}`, message: i.message, code: 'PLUGIN_PARAMS_INVALID' }));
-      throw new EngineError('PLUGIN_PARAMS_INVALID', `params for ${stage.plugin} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
+      throw new EngineError('PLUGIN_PARAMS_INVALID', `params for ${stage.plugin}@${plugin.version} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
     }
-    return this.decide(id, { action: 'retry', stageId, params }, run);
+    return this.decide(id, { action: 'retry', stageId, ...(params !== undefined ? { params } : {}), ...(pluginVersion ? { pluginVersion } : {}) }, run);
+  }
+
+  /** A stage's params as the run's spec gave them. */
+  private async specParams(id: string, stageId: string): Promise<unknown> {
+    const input = await firstInput(this.deps.client.workflow.getHandle(id));
+    return input?.stages.find((s) => s.id === stageId)?.params ?? {};
   }
 
   /** Skip a paused stage; the workflow refuses when a later stage needs its outputs. */

@@ -100,6 +100,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       return;
     }
     let params = spec.params;
+    let pluginVersion = spec.pluginVersion;
     for (let round = 0; ; round++) {
       if (abortReason !== undefined) return;
       const stageInputs = Object.fromEntries(Object.entries(spec.inputs).map(([kind, from]) => [kind, byId.get(from)!.outputs[kind]!]));
@@ -113,7 +114,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}` : undefined);
       refreshDetails();
       try {
-        const outcome = await execute({ ...spec, params }, stageInputs, round);
+        const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round);
         st.attempts += outcome.attempt;
         st.outputs = outcome.outputs;
         st.metrics = outcome.metrics;
@@ -161,6 +162,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         if (d.params !== undefined) {
           params = d.params;
           st.paramsOverride = d.params;
+        }
+        // Only the activity's input changes (no new command), so no patch is needed (ADR 0007).
+        if (d.pluginVersion !== undefined) {
+          pluginVersion = d.pluginVersion;
+          st.pluginVersionOverride = d.pluginVersion;
         }
       } finally {
         running.delete(spec.id);

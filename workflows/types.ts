@@ -84,6 +84,8 @@ export interface StageState {
   reusedFrom?: string;
   /** Params used by operator retries, when they replaced the spec's. */
   paramsOverride?: unknown;
+  /** Plugin version an operator retry moved the stage to, when it replaced the pinned one. */
+  pluginVersionOverride?: string;
 }
 
 export type RunEventType =
@@ -124,7 +126,7 @@ export interface RunState {
 
 /** An operator decision on a paused run, delivered as a Temporal Update. */
 export type Decision =
-  | { action: 'retry'; stageId: string; params?: unknown }
+  | { action: 'retry'; stageId: string; params?: unknown; pluginVersion?: string }
   | { action: 'skip'; stageId: string }
   | { action: 'abort'; reason: string };
 

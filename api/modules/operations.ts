@@ -15,7 +15,8 @@ export const operationsModule: ApiModule = {
       schedules: (_: unknown, a: { pipeline?: string | null }, ctx: Ctx) => ctx.engine.schedules(a.pipeline ?? undefined),
     },
     Mutation: {
-      retryStage: (_: unknown, a: { runId: string; stageId: string; params?: unknown }, ctx: Ctx) => ctx.engine.retryStage(a.runId, a.stageId, a.params ?? undefined),
+      retryStage: (_: unknown, a: { runId: string; stageId: string; params?: unknown; pluginVersion?: string | null }, ctx: Ctx) =>
+        ctx.engine.retryStage(a.runId, a.stageId, a.params ?? undefined, a.pluginVersion ?? undefined),
       skipStage: (_: unknown, a: { runId: string; stageId: string }, ctx: Ctx) => ctx.engine.skipStage(a.runId, a.stageId),
       abortRun: (_: unknown, a: { runId: string; reason: string }, ctx: Ctx) => ctx.engine.abort(a.runId, a.reason),
       cancelRun: (_: unknown, a: { runId: string }, ctx: Ctx) => ctx.engine.cancel(a.runId),

@@ -129,6 +129,8 @@ export const operationsTypeDefs = /* GraphQL */ `
       stageId: String!
       "Params replacing the spec's for this stage (a JSON object, checked against the plugin's paramsSchema); the spec's when omitted."
       params: JSON
+      "Run the stage with this installed version of its plugin instead (e.g. when the pinned version is no longer installed: UNKNOWN_PLUGIN); params are checked against that version's schema."
+      pluginVersion: String
     ): PipelineRun!
     """
     Skips a failed stage of a PAUSED run (it becomes SKIPPED, with no outputs) and carries on; returns
