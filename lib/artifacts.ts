@@ -117,11 +117,21 @@ export class ArtifactStore {
     return { ok: true };
   }
 
-  /** Atomically replaces `dest` with the folder `src` (write elsewhere, then rename). */
+  /**
+   * Moves the finished folder `src` to `dest` in one rename. Nothing is ever deleted here: a folder
+   * already at `dest` (which a model server may be reading) is first renamed aside to
+   * `<dest>.replaced-<time>`, and stays there for the garbage collector.
+   */
   async publish(src: string, dest: string): Promise<void> {
-    await rm(dest, { recursive: true, force: true });
     await mkdir(path.dirname(dest), { recursive: true });
-    await rename(src, dest);
+    try {
+      await rename(src, dest);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      await rename(dest, `${dest}.replaced-${Date.now()}`);
+      await rename(src, dest);
+    }
   }
 }
 
