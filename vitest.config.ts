@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    globalSetup: ['test/setup/temporal.ts'],
+    globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts'],
     testTimeout: 180_000,
     hookTimeout: 180_000,
     pool: 'forks',

@@ -7,6 +7,7 @@ import type { Principal } from '../auth/tokens.js';
 import type { Engine } from '../engine/index.js';
 import { authenticate, type RequestMeta } from './auth.js';
 import { authorize, OPERATION_PERMISSIONS, type Need } from './authz.js';
+import { consoleFiles } from './console.js';
 import { expectedError, maskApiError } from './errors.js';
 import type { ApiContext, ApiDeps, ApiModule, RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
@@ -103,6 +104,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
     },
   });
   const routes = modules.flatMap((m) => m.routes ?? []);
+  const consolePage = consoleFiles();
   return {
     yoga,
     deps,
@@ -113,6 +115,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
         return jsonError(421, 'HOST_NOT_ALLOWED', 'the Host header names a host this API does not serve (see CAPSTAN_ALLOWED_HOSTS)');
       }
       if (url.pathname === '/healthz') return new Response('ok\n', { headers: { 'content-type': 'text/plain' } });
+      // The console (a static page that signs in with a token and reads GraphQL like any client): no auth, no data.
+      if (consolePage.owns(url.pathname)) return consolePage.serve(request);
       const route = routes.find((r) => r.path.test(url.pathname));
       // CORS preflights (yoga answers them, module routes included) and GraphiQL's page carry no credentials; everything else does.
       if (request.method === 'OPTIONS' || (!route && shouldRenderGraphiQL(request))) return explained(request, await yoga.fetch(request, { meta }));

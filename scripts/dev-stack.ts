@@ -14,6 +14,7 @@ import { loadConfig } from '../app/config.js';
 import { startDevServer, type DevServer } from '../dev/dev-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
+import { buildConsole } from './build-console.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const { values: flags } = parseArgs({
@@ -57,6 +58,9 @@ async function main(): Promise<number> {
   // The user's admin token: made on first start, kept in the data dir (mode 0600), reused after.
   const admin = config.api.auth === 'tokens' ? await withTokenStore(config, (t) => ensureAdminToken(t, config.api.adminTokenFile)) : undefined;
   token = admin?.token;
+  // The console the API serves at /console (bundled here: nothing is fetched at run time).
+  const built = await buildConsole();
+  logger.info(`console built: ${(built.gzipBytes / 1024).toFixed(1)} kB gzipped`);
   children.push(spawnPart('worker', ['worker.ts'], env));
   children.push(spawnPart('api', ['api/server.ts'], env));
   await waitForHttp(`${apiUrl}/healthz`);
@@ -65,6 +69,7 @@ async function main(): Promise<number> {
     '',
     '  Capstan is up',
     `  GraphQL API + GraphiQL  ${apiUrl}/graphql`,
+    `  Console                 ${apiUrl}/console`,
     ...(uiUrl ? [`  Temporal Web UI         ${uiUrl}`] : []),
     `  Data (artifacts, DBs)   ${config.dataDir}`,
     ...(admin
