@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync } from 'node:fs';
+import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { allSearchAttributes } from '../workflows/search-attributes.js';
@@ -33,6 +33,10 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const ip = o.ip ?? '127.0.0.1';
   const port = o.port ?? (await freePort(ip));
   const namespace = o.namespace ?? 'default';
+  // Another process on these ports would answer the readiness probe in our server's place.
+  for (const [p, what] of [[port, 'the Temporal port'], ...(o.uiPort !== undefined ? [[o.uiPort, 'the Temporal UI port']] : [])] as [number, string][]) {
+    if (await portInUse(ip, p)) throw new PortInUseError(ip, p, what);
+  }
   mkdirSync(path.dirname(o.dbFile), { recursive: true });
   const args = [
     'server', 'start-dev',
@@ -46,7 +50,11 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   ];
   const logFile = o.logFile ?? o.dbFile.replace(/\.db$/, '') + '.log';
   const out = openSync(logFile, 'a');
-  const child = spawn(o.cliPath, args, { stdio: ['ignore', out, out], detached: false });
+  // Its own process group: a Ctrl-C in the terminal reaches the stack's processes, not the server,
+  // which the stack stops last (after the worker has drained and reported its results).
+  const child = spawn(o.cliPath, args, { stdio: ['ignore', out, out], detached: true });
+  // Its pid beside the database, for whoever must clean up after a stack that was killed.
+  if (child.pid) writeFileSync(o.dbFile.replace(/\.db$/, '') + '.pid', String(child.pid));
   let exited: string | undefined;
   child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
   const address = `${ip}:${port}`;
@@ -86,6 +94,27 @@ function canConnect(host: string, port: number): Promise<boolean> {
       resolve(true);
     });
     s.once('error', () => resolve(false));
+  });
+}
+
+/** A port some other process listens on. */
+export class PortInUseError extends Error {
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly what: string,
+  ) {
+    super(`${what} ${host}:${port} is already in use by another process`);
+    this.name = 'PortInUseError';
+  }
+}
+
+/** Whether something already listens on host:port (we try to listen there ourselves). */
+export function portInUse(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' || e.code === 'EACCES'));
+    srv.listen(port, host, () => srv.close(() => resolve(false)));
   });
 }
 

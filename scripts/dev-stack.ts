@@ -11,7 +11,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureAdminToken, withTokenStore } from '../app/admin-token.js';
 import { loadConfig } from '../app/config.js';
-import { startDevServer, type DevServer } from '../dev/dev-server.js';
+import { portInUse, startDevServer, type DevServer } from '../dev/dev-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
 import { buildConsole } from './build-console.js';
@@ -27,7 +27,7 @@ const { values: flags } = parseArgs({
 });
 const config = loadConfig(process.env, process.cwd());
 const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
-const children: ChildProcess[] = [];
+const children: { name: string; process: ChildProcess }[] = [];
 let devServer: DevServer | undefined;
 let stopping = false;
 /** The admin token the dev stack talks to its API with. */
@@ -36,13 +36,31 @@ let token: string | undefined;
 async function main(): Promise<number> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   const uiPort = Number(process.env.TEMPORAL_UI_PORT ?? 8233);
+  const temporalPort = Number(process.env.TEMPORAL_PORT ?? 7233);
   let uiUrl: string | undefined;
+  // Every port this stack will listen on must be free before anything starts: another process
+  // there would answer our readiness probes and take our requests.
+  const ports: [number, string, string][] = [
+    ...(!process.env.TEMPORAL_ADDRESS
+      ? ([
+          [temporalPort, 'TEMPORAL_PORT', 'or use the Temporal server already there with TEMPORAL_ADDRESS=127.0.0.1:' + temporalPort],
+          [uiPort, 'TEMPORAL_UI_PORT', ''],
+        ] as [number, string, string][])
+      : []),
+    [config.api.port, 'CAPSTAN_API_PORT', ''],
+  ];
+  for (const [port, variable, hint] of ports) {
+    if (await portInUse(config.api.host === '0.0.0.0' ? '0.0.0.0' : '127.0.0.1', port)) {
+      logger.error(`port ${port} (${variable}) is already in use by another process; nothing was started. Stop that process, set ${variable} to a free port${hint ? `, ${hint}` : ''}.`);
+      return 2;
+    }
+  }
   if (!process.env.TEMPORAL_ADDRESS) {
     const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
     devServer = await startDevServer({
       cliPath: cli.path,
       dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
-      port: Number(process.env.TEMPORAL_PORT ?? 7233),
+      port: temporalPort,
       uiPort,
       logger,
     });
@@ -61,8 +79,8 @@ async function main(): Promise<number> {
   // The console the API serves at /console (bundled here: nothing is fetched at run time).
   const built = await buildConsole();
   logger.info(`console built: ${(built.gzipBytes / 1024).toFixed(1)} kB gzipped`);
-  children.push(spawnPart('worker', ['worker.ts'], env));
-  children.push(spawnPart('api', ['api/server.ts'], env));
+  children.push({ name: 'worker', process: spawnPart('worker', ['worker.ts'], env) });
+  children.push({ name: 'api', process: spawnPart('api', ['api/server.ts'], env) });
   await waitForHttp(`${apiUrl}/healthz`);
   const tokenFile = path.relative(process.cwd(), config.api.adminTokenFile) || config.api.adminTokenFile;
   const banner = [
@@ -171,21 +189,21 @@ async function gql(apiUrl: string, query: string, variables: Record<string, unkn
 async function shutdown(code: number): Promise<never> {
   if (stopping) return new Promise<never>(() => {});
   stopping = true;
-  logger.info('stopping: api, worker, temporal');
-  await Promise.all(
-    children.map(
-      (c) =>
-        new Promise<void>((resolve) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resolve();
-          const t = setTimeout(() => c.kill('SIGKILL'), 45_000);
-          c.once('exit', () => {
-            clearTimeout(t);
-            resolve();
-          });
-          c.kill('SIGTERM');
-        }),
-    ),
-  );
+  // In order: the API (no new work comes in), then the worker (it drains: stages that finish
+  // report their results to a server that is still up), then the Temporal server.
+  logger.info('stopping: api, then worker (draining), then temporal');
+  for (const name of ['api', 'worker']) {
+    const c = children.find((x) => x.name === name)?.process;
+    if (!c || c.exitCode !== null || c.signalCode !== null) continue;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => c.kill('SIGKILL'), name === 'worker' ? 60_000 : 15_000);
+      c.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      c.kill('SIGTERM');
+    });
+  }
   await devServer?.stop();
   process.exit(code);
 }

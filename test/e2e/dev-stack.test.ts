@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -7,9 +8,15 @@ import { freePort } from '../../dev/dev-server.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 let child: ChildProcess | undefined;
+let serverPidFile: string | undefined;
 afterAll(() => {
-  // Whatever is left of the stack (its own process group) goes.
+  // Whatever is left of the stack (its own process group, and the Temporal server in its own) goes.
   if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+  try {
+    if (serverPidFile) process.kill(Number(readFileSync(serverPidFile, 'utf8')), 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
 });
 
 /** The README's first command, as real processes: dev server + UI, worker, API, a pipeline on real MNIST. */
@@ -17,6 +24,7 @@ describe('npm start (the embedded stack)', () => {
   it('brings up Temporal, worker and API, runs an MNIST pipeline end to end, serves predictions, and stops cleanly on SIGINT', { timeout: 600_000 }, async () => {
     const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-e2e-'));
+    serverPidFile = path.join(dataDir, 'temporal', 'dev.pid');
     // What `npm start` runs (package.json "start"), without npm in between so signals reach it directly.
     child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--pipeline', 'pipelines/mnist-small.yaml'], {
       cwd: root,
@@ -90,5 +98,34 @@ describe('npm start (the embedded stack)', () => {
     });
     expect(code).toBe(0);
     await expect(fetch(`${api}/graphql`)).rejects.toThrow();
+    // The Temporal server went last, and is gone too.
+    const pid = Number(readFileSync(serverPidFile, 'utf8'));
+    expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it('refuses to start when a port it needs is taken, naming the port and the variable, and starts nothing', { timeout: 120_000 }, async () => {
+    const [apiPort, uiPort] = [await freePort(), await freePort()];
+    const squatter = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => squatter.once('listening', r));
+    const taken = (squatter.address() as net.AddressInfo).port;
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-e2e-ports-'));
+    try {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--no-run'], {
+        cwd: root,
+        env: { ...process.env, TEMPORAL_PORT: String(taken), TEMPORAL_UI_PORT: String(uiPort), CAPSTAN_API_PORT: String(apiPort), CAPSTAN_DATA_DIR: dataDir, TEMPORAL_ADDRESS: '' },
+        encoding: 'utf8',
+        timeout: 90_000,
+      });
+      const out = `${r.stdout}${r.stderr}`;
+      expect(r.status, out).toBe(2);
+      expect(out).toContain(`port ${taken} (TEMPORAL_PORT) is already in use`);
+      expect(out).toContain(`TEMPORAL_ADDRESS=127.0.0.1:${taken}`);
+      expect(out).not.toContain('Capstan is up');
+      // Nothing was started: no API, no Temporal server of ours.
+      await expect(fetch(`http://127.0.0.1:${apiPort}/healthz`)).rejects.toThrow();
+      expect(existsSync(path.join(dataDir, 'temporal', 'dev.pid'))).toBe(false);
+    } finally {
+      squatter.close();
+    }
   });
 });
