@@ -49,6 +49,8 @@ export interface TestStack {
 export interface TestStackOptions {
   /** The stage plugins of this stack (instead of the built-ins). */
   plugins: StagePlugin<any>[];
+  /** A Temporal server of the test's own (default: the run's shared dev server). */
+  temporalAddress?: string;
   /** Where the API and runtime log (silent by default). */
   logger?: Logger;
   /** Extra configuration environment (e.g. CAPSTAN_CORS_ORIGINS). */
@@ -66,7 +68,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
-  const address = inject('temporalAddress');
+  const address = o.temporalAddress ?? inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-test-'));
   const stages = new StageRegistry();
