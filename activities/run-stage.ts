@@ -10,6 +10,7 @@ import type { ArtifactRef, StageContext, StageInputs, StagePlugin, StageResult }
 import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import { formatPath } from '../lib/format-path.js';
+import { resolvePipelineActivity } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { stageBytesKept } from './bytes-kept.js';
 import { createStageContext } from './stage-context.js';
@@ -72,6 +73,7 @@ export interface ActivityDeps {
  */
 export function createActivities(deps: ActivityDeps) {
   return {
+    resolvePipeline: resolvePipelineActivity(deps.stages),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
       return attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs));
     },

@@ -9,10 +9,10 @@ import type { Logger } from '../lib/logger.js';
 import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
 import { parseSpecText, resolveSpec, SpecValidationError, type SpecIssue } from './spec.js';
-import { runPipelineWorkflow } from '../workflows/index.js';
+import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
-import type { Decision, RunPipelineInput, RunStarter, RunStatus } from '../workflows/types.js';
+import type { Decision, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
 import { firstInput, isRunId, newRunId, readRun, type RunView } from './read-model.js';
@@ -314,7 +314,10 @@ export class Engine {
     if (!o.cron && !o.every) throw new EngineError('BAD_ARGUMENT', 'schedulePipeline needs cron or every');
     const everyMs = o.every ? parseDurationMs(o.every) : undefined;
     if (o.every && (everyMs === undefined || everyMs < 1000)) throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least 1s, like "30s" or "1h"; got "${o.every}"`);
-    const input: RunPipelineInput = { ...this.resolve(saved.spec), ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
+    // Checked now, so a schedule never starts with a spec that is already invalid; but what the
+    // schedule stores is the spec itself, resolved again at each firing (plugins may be upgraded).
+    const input = this.resolve(saved.spec);
+    const stored: ScheduledPipelineInput = { spec: saved.spec, taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
     try {
       await this.deps.client.schedule.create({
@@ -322,10 +325,10 @@ export class Engine {
         spec: { ...(o.cron ? { cronExpressions: [o.cron] } : {}), ...(everyMs ? { intervals: [{ every: everyMs }] } : {}) },
         action: {
           type: 'startWorkflow',
-          workflowType: runPipelineWorkflow,
+          workflowType: startScheduledPipelineWorkflow,
           workflowId: `pipeline/${name}/scheduled`,
           taskQueue: this.deps.taskQueues.workflows,
-          args: [input],
+          args: [stored],
           typedSearchAttributes: [
             { key: PipelineNameKey, value: input.pipeline },
             { key: RunStatusKey, value: 'RUNNING' },

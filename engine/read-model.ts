@@ -4,7 +4,7 @@ import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common'
 import type { temporal } from '@temporalio/proto';
 import { progressQuery } from '../workflows/messages.js';
 import type { RunPipelineInput, RunState, RunStatus, StageState } from '../workflows/types.js';
-import { runPipelineWorkflow } from '../workflows/index.js';
+import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
 import { PipelineNameKey, ResumedFromKey } from '../workflows/search-attributes.js';
 
 /** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
@@ -13,6 +13,9 @@ export interface RunView extends Omit<RunState, 'stages'> {
   runId: string;
   stages: (StageState & { progress?: unknown; currentAttempt?: number })[];
 }
+
+/** Workflow types that are Capstan runs: the pipeline, and a schedule's firing before it resolves its spec. */
+export const RUN_WORKFLOW_TYPES: string[] = [runPipelineWorkflow.name, startScheduledPipelineWorkflow.name];
 
 /** Whether an id has the shape of a Capstan run id (`pipeline/…`, printable, bounded). */
 export function isRunId(id: string): boolean {
@@ -51,7 +54,7 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     if (e instanceof WorkflowNotFoundError) return undefined;
     throw e;
   }
-  if (desc.type !== runPipelineWorkflow.name) return undefined;
+  if (!RUN_WORKFLOW_TYPES.includes(desc.type)) return undefined;
   const temporalStatus = desc.status.name;
   let state: RunState | undefined;
   if (temporalStatus === 'RUNNING') state = await queryState(handle);

@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { runPipelineWorkflow } from '../workflows/index.js';
+import { RUN_WORKFLOW_TYPES } from './read-model.js';
 import { PipelineNameKey, RunStatusKey } from '../workflows/search-attributes.js';
 import type { RunStatus } from '../workflows/types.js';
 import { EngineError } from './errors.js';
@@ -45,7 +45,7 @@ export function visibilityString(s: string): string {
 
 /** The visibility query for Capstan's runs, filtered. */
 export function runsQuery(f: RunFilter): string {
-  const clauses = [`WorkflowType = ${visibilityString(runPipelineWorkflow.name)}`];
+  const clauses = [`(${RUN_WORKFLOW_TYPES.map((t) => `WorkflowType = ${visibilityString(t)}`).join(' OR ')})`];
   if (f.pipeline !== undefined) clauses.push(`${PipelineNameKey.name} = ${visibilityString(f.pipeline)}`);
   if (f.status) clauses.push(STATUS_QUERY[f.status]);
   return clauses.join(' AND ');

@@ -1,1 +1,2 @@
 export { runPipelineWorkflow } from './run-pipeline.js';
+export { startScheduledPipelineWorkflow } from './scheduled-pipeline.js';

@@ -136,6 +136,13 @@ export interface StageOutcome extends StageProducts {
   attempt: number;
 }
 
+/** What a schedule stores and starts with: the spec, resolved at each firing. */
+export interface ScheduledPipelineInput {
+  spec: unknown;
+  taskQueues: { cpu: string; gpu: string };
+  startedBy?: RunStarter;
+}
+
 /** Who started a run (the API token's name and role); stages that need a role check it. */
 export interface RunStarter {
   name: string;

@@ -231,6 +231,18 @@ describe('operating runs', () => {
       const listed = await stack.gql(`{ schedules(pipeline: "every-2s") { id recentRuns } }`);
       expect(listed.data.schedules[0].id).toBe(sid);
       expect(listed.data.schedules[0].recentRuns.length).toBeGreaterThanOrEqual(1);
+      // The schedule stores the spec and resolves it at the firing: the run began by resolving it
+      // (an activity), then continued as the pipeline, readable through the API like any run.
+      const runId = listed.data.schedules[0].recentRuns[0] as string;
+      const run = await waitFor(async () => {
+        const r = (await stack.gql(`query($id: ID!) { run(id: $id) { status pipeline stages { id status } } }`, { id: runId })).data.run;
+        return r?.status === 'COMPLETED' ? r : undefined;
+      }, 'the scheduled run', 60_000);
+      expect(run).toMatchObject({ pipeline: 'every-2s', stages: [{ id: 'write', status: 'SUCCEEDED' }] });
+      const first = await stack.client.workflow.getHandle(runId).describe();
+      expect(first.type).toBe('runPipelineWorkflow');
+      const chain = await stack.client.workflow.count(`WorkflowId = '${runId}'`);
+      expect(chain.count).toBe(2); // the firing that resolved the spec, then the pipeline it continued as
     } finally {
       const del = await stack.gql(`mutation($id: ID!) { deleteSchedule(id: $id) }`, { id: sid });
       expect(del.data.deleteSchedule).toBe(true);
