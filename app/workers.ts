@@ -1,6 +1,12 @@
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
 import { Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
+import { DevicePool, resolveDevices, type Device } from '../activities/devices.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import type { Logger } from '../lib/logger.js';
+import { registerSlotsSignal, slotKeeperId, slotsQuery, unregisterSlotsSignal, type SlotKeeperView } from '../workflows/gang.js';
 import type { CapstanConfig } from './config.js';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -16,6 +22,10 @@ export interface WorkerSetOptions {
   shutdownGraceTime?: string;
   activitySlots?: number;
   gpuSlots?: number;
+  /** This worker's devices (CAPSTAN_GPUS); detected (nvidia-smi), else cpu:<gpuSlots>, when absent. The gpu queue gets one slot per device. */
+  gpus?: Device[];
+  /** Lease of this worker's slot reports at the queues' slot keepers (default 60 s; renewed every third). */
+  slotLeaseMs?: number;
   identity?: string;
 }
 
@@ -24,14 +34,16 @@ export interface WorkerSetOptions {
  * queues. GPU stages get few slots (one per device); CPU stages more.
  */
 export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
-  const acts = createActivities(o.activities);
   const workers: Worker[] = [];
+  const devices = o.roles.includes('gpu') ? new DevicePool(o.gpus ?? resolveDevices(undefined, o.gpuSlots ?? 2)) : undefined;
+  const acts = createActivities({ ...o.activities, ...(devices ? { devices } : {}) });
   const common = {
     connection: o.connection,
     namespace: o.namespace,
     shutdownGraceTime: o.shutdownGraceTime ?? '30s',
     ...(o.identity ? { identity: o.identity } : {}),
   };
+  const slotQueues: { queue: string; slots: number; worker: Worker }[] = [];
   if (o.roles.includes('workflows')) {
     workers.push(
       await Worker.create({
@@ -43,12 +55,83 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
     );
   }
   if (o.roles.includes('cpu')) {
-    workers.push(await Worker.create({ ...common, taskQueue: o.taskQueues.cpu, activities: acts, maxConcurrentActivityTaskExecutions: o.activitySlots ?? 4 }));
+    const slots = o.activitySlots ?? 4;
+    const w = await Worker.create({ ...common, taskQueue: o.taskQueues.cpu, activities: acts, maxConcurrentActivityTaskExecutions: slots });
+    workers.push(w);
+    slotQueues.push({ queue: o.taskQueues.cpu, slots, worker: w });
   }
-  if (o.roles.includes('gpu')) {
-    workers.push(await Worker.create({ ...common, taskQueue: o.taskQueues.gpu, activities: acts, maxConcurrentActivityTaskExecutions: o.gpuSlots ?? 2 }));
+  if (devices) {
+    const w = await Worker.create({ ...common, taskQueue: o.taskQueues.gpu, activities: acts, maxConcurrentActivityTaskExecutions: devices.size });
+    workers.push(w);
+    slotQueues.push({ queue: o.taskQueues.gpu, slots: devices.size, worker: w });
+  }
+  if (slotQueues.length) {
+    await reportSlots({
+      client: new Client({ connection: o.connection, namespace: o.namespace }),
+      workflowsQueue: o.taskQueues.workflows,
+      // Unique per worker set: a restarted set in the same process never withdraws the new report.
+      identity: `${o.identity ?? `${process.pid}@${os.hostname()}`}#${randomUUID().slice(0, 8)}`,
+      leaseMs: o.slotLeaseMs ?? 60_000,
+      queues: slotQueues,
+      logger: o.activities.logger,
+    });
   }
   return workers;
+}
+
+/**
+ * Reports this worker's slots to each queue's slot keeper (`capstan/slots/<queue>`, started on
+ * first report with signalWithStart), renews the report every third of the lease while the
+ * queue's worker runs, and withdraws it once that worker has stopped. A worker that dies without
+ * withdrawing drops out when its lease ends (docs/adr/0008-gang-scheduling.md).
+ */
+async function reportSlots(o: {
+  client: Client;
+  workflowsQueue: string;
+  identity: string;
+  leaseMs: number;
+  queues: { queue: string; slots: number; worker: Worker }[];
+  logger: Logger;
+}): Promise<void> {
+  const send = async (queue: string, slots: number) =>
+    o.client.workflow.signalWithStart('slotKeeperWorkflow', {
+      workflowId: slotKeeperId(queue),
+      taskQueue: o.workflowsQueue,
+      args: [{ queue }],
+      signal: registerSlotsSignal,
+      signalArgs: [{ worker: `${o.identity}/${queue}`, slots, ttlMs: o.leaseMs }],
+    });
+  // The first report before the workers poll: a run that starts right after sees the capacity.
+  await Promise.all(o.queues.map((q) => send(q.queue, q.slots)));
+  let last = Date.now();
+  const live = new Set(o.queues);
+  const timer = setInterval(() => {
+    const renew = Date.now() - last >= o.leaseMs / 3;
+    if (renew) last = Date.now();
+    for (const q of [...live]) {
+      const state = q.worker.getState();
+      if (state === 'STOPPED' || state === 'FAILED' || state === 'DRAINING' || state === 'DRAINED' || state === 'STOPPING') {
+        live.delete(q);
+        void o.client.workflow
+          .getHandle(slotKeeperId(q.queue))
+          .signal(unregisterSlotsSignal, { worker: `${o.identity}/${q.queue}` })
+          .catch(() => undefined);
+      } else if (renew) {
+        send(q.queue, q.slots).catch((e: unknown) => o.logger.warn('could not report slots to the slot keeper', { queue: q.queue, error: (e as Error).message }));
+      }
+    }
+    if (!live.size) clearInterval(timer);
+  }, Math.min(1000, o.leaseMs / 6));
+  timer.unref();
+}
+
+/** What a queue's slot keeper knows (capacity, holders, waiting); undefined when no worker has reported slots. */
+export async function queueSlots(client: Client, taskQueue: string): Promise<SlotKeeperView | undefined> {
+  try {
+    return await client.workflow.getHandle(slotKeeperId(taskQueue)).query(slotsQuery);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Runs all workers until shutdown; if one fails the others are shut down too. */

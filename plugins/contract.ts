@@ -45,6 +45,16 @@ export interface ReplicaInfo {
   count: number;
 }
 
+/** A device held by one stage attempt. */
+export interface StageDevice {
+  kind: 'gpu' | 'cpu';
+  id: string;
+  /** `gpu:0`, `cpu:1`. */
+  label: string;
+  host: string;
+  env: Record<string, string>;
+}
+
 /** The inputs of a stage: one artifact per consumed kind, all present (the dispatch checks). */
 export type StageInputs<C extends string = string> = { readonly [K in C]: ArtifactRef };
 
@@ -85,6 +95,11 @@ export interface StageContext {
   readonly attempt: number;
   /** Set for the replicas of a data-parallel stage. */
   readonly replica?: ReplicaInfo;
+  /**
+   * The device this attempt holds, from the worker's pool (gpu stages only): hand `env` to the
+   * child process that trains (`CUDA_VISIBLE_DEVICES` for a GPU; empty for a CPU device).
+   */
+  readonly device?: StageDevice;
   /**
    * Who started the run; absent for runs started without a token (older runs, some schedules).
    * A stage that needs a role checks it here and treats an absent starter as unprivileged.

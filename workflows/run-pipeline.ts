@@ -9,10 +9,13 @@ import {
   setHandler,
   upsertSearchAttributes,
   allHandlersFinished,
+  getExternalWorkflowHandle,
   patched,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
+import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, takesGangSlots } from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
@@ -20,6 +23,7 @@ import type {
   Decision,
   ResolvedStage,
   RunEventType,
+  RunStageInput,
   RunPipelineInput,
   RunState,
   RunStatus,
@@ -30,6 +34,12 @@ import type {
 /** Runs started from here on cap the CapstanStage search attribute (older histories replay without it). */
 const PATCH_STAGE_ATTRIBUTE_LIMIT = 'capstan-stage-attribute-limit';
 const STAGE_ATTRIBUTE_MAX = 255;
+/**
+ * Runs started from here on reserve their slots as a gang from the queue's slot keeper before a
+ * data-parallel (or gpu) stage, cancel a failed replica's siblings, and release the slots after
+ * (docs/adr/0008-gang-scheduling.md). Older histories replay the plain fan-out.
+ */
+const PATCH_GANG_SLOTS = 'capstan-gang-slots';
 
 /**
  * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
@@ -77,6 +87,12 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     },
     { validator: (d) => validateDecision(d, state, input.stages) },
   );
+
+  // Answers from the slot keepers (signals add no commands, so older histories replay unchanged).
+  const slotAnswers = new Map<string, { granted: true } | { granted: false; reason: string }>();
+  setHandler(slotsGrantedSignal, ({ requestId }) => void slotAnswers.set(requestId, { granted: true }));
+  setHandler(slotsDeniedSignal, ({ requestId, reason }) => void slotAnswers.set(requestId, { granted: false, reason }));
+  setHandler(slotsPingSignal, () => undefined);
 
   event('RUN_STARTED', undefined, input.resumedFrom ? `resumed from ${input.resumedFrom}` : undefined);
   refreshDetails();
@@ -193,6 +209,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
     const common = { runId, pipeline: input.pipeline, stage: spec, inputs, ...(input.startedBy ? { startedBy: input.startedBy } : {}) };
+    if (takesGangSlots(spec) && patched(PATCH_GANG_SLOTS)) return executeAsGang(spec, common, base, suffix);
     if (spec.replicas <= 1) {
       const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
       return acts.runStage(common);
@@ -209,6 +226,87 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     const reduce = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}:reduce`, summary: `${spec.id}: ${spec.plugin} reduce` });
     const out = await reduce.reduceStage({ ...common, replicaResults });
     return { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) };
+  };
+
+  /**
+   * A stage that takes its slots from the queue's keeper: ask for all of them at once (FIFO),
+   * wait for the grant without holding anything, run, and give them back — also when the stage
+   * fails or the run is cancelled. Replicas run in one cancellation scope: when one fails for good
+   * its siblings are cancelled (their processes stop) before the failure is reported.
+   */
+  const executeAsGang = async (
+    spec: ResolvedStage,
+    common: Omit<RunStageInput, 'replica'>,
+    base: Omit<ActivityOptions, 'activityId' | 'summary'>,
+    suffix: string,
+  ): Promise<StageOutcome> => {
+    const st = byId.get(spec.id)!;
+    const requestId = `${workflowInfo().runId}/stage:${spec.id}${suffix}`;
+    const keeper = getExternalWorkflowHandle(slotKeeperId(spec.taskQueue));
+    let asked = false;
+    try {
+      try {
+        await keeper.signal(acquireSlotsSignal, { requestId, workflowId: workflowInfo().workflowId, count: spec.replicas, label: `${input.pipeline}/${spec.id}` });
+        asked = true;
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        if (spec.replicas > 1) {
+          throw ApplicationFailure.create({
+            message: `stage ${spec.id}: no worker has reported slots for task queue ${spec.taskQueue}; its ${spec.replicas} replicas need ${spec.replicas} slots at once`,
+            type: 'GANG_NO_CAPACITY',
+            nonRetryable: true,
+            details: [{ attempt: 0 }],
+          });
+        }
+      }
+      if (asked) {
+        st.waitingFor = `${spec.replicas} slot(s) on ${spec.taskQueue}`;
+        refreshDetails();
+        await condition(() => slotAnswers.has(requestId));
+        delete st.waitingFor;
+        const answer = slotAnswers.get(requestId)!;
+        slotAnswers.delete(requestId);
+        if (!answer.granted) {
+          asked = false;
+          throw ApplicationFailure.create({ message: `stage ${spec.id}: ${answer.reason}`, type: 'GANG_CAPACITY', nonRetryable: true, details: [{ attempt: 0 }] });
+        }
+      }
+      if (spec.replicas <= 1) {
+        const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
+        return await acts.runStage(common);
+      }
+      const scope = new CancellationScope();
+      let failed: { err: unknown } | undefined;
+      const settled = await scope.run(() =>
+        Promise.allSettled(
+          Array.from({ length: spec.replicas }, (_, i) =>
+            proxyActivities<Activities>({
+              ...base,
+              activityId: `stage:${spec.id}${suffix}:replica-${i}`,
+              summary: `${spec.id}: ${spec.plugin} replica ${i + 1}/${spec.replicas}`,
+            })
+              .runStage({ ...common, replica: { index: i, count: spec.replicas } })
+              .catch((err: unknown) => {
+                if (!failed && !isCancellation(err)) {
+                  failed = { err };
+                  scope.cancel(); // the siblings can never meet this replica again
+                }
+                throw err;
+              }),
+          ),
+        ),
+      );
+      if (failed) throw failed.err;
+      const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (rejected) throw rejected.reason;
+      const replicaResults = settled.map((r) => (r as PromiseFulfilledResult<StageOutcome>).value);
+      const reduce = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}:reduce`, summary: `${spec.id}: ${spec.plugin} reduce` });
+      const out = await reduce.reduceStage({ ...common, replicaResults });
+      return { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) };
+    } finally {
+      delete st.waitingFor;
+      if (asked) await CancellationScope.nonCancellable(() => keeper.signal(releaseSlotsSignal, { requestId }).catch(() => undefined));
+    }
   };
 
   // Schedule every stage once its dependencies are done; independent stages run concurrently.

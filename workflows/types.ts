@@ -86,6 +86,8 @@ export interface StageState {
   paramsOverride?: unknown;
   /** Plugin version an operator retry moved the stage to, when it replaced the pinned one. */
   pluginVersionOverride?: string;
+  /** Set while the stage waits for its slots (gang scheduling), e.g. `2 slot(s) on capstan-gpu`. */
+  waitingFor?: string;
 }
 
 export type RunEventType =

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { badInput, StageError } from '../../../lib/errors.js';
 import type { BackendName } from '../../../ml/backend.js';
@@ -16,17 +17,14 @@ type FitInputs = { model: ArtifactRef; dataset: ArtifactRef };
 export interface MultiDeviceFitOptions {
   /** Backend to prefer in the replica processes; default: best available. */
   tfBackend?: BackendName;
-  /**
-   * GPU ids to hand out, replica i gets `gpuDevices[i % length]` as CUDA_VISIBLE_DEVICES.
-   * Default: replica i gets device i. Only a GPU backend (tfjs-node-gpu) reads it.
-   */
-  gpuDevices?: string[];
 }
 
 /**
  * The folder the replicas of one stage synchronise through (shared by all replicas and the
  * reduce). Keyed by the training params and the input hashes, so a stage re-run with other
- * params or inputs in the same run never mixes with older rounds.
+ * params or inputs in the same run never mixes with older rounds; and inside the operator
+ * retry's own shared folder (`retry-<n>`, see the stage context), so a retry never meets
+ * leftovers of an earlier round.
  */
 export async function syncDirOf(ctx: Pick<StageContext, 'checkpointDir'>, params: MultiDeviceFitParams, inputs: FitInputs): Promise<string> {
   const { syncTimeoutMs: _ignored, ...training } = params;
@@ -80,7 +78,9 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
   if (replica.count !== params.replicas) throw badInput(`replica count ${replica.count} differs from params.replicas ${params.replicas}`, 'BAD_INPUT');
   const syncDir = await syncDirOf(ctx, params, inputs);
   const hint = replicaCheckpointSchema.safeParse(ctx.lastCheckpoint);
-  const device = opts.gpuDevices?.length ? opts.gpuDevices[replica.index % opts.gpuDevices.length]! : String(replica.index);
+  // The device comes from the worker's pool (the dispatch holds it for this attempt), never from the replica index.
+  const device = ctx.device;
+  ctx.logger.info(`replica ${replica.index}/${replica.count} on ${device ? `${device.host} ${device.label}` : `${hostname()} (no device pool)`}`);
   let out!: ChildJobOutcome<ReplicaResult>;
   const ref = await ctx.output('model', async (outDir) => {
     const job: ReplicaJob = {
@@ -104,7 +104,7 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       job,
       jobFile: path.join(await ctx.checkpointDir(), `job-attempt-${ctx.attempt}.json`),
       signal: ctx.signal,
-      env: { CUDA_VISIBLE_DEVICES: device },
+      env: device?.env ?? {},
       onStderr: (line) => ctx.logger.debug(line),
       onAlive: () => ctx.heartbeat(lastBeat),
       onProgress: (d) => {
@@ -124,7 +124,8 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       tfBackend: r.backend,
       replica: replica.index,
       replicas: replica.count,
-      device: r.backend === 'node-gpu' ? `gpu:${device}` : `cpu-process:${replica.index}`,
+      device: device?.label ?? `cpu-process:${replica.index}`,
+      host: device?.host ?? hostname(),
       rounds: r.rounds,
       resumedFromRound: r.resumedFromRound,
       steps: r.steps,
@@ -185,8 +186,13 @@ async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: F
   const num = (r: StageResult, k: string) => (typeof r.metrics[k] === 'number' ? (r.metrics[k] as number) : 0);
   const samples = results.reduce((s, r) => s + num(r, 'samples'), 0);
   const slowest = Math.max(...results.map((r) => num(r, 'trainSeconds') + num(r, 'waitSeconds')));
-  const perReplica: Record<string, number> = {};
-  results.forEach((r, i) => (perReplica[`samplesPerSecReplica${i}`] = num(r, 'samplesPerSec')));
+  const perReplica: Record<string, number | string> = {};
+  results.forEach((r, i) => {
+    perReplica[`samplesPerSecReplica${i}`] = num(r, 'samplesPerSec');
+    // Where each replica ran: host and device (gpu:<id> or cpu:<n>).
+    if (typeof r.metrics.device === 'string') perReplica[`deviceReplica${i}`] = `${String(r.metrics.host ?? '')}/${r.metrics.device}`;
+    perReplica[`resumedFromRoundReplica${i}`] = num(r, 'resumedFromRound');
+  });
   return {
     outputs: { model: ref },
     metrics: cleanMetrics({
