@@ -4,6 +4,7 @@ import { loadConfig } from './app/config.js';
 import { createRuntime } from './app/runtime.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
 import { createWorkers, runWorkers } from './app/workers.js';
+import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger } from './lib/logger.js';
 
 async function main(): Promise<void> {
@@ -33,7 +34,19 @@ async function main(): Promise<void> {
   logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${config.workerRoles.join(', ')}`, {
     plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
   });
+  // Retention: a worker serving cpu stages removes artifacts no run can need any more, periodically.
+  const gc =
+    config.gcEveryMs && config.workerRoles.includes('cpu')
+      ? setInterval(() => {
+          collectGarbage({ artifacts: rt.artifacts, db: rt.db, policy: { keepRunsMs: config.retentionMs } }).then(
+            (r) => r.removed.length && logger.info(`garbage collected: ${r.removed.length} folders, ${r.bytesFreed} bytes`),
+            (e: unknown) => logger.warn('garbage collection failed', { error: e instanceof Error ? e.message : String(e) }),
+          );
+        }, config.gcEveryMs)
+      : undefined;
+  gc?.unref();
   await runWorkers(workers);
+  if (gc) clearInterval(gc);
   await connection.close();
   await rt.close();
   logger.info('worker stopped');

