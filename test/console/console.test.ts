@@ -38,6 +38,9 @@ const mnistSpec = (seed: number) => ({
   ],
 });
 
+/** The page reads the API again after every change; under a loaded suite that can take a while. */
+const POLL = { timeout: 60_000, interval: 250 };
+
 const START = 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }';
 
 beforeAll(async () => {
@@ -68,6 +71,7 @@ afterAll(async () => {
 /** A page signed in through the form with this token; every request it makes must go to the API. */
 async function signedIn(token: string, viewport = { width: 1280, height: 800 }): Promise<Page> {
   const page = await browser.newPage({ viewport });
+  page.setDefaultTimeout(90_000);
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => m.type() === 'error' && errors.push(`console: ${m.text()}`));
   page.on('request', (r) => {
@@ -115,12 +119,12 @@ describe('the console', () => {
     const api = (await stack.gql('query($id: ID!) { run(id: $id) { stages { id attemptHistory { attempt } epochs { epoch trainLoss valAccuracy } } } }', { id: mnistRuns[0] })).data.run;
     const attempts = api.stages.reduce((n: number, s: { attemptHistory: unknown[] }) => n + s.attemptHistory.length, 0);
     expect(attempts).toBe(4); // data, pretrain, deploy, ledger: one attempt each
-    await expect.poll(() => page.getByTestId('attempt-bar').count()).toBe(attempts);
+    await expect.poll(() => page.getByTestId('attempt-bar').count(), POLL).toBe(attempts);
     const pretrain = api.stages.find((s: { id: string }) => s.id === 'pretrain');
     expect(pretrain.epochs.map((e: { epoch: number }) => e.epoch)).toEqual([1, 2, 3]);
     expect(pretrain.epochs.every((e: { trainLoss: number; valAccuracy: number }) => e.trainLoss > 0 && e.valAccuracy > 0)).toBe(true);
     const curves = page.getByTestId('curves-pretrain');
-    await expect.poll(() => curves.getByTestId('loss-chart').getAttribute('data-points')).toBe(String(EPOCHS));
+    await expect.poll(() => curves.getByTestId('loss-chart').getAttribute('data-points'), POLL).toBe(String(EPOCHS));
     expect(await curves.getByTestId('accuracy-chart').getAttribute('data-points')).toBe(String(EPOCHS));
     expect(await curves.locator('canvas').count()).toBe(2);
     // The stage table: params, metrics and artifacts (kind, size, hash).
@@ -128,6 +132,7 @@ describe('the console', () => {
     expect(await table.innerText()).toMatch(/model\s+[\d.]+ kB/);
     expect(await page.getByTestId('temporal-link').getAttribute('href')).toContain(encodeURIComponent(mnistRuns[0]!));
     await shot(page, 'run');
+    await page.screenshot({ path: path.join(SHOTS, 'run.jpg'), type: 'jpeg', quality: 60, fullPage: true }); // the README's picture (docs/console-run.jpg)
     // A narrow window: the same page, still usable.
     await page.setViewportSize({ width: 390, height: 800 });
     await page.getByRole('navigation', { name: 'Console pages' }).getByRole('link', { name: 'Models' }).waitFor();
@@ -140,7 +145,7 @@ describe('the console', () => {
     await page.goto(`${stack.url}/console#/runs/${encodeURIComponent(pausedRun)}`);
     const form = page.getByTestId('decision-shout');
     await form.waitFor();
-    await expect.poll(() => page.getByTestId('attempt-bar').count()).toBe(4); // write + three failed shout attempts
+    await expect.poll(() => page.getByTestId('attempt-bar').count(), POLL).toBe(4); // write + three failed shout attempts
     expect(await page.getByTestId('pause-bar').count()).toBe(1);
     await shot(page, 'run-paused');
     const params = form.getByLabel(/Params for the retry/);
@@ -148,10 +153,10 @@ describe('the console', () => {
     await form.getByTestId('param-issues').getByText('params.suffix').waitFor();
     expect(await form.getByRole('button', { name: 'Retry with these params' }).isDisabled()).toBe(true);
     await params.fill('{ "alwaysFail": false, "suffix": "!" }');
-    await expect.poll(() => form.getByTestId('param-issues').locator('li').count()).toBe(0);
+    await expect.poll(() => form.getByTestId('param-issues').locator('li').count(), POLL).toBe(0);
     await form.getByRole('button', { name: 'Retry with these params' }).click();
     await page.getByTestId('run-status').getByText('completed').waitFor({ timeout: 60_000 });
-    await expect.poll(() => page.getByTestId('attempt-bar').count()).toBe(5);
+    await expect.poll(() => page.getByTestId('attempt-bar').count(), POLL).toBe(5);
     expect(await page.locator('[data-testid="attempt-bar"][data-kind="FAILED"]').count()).toBe(3);
     await shot(page, 'run-retried');
     const run = (await stack.gql('query($id: ID!) { run(id: $id) { status stages { id params attemptHistory { round attempt outcome } } } }', { id: pausedRun })).data.run;
@@ -168,12 +173,12 @@ describe('the console', () => {
     const model = page.getByTestId(`model-${MODEL}`);
     await model.waitFor();
     const prod = model.getByTestId('production-version');
-    await expect.poll(() => prod.innerText()).toBe('v2');
+    await expect.poll(() => prod.innerText(), POLL).toBe('v2');
     expect(await model.innerText()).toContain('minTestAccuracy');
     await model.getByRole('button', { name: 'Roll back to v1' }).click();
-    await expect.poll(() => prod.innerText()).toBe('v1');
+    await expect.poll(() => prod.innerText(), POLL).toBe('v1');
     await model.getByRole('button', { name: 'Promote v2' }).click();
-    await expect.poll(() => prod.innerText()).toBe('v2');
+    await expect.poll(() => prod.innerText(), POLL).toBe('v2');
     const history = (await stack.gql('query($n: String!) { model(name: $n) { productionHistory { version reason } } }', { n: MODEL })).data.model.productionHistory;
     expect(history.map((h: { version: number; reason: string }) => `${h.version} ${h.reason.split(' ')[0]}`).slice(-2)).toEqual(['1 rollback', '2 promote']);
     // Draw a "1": a vertical stroke in the middle of the canvas.
