@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { splitStage } from '../fixtures/plugins/data-parallel-stage.js';
+import { splitStage } from '../fixtures/stages/data-parallel-stage.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 import { RECORD_DIR, SCENARIOS, type Recorded } from './histories.js';
