@@ -112,7 +112,11 @@ describe('the console', () => {
 
   it('signs in with a token, lists runs, and draws a completed MNIST run: one bar per stage attempt, one point per epoch', async () => {
     const page = await signedIn(stack.adminToken);
+    // The dev server is shared with every other test file: filter the list to this pipeline.
+    await page.getByLabel('Pipeline').fill('console-mnist');
+    await page.getByLabel('Pipeline').press('Enter');
     await page.getByTestId('runs-table').getByRole('link', { name: mnistRuns[0]! }).waitFor();
+    await expect.poll(() => page.getByTestId('runs-table').locator('tbody tr').count(), POLL).toBe(2);
     await shot(page, 'runs');
     await page.getByTestId('runs-table').getByRole('link', { name: mnistRuns[0]! }).click();
     await page.getByTestId('run-status').getByText('completed').waitFor();
