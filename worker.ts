@@ -24,7 +24,7 @@ async function main(): Promise<void> {
     namespace: target.namespace,
     taskQueues: config.taskQueues,
     roles: config.workerRoles,
-    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache },
+    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache, records: rt.records },
     shutdownGraceTime: config.shutdownGrace,
     activitySlots: config.activitySlots,
     gpuSlots: config.gpuSlots,

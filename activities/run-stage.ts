@@ -51,8 +51,6 @@ export interface StageMeter {
 export interface StageCache {
   lookup(key: string): Promise<StageResult | undefined>;
   store(key: string, runId: string, stageId: string, result: StageResult): Promise<void>;
-  /** The attempt and epoch records kept in the same database (set by createDbStageCache). */
-  records?: StageRecorder;
 }
 
 export interface ActivityDeps {
@@ -66,7 +64,7 @@ export interface ActivityDeps {
   devices?: DevicePool;
   /** Interval of the wrapper's own heartbeats, so short or quiet stages stay alive and hear cancellation. */
   heartbeatEveryMs?: number;
-  /** Where attempt start/end and per-epoch metrics go; the DB stage cache's recorder when omitted. */
+  /** Where attempt start/end and per-epoch metrics go (the console's timeline and curves); none when omitted. */
   records?: StageRecorder;
 }
 
@@ -211,7 +209,7 @@ async function attempt(
  * for them, so an attempt's rows are stored before its outcome reaches the workflow.
  */
 function attemptRecords(deps: ActivityDeps, key: { runId: string; activityId: string; attempt: number; stageId: string }) {
-  const rec = deps.records ?? deps.cache?.records;
+  const rec = deps.records;
   let queue: Promise<void> = Promise.resolve();
   const write = (fn: (r: StageRecorder) => Promise<void>) => {
     if (!rec) return;

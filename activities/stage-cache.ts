@@ -1,7 +1,6 @@
 import type { Db, Migration } from '../lib/db/types.js';
 import type { StageResult } from '../plugins/contract.js';
 import type { StageCache } from './run-stage.js';
-import { createStageRecorder } from './stage-records.js';
 
 /** The opt-in stage cache's table (the id keeps its historical `ops/` prefix: databases have it recorded). */
 export const stageCacheMigrations: Migration[] = [
@@ -17,13 +16,9 @@ export const stageCacheMigrations: Migration[] = [
   },
 ];
 
-/**
- * Stage cache in the database: key = hash(plugin, version, params, input hashes). First writer wins.
- * It carries the attempt and epoch records of the same database, so every worker built with it records them.
- */
+/** Stage cache in the database: key = hash(plugin, version, params, input hashes). First writer wins. */
 export function createDbStageCache(db: Db): StageCache {
   return {
-    records: createStageRecorder(db),
     async lookup(key) {
       const rows = await db.query<{ result_json: string }>('SELECT result_json FROM stage_cache WHERE cache_key = ?', [key]);
       return rows[0] ? (JSON.parse(rows[0].result_json) as StageResult) : undefined;

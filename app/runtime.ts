@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { createDbStageCache, stageCacheMigrations } from '../activities/stage-cache.js';
-import { stageRecordMigrations } from '../activities/stage-records.js';
+import { createStageRecorder, stageRecordMigrations, type StageRecorder } from '../activities/stage-records.js';
 import type { StageCache, StageMeter } from '../activities/index.js';
 import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
@@ -42,6 +42,8 @@ export interface Runtime {
   services: StageServices;
   meter: StageMeter;
   cache: StageCache;
+  /** Attempt and per-epoch records of stages (what the console's timeline and curves draw). */
+  records: StageRecorder;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       services: { ledger, models },
       meter: outbox,
       cache: createDbStageCache(db),
+      records: createStageRecorder(db),
       async close() {
         await outbox.close();
         await db.close();
