@@ -174,6 +174,7 @@ async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: F
         job,
         jobFile: path.join(await ctx.checkpointDir(), `reduce-attempt-${ctx.attempt}.json`),
         signal: ctx.signal,
+        env: ctx.device?.env ?? {},
         onAlive: () => ctx.heartbeat({ phase: 'evaluate' }),
       });
       test = out.result;
