@@ -10,6 +10,7 @@ import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
 import { parseSpecText, resolveSpec, SpecValidationError, type SpecIssue } from './spec.js';
 import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
+import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
 import type { Decision, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
@@ -84,6 +85,7 @@ export class Engine {
   ): Promise<RunView> {
     const { workflowId, ...rest } = extra;
     const input: RunPipelineInput = { ...this.resolve(spec), ...rest };
+    await this.checkCapacity(input);
     const id = workflowId ?? newRunId(input.pipeline);
     let handle;
     try {
@@ -376,6 +378,33 @@ export class Engine {
     } catch (e) {
       if (e instanceof ScheduleNotFoundError) return false;
       throw e;
+    }
+  }
+
+  /**
+   * A data-parallel stage needs all its slots at once: refuse a spec whose replicas exceed what the
+   * live workers of its queue offer (as their slot keeper counts them). Unknown capacity (no keeper
+   * yet) is not refused; the run then waits for workers.
+   */
+  private async checkCapacity(input: RunPipelineInput): Promise<void> {
+    const queues = [...new Set(input.stages.filter((s) => takesGangSlots(s)).map((s) => s.taskQueue))];
+    if (!queues.length) return;
+    const capacity = new Map<string, number | undefined>();
+    for (const q of queues) {
+      const view = await this.deps.client.workflow
+        .getHandle(slotKeeperId(q))
+        .query(slotsQuery)
+        .catch(() => undefined);
+      capacity.set(q, view?.capacity);
+    }
+    const problems = checkGangCapacity(input.stages, (q) => capacity.get(q));
+    if (problems.length) {
+      throw new SpecValidationError(
+        problems.map((message) => {
+          const i = input.stages.findIndex((s) => message.startsWith(`stage ${s.id}:`));
+          return { path: `stages[${i}].params`, message, code: 'GANG_CAPACITY' as const };
+        }),
+      );
     }
   }
 

@@ -85,7 +85,7 @@ export interface SpecIssue {
   /** e.g. `stages[2].params.sparsity` */
   path: string;
   message: string;
-  code: 'SPEC_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL';
+  code: 'SPEC_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL' | 'GANG_CAPACITY';
 }
 
 export class SpecValidationError extends Error {

@@ -5,6 +5,8 @@
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveSpec } from '../../engine/spec.js';
+import { runPipelineWorkflow } from '../../workflows/index.js';
 import { z } from 'zod';
 import { DevicePool, detectGpus, parseDevices, resolveDevices } from '../../activities/devices.js';
 import { operatorRoundOf } from '../../activities/stage-context.js';
@@ -133,8 +135,20 @@ describe('gang scheduling on a real dev server (gpu queue with 2 slots)', () => 
     expect(after).toMatchObject({ free: 2, holders: [], waiting: [] });
   });
 
-  it('pauses a gang larger than the queue with the reason, holding nothing', async () => {
-    const id = await start('gang-too-big', { replicas: 3 });
+  it('refuses a gang larger than the queue at validation; one that got past it (capacity shrank) pauses with the reason, holding nothing', async () => {
+    // Through the API: refused before anything starts.
+    const refused = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: { name: 'gang-too-big', stages: [{ id: 'fit', plugin: 'test:gang', params: { replicas: 3 }, timeouts: { heartbeat: '2s' } }] },
+    });
+    expect(refused.errors?.[0]?.extensions.code).toBe('SPEC_INVALID');
+    expect(refused.errors?.[0]?.extensions.issues).toEqual([
+      { path: 'stages[0].params', code: 'GANG_CAPACITY', message: `stage fit: 3 replicas need 3 slots at once, but task queue ${stack.taskQueues.gpu} has 2` },
+    ]);
+    expect((await stack.client.workflow.count(`CapstanPipeline = 'gang-too-big'`)).count).toBe(0);
+    // A run whose input already asks for more (as when workers left after it started) pauses instead.
+    const input = resolveSpec({ name: 'gang-too-big', stages: [{ id: 'fit', plugin: 'test:gang', params: { replicas: 3 }, timeouts: { heartbeat: '2s' } }] }, stack.stages, { taskQueues: stack.taskQueues });
+    const id = 'pipeline/gang-too-big/late1';
+    await stack.client.workflow.start(runPipelineWorkflow, { taskQueue: stack.taskQueues.workflows, workflowId: id, args: [input] });
     const run = await waitStatus(id, ['PAUSED', 'FAILED']);
     expect(run.status).toBe('PAUSED');
     expect(run.stages[0]).toMatchObject({ status: 'FAILED', errorType: 'GANG_CAPACITY' });
