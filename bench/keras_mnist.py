@@ -4,8 +4,13 @@ Flatten 28x28 -> Dense 128 relu -> Dense 10 softmax, Adam 1e-3, sparse categoric
 cross-entropy, batch 32, 10 epochs, the same 10% validation split size. Needs TensorFlow
 (pip install tensorflow-cpu); not part of the test suite.
 Usage: python3 bench/keras_mnist.py [--epochs 10] [--seeds 3]
+       python3 bench/keras_mnist.py --throughput [--batches 32,256] [--samples 9600] [--passes 5]
+The --throughput mode is what bench/ml-training.ts runs beside the tfjs backends: the same model
+and the same schedule (a 640-sample warm-up, then `passes` passes of `samples` training images
+with model.fit, one epoch each, no shuffle), then test accuracy on the 10k test images. One JSON
+line per batch size.
 """
-import argparse, gzip, os, statistics, struct, time
+import argparse, gzip, json, os, statistics, struct, time
 
 import numpy as np
 
@@ -35,12 +40,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--epochs', type=int, default=10)
     ap.add_argument('--seeds', type=int, default=3)
+    ap.add_argument('--throughput', action='store_true')
+    ap.add_argument('--batches', default='32,256')
+    ap.add_argument('--samples', type=int, default=9600)
+    ap.add_argument('--passes', type=int, default=5)
     a = ap.parse_args()
     import tensorflow as tf
     x = idx(find('train-images')).astype('float32') / 255.0
     y = idx(find('train-labels')).astype('int64')
     xt = idx(find('t10k-images')).astype('float32') / 255.0
     yt = idx(find('t10k-labels')).astype('int64')
+    if a.throughput:
+        return throughput(tf, a, x, y, xt, yt)
     accs = []
     for seed in range(a.seeds):
         tf.keras.utils.set_random_seed(seed)
@@ -55,6 +66,23 @@ def main():
         accs.append(acc)
         print(f'seed {seed}: test accuracy {acc:.4f}, {len(tr) * a.epochs / secs:.0f} samples/s ({secs:.0f} s)')
     print(f'keras {tf.__version__}: median test accuracy {statistics.median(accs):.4f} over {len(accs)} seeds')
+
+
+def throughput(tf, a, x, y, xt, yt):
+    rows = np.random.default_rng(1).permutation(len(x))[: a.samples]
+    xs, ys = x[rows], y[rows]
+    for batch in [int(b) for b in a.batches.split(',')]:
+        tf.keras.utils.set_random_seed(42)
+        m = tf.keras.Sequential([tf.keras.layers.Input((28, 28)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(128, activation='relu'), tf.keras.layers.Dense(10, activation='softmax')])
+        m.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+        m.fit(xs[:640], ys[:640], batch_size=batch, epochs=1, shuffle=False, verbose=0)  # warm-up (builds the train function)
+        runs = []
+        for _ in range(a.passes):
+            t0 = time.perf_counter()
+            m.fit(xs, ys, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+            runs.append(len(xs) / (time.perf_counter() - t0))
+        _, acc = m.evaluate(xt, yt, batch_size=512, verbose=0)
+        print(json.dumps({'backend': 'keras', 'version': tf.__version__, 'batch': batch, 'loop': 'model.fit', 'samplesPerSec': statistics.median(runs), 'runs': [round(r) for r in runs], 'samplesPerRun': len(xs), 'testAccuracy': acc}), flush=True)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,14 @@
-// Training throughput of the seed MLP (784-128-10, batch 32) per tfjs backend, and with
+// Training throughput of the seed MLP (784-128-10) per tfjs backend and batch size, beside Keras, and with
 // --full: test accuracy after 10 epochs on full MNIST and multi-device fit with 1 vs 2 replicas.
-//   npx tsx bench/ml-training.ts            # samples/s per backend (wasm, cpu)
+//   npx tsx bench/ml-training.ts            # samples/s: backend × batch × loop, ratio to Keras, test accuracy
+//                                           # (wasm, cpu, node when `npm run setup:native` built it, node-gpu
+//                                           # on a GPU host; Keras when TensorFlow for Python is importable)
+//   npx tsx bench/ml-training.ts --batches 32,256 --runs 5
 //   npx tsx bench/ml-training.ts --full     # + full MNIST runs (10+ minutes on 2 cores)
 //   npx tsx bench/ml-training.ts --multi [--epochs 1] [--sync 50]   # only multi-device fit 1 vs 2 replicas (full MNIST, untrained seed model)
 // Each backend is measured in its own process (a process loads one backend).
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -14,11 +18,11 @@ import { parseArgs } from 'node:util';
 import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger } from '../lib/logger.js';
-import { loadTf, type BackendName } from '../ml/backend.js';
+import { loadTf, nativeBinding, type BackendName } from '../ml/backend.js';
 import { inputsOf, readDataset } from '../ml/data/dataset.js';
 import { saveModel } from '../ml/models/io.js';
 import { buildMlp, compileClassifier, seedMlpSpec } from '../ml/models/mlp.js';
-import { fitPass, subset } from '../ml/training/train-loop.js';
+import { evaluate, fitPass, subset } from '../ml/training/train-loop.js';
 import type { ArtifactRef, StageContext, StageResult } from '../plugins/contract.js';
 import { dataPrepStage } from '../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
@@ -31,8 +35,12 @@ const { values: flags, positionals } = parseArgs({
     multi: { type: 'boolean', default: false },
     epochs: { type: 'string', default: '1' },
     sync: { type: 'string', default: '50' },
-    /** Child mode (internal): `--measure <backend> <dataset dir>`. */
+    batches: { type: 'string', default: '32,256' },
+    /** Timed passes per row (the median is reported). */
+    runs: { type: 'string', default: '5' },
+    /** Child mode (internal): `--measure <backend> --batch N <dataset dir>`. */
     measure: { type: 'string' },
+    batch: { type: 'string', default: '32' },
   },
   allowPositionals: true,
 });
@@ -60,27 +68,127 @@ function context(store: ArtifactStore, stageId: string, replica?: { index: numbe
   }).ctx;
 }
 
-/** Child mode: measure one backend, print one JSON line. */
+interface Row {
+  backend: string;
+  batch: number;
+  loop: string;
+  samplesPerSec: number;
+  samplesPerCpuSec?: number;
+  runs: number[];
+  samplesPerRun: number;
+  testAccuracy: number;
+  version?: string;
+}
+
+/**
+ * Child mode: one backend, one batch size. A 640-sample warm-up, then `runs` timed model.fit
+ * passes over the same rows (one epoch each, no shuffle), then test accuracy. One JSON line.
+ * Keras (bench/keras_mnist.py --throughput) follows the same schedule.
+ */
 async function measure(backend: BackendName, datasetDir: string): Promise<void> {
   const { tf, backend: got } = await loadTf({ prefer: backend });
-  const ds = await readDataset(datasetDir, { splits: ['train', 'validation'] });
+  const batch = Number(flags.batch);
+  const passes = Number(flags.runs);
+  const ds = await readDataset(datasetDir, { splits: ['train', 'test'] });
   const n = got === 'cpu' ? 1600 : 9600;
   const rows = Array.from({ length: n }, (_, i) => i);
   const data = subset({ x: inputsOf(ds, ds.splits.train), y: ds.splits.train.y, featureShape: ds.featureShape }, rows);
   const model = buildMlp(tf, seedMlpSpec);
   compileClassifier(tf, model, { learningRate: 1e-3 });
-  await fitPass(tf, model, subset(data, rows.slice(0, 640)), { batchSize: 32 }); // warm-up
+  await fitPass(tf, model, subset(data, rows.slice(0, 640)), { batchSize: batch }); // warm-up
   const runs: number[] = [];
   const perCpu: number[] = [];
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < passes; i++) {
     const t0 = performance.now();
     const c0 = process.cpuUsage();
-    await fitPass(tf, model, data, { batchSize: 32 });
+    await fitPass(tf, model, data, { batchSize: batch });
     const c = process.cpuUsage(c0);
     runs.push(n / ((performance.now() - t0) / 1000));
     perCpu.push(n / ((c.user + c.system) / 1e6));
   }
-  process.stdout.write(JSON.stringify({ backend: got, samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n }) + '\n');
+  const testSplit = ds.splits.test;
+  if (!testSplit) throw new Error(`${datasetDir} has no test split`);
+  const test = evaluate(tf, model, { x: inputsOf(ds, testSplit), y: testSplit.y, featureShape: ds.featureShape });
+  const row: Row = { backend: got, batch, loop: 'model.fit', samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n, testAccuracy: test.accuracy };
+  process.stdout.write(JSON.stringify(row) + '\n');
+}
+
+/** A Python that imports TensorFlow: CAPSTAN_KERAS_PYTHON, python3, or python3 over .tools/keras (pip --target). */
+function kerasPython(): { cmd: string; env: NodeJS.ProcessEnv } | undefined {
+  const keras = path.resolve(path.dirname(self), '..', '.tools', 'keras');
+  const candidates: { cmd: string; env: NodeJS.ProcessEnv }[] = [];
+  if (process.env.CAPSTAN_KERAS_PYTHON) candidates.push({ cmd: process.env.CAPSTAN_KERAS_PYTHON, env: process.env });
+  candidates.push({ cmd: 'python3', env: process.env });
+  if (existsSync(keras)) candidates.push({ cmd: 'python3', env: { ...process.env, PYTHONPATH: [keras, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) } });
+  return candidates.find((c) => spawnSync(c.cmd, ['-c', 'import tensorflow'], { env: { ...c.env, TF_CPP_MIN_LOG_LEVEL: '3' }, stdio: 'ignore', timeout: 120_000 }).status === 0);
+}
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** Every backend × batch row, Keras first, in one table. */
+async function throughputTable(datasetDir: string): Promise<void> {
+  const batches = flags.batches.split(',').map(Number);
+  const passes = Number(flags.runs);
+  if (!batches.every((b) => Number.isInteger(b) && b > 0) || !Number.isInteger(passes) || passes < 1) throw new Error(`--batches must be positive whole numbers and --runs a positive whole number; got ${flags.batches} and ${flags.runs}`);
+  console.log(`\nseed MLP 784-128-10, Adam 1e-3, model.fit, one process per row; median of ${passes} passes (9,600 images; cpu 1,600) after a 640-image warm-up; test accuracy on the 10k test images after those passes:`);
+  const rows: Row[] = [];
+  const notes: string[] = [];
+
+  const py = kerasPython();
+  if (py) {
+    const script = path.resolve(path.dirname(self), 'keras_mnist.py');
+    const r = spawnSync(py.cmd, [script, '--throughput', '--batches', batches.join(','), '--samples', '9600', '--passes', String(passes)], { encoding: 'utf8', env: { ...py.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+    const got = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
+    if (got.length) rows.push(...got);
+    else notes.push(`keras: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+  } else notes.push('keras: TensorFlow for Python is not importable (python3 -m pip install --target .tools/keras tensorflow==2.21.0 gives it to this benchmark)');
+
+  const backends: BackendName[] = ['wasm', 'cpu'];
+  for (const b of ['node-gpu', 'node'] as const) {
+    const nb = nativeBinding(b);
+    if ('path' in nb) backends.unshift(b);
+    else notes.push(`${b}: ${nb.missing}`);
+  }
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  for (const b of backends) {
+    for (const batch of batches) {
+      const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, '--batch', String(batch), '--runs', String(passes), datasetDir], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+      const line = r.stdout.trim().split('\n').pop() ?? '';
+      try {
+        const row = JSON.parse(line) as Row;
+        if (row.backend !== b) {
+          notes.push(`${b}: not available here (loaded ${row.backend} instead)`);
+          break;
+        }
+        rows.push(row);
+      } catch {
+        notes.push(`${b} batch ${batch}: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+      }
+    }
+  }
+
+  const keras = new Map(rows.filter((r) => r.backend === 'keras').map((r) => [r.batch, r.samplesPerSec]));
+  const head = ['backend', 'batch', 'loop', 'samples/s', 'vs Keras', 'samples/CPU-s', 'test acc', 'passes (samples/s)'];
+  const table = rows
+    .sort((a, b) => a.batch - b.batch)
+    .map((r) => [
+      r.backend === 'keras' ? `keras ${r.version ?? ''}`.trim() : r.backend,
+      String(r.batch),
+      r.loop,
+      fmt(r.samplesPerSec),
+      keras.has(r.batch) ? `${(r.samplesPerSec / keras.get(r.batch)!).toFixed(2)}×` : '—',
+      r.samplesPerCpuSec ? fmt(r.samplesPerCpuSec) : '—',
+      `${(r.testAccuracy * 100).toFixed(2)} %`,
+      r.runs.join(', '),
+    ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
+  const print = (cells: string[]) => console.log(('  ' + cells.map((c, i) => (i === 0 || i === 2 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).trimEnd());
+  print(head);
+  for (const t of table) print(t);
+  for (const n of notes) console.log(`  note: ${n}`);
+  console.log('  (samples/CPU-s: the tfjs process only; test accuracy after 48,640 training images, cpu after 8,640)');
 }
 
 async function main(): Promise<void> {
@@ -105,20 +213,7 @@ async function main(): Promise<void> {
       await multiDevice(store, await store.seal('model', dir), dataset);
       return;
     }
-    console.log('\nseed MLP 784-128-10, batch 32, model.fit, one process per backend, median of 5 passes:');
-    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-    for (const b of ['wasm', 'cpu'] as const) {
-      const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, store.resolve(dataset)], { encoding: 'utf8' });
-      const line = r.stdout.trim().split('\n').pop() ?? '';
-      try {
-        const m = JSON.parse(line) as { backend: string; samplesPerSec: number; samplesPerCpuSec: number; runs: number[]; samplesPerRun: number };
-        console.log(
-          `  ${b.padEnd(5)} → backend ${m.backend}: ${Math.round(m.samplesPerSec)} samples/s wall, ${Math.round(m.samplesPerCpuSec)} samples per CPU-second (runs ${m.runs.join(', ')}; ${m.samplesPerRun} samples each)`,
-        );
-      } catch {
-        console.log(`  ${b}: failed: ${r.stderr.split('\n').slice(-5).join(' ')}`);
-      }
-    }
+    await throughputTable(store.resolve(dataset));
     if (!full) return;
 
     console.log('\nfull MNIST, core:pretrain, 10 epochs (child process):');
