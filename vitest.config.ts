@@ -36,7 +36,7 @@ export default defineConfig({
         test: {
           name: 'wasm',
           include: ['test/**/*.test.ts'],
-          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts'],
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
         },
       },

@@ -65,6 +65,7 @@ async function expectBookedOnce(runId: string, activities: string[]) {
   const keys = rows.map((r) => `${r.activity_id}#${r.attempt}`);
   expect(new Set(keys).size).toBe(keys.length);
   expect(rows.filter((r) => r.succeeded).map((r) => r.activity_id)).toEqual(activities);
+  return { lines: rows.length, attempts: new Set(keys).size, succeeded: rows.filter((r) => r.succeeded).length };
 }
 
 /** The highest round with averaged weights in the run's fit folder. */
@@ -125,7 +126,11 @@ describe('multi-device fit under contention and crashes', () => {
     }
     spans.sort((x, y) => x[0] - y[0]);
     expect(spans[1]![0]).toBeGreaterThanOrEqual(spans[0]![1]);
-    for (const id of ids) await expectBookedOnce(id, ['stage:fit:reduce', 'stage:fit:replica-0', 'stage:fit:replica-1']);
+    const booked = [];
+    for (const id of ids) booked.push(await expectBookedOnce(id, ['stage:fit:reduce', 'stage:fit:replica-0', 'stage:fit:replica-1']));
+    console.info(
+      `[fit-faults] contention: runs started 2, completed ${runs.filter((r) => r.status === 'COMPLETED').length}, lost 0; fit usage lines ${booked.map((b) => b.lines).join(' + ')} for ${booked.map((b) => b.attempts).join(' + ')} attempts (booked twice: 0)`,
+    );
   });
 
   it('SIGKILL of the worker mid-replica: a new worker finishes the fit, resuming from the last average', async () => {
@@ -160,7 +165,10 @@ describe('multi-device fit under contention and crashes', () => {
     expect(fit.metrics.resumedFromRoundReplica0).toBeGreaterThanOrEqual(seen);
     expect(fit.metrics.resumedFromRoundReplica1).toBeGreaterThanOrEqual(seen);
     expect(fit.metrics.testAccuracy).toBeGreaterThan(0.5);
-    await expectBookedOnce(id, ['stage:fit:reduce', 'stage:fit:replica-0', 'stage:fit:replica-1']);
+    const booked = await expectBookedOnce(id, ['stage:fit:reduce', 'stage:fit:replica-0', 'stage:fit:replica-1']);
+    console.info(
+      `[fit-faults] SIGKILL mid-replica after round ${seen}: runs started 1, completed 1, lost 0; resumed from rounds ${fit.metrics.resumedFromRoundReplica0}/${fit.metrics.resumedFromRoundReplica1}; fit usage lines ${booked.lines} for ${booked.attempts} attempts (booked twice: 0)`,
+    );
     // The grant was given back; the dead worker's slots lapsed with its lease.
     const slots = await waitFor(async () => {
       const v = await queueSlots(stack.client, stack.taskQueues.gpu);
