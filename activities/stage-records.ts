@@ -122,13 +122,22 @@ export function createStageRecorder(db: Db): StageRecorder {
   };
 }
 
-interface AttemptRow {
+/** The columns both tables key their rows by. */
+interface KeyRow {
   run_id: string;
   activity_id: string;
   attempt: number | string;
   stage_id: string;
   round: number | string;
   replica: number | string;
+}
+
+/** Those columns as record fields (numbers come back as strings from PostgreSQL). */
+function keyOf(r: KeyRow) {
+  return { runId: r.run_id, activityId: r.activity_id, attempt: Number(r.attempt), stageId: r.stage_id, round: Number(r.round), replica: Number(r.replica) };
+}
+
+interface AttemptRow extends KeyRow {
   role: 'run' | 'reduce';
   started_at: string;
   closed_at: string | null;
@@ -140,12 +149,7 @@ interface AttemptRow {
 export async function listAttempts(db: Db, runId: string): Promise<AttemptRecord[]> {
   const rows = await db.query<AttemptRow>('SELECT * FROM stage_attempts WHERE run_id = ? ORDER BY started_at, activity_id, attempt', [runId]);
   return rows.map((r) => ({
-    runId: r.run_id,
-    activityId: r.activity_id,
-    attempt: Number(r.attempt),
-    stageId: r.stage_id,
-    round: Number(r.round),
-    replica: Number(r.replica),
+    ...keyOf(r),
     role: r.role,
     startedAt: r.started_at,
     closedAt: r.closed_at,
@@ -156,17 +160,12 @@ export async function listAttempts(db: Db, runId: string): Promise<AttemptRecord
 
 /** Every recorded epoch of a run, by stage, operator retry, attempt, replica and epoch. */
 export async function listEpochs(db: Db, runId: string): Promise<EpochRecord[]> {
-  const rows = await db.query<{ run_id: string; activity_id: string; attempt: number | string; epoch: number | string; stage_id: string; round: number | string; replica: number | string; metrics: string; recorded_at: string }>(
+  const rows = await db.query<KeyRow & { epoch: number | string; metrics: string; recorded_at: string }>(
     'SELECT * FROM stage_epochs WHERE run_id = ? ORDER BY stage_id, round, attempt, replica, epoch',
     [runId],
   );
   return rows.map((r) => ({
-    runId: r.run_id,
-    activityId: r.activity_id,
-    attempt: Number(r.attempt),
-    stageId: r.stage_id,
-    round: Number(r.round),
-    replica: Number(r.replica),
+    ...keyOf(r),
     epoch: Number(r.epoch),
     metrics: JSON.parse(r.metrics) as Record<string, number>,
     recordedAt: r.recorded_at,
