@@ -81,8 +81,12 @@ async function main(): Promise<void> {
   const client = new Client({ connection });
   const app = createApiApp(rt, { client, namespace: 'default' });
   const api = app.api;
+  // Through the API as a client would: over loopback, with an operator token (each request is authenticated).
+  const token = (await rt.tokens.create({ name: 'bench', role: 'operator' })).token;
   const gql = async (query: string, variables: Record<string, unknown>) => {
-    const r = await api.fetch(new Request('http://bench/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }));
+    const r = await api.fetch(
+      new Request('http://127.0.0.1/graphql', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) }),
+    );
     const b = (await r.json()) as { data: any; errors?: unknown[] };
     if (b.errors) throw new Error(JSON.stringify(b.errors));
     return b.data;
