@@ -65,7 +65,8 @@ async function main(): Promise<void> {
   const server = await startDevServer({ cliPath: cli.path, dbFile: path.join(dir, 'temporal.db'), logger });
   const stages = new StageRegistry().register(trivial).freeze();
   const config = loadConfig({ CAPSTAN_DATA_DIR: dir, CAPSTAN_TASK_QUEUE: 'bench' }, dir);
-  const rt = await createRuntime(config, silentLogger, { stages });
+  // The API logs unexpected errors (an INTERNAL answer would otherwise be unexplained).
+  const rt = await createRuntime(config, createConsoleLogger({ name: "bench-api", level: "error" }), { stages });
   const taskQueues = config.taskQueues;
   const nc = await NativeConnection.connect({ address: server.address });
   const workers = await createWorkers({
