@@ -86,32 +86,40 @@ export class Engine {
     const { workflowId, ...rest } = extra;
     const input: RunPipelineInput = { ...this.resolve(spec), ...rest };
     await this.checkCapacity(input);
-    const id = workflowId ?? newRunId(input.pipeline);
+    let id = workflowId ?? newRunId(input.pipeline);
     let handle;
-    try {
-      handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
-        taskQueue: this.deps.taskQueues.workflows,
-        workflowId: id,
-        // A given id starts at most one run, ever (idempotent starts such as events).
-        ...(workflowId ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
-        args: [input],
-        typedSearchAttributes: [
-          { key: PipelineNameKey, value: input.pipeline },
-          { key: RunStatusKey, value: 'RUNNING' },
-          ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
-        ],
-        staticSummary: summaryOf(input),
-        staticDetails: [
-          `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
-          '',
-          '| stage | plugin | queue | replicas |',
-          '| --- | --- | --- | --- |',
-          ...input.stages.map((s) => `| ${s.id} | \`${s.plugin}@${s.pluginVersion}\` | ${s.taskQueue} | ${s.replicas} |`),
-        ].join('\n'),
-      });
-    } catch (e) {
-      if (workflowId && e instanceof WorkflowExecutionAlreadyStartedError) return this.require(workflowId);
-      throw e;
+    for (let tries = 0; ; tries++) {
+      try {
+        handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
+          taskQueue: this.deps.taskQueues.workflows,
+          workflowId: id,
+          // A given id starts at most one run, ever (idempotent starts such as events).
+          ...(workflowId ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
+          args: [input],
+          typedSearchAttributes: [
+            { key: PipelineNameKey, value: input.pipeline },
+            { key: RunStatusKey, value: 'RUNNING' },
+            ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
+          ],
+          staticSummary: summaryOf(input),
+          staticDetails: [
+            `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
+            '',
+            '| stage | plugin | queue | replicas |',
+            '| --- | --- | --- | --- |',
+            ...input.stages.map((s) => `| ${s.id} | \`${s.plugin}@${s.pluginVersion}\` | ${s.taskQueue} | ${s.replicas} |`),
+          ].join('\n'),
+        });
+        break;
+      } catch (e) {
+        if (workflowId && e instanceof WorkflowExecutionAlreadyStartedError) return this.require(workflowId);
+        // A generated id (5 random characters per pipeline) can collide with an earlier run's: draw another.
+        if (!workflowId && e instanceof WorkflowExecutionAlreadyStartedError && tries < 5) {
+          id = newRunId(input.pipeline);
+          continue;
+        }
+        throw e;
+      }
     }
     const reuse = extra.reuse ?? {};
     return {
