@@ -6,9 +6,10 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApiApp } from '../app/api.js';
 import { loadConfig } from '../app/config.js';
@@ -20,6 +21,7 @@ import { createConsoleLogger, silentLogger } from '../lib/logger.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../plugins/contract.js';
 import { StageRegistry } from '../plugins/registry.js';
 import type { RunState } from '../workflows/types.js';
+import { bareChainWorkflow } from './bare-workflow.js';
 import { machineLine, median, quantile } from './machine.js';
 
 const { values: flags } = parseArgs({
@@ -107,6 +109,32 @@ async function main(): Promise<void> {
     perRun.push(performance.now() - t0);
     for (let i = 1; i < state.stages.length; i++) gaps.push((state.stages[i]!.metrics.startedAt as number) - (state.stages[i - 1]!.metrics.endedAt as number));
   }
+  // The floor: a bare workflow running the same number of no-op activities, on the workflow's own
+  // task queue (the server can hand the next activity task back with the workflow task's
+  // completion) and on a separate queue (as Capstan's stages run on <prefix>-cpu/-gpu).
+  const noop = async () => {
+    const startedAt = performance.timeOrigin + performance.now();
+    return { startedAt, endedAt: performance.timeOrigin + performance.now() };
+  };
+  const bareWorkers = [
+    await Worker.create({ connection: nc, namespace: 'default', taskQueue: 'bare', workflowsPath: fileURLToPath(new URL('./bare-workflow.ts', import.meta.url)), activities: { noop } }),
+    await Worker.create({ connection: nc, namespace: 'default', taskQueue: 'bare-activities', activities: { noop } }),
+  ];
+  const bareRunning = bareWorkers.map((w) => w.run());
+  const bareGaps = async (activityQueue: string) => {
+    const out: number[] = [];
+    for (let r = 0; r <= RUNS; r++) {
+      const t = await client.workflow.execute(bareChainWorkflow, { taskQueue: 'bare', workflowId: `bare-${activityQueue}-${r}-${Date.now()}`, args: [{ n: STAGES, taskQueue: activityQueue }] });
+      if (r === 0) continue; // warm-up
+      for (let i = 1; i < t.length; i++) out.push(t[i]!.startedAt - t[i - 1]!.endedAt);
+    }
+    return out;
+  };
+  const bareSame = await bareGaps('bare');
+  const bareSeparate = await bareGaps('bare-activities');
+  for (const w of bareWorkers) w.shutdown();
+  await Promise.allSettled(bareRunning);
+
   // The same stage functions called in-process.
   const inproc: number[] = [];
   const ctx = { signal: new AbortController().signal } as StageContext;
@@ -154,6 +182,9 @@ async function main(): Promise<void> {
   console.log(`temporal: ${cli.version.split('\n')[0]} (dev server, SQLite file); worker and API in this process`);
   console.log(`stage gap through Temporal (${RUNS} runs × ${STAGES - 1} gaps): median ${f(median(gaps))} ms, p99 ${f(quantile(gaps, 0.99))} ms, max ${f(Math.max(...gaps))} ms`);
   console.log(`stage gap in-process (same functions):        median ${(median(inproc) * 1000).toFixed(1)} µs, p99 ${(quantile(inproc, 0.99) * 1000).toFixed(1)} µs`);
+  console.log(`bare workflow, ${STAGES} no-op activities on its own queue:     median gap ${f(median(bareSame))} ms, p99 ${f(quantile(bareSame, 0.99))} ms`);
+  console.log(`bare workflow, ${STAGES} no-op activities on a separate queue:  median gap ${f(median(bareSeparate))} ms, p99 ${f(quantile(bareSeparate, 0.99))} ms`);
+  console.log(`Capstan's gap / the best bare gap: ${(median(gaps) / Math.min(median(bareSame), median(bareSeparate))).toFixed(2)}×`);
   console.log(`pipeline of ${STAGES} trivial stages end to end: median ${f(median(perRun))} ms`);
   console.log(`startPipeline accepted, workers running the pipelines too: median ${f(median(rates))} pipelines/s (3 rounds of ${STARTS}, concurrency ${CONCURRENCY}; rounds ${rates.map(f).join(', ')})`);
   console.log(`startPipeline accepted, API + server only:               median ${f(median(ratesNoWorkers))} pipelines/s (rounds ${ratesNoWorkers.map(f).join(', ')})`);
