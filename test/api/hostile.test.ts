@@ -2,6 +2,7 @@
 // HTTP, in a reproducible seeded mix, 8 at a time. Every answer must be a clear error (a 4xx with a
 // code, never a 5xx), leak no stack, checkout path or SQL, start no run; the API answers normal
 // queries afterwards. The summary (by category, status and code) is printed.
+import { seededRandom } from '../../ml/data/rng.js';
 import { mkdtempSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import os from 'node:os';
@@ -23,18 +24,6 @@ const MAX_BODY = 64 * 1024;
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** Every pipeline name a hostile spec uses starts with this; none may have a run afterwards. */
 const HOSTILE = 'hostile';
-
-/** mulberry32: a small seeded generator, so the mix (and any failure) is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Auth = 'admin' | 'viewer' | 'predictor' | 'operator' | 'expired' | 'revoked' | 'none' | { header: string };
 
@@ -62,7 +51,7 @@ interface Answer {
   transportError?: string;
 }
 
-let rand = rng(SEED);
+let rand = seededRandom(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
 const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 const gqlBody = (query: string, variables?: unknown, extra: Record<string, unknown> = {}) => JSON.stringify({ query, ...(variables !== undefined ? { variables } : {}), ...extra });
@@ -430,7 +419,7 @@ function problems(h: Hostile, a: Answer): { problems: string[]; codes: string[] 
 
 describe('1,000 hostile requests', () => {
   it('every answer is a clear error (no 5xx, a code, no leaks), no run starts, and the API answers normally afterwards', async () => {
-    rand = rng(SEED);
+    rand = seededRandom(SEED);
     const names = Object.keys(CATEGORIES);
     const batch: Hostile[] = Array.from({ length: TOTAL }, (_, i) => CATEGORIES[names[i % names.length]!]!());
     // Shuffle (seeded) so the categories interleave under concurrency.

@@ -51,7 +51,6 @@ describe('live run streams', () => {
     for (const x of [ra, rb]) {
       expect(x.text).toContain('RUN_PAUSED');
       expect(x.seconds).toBeGreaterThanOrEqual(2);
-      expect(x.seconds).toBeLessThan(30);
     }
     // … and give their slots back; so does a client that goes away (both slots taken, then dropped).
     const again = [open(id, viewer), open(id, viewer)];

@@ -1,16 +1,10 @@
 // The model server checks inputs against the input spec the deploy stage recorded (shape, value
 // range, raw encoding), and keeps a bounded, least-recently-used set of models loaded.
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as TF from '@tensorflow/tfjs';
-import { createApi, type Api } from '../../api/app.js';
-import { coreModule } from '../../api/modules/core.js';
-import { modelsModule } from '../../api/modules/models.js';
-import type { TokenStore } from '../../auth/tokens.js';
-import type { Engine } from '../../engine/index.js';
+import type { Api } from '../../api/app.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
-import { silentLogger } from '../../lib/logger.js';
 import { loadTf } from '../../ml/backend.js';
 import { buildDataset, inputsOf, readDataset, writeDataset } from '../../ml/data/dataset.js';
 import { seededRandom } from '../../ml/data/rng.js';
@@ -19,6 +13,7 @@ import { createModelServer, ServingError, type ModelServer } from '../../serving
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { freshRegistryDb } from './db.js';
+import { serveModelsApi } from './models-api.js';
 import { FEATURE_SHAPE, NUM_CLASSES, makeDatasetArtifact, makeModelArtifact, stageContext, tempStore } from './fixtures.js';
 
 let tf: typeof TF;
@@ -28,7 +23,7 @@ let db: Db;
 let registry: ModelRegistry;
 let server: ModelServer;
 let api: Api;
-let httpServer: http.Server;
+let closeHttp: () => Promise<void>;
 let base: string;
 /** Raw 0–255 pixel samples of the pixel dataset's test split. */
 let rawPixels: number[][];
@@ -59,18 +54,6 @@ async function deploy(name: string, runId: string, model: ArtifactRef, dataset: 
   const plugin = deployStage();
   const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: 'serving-inputs', services: { models: registry } });
   await plugin.run(ctx, plugin.paramsSchema.parse({ modelName: name, latencyRuns: 10, gates: { minTestAccuracy: 0.3 } }), { model, dataset });
-}
-
-function listen(a: Api): Promise<{ server: http.Server; url: string }> {
-  const s = http.createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? Buffer.concat(chunks) : undefined;
-    const response = await a.fetch(new Request(`http://${req.headers.host}${req.url}`, { method: req.method!, headers: req.headers as Record<string, string>, ...(body && req.method !== 'GET' ? { body } : {}) }));
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    res.end(Buffer.from(await response.arrayBuffer()));
-  });
-  return new Promise((r) => s.listen(0, '127.0.0.1', () => r({ server: s, url: `http://127.0.0.1:${(s.address() as { port: number }).port}` })));
 }
 
 async function post(name: string, body: unknown): Promise<{ status: number; json: any }> {
@@ -117,24 +100,13 @@ beforeAll(async () => {
   zRaw = zSamples.map((s) => s.map((z, j) => z * norm.std[j]! + norm.mean[j]!));
 
   server = createModelServer({ registry, artifacts: store });
-  api = createApi(
-    {
-      engine: {} as Engine,
-      db,
-      models: registry,
-      modelServer: server,
-      tokens: {} as TokenStore,
-      auth: { kind: 'off' },
-      http: { allowedHosts: [], corsOrigins: [], maxSubscriptionsPerToken: 4, streamIdleMs: 60_000 },
-      logger: silentLogger,
-    },
-    [coreModule, modelsModule],
-  );
-  ({ server: httpServer, url: base } = await listen(api));
+  const served = await serveModelsApi({ db, models: registry, modelServer: server });
+  ({ api, url: base } = served);
+  closeHttp = served.close;
 }, 120_000);
 
 afterAll(async () => {
-  await new Promise<void>((r) => httpServer.close(() => r()));
+  await closeHttp();
   await server.close();
   await db.close();
   await cleanup();

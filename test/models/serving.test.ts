@@ -1,14 +1,8 @@
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type * as TF from '@tensorflow/tfjs';
-import { createApi, type Api } from '../../api/app.js';
-import { coreModule } from '../../api/modules/core.js';
-import { modelsModule } from '../../api/modules/models.js';
-import type { TokenStore } from '../../auth/tokens.js';
-import type { Engine } from '../../engine/index.js';
+import type { Api } from '../../api/app.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
-import { silentLogger } from '../../lib/logger.js';
 import { loadTf } from '../../ml/backend.js';
 import { inputsOf, readDataset } from '../../ml/data/dataset.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
@@ -16,6 +10,7 @@ import { createModelServer, toBatch, type ModelServer } from '../../serving/mode
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { freshRegistryDb } from './db.js';
+import { serveModelsApi } from './models-api.js';
 import { makeDatasetArtifact, makeModelArtifact, stageContext, tempStore } from './fixtures.js';
 
 let tf: typeof TF;
@@ -26,24 +21,10 @@ let registry: ModelRegistry;
 let dataset: ArtifactRef;
 let api: Api;
 let modelServer: ModelServer;
-let server: http.Server;
+let closeHttp: () => Promise<void>;
 let base: string;
 let samples: number[][];
 const booked: { model: string; version: number; count: number }[] = [];
-
-/** Bridges node:http to api.fetch (module routes first, then GraphQL), as api/server.ts would. */
-function listen(a: Api): Promise<{ server: http.Server; url: string }> {
-  const s = http.createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? Buffer.concat(chunks) : undefined;
-    const request = new Request(`http://${req.headers.host}${req.url}`, { method: req.method!, headers: req.headers as Record<string, string>, ...(body && req.method !== 'GET' ? { body } : {}) });
-    const response = await a.fetch(request);
-    res.writeHead(response.status, Object.fromEntries(response.headers));
-    res.end(Buffer.from(await response.arrayBuffer()));
-  });
-  return new Promise((r) => s.listen(0, '127.0.0.1', () => r({ server: s, url: `http://127.0.0.1:${(s.address() as { port: number }).port}` })));
-}
 
 async function predict(name: string, body: unknown): Promise<{ status: number; json: any }> {
   const res = await fetch(`${base}/models/${name}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
@@ -78,26 +59,13 @@ beforeAll(async () => {
   samples = Array.from({ length: 20 }, (_, i) => Array.from(x.subarray(i * 64, (i + 1) * 64)));
 
   modelServer = createModelServer({ registry, artifacts: store, refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) });
-  // Only the models module over the core schema: no run is touched, so no engine is needed.
-  // Auth is off here (this file is about serving); test/api/auth.test.ts covers tokens and roles.
-  api = createApi(
-    {
-      engine: {} as Engine,
-      db,
-      models: registry,
-      modelServer,
-      tokens: {} as TokenStore,
-      auth: { kind: 'off' },
-      http: { allowedHosts: [], corsOrigins: [], maxSubscriptionsPerToken: 4, streamIdleMs: 60_000 },
-      logger: silentLogger,
-    },
-    [coreModule, modelsModule],
-  );
-  ({ server, url: base } = await listen(api));
+  const served = await serveModelsApi({ db, models: registry, modelServer: modelServer });
+  ({ api, url: base } = served);
+  closeHttp = served.close;
 }, 120_000);
 
 afterAll(async () => {
-  await new Promise<void>((r) => server.close(() => r()));
+  await closeHttp();
   await modelServer.close();
   await db.close();
   await cleanup();
