@@ -52,7 +52,10 @@ export async function postgresUrl(dbName = 'capstan_models'): Promise<string> {
 
 /** A migrated registry database with empty registry tables. */
 export async function freshRegistryDb(kind: 'sqlite' | 'postgres', sqliteDir: string): Promise<Db> {
-  const db = kind === 'sqlite' ? await openDb({ sqlitePath: path.join(sqliteDir, `registry-${Date.now()}-${Math.random().toString(36).slice(2)}.db`) }) : await openDb({ url: await postgresUrl(), sqlitePath: '' });
+  // One PostgreSQL database per vitest project (wasm, native): the projects run this file at the
+  // same time, and each empties the registry tables of its own database.
+  const pgName = `capstan_models_${(process.env.CAPSTAN_TF_BACKEND ?? 'default').replace(/\W/g, '_')}`;
+  const db = kind === 'sqlite' ? await openDb({ sqlitePath: path.join(sqliteDir, `registry-${Date.now()}-${Math.random().toString(36).slice(2)}.db`) }) : await openDb({ url: await postgresUrl(pgName), sqlitePath: '' });
   if (kind === 'postgres') {
     await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners');
     await db.run("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)");
