@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { ArtifactStore } from '../lib/artifacts.js';
+import type { ArtifactStore, SharedFolder } from '../lib/artifacts.js';
 import type { HeldDevice } from './devices.js';
 import type { Logger } from '../lib/logger.js';
 import type { ReplicaInfo, RunStarter, StageContext, UsageReport } from '../plugins/contract.js';
@@ -41,10 +41,23 @@ export interface ReportedUsage {
  * found, the services and the meter. The only place that knows how a stage's artifacts are laid
  * out in the store, so plugins never build artifact paths.
  */
-export function createStageContext(init: StageContextInit): { ctx: StageContext; reported: () => ReportedUsage } {
+export function createStageContext(init: StageContextInit): {
+  ctx: StageContext;
+  reported: () => ReportedUsage;
+  /** Stops keeping this attempt's shared folders in step (also done when its output is written, or it is cancelled). */
+  close: () => Promise<void>;
+} {
   const { artifacts } = init;
   let cpuSeconds = 0;
   let deviceSeconds: number | undefined;
+  const shared = new Map<string, SharedFolder>();
+  const closeShared = async () => {
+    const open = [...shared.values()];
+    shared.clear();
+    await Promise.all(open.map((f) => f.close()));
+  };
+  // A cancelled attempt stops its shared folders at once.
+  init.signal.addEventListener('abort', () => void closeShared().catch(() => undefined), { once: true });
   const finite = (n: number | undefined): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
   const ctx: StageContext = {
     runId: init.runId,
@@ -65,20 +78,33 @@ export function createStageContext(init: StageContextInit): { ctx: StageContext;
         if (finite(u.deviceSeconds)) deviceSeconds = (deviceSeconds ?? 0) + u.deviceSeconds;
       },
     },
-    output(kind, write, opts) {
-      if (opts?.contentAddressed) {
-        return artifacts.writeContentAddressed({ kind, namespace: opts.contentAddressed, stagingKey: `${init.runId}-${init.stageId}-${init.attempt}` }, write);
+    async output(kind, write, opts) {
+      try {
+        if (opts?.contentAddressed) {
+          return await artifacts.writeContentAddressed({ kind, namespace: opts.contentAddressed, stagingKey: `${init.runId}-${init.stageId}-${init.attempt}` }, write);
+        }
+        return await artifacts.writeOutput({ runId: init.runId, stageId: init.stageId, kind, ...(init.replica ? { replica: init.replica.index } : {}) }, write);
+      } finally {
+        // The attempt's work is done once its output is written: stop keeping shared folders in step.
+        await closeShared();
       }
-      return artifacts.writeOutput({ runId: init.runId, stageId: init.stageId, kind, ...(init.replica ? { replica: init.replica.index } : {}) }, write);
     },
-    localPath: async (ref) => artifacts.resolve(ref),
+    // Fetched into the local cache and hash-checked first when the store is remote.
+    localPath: (ref) => artifacts.localPath(ref),
     async checkpointDir(opts = {}) {
       let dir = artifacts.checkpointDir(init.runId, init.stageId, opts.shared ? undefined : init.replica?.index);
       // Each operator retry meets in its own shared folder: leftovers of an earlier round never mix in.
       if (opts.shared && init.operatorRound) dir = path.join(dir, `retry-${init.operatorRound}`);
-      return opts.fresh ? artifacts.freshDir(dir) : artifacts.ensureDir(dir);
+      if (opts.fresh) await artifacts.freshDir(dir);
+      // A shared folder is where replicas on several hosts meet: kept in step through the store while this attempt runs.
+      if (opts.shared) {
+        if (!shared.has(dir)) shared.set(dir, await artifacts.shareFolder(dir));
+        return dir;
+      }
+      return opts.fresh ? dir : artifacts.ensureDir(dir);
     },
-    checkpointUri: (localPath) => artifacts.uriOf(localPath),
+    // A remote store also uploads the checkpoint, so a retry on another host can fetch it.
+    checkpointUri: (localPath) => artifacts.checkpointUri(localPath),
   };
-  return { ctx, reported: () => ({ cpuSeconds, deviceSeconds }) };
+  return { ctx, reported: () => ({ cpuSeconds, deviceSeconds }), close: closeShared };
 }

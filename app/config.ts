@@ -2,12 +2,26 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDevices, type Device } from '../activities/devices.js';
+import type { ArtifactStoreSettings } from '../lib/artifact-store/create.js';
+import { parseS3Url } from '../lib/artifact-store/s3-store.js';
 import { parseDurationMs } from '../lib/duration.js';
 
 /** Environment of a Capstan process, parsed once at the entry point and injected. */
 export const envSchema = z.object({
   CAPSTAN_DATA_DIR: z.string().default('.data'),
   CAPSTAN_ARTIFACTS_DIR: z.string().optional(),
+  /** `s3://bucket/prefix` keeps artifacts in S3-compatible storage (CAPSTAN_ARTIFACTS_DIR is then its local cache); a path is a local folder. */
+  CAPSTAN_ARTIFACTS: z.string().optional(),
+  /** The standard AWS environment, read for an s3:// store (credentials fall back to the SDK's default chain). */
+  AWS_ENDPOINT_URL_S3: z.string().url().optional(),
+  AWS_ENDPOINT_URL: z.string().url().optional(),
+  AWS_REGION: z.string().optional(),
+  AWS_DEFAULT_REGION: z.string().optional(),
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  AWS_SESSION_TOKEN: z.string().optional(),
+  /** Path-style bucket addressing (`endpoint/bucket/key`); default: on with a custom endpoint, off on AWS. */
+  CAPSTAN_S3_PATH_STYLE: z.enum(['true', 'false']).optional(),
   DATABASE_URL: z.string().optional(),
   /** Prefix of the task queues: `<p>` for workflows, `<p>-cpu` and `<p>-gpu` for stages. */
   CAPSTAN_TASK_QUEUE: z.string().regex(/^[A-Za-z0-9._-]+$/).default('capstan'),
@@ -60,7 +74,10 @@ export const envSchema = z.object({
 
 export interface CapstanConfig {
   dataDir: string;
+  /** The local artifact folder; with an S3 store, its local cache. */
   artifactsDir: string;
+  /** Where artifacts live: this folder, or a bucket (CAPSTAN_ARTIFACTS=s3://…). */
+  artifacts: ArtifactStoreSettings;
   sqlitePath: string;
   databaseUrl?: string;
   taskQueues: { workflows: string; cpu: string; gpu: string };
@@ -123,9 +140,16 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   }
   const dataDir = path.resolve(cwd, e.CAPSTAN_DATA_DIR);
   const q = e.CAPSTAN_TASK_QUEUE;
+  const s3 = e.CAPSTAN_ARTIFACTS?.trim().startsWith('s3://');
+  const folderSetting = !s3 && e.CAPSTAN_ARTIFACTS?.trim() ? e.CAPSTAN_ARTIFACTS.trim() : undefined;
+  if (folderSetting && e.CAPSTAN_ARTIFACTS_DIR && path.resolve(cwd, folderSetting) !== path.resolve(cwd, e.CAPSTAN_ARTIFACTS_DIR)) {
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_ARTIFACTS=${folderSetting} and CAPSTAN_ARTIFACTS_DIR=${e.CAPSTAN_ARTIFACTS_DIR} name two folders; set one`);
+  }
+  const artifactsDir = path.resolve(cwd, folderSetting ?? e.CAPSTAN_ARTIFACTS_DIR ?? path.join(dataDir, 'artifacts'));
   return {
     dataDir,
-    artifactsDir: path.resolve(cwd, e.CAPSTAN_ARTIFACTS_DIR ?? path.join(dataDir, 'artifacts')),
+    artifactsDir,
+    artifacts: s3 ? s3Settings(e, artifactsDir) : { kind: 'folder', dir: artifactsDir },
     sqlitePath: path.join(dataDir, 'capstan.db'),
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
     taskQueues: { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` },
@@ -157,6 +181,31 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     modelCacheSize: e.CAPSTAN_MODEL_CACHE,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
+  };
+}
+
+/** An s3:// store from CAPSTAN_ARTIFACTS and the standard AWS variables. */
+function s3Settings(e: z.infer<typeof envSchema>, cacheDir: string): ArtifactStoreSettings {
+  let location;
+  try {
+    location = parseS3Url(e.CAPSTAN_ARTIFACTS!);
+  } catch (err) {
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_ARTIFACTS: ${(err as Error).message}`);
+  }
+  const endpoint = e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL;
+  if ((e.AWS_ACCESS_KEY_ID === undefined) !== (e.AWS_SECRET_ACCESS_KEY === undefined)) {
+    throw new Error('bad configuration in the environment:\n  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together (or leave both out for the SDK\'s default credential chain)');
+  }
+  return {
+    kind: 's3',
+    location,
+    cacheDir,
+    ...(endpoint ? { endpoint } : {}),
+    region: e.AWS_REGION ?? e.AWS_DEFAULT_REGION ?? 'us-east-1',
+    ...(e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
+      ? { credentials: { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, ...(e.AWS_SESSION_TOKEN ? { sessionToken: e.AWS_SESSION_TOKEN } : {}) } }
+      : {}),
+    forcePathStyle: e.CAPSTAN_S3_PATH_STYLE ? e.CAPSTAN_S3_PATH_STYLE === 'true' : endpoint !== undefined,
   };
 }
 

@@ -5,7 +5,8 @@ import type { StageCache, StageMeter } from '../activities/index.js';
 import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
 import { createLedgerService, ledgerMigrations, ledgerWithOutbox, loadPriceSheet, openLedgerOutbox, type LedgerOutbox, type LedgerService } from '../ledger/index.js';
-import { ArtifactStore } from '../lib/artifacts.js';
+import { createArtifactStore } from '../lib/artifact-store/create.js';
+import type { ArtifactStore } from '../lib/artifacts.js';
 import { migrate } from '../lib/db/migrate.js';
 import { openDb } from '../lib/db/open.js';
 import type { Db, Migration } from '../lib/db/types.js';
@@ -74,11 +75,15 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
     // Records left by an earlier life of this process are booked now.
     outbox.start();
     const ledger = ledgerWithOutbox(direct, outbox);
+    const artifacts = await createArtifactStore(config.artifacts, logger).catch(async (e: unknown) => {
+      await outbox.close();
+      throw e;
+    });
     return {
       config,
       logger,
       db,
-      artifacts: new ArtifactStore(config.artifactsDir),
+      artifacts,
       stages,
       models,
       ledger,
@@ -89,6 +94,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       cache: createDbStageCache(db),
       records: createStageRecorder(db),
       async close() {
+        await artifacts.close();
         await outbox.close();
         await db.close();
       },

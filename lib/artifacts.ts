@@ -1,17 +1,100 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rm, stat, rename } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, stat, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { ArtifactRef } from './artifact-ref.js';
 
-const SCHEME = 'artifact:';
+export const SCHEME = 'artifact:';
+
+/** A folder kept in step between hosts while it is open (the replicas' round folder); see `shareFolder`. */
+export interface SharedFolder {
+  dir: string;
+  /** Pushes what is left and stops keeping the folder in step. */
+  close(): Promise<void>;
+}
 
 /**
- * Files-on-disk artifact store. Artifacts are folders addressed by `artifact:<relative path>`,
- * so a store mounted at another path on another host resolves the same references.
+ * The artifact store: one interface, two implementations. This class is the local folder (the
+ * embedded default): artifacts are folders addressed by `artifact:<relative path>`, so a store
+ * mounted at another path on another host resolves the same references. `S3ArtifactStore`
+ * (lib/artifact-store/) extends it: the same layout is its local cache, and sealing uploads,
+ * `localPath` fetches (hash-checked), `verify` asks the bucket.
+ *
+ * What callers may rely on, for both: `writeOutput` / `writeContentAddressed` return a reference
+ * only once the artifact is complete and sealed; `localPath` gives a local folder of a sealed
+ * artifact; `verify` says whether the sealed artifact is present and unchanged; `resolve` only
+ * maps a reference to its local path (no fetch).
  */
 export class ArtifactStore {
   constructor(readonly root: string) {}
+
+  /** Where artifacts live, for logs and banners. */
+  describe(): string {
+    return `folder ${this.root}`;
+  }
+
+  /** Checks the store is usable (a remote store checks or creates its bucket). */
+  async open(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+  }
+
+  /** Finishes pending uploads and stops background work. */
+  async close(): Promise<void> {}
+
+  /**
+   * A local folder (or file) holding a sealed artifact or a checkpoint URI. Here: the path
+   * itself. A remote store fetches it into its cache first and checks it against its hash.
+   */
+  async localPath(ref: ArtifactRef | string): Promise<string> {
+    return this.resolve(ref);
+  }
+
+  /**
+   * The `artifact:` URI of a checkpoint a stage just wrote (what goes into heartbeat details).
+   * A remote store also uploads it in the background, so a retry on another host can fetch it.
+   */
+  checkpointUri(absPath: string): string {
+    return this.uriOf(absPath);
+  }
+
+  /**
+   * Opens a folder that several attempts — possibly on several hosts — read and write at once
+   * (the replicas' round folder). Here the folder is simply shared on disk. A remote store
+   * fetches what is already there, then keeps the folder in step with the bucket until closed.
+   */
+  async shareFolder(dir: string): Promise<SharedFolder> {
+    await mkdir(dir, { recursive: true });
+    return { dir, close: async () => undefined };
+  }
+
+  /**
+   * Bytes kept for one stage of a run: every file under the stage's folders in the run
+   * (outputs, checkpoints, round folders) — the stage's own and each replica's.
+   */
+  async stageBytes(runId: string, stageId: string): Promise<number> {
+    const stageDir = path.dirname(this.dirFor(runId, stageId, '_'));
+    const runDir = path.dirname(stageDir);
+    const name = path.basename(stageDir);
+    let entries: string[] = [];
+    try {
+      entries = await readdir(runDir);
+    } catch {
+      entries = [];
+    }
+    let bytes = 0;
+    for (const e of entries) if (e === name || e.startsWith(`${name}.replica-`)) bytes += await treeBytes(path.join(runDir, e));
+    return bytes;
+  }
+
+  /** Whether `ref` lives under this run's folder (so `stageBytes` already counts it); a reference that is not the store's counts as inside (never added). */
+  inRun(runId: string, ref: ArtifactRef): boolean {
+    const runDir = path.dirname(path.dirname(this.dirFor(runId, '_', '_')));
+    try {
+      return this.resolve(ref).startsWith(path.resolve(runDir) + path.sep);
+    } catch {
+      return true;
+    }
+  }
 
   /** The folder a stage writes one artifact kind into. Stable for (run, stage, kind), so a retry overwrites its own work only. */
   dirFor(runId: string, stageId: string, kind: string, replica?: number): string {
@@ -156,7 +239,31 @@ export async function hashTree(absPath: string): Promise<{ sha256: string; bytes
   return { sha256: h.digest('hex'), bytes };
 }
 
-async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+function pipeFile(abs: string, h: ReturnType<typeof createHash>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    createReadStream(abs)
+      .on('data', (chunk) => h.update(chunk))
+      .on('end', () => resolve())
+      .on('error', reject);
+  });
+}
+
+/** Bytes of the regular files under `p` (symlinks not followed; files vanishing meanwhile skipped). */
+async function treeBytes(p: string): Promise<number> {
+  try {
+    const s = await lstat(p);
+    if (s.isFile()) return s.size;
+    if (!s.isDirectory()) return 0;
+    let total = 0;
+    for (const e of await readdir(p)) total += await treeBytes(path.join(p, e));
+    return total;
+  } catch {
+    return 0;
+  }
+}
+
+/** Relative names of the files in a folder, sorted (the order `hashTree` hashes them in). */
+export async function listFiles(dir: string, prefix = ''): Promise<string[]> {
   const out: string[] = [];
   const entries = await readdir(dir, { withFileTypes: true });
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -168,15 +275,8 @@ async function listFiles(dir: string, prefix = ''): Promise<string[]> {
   return out;
 }
 
-function pipeFile(abs: string, h: ReturnType<typeof createHash>): Promise<void> {
-  return new Promise((resolve, reject) => {
-    createReadStream(abs)
-      .on('data', (chunk) => h.update(chunk))
-      .on('end', () => resolve())
-      .on('error', reject);
-  });
-}
-
-function safe(s: string): string {
+/** A path segment made safe (run ids carry `/`). */
+export function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
 }
+

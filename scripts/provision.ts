@@ -1,12 +1,18 @@
-// Finds or installs the pinned temporal CLI (see lib/temporal-cli.ts) and prints its path.
+// Finds or installs the pinned tools the stack and the tests run: the temporal CLI (see
+// dev/temporal-cli.ts) and SeaweedFS's weed (see dev/seaweed.ts). Prints their paths.
 import path from 'node:path';
 import { createConsoleLogger } from '../lib/logger.js';
+import { resolveWeed } from '../dev/seaweed.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const logger = createConsoleLogger({ name: 'provision' });
-resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger })
-  .then((cli) => process.stdout.write(`${cli.path}\n`))
+const toolsDir = path.join(root, '.tools');
+resolveTemporalCli({ toolsDir, env: process.env, logger })
+  .then((cli) => {
+    const weed = resolveWeed({ toolsDir, env: process.env, logger });
+    process.stdout.write(`${cli.path}\n${weed.path}\n`);
+  })
   .catch((e) => {
     process.stderr.write(`${(e as Error).message}\n`);
     process.exit(1);

@@ -124,7 +124,9 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
     const ok = await opts.artifacts.verify({ kind: 'model', uri: v.artifactUri, sha256: v.sha256, bytes: v.bytes });
     if (!ok.ok) throw new ServingError('MODEL_UNAVAILABLE', `model ${v.model} version ${v.version}: ${ok.reason}`);
     const { tf } = await getTf();
-    const net = await tf.loadLayersModel(folderLoadHandler(tf, opts.artifacts.resolve(v.artifactUri)));
+    // From an S3 store the version is fetched into the local cache (and hash-checked) first.
+    const dir = await opts.artifacts.localPath({ kind: 'model', uri: v.artifactUri, sha256: v.sha256, bytes: v.bytes });
+    const net = await tf.loadLayersModel(folderLoadHandler(tf, dir));
     const sampleShape = modelSampleShape(net);
     // Warm up, so the first request does not pay for kernel set-up.
     tf.tidy(() => {
