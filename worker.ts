@@ -1,5 +1,7 @@
 // Entry point: starts the workers this host serves (CAPSTAN_WORKER_ROLES: workflows, cpu, gpu).
+import { hostname } from 'node:os';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
+import { placeRoles } from './activities/devices.js';
 import { loadConfig } from './app/config.js';
 import { createRuntime } from './app/runtime.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
@@ -10,6 +12,9 @@ import { createConsoleLogger } from './lib/logger.js';
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   const logger = createConsoleLogger({ name: 'worker', level: config.logLevel });
+  // The gpu role only with devices: CAPSTAN_GPUS, or GPUs found here (refused when asked for without either).
+  const placed = placeRoles({ roles: config.workerRoles, explicit: config.workerRolesExplicit, ...(config.gpus ? { gpus: config.gpus } : {}) });
+  if (placed.note) logger.warn(placed.note);
   // Must run before any connection: drains workers on SIGINT/SIGTERM.
   TemporalRuntime.install({
     shutdownSignals: ['SIGINT', 'SIGTERM'],
@@ -23,20 +28,21 @@ async function main(): Promise<void> {
     connection,
     namespace: target.namespace,
     taskQueues: config.taskQueues,
-    roles: config.workerRoles,
+    roles: placed.roles,
     activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache, records: rt.records },
     shutdownGraceTime: config.shutdownGrace,
     activitySlots: config.activitySlots,
     gpuSlots: config.gpuSlots,
-    ...(config.gpus ? { gpus: config.gpus } : {}),
+    ...(placed.gpus ? { gpus: placed.gpus } : {}),
     slotLeaseMs: config.slotLeaseMs,
+    ...(config.host ? { host: config.host, identity: `${process.pid}@${config.host}` } : {}),
   });
-  logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${config.workerRoles.join(', ')}`, {
+  logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`, {
     plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
   });
   // Retention: a worker serving cpu stages removes artifacts no run can need any more, periodically.
   const gc =
-    config.gcEveryMs && config.workerRoles.includes('cpu')
+    config.gcEveryMs && placed.roles.includes('cpu')
       ? setInterval(() => {
           collectGarbage({ artifacts: rt.artifacts, db: rt.db, policy: { keepRunsMs: config.retentionMs } }).then(
             (r) => r.removed.length && logger.info(`garbage collected: ${r.removed.length} folders, ${r.bytesFreed} bytes`),

@@ -116,3 +116,27 @@ export class DevicePool {
     this.free.sort((a, b) => order(a) - order(b));
   }
 }
+
+export type WorkerRole = 'workflows' | 'cpu' | 'gpu';
+
+/**
+ * Which roles a worker serves and with which devices, decided once at start. A gpu role needs
+ * devices: CAPSTAN_GPUS, or GPUs nvidia-smi lists. On a host with neither, an explicit gpu role
+ * is refused (CAPSTAN_GPUS=cpu:N asks for N CPU "devices" explicitly), and the default roles
+ * leave gpu out, saying so.
+ */
+export function placeRoles(o: { roles: WorkerRole[]; explicit: boolean; gpus?: Device[]; detect?: () => string[] }): { roles: WorkerRole[]; gpus?: Device[]; note?: string } {
+  if (!o.roles.includes('gpu')) return { roles: o.roles };
+  if (o.gpus?.length) return { roles: o.roles, gpus: o.gpus };
+  const found = (o.detect ?? detectGpus)();
+  if (found.length) return { roles: o.roles, gpus: found.map((id) => ({ kind: 'gpu' as const, id })) };
+  if (o.explicit) {
+    throw new Error(
+      'refusing the gpu role: this host has no GPU (nvidia-smi -L lists none) and CAPSTAN_GPUS is not set. Set CAPSTAN_GPUS=cpu:N to run gpu stages here as N CPU processes, or leave gpu out of CAPSTAN_WORKER_ROLES.',
+    );
+  }
+  return {
+    roles: o.roles.filter((r) => r !== 'gpu'),
+    note: 'not serving gpu stages: this host has no GPU (nvidia-smi -L lists none); CAPSTAN_GPUS=cpu:N serves them as N CPU processes',
+  };
+}

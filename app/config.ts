@@ -25,12 +25,12 @@ export const envSchema = z.object({
   DATABASE_URL: z.string().optional(),
   /** Prefix of the task queues: `<p>` for workflows, `<p>-cpu` and `<p>-gpu` for stages. */
   CAPSTAN_TASK_QUEUE: z.string().regex(/^[A-Za-z0-9._-]+$/).default('capstan'),
-  /** What this worker serves: any of workflows, cpu, gpu. */
+  /** What this worker serves: any of workflows, cpu, gpu. Default: workflows,cpu — plus gpu when the host has devices (GPUs found, or CAPSTAN_GPUS). */
   CAPSTAN_WORKER_ROLES: z
     .string()
-    .default('workflows,cpu,gpu')
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
-    .pipe(z.array(z.enum(['workflows', 'cpu', 'gpu'])).min(1)),
+    .pipe(z.array(z.enum(['workflows', 'cpu', 'gpu'])).min(1))
+    .optional(),
   CAPSTAN_API_HOST: z.string().default('127.0.0.1'),
   CAPSTAN_API_PORT: z.coerce.number().int().min(0).max(65535).default(4000),
   /** Extra stage plugins: files, folders or npm packages, separated by commas. */
@@ -44,6 +44,8 @@ export const envSchema = z.object({
   CAPSTAN_GPU_SLOTS: z.coerce.number().int().min(1).max(64).optional(),
   /** This worker's devices: GPU ids (`0,1`) or `cpu:N`; default: the GPUs `nvidia-smi -L` lists, else cpu:<gpu slots>. */
   CAPSTAN_GPUS: z.string().optional(),
+  /** How this worker names its host in replica metrics and stage records (default: the OS host name). */
+  CAPSTAN_HOST: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/).optional(),
   /** How long a worker's slot report stays valid at the queue's slot keeper without renewal (renewed every third of it). */
   CAPSTAN_SLOT_LEASE: z.string().default('60s'),
   /** Folders data sources may come from, comma-separated (default: the data dir and the bundled MNIST package). */
@@ -82,6 +84,8 @@ export interface CapstanConfig {
   databaseUrl?: string;
   taskQueues: { workflows: string; cpu: string; gpu: string };
   workerRoles: ('workflows' | 'cpu' | 'gpu')[];
+  /** Whether CAPSTAN_WORKER_ROLES named the roles (an explicit gpu role on a host without devices is refused at start). */
+  workerRolesExplicit: boolean;
   api: {
     host: string;
     port: number;
@@ -103,6 +107,8 @@ export interface CapstanConfig {
   gpuSlots: number;
   /** Devices from CAPSTAN_GPUS; undefined = detect at worker start (nvidia-smi), else cpu:<gpuSlots>. */
   gpus?: Device[];
+  /** This host's name in metrics (CAPSTAN_HOST; default: the OS host name). */
+  host?: string;
   /** Lease of a worker's slot report at the slot keeper (ms). */
   slotLeaseMs: number;
   temporalUiUrl?: string;
@@ -153,7 +159,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     sqlitePath: path.join(dataDir, 'capstan.db'),
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
     taskQueues: { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` },
-    workerRoles: e.CAPSTAN_WORKER_ROLES,
+    workerRoles: e.CAPSTAN_WORKER_ROLES ?? ['workflows', 'cpu', 'gpu'],
+    workerRolesExplicit: e.CAPSTAN_WORKER_ROLES !== undefined,
     api: {
       host: e.CAPSTAN_API_HOST,
       port: e.CAPSTAN_API_PORT,
@@ -173,6 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     activitySlots: e.CAPSTAN_ACTIVITY_SLOTS,
     gpuSlots: gpus?.length ?? e.CAPSTAN_GPU_SLOTS ?? 2,
     ...(gpus ? { gpus } : {}),
+    ...(e.CAPSTAN_HOST ? { host: e.CAPSTAN_HOST } : {}),
     slotLeaseMs,
     dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,

@@ -27,6 +27,8 @@ export interface WorkerSetOptions {
   /** Lease of this worker's slot reports at the queues' slot keepers (default 60 s; renewed every third). */
   slotLeaseMs?: number;
   identity?: string;
+  /** How this host is named in replica metrics (default: the OS host name). */
+  host?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export interface WorkerSetOptions {
  */
 export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
   const workers: Worker[] = [];
-  const devices = o.roles.includes('gpu') ? new DevicePool(o.gpus ?? resolveDevices(undefined, o.gpuSlots ?? 2)) : undefined;
+  const devices = o.roles.includes('gpu') ? new DevicePool(o.gpus ?? resolveDevices(undefined, o.gpuSlots ?? 2), o.host ?? os.hostname()) : undefined;
   const acts = createActivities({ ...o.activities, ...(devices ? { devices } : {}) });
   const common = {
     connection: o.connection,

@@ -9,10 +9,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { detectGpus } from '../activities/devices.js';
 import { ensureAdminToken, withTokenStore } from '../app/admin-token.js';
 import { loadConfig } from '../app/config.js';
 import { portInUse, startDevServer, type DevServer } from '../dev/dev-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
+import { resolveWeed, startSeaweed, type Seaweed } from '../dev/seaweed.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
 import { buildConsole } from './build-console.js';
 
@@ -29,6 +31,7 @@ const config = loadConfig(process.env, process.cwd());
 const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
 const children: { name: string; process: ChildProcess }[] = [];
 let devServer: DevServer | undefined;
+let seaweed: Seaweed | undefined;
 let stopping = false;
 /** The admin token the dev stack talks to its API with. */
 let token: string | undefined;
@@ -72,6 +75,23 @@ async function main(): Promise<number> {
     logger.info(`using the Temporal cluster at ${process.env.TEMPORAL_ADDRESS}`);
     uiUrl = process.env.CAPSTAN_TEMPORAL_UI_URL;
   }
+  // CAPSTAN_ARTIFACTS=s3://… without an endpoint of its own: a SeaweedFS of the stack's own, under the data dir.
+  let artifactsLine = `folder ${config.artifactsDir}`;
+  if (config.artifacts.kind === 's3') {
+    const a = config.artifacts;
+    const where = `s3://${a.location.bucket}${a.location.prefix ? `/${a.location.prefix}` : ''}`;
+    if (!a.endpoint) {
+      const weed = resolveWeed({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
+      seaweed = await startSeaweed({
+        weedPath: weed.path,
+        dir: path.join(config.dataDir, 'seaweedfs'),
+        logger,
+        ...(a.credentials ? { accessKeyId: a.credentials.accessKeyId, secretAccessKey: a.credentials.secretAccessKey } : {}),
+      });
+      Object.assign(env, seaweed.env(where.slice('s3://'.length)));
+      artifactsLine = `${where} on SeaweedFS ${seaweed.endpoint} (data ${path.join(config.dataDir, 'seaweedfs')})`;
+    } else artifactsLine = `${where} at ${a.endpoint}`;
+  }
   const apiUrl = `http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}`;
   // The user's admin token: made on first start, kept in the data dir (mode 0600), reused after.
   const admin = config.api.auth === 'tokens' ? await withTokenStore(config, (t) => ensureAdminToken(t, config.api.adminTokenFile)) : undefined;
@@ -79,6 +99,12 @@ async function main(): Promise<number> {
   // The console the API serves at /console (bundled here: nothing is fetched at run time).
   const built = await buildConsole();
   logger.info(`console built: ${(built.gzipBytes / 1024).toFixed(1)} kB gzipped`);
+  // One host runs everything: without a GPU, the gpu stages run as CPU processes (asked for explicitly,
+  // as a worker refuses the gpu role on a host without devices otherwise).
+  if (!env.CAPSTAN_GPUS && config.workerRoles.includes('gpu') && !detectGpus().length) {
+    env.CAPSTAN_GPUS = `cpu:${config.gpuSlots}`;
+    logger.info(`no GPU here: the worker serves gpu stages on ${env.CAPSTAN_GPUS} (CAPSTAN_GPUS)`);
+  }
   children.push({ name: 'worker', process: spawnPart('worker', ['worker.ts'], env) });
   children.push({ name: 'api', process: spawnPart('api', ['api/server.ts'], env) });
   await waitForHttp(`${apiUrl}/healthz`);
@@ -90,6 +116,7 @@ async function main(): Promise<number> {
     `  Console                 ${apiUrl}/console`,
     ...(uiUrl ? [`  Temporal Web UI         ${uiUrl}`] : []),
     `  Data (artifacts, DBs)   ${config.dataDir}`,
+    ...(config.artifacts.kind === 's3' ? [`  Artifacts               ${artifactsLine}`] : []),
     ...(admin
       ? [
           `  Admin token             ${tokenFile}${admin.created ? ' (new)' : ''}: GraphiQL on this machine sends it for you; elsewhere`,
@@ -191,7 +218,7 @@ async function shutdown(code: number): Promise<never> {
   stopping = true;
   // In order: the API (no new work comes in), then the worker (it drains: stages that finish
   // report their results to a server that is still up), then the Temporal server.
-  logger.info('stopping: api, then worker (draining), then temporal');
+  logger.info(`stopping: api, then worker (draining), then temporal${seaweed ? ' and SeaweedFS' : ''}`);
   for (const name of ['api', 'worker']) {
     const c = children.find((x) => x.name === name)?.process;
     if (!c || c.exitCode !== null || c.signalCode !== null) continue;
@@ -205,6 +232,7 @@ async function shutdown(code: number): Promise<never> {
     });
   }
   await devServer?.stop();
+  await seaweed?.stop();
   process.exit(code);
 }
 
