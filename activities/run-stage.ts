@@ -16,6 +16,9 @@ import { stageBytesKept } from './bytes-kept.js';
 import type { DevicePool } from './devices.js';
 import { createStageContext, operatorRoundOf } from './stage-context.js';
 import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
+import { formatMoneyExact, parseMoney } from '../ledger/money.js';
+import { priceUsage } from '../ledger/pricing.js';
+import type { PriceSheet } from '../ledger/schemas.js';
 
 /** What one attempt of a stage used; handed to the meter (the ledger) after every attempt. */
 export interface StageUsage {
@@ -74,7 +77,7 @@ export interface ActivityDeps {
  */
 export function createActivities(deps: ActivityDeps) {
   return {
-    resolvePipeline: resolvePipelineActivity(deps.stages),
+    resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
       return attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs));
     },
@@ -113,17 +116,31 @@ async function attempt(
     throw ApplicationFailure.nonRetryable(`stage ${stage.id}: ${msg}`, 'PLUGIN_PARAMS_INVALID', { attempt: info.attempt });
   }
   const records = attemptRecords(deps, { runId: input.runId, activityId: info.activityId, attempt: info.attempt, stageId: stage.id });
+  const budget = input.budget ? await attemptBudget(deps, input) : undefined;
+  // A budget stop aborts the plugin like a cancellation, at a checkpoint (see `beat`).
+  const stop = new AbortController();
+  const signal = AbortSignal.any([actx.cancellationSignal, stop.signal]);
   let lastDetails: unknown = undefined;
   const beat = (d?: unknown) => {
     if (d !== undefined) {
+      const fresh = JSON.stringify(d) !== JSON.stringify(lastDetails);
       lastDetails = d;
       records.epoch(epochFromHeartbeat(d));
+      // Crossing the budget stops the stage at its next checkpoint (a new heartbeat), so a raise resumes from it.
+      if (fresh && budget && !stop.signal.aborted) {
+        const over = budget.over(usageSoFar());
+        if (over) {
+          budgetStop = over;
+          stop.abort(new Error(over));
+        }
+      }
     }
     actx.heartbeat(lastDetails);
   };
+  let budgetStop: string | undefined;
   // A gpu stage's attempt holds one of this worker's devices until it ends.
   const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
-  const { ctx, reported } = createStageContext({
+  const made = createStageContext({
     artifacts: deps.artifacts,
     services: deps.services,
     logger: records.watchLogger(deps.logger),
@@ -134,11 +151,27 @@ async function attempt(
     ...(input.replica ? { replica: input.replica } : {}),
     ...(input.startedBy ? { startedBy: input.startedBy } : {}),
     heartbeat: beat,
-    lastCheckpoint: info.heartbeatDetails,
-    signal: actx.cancellationSignal,
+    // A round after a budget stop has no heartbeat of its own: the workflow hands the checkpoint on.
+    lastCheckpoint: info.heartbeatDetails ?? input.checkpoint,
+    signal,
     ...(device ? { device } : {}),
     operatorRound: operatorRoundOf(info.activityId),
   });
+  const { reported } = made;
+  // Usage of work still running (a training child's CPU so far), replaced by each report.
+  let live = { cpuSeconds: 0 };
+  const ctx: StageContext = {
+    ...made.ctx,
+    meter: {
+      add: (u) => {
+        made.ctx.meter.add(u);
+        live = { cpuSeconds: 0 };
+      },
+      running: (u) => {
+        if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0) live = { cpuSeconds: u.cpuSeconds };
+      },
+    },
+  };
   records.started();
   const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
   if (cacheKey) {
@@ -152,18 +185,33 @@ async function attempt(
   const timer = setInterval(() => beat(), Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)));
   const wall0 = performance.now();
   const cpu0 = process.cpuUsage();
+  const usageSoFar = () => {
+    const cpu = process.cpuUsage(cpu0);
+    const wallSeconds = (performance.now() - wall0) / 1000;
+    return {
+      cpuSeconds: (cpu.user + cpu.system) / 1e6 + reported().cpuSeconds + live.cpuSeconds,
+      gpuSeconds: device?.kind === 'gpu' ? (reported().deviceSeconds ?? wallSeconds) : 0,
+    };
+  };
   let result: StageResult | undefined;
+  let failure: Error | undefined;
+  let spent: StageOutcome['spent'];
   try {
     const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
     result = await body(plugin, ctx, parsed.data, inputs);
     if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
     for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
     await records.closed('succeeded');
-    return { outputs: result.outputs, metrics: result.metrics, attempt: info.attempt };
   } catch (err) {
-    const failure = toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
+    failure = budgetStop
+      ? ApplicationFailure.create({
+          message: `stage ${stage.id}: stopped at a checkpoint: ${budgetStop}`,
+          type: 'BUDGET_EXCEEDED',
+          nonRetryable: true,
+          details: [{ attempt: info.attempt, checkpoint: lastDetails }],
+        })
+      : toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
     await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
-    throw failure;
   } finally {
     clearInterval(timer);
     if (device) deps.devices!.give(device);
@@ -183,7 +231,8 @@ async function attempt(
         resource: plugin.resource,
         ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
         wallSeconds,
-        cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds,
+        // A child still running when the attempt ended (killed by a stop) counts with what it used so far.
+        cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds + live.cpuSeconds,
         deviceSeconds: extra.deviceSeconds ?? wallSeconds,
         bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
         bytesKept: await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs),
@@ -200,6 +249,73 @@ async function attempt(
         if (result !== undefined && !invalid) throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
       }
     }
+    if (budget) spent = await budget.spentNow().catch((e: unknown) => void deps.logger.warn('could not read the run\'s spend', { stage: stage.id, error: (e as Error).message }));
+  }
+  if (failure) throw withDetail(failure, spent ? { spent } : {});
+  if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, parsed.data, result!);
+  return { outputs: result!.outputs, metrics: result!.metrics, attempt: info.attempt, ...(spent ? { spent } : {}) };
+}
+
+/**
+ * The budget one attempt runs under: what the run and the stage had spent when it started (from
+ * the ledger, so earlier attempts and stages count), and its limits. `over` says why the attempt
+ * must stop once the run's or the stage's spend (with this attempt's usage so far) passes a limit.
+ */
+async function attemptBudget(deps: ActivityDeps, input: RunStageInput) {
+  const b = input.budget!;
+  const sheet = b.priceSheet as PriceSheet;
+  const spend0 = await deps.services.ledger.spend(input.runId, sheet);
+  const stage0 = spend0.byStage[input.stage.id] ?? 0n;
+  const cost = (u: { cpuSeconds: number; gpuSeconds: number }): bigint =>
+    priceUsage([{ stageId: input.stage.id, cpuMs: BigInt(Math.round(u.cpuSeconds * 1000)), gpuMs: BigInt(Math.round(u.gpuSeconds * 1000)), wallMs: 0n, bytesKept: 0n, attempts: 1 }], sheet).reduce(
+      (n, l) => n + l.amount,
+      0n,
+    );
+  return {
+    over(u: { cpuSeconds: number; gpuSeconds: number }): string | undefined {
+      const c = cost(u);
+      const run = spend0.total + c;
+      const stage = stage0 + c;
+      if (b.runMax !== undefined && run > parseMoney(b.runMax)) return `the run has spent ${formatMoneyExact(run)} ${b.currency}, over its budget of ${b.runMax} ${b.currency}`;
+      if (b.stageMax !== undefined && stage > parseMoney(b.stageMax)) return `stage ${input.stage.id} has spent ${formatMoneyExact(stage)} ${b.currency}, over its budget of ${b.stageMax} ${b.currency}`;
+      return undefined;
+    },
+    async spentNow(): Promise<{ run: string; stage: string }> {
+      const s = await deps.services.ledger.spend(input.runId, sheet);
+      return { run: formatMoneyExact(s.total), stage: formatMoneyExact(s.byStage[input.stage.id] ?? 0n) };
+    },
+  };
+}
+
+/** The same failure with more facts in its details (what the workflow reads). */
+function withDetail(failure: Error, extra: Record<string, unknown>): Error {
+  if (!(failure instanceof ApplicationFailure) || Object.keys(extra).length === 0) return failure;
+  const first = failure.details?.[0];
+  return ApplicationFailure.create({
+    message: failure.message,
+    ...(failure.type ? { type: failure.type } : {}),
+    nonRetryable: failure.nonRetryable ?? false,
+    details: [{ ...(first && typeof first === 'object' ? first : {}), ...extra }],
+    ...(failure.cause ? { cause: failure.cause } : {}),
+  });
+}
+
+/** What estimates learn from: the stage's params, sizes and duration (its usage is in the ledger). Never fails the stage. */
+async function recordProfile(deps: ActivityDeps, input: RunStageInput, params: unknown, result: StageResult): Promise<void> {
+  try {
+    await deps.services.ledger.recordStageProfile({
+      runId: input.runId,
+      stageId: input.stage.id,
+      pipeline: input.pipeline,
+      plugin: input.stage.plugin,
+      pluginVersion: input.stage.pluginVersion,
+      params,
+      inputBytes: Object.values(input.inputs).reduce((n, r) => n + r.bytes, 0),
+      outputBytes: Object.values(result.outputs).reduce((n, r) => n + r.bytes, 0),
+      durationMs: Math.max(0, Date.now() - Date.parse(input.stageStartedAt!)),
+    });
+  } catch (e) {
+    deps.logger.warn('could not record the stage profile (estimates will not learn from it)', { stage: input.stage.id, error: (e as Error).message });
   }
 }
 

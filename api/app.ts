@@ -11,6 +11,7 @@ import { consoleFiles } from './console.js';
 import { expectedError, maskApiError } from './errors.js';
 import type { ApiContext, ApiDeps, ApiModule, RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
+import { budgetModule } from './modules/budget.js';
 import { coreModule } from './modules/core.js';
 import { historyModule } from './modules/history.js';
 import { ledgerModule } from './modules/ledger.js';
@@ -19,7 +20,7 @@ import { operationsModule } from './modules/operations.js';
 import { SubscriptionLimiter } from './subscriptions.js';
 
 /** Every module of the API: runs and plugins, operations, the ledger, models, tokens, run history. */
-export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule];
+export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule, budgetModule];
 
 /** Limits every GraphQL document is checked against before it runs (GraphQL Armor). */
 export const GRAPHQL_LIMITS = { maxDepth: 12, maxAliases: 20, maxTokens: 5000, maxCost: 20000, maxDirectives: 20 } as const;

@@ -27,6 +27,8 @@ export const OPERATION_PERMISSIONS: Record<'Query' | 'Mutation' | 'Subscription'
     whoami: 'any',
     ledgerPipelines: 'read',
     roiByRun: 'read',
+    estimateRun: 'read',
+    roiAlerts: 'read',
   },
   Mutation: {
     startPipeline: 'operate',
@@ -46,6 +48,8 @@ export const OPERATION_PERMISSIONS: Record<'Query' | 'Mutation' | 'Subscription'
     rollbackModel: 'admin',
     createToken: 'admin',
     revokeToken: 'admin',
+    raiseBudget: 'operate',
+    checkRoiWatches: 'operate',
   },
   Subscription: {
     runEvents: 'read',

@@ -3,6 +3,7 @@ import { createApi, type Api } from '../api/app.js';
 import { Engine } from '../engine/index.js';
 import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
+import { parseDurationMs } from '../lib/duration.js';
 import type { Runtime } from './runtime.js';
 import { readAdminTokenFile } from './admin-token.js';
 import { connectClient, ensureSearchAttributes, temporalTarget } from './temporal.js';
@@ -15,6 +16,8 @@ export interface ApiAppOptions {
   modelRefreshMs?: number;
   /** A token GraphiQL sends for loopback users (the dev stack's admin token). */
   graphiqlToken?: string;
+  /** How often watched deployments' realised ROI is judged (default 60 s; 0: only on checkRoiWatches). */
+  roiWatchEveryMs?: number;
 }
 
 /** The API process's parts over a runtime: the engine, the model server (predictions booked in the ledger) and the API. */
@@ -27,6 +30,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     artifacts: rt.artifacts,
     db: rt.db,
     logger: rt.logger,
+    priceSheet: rt.ledger.priceSheet,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
   });
   const modelServer = createModelServer({
@@ -57,7 +61,29 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     },
     logger: rt.logger,
   });
-  return { api, engine, close: () => modelServer.close() };
+  // The realised-ROI watch: each new crossing emits roi.below once (engine.checkRoiWatches).
+  const everyMs = o.roiWatchEveryMs ?? 60_000;
+  let checking = false;
+  const watch =
+    everyMs > 0
+      ? setInterval(() => {
+          if (checking) return;
+          checking = true;
+          engine
+            .checkRoiWatches()
+            .catch((e: unknown) => rt.logger.warn('realised-ROI check failed; tried again at the next interval', { error: (e as Error).message }))
+            .finally(() => (checking = false));
+        }, everyMs)
+      : undefined;
+  watch?.unref();
+  return {
+    api,
+    engine,
+    close: async () => {
+      if (watch) clearInterval(watch);
+      await modelServer.close();
+    },
+  };
 }
 
 /**
@@ -75,6 +101,7 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
     namespace: target.namespace,
     ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
     ...(graphiqlToken ? { graphiqlToken } : {}),
+    ...(roiWatchEveryMs(env) !== undefined ? { roiWatchEveryMs: roiWatchEveryMs(env)! } : {}),
   });
   return {
     api: app.api,
@@ -83,4 +110,13 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
       await connection.close();
     },
   };
+}
+
+/** CAPSTAN_ROI_WATCH_EVERY: a duration ("30s", "5m") or 0 to check only on request. */
+function roiWatchEveryMs(env: NodeJS.ProcessEnv): number | undefined {
+  const v = env.CAPSTAN_ROI_WATCH_EVERY;
+  if (v === undefined || v.trim() === '') return undefined;
+  const ms = v.trim() === '0' ? 0 : parseDurationMs(v.trim());
+  if (ms === undefined || (ms > 0 && ms < 1000)) throw new Error(`bad configuration in the environment:\n  CAPSTAN_ROI_WATCH_EVERY=${v}: expected a duration of at least 1s (e.g. "60s") or 0`);
+  return ms;
 }

@@ -8,12 +8,20 @@ import { parseDurationMs } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
-import { parseSpecText, resolveSpec, SpecValidationError, type SpecIssue } from './spec.js';
+import { LEDGER_PLUGIN, parseSpecText, resolveSpec, SpecValidationError, type ResolvedSpec, type SpecIssue } from './spec.js';
+import { estimateSpec } from './estimate.js';
+import { checkRoiWatches, listRoiAlerts, markAlertEmitted, saveRoiWatch, type RoiAlert, type RoiCheck } from '../ledger/roi-watch.js';
+import { formatMoneyExact, isMoney, parseMoney } from '../ledger/money.js';
+import { runSpend, type RunSpend } from '../ledger/spend.js';
+import type { PriceSheet, PriceSheetOverride } from '../ledger/schemas.js';
+import { mergePriceSheet } from '../ledger/price-sheet.js';
+import { loadBookingInput } from '../ledger/repository.js';
 import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
+import { initialBudget } from '../workflows/run-pipeline.js';
 import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
-import type { Decision, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
+import type { Decision, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
 import { firstInput, isRunId, newRunId, readRun, type RunView } from './read-model.js';
@@ -36,6 +44,8 @@ export interface EngineDeps {
   temporalUiUrl?: string;
   /** How often a followed run is polled (ms). */
   followPollMs?: number;
+  /** The configured price sheet: estimates and budgets are priced with it (budgets are refused without one). */
+  priceSheet?: PriceSheet;
 }
 
 export interface ResumeResult {
@@ -84,7 +94,18 @@ export class Engine {
     extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter; workflowId?: string } = {},
   ): Promise<RunView> {
     const { workflowId, ...rest } = extra;
-    const input: RunPipelineInput = { ...this.resolve(spec), ...rest };
+    const { parsedParams, watch, ...resolved } = this.resolve(spec);
+    // The estimate travels with the run (a budget checks each stage's before it starts); an
+    // estimate that cannot be made never stops a run.
+    let estimate: RunEstimateView | undefined;
+    if (this.deps.priceSheet) {
+      try {
+        estimate = await estimateSpec({ ...resolved, parsedParams }, { registry: this.deps.stages, db: this.deps.db, priceSheet: this.deps.priceSheet });
+      } catch (e) {
+        this.deps.logger.warn('could not estimate the run; it starts without an estimate', { pipeline: resolved.pipeline, error: (e as Error).message });
+      }
+    }
+    const input: RunPipelineInput = { ...resolved, ...rest, ...(estimate ? { estimate } : {}) };
     await this.checkCapacity(input);
     let id = workflowId ?? newRunId(input.pipeline);
     let handle;
@@ -121,6 +142,8 @@ export class Engine {
         throw e;
       }
     }
+    // The deployed model's realised ROI is watched from now on (checkRoiWatches).
+    if (watch) await saveRoiWatch(this.deps.db, { runId: id, pipeline: input.pipeline, ...watch });
     const reuse = extra.reuse ?? {};
     return {
       id,
@@ -140,6 +163,8 @@ export class Engine {
       pausedStages: [],
       events: [],
       ...(extra.resumedFrom ? { resumedFrom: extra.resumedFrom } : {}),
+      ...(input.estimate ? { estimate: input.estimate } : {}),
+      ...(input.budget ? { budget: initialBudget(input) } : {}),
     };
   }
 
@@ -416,8 +441,85 @@ export class Engine {
     }
   }
 
-  private resolve(spec: unknown): RunPipelineInput {
-    return resolveSpec(spec, this.deps.stages, { taskQueues: this.deps.taskQueues });
+  private resolve(spec: unknown): ResolvedSpec {
+    return resolveSpec(spec, this.deps.stages, { taskQueues: this.deps.taskQueues, ...(this.deps.priceSheet ? { priceSheet: this.deps.priceSheet } : {}) });
+  }
+
+  /**
+   * What a spec is expected to cost, take and return, from past runs (nothing starts).
+   * Throws SpecValidationError for an invalid spec, BAD_ARGUMENT when this host has no price sheet.
+   */
+  async estimate(spec: unknown): Promise<RunEstimateView> {
+    if (!this.deps.priceSheet) throw new EngineError('BAD_ARGUMENT', 'this host has no price sheet, so nothing can be estimated');
+    return estimateSpec(this.resolve(spec), { registry: this.deps.stages, db: this.deps.db, priceSheet: this.deps.priceSheet });
+  }
+
+  /** Raises a run's budget (or one stage's) to `max`: only upward, on an open run with a budget. */
+  async raiseBudget(id: string, max: string, o: { stageId?: string; by?: string } = {}): Promise<RunView> {
+    if (!isMoney(max) || parseMoney(max) < 0n) throw new EngineError('BAD_ARGUMENT', `max must be a non-negative decimal amount such as "12.50"; got ${JSON.stringify(max)}`);
+    return this.decide(id, { action: 'raise-budget', max: formatMoneyExact(parseMoney(max)), ...(o.stageId !== undefined ? { stageId: o.stageId } : {}), ...(o.by ? { by: o.by } : {}) });
+  }
+
+  /**
+   * What a run has spent so far by the ledger's meters, priced as its booking will be: the
+   * configured sheet with its ledger stage's override (from its booking, else from its spec).
+   * Books nothing; undefined when the run is unknown or this host has no price sheet.
+   */
+  async spend(runId: string): Promise<RunSpend | undefined> {
+    const base = this.deps.priceSheet;
+    if (!base) return undefined;
+    const booked = (await loadBookingInput(this.deps.db, runId)) as { priceSheet?: PriceSheetOverride } | undefined;
+    let override = booked?.priceSheet;
+    if (!booked) {
+      const input = await this.input(runId);
+      if (!input) return undefined;
+      const ledgerStage = input.stages.find((s) => s.plugin === LEDGER_PLUGIN);
+      override = (ledgerStage?.params as { priceSheet?: PriceSheetOverride } | undefined)?.priceSheet;
+    }
+    let sheet = base;
+    try {
+      sheet = mergePriceSheet(base, override, 'priceSheet');
+    } catch {
+      // An override the booking will refuse: price with the configured sheet.
+    }
+    return runSpend(this.deps.db, runId, sheet);
+  }
+
+  /**
+   * Judges every watched deployment's realised ROI now; each new crossing under its threshold
+   * emits `roi.below` once (its alert id is the event id, so a saved pipeline triggered by it
+   * starts exactly once per crossing, even when two API processes check at once). Alerts whose
+   * event could not be emitted before are emitted again.
+   */
+  async checkRoiWatches(now = new Date()): Promise<RoiCheck[]> {
+    const checks = await checkRoiWatches(this.deps.db, now);
+    for (const a of await listRoiAlerts(this.deps.db, { pending: true, limit: 100 })) {
+      const payload = {
+        model: a.model,
+        version: a.version,
+        runId: a.runId,
+        pipeline: a.pipeline,
+        crossing: a.crossing,
+        realisedRoi: a.realisedRoi,
+        minRealisedRoi: a.minRealisedRoi,
+        windowMs: a.windowMs,
+        revenue: a.revenue,
+        costShare: a.costShare,
+        currency: a.currency,
+      };
+      try {
+        const runs = await this.emitEvent('roi.below', payload, { eventId: a.id });
+        await markAlertEmitted(this.deps.db, a.id, runs.map((r) => r.id));
+      } catch (e) {
+        this.deps.logger.warn('could not emit roi.below; retried at the next check', { alert: a.id, error: (e as Error).message });
+      }
+    }
+    return checks;
+  }
+
+  /** Recorded realised-ROI alerts, newest first. */
+  roiAlerts(o: { model?: string; limit?: number } = {}): Promise<RoiAlert[]> {
+    return listRoiAlerts(this.deps.db, o);
   }
 }
 

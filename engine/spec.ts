@@ -4,6 +4,9 @@ import { parseDurationMs } from '../lib/duration.js';
 import type { ResolvedStage, RetrySpec, RunPipelineInput } from '../workflows/types.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
+import { mergePriceSheet } from '../ledger/price-sheet.js';
+import { moneySchema, type PriceSheet } from '../ledger/schemas.js';
+import type { BudgetInput } from '../workflows/types.js';
 
 /** What a spec may ask for. Each limit is checked by validation, so a run never starts that Temporal would reject or that would not fit. */
 export const SPEC_LIMITS = {
@@ -18,6 +21,7 @@ export const SPEC_LIMITS = {
   heartbeatMs: { min: 1000, max: 24 * 3_600_000 },
   retryIntervalMs: { min: 1, max: 24 * 3_600_000 },
   pauseTimeoutMs: { min: 1000, max: 30 * 24 * 3_600_000 },
+  watchWindowMs: { min: 1000, max: 366 * 24 * 3_600_000 },
 } as const;
 
 /** A duration as people write it: the largest whole unit (7d, 5m, 30s, 250ms). */
@@ -63,8 +67,20 @@ export const stageSpecSchema = z
     timeouts: z.object({ startToClose: duration(SPEC_LIMITS.startToCloseMs).optional(), heartbeat: duration(SPEC_LIMITS.heartbeatMs).optional() }).strict().optional(),
     /** Reuse the outputs of an earlier successful run with the same plugin version, params and inputs. */
     cache: z.boolean().optional(),
+    /** This stage's own spending limit (in the run budget's currency). */
+    budget: z.object({ max: moneySchema, onExceed: z.enum(['pause', 'fail']).optional() }).strict().optional(),
   })
   .strict();
+
+/** A realised-ROI threshold as a decimal ratio ("0.25" = 25 %, "-0.5"), at most 4 places. */
+const roiRatio = z.union([z.string().max(32), z.number()]).transform((v, ctx) => {
+  const t = String(v).trim();
+  if (!/^-?\d+(\.\d{1,4})?$/.test(t)) {
+    ctx.addIssue({ code: 'custom', message: `must be a decimal ratio with at most 4 places, e.g. "0.25" for 25 % (got ${JSON.stringify(v)})` });
+    return z.NEVER;
+  }
+  return t;
+});
 
 export const pipelineSpecSchema = z
   .object({
@@ -75,6 +91,17 @@ export const pipelineSpecSchema = z
       .object({ action: z.enum(['pause', 'fail']).default('pause'), timeout: duration(SPEC_LIMITS.pauseTimeoutMs).optional() })
       .strict()
       .optional(),
+    /** The run's spending limit: metered spend so far plus a stage's estimate may not pass it. */
+    budget: z
+      .object({
+        max: moneySchema,
+        currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "USD"').optional(),
+        onExceed: z.enum(['pause', 'fail']).default('pause'),
+      })
+      .strict()
+      .optional(),
+    /** Watch the deployed model's realised ROI over a sliding window; below the threshold, a roi.below event is emitted. */
+    watch: z.object({ minRealisedRoi: roiRatio, window: duration(SPEC_LIMITS.watchWindowMs) }).strict().optional(),
   })
   .strict();
 
@@ -85,7 +112,7 @@ export interface SpecIssue {
   /** e.g. `stages[2].params.sparsity` */
   path: string;
   message: string;
-  code: 'SPEC_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL' | 'GANG_CAPACITY';
+  code: 'SPEC_INVALID' | 'BUDGET_INVALID' | 'WATCH_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL' | 'GANG_CAPACITY';
 }
 
 export class SpecValidationError extends Error {
@@ -97,7 +124,21 @@ export class SpecValidationError extends Error {
 
 export interface ResolveOptions {
   taskQueues: { cpu: string; gpu: string };
+  /** The configured price sheet: budgets are priced with it (merged with the ledger stage's override). Budgets are refused without one. */
+  priceSheet?: PriceSheet;
 }
+
+/** The plugin whose params declare revenue, costs and a price-sheet override. */
+export const LEDGER_PLUGIN = 'core:roi-ledger';
+
+/** A resolved spec: what the workflow runs, plus what the engine keeps for itself. */
+export type ResolvedSpec = RunPipelineInput & {
+  onFailure: { action: 'pause' | 'fail'; timeoutMs: number };
+  /** Each stage's params with its plugin's defaults applied (what estimates compare). */
+  parsedParams: Record<string, unknown>;
+  /** The deployed model's ROI watch, when the spec declares one. */
+  watch?: { minRealisedRoi: string; windowMs: number };
+};
 
 export const DEFAULT_RETRY: RetrySpec = {
   maximumAttempts: 3,
@@ -124,7 +165,7 @@ export function parseSpecText(text: string): unknown {
  * Validates a spec against the registry and resolves it into what the workflow runs.
  * Collects every problem it finds; throws SpecValidationError naming each path.
  */
-export function resolveSpec(raw: unknown, registry: StageRegistry, opts: ResolveOptions): RunPipelineInput & { onFailure: { action: 'pause' | 'fail'; timeoutMs: number } } {
+export function resolveSpec(raw: unknown, registry: StageRegistry, opts: ResolveOptions): ResolvedSpec {
   const size = JSON.stringify(raw ?? null).length;
   if (size > SPEC_LIMITS.specBytes) throw new SpecValidationError([{ path: '', message: `the spec is ${size} bytes of JSON; at most ${SPEC_LIMITS.specBytes}`, code: 'SPEC_INVALID' }]);
   const parsed = pipelineSpecSchema.safeParse(raw);
@@ -135,6 +176,7 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
   const producers = new Map<string, string[]>(); // stage id -> kinds produced
   const ancestors = new Map<string, string[]>(); // stage id -> all earlier stages it depends on, nearest first
   const stages: ResolvedStage[] = [];
+  const parsedParams: Record<string, unknown> = {};
 
   spec.stages.forEach((s, i) => {
     const at = `stages[${i}]`;
@@ -191,7 +233,8 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       maximumIntervalMs: ms(s.retry?.maximumInterval) ?? plugin.retry?.maximumIntervalMs ?? DEFAULT_RETRY.maximumIntervalMs,
       nonRetryableErrorTypes: uniq([...(plugin.retry?.nonRetryableErrorTypes ?? []), ...(s.retry?.nonRetryableErrorTypes ?? [])]),
     };
-    const parsedParams = params.success ? params.data : s.params;
+    const parsedStageParams = params.success ? params.data : s.params;
+    parsedParams[s.id] = parsedStageParams;
     const startToCloseMs = ms(s.timeouts?.startToClose) ?? plugin.timeouts?.startToCloseMs ?? DEFAULT_START_TO_CLOSE_MS;
     const heartbeatMs = ms(s.timeouts?.heartbeat) ?? plugin.timeouts?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     if (heartbeatMs > startToCloseMs) issues.push({ path: `${at}.timeouts.heartbeat`, message: `the heartbeat timeout (${fmt(heartbeatMs)}) must not exceed startToClose (${fmt(startToCloseMs)})`, code: 'SPEC_INVALID' });
@@ -207,7 +250,7 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       retry,
       startToCloseMs,
       heartbeatMs,
-      replicas: plugin.dataParallel && params.success ? Math.max(1, plugin.dataParallel.replicas(parsedParams)) : 1,
+      replicas: plugin.dataParallel && params.success ? Math.max(1, plugin.dataParallel.replicas(parsedStageParams)) : 1,
       cache: s.cache ?? false,
     });
   });
@@ -221,12 +264,56 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       });
     }
   }
+  const ledger = stages.find((s) => s.plugin === LEDGER_PLUGIN);
+  const ledgerParams = (ledger ? parsedParams[ledger.id] : undefined) as { priceSheet?: unknown; revenue?: { kind?: string } } | undefined;
+  const budget = issues.length ? undefined : resolveBudget(spec, ledgerParams, opts, issues);
+  if (spec.watch && ledgerParams?.revenue?.kind !== 'per-prediction') {
+    issues.push({
+      path: 'watch',
+      message: `a realised-ROI watch needs a ${LEDGER_PLUGIN} stage with a per-prediction revenue model (served predictions are the realised revenue)${ledger ? `; stage ${ledger.id} declares ${ledgerParams?.revenue?.kind ?? 'none'}` : ''}`,
+      code: 'WATCH_INVALID',
+    });
+  }
   if (issues.length) throw new SpecValidationError(issues);
   return {
     pipeline: spec.name,
     spec: raw,
     stages,
     onFailure: { action: spec.onFailure?.action ?? 'pause', timeoutMs: ms(spec.onFailure?.timeout) ?? DEFAULT_PAUSE_TIMEOUT_MS },
+    parsedParams,
+    ...(budget ? { budget } : {}),
+    ...(spec.watch ? { watch: { minRealisedRoi: spec.watch.minRealisedRoi, windowMs: ms(spec.watch.window)! } } : {}),
+  };
+}
+
+/** The spec's run and stage budgets in the price sheet's currency, priced with the sheet the ledger stage will book with. */
+function resolveBudget(spec: PipelineSpec, ledgerParams: { priceSheet?: unknown } | undefined, opts: ResolveOptions, issues: SpecIssue[]): BudgetInput | undefined {
+  const staged = spec.stages.filter((s) => s.budget);
+  if (!spec.budget && staged.length === 0) return undefined;
+  const where = spec.budget ? 'budget' : `stages[${spec.stages.indexOf(staged[0]!)}].budget`;
+  if (!opts.priceSheet) {
+    issues.push({ path: where, message: 'this host has no price sheet, so spend cannot be priced against a budget', code: 'BUDGET_INVALID' });
+    return undefined;
+  }
+  let sheet: PriceSheet;
+  try {
+    sheet = mergePriceSheet(opts.priceSheet, ledgerParams?.priceSheet as never, 'priceSheet');
+  } catch (e) {
+    issues.push({ path: where, message: (e as Error).message, code: 'BUDGET_INVALID' });
+    return undefined;
+  }
+  const currency = spec.budget?.currency ?? sheet.currency;
+  if (currency !== sheet.currency) {
+    issues.push({ path: 'budget.currency', message: `spend is priced in ${sheet.currency} (the price sheet's currency), so a budget in ${currency} cannot be compared with it`, code: 'BUDGET_INVALID' });
+    return undefined;
+  }
+  const onExceed = spec.budget?.onExceed ?? 'pause';
+  return {
+    currency,
+    ...(spec.budget ? { max: spec.budget.max } : {}),
+    onExceed,
+    stages: Object.fromEntries(staged.map((s) => [s.id, { max: s.budget!.max, onExceed: s.budget!.onExceed ?? onExceed }])),
+    priceSheet: sheet,
   };
 }
 

@@ -6,3 +6,7 @@ export * from './migrations.js';
 export * from './repository.js';
 export * from './meter.js';
 export * from './outbox.js';
+export * from './profiles.js';
+export * from './estimate.js';
+export * from './spend.js';
+export * from './roi-watch.js';

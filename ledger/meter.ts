@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { badInput } from '../lib/errors.js';
 import type { Db } from '../lib/db/types.js';
 import { formatMoneyExact } from './money.js';
+import { recordStageProfile, type StageProfile } from './profiles.js';
+import { runSpend, type RunSpend } from './spend.js';
+import { saveRoiWatch, type RoiWatch } from './roi-watch.js';
 import { describeIssues, mergePriceSheet } from './price-sheet.js';
 import { computeRoi, priceDeclared, priceExpectedRevenue, priceUsage } from './pricing.js';
 import {
@@ -65,6 +68,12 @@ export interface LedgerService {
   bookRun(input: BookRunInput): Promise<RunBooking>;
   /** Served predictions → realised revenue of the run that produced the model. Idempotent per `key`. */
   recordPredictions(input: PredictionsRecord): Promise<void>;
+  /** What the run has spent so far, priced with `sheet` (the configured one by default); books nothing. */
+  spend(runId: string, sheet?: PriceSheet): Promise<RunSpend>;
+  /** Records the profile of a stage that succeeded (what estimates learn from). */
+  recordStageProfile(p: StageProfile): Promise<void>;
+  /** Records the realised-ROI watch a run declared. */
+  saveRoiWatch(w: RoiWatch): Promise<void>;
 }
 
 /**
@@ -94,6 +103,9 @@ export function createLedgerService(db: Db, opts: { priceSheet: PriceSheet; now?
     },
     bookRun: (input) => bookRun(db, opts.priceSheet, input, now()),
     recordPredictions: (input) => recordPredictions(db, input, now()),
+    spend: (runId, sheet) => runSpend(db, runId, sheet ?? opts.priceSheet),
+    recordStageProfile: (p) => recordStageProfile(db, p, now()),
+    saveRoiWatch: (w) => saveRoiWatch(db, w, now()),
   };
 }
 

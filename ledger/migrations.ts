@@ -91,6 +91,59 @@ ALTER TABLE ledger_usage_v2 RENAME TO ledger_usage;
 CREATE INDEX ledger_usage_run ON ledger_usage (run_id, stage_id);
 `;
 
+
+const estimatesAndWatch = `
+CREATE TABLE stage_profiles (
+  run_id TEXT NOT NULL,
+  stage_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  plugin TEXT NOT NULL,
+  plugin_version TEXT NOT NULL,
+  params_json TEXT NOT NULL,
+  input_bytes BIGINT NOT NULL,
+  output_bytes BIGINT NOT NULL,
+  duration_ms BIGINT NOT NULL,
+  recorded_at TEXT NOT NULL,
+  PRIMARY KEY (run_id, stage_id)
+);
+CREATE INDEX stage_profiles_plugin ON stage_profiles (plugin, plugin_version, recorded_at);
+CREATE TABLE roi_watches (
+  run_id TEXT PRIMARY KEY,
+  pipeline TEXT NOT NULL,
+  min_roi TEXT NOT NULL,
+  window_ms BIGINT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE roi_watch_state (
+  model TEXT NOT NULL,
+  version TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  below INTEGER NOT NULL,
+  crossings INTEGER NOT NULL,
+  last_roi TEXT,
+  checked_at TEXT NOT NULL,
+  PRIMARY KEY (model, version)
+);
+CREATE TABLE roi_alerts (
+  id TEXT PRIMARY KEY,
+  model TEXT NOT NULL,
+  version TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  crossing INTEGER NOT NULL,
+  realised_roi TEXT NOT NULL,
+  min_roi TEXT NOT NULL,
+  window_ms BIGINT NOT NULL,
+  revenue TEXT NOT NULL,
+  cost_share TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  started_runs TEXT NOT NULL,
+  emitted INTEGER NOT NULL,
+  at TEXT NOT NULL
+);
+CREATE INDEX roi_alerts_model ON roi_alerts (model, at);
+`;
+
 /**
  * Schema of the ledger. `ledger_entries` is append-only (triggers refuse UPDATE and DELETE): a
  * correction is a reversing entry. `id` is the idempotency key `<entry_key>#<version>`, with
@@ -133,5 +186,12 @@ ${usageV2}
 ALTER TABLE ledger_run_revenue ADD COLUMN booking TEXT;
 `,
     },
+  },
+  {
+    // What estimates learn from (a profile per successful stage: plugin version, params, sizes and
+    // duration; its usage is in ledger_usage), and the ROI watch: the threshold a run declared, the
+    // state per deployed model version (below or not, crossings so far) and the alerts raised.
+    id: 'ledger/0003-estimates-roi-watch',
+    sql: estimatesAndWatch,
   },
 ];

@@ -250,5 +250,12 @@ export function ledgerWithOutbox(ledger: LedgerService, outbox: LedgerOutbox): L
       return ledger.bookRun(input);
     },
     recordPredictions: (p) => ledger.recordPredictions(p),
+    // Usage still in this process's outbox is part of the spend.
+    async spend(runId, sheet) {
+      await outbox.flush({ runId });
+      return ledger.spend(runId, sheet);
+    },
+    recordStageProfile: (p) => ledger.recordStageProfile(p),
+    saveRoiWatch: (w) => ledger.saveRoiWatch(w),
   };
 }

@@ -2,6 +2,9 @@ import type { z } from 'zod';
 import type { ArtifactRef } from '../lib/artifact-ref.js';
 import type { Logger } from '../lib/logger.js';
 import type { StageServices } from './services.js';
+import type { DeclaredEstimate, EstimateScale } from '../ledger/estimate.js';
+
+export type { DeclaredEstimate, EstimateScale } from '../ledger/estimate.js';
 
 export type { ArtifactRef } from '../lib/artifact-ref.js';
 
@@ -67,7 +70,14 @@ export interface UsageReport {
 }
 
 export interface StageUsageMeter {
+  /** Usage of work that has finished (e.g. a child process that exited): added to the attempt's. */
   add(usage: UsageReport): void;
+  /**
+   * Usage so far of work still running (e.g. a training child's CPU time), so a budget can see a
+   * long stage's spend while it runs. Each call replaces the previous one; `add` the final figure
+   * when the work ends (the running figure is then dropped).
+   */
+  running?(usage: UsageReport): void;
 }
 
 /** What `ctx.output`'s writer returns: small, JSON-friendly facts stored as the reference's `meta`. */
@@ -160,6 +170,17 @@ export interface StagePlugin<P = unknown, C extends string = string> {
   retry?: StageRetryPolicy;
   timeouts?: Partial<StageTimeouts>;
   dataParallel?: DataParallel<P, C>;
+  /**
+   * How estimates scale this stage's past runs to new params (ledger/estimate.ts): numeric params
+   * its work grows in proportion to (`work`, e.g. epochs) and its data grows with (`data`, e.g. a
+   * sample limit). Runs whose other params differ are not compared at all.
+   */
+  estimateScale?: EstimateScale;
+  /**
+   * The plugin's own estimate for these params and input size, used when no comparable past run
+   * exists. Leave it out rather than guess: the stage is then estimated as unknown.
+   */
+  estimate?(params: P, inputs: { bytes: number | undefined }): DeclaredEstimate | undefined;
   run(ctx: StageContext, params: P, inputs: StageInputs<C>): Promise<StageResult>;
 }
 

@@ -15,11 +15,13 @@ import {
 } from '@temporalio/workflow';
 import type { ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
+import { formatMoneyExact, parseMoney } from '../ledger/money.js';
 import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, takesGangSlots } from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
   ArtifactRef,
+  BudgetState,
   Decision,
   ResolvedStage,
   RunEventType,
@@ -57,10 +59,15 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     pausedStages: [],
     events: [],
     ...(input.resumedFrom ? { resumedFrom: input.resumedFrom } : {}),
+    ...(input.estimate ? { estimate: input.estimate } : {}),
+    ...(input.budget ? { budget: initialBudget(input) } : {}),
   };
+  const budget = state.budget;
+  /** Bumped by every budget raise: stages paused on their budget look again. */
+  let budgetVersion = 0;
   const byId = new Map(state.stages.map((s) => [s.id, s]));
   const specById = new Map(input.stages.map((s) => [s.id, s]));
-  const decisions = new Map<string, Decision>();
+  const decisions = new Map<string, Exclude<Decision, { action: 'raise-budget' }>>();
   let abortReason: string | undefined;
 
   const event = (type: RunEventType, stageId?: string, message?: string) => {
@@ -82,6 +89,12 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   setHandler(
     decideUpdate,
     (d) => {
+      if (d.action === 'raise-budget') {
+        raiseBudget(state.budget!, d, now());
+        budgetVersion++;
+        event('BUDGET_RAISED', d.stageId, `${d.stageId ? `stage ${d.stageId}` : 'run'} budget raised to ${d.max} ${state.budget!.currency}${d.by ? ` by ${d.by}` : ''}`);
+        return state;
+      }
       decisions.set(d.action === 'abort' ? '*' : d.stageId, d);
       return state;
     },
@@ -117,8 +130,15 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     }
     let params = spec.params;
     let pluginVersion = spec.pluginVersion;
+    let checkpoint: unknown;
     for (let round = 0; ; round++) {
       if (abortReason !== undefined) return;
+      // A budgeted run looks before the stage starts: a stage whose estimate would break what is
+      // left (or a budget already spent) pauses the run until an operator raises it or aborts.
+      for (let why = budget && budgetBlock(spec.id); why; why = budget && budgetBlock(spec.id)) {
+        if ((await budgetPause(spec, why)) === 'skipped') return;
+        if (abortReason !== undefined) return;
+      }
       const stageInputs = Object.fromEntries(Object.entries(spec.inputs).map(([kind, from]) => [kind, byId.get(from)!.outputs[kind]!]));
       st.status = 'RUNNING';
       st.startedAt = now();
@@ -130,7 +150,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}` : undefined);
       refreshDetails();
       try {
-        const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round);
+        const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round, checkpoint);
+        noteSpend(spec.id, outcome.spent);
         st.attempts += outcome.attempt;
         st.outputs = outcome.outputs;
         st.metrics = outcome.metrics;
@@ -145,12 +166,20 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
           st.status = 'CANCELLED';
           throw err;
         }
-        const { message, type, attempts } = describeFailure(err, spec);
+        const { message, type, attempts, detail } = describeFailure(err, spec);
         st.attempts += attempts;
         st.status = 'FAILED';
         st.error = message;
         if (type) st.errorType = type;
         event('STAGE_FAILED', spec.id, message);
+        if (budget) noteSpend(spec.id, detail?.spent);
+        if (budget && type === 'BUDGET_EXCEEDED') {
+          // Stopped at a checkpoint for its budget: the next round resumes from that checkpoint.
+          checkpoint = detail?.checkpoint;
+          if ((await budgetPause(spec, message)) === 'skipped') return;
+          if (abortReason !== undefined) return;
+          continue;
+        }
         if (input.onFailure.action === 'fail') throw failRun(`stage ${spec.id} failed: ${message}`);
         // Pause for an operator decision.
         state.pausedStages.push(spec.id);
@@ -192,7 +221,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     }
   };
 
-  const execute = async (spec: ResolvedStage, inputs: Record<string, ArtifactRef>, round: number): Promise<StageOutcome> => {
+  const execute = async (spec: ResolvedStage, inputs: Record<string, ArtifactRef>, round: number, checkpoint?: unknown): Promise<StageOutcome> => {
     const base = {
       taskQueue: spec.taskQueue,
       startToCloseTimeout: spec.startToCloseMs,
@@ -208,7 +237,17 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
-    const common = { runId, pipeline: input.pipeline, stage: spec, inputs, ...(input.startedBy ? { startedBy: input.startedBy } : {}) };
+    const common = {
+      runId,
+      pipeline: input.pipeline,
+      stage: spec,
+      inputs,
+      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      // Only the activities' input grows (no new command): older histories replay unchanged (ADR 0007).
+      ...(byId.get(spec.id)?.startedAt ? { stageStartedAt: byId.get(spec.id)!.startedAt } : {}),
+      ...(budget ? { budget: attemptBudget(spec.id) } : {}),
+      ...(checkpoint !== undefined ? { checkpoint } : {}),
+    };
     if (takesGangSlots(spec) && patched(PATCH_GANG_SLOTS)) return executeAsGang(spec, common, base, suffix);
     if (spec.replicas <= 1) {
       const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
@@ -309,6 +348,82 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     }
   };
 
+  /** Why the stage may not start under the budget, or undefined when it may. */
+  const budgetBlock = (stageId: string): string | undefined => {
+    const b = budget!;
+    const est = input.estimate?.stages.find((s) => s.stageId === stageId)?.cost?.total.expected;
+    const cur = b.currency;
+    const checks: [label: string, max: string | undefined, spent: string][] = [
+      ['the run', b.max, b.spent],
+      [`stage ${stageId}`, b.stages[stageId]?.max, b.stages[stageId]?.spent ?? '0'],
+    ];
+    for (const [label, max, spent] of checks) {
+      if (max === undefined) continue;
+      const left = parseMoney(max) - parseMoney(spent);
+      if (left <= 0n) return `budget: ${label} has spent ${spent} ${cur} of its ${max} ${cur}`;
+      if (est !== undefined && parseMoney(est) > left) {
+        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(left)} ${cur} left of ${label}'s ${max} ${cur}`;
+      }
+    }
+    return undefined;
+  };
+
+  /** The limits one attempt must stay within (the activity checks its own spend against them while it runs). */
+  const attemptBudget = (stageId: string) => ({
+    currency: budget!.currency,
+    priceSheet: input.budget!.priceSheet,
+    ...(budget!.max !== undefined ? { runMax: budget!.max } : {}),
+    ...(budget!.stages[stageId] ? { stageMax: budget!.stages[stageId]!.max } : {}),
+  });
+
+  /** Spend only grows: take the larger of what is known and what an attempt reported. */
+  const noteSpend = (stageId: string, spent: { run: string; stage: string } | undefined) => {
+    if (!budget || !spent) return;
+    if (parseMoney(spent.run) > parseMoney(budget.spent)) budget.spent = spent.run;
+    const sb = budget.stages[stageId];
+    if (sb && parseMoney(spent.stage) > parseMoney(sb.spent)) sb.spent = spent.stage;
+  };
+
+  /**
+   * Pauses the run on a stage for its budget (or fails it, with onExceed: fail) until a raise, a
+   * retry (which looks again), a skip or an abort. The spend at the pause is in the run's budget.
+   */
+  const budgetPause = async (spec: ResolvedStage, why: string): Promise<'again' | 'skipped'> => {
+    const st = byId.get(spec.id)!;
+    const action = budget!.stages[spec.id]?.onExceed ?? budget!.onExceed;
+    if (action === 'fail') {
+      abortReason = why;
+      throw failRun(`stage ${spec.id}: ${why}`);
+    }
+    st.budgetPause = why;
+    state.pausedStages.push(spec.id);
+    setStatus('PAUSED');
+    event('RUN_PAUSED', spec.id, `${why}; spent so far ${budget!.spent} ${budget!.currency}; raiseBudget or abortRun`);
+    const seen = budgetVersion;
+    const decided = await condition(() => decisions.has(spec.id) || decisions.has('*') || budgetVersion !== seen, input.onFailure.timeoutMs);
+    state.pausedStages = state.pausedStages.filter((s) => s !== spec.id);
+    delete st.budgetPause;
+    if (!decided) {
+      abortReason = `no decision within ${Math.round(input.onFailure.timeoutMs / 1000)}s on stage ${spec.id}`;
+      throw failRun(`run paused on stage ${spec.id} for its budget and timed out waiting for a decision`);
+    }
+    const d = decisions.get(spec.id) ?? decisions.get('*');
+    if (d) decisions.delete(spec.id);
+    if (d?.action === 'abort') {
+      abortReason = d.reason;
+      throw failRun(`aborted by operator: ${d.reason}`);
+    }
+    if (state.pausedStages.length === 0) setStatus('RUNNING');
+    if (d?.action === 'skip') {
+      event('RUN_RESUMED', spec.id, `stage ${spec.id} skipped`);
+      st.status = 'SKIPPED';
+      event('STAGE_SKIPPED', spec.id);
+      return 'skipped';
+    }
+    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried` : `budget raised; stage ${spec.id} looks again`);
+    return 'again';
+  };
+
   // Schedule every stage once its dependencies are done; independent stages run concurrently.
   const done = new Map<string, Promise<void>>();
   for (const spec of input.stages) {
@@ -359,15 +474,24 @@ function failRun(message: string): Error {
   return new Error(message);
 }
 
-function describeFailure(err: unknown, spec: ResolvedStage): { message: string; type?: string; attempts: number } {
+interface FailureDetail {
+  attempt?: number;
+  /** The run's and the stage's spend after the attempt (runs with a budget). */
+  spent?: { run: string; stage: string };
+  /** BUDGET_EXCEEDED: the stage's last checkpoint, for the next round to resume from. */
+  checkpoint?: unknown;
+}
+
+function describeFailure(err: unknown, spec: ResolvedStage): { message: string; type?: string; attempts: number; detail?: FailureDetail } {
   let cause: unknown = err;
   if (err instanceof ActivityFailure) cause = err.cause ?? err;
   if (cause instanceof ApplicationFailure) {
-    const detail = cause.details?.[0] as { attempt?: number } | undefined;
+    const detail = cause.details?.[0] as FailureDetail | undefined;
     return {
       message: cause.message,
       ...(cause.type ? { type: cause.type } : {}),
       attempts: typeof detail?.attempt === 'number' ? detail.attempt : cause.nonRetryable ? 1 : spec.retry.maximumAttempts,
+      ...(detail && typeof detail === 'object' ? { detail } : {}),
     };
   }
   const message = cause instanceof Error ? cause.message : String(cause);
@@ -377,7 +501,8 @@ function describeFailure(err: unknown, spec: ResolvedStage): { message: string; 
 
 /** Throws (so the Update is rejected, nothing recorded) when a decision does not fit the run's state. */
 export function validateDecision(d: Decision, state: RunState, stages: ResolvedStage[]): void {
-  if (!d || typeof d !== 'object' || !('action' in d)) throw new Error('decision must have an action: retry, skip or abort');
+  if (!d || typeof d !== 'object' || !('action' in d)) throw new Error('decision must have an action: retry, skip, abort or raise-budget');
+  if (d.action === 'raise-budget') return validateRaise(d, state);
   if (state.status !== 'PAUSED') throw new Error(`run is ${state.status}, not PAUSED; decisions apply to paused runs only`);
   if (d.action === 'abort') {
     if (typeof d.reason !== 'string' || d.reason.trim() === '') throw new Error('abort needs a reason');
@@ -391,4 +516,45 @@ export function validateDecision(d: Decision, state: RunState, stages: ResolvedS
     const dependents = stages.filter((s) => Object.values(s.inputs).includes(d.stageId)).map((s) => s.id);
     if (dependents.length) throw new Error(`cannot skip ${d.stageId}: stage(s) ${dependents.join(', ')} need its outputs`);
   }
+}
+
+/** A raise applies to a run with a budget, open, in its currency, and only upward. */
+function validateRaise(d: Extract<Decision, { action: 'raise-budget' }>, state: RunState): void {
+  const b = state.budget;
+  if (!b) throw new Error('this run has no budget to raise (its spec sets none)');
+  if (state.status !== 'RUNNING' && state.status !== 'PAUSED') throw new Error(`run is ${state.status}; a budget can be raised on an open run only`);
+  let max: bigint;
+  try {
+    max = parseMoney(d.max);
+  } catch {
+    throw new Error(`max must be a decimal amount such as "12.50"; got ${JSON.stringify(d.max)}`);
+  }
+  const current = d.stageId === undefined ? b.max : b.stages[d.stageId]?.max;
+  if (current === undefined) {
+    throw new Error(d.stageId === undefined ? 'this run has no run-wide budget (only stage budgets: give stageId)' : `stage ${JSON.stringify(d.stageId)} has no budget of its own`);
+  }
+  if (max <= parseMoney(current)) {
+    throw new Error(`a raise must go up: ${formatMoneyExact(max)} ${b.currency} is not above the current ${current} ${b.currency}`);
+  }
+}
+
+function raiseBudget(b: BudgetState, d: Extract<Decision, { action: 'raise-budget' }>, at: string): void {
+  const to = formatMoneyExact(parseMoney(d.max));
+  const from = d.stageId === undefined ? b.max! : b.stages[d.stageId]!.max;
+  if (d.stageId === undefined) b.max = to;
+  else b.stages[d.stageId]!.max = to;
+  b.raises.push({ at, ...(d.stageId !== undefined ? { stageId: d.stageId } : {}), from, to, ...(d.by ? { by: d.by } : {}) });
+}
+
+/** A new run's budget state: nothing spent, no raises. */
+export function initialBudget(input: RunPipelineInput): BudgetState {
+  const b = input.budget!;
+  return {
+    currency: b.currency,
+    ...(b.max !== undefined ? { max: b.max } : {}),
+    onExceed: b.onExceed,
+    spent: '0.00',
+    stages: Object.fromEntries(Object.entries(b.stages).map(([id, s]) => [id, { max: s.max, onExceed: s.onExceed, spent: '0.00' }])),
+    raises: [],
+  };
 }

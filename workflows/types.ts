@@ -63,6 +63,90 @@ export interface RunPipelineInput {
   reuse?: Record<string, ReusedStage>;
   /** Who started the run; absent for runs started before tokens existed and by schedules without one. */
   startedBy?: RunStarter;
+  /** The spec's budget, resolved at start (absent: no budget; the run behaves as before budgets existed). */
+  budget?: BudgetInput;
+  /** The estimate made at start (a stage's expected cost is what a budget checks before it starts). */
+  estimate?: RunEstimateView;
+}
+
+/** What happens when a budget would be or is exceeded. */
+export type BudgetAction = 'pause' | 'fail';
+
+/** A spec's budget as the workflow runs it: money as exact decimal strings in the price sheet's currency. */
+export interface BudgetInput {
+  currency: string;
+  /** The whole run's limit; absent when only stages have limits. */
+  max?: string;
+  onExceed: BudgetAction;
+  /** Per-stage limits. */
+  stages: Record<string, { max: string; onExceed: BudgetAction }>;
+  /** The price sheet spend is priced with (the configured one merged with the ledger stage's override). */
+  priceSheet: PriceSheetData;
+}
+
+/** The price sheet (ledger/schemas PriceSheet), repeated here as plain data so the workflow imports nothing with I/O. */
+export interface PriceSheetData {
+  currency: string;
+  compute: { cpuHour: string; gpuHour: string };
+  storage: { gbMonth: string; retentionMonths: number };
+}
+
+/** A low–expected–high range. */
+export interface NumRange {
+  expected: number;
+  low: number;
+  high: number;
+}
+
+/** Money as exact decimal strings. */
+export interface MoneyRangeText {
+  expected: string;
+  low: string;
+  high: string;
+}
+
+/** One stage's estimate (ledger/estimate.ts explains the bases). */
+export interface StageEstimateView {
+  stageId: string;
+  plugin: string;
+  pluginVersion: string;
+  basis: 'history' | 'plugin' | 'unknown';
+  detail: string;
+  samples: number;
+  sampleRuns: string[];
+  durationSeconds?: NumRange;
+  /** Bytes the stage is expected to keep (priced as storage). */
+  bytesKept?: NumRange;
+  cost?: { cpu: MoneyRangeText; gpu: MoneyRangeText; storage: MoneyRangeText; total: MoneyRangeText };
+}
+
+/** What a spec is expected to cost, take and return, before it runs (estimateRun; kept with a run started from it). */
+export interface RunEstimateView {
+  currency: string;
+  madeAt: string;
+  complete: boolean;
+  unknownStages: string[];
+  durationSeconds: NumRange;
+  meteredCost: MoneyRangeText;
+  declaredCost: string;
+  declaredCosts: { category: string; description: string; amount: string }[];
+  totalCost: MoneyRangeText;
+  expectedRevenue: string | null;
+  roi: { expected: string; low: string; high: string } | null;
+  roiExplanation: string | null;
+  stages: StageEstimateView[];
+}
+
+/** The budget as the run tracks it (exact decimals). */
+export interface BudgetState {
+  currency: string;
+  max?: string;
+  onExceed: BudgetAction;
+  /** Metered spend of the run so far (as of the last stage attempt that ended). */
+  spent: string;
+  stages: Record<string, { max: string; onExceed: BudgetAction; spent: string }>;
+  /** Raises by operators, in order. */
+  raises: { at: string; stageId?: string; from: string; to: string; by?: string }[];
 }
 
 export type RunStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'PAUSED' | 'TERMINATED' | 'TIMED_OUT';
@@ -88,6 +172,8 @@ export interface StageState {
   pluginVersionOverride?: string;
   /** Set while the stage waits for its slots (gang scheduling), e.g. `2 slot(s) on capstan-gpu`. */
   waitingFor?: string;
+  /** Set while the run is paused on this stage because of its budget: why (estimate or spend, and the figures). */
+  budgetPause?: string;
 }
 
 export type RunEventType =
@@ -101,7 +187,8 @@ export type RunEventType =
   | 'RUN_RESUMED'
   | 'RUN_COMPLETED'
   | 'RUN_FAILED'
-  | 'RUN_CANCELLED';
+  | 'RUN_CANCELLED'
+  | 'BUDGET_RAISED';
 
 /** What happened in a run, in order. Kept in the run state so the API can stream it. */
 export interface RunEvent {
@@ -124,18 +211,26 @@ export interface RunState {
   /** Stage ids waiting for an operator decision. */
   pausedStages: string[];
   events: RunEvent[];
+  /** The run's budget and spend so far (runs with a budget only). */
+  budget?: BudgetState;
+  /** What the run was estimated at when it started. */
+  estimate?: RunEstimateView;
 }
 
 /** An operator decision on a paused run, delivered as a Temporal Update. */
 export type Decision =
   | { action: 'retry'; stageId: string; params?: unknown; pluginVersion?: string }
   | { action: 'skip'; stageId: string }
-  | { action: 'abort'; reason: string };
+  | { action: 'abort'; reason: string }
+  /** Raises the run's budget (or a stage's, with stageId) to `max`, an exact decimal above the current limit. */
+  | { action: 'raise-budget'; max: string; stageId?: string; by?: string };
 
 /** What an activity reports for one stage attempt. */
 export interface StageOutcome extends StageProducts {
   /** Which attempt of the activity produced it (from Temporal's activity info). */
   attempt: number;
+  /** For runs with a budget: the run's and this stage's metered spend after the attempt (exact decimals). */
+  spent?: { run: string; stage: string };
 }
 
 /** What a schedule stores and starts with: the spec, resolved at each firing. */
@@ -158,6 +253,12 @@ export interface RunStageInput {
   inputs: Record<string, ArtifactRef>;
   replica?: { index: number; count: number };
   startedBy?: RunStarter;
+  /** When the workflow started this round of the stage (what its profile's duration is measured from). */
+  stageStartedAt?: string;
+  /** For runs with a budget: the limits the attempt must stay within, priced with this sheet. */
+  budget?: { currency: string; priceSheet: PriceSheetData; runMax?: string; stageMax?: string };
+  /** A checkpoint to resume from when the activity has no heartbeat of its own (a round after a budget stop). */
+  checkpoint?: unknown;
 }
 
 export interface ReduceStageInput extends RunStageInput {

@@ -127,7 +127,7 @@ export const coreTypeDefs = /* GraphQL */ `
     at: DateTime!
     """
     What happened: RUN_STARTED, STAGE_STARTED, STAGE_SUCCEEDED, STAGE_FAILED, STAGE_REUSED,
-    STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED or RUN_CANCELLED.
+    STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED or BUDGET_RAISED.
     """
     type: String!
     "The stage it concerns; null for run-level events such as RUN_STARTED."
@@ -253,6 +253,8 @@ export const coreTypeDefs = /* GraphQL */ `
     timeouts: JSON
     "Reuse the outputs of an earlier successful run with the same plugin version, params and inputs; false when omitted."
     cache: Boolean
+    "This stage's own spending limit, as a JSON object with max (a decimal amount such as 0.50) and onExceed (pause or fail), in the run budget's currency."
+    budget: JSON
   }
 
   "A pipeline spec: the stages to run and what to do when one fails. The same shape as the JSON/YAML spec."
@@ -269,6 +271,18 @@ export const coreTypeDefs = /* GraphQL */ `
     or {action: fail} (the run fails at once).
     """
     onFailure: JSON
+    """
+    The run's spending limit, as a JSON object {max: "2.50", currency: USD, onExceed: pause|fail}: before
+    a stage starts, its estimate must fit in what is left; a running stage that crosses it stops at its
+    next checkpoint. Currency defaults to the price sheet's (and must equal it).
+    """
+    budget: JSON
+    """
+    Watch the deployed model's realised ROI, as a JSON object {minRealisedRoi: "0.25", window: 1h}; needs
+    a core:roi-ledger stage with a per-prediction revenue model. Under the threshold, a roi.below event
+    is emitted (once per crossing) and recorded (roiAlerts).
+    """
+    watch: JSON
   }
 
   "One problem found in a pipeline spec."

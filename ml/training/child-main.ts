@@ -15,6 +15,12 @@ function emit(msg: ChildMessage): Promise<void> {
   return new Promise((resolve) => process.stdout.write(PROTOCOL_PREFIX + JSON.stringify(msg) + '\n', () => resolve()));
 }
 
+/** This process's CPU time so far (user + system): sent with every message so the parent can meter a running job. */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
 async function main(): Promise<void> {
   // Libraries that print to stdout (tfjs hints) must not mix with the protocol.
   console.log = console.error;
@@ -25,12 +31,12 @@ async function main(): Promise<void> {
   process.stdin.resume();
   process.on('SIGTERM', () => process.exit(143));
   // Proves liveness between progress lines (long epochs, slow data loading); see fitPass.
-  setInterval(() => void emit({ type: 'alive' }), ALIVE_EVERY_MS).unref();
+  setInterval(() => void emit({ type: 'alive', cpuSeconds: cpuSeconds() }), ALIVE_EVERY_MS).unref();
 
   const jobFile = process.argv[2];
   if (!jobFile) throw new Error('usage: child-main <job.json>');
   const job = JSON.parse(readFileSync(jobFile, 'utf8')) as MlJob;
-  const progress = (data: unknown) => void emit({ type: 'progress', data });
+  const progress = (data: unknown) => void emit({ type: 'progress', data, cpuSeconds: cpuSeconds() });
   let data: unknown;
   switch (job.kind) {
     case 'pretrain':
@@ -48,8 +54,7 @@ async function main(): Promise<void> {
     default:
       throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);
   }
-  const u = process.cpuUsage();
-  await emit({ type: 'result', data, cpuSeconds: (u.user + u.system) / 1e6 });
+  await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
 }
 
 main().then(

@@ -8,9 +8,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 export const PROTOCOL_PREFIX = '@@capstan ';
 
 export type ChildMessage =
-  | { type: 'progress'; data: unknown }
+  | { type: 'progress'; data: unknown; cpuSeconds?: number }
   /** Sent every few seconds by a live child, between progress lines. */
-  | { type: 'alive' }
+  | { type: 'alive'; cpuSeconds?: number }
   | { type: 'result'; data: unknown; cpuSeconds: number }
   | { type: 'error'; message: string; code?: string; file?: string; retryable?: boolean };
 
@@ -38,6 +38,8 @@ export interface ChildJobOptions {
   onProgress?: (data: unknown) => void;
   /** The child's periodic sign of life (its event loop turns): heartbeat the last progress again. */
   onAlive?: () => void;
+  /** The child's CPU time so far, with each progress and alive line (for metering a job while it runs). */
+  onUsage?: (u: { cpuSeconds: number }) => void;
   /** Kills the child (SIGTERM, then SIGKILL after `killGraceMs`) when aborted. */
   signal?: AbortSignal;
   /** Extra environment for the child (e.g. CUDA_VISIBLE_DEVICES). */
@@ -107,6 +109,13 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
       msg = JSON.parse(line.slice(PROTOCOL_PREFIX.length)) as ChildMessage;
     } catch {
       return;
+    }
+    if ((msg.type === 'progress' || msg.type === 'alive') && typeof msg.cpuSeconds === 'number' && Number.isFinite(msg.cpuSeconds)) {
+      try {
+        opts.onUsage?.({ cpuSeconds: msg.cpuSeconds });
+      } catch (e) {
+        progressError ??= e;
+      }
     }
     if (msg.type === 'progress') {
       try {

@@ -42,6 +42,8 @@ const OPERATIONS: Record<string, { query: string; variables?: Record<string, unk
   'Query.whoami': { query: '{ whoami { role } }' },
   'Query.ledgerPipelines': { query: '{ ledgerPipelines }' },
   'Query.roiByRun': { query: '{ roiByRun(pipeline: "none") { runId } }' },
+  'Query.estimateRun': { query: 'query($s: PipelineSpecInput!) { estimateRun(spec: $s) { complete } }', variables: { s: spec } },
+  'Query.roiAlerts': { query: '{ roiAlerts { id } }' },
   'Mutation.startPipeline': { query: 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }', variables: { s: spec } },
   'Mutation.startPipelineFromText': { query: 'mutation($t: String!) { startPipelineFromText(text: $t) { id } }', variables: { t: specText } },
   'Mutation.retryStage': { query: 'mutation { retryStage(runId: "pipeline/none/xxxxx", stageId: "w") { id } }' },
@@ -59,6 +61,8 @@ const OPERATIONS: Record<string, { query: string; variables?: Record<string, unk
   'Mutation.rollbackModel': { query: 'mutation { rollbackModel(name: "none", version: 1) { name } }' },
   'Mutation.createToken': { query: 'mutation { createToken(name: "made-in-test", role: VIEWER) { info { id } } }' },
   'Mutation.revokeToken': { query: 'mutation { revokeToken(id: "000000000000") { id } }' },
+  'Mutation.raiseBudget': { query: 'mutation { raiseBudget(runId: "pipeline/none/xxxxx", max: "1.00") { id } }' },
+  'Mutation.checkRoiWatches': { query: 'mutation { checkRoiWatches { model } }' },
   'Subscription.runEvents': { query: 'subscription { runEvents(runId: "pipeline/none/xxxxx") { seq } }' },
 };
 const PREDICT_ROUTE = 'POST /models/:name/predict';

@@ -41,7 +41,7 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   beforeAll(async () => {
     t = await createTestDatabase(dialect);
     db = t.db;
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys']);
+    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch']);
     expect(await migrate(db, ledgerMigrations)).toEqual([]);
     ledger = createLedgerService(db, { priceSheet: sheet });
   });

@@ -132,7 +132,7 @@ describe('ledger/0002 migration', () => {
     await row('fit', 1, 0, 'gpu', 1_800_000, 0);
     await row('fit', 1, 1, 'gpu', 1_800_000, 500_000_000);
     await row('fit', 2, 0, 'gpu', 3_600_000, 500_000_000);
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0002-usage-keys']);
+    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch']);
     expect(await usageCount(db, runId)).toBe(4);
     const ledger = createLedgerService(db, { priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '2' }, storage: { gbMonth: '1', retentionMonths: 1 } }) });
     const booking = await ledger.bookRun({ runId, pipeline: 'old', stageId: 'roi', revenue: { kind: 'contract', value: '1' } });

@@ -48,6 +48,7 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
   const openFile = (p: string): Promise<ConfinedFile> => openConfined(p, { roots, maxBytes });
   return defineStage({
     name: 'core:data-prep',
+    estimateScale: { data: ['limit'] },
     version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Validates IDX/CSV/MNIST data and writes a normalised, seeded train/validation/test dataset artifact.',

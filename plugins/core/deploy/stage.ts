@@ -77,6 +77,7 @@ function noWorseThan(tolerance: number, candidate: number, prod: ProductionBasel
 export function deployStage(opts: DeployOptions = {}) {
   return defineStage({
     name: 'core:deploy',
+    estimateScale: { work: ['latencyRuns'], ignore: ['modelName', 'alias', 'gates', 'promote'] },
     version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description:

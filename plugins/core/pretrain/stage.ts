@@ -20,6 +20,7 @@ export interface PretrainOptions {
 export function pretrainStage(opts: PretrainOptions = {}) {
   return defineStage({
     name: 'core:pretrain',
+    estimateScale: { work: ['epochs'] },
     version: '1.0.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Trains an MLP classifier (default: the seed 784-128-10, Adam 1e-3, batch 32) with per-epoch checkpoints; resumes on retry.',
@@ -56,6 +57,7 @@ export function pretrainStage(opts: PretrainOptions = {}) {
           job,
           jobFile: path.join(ckptRoot, `job-attempt-${ctx.attempt}.json`),
           signal: ctx.signal,
+          onUsage: (u) => ctx.meter.running?.(u),
           onStderr: (line) => ctx.logger.debug(line),
           onAlive: () => ctx.heartbeat(lastBeat),
           onProgress: (d) => {

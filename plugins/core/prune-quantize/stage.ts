@@ -20,6 +20,7 @@ export interface PruneQuantizeOptions {
 export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
   return defineStage({
     name: 'core:prune-quantize',
+    estimateScale: { work: ['fineTuneEpochs'] },
     version: '1.0.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model), optionally fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
@@ -137,6 +138,7 @@ async function fineTune(
     job,
     jobFile: path.join(root, `job-attempt-${ctx.attempt}.json`),
     signal: ctx.signal,
+    onUsage: (u) => ctx.meter.running?.(u),
     onStderr: (line) => ctx.logger.debug(line),
     onAlive: () => ctx.heartbeat(lastBeat),
     onProgress: (d) => {

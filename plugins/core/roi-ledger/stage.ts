@@ -12,6 +12,8 @@ import { roiLedgerParamsSchema } from './params.js';
 export function roiLedgerStage() {
   return defineStage({
     name: 'core:roi-ledger',
+    // What the run is expected to return and what it declares does not change what booking costs.
+    estimateScale: { ignore: ['revenue', 'costs', 'priceSheet'] },
     version: '1.0.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Books the run’s metered and declared costs and its expected revenue, and computes ROI = (R − C) / C',
