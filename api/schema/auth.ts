@@ -7,7 +7,7 @@ export const authTypeDefs = /* GraphQL */ `
     VIEWER
     "Predictions only (the predict query and POST /models/:name/predict): for services that call a model."
     PREDICTOR
-    "A viewer that also predicts and runs pipelines: start, decide, cancel, resume, save, schedule, emit events."
+    "A viewer that also predicts and runs pipelines: start, decide, cancel, resume, save, schedule, emit events, raise budgets."
     OPERATOR
     "Everything, including promoteModel, rollbackModel, deploying to another pipeline's model name and tokens."
     ADMIN

@@ -14,7 +14,7 @@ export interface Recorded {
 }
 
 /** The scenarios every release must still replay: one run each, driven through the API. */
-export const SCENARIOS = ['completed', 'paused-then-retried', 'skipped', 'aborted', 'resumed', 'cancelled', 'data-parallel', 'pause-timed-out'] as const;
+export const SCENARIOS = ['completed', 'paused-then-retried', 'skipped', 'aborted', 'resumed', 'cancelled', 'data-parallel', 'pause-timed-out', 'budget-raised'] as const;
 
 /** Every recorded set, oldest first. */
 export function historySets(): string[] {

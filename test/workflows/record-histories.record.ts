@@ -65,6 +65,12 @@ describe('recording histories (npm run record-histories)', () => {
 
     mkdirSync(RECORD_DIR, { recursive: true });
     const index: Recorded[] = [];
+    // A budget of 0 pauses before the first stage; a raise lets the run carry on.
+    const budgeted = await start({ name: 'replay-budget', budget: { max: '0' }, stages: [write, { id: 's', plugin: 'test:shout' }] });
+    await until(budgeted, 'PAUSED');
+    await stack.gql(`mutation($id: ID!) { raiseBudget(runId: $id, max: "100.00") { id } }`, { id: budgeted });
+    ids['budget-raised'] = await closed(budgeted);
+
     for (const scenario of SCENARIOS) {
       const id = ids[scenario];
       const history = await stack.client.workflow.getHandle(id).fetchHistory();
