@@ -114,7 +114,16 @@ async function roundTrips(weed: Seaweed, bytes: number, runs: number, label: str
   return rows;
 }
 
-async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: string): Promise<{ store: string; ms: number[] }[]> {
+interface PipelineResult {
+  store: string;
+  ms: number[];
+  /** Per run: seconds each stage took (first start → close). */
+  stages: Record<string, number>[];
+  /** Per run: ms stages waited on the bucket (seal + fetch), S3 only. */
+  storeMs: number[];
+}
+
+async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: string): Promise<PipelineResult[]> {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const dir = mkdtempSync(path.join(os.tmpdir(), 'capstan-bench-pipe-'));
   const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
@@ -159,18 +168,28 @@ async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: 
     };
     stacks.push({ store, rt, workers, running, start });
   }
-  const out = stacks.map((s) => ({ store: s.store, ms: [] as number[] }));
+  const out: PipelineResult[] = stacks.map((s) => ({ store: s.store, ms: [], stages: [], storeMs: [] }));
   try {
     // Alternating, so both stores see the same machine state; the first round warms up (bundle, tfjs, caches).
     for (let r = 1 - warmup; r <= runs; r++) {
       for (const [i, s] of stacks.entries()) {
+        const store = s.rt.artifacts instanceof S3ArtifactStore ? s.rt.artifacts : undefined;
+        const before = store ? store.stats.sealMs + store.stats.fetchMs : 0;
         const t0 = performance.now();
         const id = await s.start();
-        const state = (await client.workflow.getHandle(id).result()) as { status: string };
+        const state = (await client.workflow.getHandle(id).result()) as { status: string; stages: { id: string; startedAt?: string; closedAt?: string }[] };
         const ms = performance.now() - t0;
         if (state.status !== 'COMPLETED') throw new Error(`${s.store}: run ${id} ended ${state.status}`);
-        process.stderr.write(`  ${s.store}: run ${r}${r === 0 ? ' (warm-up)' : ''} ${(ms / 1000).toFixed(1)} s\n`);
-        if (r > 0) out[i]!.ms.push(ms);
+        const storeMs = store ? store.stats.sealMs + store.stats.fetchMs - before : 0;
+        const stages = Object.fromEntries(
+          state.stages.filter((x) => x.startedAt && x.closedAt).map((x) => [x.id, (Date.parse(x.closedAt!) - Date.parse(x.startedAt!)) / 1000]),
+        );
+        process.stderr.write(`  ${s.store}: run ${r}${r === 0 ? ' (warm-up)' : ''} ${(ms / 1000).toFixed(1)} s; stages ${JSON.stringify(stages)}${store ? `; waiting on the bucket ${(storeMs / 1000).toFixed(2)} s` : ''}\n`);
+        if (r > 0) {
+          out[i]!.ms.push(ms);
+          out[i]!.stages.push(stages);
+          out[i]!.storeMs.push(storeMs);
+        }
       }
     }
   } finally {
@@ -209,10 +228,15 @@ async function main(): Promise<void> {
       process.stdout.write(`\nPipeline end to end (${flags.pipeline}), start → COMPLETED, alternating, ${pruns} runs each${warmup ? ' after a warm-up' : ''}\n\n`);
       const res = await pipelines(weed, pruns, warmup, flags.pipeline!);
       const base = median(res[0]!.ms);
-      process.stdout.write('| store | runs (s) | median | vs local |\n| --- | --- | --- | --- |\n');
+      const stageIds = Object.keys(res[0]!.stages[0] ?? {});
+      process.stdout.write(`| store | runs (s) | median | vs local | ${stageIds.map((s) => `${s} (median s)`).join(' | ')} | waiting on the bucket (median) |\n`);
+      process.stdout.write(`| --- | --- | --- | --- | ${stageIds.map(() => '---').join(' | ')} | --- |\n`);
       for (const r of res) {
         const m = median(r.ms);
-        process.stdout.write(`| ${r.store} | ${r.ms.map((x) => (x / 1000).toFixed(1)).join(', ')} | ${(m / 1000).toFixed(1)} s | ${(((m - base) / base) * 100).toFixed(1)} % |\n`);
+        const st = stageIds.map((k) => median(r.stages.map((x) => x[k] ?? NaN)).toFixed(1));
+        const wait = median(r.storeMs);
+        const waitCell = r.store.startsWith('local') ? '—' : `${(wait / 1000).toFixed(2)} s (${((wait / m) * 100).toFixed(2)} % of the run)`;
+        process.stdout.write(`| ${r.store} | ${r.ms.map((x) => (x / 1000).toFixed(1)).join(', ')} | ${(m / 1000).toFixed(1)} s | ${(((m - base) / base) * 100).toFixed(1)} % | ${st.join(' | ')} | ${waitCell} |\n`);
       }
     }
   } finally {

@@ -73,6 +73,12 @@ export class S3ArtifactStore extends ArtifactStore {
   /** Shared folders ever opened: checkpoint URIs inside them travel through the mirror, not a seal. */
   private readonly sharedRoots = new Set<string>();
   private uploads: Promise<void> = Promise.resolve();
+  /**
+   * Time stages spent waiting on the bucket (sealing = hash + upload; fetching = download + hash
+   * check), for benchmarks and logs. Background work (checkpoint uploads, shared-folder mirrors)
+   * is not in it.
+   */
+  readonly stats = { seals: 0, sealMs: 0, sealBytes: 0, fetches: 0, fetchMs: 0, fetchBytes: 0 };
 
   constructor(private readonly o: S3StoreOptions) {
     super(o.cacheDir);
@@ -132,7 +138,11 @@ export class S3ArtifactStore extends ArtifactStore {
   /** Hashes the finished folder (or file), uploads it unless the bucket already holds exactly it, then writes its seal. */
   override async seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
     const uri = this.uriOf(absPath);
+    const t0 = performance.now();
     const { sha256, bytes } = await this.upload(absPath);
+    this.stats.seals++;
+    this.stats.sealMs += performance.now() - t0;
+    this.stats.sealBytes += bytes;
     return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
   }
 
@@ -201,12 +211,15 @@ export class S3ArtifactStore extends ArtifactStore {
       await running.catch(() => undefined);
       return this.localPath(ref);
     }
+    const t0 = performance.now();
     const p = this.fetch(uri, abs, want);
     this.fetching.set(abs, p);
     try {
       return await p;
     } finally {
       this.fetching.delete(abs);
+      this.stats.fetches++;
+      this.stats.fetchMs += performance.now() - t0;
     }
   }
 
@@ -236,6 +249,7 @@ export class S3ArtifactStore extends ArtifactStore {
         await Promise.all(Array.from({ length: Math.min(this.objects.parallelism, seal.files.length) }, work));
       }
       const got = await hashTree(tmp);
+      this.stats.fetchBytes += got.bytes;
       if (got.sha256 !== seal.sha256) throw new Error(`artifact ${uri} fails its hash check after download (got ${got.sha256.slice(0, 12)}…, sealed ${seal.sha256.slice(0, 12)}…)`);
       await rm(abs, { recursive: true, force: true });
       await mkdir(path.dirname(abs), { recursive: true });
