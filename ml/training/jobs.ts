@@ -1,4 +1,5 @@
 import type { BackendName } from '../backend.js';
+import type { TrainLoopName } from './train-loop.js';
 
 /** Architecture params shared by the builders and the stage params. */
 export interface ModelParams {
@@ -22,6 +23,8 @@ export interface PretrainJob {
   batchSize: number;
   learningRate: number;
   seed: number;
+  /** Force a training loop (default: the step loop when the model allows it). */
+  loop?: TrainLoopName;
 }
 
 export interface PretrainProgress {
@@ -38,6 +41,9 @@ export interface PretrainProgress {
 export interface PretrainResult {
   backend: BackendName;
   resumedFromEpoch: number;
+  /** The loop that trained: the step loop, or model.fit (then `fitBecause` says why). */
+  trainLoop: TrainLoopName;
+  fitBecause?: string;
   history: PretrainProgress[];
   test: { loss: number; accuracy: number; count: number };
   trainSamples: number;
@@ -78,6 +84,8 @@ export interface ReplicaProgress {
 
 export interface ReplicaResult {
   backend: BackendName;
+  trainLoop: TrainLoopName;
+  fitBecause?: string;
   resumedFromRound: number;
   rounds: number;
   steps: number;

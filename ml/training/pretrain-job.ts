@@ -35,11 +35,12 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
   const history: PretrainProgress[] = [];
   let trainSeconds = 0;
   let trainSamples = 0;
-  await trainEpochs(tf, model, { train, validation }, {
+  const trained = await trainEpochs(tf, model, { train, validation }, {
     epochs: job.epochs,
     fromEpoch,
     batchSize: job.batchSize,
     seed: job.seed,
+    ...(job.loop ? { loop: job.loop } : {}),
     onEpoch: async (s) => {
       trainSeconds += s.seconds;
       trainSamples += train.y.length;
@@ -63,6 +64,8 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
   return {
     backend,
     resumedFromEpoch: fromEpoch,
+    trainLoop: trained.loop,
+    ...(trained.fitBecause ? { fitBecause: trained.fitBecause } : {}),
     history,
     test: { loss: t.loss, accuracy: t.accuracy, count: test.y.length },
     trainSamples,

@@ -7,6 +7,7 @@ import { loadModel, saveModel } from '../models/io.js';
 import { compileClassifier } from '../models/mlp.js';
 import type { ReplicaJob, ReplicaProgress, ReplicaResult } from './jobs.js';
 import { labelled } from './pretrain-job.js';
+import { createStepLoop } from './step-loop.js';
 import { evaluate, fitPass } from './train-loop.js';
 import { applyMask, flatWeights, meanOf, readMasks, setFlatWeights } from './weights.js';
 
@@ -84,6 +85,8 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
 
   const model = await loadModel(tf, job.modelDir);
   compileClassifier(tf, model, { learningRate: job.learningRate });
+  // The step loop when the model allows it (ml/training/step-loop.ts), else model.fit.
+  const step = await createStepLoop(tf, model);
   const { layout } = flatWeights(model);
   const masks = await readMasks(job.modelDir, layout);
 
@@ -96,6 +99,7 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
     applyMask(flat, masks.mask);
     setFlatWeights(tf, model, flat);
   }
+  if (!('unsupported' in step)) step.reloadWeights();
 
   const order = new Map<number, Uint32Array>();
   const orderFor = (epoch: number) => {
@@ -127,7 +131,12 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
       featureShape: shard.featureShape,
     };
     const t0 = performance.now();
-    await fitPass(tf, model, batchRows, { batchSize: job.batchSize });
+    if ('unsupported' in step) {
+      await fitPass(tf, model, batchRows, { batchSize: job.batchSize });
+    } else {
+      await step.trainPass(batchRows, { batchSize: job.batchSize, seed: mixSeed(job.seed, round, index) });
+      await step.commit({ optimizer: false });
+    }
     trainSeconds += (performance.now() - t0) / 1000;
     steps += last - first;
 
@@ -141,16 +150,20 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
     applyMask(avg, masks?.mask);
     await writeVectorAtomic(averageFile(job.syncDir, round), avg);
     setFlatWeights(tf, model, avg);
+    if (!('unsupported' in step)) step.reloadWeights();
     if (round > 2) await rm(roundDir(job.syncDir, round - 2), { recursive: true, force: true });
     progress({ round, rounds: sched.rounds, checkpoint: averageFile(job.syncDir, round) });
   }
 
+  if (!('unsupported' in step)) step.dispose();
   const val = evaluate(tf, model, labelled(ds, ds.splits.validation));
   await rm(job.outDir, { recursive: true, force: true });
   await saveModel(model, job.outDir);
   const samples = steps * job.batchSize;
   return {
     backend,
+    trainLoop: 'unsupported' in step ? 'model.fit' : 'step',
+    ...('unsupported' in step ? { fitBecause: step.unsupported } : {}),
     resumedFromRound: resumeFrom,
     rounds: sched.rounds,
     steps,

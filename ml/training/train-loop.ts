@@ -2,6 +2,7 @@ import type * as TF from '@tensorflow/tfjs';
 import { gatherRows } from '../data/dataset.js';
 import { mixSeed, permutation } from '../data/rng.js';
 import type { Tf } from '../models/mlp.js';
+import { createStepLoop } from './step-loop.js';
 
 export interface LabelledArrays {
   /** count × prod(featureShape) model inputs (already normalised). */
@@ -74,34 +75,50 @@ export function shuffledForEpoch(d: LabelledArrays, seed: number, epoch: number)
   return subset(d, permutation(d.y.length, mixSeed(seed, epoch)));
 }
 
+/** Which loop trains: the step loop (ml/training/step-loop.ts) when the model allows it, else model.fit. */
+export type TrainLoopName = 'step' | 'model.fit';
+
 /**
  * Trains epochs `fromEpoch+1 … epochs` (1-based), evaluating on the validation set after
- * each. `onEpoch` runs after every epoch (checkpoint, progress); it may be async.
+ * each. `onEpoch` runs after every epoch (checkpoint, progress); it may be async. By default the
+ * step loop trains (the model's variables and Adam state are brought up to date before each
+ * `onEpoch`); `loop: 'model.fit'`, or a model the step loop does not support, uses model.fit.
  */
 export async function trainEpochs(
   tf: Tf,
   model: TF.LayersModel,
   data: { train: LabelledArrays; validation: LabelledArrays },
-  opts: { epochs: number; fromEpoch: number; batchSize: number; seed: number; onEpoch?: (s: EpochStats) => Promise<void> | void },
-): Promise<EpochStats[]> {
+  opts: { epochs: number; fromEpoch: number; batchSize: number; seed: number; loop?: TrainLoopName; onEpoch?: (s: EpochStats) => Promise<void> | void },
+): Promise<{ stats: EpochStats[]; loop: TrainLoopName; fitBecause?: string }> {
   const out: EpochStats[] = [];
-  for (let epoch = opts.fromEpoch + 1; epoch <= opts.epochs; epoch++) {
-    const shuffled = shuffledForEpoch(data.train, opts.seed, epoch);
-    const t0 = performance.now();
-    const train = await fitPass(tf, model, shuffled, { batchSize: opts.batchSize });
-    const seconds = (performance.now() - t0) / 1000;
-    const val = evaluate(tf, model, data.validation);
-    const s: EpochStats = {
-      epoch,
-      trainLoss: train.loss,
-      trainAccuracy: train.accuracy,
-      valLoss: val.loss,
-      valAccuracy: val.accuracy,
-      seconds,
-      samplesPerSec: shuffled.y.length / seconds,
-    };
-    out.push(s);
-    await opts.onEpoch?.(s);
+  const step = opts.loop === 'model.fit' ? { unsupported: 'asked for model.fit' } : await createStepLoop(tf, model);
+  try {
+    for (let epoch = opts.fromEpoch + 1; epoch <= opts.epochs; epoch++) {
+      const shuffled = shuffledForEpoch(data.train, opts.seed, epoch);
+      const t0 = performance.now();
+      let train: LossAccuracy;
+      if ('unsupported' in step) {
+        train = await fitPass(tf, model, shuffled, { batchSize: opts.batchSize });
+      } else {
+        train = await step.trainPass(shuffled, { batchSize: opts.batchSize, seed: mixSeed(opts.seed, epoch) });
+        await step.commit();
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const val = evaluate(tf, model, data.validation);
+      const s: EpochStats = {
+        epoch,
+        trainLoss: train.loss,
+        trainAccuracy: train.accuracy,
+        valLoss: val.loss,
+        valAccuracy: val.accuracy,
+        seconds,
+        samplesPerSec: shuffled.y.length / seconds,
+      };
+      out.push(s);
+      await opts.onEpoch?.(s);
+    }
+  } finally {
+    if (!('unsupported' in step)) step.dispose();
   }
-  return out;
+  return 'unsupported' in step ? { stats: out, loop: 'model.fit', fitBecause: step.unsupported } : { stats: out, loop: 'step' };
 }

@@ -16,10 +16,23 @@ export async function tmpStore(): Promise<{ store: ArtifactStore; root: string; 
   return { store: new ArtifactStore(root), root, cleanup: () => rm(root, { recursive: true, force: true }) };
 }
 
-/** Services for stages that use none: any access fails loudly. */
+/**
+ * Services for stages that use none: any use fails loudly. The dispatch picks up `ledger` when it
+ * builds its activities, so each service is a stand-in whose methods throw when called.
+ */
 export const noServices = new Proxy({} as StageServices, {
   get(_t, name) {
-    throw new Error(`this test wired no stage services (asked for ${String(name)})`);
+    return new Proxy(
+      {},
+      {
+        get(_s, method) {
+          if (method === 'then') return undefined; // not a promise
+          return () => {
+            throw new Error(`this test wired no stage services (called ${String(name)}.${String(method)})`);
+          };
+        },
+      },
+    );
   },
 });
 

@@ -70,6 +70,7 @@ describe('core:multi-device-fit', () => {
     for (const [i, r] of results.entries()) {
       expect(r.metrics).toMatchObject({ replica: i, replicas: 2, rounds: 3, resumedFromRound: 0, steps: 56, shardSize: 1800 });
       expect(r.metrics.tfBackend).toMatch(/^(node-gpu|node|wasm|cpu)$/);
+      expect(r.metrics.trainLoop).toBe('step');
       // The replica process's CPU time is reported to the meter.
       expect(ctxs[i]!.reported().cpuSeconds).toBeCloseTo(r.metrics.cpuSeconds as number, 4);
     }

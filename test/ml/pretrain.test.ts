@@ -33,6 +33,7 @@ describe('core:pretrain', () => {
     const m = res.metrics;
     expect(m.tfBackend).toMatch(/^(node-gpu|node|wasm|cpu)$/);
     expect(m.resumedFromEpoch).toBe(0);
+    expect(m.trainLoop).toBe('step'); // ml/training/step-loop.ts, not model.fit
     expect(m.epochsRun).toBe(2);
     expect(m.testAccuracy as number).toBeGreaterThan(0.7); // chance is 0.1
     expect(m.epoch02ValAccuracy as number).toBeGreaterThan(0.7);

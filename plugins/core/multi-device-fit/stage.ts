@@ -123,6 +123,8 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
     outputs: { model: ref },
     metrics: cleanMetrics({
       tfBackend: r.backend,
+      trainLoop: r.trainLoop,
+      fitBecause: r.fitBecause,
       replica: replica.index,
       replicas: replica.count,
       device: device?.label ?? `cpu-process:${replica.index}`,

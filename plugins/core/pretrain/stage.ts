@@ -84,6 +84,8 @@ export function pretrainStage(opts: PretrainOptions = {}) {
         outputs: { model: ref },
         metrics: cleanMetrics({
           tfBackend: r.backend,
+          trainLoop: r.trainLoop,
+          fitBecause: r.fitBecause,
           epochs: params.epochs,
           epochsRun: r.history.length,
           resumedFromEpoch: r.resumedFromEpoch,
