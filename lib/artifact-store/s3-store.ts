@@ -148,15 +148,19 @@ export class S3ArtifactStore extends ArtifactStore {
 
   private async upload(absPath: string): Promise<{ sha256: string; bytes: number }> {
     const rel = this.relOf(this.uriOf(absPath));
-    const { sha256, bytes } = await hashTree(absPath);
-    const existing = await this.readSeal(rel);
+    const isFile = (await stat(absPath)).isFile();
+    // The seal and what is already under the path, asked at once while the folder is hashed.
+    const [{ sha256, bytes }, existing, before] = await Promise.all([
+      hashTree(absPath),
+      this.readSeal(rel),
+      isFile ? Promise.resolve([]) : this.objects.list(`${this.key(rel)}/`),
+    ]);
     if (existing && existing.sha256 === sha256 && existing.bytes === bytes) {
       this.fresh.set(absPath, sha256);
       return { sha256, bytes };
     }
     // Unsealed before anything changes: a reader never takes a half-replaced artifact for the old one.
     if (existing) await this.objects.delete(this.sealKey(rel));
-    const isFile = (await stat(absPath)).isFile();
     const names = isFile ? [''] : await listFiles(absPath);
     const keyOf = (name: string) => (name ? `${this.key(rel)}/${name}` : this.key(rel));
     let next = 0;
@@ -168,11 +172,9 @@ export class S3ArtifactStore extends ArtifactStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.objects.parallelism, names.length) }, work));
-    if (!isFile) {
-      // Objects an earlier attempt left under the same path are not part of this artifact.
-      const keep = new Set(names.map(keyOf));
-      for (const obj of await this.objects.list(`${this.key(rel)}/`)) if (!keep.has(obj.key)) await this.objects.delete(obj.key);
-    }
+    // Objects an earlier attempt left under the same path are not part of this artifact.
+    const keep = new Set(names.map(keyOf));
+    for (const obj of before) if (!keep.has(obj.key)) await this.objects.delete(obj.key);
     const files = await Promise.all(names.map(async (name) => ({ name, size: (await stat(name ? path.join(absPath, name) : absPath)).size })));
     const seal: Seal = { sha256, bytes, type: isFile ? 'file' : 'dir', files, sealedAt: new Date().toISOString() };
     await this.objects.putBytes(this.sealKey(rel), JSON.stringify(seal), 'application/json');
