@@ -6,6 +6,7 @@ import { applyMask, decodeFloatWeights, encodeFloatWeights, type ModelArtifacts 
 import { batchTensor, loadSplit } from '../evaluation/evaluate.js';
 import { folderLoadHandler, folderSaveHandler, loadModel } from '../models/io.js';
 import { writeCheckpoint } from './checkpoints.js';
+import { ensureConvFilterGrad } from './step-kernels.js';
 import type { FineTuneJob, FineTuneProgress, FineTuneResult } from './jobs.js';
 
 /**
@@ -15,6 +16,7 @@ import type { FineTuneJob, FineTuneProgress, FineTuneResult } from './jobs.js';
  */
 export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTuneProgress) => void): Promise<FineTuneResult> {
   const { tf, backend } = await loadTf(job.backend ? { prefer: job.backend } : {});
+  ensureConvFilterGrad(tf); // conv nets on wasm: its Conv2DBackpropFilter kernel is ours
   const train = await loadSplit(job.datasetDir, { split: 'train', ...(job.samples ? { limit: job.samples } : {}) });
   const pruned = await folderLoadHandler(tf, job.modelDir).load!();
   const masks = (await readMasks(job.modelDir)) ?? [];

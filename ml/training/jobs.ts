@@ -1,4 +1,5 @@
 import type { BackendName } from '../backend.js';
+import type { LayerSpec } from '../models/layers.js';
 import type { TrainLoopName } from './train-loop.js';
 
 /** Architecture params shared by the builders and the stage params. */
@@ -6,6 +7,8 @@ export interface ModelParams {
   hiddenUnits: number[];
   activation: 'relu' | 'tanh' | 'sigmoid' | 'elu';
   dropout: number;
+  /** When set, the hidden layers instead of hiddenUnits/activation/dropout (ml/models/layers.ts). */
+  layers?: LayerSpec[];
 }
 
 export interface PretrainJob {

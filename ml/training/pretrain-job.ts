@@ -1,6 +1,7 @@
 import { loadTf } from '../backend.js';
 import { inputsOf, readDataset, type Dataset, type DatasetSplit } from '../data/dataset.js';
 import { loadModel, saveModel } from '../models/io.js';
+import { buildFromLayers } from '../models/layers.js';
 import { buildMlp, compileClassifier } from '../models/mlp.js';
 import { writeCheckpoint } from './checkpoints.js';
 import type { PretrainJob, PretrainProgress, PretrainResult } from './jobs.js';
@@ -27,7 +28,10 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
     if (!model.optimizer) compileClassifier(tf, model, { learningRate: job.learningRate });
     fromEpoch = job.resume.epoch;
   } else {
-    model = buildMlp(tf, { inputShape: ds.featureShape, numClasses: ds.numClasses, seed: job.seed, ...job.model });
+    const { layers, ...mlp } = job.model;
+    model = layers
+      ? buildFromLayers(tf, { inputShape: ds.featureShape, numClasses: ds.numClasses, seed: job.seed, layers })
+      : buildMlp(tf, { inputShape: ds.featureShape, numClasses: ds.numClasses, seed: job.seed, ...mlp });
     compileClassifier(tf, model, { learningRate: job.learningRate });
   }
   model.setUserDefinedMetadata({ capstan: { inputShape: ds.featureShape, numClasses: ds.numClasses, normalization: ds.normalization } });

@@ -3,7 +3,7 @@
 // read-back: the loss and accuracy are tallied on the device and read once per pass), the forward
 // and backward passes are written out per layer (dense/conv with bias + activation fused where the
 // backend has it, no autodiff tape, no gradient for the input data) and Adam is one fused update
-// (step-kernels.ts). Supported: Sequential models of flatten, dense, conv2d, maxPooling2d and
+// (step-kernels.ts). Supported: Sequential models of flatten, reshape, dense, conv2d, maxPooling2d and
 // dropout ending in a dense softmax, trained with Adam on integer labels; `planStepLoop` says why
 // any other model is not, and the caller then uses model.fit.
 import type * as TF from '@tensorflow/tfjs';
@@ -14,6 +14,7 @@ import type { LabelledArrays, LossAccuracy } from './train-loop.js';
 
 type Stage =
   | { kind: 'flatten' }
+  | { kind: 'reshape'; to: number[] }
   | { kind: 'dense'; w: number; b?: number; act: Activation }
   | { kind: 'conv'; w: number; b?: number; act: Activation; conv: ConvAttrs }
   | { kind: 'maxpool'; size: [number, number]; conv: ConvAttrs }
@@ -61,6 +62,12 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
       case 'Flatten':
         stages.push({ kind: 'flatten' });
         break;
+      case 'Reshape': {
+        const to = cfg.targetShape as number[];
+        if (!Array.isArray(to) || to.some((d) => !Number.isInteger(d) || d < 1)) return { unsupported: `reshape layer ${layer.name} has target shape ${JSON.stringify(to)}` };
+        stages.push({ kind: 'reshape', to });
+        break;
+      }
       case 'Dropout': {
         const rate = Number(cfg.rate);
         if (cfg.noiseShape != null) return { unsupported: `dropout layer ${layer.name} has a noise shape` };
@@ -175,17 +182,25 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel): Promise<Ste
   };
 }
 
-/** The input shape the first stage needs: flattened when the model starts with a flatten. */
-function batchShape(plan: StepPlan, featureShape: number[]): number[] {
-  return plan.stages[0]?.kind === 'flatten' ? [featureShape.reduce((a, b) => a * b, 1)] : featureShape;
+/** Leading reshapes (flatten, reshape) are done once, when the batches are made. */
+function leadingShape(plan: StepPlan, featureShape: number[]): { shape: number[]; skip: number } {
+  let shape = featureShape;
+  let skip = 0;
+  for (const s of plan.stages) {
+    if (s.kind === 'flatten') shape = [shape.reduce((a, b) => a * b, 1)];
+    else if (s.kind === 'reshape') shape = s.to;
+    else break;
+    skip++;
+  }
+  return { shape, skip };
 }
 
 async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam, d: LabelledArrays, o: { batchSize: number; seed: number }): Promise<LossAccuracy> {
   const n = d.y.length;
   if (n === 0) return { loss: NaN, accuracy: NaN };
   const row = d.featureShape.reduce((a, b) => a * b, 1);
-  const shape = batchShape(plan, d.featureShape);
-  const stages = plan.stages[0]?.kind === 'flatten' ? plan.stages.slice(1) : plan.stages;
+  const { shape, skip } = leadingShape(plan, d.featureShape);
+  const stages = plan.stages.slice(skip);
   // The pass's batches, on the device before the first step.
   const batches: { x: TF.Tensor; y: TF.Tensor; labels: Int32Array }[] = [];
   for (let start = 0; start < n; start += o.batchSize) {
@@ -209,6 +224,9 @@ async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam
           switch (s.kind) {
             case 'flatten':
               h = tf.reshape(x, [x.shape[0]!, -1]);
+              break;
+            case 'reshape':
+              h = tf.reshape(x, [x.shape[0]!, ...s.to]);
               break;
             case 'dense':
               h = k.dense(x, params[s.w]!, s.b !== undefined ? params[s.b] : undefined, s.act);
@@ -243,6 +261,7 @@ async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam
           const needInput = i > 0;
           switch (s.kind) {
             case 'flatten':
+            case 'reshape':
               dy = tf.reshape(dy, x.shape);
               break;
             case 'dropout':

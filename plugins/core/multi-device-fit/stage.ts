@@ -44,7 +44,7 @@ export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}) {
   return defineStage({
     name: 'core:multi-device-fit',
     estimateScale: { work: ['epochs'] },
-    version: '1.0.0',
+    version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Data-parallel training over N devices (GPUs or CPU processes), weights averaged every K steps (local SGD); keeps pruning masks.',
     paramsSchema: multiDeviceFitParamsSchema,

@@ -21,9 +21,9 @@ export function pretrainStage(opts: PretrainOptions = {}) {
   return defineStage({
     name: 'core:pretrain',
     estimateScale: { work: ['epochs'] },
-    version: '1.0.0',
+    version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
-    description: 'Trains an MLP classifier (default: the seed 784-128-10, Adam 1e-3, batch 32) with per-epoch checkpoints; resumes on retry.',
+    description: 'Trains a classifier (default: the seed MLP 784-128-10; or model.layers, e.g. a small conv net), Adam 1e-3, batch 32, with the step loop (model.fit when a model needs it), per-epoch checkpoints; resumes on retry.',
     paramsSchema: pretrainParamsSchema,
     consumes: ['dataset'],
     produces: ['model'],
