@@ -121,20 +121,28 @@ async function attempt(
   const stop = new AbortController();
   const signal = AbortSignal.any([actx.cancellationSignal, stop.signal]);
   let lastDetails: unknown = undefined;
+  // Crossing the budget stops the stage at its next checkpoint (new heartbeat details carrying a
+  // `checkpoint`, as the built-in trainers send), so a raise resumes from it; a stage that sends
+  // none within BUDGET_STOP_GRACE_MS of crossing is stopped anyway.
+  let overSince: number | undefined;
+  const checkBudget = (checkpoint: boolean) => {
+    if (!budget || stop.signal.aborted) return;
+    const over = budget.over(usageSoFar());
+    if (!over) return;
+    overSince ??= Date.now();
+    if (checkpoint || Date.now() - overSince >= BUDGET_STOP_GRACE_MS) {
+      budgetStop = over;
+      stop.abort(new Error(over));
+    }
+  };
   const beat = (d?: unknown) => {
+    let checkpoint = false;
     if (d !== undefined) {
-      const fresh = JSON.stringify(d) !== JSON.stringify(lastDetails);
+      checkpoint = JSON.stringify(d) !== JSON.stringify(lastDetails) && hasCheckpoint(d);
       lastDetails = d;
       records.epoch(epochFromHeartbeat(d));
-      // Crossing the budget stops the stage at its next checkpoint (a new heartbeat), so a raise resumes from it.
-      if (fresh && budget && !stop.signal.aborted) {
-        const over = budget.over(usageSoFar());
-        if (over) {
-          budgetStop = over;
-          stop.abort(new Error(over));
-        }
-      }
     }
+    checkBudget(checkpoint);
     actx.heartbeat(lastDetails);
   };
   let budgetStop: string | undefined;
@@ -254,6 +262,14 @@ async function attempt(
   if (failure) throw withDetail(failure, spent ? { spent } : {});
   if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, parsed.data, result!);
   return { outputs: result!.outputs, metrics: result!.metrics, attempt: info.attempt, ...(spent ? { spent } : {}) };
+}
+
+/** How long an attempt over its budget may run on waiting for a checkpoint before it is stopped without one. */
+const BUDGET_STOP_GRACE_MS = 60_000;
+
+/** Heartbeat details that mark a checkpoint: they name one (`checkpoint`), as the built-in stages' do. */
+function hasCheckpoint(d: unknown): boolean {
+  return !!d && typeof d === 'object' && typeof (d as { checkpoint?: unknown }).checkpoint === 'string';
 }
 
 /**

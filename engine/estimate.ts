@@ -20,6 +20,13 @@ export async function estimateSpec(r: ResolvedSpec, o: { registry: StageRegistry
   const ledgerParams = ledgerStage ? (r.parsedParams[ledgerStage.id] as { priceSheet?: never; costs?: DeclaredCost[]; revenue: RevenueModel }) : undefined;
   const sheet = mergePriceSheet(o.priceSheet, ledgerParams?.priceSheet, 'priceSheet');
   const stages = [];
+  // One read per plugin version, however many stages use it.
+  const history = new Map<string, ReturnType<typeof stageSamples>>();
+  const samplesOf = (plugin: string, version: string) => {
+    const key = `${plugin}@${version}`;
+    if (!history.has(key)) history.set(key, stageSamples(o.db, plugin, version, { limit: HISTORY_READ, ...(o.excludeRunId ? { excludeRunId: o.excludeRunId } : {}) }));
+    return history.get(key)!;
+  };
   for (const s of r.stages) {
     const plugin = o.registry.get(s.plugin, s.pluginVersion);
     const params = r.parsedParams[s.id];
@@ -32,7 +39,7 @@ export async function estimateSpec(r: ResolvedSpec, o: { registry: StageRegistry
       inputsFrom: [...new Set(Object.values(s.inputs))],
       ...(plugin?.estimateScale ? { scale: plugin.estimateScale } : {}),
       ...(plugin?.estimate ? { declare: (i: { bytes: number | undefined }) => plugin.estimate!(params, i) } : {}),
-      samples: await stageSamples(o.db, s.plugin, s.pluginVersion, { limit: HISTORY_READ, ...(o.excludeRunId ? { excludeRunId: o.excludeRunId } : {}) }),
+      samples: await samplesOf(s.plugin, s.pluginVersion),
     });
   }
   const est = estimateRun({

@@ -1,6 +1,5 @@
 import type { Db } from '../lib/db/types.js';
 import { canonical } from '../lib/canonical.js';
-import { usageTotals } from './repository.js';
 
 /**
  * What one successful stage of a past run looked like: the facts an estimate scales from. Its
@@ -57,18 +56,28 @@ interface ProfileRow {
 
 /**
  * The newest `limit` profiles of a plugin version (other runs than `excludeRunId`), each with its
- * metered usage. A profile whose run has no usage lines (usage not flushed yet) is left out.
+ * metered usage (summed as `usageTotals` does). A profile whose run has no usage lines for the
+ * stage (usage not flushed yet) is left out. One query.
  */
 export async function stageSamples(db: Db, plugin: string, pluginVersion: string, o: { limit?: number; excludeRunId?: string } = {}): Promise<StageSample[]> {
-  const rows = await db.query<ProfileRow>(
-    `SELECT * FROM stage_profiles WHERE plugin = ? AND plugin_version = ? AND run_id <> ? ORDER BY recorded_at DESC LIMIT ?`,
+  const rows = await db.query<ProfileRow & { cpu: string; gpu: string; kept: string | null; written: string; attempts: number | string }>(
+    `WITH p AS (SELECT * FROM stage_profiles WHERE plugin = ? AND plugin_version = ? AND run_id <> ? ORDER BY recorded_at DESC LIMIT ?)
+     SELECT p.*, u.cpu, u.gpu, u.kept, u.written, u.attempts
+     FROM p JOIN (SELECT run_id, stage_id,
+             CAST(SUM(CASE WHEN metered = 1 THEN cpu_ms WHEN resource = 'cpu' THEN device_ms ELSE 0 END) AS TEXT) AS cpu,
+             CAST(SUM(CASE WHEN metered = 1 THEN gpu_ms WHEN resource = 'gpu' THEN device_ms ELSE 0 END) AS TEXT) AS gpu,
+             CAST(MAX(bytes_kept) AS TEXT) AS kept,
+             CAST(SUM(CASE WHEN bytes_kept IS NULL THEN bytes_written ELSE 0 END) AS TEXT) AS written,
+             COUNT(*) AS attempts
+           FROM ledger_usage WHERE run_id IN (SELECT run_id FROM p) GROUP BY run_id, stage_id) u
+       ON u.run_id = p.run_id AND u.stage_id = p.stage_id
+     ORDER BY p.recorded_at DESC`,
     [plugin, pluginVersion, o.excludeRunId ?? '', o.limit ?? 20],
   );
-  const out: StageSample[] = [];
-  for (const r of rows) {
-    const usage = (await usageTotals(db, r.run_id)).find((u) => u.stageId === r.stage_id);
-    if (!usage) continue;
-    out.push({
+  return rows.map((r) => {
+    const kept = Number(r.kept ?? 0);
+    const written = Number(r.written);
+    return {
       runId: r.run_id,
       stageId: r.stage_id,
       pipeline: r.pipeline,
@@ -78,12 +87,11 @@ export async function stageSamples(db: Db, plugin: string, pluginVersion: string
       inputBytes: Number(r.input_bytes),
       outputBytes: Number(r.output_bytes),
       durationMs: Number(r.duration_ms),
-      cpuMs: Number(usage.cpuMs),
-      gpuMs: Number(usage.gpuMs),
-      bytesKept: Number(usage.bytesKept),
-      attempts: usage.attempts,
+      cpuMs: Number(r.cpu),
+      gpuMs: Number(r.gpu),
+      bytesKept: kept > written ? kept : written,
+      attempts: Number(r.attempts),
       recordedAt: r.recorded_at,
-    });
-  }
-  return out;
+    };
+  });
 }
