@@ -82,7 +82,13 @@ export interface CapstanConfig {
   artifacts: ArtifactStoreSettings;
   sqlitePath: string;
   databaseUrl?: string;
-  taskQueues: { workflows: string; cpu: string; gpu: string };
+  /**
+   * Workflows and cpu stages share one queue (a worker serving both gets a stage's task back with
+   * the workflow task's completion: the stage gap of a bare workflow); gpu stages have their own.
+   * `legacyCpu` is the cpu queue of earlier versions, still polled by cpu workers for runs and
+   * schedules that name it.
+   */
+  taskQueues: { workflows: string; cpu: string; gpu: string; legacyCpu?: string };
   workerRoles: ('workflows' | 'cpu' | 'gpu')[];
   /** Whether CAPSTAN_WORKER_ROLES named the roles (an explicit gpu role on a host without devices is refused at start). */
   workerRolesExplicit: boolean;
@@ -158,7 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     artifacts: s3 ? s3Settings(e, artifactsDir) : { kind: 'folder', dir: artifactsDir },
     sqlitePath: path.join(dataDir, 'capstan.db'),
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
-    taskQueues: { workflows: q, cpu: `${q}-cpu`, gpu: `${q}-gpu` },
+    taskQueues: { workflows: q, cpu: q, gpu: `${q}-gpu`, legacyCpu: `${q}-cpu` },
     workerRoles: e.CAPSTAN_WORKER_ROLES ?? ['workflows', 'cpu', 'gpu'],
     workerRolesExplicit: e.CAPSTAN_WORKER_ROLES !== undefined,
     api: {

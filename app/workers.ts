@@ -46,21 +46,28 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
     ...(o.identity ? { identity: o.identity } : {}),
   };
   const slotQueues: { queue: string; slots: number; worker: Worker }[] = [];
+  const cpuSlots = o.activitySlots ?? 4;
+  // A worker serving workflows and cpu stages polls one queue for both when they share it: the
+  // server then hands a stage's task back with the workflow task that scheduled it (eager dispatch).
+  const shared = o.roles.includes('workflows') && o.roles.includes('cpu') && o.taskQueues.cpu === o.taskQueues.workflows;
   if (o.roles.includes('workflows')) {
-    workers.push(
-      await Worker.create({
-        ...common,
-        taskQueue: o.taskQueues.workflows,
-        ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
-        maxCachedWorkflows: 200,
-      }),
-    );
+    const w = await Worker.create({
+      ...common,
+      taskQueue: o.taskQueues.workflows,
+      ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
+      maxCachedWorkflows: 200,
+      ...(shared ? { activities: acts, maxConcurrentActivityTaskExecutions: cpuSlots, activityTaskPollerBehavior: eagerPollers(cpuSlots) } : {}),
+    });
+    workers.push(w);
+    if (shared) slotQueues.push({ queue: o.taskQueues.cpu, slots: cpuSlots, worker: w });
   }
   if (o.roles.includes('cpu')) {
-    const slots = o.activitySlots ?? 4;
-    const w = await Worker.create({ ...common, taskQueue: o.taskQueues.cpu, activities: acts, maxConcurrentActivityTaskExecutions: slots });
-    workers.push(w);
-    slotQueues.push({ queue: o.taskQueues.cpu, slots, worker: w });
+    const queues = [...(shared ? [] : [o.taskQueues.cpu]), ...(o.taskQueues.legacyCpu && o.taskQueues.legacyCpu !== o.taskQueues.cpu ? [o.taskQueues.legacyCpu] : [])];
+    for (const queue of queues) {
+      const w = await Worker.create({ ...common, taskQueue: queue, activities: acts, maxConcurrentActivityTaskExecutions: cpuSlots });
+      workers.push(w);
+      slotQueues.push({ queue, slots: cpuSlots, worker: w });
+    }
   }
   if (devices) {
     const w = await Worker.create({ ...common, taskQueue: o.taskQueues.gpu, activities: acts, maxConcurrentActivityTaskExecutions: devices.size });
@@ -79,6 +86,16 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
     });
   }
   return workers;
+}
+
+/**
+ * Activity pollers each hold a slot while they wait, and the server hands a stage's task back with
+ * the workflow task's completion only when the worker has a slot free then. The SDK's default
+ * (min(10, slots) pollers) leaves none free below 12 slots, so a worker sharing the queue polls
+ * with half its slots and keeps the rest for those eager tasks (measured in bench/orchestration.ts).
+ */
+function eagerPollers(slots: number): { type: 'simple-maximum'; maximum: number } {
+  return { type: 'simple-maximum', maximum: Math.max(1, Math.floor(slots / 2)) };
 }
 
 /**
