@@ -1,27 +1,32 @@
-// Training throughput of the seed MLP (784-128-10) per tfjs backend and batch size, beside Keras, and with
+// Training throughput of the seed MLP (784-128-10) and of pipelines/mnist-cnn.yaml's conv net per tfjs
+// backend, training loop (model.fit, the step loop) and batch size, beside Keras, and with
 // --full: test accuracy after 10 epochs on full MNIST and multi-device fit with 1 vs 2 replicas.
-//   npx tsx bench/ml-training.ts            # samples/s: backend × batch × loop, ratio to Keras, test accuracy
+//   npx tsx bench/ml-training.ts            # samples/s: model × backend × loop × batch, ratio to Keras, test accuracy
 //                                           # (wasm, cpu, node when `npm run setup:native` built it, node-gpu
 //                                           # on a GPU host; Keras when TensorFlow for Python is importable)
-//   npx tsx bench/ml-training.ts --batches 32,256 --runs 5
+//   npx tsx bench/ml-training.ts --batches 32,256 --runs 5 --models mlp,cnn --loops fit,step
 //   npx tsx bench/ml-training.ts --full     # + full MNIST runs (10+ minutes on 2 cores)
 //   npx tsx bench/ml-training.ts --multi [--epochs 1] [--sync 50]   # only multi-device fit 1 vs 2 replicas (full MNIST, untrained seed model)
 // Each backend is measured in its own process (a process loads one backend).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger } from '../lib/logger.js';
 import { loadTf, nativeBinding, type BackendName } from '../ml/backend.js';
 import { inputsOf, readDataset } from '../ml/data/dataset.js';
 import { saveModel } from '../ml/models/io.js';
+import { buildFromLayers, type LayerSpec } from '../ml/models/layers.js';
 import { buildMlp, compileClassifier, seedMlpSpec } from '../ml/models/mlp.js';
+import { ensureConvFilterGrad } from '../ml/training/step-kernels.js';
+import { createStepLoop } from '../ml/training/step-loop.js';
 import { evaluate, fitPass, subset } from '../ml/training/train-loop.js';
 import type { ArtifactRef, StageContext, StageResult } from '../plugins/contract.js';
 import { dataPrepStage } from '../plugins/core/data-prep/index.js';
@@ -36,11 +41,19 @@ const { values: flags, positionals } = parseArgs({
     epochs: { type: 'string', default: '1' },
     sync: { type: 'string', default: '50' },
     batches: { type: 'string', default: '32,256' },
+    /** Models: the seed MLP and the conv net of pipelines/mnist-cnn.yaml. */
+    models: { type: 'string', default: 'mlp,cnn' },
+    /** Training loops: model.fit and the step loop (ml/training/step-loop.ts). */
+    loops: { type: 'string', default: 'fit,step' },
+    /** Child mode: which model. */
+    model: { type: 'string', default: 'mlp' },
     /** Timed passes per row (the median is reported). */
     runs: { type: 'string', default: '5' },
     /** Child mode (internal): `--measure <backend> --batch N <dataset dir>`. */
     measure: { type: 'string' },
     batch: { type: 'string', default: '32' },
+    /** Child mode: which training loop (`fit` = model.fit, `step` = ml/training/step-loop.ts). */
+    loop: { type: 'string', default: 'fit' },
   },
   allowPositionals: true,
 });
@@ -70,6 +83,7 @@ function context(store: ArtifactStore, stageId: string, replica?: { index: numbe
 
 interface Row {
   backend: string;
+  model?: BenchModel;
   batch: number;
   loop: string;
   samplesPerSec: number;
@@ -80,36 +94,59 @@ interface Row {
   version?: string;
 }
 
+type BenchModel = 'mlp' | 'cnn';
+
+/** Training images per timed pass: fewer for the conv net (and the pure-JS cpu backend). */
+function samplesFor(model: BenchModel, backend: BackendName | 'keras'): number {
+  if (model === 'cnn') return 3200;
+  return backend === 'cpu' ? 1600 : 9600;
+}
+
+/** The conv net of pipelines/mnist-cnn.yaml, read from the pipeline so the two cannot drift. */
+async function cnnLayers(): Promise<LayerSpec[]> {
+  const spec = parseYaml(await readFile(path.resolve(path.dirname(self), '..', 'pipelines', 'mnist-cnn.yaml'), 'utf8')) as { stages: { plugin: string; params: unknown }[] };
+  const pre = spec.stages.find((st) => st.plugin === 'core:pretrain');
+  const layers = pre && pretrainStage().paramsSchema.parse(pre.params).model.layers;
+  if (!layers) throw new Error('pipelines/mnist-cnn.yaml has no core:pretrain stage with model.layers');
+  return layers;
+}
+
 /**
- * Child mode: one backend, one batch size. A 640-sample warm-up, then `runs` timed model.fit
+ * Child mode: one backend, model, loop and batch size. A 640-sample warm-up, then `runs` timed
  * passes over the same rows (one epoch each, no shuffle), then test accuracy. One JSON line.
  * Keras (bench/keras_mnist.py --throughput) follows the same schedule.
  */
 async function measure(backend: BackendName, datasetDir: string): Promise<void> {
   const { tf, backend: got } = await loadTf({ prefer: backend });
+  ensureConvFilterGrad(tf); // wasm has no conv filter gradient of its own; model.fit needs it too
   const batch = Number(flags.batch);
   const passes = Number(flags.runs);
+  const which = flags.model as BenchModel;
   const ds = await readDataset(datasetDir, { splits: ['train', 'test'] });
-  const n = got === 'cpu' ? 1600 : 9600;
+  const n = samplesFor(which, got);
   const rows = Array.from({ length: n }, (_, i) => i);
   const data = subset({ x: inputsOf(ds, ds.splits.train), y: ds.splits.train.y, featureShape: ds.featureShape }, rows);
-  const model = buildMlp(tf, seedMlpSpec);
+  const model = which === 'cnn' ? buildFromLayers(tf, { inputShape: ds.featureShape, numClasses: 10, seed: 42, layers: await cnnLayers() }) : buildMlp(tf, seedMlpSpec);
   compileClassifier(tf, model, { learningRate: 1e-3 });
-  await fitPass(tf, model, subset(data, rows.slice(0, 640)), { batchSize: batch }); // warm-up
+  const step = flags.loop === 'step' ? await createStepLoop(tf, model) : undefined;
+  if (step && 'unsupported' in step) throw new Error(`step loop: ${step.unsupported}`);
+  const pass = (d: typeof data) => (step ? step.trainPass(d, { batchSize: batch, seed: 1 }) : fitPass(tf, model, d, { batchSize: batch }));
+  await pass(subset(data, rows.slice(0, 640))); // warm-up
   const runs: number[] = [];
   const perCpu: number[] = [];
   for (let i = 0; i < passes; i++) {
     const t0 = performance.now();
     const c0 = process.cpuUsage();
-    await fitPass(tf, model, data, { batchSize: batch });
+    await pass(data);
     const c = process.cpuUsage(c0);
     runs.push(n / ((performance.now() - t0) / 1000));
     perCpu.push(n / ((c.user + c.system) / 1e6));
   }
+  await step?.commit();
   const testSplit = ds.splits.test;
   if (!testSplit) throw new Error(`${datasetDir} has no test split`);
   const test = evaluate(tf, model, { x: inputsOf(ds, testSplit), y: testSplit.y, featureShape: ds.featureShape });
-  const row: Row = { backend: got, batch, loop: 'model.fit', samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n, testAccuracy: test.accuracy };
+  const row: Row = { backend: got, model: which, batch, loop: step ? 'step loop' : 'model.fit', samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n, testAccuracy: test.accuracy };
   process.stdout.write(JSON.stringify(row) + '\n');
 }
 
@@ -127,48 +164,69 @@ function fmt(n: number): string {
   return Math.round(n).toLocaleString('en-US');
 }
 
-/** Every backend × batch row, Keras first, in one table. */
+/** Every backend × loop × batch row, Keras first, one table per model. */
 async function throughputTable(datasetDir: string): Promise<void> {
   const batches = flags.batches.split(',').map(Number);
   const passes = Number(flags.runs);
+  const models = flags.models.split(',') as BenchModel[];
+  const loops = flags.loops.split(',');
   if (!batches.every((b) => Number.isInteger(b) && b > 0) || !Number.isInteger(passes) || passes < 1) throw new Error(`--batches must be positive whole numbers and --runs a positive whole number; got ${flags.batches} and ${flags.runs}`);
-  console.log(`\nseed MLP 784-128-10, Adam 1e-3, model.fit, one process per row; median of ${passes} passes (9,600 images; cpu 1,600) after a 640-image warm-up; test accuracy on the 10k test images after those passes:`);
-  const rows: Row[] = [];
-  const notes: string[] = [];
-
+  if (!models.every((m) => m === 'mlp' || m === 'cnn') || !loops.every((l) => l === 'fit' || l === 'step')) throw new Error(`--models takes mlp,cnn and --loops fit,step; got ${flags.models} and ${flags.loops}`);
   const py = kerasPython();
-  if (py) {
-    const script = path.resolve(path.dirname(self), 'keras_mnist.py');
-    const r = spawnSync(py.cmd, [script, '--throughput', '--batches', batches.join(','), '--samples', '9600', '--passes', String(passes)], { encoding: 'utf8', env: { ...py.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
-    const got = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
-    if (got.length) rows.push(...got);
-    else notes.push(`keras: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
-  } else notes.push('keras: TensorFlow for Python is not importable (python3 -m pip install --target .tools/keras tensorflow==2.21.0 gives it to this benchmark)');
-
   const backends: BackendName[] = ['wasm', 'cpu'];
+  const missing: string[] = [];
   for (const b of ['node-gpu', 'node'] as const) {
     const nb = nativeBinding(b);
     if ('path' in nb) backends.unshift(b);
-    else notes.push(`${b}: ${nb.missing}`);
+    else missing.push(`${b}: ${nb.missing}`);
   }
   const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-  for (const b of backends) {
-    for (const batch of batches) {
-      const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, '--batch', String(batch), '--runs', String(passes), datasetDir], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
-      const line = r.stdout.trim().split('\n').pop() ?? '';
-      try {
-        const row = JSON.parse(line) as Row;
-        if (row.backend !== b) {
-          notes.push(`${b}: not available here (loaded ${row.backend} instead)`);
-          break;
+
+  for (const model of models) {
+    const n = samplesFor(model, 'wasm');
+    console.log(
+      model === 'mlp'
+        ? `\nseed MLP 784-128-10, Adam 1e-3, one process per row; median of ${passes} passes (9,600 images; cpu 1,600) after a 640-image warm-up; test accuracy on the 10k test images after those passes:`
+        : `\nconv net of pipelines/mnist-cnn.yaml (conv 16 3×3 → pool → conv 32 3×3 → pool → dense 64 → 10; 56,714 parameters), Adam 1e-3; median of ${passes} passes of ${n.toLocaleString('en-US')} images after a 640-image warm-up (cpu not run: too slow); test accuracy on the 10k test images:`,
+    );
+    const rows: Row[] = [];
+    const notes = [...missing];
+    if (py) {
+      const script = path.resolve(path.dirname(self), 'keras_mnist.py');
+      const r = spawnSync(py.cmd, [script, '--throughput', '--model', model, '--batches', batches.join(','), '--samples', String(n), '--passes', String(passes)], { encoding: 'utf8', env: { ...py.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+      const got = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
+      if (got.length) rows.push(...got);
+      else notes.push(`keras: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+    } else notes.push('keras: TensorFlow for Python is not importable (python3 -m pip install --target .tools/keras tensorflow==2.21.0 gives it to this benchmark)');
+
+    for (const b of backends) {
+      if (model === 'cnn' && b === 'cpu') continue;
+      let unavailable = false;
+      for (const loop of loops) {
+        for (const batch of batches) {
+          if (unavailable) break;
+          const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, '--model', model, '--loop', loop, '--batch', String(batch), '--runs', String(passes), datasetDir], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+          const line = r.stdout.trim().split('\n').pop() ?? '';
+          try {
+            const row = JSON.parse(line) as Row;
+            if (row.backend !== b) {
+              notes.push(`${b}: not available here (loaded ${row.backend} instead)`);
+              unavailable = true;
+              break;
+            }
+            rows.push(row);
+          } catch {
+            notes.push(`${b} ${loop} batch ${batch}: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
+          }
         }
-        rows.push(row);
-      } catch {
-        notes.push(`${b} batch ${batch}: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
       }
     }
+    printRows(rows, notes);
   }
+  console.log('  (samples/CPU-s: the tfjs process only; "step loop" is ml/training/step-loop.ts, what core:pretrain and core:multi-device-fit train with)');
+}
 
+function printRows(rows: Row[], notes: string[]): void {
   const keras = new Map(rows.filter((r) => r.backend === 'keras').map((r) => [r.batch, r.samplesPerSec]));
   const head = ['backend', 'batch', 'loop', 'samples/s', 'vs Keras', 'samples/CPU-s', 'test acc', 'passes (samples/s)'];
   const table = rows
@@ -188,7 +246,6 @@ async function throughputTable(datasetDir: string): Promise<void> {
   print(head);
   for (const t of table) print(t);
   for (const n of notes) console.log(`  note: ${n}`);
-  console.log('  (samples/CPU-s: the tfjs process only; test accuracy after 48,640 training images, cpu after 8,640)');
 }
 
 async function main(): Promise<void> {
