@@ -186,8 +186,9 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         event('STAGE_FAILED', spec.id, message);
         if (budget) noteSpend(spec.id, detail?.spent);
         if (budget && type === 'BUDGET_EXCEEDED') {
-          // Stopped at a checkpoint for its budget: the next round resumes from that checkpoint.
-          checkpoint = detail?.checkpoint;
+          // Stopped at a checkpoint for its budget: the next round resumes from that checkpoint (a
+          // replicated stage's replicas each have their own, so its next round starts afresh).
+          checkpoint = spec.replicas > 1 ? undefined : detail?.checkpoint;
           if ((await budgetPause(spec, message)) === 'skipped') return;
           if (abortReason !== undefined) return;
           continue;
