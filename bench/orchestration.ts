@@ -99,19 +99,10 @@ async function main(): Promise<void> {
   // Warm-up: bundle loaded, connections open, first workflow task done.
   await client.workflow.getHandle((await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('warmup') })).startPipeline.id).result();
 
-  // 1. Per-stage gap through Temporal.
-  const gaps: number[] = [];
-  const perRun: number[] = [];
-  for (let r = 0; r < RUNS; r++) {
-    const t0 = performance.now();
-    const id = (await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('gap') })).startPipeline.id;
-    const state = (await client.workflow.getHandle(id).result()) as RunState;
-    perRun.push(performance.now() - t0);
-    for (let i = 1; i < state.stages.length; i++) gaps.push((state.stages[i]!.metrics.startedAt as number) - (state.stages[i - 1]!.metrics.endedAt as number));
-  }
-  // The floor: a bare workflow running the same number of no-op activities, on the workflow's own
-  // task queue (the server can hand the next activity task back with the workflow task's
-  // completion) and on a separate queue (as Capstan's stages run on <prefix>-cpu/-gpu).
+  // 1. Per-stage gap through Temporal, beside its floor: a bare workflow running the same number of
+  //    no-op activities on the workflow's own task queue (the server hands the next activity task
+  //    back with the workflow task's completion) and on a separate queue (as gpu stages run on
+  //    <prefix>-gpu). Interleaved run by run, so all three see the same load on a shared machine.
   const noop = async () => {
     const startedAt = performance.timeOrigin + performance.now();
     return { startedAt, endedAt: performance.timeOrigin + performance.now() };
@@ -121,17 +112,27 @@ async function main(): Promise<void> {
     await Worker.create({ connection: nc, namespace: 'default', taskQueue: 'bare-activities', activities: { noop } }),
   ];
   const bareRunning = bareWorkers.map((w) => w.run());
-  const bareGaps = async (activityQueue: string) => {
+  const bareRun = async (activityQueue: string, r: number) => {
+    const t = await client.workflow.execute(bareChainWorkflow, { taskQueue: 'bare', workflowId: `bare-${activityQueue}-${r}-${Date.now()}`, args: [{ n: STAGES, taskQueue: activityQueue }] });
     const out: number[] = [];
-    for (let r = 0; r <= RUNS; r++) {
-      const t = await client.workflow.execute(bareChainWorkflow, { taskQueue: 'bare', workflowId: `bare-${activityQueue}-${r}-${Date.now()}`, args: [{ n: STAGES, taskQueue: activityQueue }] });
-      if (r === 0) continue; // warm-up
-      for (let i = 1; i < t.length; i++) out.push(t[i]!.startedAt - t[i - 1]!.endedAt);
-    }
+    for (let i = 1; i < t.length; i++) out.push(t[i]!.startedAt - t[i - 1]!.endedAt);
     return out;
   };
-  const bareSame = await bareGaps('bare');
-  const bareSeparate = await bareGaps('bare-activities');
+  await bareRun('bare', -1); // warm-up
+  await bareRun('bare-activities', -1);
+  const gaps: number[] = [];
+  const perRun: number[] = [];
+  const bareSame: number[] = [];
+  const bareSeparate: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const t0 = performance.now();
+    const id = (await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('gap') })).startPipeline.id;
+    const state = (await client.workflow.getHandle(id).result()) as RunState;
+    perRun.push(performance.now() - t0);
+    for (let i = 1; i < state.stages.length; i++) gaps.push((state.stages[i]!.metrics.startedAt as number) - (state.stages[i - 1]!.metrics.endedAt as number));
+    bareSame.push(...(await bareRun('bare', r)));
+    bareSeparate.push(...(await bareRun('bare-activities', r)));
+  }
   for (const w of bareWorkers) w.shutdown();
   await Promise.allSettled(bareRunning);
 
