@@ -1,5 +1,5 @@
 // Layer specs (core:pretrain's model.layers): the schema's errors, and a small conv net trained by
-// the step loop and taken by prune-quantize (with a fine-tune) and multi-device-fit, on this
+// the step loop and taken by prune-quantize (with a fine-tune), multi-device-fit and deploy, on this
 // project's backend. pipelines/mnist-cnn.yaml is checked against the stages' params schemas.
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,10 @@ import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { pruneQuantizeStage } from '../../plugins/core/prune-quantize/index.js';
+import { deployStage } from '../../plugins/core/deploy/index.js';
+import type { StageServices } from '../../plugins/services.js';
+import { ModelRegistry } from '../../serving/registry.js';
+import { freshRegistryDb } from '../models/db.js';
 import { makeContext, tmpStore } from './helpers.js';
 
 let store: Awaited<ReturnType<typeof tmpStore>>;
@@ -83,7 +87,7 @@ describe('layer specs', () => {
 });
 
 describe('a small conv net through the ML stages', () => {
-  it('is trained by the step loop, pruned (conv kernels too) and fine-tuned, then fitted on 2 replicas', async () => {
+  it('is trained by the step loop, pruned (conv kernels too) and fine-tuned, fitted on 2 replicas, then deployed', async () => {
     const pre = pretrainStage();
     const trained = await pre.run(makeContext({ store: store.store, stageId: 'cnn-train' }), pre.paramsSchema.parse({ epochs: 2, model: { layers: smallCnn } }), { dataset });
     expect(trained.metrics.trainLoop).toBe('step');
@@ -104,5 +108,17 @@ describe('a small conv net through the ML stages', () => {
     for (const r of results) expect(r.metrics.trainLoop).toBe('step');
     const reduced = await fit.dataParallel!.reduce(makeContext({ store: store.store, stageId: 'cnn-fit' }), params, inputs, results);
     expect(reduced.metrics.testAccuracy as number).toBeGreaterThan(0.5);
+
+    // Deploy quantizes it to uint8, registers and promotes it, and serves it at batch 1.
+    const db = await freshRegistryDb('sqlite', store.root);
+    try {
+      const dep = deployStage();
+      const ctx = makeContext({ store: store.store, stageId: 'cnn-deploy', services: { models: new ModelRegistry(db) } as unknown as StageServices });
+      const out = await dep.run(ctx, dep.paramsSchema.parse({ modelName: 'mnist-cnn-test', quantize: 'uint8', latencyRuns: 20, gates: { minTestAccuracy: 0.5 } }), { model: reduced.outputs.model!, dataset });
+      expect(out.metrics).toMatchObject({ model: 'mnist-cnn-test', alias: 'production' });
+      expect(out.metrics.p50LatencyMs as number).toBeGreaterThan(0);
+    } finally {
+      await db.close();
+    }
   });
 });
