@@ -165,7 +165,7 @@ async function attempt(
     ...(device ? { device } : {}),
     operatorRound: operatorRoundOf(info.activityId),
   });
-  const { reported } = made;
+  const { reported, close: closeContext } = made;
   // Usage of work still running (a training child's CPU so far), replaced by each report.
   let live = { cpuSeconds: 0 };
   const ctx: StageContext = {
@@ -222,6 +222,8 @@ async function attempt(
     await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
   } finally {
     clearInterval(timer);
+    // Shared folders mirrored through an object store stop with the attempt, whatever it did.
+    await closeContext().catch(() => undefined);
     if (device) deps.devices!.give(device);
     if (deps.meter) {
       const cpu = process.cpuUsage(cpu0);

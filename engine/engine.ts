@@ -198,7 +198,7 @@ export class Engine {
     const ref = run?.stages.find((s) => s.id === stageId)?.outputs.deployment;
     if (!ref) return undefined;
     try {
-      const text = await readFile(path.join(this.deps.artifacts.resolve(ref), 'deployment.json'), 'utf8');
+      const text = await readFile(path.join(await this.deps.artifacts.localPath(ref), 'deployment.json'), 'utf8');
       const gates = (JSON.parse(text) as { gates?: unknown }).gates;
       return Array.isArray(gates) ? gates : undefined;
     } catch {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { parseMoney } from '../../ledger/money.js';
+import { formatMoneyExact, parseMoney } from '../../ledger/money.js';
 import { defineStage, PLUGIN_API_VERSION } from '../../plugins/contract.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
@@ -142,7 +142,7 @@ describe('estimates, budgets and the realised-ROI watch', () => {
 
     const est = await estimate(spec('estimate-me'));
     const dataEst = money(est.stages[0].cost.total.expected);
-    const max = (dataEst + pretrainEstimate / 2).toFixed(6);
+    const max = formatMoneyExact(parseMoney((dataEst + pretrainEstimate / 2).toFixed(6)));
     const id = await start(spec('estimate-me', { budget: { max } }));
     const paused = await until(id, (r) => r.status === 'PAUSED', 'the run to pause on its budget');
     expect(paused.pausedStages).toEqual(['pretrain']);
@@ -164,7 +164,7 @@ describe('estimates, budgets and the realised-ROI watch', () => {
   it('stops a running stage at a checkpoint when it crosses its budget; a lower raise is refused; a raise resumes from the checkpoint', { timeout: 400_000 }, async () => {
     // Another seed has no comparable history, so nothing stops pretrain before it starts; its own
     // budget of 60 % of what three epochs cost is crossed while it trains eight.
-    const stageBudget = (pretrainEstimate * 0.6).toFixed(6);
+    const stageBudget = formatMoneyExact(parseMoney((pretrainEstimate * 0.6).toFixed(6))); // as the spec stores it
     const id = await start(spec('budget-mid', {}, [data, { ...pretrain({ epochs: 8, seed: 99 }), budget: { max: stageBudget } }, ledger]));
     const paused = await until(id, (r) => r.status === 'PAUSED', 'pretrain to stop on its budget');
     const p = paused.stages.find((s: any) => s.id === 'pretrain');
