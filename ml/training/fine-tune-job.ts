@@ -7,12 +7,13 @@ import { batchTensor, loadSplit } from '../evaluation/evaluate.js';
 import { folderLoadHandler, folderSaveHandler, loadModel } from '../models/io.js';
 import { writeCheckpoint } from './checkpoints.js';
 import { ensureConvFilterGrad } from './step-kernels.js';
+import { createStepLoop } from './step-loop.js';
 import type { FineTuneJob, FineTuneProgress, FineTuneResult } from './jobs.js';
 
 /**
  * Masked fine-tune of a pruned model (in the child process): one train step per batch in data
  * order, the masks re-applied after each step, a checkpoint with optimizer state after every
- * epoch. Writes the float32 weights in the input's order with pruned values exactly +0.
+ * epoch. The step loop trains when the model allows it (model.trainOnBatch otherwise). Writes the float32 weights in the input's order with pruned values exactly +0.
  */
 export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTuneProgress) => void): Promise<FineTuneResult> {
   const { tf, backend } = await loadTf(job.backend ? { prefer: job.backend } : {});
@@ -33,13 +34,32 @@ export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTunePro
     model.compile({ optimizer: tf.train.adam(job.learningRate), loss: 'categoricalCrossentropy' });
   }
   const applier = createMaskApplier(tf, model, masks);
+  // The step loop (ml/training/step-loop.ts) keeps the masks itself, after every Adam update.
+  const loop = await createStepLoop(tf, model, { masks: masks.map((m) => ({ name: m.name, keep: m.keep })) });
   const stepsPerEpoch = Math.ceil(train.count / job.batchSize);
   let lastLoss = NaN;
   let step = fromEpoch * stepsPerEpoch;
   let checkpointDir = job.resume?.dir;
   try {
     const rowSize = train.featureShape.reduce((a, b) => a * b, 1);
-    for (let epoch = fromEpoch + 1; epoch <= job.epochs; epoch++) {
+    for (let epoch = fromEpoch + 1; epoch <= job.epochs && !('unsupported' in loop); epoch++) {
+      const r = await loop.trainPass(
+        { x: train.x, y: train.y, featureShape: train.featureShape },
+        {
+          batchSize: job.batchSize,
+          seed: epoch,
+          onStep: () => {
+            step++;
+            progress({ epoch: epoch - 1, step, ...(checkpointDir ? { checkpointDir } : {}), loss: lastLoss });
+          },
+        },
+      );
+      lastLoss = r.loss;
+      await loop.commit();
+      checkpointDir = await writeCheckpoint(model, job.checkpointDir, epoch);
+      progress({ epoch, step, checkpointDir, loss: lastLoss, epochDone: true });
+    }
+    for (let epoch = fromEpoch + 1; epoch <= job.epochs && 'unsupported' in loop; epoch++) {
       for (let start = 0; start < train.count; start += job.batchSize) {
         const end = Math.min(train.count, start + job.batchSize);
         const xs = batchTensor(tf, model, train.x, rowSize, start, end);
@@ -78,8 +98,9 @@ export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTunePro
       if (w) applyMask(w.values, m.keep);
     }
     await folderSaveHandler(job.outDir).save!({ ...pruned, ...encodeFloatWeights(weights) });
-    return { backend, resumedFromEpoch: fromEpoch, epochs: job.epochs, steps: step, lastLoss };
+    return { backend, trainLoop: 'unsupported' in loop ? 'model.fit' : 'step', resumedFromEpoch: fromEpoch, epochs: job.epochs, steps: step, lastLoss };
   } finally {
+    if (!('unsupported' in loop)) loop.dispose();
     applier.dispose();
     model.dispose();
   }

@@ -152,10 +152,13 @@ export interface FineTuneProgress {
 
 export interface FineTuneResult {
   backend: BackendName;
+  /** The step loop, or model.fit's trainOnBatch when the model needs it. */
+  trainLoop: TrainLoopName;
   resumedFromEpoch: number;
   epochs: number;
   /** Train steps over all epochs (resumed ones included). */
   steps: number;
+  /** Step loop: the last epoch's mean loss; trainOnBatch: the last batch's loss. */
   lastLoss: number;
 }
 

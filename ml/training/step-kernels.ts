@@ -68,7 +68,8 @@ export interface StepKernels {
   biasGrad(dy: TF.Tensor): TF.Tensor;
   /** Softmax cross-entropy from logits [B, C] and integer labels (also kept in JS). */
   softmaxXent(logits: TF.Tensor, labels: TF.Tensor, labelValues: Uint8Array | Int32Array): SoftmaxXent;
-  adam(vars: TF.Variable[], cfg: AdamConfig, init?: AdamState): FusedAdam;
+  /** `masks[i]`, when given, is a 0/1 keep-mask of weight i, applied after every update (weight ← weight × mask). */
+  adam(vars: TF.Variable[], cfg: AdamConfig, init?: AdamState, masks?: (Uint8Array | undefined)[]): FusedAdam;
 }
 
 export function stepKernels(tf: Tf): StepKernels {
@@ -135,8 +136,9 @@ function opsSoftmaxXent(tf: Tf, logits: TF.Tensor, labels: TF.Tensor, numClasses
 }
 
 /** Adam as tfjs does it (tfjs AdamOptimizer.applyGradients), with tensor ops: the fallback. */
-function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState): FusedAdam {
+function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState, masks?: (Uint8Array | undefined)[]): FusedAdam {
   let t = init?.iterations ?? 0;
+  const keep = vars.map((v, i) => (masks?.[i] ? tf.keep(tf.tensor(Float32Array.from(masks[i]!), v.shape)) : undefined));
   const m = vars.map((v, i) => tf.variable(init ? tf.tensor(init.m[i]!, v.shape) : tf.zerosLike(v), false));
   const s = vars.map((v, i) => tf.variable(init ? tf.tensor(init.v[i]!, v.shape) : tf.zerosLike(v), false));
   return {
@@ -151,7 +153,8 @@ function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState)
           const vi = tf.add(tf.mul(s[i]!, cfg.beta2), tf.mul(tf.square(g), 1 - cfg.beta2));
           m[i]!.assign(mi);
           s[i]!.assign(vi);
-          vars[i]!.assign(tf.sub(vars[i]!, tf.mul(tf.div(tf.div(mi, c1), tf.add(tf.sqrt(tf.div(vi, c2)), cfg.epsilon)), cfg.learningRate)));
+          const next = tf.sub(vars[i]!, tf.mul(tf.div(tf.div(mi, c1), tf.add(tf.sqrt(tf.div(vi, c2)), cfg.epsilon)), cfg.learningRate));
+          vars[i]!.assign(keep[i] ? tf.mul(next, keep[i]!) : next);
         });
       });
     },
@@ -161,6 +164,7 @@ function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState)
     dispose() {
       m.forEach((x) => x.dispose());
       s.forEach((x) => x.dispose());
+      keep.forEach((x) => x?.dispose());
     },
   };
 }
@@ -176,7 +180,7 @@ function genericKernels(tf: Tf, backend: string): StepKernels {
     inputGrad: (dz, w) => tf.matMul(dz as TF.Tensor2D, tf.transpose(w as TF.Tensor2D)),
     biasGrad: (dy) => tf.sum(dy, dy.shape.slice(0, -1).map((_, i) => i)),
     softmaxXent: (logits, labels) => opsSoftmaxXent(tf, logits, labels, logits.shape[1]!),
-    adam: (vars, cfg, init) => opsAdam(tf, vars, cfg, init),
+    adam: (vars, cfg, init, masks) => opsAdam(tf, vars, cfg, init, masks),
   };
 }
 
@@ -240,7 +244,7 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
       }
       return { dlogits: tf.tensor2d(d, [batch, classes]), keep: [], tally: () => ({ lossSum, correct }) };
     },
-    adam(vars, cfg, init) {
+    adam(vars, cfg, init, masks) {
       // Each variable gets a private copy of its data, so writing it in place (cpu) touches nothing else.
       const privatize = () => {
         if (backend === 'cpu')
@@ -285,6 +289,8 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
               sk[i] = vi;
               p[i] = old[i]! - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
             }
+            const keep = masks?.[k];
+            if (keep) for (let i = 0; i < p.length; i++) if (keep[i] === 0) p[i] = 0;
             if (fresh) {
               v.assign(fresh);
               fresh.dispose();
@@ -375,7 +381,8 @@ function nativeKernels(tf: Tf): StepKernels {
         },
       };
     },
-    adam(vars, cfg, init) {
+    adam(vars, cfg, init, masks) {
+      const keep = vars.map((v, i) => (masks?.[i] ? tf.keep(tf.tensor(Float32Array.from(masks[i]!), v.shape)) : undefined));
       const shapeAttr = (shape: number[]): OpAttr => ({ name: 'shape', type: B.TF_ATTR_SHAPE!, value: shape });
       const handle = (shape: number[], value: TF.Tensor) => {
         const h = be.executeSingleOutput(
@@ -404,6 +411,9 @@ function nativeKernels(tf: Tf): StepKernels {
             // sqrt(1 − β₂ᵗ) makes this step exactly tfjs's (and Keras's legacy) Adam.
             const epsT = tf.scalar(cfg.epsilon * Math.sqrt(1 - Math.pow(cfg.beta2, t)));
             grads.forEach((g, i) => be.executeMultipleOutputs('ResourceApplyAdam', attrs, [vh[i]!, mh[i]!, sh[i]!, p1, p2, lr, b1, b2, epsT, g], 0));
+            keep.forEach((k, i) => {
+              if (k) be.executeMultipleOutputs('AssignVariableOp', [dtypeAttr], [vh[i]!, one('Mul', [read(vh[i]!), k])], 0);
+            });
           });
         },
         syncVariables() {
@@ -427,6 +437,7 @@ function nativeKernels(tf: Tf): StepKernels {
             h.dispose();
           }
           [lr, b1, b2].forEach((x) => x.dispose());
+          keep.forEach((x) => x?.dispose());
         },
       };
     },

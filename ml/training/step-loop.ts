@@ -114,7 +114,7 @@ export interface StepLoop {
   /** The kernel set in use ('tensorflow', 'wasm', 'cpu', …). */
   backend: string;
   /** One pass over `d` in its order (the caller shuffles), in batches of `batchSize` (the last may be smaller). */
-  trainPass(d: LabelledArrays, opts: { batchSize: number; seed: number }): Promise<LossAccuracy>;
+  trainPass(d: LabelledArrays, opts: { batchSize: number; seed: number; onStep?: () => void }): Promise<LossAccuracy>;
   /** Steps taken so far (Adam's iteration count, resumed ones included). */
   steps(): number;
   /**
@@ -141,7 +141,7 @@ interface AdamLike {
  * checkpoint, is carried over), or why there is none. The model's variables are current only
  * after `commit()`.
  */
-export async function createStepLoop(tf: Tf, model: TF.LayersModel): Promise<StepLoop | { unsupported: string }> {
+export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { masks?: { name: string; keep: Uint8Array }[] } = {}): Promise<StepLoop | { unsupported: string }> {
   const plan = planStepLoop(model);
   if ('unsupported' in plan) return plan;
   const opt = model.optimizer as unknown as AdamLike | undefined;
@@ -156,7 +156,11 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel): Promise<Ste
   }
   if (plan.stages.some((s) => s.kind === 'conv')) ensureConvFilterGrad(tf);
   const kernels = stepKernels(tf);
-  const adam = kernels.adam(plan.vars, cfg, init);
+  // Pruning masks by weight name (LayerVariable.originalName), kept after every step.
+  const names = model.trainableWeights.map((w) => w.originalName);
+  for (const m of opts.masks ?? []) if (!names.includes(m.name)) return { unsupported: `mask ${m.name} matches no trainable weight` };
+  const masks = names.map((n) => opts.masks?.find((m) => m.name === n)?.keep);
+  const adam = kernels.adam(plan.vars, cfg, init, masks);
   return {
     backend: kernels.backend,
     steps: () => adam.state().iterations,
@@ -195,7 +199,7 @@ function leadingShape(plan: StepPlan, featureShape: number[]): { shape: number[]
   return { shape, skip };
 }
 
-async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam, d: LabelledArrays, o: { batchSize: number; seed: number }): Promise<LossAccuracy> {
+async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam, d: LabelledArrays, o: { batchSize: number; seed: number; onStep?: () => void }): Promise<LossAccuracy> {
   const n = d.y.length;
   if (n === 0) return { loss: NaN, accuracy: NaN };
   const row = d.featureShape.reduce((a, b) => a * b, 1);
@@ -291,6 +295,7 @@ async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam
       });
       adam.update(grads);
       tf.dispose(grads);
+      o.onStep?.();
       // Let timers (the child's alive messages) and signals run about every 100 ms.
       if (performance.now() - lastYield > 100) {
         await new Promise((r) => setImmediate(r));

@@ -97,6 +97,7 @@ describe('a small conv net through the ML stages', () => {
     const pq = pruneQuantizeStage();
     const pruned = await pq.run(makeContext({ store: store.store, stageId: 'cnn-prune' }), pq.paramsSchema.parse({ sparsity: 0.5, fineTuneEpochs: 1, quantize: 'none' }), { model: trained.outputs.model!, dataset });
     expect(pruned.metrics.sparsity as number).toBeCloseTo(0.5, 3);
+    expect(pruned.metrics.fineTuneLoop).toBe('step');
     // conv_1, conv_3, dense_5 and output kernels are all pruned
     expect(pruned.metrics.prunableWeights).toBe(8 * 9 + 8 * 9 * 8 + 6 * 6 * 8 * 32 + 32 * 10);
     expect(pruned.metrics.testAccuracyAfter as number).toBeGreaterThan(0.5);

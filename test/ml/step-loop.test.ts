@@ -169,6 +169,30 @@ describe('step loop', () => {
     expect(maxAbsDiff(straight, resumed)).toBeLessThan(1e-4);
   });
 
+  it('keeps pruned weights at zero after every step when given masks (the prune fine-tune)', async () => {
+    const model = seedModel();
+    const before = model.getWeights()[0]!.dataSync().slice(); // a copy: getWeights gives the live variables
+    const keep = new Uint8Array(before.length).map((_, i) => (i % 4 === 0 ? 0 : 1));
+    const loop = await createStepLoop(tf, model, { masks: [{ name: 'dense_1/kernel', keep }] });
+    if ('unsupported' in loop) throw new Error(loop.unsupported);
+    let zerosAfterEachStep = true;
+    const rows: LabelledArrays = { x: train.x.subarray(0, 640 * 784), y: train.y.subarray(0, 640), featureShape: train.featureShape };
+    await loop.trainPass(rows, {
+      batchSize: 64,
+      seed: 1,
+      onStep: () => {
+        void loop.commit({ optimizer: false });
+        const w = model.getWeights()[0]!.dataSync();
+        for (let i = 0; i < w.length; i += 4) if (w[i] !== 0) zerosAfterEachStep = false;
+      },
+    });
+    expect(loop.steps()).toBe(10);
+    expect(zerosAfterEachStep).toBe(true);
+    const w = model.getWeights()[0]!.dataSync();
+    expect(w.some((v, i) => i % 4 !== 0 && v !== before[i])).toBe(true); // the others trained
+    loop.dispose();
+  });
+
   it('says which models it does not train (model.fit then does)', () => {
     expect(planStepLoop(withBatchNorm())).toEqual({ unsupported: expect.stringMatching(/non-trainable weights|BatchNormalization/) });
     const linearOut = tf.sequential({ layers: [tf.layers.dense({ inputShape: [4], units: 2 })] });

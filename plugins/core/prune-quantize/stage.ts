@@ -21,7 +21,7 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
   return defineStage({
     name: 'core:prune-quantize',
     estimateScale: { work: ['fineTuneEpochs'] },
-    version: '1.0.0',
+    version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model), optionally fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
     paramsSchema: pruneQuantizeParamsSchema,
@@ -81,7 +81,7 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
           evalSplit: test.split,
           evalRows: test.count,
           fineTuneEpochs: fineTuned?.epochs ?? 0,
-          ...(fineTuned ? { fineTuneSteps: fineTuned.steps, fineTuneLoss: fineTuned.lastLoss, fineTuneResumedFromEpoch: fineTuned.resumedFromEpoch } : {}),
+          ...(fineTuned ? { fineTuneSteps: fineTuned.steps, fineTuneLoss: fineTuned.lastLoss, fineTuneResumedFromEpoch: fineTuned.resumedFromEpoch, fineTuneLoop: fineTuned.trainLoop } : {}),
           tfBackend: backend,
         },
       };
