@@ -268,7 +268,8 @@ export class Engine {
   /** Sends an operator decision to a paused run (a Temporal Update, validated by the workflow). */
   private async decide(id: string, d: Decision, known?: RunView): Promise<RunView> {
     const run = known ?? (await this.require(id));
-    if (run.status !== 'PAUSED') {
+    // A budget may be raised while the run still runs (before it pauses on it); other decisions need a pause.
+    if (run.status !== 'PAUSED' && !(d.action === 'raise-budget' && run.status === 'RUNNING')) {
       throw new EngineError('DECISION_REJECTED', `decision refused: run is ${run.status}, not PAUSED; decisions apply to paused runs only`, { reason: `run is ${run.status}` });
     }
     try {

@@ -197,6 +197,19 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     expect(done.events.map((e: any) => e.type)).toContain('BUDGET_RAISED');
   });
 
+  it('raises a budget while the run is still running (before anything pauses on it)', { timeout: 120_000 }, async () => {
+    const id = await start({ name: 'raise-running', budget: { max: '100.00' }, stages: [{ id: 'slow', plugin: 'test:write-note', params: { sleepMs: 4000 } }] });
+    await until(id, (r) => r.status === 'RUNNING' && r.stages[0].status === 'RUNNING', 'the stage to run');
+    const r = await stack.gql(`mutation($id: ID!) { raiseBudget(runId: $id, max: "150") { budget { max raises { from to } } } }`, { id });
+    expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
+    expect(r.data.raiseBudget.budget).toEqual({ max: '150.00', raises: [{ from: '100.00', to: '150.00' }] });
+    const done = await until(id, (x) => x.status === 'COMPLETED', 'the run to complete', 60_000);
+    expect(done.budget.max).toBe('150.00');
+    // Closed: no more raises.
+    const late = await stack.gql(`mutation($id: ID!) { raiseBudget(runId: $id, max: "200") { id } }`, { id });
+    expect(late.errors?.[0]?.extensions?.code).toBe('DECISION_REJECTED');
+  });
+
   it('emits roi.below once per crossing when a deployed model earns less than its cost share, and a saved pipeline starts from it once', { timeout: 300_000 }, async () => {
     const triggered = await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["roi.below"]) { name } }`, {
       s: { name: 'retrain-on-roi', stages: [{ id: 'note', plugin: 'test:write-note', params: { text: 'retrain {{event.model}} v{{event.version}} at {{event.realisedRoi}}' } }] },
