@@ -1,15 +1,12 @@
 // Estimates, budgets and the realised-ROI watch over GraphQL.
-import type { RunView } from '../../engine/index.js';
 import { formatMoneyExact } from '../../ledger/money.js';
 import type { RoiAlert } from '../../ledger/roi-watch.js';
 import type { BudgetState, RunEstimateView } from '../../workflows/types.js';
 import { apiError } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
 import { budgetTypeDefs } from '../schema/budget.js';
-import { stripNulls } from './core.js';
+import { full, stripNulls, type RunParent } from './core.js';
 
-type RunParent = { id: string } & Partial<Pick<RunView, 'stages' | 'estimate' | 'budget'>>;
-const full = async (r: RunParent, ctx: ApiContext): Promise<RunView | undefined> => ('stages' in r && r.stages ? (r as RunView) : ctx.runs.load(r.id));
 
 const action = (a: 'pause' | 'fail') => (a === 'pause' ? 'PAUSE' : 'FAIL');
 
@@ -49,11 +46,11 @@ export const budgetModule: ApiModule = {
     },
     PipelineRun: {
       estimate: async (r: RunParent, _: unknown, ctx: ApiContext) => {
-        const e = r.estimate ?? (await full(r, ctx))?.estimate;
+        const e = (await full(r, ctx))?.estimate;
         return e ? estimateView(e) : null;
       },
       budget: async (r: RunParent, _: unknown, ctx: ApiContext) => {
-        const b = r.budget ?? (await full(r, ctx))?.budget;
+        const b = (await full(r, ctx))?.budget;
         return b ? budgetView(b) : null;
       },
       spend: async (r: RunParent, _: unknown, ctx: ApiContext) => {

@@ -19,8 +19,8 @@ export const starterOf = (ctx: ApiContext) => ({ name: ctx.principal.name, role:
 export const RUN_OF_STAGE = Symbol('runOfStage');
 
 /** A run as listed (visibility fields only) or read in full; the rest is loaded once per request. */
-type RunParent = RunView | RunListItem;
-const full = async (r: RunParent, ctx: ApiContext): Promise<RunView | undefined> => ('stages' in r ? r : ctx.runs.load(r.id));
+export type RunParent = RunView | RunListItem;
+export const full = async (r: RunParent, ctx: ApiContext): Promise<RunView | undefined> => ('stages' in r ? r : ctx.runs.load(r.id));
 
 const jsonScalar = new GraphQLScalarType({
   name: 'JSON',
