@@ -13,11 +13,13 @@ afterAll(async () => {
 
 describe('durable training', () => {
   it('resumes pretraining from the last checkpoint after the worker goes away mid-run', async () => {
+    // Enough data that the epochs left after the stop take longer than the workers' 2 s shutdown
+    // grace: the step loop trains 4,000 samples an epoch in a fraction of a second.
     const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
       s: {
         name: 'crash-resume',
         stages: [
-          { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 4000 } },
+          { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 20000 } },
           { id: 'train', plugin: 'core:pretrain', params: { epochs: 12 }, timeouts: { heartbeat: '2s' }, retry: { maximumAttempts: 3, initialInterval: '500ms' } },
         ],
       },
