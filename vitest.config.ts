@@ -23,6 +23,11 @@ if (!said.capstanBackendsSaid) {
 }
 
 export default defineConfig({
+  // `capstan/plugin` from the sources: a plugin under test that imports it through a checkout
+  // linked as node_modules/capstan gets plugins/sdk.ts, not the compiled dist/sdk (package.json
+  // `exports`, condition `capstan-source`; `npm pack` builds dist/sdk for everyone else).
+  // Tests run in vite's server (ssr) environment; the rest are its default server conditions.
+  ssr: { resolve: { conditions: ['capstan-source', 'node', 'development|production'] } },
   test: {
     testTimeout: 180_000,
     hookTimeout: 180_000,
@@ -36,7 +41,7 @@ export default defineConfig({
         test: {
           name: 'wasm',
           include: ['test/**/*.test.ts'],
-          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts'],
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts', 'test/setup/python.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
         },
       },
