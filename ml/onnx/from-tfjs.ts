@@ -58,7 +58,7 @@ export function tfjsToOnnx(model: TF.LayersModel, opts: TfjsToOnnxOptions = {}):
   let shape = sampleShape as number[];
   /** Whether `cur` is transposed to NCHW right now. */
   let nchw = false;
-  let lastActivation: Activation = 'linear';
+  let lastActivation = 'linear' as Activation;
   let seq = 0;
   const fresh = (base: string) => `${base}_${seq++}`;
   const add = (opType: string, inputs: string[], attributes: OnnxNode['attributes'] = [], name = fresh(opType.toLowerCase())): string => {
