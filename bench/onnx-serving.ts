@@ -5,7 +5,7 @@
 // gates use: p50/p99 of one prediction at batch 1 (predict + read back), throughput at batch 64,
 // test accuracy on the 10,000 MNIST test images, folder size. Each variant runs in its own
 // process; variants are interleaved round by round, and the medians of the rounds are printed.
-// Usage: npx tsx bench/onnx-serving.ts [--rounds 3] [--runs 2000] [--batches 300] [--epochs 1]
+// Usage: npm run bench:serving -- [--rounds 3] [--runs 2000] [--batches 300] [--epochs 1]
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
