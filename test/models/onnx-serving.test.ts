@@ -166,6 +166,13 @@ describe('deploy gates across formats', () => {
     await mkdir(bare, { recursive: true });
     await writeFile(path.join(bare, 'model.onnx'), new Uint8Array([8, 8]));
     await expect(deploy('run-x4', { promote: false }, await store.seal('model', bare))).rejects.toMatchObject({ code: 'MODEL_FORMAT_UNKNOWN' });
+    // A tfjs model with a layer the converter does not know.
+    const { saveModel } = await import('../../ml/models/io.js');
+    const odd = tf.sequential({ layers: [tf.layers.flatten({ inputShape: [8, 8] }), tf.layers.batchNormalization({ name: 'norm' }), tf.layers.dense({ units: 10, activation: 'softmax' })] });
+    const oddDir = await store.freshDir(store.dirFor('odd', 'pretrain', 'model'));
+    await saveModel(odd, oddDir);
+    odd.dispose();
+    await expect(deploy('run-x5', { format: 'onnx', promote: false }, await store.seal('model', oddDir))).rejects.toMatchObject({ code: 'ONNX_EXPORT_UNSUPPORTED', message: expect.stringContaining('layer norm: BatchNormalization layers do not convert') });
     expect((await registry.listVersions('digits')).map((v) => v.version)).toEqual([4, 3, 2, 1]);
   });
 });
