@@ -56,6 +56,8 @@ export interface ModelServerOptions {
 
 export interface ClassPrediction {
   label: number;
+  /** The label's class name, when the version records class names (ONNX capstan-model.json). */
+  className?: string;
   probabilities: number[];
 }
 
@@ -251,7 +253,9 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       }
       const predictions: ClassPrediction[] = [];
       for (let i = 0; i < batch.n; i++) {
-        predictions.push({ label: argmax(probs, i * classes, classes), probabilities: Array.from(probs.subarray(i * classes, (i + 1) * classes)) });
+        const label = argmax(probs, i * classes, classes);
+        const className = entry.net.labels?.[label];
+        predictions.push({ label, ...(className !== undefined ? { className } : {}), probabilities: Array.from(probs.subarray(i * classes, (i + 1) * classes)) });
       }
       const perVersion = counts.get(model) ?? new Map<number, number>();
       perVersion.set(entry.version, (perVersion.get(entry.version) ?? 0) + batch.n);

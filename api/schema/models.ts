@@ -5,6 +5,8 @@ export const modelsTypeDefs = /* GraphQL */ `
   type ClassPrediction {
     "The predicted class: the index (from 0) of the highest probability, e.g. the digit for MNIST."
     label: Int!
+    "The label's class name from the version's recorded class names (an ONNX version's capstan-model.json labels, e.g. 7 or cat); null when the version records none (tfjs layers versions)."
+    className: String
     "The model's probability of every class, in class order (index = class); they sum to about 1."
     probabilities: [Float!]!
   }

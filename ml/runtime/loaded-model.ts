@@ -20,6 +20,8 @@ export interface LoadedModel {
   readonly sampleShape: number[];
   /** Classes the model outputs; undefined when its graph does not say. */
   readonly numClasses: number | undefined;
+  /** Class names in class order, when the model records them (ONNX: capstan-model.json's labels). */
+  readonly labels?: readonly string[];
   /** Class probabilities for `n` samples given flat (n × prod(sampleShape) float32 values, as the model takes them). */
   predict(x: Float32Array, n: number): Promise<ModelOutput>;
   /** Frees the model (tensors, the ONNX Runtime session). Not to be called while a predict runs. */

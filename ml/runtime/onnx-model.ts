@@ -75,6 +75,9 @@ function wrap(ort: OrtModule, session: Ort.InferenceSession, meta: OnnxModelMeta
   checkGraph(session, meta, sampleShape);
   const out = session.outputMetadata.find((o) => o.name === meta.output.name);
   const last = out?.isTensor ? out.shape[out.shape.length - 1] : undefined;
+  if (typeof last === 'number' && last !== meta.labels.length) {
+    throw new DataError(`model.onnx does not match capstan-model.json: output ${meta.output.name} has ${last} classes, labels name ${meta.labels.length}`, { code: 'MODEL_META_INVALID' });
+  }
   const numClasses = typeof last === 'number' ? last : meta.labels.length;
   const inputName = meta.input.name;
   const outputName = meta.output.name;
@@ -84,6 +87,7 @@ function wrap(ort: OrtModule, session: Ort.InferenceSession, meta: OnnxModelMeta
     runtime,
     sampleShape,
     numClasses,
+    labels: meta.labels,
     async predict(x, n) {
       const feeds = { [inputName]: new ort.Tensor('float32', x.length === n * sizeOf(sampleShape) ? x : x.subarray(0, n * sizeOf(sampleShape)), [n, ...sampleShape]) };
       const result = await session.run(feeds, [outputName]);

@@ -187,6 +187,8 @@ describe('serving ONNX', () => {
       expect(p.probabilities).toHaveLength(10);
       expect(p.probabilities.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 4);
     }
+    // ONNX versions name their classes (capstan-model.json labels: "0"…"9" from the converter).
+    for (const p of json.predictions) expect(p.className).toBe(String(p.label));
     expect(booked.slice(before)).toEqual([{ model: 'digits', version: 3, count: 3 }]);
     expect(server.served()).toMatchObject([{ model: 'digits', version: 3, format: 'onnx', runtime: ORT_RUNTIME, sampleShape: [8, 8] }]);
     const r = await gql(`{ model(name: "digits") { servingVersion servingRuntime production { version format runtime } versions { version format runtime metrics } } }`);
@@ -195,7 +197,8 @@ describe('serving ONNX', () => {
     expect(r.data.model.versions.map((v: { format: string }) => v.format)).toEqual(['ONNX', 'ONNX', 'ONNX', 'TFJS_LAYERS']);
     expect(r.data.model.versions[3].runtime).toMatch(/^tfjs 4\.22\.0/);
     expect(r.data.model.versions[0].metrics.weightFormat).toBe('uint8');
-    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version predictions { label } } }`, { i: samples.slice(0, 2) });
+    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version predictions { label className } } }`, { i: samples.slice(0, 2) });
+    for (const x of p.data.predict.predictions) expect(x.className).toBe(String(x.label));
     expect(p.data.predict).toMatchObject({ version: 3 });
     expect(p.data.predict.predictions.map((x: { label: number }) => x.label)).toEqual(json.predictions.slice(0, 2).map((x: { label: number }) => x.label));
   });
@@ -205,7 +208,9 @@ describe('serving ONNX', () => {
     expect(rb.errors).toBeUndefined();
     expect(rb.data.rollbackModel).toMatchObject({ servingVersion: 1, production: { version: 1, format: 'TFJS_LAYERS' } });
     expect(rb.data.rollbackModel.servingRuntime).toMatch(/^tfjs 4\.22\.0/);
-    expect((await post('digits', { inputs: [samples[0]] })).json.version).toBe(1);
+    const tfjsAnswer = await post('digits', { inputs: [samples[0]] });
+    expect(tfjsAnswer.json.version).toBe(1);
+    expect(tfjsAnswer.json.predictions[0].className).toBeUndefined(); // tfjs folders record no class names
     expect(server.served()).toMatchObject([{ model: 'digits', version: 1, format: 'tfjs-layers' }]);
   });
 
