@@ -1,19 +1,16 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StageError, badInput } from '../../../lib/errors.js';
 import { loadTf, type BackendName, type LoadedTf } from '../../../ml/backend.js';
-import { exportModel } from '../../../ml/compression/export-model.js';
 import { DataError } from '../../../ml/data/data-error.js';
 import { accuracyOf, checkFits, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
 import { measureModelLatency } from '../../../ml/evaluation/latency.js';
-import { loadModel } from '../../../ml/models/io.js';
-import { copyOnnxFolder, exportOnnxFolder } from '../../../ml/onnx/export.js';
-import type { InputEncodingMeta } from '../../../ml/onnx/meta.js';
 import { detectFormat, loadModelFolder, type ModelRuntimes } from '../../../ml/runtime/load-model.js';
-import type { LoadedModel, ModelFormat } from '../../../ml/runtime/loaded-model.js';
+import type { ModelFormat } from '../../../ml/runtime/loaded-model.js';
 import type { OnnxRuntimeOptions } from '../../../ml/runtime/onnx-model.js';
-import { MODEL_NAME_RE, PRODUCTION_ALIAS, RegistryError, nameTakenMessage, type InputSpec, type ModelMetrics } from '../../../serving/registry.js';
+import { MODEL_NAME_RE, PRODUCTION_ALIAS, RegistryError, nameTakenMessage, type ModelMetrics } from '../../../serving/registry.js';
 import { defineStage, PLUGIN_API_VERSION, type ArtifactRef, type StageContext, type StageResult } from '../../contract.js';
+import { checkExport, exportAs } from './export.js';
 import { inputSpecOf } from './input-spec.js';
 import { deployParamsSchema, hasGates, type DeployParams, type PromotionGates } from './params.js';
 
@@ -124,15 +121,15 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   const sourceDir = await ctx.localPath(modelRef);
   const sourceFormat = await detectFormat(sourceDir);
   const format: ModelFormat = params.format ?? sourceFormat;
-  if (sourceFormat === 'onnx' && format === 'tfjs-layers') throw badInput('the input model is ONNX; Capstan converts tfjs layers models to ONNX, not back: deploy it as onnx (leave params.format unset)', 'CONVERSION_UNSUPPORTED');
-  if (format === 'onnx' && params.quantize !== 'none' && params.quantize !== 'uint8') throw badInput(`quantize ${params.quantize} is not available for ONNX models: use none or uint8`, 'BAD_PARAMS');
   const datasetDir = await ctx.localPath(inputs.dataset);
   const inputSpec = await inputSpecOf(datasetDir);
+  const plan = { sourceDir, sourceFormat, format, quantize: params.quantize, inputSpec };
+  await checkExport(plan);
   let weightFormat = 'float32';
   const exported = await ctx.output(
     'model',
     async (dir) => {
-      weightFormat = await exportAs({ sourceDir, sourceFormat, destDir: dir, format, quantize: params.quantize, inputSpec, runtimes });
+      weightFormat = await exportAs({ ...plan, destDir: dir, runtimes });
       return { format, weights: weightFormat, input: { shape: inputSpec.shape, dtype: inputSpec.dtype, encoding: inputSpec.raw?.kind ?? 'none' } };
     },
     { contentAddressed: `registry/${modelName}` },
@@ -260,60 +257,6 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       inputRange: `[${inputSpec.range.map((v) => Number(v.toPrecision(4))).join(', ')}] (${inputSpec.describe})`,
     },
   };
-}
-
-/**
- * Writes the model into `destDir` in `format`; returns how its weights are stored. tfjs → tfjs
- * copies (quantizing float32 weights when asked); tfjs → ONNX converts (uint8 when asked, or when
- * the source's weights already are uint8); ONNX → ONNX copies the folder as it is.
- */
-async function exportAs(o: { sourceDir: string; sourceFormat: ModelFormat; destDir: string; format: ModelFormat; quantize: DeployParams['quantize']; inputSpec: InputSpec; runtimes: ModelRuntimes }): Promise<string> {
-  if (o.format === 'tfjs-layers') {
-    const { tf } = await o.runtimes.tf();
-    return (await exportModel(tf, { sourceDir: o.sourceDir, destDir: o.destDir, quantize: o.quantize })).weightFormat;
-  }
-  if (o.sourceFormat === 'onnx') {
-    const meta = await copyOnnxFolder(o.sourceDir, o.destDir);
-    checkEncoding(meta.input.encoding, o.inputSpec);
-    if (o.quantize !== 'none' && meta.quantization !== o.quantize) {
-      throw badInput(`quantize ${o.quantize}: the input ONNX model's weights are stored as ${meta.quantization === 'none' ? 'float32' : meta.quantization}, and Capstan does not re-quantize ONNX graphs; quantize where the model is exported (ONNX Runtime's Python quantizer), or deploy with quantize: none`, 'BAD_PARAMS');
-    }
-    return meta.quantization === 'none' ? 'float32' : meta.quantization;
-  }
-  const { tf } = await o.runtimes.tf();
-  const net = await loadModel(tf, o.sourceDir);
-  try {
-    const stored = await storedWeightFormat(o.sourceDir);
-    const quantize = o.quantize === 'uint8' || stored === 'uint8' ? 'uint8' : 'none';
-    const meta = await exportOnnxFolder(net, o.destDir, { quantize, encoding: encodingOf(o.inputSpec) });
-    return meta.quantization === 'none' ? 'float32' : meta.quantization;
-  } finally {
-    net.dispose();
-  }
-}
-
-async function storedWeightFormat(dir: string): Promise<string> {
-  const json = JSON.parse(await readFile(path.join(dir, 'model.json'), 'utf8')) as { weightsManifest?: { weights: { quantization?: { dtype: string } }[] }[] };
-  return (json.weightsManifest ?? []).flatMap((g) => g.weights).find((w) => w.quantization)?.quantization?.dtype ?? 'float32';
-}
-
-/** The dataset's normalisation as capstan-model.json says it. */
-function encodingOf(spec: InputSpec): InputEncodingMeta {
-  const raw = spec.raw;
-  if (!raw) return { kind: 'none' };
-  return raw.kind === 'scale' ? { kind: 'scale', scale: raw.scale, rawRange: raw.rawRange } : { kind: 'zscore', mean: raw.mean, std: raw.std };
-}
-
-/** An ONNX model that records how it was trained to take inputs must agree with the dataset it is measured on. */
-function checkEncoding(model: InputEncodingMeta, spec: InputSpec): void {
-  if (model.kind === 'none') return;
-  const data = encodingOf(spec);
-  const say = (e: InputEncodingMeta) => (e.kind === 'scale' ? `inputs scaled by ${e.scale}` : e.kind === 'zscore' ? `z-scored inputs (${e.mean.length} features)` : 'inputs as they come');
-  const same =
-    model.kind === data.kind &&
-    (model.kind !== 'scale' || (data.kind === 'scale' && Math.abs(model.scale - data.scale) <= 1e-6 * Math.abs(data.scale))) &&
-    (model.kind !== 'zscore' || (data.kind === 'zscore' && model.mean.length === data.mean.length));
-  if (!same) throw new DataError(`the ONNX model was trained on ${say(model)} (capstan-model.json) but the dataset gives ${say(data)}`, { code: 'MODEL_DATASET_MISMATCH' });
 }
 
 /**
