@@ -97,6 +97,23 @@ describe('tfjs → ONNX', () => {
     m.dispose();
   });
 
+  it('CAPSTAN_ONNX_EP=cuda without the CUDA provider libraries falls back to the CPU and says why', async () => {
+    const m = tf.sequential({ layers: [tf.layers.dense({ inputShape: [4], units: 3, activation: 'softmax' })] });
+    const t = await tempStore();
+    try {
+      const dir = path.join(t.root, 'cuda');
+      await exportOnnxFolder(m, dir);
+      const served = await loadModelFolder(dir, 'onnx', { tf: () => loadTf(), onnx: { executionProvider: 'cuda', intraOpThreads: 1 } });
+      // No machine here has the CUDA provider (the npm install script that fetches it is skipped).
+      expect(served.runtime).toMatch(new RegExp(`^onnxruntime-node ${ort.env.versions.node} \\(cpu; cuda unavailable: .+\\)$`));
+      expect((await served.predict(Float32Array.of(1, 2, 3, 4), 1)).classes).toBe(3);
+      await served.dispose();
+    } finally {
+      await t.cleanup();
+      m.dispose();
+    }
+  });
+
   it('uint8 weights: zero stays exact, values within half a step', () => {
     const w = Float32Array.of(-0.5, 0, 0.25, 1, 0.999);
     const q = quantizeUint8(w);
