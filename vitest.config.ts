@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 // Two projects, one `npm test`:
 //  - wasm:   every test, TensorFlow.js on the wasm backend (CAPSTAN_TF_BACKEND=wasm, inherited by
@@ -22,7 +22,14 @@ if (!said.capstanBackendsSaid) {
   );
 }
 
+const PYTHON_TESTS = ['test/command/**/*.test.ts', 'test/sdk/**/*.test.ts'];
+
 export default defineConfig({
+  // `capstan/plugin` from the sources: a plugin under test that imports it through a checkout
+  // linked as node_modules/capstan gets plugins/sdk.ts, not the compiled dist/sdk (package.json
+  // `exports`, condition `capstan-source`; `npm pack` builds dist/sdk for everyone else).
+  // Tests run in vite's server (ssr) environment; the rest are its default server conditions.
+  ssr: { resolve: { conditions: ['capstan-source', 'node', 'development|production'] } },
   test: {
     testTimeout: 180_000,
     hookTimeout: 180_000,
@@ -36,8 +43,23 @@ export default defineConfig({
         test: {
           name: 'wasm',
           include: ['test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...PYTHON_TESTS],
           globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
+        },
+      },
+      {
+        // Stages in Python (the stage protocol, the SDK's own suite, Keras under MirroredStrategy):
+        // CPU-heavy processes of their own, so they run after the other projects rather than beside
+        // the tests that time runs (estimates, the console's waits). The Python comes from
+        // `npm run setup:python` (test/setup/python.ts runs it) or CAPSTAN_PYTHON.
+        extends: true,
+        test: {
+          name: 'python',
+          include: PYTHON_TESTS,
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/python.ts'],
+          env: { CAPSTAN_TF_BACKEND: 'wasm' },
+          sequence: { groupOrder: 1 },
         },
       },
       ...(runNative

@@ -167,16 +167,16 @@ async function attempt(
   });
   const { reported, close: closeContext } = made;
   // Usage of work still running (a training child's CPU so far), replaced by each report.
-  let live = { cpuSeconds: 0 };
+  let live = { cpuSeconds: 0, whole: false };
   const ctx: StageContext = {
     ...made.ctx,
     meter: {
       add: (u) => {
         made.ctx.meter.add(u);
-        live = { cpuSeconds: 0 };
+        live = { cpuSeconds: 0, whole: false };
       },
       running: (u) => {
-        if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0) live = { cpuSeconds: u.cpuSeconds };
+        if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0) live = { cpuSeconds: u.cpuSeconds, whole: u.wholeAttempt === true };
       },
     },
   };
@@ -193,11 +193,13 @@ async function attempt(
   const timer = setInterval(() => beat(), Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)));
   const wall0 = performance.now();
   const cpu0 = process.cpuUsage();
+  // The worker's own CPU time during the attempt, unless the stage measured all of its work by pid.
+  const workerCpu = (cpu: NodeJS.CpuUsage) => (reported().wholeAttempt || live.whole ? 0 : (cpu.user + cpu.system) / 1e6);
   const usageSoFar = () => {
     const cpu = process.cpuUsage(cpu0);
     const wallSeconds = (performance.now() - wall0) / 1000;
     return {
-      cpuSeconds: (cpu.user + cpu.system) / 1e6 + reported().cpuSeconds + live.cpuSeconds,
+      cpuSeconds: workerCpu(cpu) + reported().cpuSeconds + live.cpuSeconds,
       gpuSeconds: device?.kind === 'gpu' ? (reported().deviceSeconds ?? wallSeconds) : 0,
     };
   };
@@ -242,7 +244,7 @@ async function attempt(
         ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
         wallSeconds,
         // A child still running when the attempt ended (killed by a stop) counts with what it used so far.
-        cpuSeconds: (cpu.user + cpu.system) / 1e6 + extra.cpuSeconds + live.cpuSeconds,
+        cpuSeconds: workerCpu(cpu) + extra.cpuSeconds + live.cpuSeconds,
         deviceSeconds: extra.deviceSeconds ?? wallSeconds,
         bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
         bytesKept: await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs),

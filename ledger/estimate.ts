@@ -3,6 +3,9 @@ import { formatMoneyExact, type Micros } from './money.js';
 import type { StageSample } from './profiles.js';
 import { computeRoi, priceDeclared, priceExpectedRevenue, priceUsage } from './pricing.js';
 import type { DeclaredCost, PriceSheet, RevenueModel } from './schemas.js';
+import type { DeclaredEstimate, EstimateScale } from './declared-estimate.js';
+
+export type { DeclaredEstimate, EstimateScale } from './declared-estimate.js';
 
 /**
  * Estimates for a pipeline spec before it runs. Pure: the caller loads past samples. Per stage,
@@ -14,27 +17,6 @@ import type { DeclaredCost, PriceSheet, RevenueModel } from './schemas.js';
  *  2. plugin: the plugin's own `estimate(params, inputs)`;
  *  3. unknown: no number at all (totals then say they are incomplete).
  */
-
-/** How a plugin's cost grows with its params (top-level numeric param names). */
-export interface EstimateScale {
-  /** Params the work grows in proportion to, e.g. epochs, replicas. */
-  work?: readonly string[];
-  /** Params the data (and so work, storage and outputs) grows in proportion to, e.g. a sample limit. */
-  data?: readonly string[];
-  /** Params that do not change what the stage costs (e.g. a revenue model): ignored when comparing. */
-  ignore?: readonly string[];
-}
-
-/** What a plugin may declare for itself when there is no history. */
-export interface DeclaredEstimate {
-  durationSeconds: number;
-  cpuSeconds: number;
-  gpuSeconds?: number;
-  /** Bytes the stage keeps (priced as storage). */
-  bytesKept?: number;
-  /** Bytes of its outputs (the next stages' input size). */
-  outputBytes?: number;
-}
 
 export interface EstimateStageInput {
   id: string;

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { StagePlugin } from './contract.js';
 import { StageRegistry } from './registry.js';
 import { loadExternalPlugins } from './loader.js';
@@ -40,10 +42,14 @@ export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
   ];
 }
 
-/** A frozen registry with the built-ins and the external plugins named in CAPSTAN_PLUGINS. */
+/** The stages shipped with Capstan as manifests (any-language stages, e.g. `seed:keras-mlp`): `stages/`. */
+export const BUNDLED_STAGES_DIR = path.resolve(import.meta.dirname, '..', 'stages');
+
+/** A frozen registry with the built-ins, the bundled manifest stages and the external plugins named in CAPSTAN_PLUGINS. */
 export async function buildRegistry(opts: { external: string[]; cwd: string } & BuiltinOptions): Promise<StageRegistry> {
   const stages = new StageRegistry();
   for (const p of builtinStages(opts)) stages.register(p);
+  if (existsSync(BUNDLED_STAGES_DIR)) await loadExternalPlugins(stages, [BUNDLED_STAGES_DIR], { cwd: opts.cwd });
   await loadExternalPlugins(stages, opts.external, { cwd: opts.cwd });
   return stages.freeze();
 }

@@ -1,15 +1,22 @@
+// The stage plugin contract: what a plugin and the host agree on. It is also the public surface of
+// `capstan/plugin` (plugins/sdk.ts), compiled into the package with its type declarations: import
+// only leaf types here (no ledger, database, Temporal or TensorFlow types), so a plugin project
+// type-checks with zod and Node's types alone.
 import type { z } from 'zod';
+import type { DeclaredEstimate, EstimateScale } from '../ledger/declared-estimate.js';
 import type { ArtifactRef } from '../lib/artifact-ref.js';
 import type { Logger } from '../lib/logger.js';
-import type { StageServices } from './services.js';
-import type { DeclaredEstimate, EstimateScale } from '../ledger/estimate.js';
 
-export type { DeclaredEstimate, EstimateScale } from '../ledger/estimate.js';
+export type { DeclaredEstimate, EstimateScale } from '../ledger/declared-estimate.js';
 
 export type { ArtifactRef } from '../lib/artifact-ref.js';
 
-/** Version of the plugin contract below. A plugin states which one it was written for. */
-export const PLUGIN_API_VERSION = 1;
+/**
+ * Version of the plugin contract below. A plugin states which one it was written for; the registry
+ * refuses any other at load. A change that can break a plugin written for the previous version is
+ * a new version, listed in plugins/contract-versions.ts and docs/plugin-contract.md.
+ */
+export const PLUGIN_API_VERSION = 2;
 
 /** Resource class of a stage: picks the task queue (and so the kind of host) it runs on. */
 export type ResourceClass = 'cpu' | 'gpu';
@@ -67,6 +74,12 @@ export interface UsageReport {
   cpuSeconds?: number;
   /** Device (GPU or CPU-core) seconds. When no stage reports any, the attempt's wall time is used. */
   deviceSeconds?: number;
+  /**
+   * The attempt's work ran in processes measured by pid, and `cpuSeconds` is all of it: the
+   * worker's own CPU time during the attempt (which it shares with whatever else it runs) is then
+   * not added. Command stages set it.
+   */
+  wholeAttempt?: boolean;
 }
 
 export interface StageUsageMeter {
@@ -89,6 +102,19 @@ export interface OutputOptions {
    * the run's folder: identical content is stored once and never rewritten once published.
    */
   contentAddressed?: string;
+}
+
+/**
+ * Long-lived services the worker hands to every stage. The contract names what any plugin may use;
+ * the host adds its own (the ledger and model registry of the core stages) in plugins/services.ts,
+ * so their types stay out of the SDK.
+ */
+export interface StageServices {
+  /**
+   * The Python interpreter command stages run as `{python}` (CAPSTAN_PYTHON, else the venv of
+   * `npm run setup:python`, else `python3`). Absent: `python3`.
+   */
+  python?: string;
 }
 
 /** Who started the run: the API token's name and role (viewer, predictor, operator, admin). */

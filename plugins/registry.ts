@@ -1,6 +1,7 @@
 import semver from 'semver';
 import { z } from 'zod';
-import { PLUGIN_API_VERSION, type StagePlugin } from './contract.js';
+import type { StagePlugin } from './contract.js';
+import { apiVersionProblem } from './contract-versions.js';
 
 const NAME_RE = /^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9-]*$/;
 
@@ -19,9 +20,11 @@ export function contractProblems(p: unknown): string[] {
   const o = p as Record<string, unknown>;
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name)) problems.push(`name must look like "<scope>:<kebab-name>", got ${JSON.stringify(o.name)}`);
   if (typeof o.version !== 'string' || !/^\d/.test(o.version) || semver.parse(o.version)?.raw !== o.version) problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
-  if (o.apiVersion !== PLUGIN_API_VERSION) problems.push(`apiVersion must be ${PLUGIN_API_VERSION} (this host's plugin API), got ${JSON.stringify(o.apiVersion)}`);
+  const apiProblem = apiVersionProblem(o.apiVersion);
+  if (apiProblem) problems.push(apiProblem);
   if (typeof o.description !== 'string' || o.description.length === 0) problems.push('description is missing');
-  if (!(o.paramsSchema instanceof z.ZodType)) problems.push('paramsSchema must be a zod schema (zod v4)');
+  const schemaProblem = zodSchemaProblem(o.paramsSchema);
+  if (schemaProblem) problems.push(schemaProblem);
   for (const k of ['consumes', 'produces'] as const) {
     const v = o[k];
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[a-z][a-z0-9-]*$/.test(x))) problems.push(`${k} must be a list of artifact kinds (lower-case words)`);
@@ -32,14 +35,30 @@ export function contractProblems(p: unknown): string[] {
     const d = o.dataParallel as Record<string, unknown> | null;
     if (!d || typeof d.replicas !== 'function' || typeof d.reduce !== 'function') problems.push('dataParallel needs replicas(params) and reduce(ctx, params, inputs, results)');
   }
-  if (o.paramsSchema instanceof z.ZodType && problems.length === 0) {
+  if (problems.length === 0) {
     try {
-      z.toJSONSchema(o.paramsSchema, { unrepresentable: 'any' });
+      z.toJSONSchema(o.paramsSchema as z.ZodType, { unrepresentable: 'any' });
     } catch (e) {
       problems.push(`paramsSchema cannot be exported as JSON Schema: ${(e as Error).message}`);
     }
   }
   return problems;
+}
+
+/**
+ * Why a value is not a zod v4 schema the host can use, or undefined. Duck-typed, not `instanceof`:
+ * a plugin compiled in its own project brings its own copy of zod, whose classes are not the host's.
+ * Zod v4 keeps its internals on `_zod` (the host's `z.toJSONSchema` reads them); zod 3 has `_def`.
+ */
+function zodSchemaProblem(s: unknown): string | undefined {
+  const use = 'use the `z` exported by capstan/plugin, or zod 4';
+  if (typeof s !== 'object' || s === null) return `paramsSchema must be a zod v4 schema (${use})`;
+  const internals = (s as { _zod?: { version?: { major?: unknown } } })._zod;
+  if (internals === undefined) return '_def' in s ? `paramsSchema is a zod 3 schema; Capstan needs a zod v4 schema (${use})` : `paramsSchema must be a zod v4 schema (${use})`;
+  const major = internals.version?.major;
+  if (major !== 4) return `paramsSchema is a zod ${JSON.stringify(major)} schema; Capstan needs a zod v4 schema (${use})`;
+  if (typeof (s as { safeParse?: unknown }).safeParse !== 'function') return `paramsSchema has no safeParse method (${use})`;
+  return undefined;
 }
 
 export interface PluginInfo {
@@ -99,7 +118,8 @@ export class StageRegistry {
         produces: plugin.produces,
         resource: plugin.resource,
         dataParallel: plugin.dataParallel !== undefined,
-        paramsJsonSchema: z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
+        // A manifest's own JSON Schema as its author wrote it; zod's export for the rest.
+        paramsJsonSchema: (plugin as { paramsJsonSchema?: unknown }).paramsJsonSchema ?? z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
         source,
       }))
       .sort((a, b) => (a.name === b.name ? semver.compare(a.version, b.version) : a.name < b.name ? -1 : 1));

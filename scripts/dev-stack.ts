@@ -178,7 +178,8 @@ function summarise(m: Record<string, unknown>): string {
 }
 
 function spawnPart(name: string, script: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...script], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // capstan-source: a plugin that imports capstan/plugin through a linked checkout gets its sources (package.json exports).
+  const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=capstan-source', ...script], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
   child.once('exit', (code, signal) => {
     if (!stopping) {
       logger.error(`${name} exited (${signal ?? code}); stopping the stack`);

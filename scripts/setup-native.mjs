@@ -10,6 +10,7 @@
 //
 // Everything heavy lives in .tools/native/ (gitignored; CAPSTAN_NATIVE_DIR moves it):
 //   cache/<wheel>                    the pinned wheel (sha256 checked), downloaded once per machine
+//                                    (setup-python.mjs installs TensorFlow from it: ensureWheel)
 //   tensorflow-2.21.0/tensorflow/    the wheel's libtensorflow_cc.so.2 + libtensorflow_framework.so.2 and
 //                                    the C API headers, in the wheel's own layout
 //   tensorflow-2.21.0/nvidia/        (--gpu) the nvidia-* wheels, where the libraries' RUNPATH
@@ -88,7 +89,7 @@ const say = (msg) => process.stdout.write(`setup:native: ${msg}\n`);
 const secs = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 const gb = (n) => `${(n / 1e9).toFixed(1)} GB`;
 
-class SetupError extends Error {}
+export class SetupError extends Error {}
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', stdio: opts.inherit ? 'inherit' : ['ignore', 'pipe', 'pipe'], ...opts });
@@ -225,6 +226,15 @@ function fetchWheel(py) {
   }
   say(`sha256 ok (${WHEEL.sha256.slice(0, 16)}…)`);
   return file;
+}
+
+/**
+ * The pinned wheel's path in the cache (downloaded when absent, sha256 checked), for other set-up
+ * scripts: scripts/setup-python.mjs installs TensorFlow from the same file.
+ */
+export function ensureWheel(py = python()) {
+  if (!py) throw new SetupError('no Python 3 (python3): pip downloads the TensorFlow wheel');
+  return fetchWheel(py);
 }
 
 /** The libraries and C headers, in the wheel's layout, plus the names the binding links against. */
@@ -419,7 +429,18 @@ async function main() {
   say(`ml/backend.ts now picks ${gpu ? 'node-gpu (on a host with a visible NVIDIA GPU), else node' : 'node'}; CAPSTAN_TF_BACKEND=wasm keeps the wasm backend`);
 }
 
-main().catch((e) => {
-  process.stderr.write(`setup:native: ${e instanceof SetupError ? e.message : e?.stack ?? e}\n`);
-  process.exit(1);
-});
+/** Run as a script (not imported by another set-up script). */
+function isEntryPoint() {
+  try {
+    return Boolean(process.argv[1]) && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main().catch((e) => {
+    process.stderr.write(`setup:native: ${e instanceof SetupError ? e.message : e?.stack ?? e}\n`);
+    process.exit(1);
+  });
+}

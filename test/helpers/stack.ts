@@ -75,7 +75,8 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   for (const p of o.plugins) stages.register(p);
   stages.freeze();
   const q = `t-${randomBytes(4).toString('hex')}`;
-  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl'), ...o.env }, dataDir);
+  const python = inject('pythonPath');
+  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl'), ...(python ? { CAPSTAN_PYTHON: python } : {}), ...o.env }, dataDir);
   const logger = o.logger ?? silentLogger;
   const rt = await createRuntime(config, logger, { stages });
   const taskQueues = config.taskQueues;
