@@ -153,5 +153,62 @@ class ExportTest(unittest.TestCase):
         self.assertLess(check_against_keras(m, self.tmp / "fn", x)["maxAbsDiff"], 1e-4)
 
 
+EXPORT_STAGE = Path(__file__).resolve().parents[3] / "stages" / "onnx-export" / "export.py"
+RUN_STAGE = f"import runpy; runpy.run_path({str(EXPORT_STAGE)!r}, run_name='__main__')"
+
+
+@unittest.skipUnless(HAVE and EXPORT_STAGE.is_file(), "tensorflow, onnx or onnxruntime is not installed, or stages/onnx-export is not beside the SDK")
+class ExportStageTest(unittest.TestCase):
+    """stages/onnx-export/export.py (seed:onnx-export) run as the worker runs it, on a small Keras model."""
+
+    @classmethod
+    def setUpClass(cls):
+        from tests.fixtures import pixels_dataset
+
+        keras = _keras()
+        cls.tmp = Path(tempfile.mkdtemp(prefix="capstan-onnx-stage-"))
+        pixels_dataset(cls.tmp / "dataset", counts=(64, 16, 40))
+        m = keras.Sequential([keras.Input((4, 4)), keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(3, activation="softmax")])  # big enough for uint8 to be smaller: quantize_dynamic adds ~1.2 KB of nodes
+        (cls.tmp / "keras").mkdir()
+        m.save(cls.tmp / "keras" / "model.keras")
+
+    @classmethod
+    def tearDownClass(cls):
+        __import__("shutil").rmtree(cls.tmp, ignore_errors=True)
+
+    def run_stage(self, name: str, params: dict, model_dir: Path | None = None):
+        from tests.harness import Worker
+
+        w = Worker(self.tmp / name, params={"quantize": "uint8", "checkSamples": 1000, "tolerance": 1e-4, **params}, inputs={"model": model_dir or self.tmp / "keras", "dataset": self.tmp / "dataset"})
+        return w, w.run_script(RUN_STAGE, timeout=300)
+
+    def test_keeps_the_folder_asked_for_and_reports_both_sizes(self):
+        for quantize in ("uint8", "none"):
+            w, r = self.run_stage(f"run-{quantize}", {"quantize": quantize})
+            self.assertEqual(r.returncode, 0, r.explain())
+            out = w.output_dirs["model"]
+            self.assertEqual(sorted(p.name for p in out.iterdir()), [META_FILE, MODEL_FILE])
+            meta = read_meta(out)
+            self.assertEqual(meta["quantization"], quantize)
+            self.assertEqual(meta["input"]["encoding"], {"kind": "scale", "scale": 1 / 255, "rawRange": [0, 255]})
+            (o,) = r.of("output")
+            self.assertEqual((o["kind"], o["meta"]["format"], o["meta"]["quantization"]), ("model", "onnx", quantize))
+            (m,) = r.of("metrics")
+            mm = m["metrics"]
+            self.assertLess(mm["uint8Bytes"], mm["float32Bytes"])
+            self.assertEqual(model_bytes(out), mm["uint8Bytes" if quantize == "uint8" else "float32Bytes"])
+            self.assertLess(mm["maxAbsDiffFloat32"], 1e-4)
+            self.assertEqual((mm["testCount"], mm["evalSplit"], mm["checkSamples"]), (40, "test", 40))
+            self.assertEqual(mm["float32TestAccuracy"], mm["kerasTestAccuracy"])
+
+    def test_a_folder_without_model_keras_is_refused(self):
+        empty = self.tmp / "not-keras"
+        empty.mkdir(exist_ok=True)
+        _, r = self.run_stage("run-bad", {}, model_dir=empty)
+        self.assertNotEqual(r.returncode, 0)
+        (e,) = r.of("error")
+        self.assertEqual((e["error"]["type"], e["error"]["badInput"]), ("MODEL_FORMAT_UNKNOWN", True))
+
+
 if __name__ == "__main__":
     unittest.main()
