@@ -186,10 +186,17 @@ function installTensorflow(base, want) {
 }
 
 /** onnx + onnxruntime from their lock, after TensorFlow (same pins of numpy and protobuf), then pip check. */
-function installOnnx() {
+function installOnnx(mode) {
   const started = performance.now();
-  say(`installing onnx and onnxruntime from PyPI, pinned with hashes (${path.relative(root, onnxLockFile)})`);
-  pip(['install', '--no-deps', '--require-hashes', '-r', onnxLockFile], `pip install -r ${path.relative(root, onnxLockFile)}`);
+  if (mode === 'wheel') {
+    say(`installing onnx and onnxruntime from PyPI, pinned with hashes (${path.relative(root, onnxLockFile)})`);
+    pip(['install', '--no-deps', '--require-hashes', '-r', onnxLockFile], `pip install -r ${path.relative(root, onnxLockFile)}`);
+  } else {
+    // The hashes are of the CPython 3.11 Linux x86-64 wheels: another Python gets the same versions, resolved by pip.
+    const pins = [...fs.readFileSync(onnxLockFile, 'utf8').matchAll(/^(onnx(?:runtime)?==[^\s\\]+)/gm)].map((m) => m[1]);
+    say(`installing ${pins.join(' ')} from PyPI for this Python (the lock's hashes are for CPython ${WHEEL_PYTHON} on Linux x86-64)`);
+    pip(['install', ...pins], `pip install ${pins.join(' ')}`);
+  }
   const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
   if (!check.ok) throw new SetupError(`pip check: the ONNX packages do not fit the TensorFlow pins (update ${path.relative(root, onnxLockFile)}):\n${tail(check.out + check.err)}`);
   const r = run(venvPython, ['-c', 'import onnx, onnxruntime; from onnxruntime.quantization import quantize_dynamic; print(onnx.__version__, onnxruntime.__version__)']);
@@ -248,11 +255,11 @@ function main() {
     writeStamp(stamp);
   } else say(`TensorFlow ${TF_VERSION} already installed (${wantTf.mode === 'wheel' ? 'the pinned wheel + requirements-tf.lock' : 'from PyPI'})`);
 
-  const wantOnnx = sha256(fs.readFileSync(onnxLockFile));
+  const wantOnnx = `${wantTf.mode}:${sha256(fs.readFileSync(onnxLockFile))}`;
   if (stamp.onnx !== wantOnnx || !tfOk) {
     delete stamp.onnx;
     writeStamp(stamp);
-    installOnnx();
+    installOnnx(wantTf.mode);
     stamp.onnx = wantOnnx;
     writeStamp(stamp);
   } else say('onnx and onnxruntime already installed (requirements-onnx.lock)');
