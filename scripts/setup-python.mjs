@@ -33,7 +33,7 @@ const sdkDir = path.join(root, 'sdk', 'python');
 const lockFile = path.join(sdkDir, 'requirements-tf.lock');
 const onnxLockFile = path.join(sdkDir, 'requirements-onnx.lock');
 const WHEEL_PYTHON = '3.11';
-const VENV_BYTES = 2_300_000_000; // measured: 2.1 GB with TensorFlow, Keras, numpy and the SDK
+const VENV_BYTES = 2_400_000_000; // measured: 2.1 GB with TensorFlow, Keras, numpy and the SDK, + 0.11 GB onnx and onnxruntime
 
 const t0 = performance.now();
 const say = (msg) => process.stdout.write(`setup:python: ${msg}\n`);
