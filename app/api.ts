@@ -38,6 +38,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     artifacts: rt.artifacts,
     logger: rt.logger,
     loadTf: () => loadTf(rt.config.tfBackend ? { prefer: rt.config.tfBackend } : {}),
+    onnx: rt.config.onnx,
     refreshIntervalMs: o.modelRefreshMs ?? 5_000,
     maxLoaded: rt.config.modelCacheSize,
     // Written durably to the outbox before the prediction is answered; booked from there.

@@ -41,6 +41,8 @@ export const envSchema = z.object({
   /** Where `npm run setup:python` keeps its venv (default .tools/python). */
   CAPSTAN_PYTHON_DIR: z.string().min(1).optional(),
   CAPSTAN_TF_BACKEND: z.enum(['node-gpu', 'node', 'wasm', 'cpu']).optional(),
+  CAPSTAN_ONNX_EP: z.enum(['cpu', 'cuda']).default('cpu'),
+  CAPSTAN_ONNX_THREADS: z.coerce.number().int().min(1).max(256).optional(),
   CAPSTAN_PRICE_SHEET: z.string().optional(),
   CAPSTAN_SHUTDOWN_GRACE: z.string().default('30s'),
   CAPSTAN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
@@ -113,6 +115,8 @@ export interface CapstanConfig {
   /** What command stages run as `{python}`. */
   python: string;
   tfBackend?: 'node-gpu' | 'node' | 'wasm' | 'cpu';
+  /** How ONNX Runtime runs ONNX models in deploy stages and the model server (CAPSTAN_ONNX_EP, CAPSTAN_ONNX_THREADS). */
+  onnx: { executionProvider: 'cpu' | 'cuda'; intraOpThreads?: number };
   priceSheetPath?: string;
   shutdownGrace: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -188,6 +192,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     plugins: list(e.CAPSTAN_PLUGINS),
     python: e.CAPSTAN_PYTHON ? (e.CAPSTAN_PYTHON.includes('/') ? path.resolve(cwd, e.CAPSTAN_PYTHON) : e.CAPSTAN_PYTHON) : defaultPython(e.CAPSTAN_PYTHON_DIR && path.resolve(cwd, e.CAPSTAN_PYTHON_DIR)),
     ...(e.CAPSTAN_TF_BACKEND ? { tfBackend: e.CAPSTAN_TF_BACKEND } : {}),
+    onnx: { executionProvider: e.CAPSTAN_ONNX_EP, ...(e.CAPSTAN_ONNX_THREADS ? { intraOpThreads: e.CAPSTAN_ONNX_THREADS } : {}) },
     ...(e.CAPSTAN_PRICE_SHEET ? { priceSheetPath: path.resolve(cwd, e.CAPSTAN_PRICE_SHEET) } : {}),
     shutdownGrace: e.CAPSTAN_SHUTDOWN_GRACE,
     logLevel: e.CAPSTAN_LOG_LEVEL,

@@ -59,6 +59,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       dataRoots: config.dataRoots,
       maxDataFileBytes: config.maxDataFileBytes,
       ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}),
+      onnx: config.onnx,
     }));
   const db = await openDb({ url: config.databaseUrl, sqlitePath: config.sqlitePath });
   try {

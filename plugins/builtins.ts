@@ -10,6 +10,7 @@ import { multiDeviceFitStage } from './core/multi-device-fit/index.js';
 import { deployStage } from './core/deploy/index.js';
 import { roiLedgerStage } from './core/roi-ledger/index.js';
 import type { BackendName } from '../ml/backend.js';
+import type { OnnxRuntimeOptions } from '../ml/runtime/onnx-model.js';
 
 export interface BuiltinOptions {
   /** The first data root when `dataRoots` is not given. */
@@ -20,6 +21,8 @@ export interface BuiltinOptions {
   maxDataFileBytes?: number;
   /** Preferred TensorFlow.js backend for every ML job and in-process measurement (CAPSTAN_TF_BACKEND). */
   tfBackend?: BackendName;
+  /** How ONNX Runtime runs ONNX models in core:deploy (CAPSTAN_ONNX_EP, CAPSTAN_ONNX_THREADS). */
+  onnx?: OnnxRuntimeOptions;
 }
 
 /** The built-in stage plugins: the default pipeline data-prep → pretrain → prune-quantize → multi-device fit → deploy → ROI ledger. */
@@ -34,7 +37,7 @@ export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
     pretrainStage(tf),
     pruneQuantizeStage(tf),
     multiDeviceFitStage(tf),
-    deployStage(tf),
+    deployStage({ ...tf, ...(o.onnx ? { onnx: o.onnx } : {}) }),
     roiLedgerStage(),
   ];
 }

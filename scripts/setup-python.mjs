@@ -12,6 +12,9 @@
 //     Python the wheel does not fit: tensorflow==2.21.0 comes from PyPI for that Python instead.
 //   - The SDK: `pip install ./sdk/python` (built from a copy, so nothing is written into sdk/python),
 //     again whenever its files change.
+//   - ONNX: onnx and onnxruntime (capstan_stage.onnx: export Keras to ONNX, quantize with ONNX
+//     Runtime's quantizer), pinned with hashes in sdk/python/requirements-onnx.lock, installed
+//     --no-deps after TensorFlow (their dependencies are all in the TF lock), then `pip check`.
 // Idempotent: capstan-setup.json in the venv records what each step installed (Python version,
 // wheel sha256, lock hash, SDK hash); a step runs only when that differs, so a second run takes
 // about a second.
@@ -28,8 +31,9 @@ const venvPython = path.join(venvDir, 'bin', 'python');
 const stampFile = path.join(venvDir, 'capstan-setup.json');
 const sdkDir = path.join(root, 'sdk', 'python');
 const lockFile = path.join(sdkDir, 'requirements-tf.lock');
+const onnxLockFile = path.join(sdkDir, 'requirements-onnx.lock');
 const WHEEL_PYTHON = '3.11';
-const VENV_BYTES = 2_300_000_000; // measured: 2.1 GB with TensorFlow, Keras, numpy and the SDK
+const VENV_BYTES = 2_400_000_000; // measured: 2.1 GB with TensorFlow, Keras, numpy and the SDK, + 0.11 GB onnx and onnxruntime
 
 const t0 = performance.now();
 const say = (msg) => process.stdout.write(`setup:python: ${msg}\n`);
@@ -181,6 +185,26 @@ function installTensorflow(base, want) {
   say(`TensorFlow ${tf}, Keras ${keras}, numpy ${numpy} installed and importing (${secs(started)})`);
 }
 
+/** onnx + onnxruntime from their lock, after TensorFlow (same pins of numpy and protobuf), then pip check. */
+function installOnnx(mode) {
+  const started = performance.now();
+  if (mode === 'wheel') {
+    say(`installing onnx and onnxruntime from PyPI, pinned with hashes (${path.relative(root, onnxLockFile)})`);
+    pip(['install', '--no-deps', '--require-hashes', '-r', onnxLockFile], `pip install -r ${path.relative(root, onnxLockFile)}`);
+  } else {
+    // The hashes are of the CPython 3.11 Linux x86-64 wheels: another Python gets the same versions, resolved by pip.
+    const pins = [...fs.readFileSync(onnxLockFile, 'utf8').matchAll(/^(onnx(?:runtime)?==[^\s\\]+)/gm)].map((m) => m[1]);
+    say(`installing ${pins.join(' ')} from PyPI for this Python (the lock's hashes are for CPython ${WHEEL_PYTHON} on Linux x86-64)`);
+    pip(['install', ...pins], `pip install ${pins.join(' ')}`);
+  }
+  const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
+  if (!check.ok) throw new SetupError(`pip check: the ONNX packages do not fit the TensorFlow pins (update ${path.relative(root, onnxLockFile)}):\n${tail(check.out + check.err)}`);
+  const r = run(venvPython, ['-c', 'import onnx, onnxruntime; from onnxruntime.quantization import quantize_dynamic; print(onnx.__version__, onnxruntime.__version__)']);
+  if (!r.ok) throw new SetupError(`onnx / onnxruntime do not import in the venv:\n${tail(r.err)}`);
+  const [onnx, ort] = r.out.trim().split('\n').pop()?.split(' ') ?? [];
+  say(`onnx ${onnx}, onnxruntime ${ort} installed and importing (${secs(started)})`);
+}
+
 function installSdk(files) {
   // A copy, so setuptools' build/ and *.egg-info are not written into the repository.
   const tmp = fs.mkdtempSync(path.join(venvDir, '.sdk-build-'));
@@ -230,6 +254,15 @@ function main() {
     stamp.tensorflow = wantTf;
     writeStamp(stamp);
   } else say(`TensorFlow ${TF_VERSION} already installed (${wantTf.mode === 'wheel' ? 'the pinned wheel + requirements-tf.lock' : 'from PyPI'})`);
+
+  const wantOnnx = `${wantTf.mode}:${sha256(fs.readFileSync(onnxLockFile))}`;
+  if (stamp.onnx !== wantOnnx || !tfOk) {
+    delete stamp.onnx;
+    writeStamp(stamp);
+    installOnnx(wantTf.mode);
+    stamp.onnx = wantOnnx;
+    writeStamp(stamp);
+  } else say('onnx and onnxruntime already installed (requirements-onnx.lock)');
 
   const files = sdkFiles();
   const wantSdk = sdkHash(files);

@@ -5,12 +5,15 @@
 // least recently used is evicted (disposed once no request holds it) and reloaded on demand.
 // Inputs are checked against the input spec the deploy stage recorded (shape and value range),
 // and raw values are mapped through the recorded normalisation when a request says so.
-import type * as TF from '@tensorflow/tfjs';
+// A version is served by the runtime of its format (TensorFlow.js or ONNX Runtime) behind one
+// LoadedModel interface: the checks, the LRU, swaps and bookings do not depend on the format.
 import type { ArtifactStore } from '../lib/artifacts.js';
 import { silentLogger, type Logger } from '../lib/logger.js';
 import { loadTf, type LoadedTf } from '../ml/backend.js';
-import { folderLoadHandler } from '../ml/models/io.js';
-import { modelSampleShape } from '../ml/evaluation/evaluate.js';
+import { argmax } from '../ml/evaluation/evaluate.js';
+import { loadModelFolder } from '../ml/runtime/load-model.js';
+import { sizeOf, type LoadedModel, type ModelFormat } from '../ml/runtime/loaded-model.js';
+import type { OnnxRuntimeOptions } from '../ml/runtime/onnx-model.js';
 import { PRODUCTION_ALIAS, RegistryError, type InputSpec, type ModelRegistry, type ModelVersion } from './registry.js';
 
 export type ServingErrorCode = 'MODEL_NOT_FOUND' | 'NOT_DEPLOYED' | 'BAD_INPUT' | 'MODEL_UNAVAILABLE' | 'VERSION_NOT_FOUND' | 'BAD_ROLLBACK';
@@ -29,8 +32,10 @@ export class ServingError extends Error {
 export interface ModelServerOptions {
   registry: ModelRegistry;
   artifacts: ArtifactStore;
-  /** TensorFlow.js loader (default: ml/backend loadTf). */
+  /** TensorFlow.js loader for tfjs layers versions (default: ml/backend loadTf); called on the first such version. */
   loadTf?: () => Promise<LoadedTf>;
+  /** How ONNX Runtime runs ONNX versions (default: the CPU execution provider). */
+  onnx?: OnnxRuntimeOptions;
   /** The alias served (default `production`). */
   alias?: string;
   /** Check the alias of every loaded model this often; 0 or unset = only on refresh(). */
@@ -51,6 +56,8 @@ export interface ModelServerOptions {
 
 export interface ClassPrediction {
   label: number;
+  /** The label's class name, when the version records class names (ONNX capstan-model.json). */
+  className?: string;
   probabilities: number[];
 }
 
@@ -66,6 +73,9 @@ export type InputEncoding = 'normalized' | 'raw';
 export interface ServedModel {
   model: string;
   version: number;
+  format: ModelFormat;
+  /** What runs it, e.g. "onnxruntime-node 1.30.0 (cpu)" or "tfjs 4.22.0 (wasm)". */
+  runtime: string;
   sampleShape: number[];
   inFlight: number;
   loadedAt: string;
@@ -90,7 +100,7 @@ export interface ModelServer {
 interface Entry {
   model: string;
   version: number;
-  net: TF.LayersModel;
+  net: LoadedModel;
   sampleShape: number[];
   sampleSize: number;
   /** Absent for versions registered before input specs were recorded. */
@@ -123,21 +133,22 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
   async function load(v: ModelVersion): Promise<Entry> {
     const ok = await opts.artifacts.verify({ kind: 'model', uri: v.artifactUri, sha256: v.sha256, bytes: v.bytes });
     if (!ok.ok) throw new ServingError('MODEL_UNAVAILABLE', `model ${v.model} version ${v.version}: ${ok.reason}`);
-    const { tf } = await getTf();
     // From an S3 store the version is fetched into the local cache (and hash-checked) first.
     const dir = await opts.artifacts.localPath({ kind: 'model', uri: v.artifactUri, sha256: v.sha256, bytes: v.bytes });
-    const net = await tf.loadLayersModel(folderLoadHandler(tf, dir));
-    const sampleShape = modelSampleShape(net);
-    // Warm up, so the first request does not pay for kernel set-up.
-    tf.tidy(() => {
-      net.predict(tf.zeros([1, ...sampleShape]));
-    });
+    let net: LoadedModel;
+    try {
+      // Loads and warms up, so the first request does not pay for kernel set-up.
+      net = await loadModelFolder(dir, v.format, { tf: getTf, ...(opts.onnx ? { onnx: opts.onnx } : {}) });
+    } catch (e) {
+      throw new ServingError('MODEL_UNAVAILABLE', `model ${v.model} version ${v.version} (${v.format}) cannot be loaded: ${(e as Error).message}`);
+    }
+    const sampleShape = net.sampleShape;
     return {
       model: v.model,
       version: v.version,
       net,
       sampleShape,
-      sampleSize: sampleShape.reduce((a, b) => a * b, 1),
+      sampleSize: sizeOf(sampleShape),
       ...(v.inputSpec ? { inputSpec: v.inputSpec } : {}),
       inFlight: 0,
       retired: false,
@@ -165,7 +176,11 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
 
   function retire(e: Entry): void {
     e.retired = true;
-    if (e.inFlight === 0) e.net.dispose();
+    if (e.inFlight === 0) dispose(e);
+  }
+
+  function dispose(e: Entry): void {
+    void e.net.dispose().catch((err: unknown) => logger.warn('disposing a model failed', { model: e.model, version: e.version, error: String(err) }));
   }
 
   /** Loads what the alias points at, if it differs from what is served, and swaps. */
@@ -188,7 +203,7 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
     if (served && served.version === target.version) return served;
     const entry = await load(target);
     if (closed) {
-      entry.net.dispose();
+      dispose(entry);
       throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
     }
     current.delete(model);
@@ -221,7 +236,6 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
   return {
     async predict(model, inputs, o = {}) {
       if (closed) throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
-      const { tf } = await getTf();
       let entry = await entryFor(model);
       // A swap or an eviction may have retired it while we waited: take the one served now. No
       // await from here to inFlight++, so the model cannot be disposed under this request.
@@ -232,20 +246,16 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       let probs: Float32Array;
       let classes: number;
       try {
-        const out = tf.tidy(() => entry.net.predict(tf.tensor(batch.values, [batch.n, ...entry.sampleShape], 'float32')) as TF.Tensor);
-        classes = out.shape[out.shape.length - 1] ?? 1;
-        probs = (await out.data()) as Float32Array;
-        out.dispose();
+        ({ probabilities: probs, classes } = await entry.net.predict(batch.values, batch.n));
       } finally {
         entry.inFlight--;
-        if (entry.retired && entry.inFlight === 0) entry.net.dispose();
+        if (entry.retired && entry.inFlight === 0) dispose(entry);
       }
       const predictions: ClassPrediction[] = [];
       for (let i = 0; i < batch.n; i++) {
-        const p = Array.from(probs.subarray(i * classes, (i + 1) * classes));
-        let label = 0;
-        for (let c = 1; c < p.length; c++) if (p[c]! > p[label]!) label = c;
-        predictions.push({ label, probabilities: p });
+        const label = argmax(probs, i * classes, classes);
+        const className = entry.net.labels?.[label];
+        predictions.push({ label, ...(className !== undefined ? { className } : {}), probabilities: Array.from(probs.subarray(i * classes, (i + 1) * classes)) });
       }
       const perVersion = counts.get(model) ?? new Map<number, number>();
       perVersion.set(entry.version, (perVersion.get(entry.version) ?? 0) + batch.n);
@@ -289,7 +299,7 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       return r;
     },
     served() {
-      return [...current.values()].map((e) => ({ model: e.model, version: e.version, sampleShape: e.sampleShape, inFlight: e.inFlight, loadedAt: e.loadedAt }));
+      return [...current.values()].map((e) => ({ model: e.model, version: e.version, format: e.net.format, runtime: e.net.runtime, sampleShape: e.sampleShape, inFlight: e.inFlight, loadedAt: e.loadedAt }));
     },
     predictionCounts() {
       const out: Record<string, Record<number, number>> = {};

@@ -2,6 +2,7 @@
 // (e.g. `production`) pointing at one version, the pipeline that owns each name, and the input
 // spec each version was trained for. One query layer for SQLite and PostgreSQL.
 import type { Db, Migration } from '../lib/db/types.js';
+import { MODEL_FORMATS, type ModelFormat } from '../ml/runtime/loaded-model.js';
 
 export const PRODUCTION_ALIAS = 'production';
 
@@ -77,6 +78,14 @@ INSERT INTO model_owners (model, pipeline, run_id, claimed_at)
 `,
     },
   },
+  {
+    // The format each version is stored in; every version before this was a tfjs layers folder.
+    id: 'registry/0003-model-format',
+    sql: {
+      sqlite: `ALTER TABLE model_versions ADD COLUMN format TEXT NOT NULL DEFAULT 'tfjs-layers';`,
+      postgres: `ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS format TEXT NOT NULL DEFAULT 'tfjs-layers';`,
+    },
+  },
 ];
 
 /**
@@ -116,8 +125,10 @@ export interface ModelVersion {
   version: number;
   runId: string;
   stageId: string;
-  /** `artifact:<path>` of the exported tfjs folder in the artifact store. */
+  /** `artifact:<path>` of the exported model folder in the artifact store. */
   artifactUri: string;
+  /** How that folder is stored: `tfjs-layers` (model.json + weights) or `onnx` (model.onnx + capstan-model.json). */
+  format: ModelFormat;
   sha256: string;
   bytes: number;
   metrics: ModelMetrics;
@@ -143,11 +154,12 @@ export interface AliasEvent {
 }
 
 /**
- * A new version: everything but the number and time, which the registry assigns. With `owner`,
+ * A new version: everything but the number and time, which the registry assigns (the format
+ * defaults to tfjs-layers). With `owner`,
  * the name is claimed for that pipeline when it has no owner yet, and a name owned by another
  * pipeline is refused (MODEL_NAME_TAKEN) unless `override` (an admin's run).
  */
-export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt'> & { owner?: { pipeline: string; override?: boolean } };
+export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt' | 'format'> & { format?: ModelFormat; owner?: { pipeline: string; override?: boolean } };
 
 export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN';
 
@@ -173,9 +185,10 @@ interface VersionRow {
   metrics: string;
   created_at: string;
   input_spec: string | null;
+  format: string;
 }
 
-const VERSION_COLS = 'model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at, input_spec';
+const VERSION_COLS = 'model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at, input_spec, format';
 
 export class ModelRegistry {
   private readonly now: () => Date;
@@ -212,7 +225,7 @@ export class ModelRegistry {
           }
           const next = await tx.query<{ v: number | string | null }>('SELECT MAX(version) AS v FROM model_versions WHERE model = ?', [input.model]);
           const version = Number(next[0]?.v ?? 0) + 1;
-          await tx.run(`INSERT INTO model_versions (${VERSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+          await tx.run(`INSERT INTO model_versions (${VERSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
             input.model,
             version,
             input.runId,
@@ -223,9 +236,10 @@ export class ModelRegistry {
             JSON.stringify(input.metrics),
             createdAt,
             input.inputSpec ? JSON.stringify(input.inputSpec) : null,
+            input.format ?? 'tfjs-layers',
           ]);
           const { owner: _owner, ...stored } = input;
-          return { version: { ...stored, version, createdAt }, created: true };
+          return { version: { ...stored, format: input.format ?? 'tfjs-layers', version, createdAt }, created: true };
         });
       } catch (e) {
         if (e instanceof RegistryError) throw e;
@@ -354,6 +368,7 @@ function toVersion(r: VersionRow): ModelVersion {
     runId: r.run_id,
     stageId: r.stage_id,
     artifactUri: r.artifact_uri,
+    format: (MODEL_FORMATS as readonly string[]).includes(r.format) ? (r.format as ModelFormat) : 'tfjs-layers',
     sha256: r.sha256,
     bytes: Number(r.bytes),
     metrics: JSON.parse(r.metrics) as ModelMetrics,

@@ -14,6 +14,8 @@ async function modelView(ctx: ApiDeps, name: string) {
     ...v,
     testAccuracy: typeof v.metrics.testAccuracy === 'number' ? v.metrics.testAccuracy : null,
     p99LatencyMs: typeof v.metrics.p99LatencyMs === 'number' ? v.metrics.p99LatencyMs : null,
+    format: v.format === 'onnx' ? 'ONNX' : 'TFJS_LAYERS',
+    runtime: runtimeOf(v),
     aliases: aliases.filter((a) => a.version === v.version).map((a) => a.alias),
     predictions: counts[v.version] ?? 0,
   });
@@ -24,8 +26,15 @@ async function modelView(ctx: ApiDeps, name: string) {
     aliases,
     production: prod ? (versions.map(versionView).find((v) => v.version === prod.version) ?? null) : null,
     servingVersion: server.served().find((s) => s.model === name)?.version ?? null,
+    servingRuntime: server.served().find((s) => s.model === name)?.runtime ?? null,
     productionHistory: () => reg.aliasHistory(name, PRODUCTION_ALIAS),
   };
+}
+
+/** What measured the version: metrics.runtime, or for versions from before it was recorded, the tfjs backend. */
+function runtimeOf(v: ModelVersion): string | null {
+  if (typeof v.metrics.runtime === 'string') return v.metrics.runtime;
+  return typeof v.metrics.tfBackend === 'string' ? `tfjs (${v.metrics.tfBackend})` : null;
 }
 
 const PREDICT_PATH = /^\/models\/([^/]+)\/predict\/?$/;

@@ -5,6 +5,8 @@ export const modelsTypeDefs = /* GraphQL */ `
   type ClassPrediction {
     "The predicted class: the index (from 0) of the highest probability, e.g. the digit for MNIST."
     label: Int!
+    "The label's class name from the version's recorded class names (an ONNX version's capstan-model.json labels, e.g. 7 or cat); null when the version records none (tfjs layers versions)."
+    className: String
     "The model's probability of every class, in class order (index = class); they sum to about 1."
     probabilities: [Float!]!
   }
@@ -27,7 +29,15 @@ export const modelsTypeDefs = /* GraphQL */ `
     predictions: [ClassPrediction!]!
   }
 
-  "One registered version of a model: an exported TensorFlow.js model from a run's deploy stage."
+  "How a model version's files are stored, which decides the runtime that serves it."
+  enum ModelFormat {
+    "A TensorFlow.js layers folder (model.json + weight shards), served with TensorFlow.js."
+    TFJS_LAYERS
+    "An ONNX folder (model.onnx + capstan-model.json), served with ONNX Runtime (onnxruntime-node)."
+    ONNX
+  }
+
+  "One registered version of a model: an exported model (TensorFlow.js layers or ONNX) from a run's deploy stage."
   type ModelVersion {
     "The model name."
     model: String!
@@ -43,6 +53,10 @@ export const modelsTypeDefs = /* GraphQL */ `
     sha256: String!
     "Size of the exported model's files, in bytes."
     bytes: Float!
+    "How the version is stored: TFJS_LAYERS or ONNX."
+    format: ModelFormat!
+    "The runtime the deploy stage measured it with, e.g. onnxruntime-node 1.30.0 (cpu) or tfjs 4.22.0 (wasm) (metrics.runtime); null when not recorded."
+    runtime: String
     """
     What the deploy stage measured, as a JSON object: testAccuracy (fraction 0–1), p50LatencyMs and
     p99LatencyMs (one sample per request, in milliseconds), sizeBytes, tfBackend, …
@@ -96,6 +110,8 @@ export const modelsTypeDefs = /* GraphQL */ `
     production: ModelVersion
     "The version this API process is serving now; null until the first prediction or promotion loads one."
     servingVersion: Int
+    "The runtime serving it in this API process, e.g. onnxruntime-node 1.30.0 (cpu) or tfjs 4.22.0 (wasm); null when none is loaded."
+    servingRuntime: String
     "Every move of the production alias, oldest first."
     productionHistory: [ModelAliasChange!]!
   }

@@ -13,6 +13,8 @@ interface Version {
   sizeBytes: number | null;
   sparsity: number | null;
   dtype: string | null;
+  format: 'TFJS_LAYERS' | 'ONNX';
+  runtime: string | null;
   createdAt: string;
   aliases: string[];
   gates: { gate: string; passed: boolean; threshold: number; measured: number; note: string | null }[] | null;
@@ -21,14 +23,17 @@ interface Model {
   name: string;
   production: { version: number } | null;
   servingVersion: number | null;
+  servingRuntime: string | null;
   aliases: { alias: string; version: number }[];
   versions: Version[];
   productionHistory: { alias: string; version: number; previousVersion: number | null; reason: string; at: string }[];
 }
 
-const MODELS = `{ models { name production { version } servingVersion aliases { alias version }
-  versions { version runId testAccuracy p50LatencyMs p99LatencyMs sizeBytes sparsity dtype createdAt aliases gates { gate passed threshold measured note } }
+const MODELS = `{ models { name production { version } servingVersion servingRuntime aliases { alias version }
+  versions { version runId testAccuracy p50LatencyMs p99LatencyMs sizeBytes sparsity dtype format runtime createdAt aliases gates { gate passed threshold measured note } }
   productionHistory { alias version previousVersion reason at } } }`;
+
+const FORMAT_NAMES: Record<Version['format'], string> = { TFJS_LAYERS: 'tfjs layers', ONNX: 'ONNX' };
 
 /** Models: versions and their measurements, aliases, promote/rollback (admin), and a try-it panel. */
 export function ModelsPage(props: { me: Me }) {
@@ -57,14 +62,15 @@ export function ModelsPage(props: { me: Me }) {
       const prod = m.production?.version;
       return html`<section class="model" data-testid=${`model-${m.name}`} aria-labelledby=${`m-${m.name}`}>
         <h2 id=${`m-${m.name}`}>${m.name}</h2>
-        <p>Production: <strong data-testid="production-version">${prod ? `v${prod}` : 'not set'}</strong> · serving here: ${m.servingVersion ? `v${m.servingVersion}` : '—'} · aliases: ${m.aliases.map((a) => `${a.alias} → v${a.version}`).join(', ') || 'none'}</p>
+        <p>Production: <strong data-testid="production-version">${prod ? `v${prod}` : 'not set'}</strong> · serving here: <span data-testid="serving">${m.servingVersion ? `v${m.servingVersion}${m.servingRuntime ? ` on ${m.servingRuntime}` : ''}` : '—'}</span> · aliases: ${m.aliases.map((a) => `${a.alias} → v${a.version}`).join(', ') || 'none'}</p>
         <div class="scroll"><table>
-          <thead><tr><th scope="col">Version</th><th scope="col">Accuracy</th><th scope="col">p50 / p99</th><th scope="col">Size</th><th scope="col">Sparsity</th><th scope="col">dtype</th><th scope="col">Source run</th><th scope="col">Gates</th><th scope="col">Aliases</th>${can.admin(props.me) ? html`<th scope="col">Action</th>` : ''}</tr></thead>
+          <thead><tr><th scope="col">Version</th><th scope="col">Accuracy</th><th scope="col">p50 / p99</th><th scope="col">Format</th><th scope="col">Size</th><th scope="col">Sparsity</th><th scope="col">dtype</th><th scope="col">Source run</th><th scope="col">Gates</th><th scope="col">Aliases</th>${can.admin(props.me) ? html`<th scope="col">Action</th>` : ''}</tr></thead>
           <tbody>${m.versions.map(
             (v) => html`<tr data-version=${v.version}>
               <th scope="row">v${v.version}<br /><span class="hint">${when(v.createdAt)}</span></th>
               <td class="num">${pct(v.testAccuracy, 2)}</td>
               <td class="num">${v.p50LatencyMs?.toFixed(2) ?? '—'} / ${v.p99LatencyMs?.toFixed(2) ?? '—'} ms</td>
+              <td data-testid="format" title=${v.runtime ? `measured on ${v.runtime}` : ''}>${FORMAT_NAMES[v.format]}${v.runtime ? html`<br /><span class="hint">${v.runtime}</span>` : ''}</td>
               <td class="num">${bytes(v.sizeBytes)}</td>
               <td class="num">${pct(v.sparsity, 0)}</td>
               <td>${v.dtype ?? '—'}</td>
@@ -83,13 +89,13 @@ export function ModelsPage(props: { me: Me }) {
         <details><summary>Production history (${m.productionHistory.length})</summary>
           <ol>${m.productionHistory.map((h) => html`<li>${when(h.at)}: v${h.previousVersion ?? '—'} → v${h.version} (${h.reason})</li>`)}</ol>
         </details>
-        ${can.predict(props.me) && prod !== undefined && html`<${TryIt} model=${m.name} />`}
+        ${can.predict(props.me) && prod !== undefined && html`<${TryIt} model=${m.name} formats=${Object.fromEntries(m.versions.map((v) => [v.version, FORMAT_NAMES[v.format]]))} />`}
       </section>`;
     })}`;
 }
 
-/** Draw a digit on a 28×28 canvas (shown at 10×), centred like MNIST, and predict it with the production version. */
-function TryIt(props: { model: string }) {
+/** Draw a digit on a 28×28 canvas (shown at 10×), centred like MNIST, and predict it with the production version, whatever its format. */
+function TryIt(props: { model: string; formats: Record<number, string> }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const drawing = useRef(false);
   const [result, setResult] = useState<{ label: number; probabilities: number[]; version: number } | null>(null);
@@ -138,7 +144,7 @@ function TryIt(props: { model: string }) {
         <button onClick=${predict} data-testid="predict">Predict</button> <button onClick=${clear}>Clear</button>
         ${error && html`<p role="alert" class="error">${error}</p>`}
         ${result &&
-        html`<p aria-live="polite">Prediction (v${result.version}): <strong class="big" data-testid="prediction">${result.label}</strong></p>
+        html`<p aria-live="polite">Prediction (<span data-testid="prediction-version">v${result.version}${props.formats[result.version] ? `, ${props.formats[result.version]}` : ''}</span>): <strong class="big" data-testid="prediction">${result.label}</strong></p>
           <ol class="probs" start="0">${result.probabilities.map((p, i) => html`<li><span class="bar" style=${`width:${Math.round(p * 100)}%`}></span> ${i}: ${(p * 100).toFixed(1)} %</li>`)}</ol>`}
       </div>
     </div>

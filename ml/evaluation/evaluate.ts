@@ -5,6 +5,7 @@ import type * as TF from '@tensorflow/tfjs';
 import { DataError } from '../data/data-error.js';
 import { inputsOf, readDataset, type Dataset, type SplitName } from '../data/dataset.js';
 import type { Tf } from '../models/mlp.js';
+import { sizeOf, type LoadedModel } from '../runtime/loaded-model.js';
 
 /** One split of a dataset as model inputs (float32, normalised) and integer labels. */
 export interface EvalSplit {
@@ -51,16 +52,21 @@ export function modelSampleShape(model: TF.LayersModel): number[] {
 
 /** Fails with a clear, non-retryable error when the dataset's rows do not fit the model's input. */
 export function checkCompatible(model: TF.LayersModel, split: EvalSplit): void {
-  const want = modelSampleShape(model);
-  const wantSize = want.reduce((a, b) => a * b, 1);
-  const have = split.featureShape.reduce((a, b) => a * b, 1);
+  const out = model.outputs[0]?.shape;
+  const classes = out?.[out.length - 1];
+  checkFits({ sampleShape: modelSampleShape(model), numClasses: typeof classes === 'number' ? classes : undefined }, split);
+}
+
+/** checkCompatible for a model of any format: the same DataError MODEL_DATASET_MISMATCH. */
+export function checkFits(model: Pick<LoadedModel, 'sampleShape' | 'numClasses'>, split: EvalSplit): void {
+  const want = model.sampleShape;
+  const wantSize = sizeOf(want);
+  const have = sizeOf(split.featureShape);
   if (wantSize !== have) {
     throw new DataError(`model expects inputs of shape [${want.join(', ')}] (${wantSize} values) but the dataset rows have shape [${split.featureShape.join(', ')}] (${have} values)`, { code: 'MODEL_DATASET_MISMATCH' });
   }
-  const out = model.outputs[0]?.shape;
-  const classes = out?.[out.length - 1];
-  if (typeof classes === 'number' && classes !== split.numClasses) {
-    throw new DataError(`model outputs ${classes} classes but the dataset has ${split.numClasses}`, { code: 'MODEL_DATASET_MISMATCH' });
+  if (model.numClasses !== undefined && model.numClasses !== split.numClasses) {
+    throw new DataError(`model outputs ${model.numClasses} classes but the dataset has ${split.numClasses}`, { code: 'MODEL_DATASET_MISMATCH' });
   }
 }
 
@@ -81,6 +87,28 @@ export async function accuracy(tf: Tf, model: TF.LayersModel, split: EvalSplit, 
     pred.dispose();
     for (let i = 0; i < labels.length; i++) if (labels[i] === split.y[start + i]) correct++;
     await tf.nextFrame();
+  }
+  return correct / split.count;
+}
+
+/** Index of the largest of `classes` values from `offset` (the first one on ties, as tf.argMax). */
+export function argmax(p: Float32Array, offset: number, classes: number): number {
+  let best = 0;
+  for (let c = 1; c < classes; c++) if (p[offset + c]! > p[offset + best]!) best = c;
+  return best;
+}
+
+/** accuracy for a model of any format (tfjs or ONNX): the fraction of rows whose argmax equals the label. */
+export async function accuracyOf(model: LoadedModel, split: EvalSplit, batchSize = 256): Promise<number> {
+  if (split.count === 0) return 0;
+  const rowSize = sizeOf(split.featureShape);
+  let correct = 0;
+  for (let start = 0; start < split.count; start += batchSize) {
+    const end = Math.min(split.count, start + batchSize);
+    const { probabilities, classes } = await model.predict(split.x.subarray(start * rowSize, end * rowSize), end - start);
+    for (let i = 0; i < end - start; i++) if (argmax(probabilities, i * classes, classes) === split.y[start + i]) correct++;
+    // Let heartbeats and other requests through between batches.
+    await new Promise<void>((r) => setImmediate(r));
   }
   return correct / split.count;
 }

@@ -28,12 +28,13 @@ let mnistRuns: string[] = [];
 let pausedRun: string;
 const errors: string[] = [];
 
+/** Version 1 deploys as a tfjs layers folder, version 2 (seed 8) converted to ONNX. */
 const mnistSpec = (seed: number) => ({
   name: 'console-mnist',
   stages: [
     { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 1500, seed } },
     { id: 'pretrain', plugin: 'core:pretrain', params: { epochs: EPOCHS, batchSize: 64, seed } },
-    { id: 'deploy', plugin: 'core:deploy', needs: ['data', 'pretrain'], params: { modelName: MODEL, latencyRuns: 20, gates: { minTestAccuracy: 0.3 } } },
+    { id: 'deploy', plugin: 'core:deploy', needs: ['data', 'pretrain'], params: { modelName: MODEL, latencyRuns: 20, gates: { minTestAccuracy: 0.3 }, ...(seed === 8 ? { format: 'onnx' } : {}) } },
     { id: 'ledger', plugin: 'core:roi-ledger', params: { revenue: { kind: 'contract', value: '100.00' } } },
   ],
 });
@@ -171,7 +172,7 @@ describe('the console', () => {
     await page.close();
   });
 
-  it('promotes and rolls back a model with its gate results shown, and predicts a drawn digit', async () => {
+  it('promotes and rolls back a model with its gate results and formats shown, and predicts a drawn digit with either format', async () => {
     const page = await signedIn(stack.adminToken);
     await page.goto(`${stack.url}/console#/models`);
     const model = page.getByTestId(`model-${MODEL}`);
@@ -179,22 +180,36 @@ describe('the console', () => {
     const prod = model.getByTestId('production-version');
     await expect.poll(() => prod.innerText(), POLL).toBe('v2');
     expect(await model.innerText()).toContain('minTestAccuracy');
-    await model.getByRole('button', { name: 'Roll back to v1' }).click();
-    await expect.poll(() => prod.innerText(), POLL).toBe('v1');
-    await model.getByRole('button', { name: 'Promote v2' }).click();
-    await expect.poll(() => prod.innerText(), POLL).toBe('v2');
-    const history = (await stack.gql('query($n: String!) { model(name: $n) { productionHistory { version reason } } }', { n: MODEL })).data.model.productionHistory;
-    expect(history.map((h: { version: number; reason: string }) => `${h.version} ${h.reason.split(' ')[0]}`).slice(-2)).toEqual(['1 rollback', '2 promote']);
+    expect(await model.locator('tr[data-version="2"] [data-testid="format"]').innerText()).toMatch(/^ONNX\s+onnxruntime-node 1\.30\.0 \(cpu\)$/);
+    expect(await model.locator('tr[data-version="1"] [data-testid="format"]').innerText()).toMatch(/^tfjs layers\s+tfjs 4\.22\.0 \(/);
     // Draw a "1": a vertical stroke in the middle of the canvas.
     const canvas = model.getByTestId('try-it').locator('canvas');
-    const box = (await canvas.boundingBox())!;
-    await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.2);
-    await page.mouse.down();
-    for (let i = 1; i <= 12; i++) await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.2 + (0.6 * i) / 12));
-    await page.mouse.up();
-    await model.getByTestId('predict').click();
-    const label = await model.getByTestId('prediction').innerText();
-    expect(label).toMatch(/^[0-9]$/);
+    const drawOne = async () => {
+      const box = (await canvas.boundingBox())!;
+      await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.2);
+      await page.mouse.down();
+      for (let i = 1; i <= 12; i++) await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.2 + (0.6 * i) / 12));
+      await page.mouse.up();
+    };
+    const predicted = async (version: string) => {
+      await model.getByTestId('predict').click();
+      await expect.poll(() => model.getByTestId('prediction-version').innerText(), POLL).toBe(version);
+      return model.getByTestId('prediction').innerText();
+    };
+    await drawOne();
+    const byOnnx = await predicted('v2, ONNX');
+    expect(byOnnx).toMatch(/^[0-9]$/);
+    await model.getByRole('button', { name: 'Roll back to v1' }).click();
+    await expect.poll(() => prod.innerText(), POLL).toBe('v1');
+    await expect.poll(() => model.getByTestId('serving').innerText(), POLL).toMatch(/^v1 on tfjs 4\.22\.0/);
+    const byTfjs = await predicted('v1, tfjs layers');
+    expect(byTfjs).toMatch(/^[0-9]$/);
+    await model.getByRole('button', { name: 'Promote v2' }).click();
+    await expect.poll(() => prod.innerText(), POLL).toBe('v2');
+    await expect.poll(() => model.getByTestId('serving').innerText(), POLL).toBe('v2 on onnxruntime-node 1.30.0 (cpu)');
+    const history = (await stack.gql('query($n: String!) { model(name: $n) { productionHistory { version reason } } }', { n: MODEL })).data.model.productionHistory;
+    expect(history.map((h: { version: number; reason: string }) => `${h.version} ${h.reason.split(' ')[0]}`).slice(-2)).toEqual(['1 rollback', '2 promote']);
+    expect(await predicted('v2, ONNX')).toBe(byOnnx);
     await shot(page, 'models');
     await page.goto(`${stack.url}/console#/pipelines`);
     await page.getByTestId('stacked-bars').waitFor();

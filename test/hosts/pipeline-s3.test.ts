@@ -62,6 +62,8 @@ describe('a pipeline on an S3 artifact store (SeaweedFS)', () => {
         { id: 'prune', plugin: 'core:prune-quantize', params: { sparsity: 0.5, fineTuneEpochs: 1, quantize: 'none' } },
         { id: 'fit', plugin: 'core:multi-device-fit', params: { replicas: 2, epochs: 1, syncEverySteps: 10 } },
         { id: 'deploy', plugin: 'core:deploy', params: { modelName: 'mnist-s3', quantize: 'uint8', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } } },
+        // The same model converted to ONNX: its folder goes through the bucket the same way.
+        { id: 'deploy-onnx', plugin: 'core:deploy', needs: ['data', 'fit'], params: { modelName: 'mnist-s3-onnx', format: 'onnx', quantize: 'uint8', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } } },
       ],
     };
     const started = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec });
@@ -78,7 +80,8 @@ describe('a pipeline on an S3 artifact store (SeaweedFS)', () => {
 
     // Every output is sealed in the bucket, and another host with an empty cache fetches it, hash-checked.
     const outputs = run.stages.flatMap((s: any) => s.outputs);
-    expect(outputs.map((o: any) => o.kind)).toEqual(['dataset', 'model', 'model', 'model', 'deployment']);
+    expect(outputs.map((o: any) => o.kind)).toEqual(['dataset', 'model', 'model', 'model', 'deployment', 'deployment']);
+    expect(run.stages.find((s: any) => s.id === 'deploy-onnx').metrics).toMatchObject({ format: 'onnx', weightFormat: 'uint8', runtime: expect.stringMatching(/^onnxruntime-node /) });
     for (const ref of outputs) {
       expect(await otherHost.verify(ref)).toEqual({ ok: true });
       const dir = await otherHost.localPath(ref);
@@ -95,14 +98,16 @@ describe('a pipeline on an S3 artifact store (SeaweedFS)', () => {
     expect(keys.some((k) => /^fit\/_checkpoints\/sync-[0-9a-f]+\/round-\d+\/avg\.bin$/.test(k))).toBe(true);
 
     // The API's model server loads the deployed version through the store and answers.
-    const res = await fetch(`${stack.url}/models/mnist-s3/predict`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
-      body: JSON.stringify({ inputs: [new Array(784).fill(0)] }),
-    });
-    const body = (await res.json()) as { predictions?: unknown[] };
-    expect(res.status, JSON.stringify(body)).toBe(200);
-    expect(body.predictions).toHaveLength(1);
+    for (const model of ['mnist-s3', 'mnist-s3-onnx']) {
+      const res = await fetch(`${stack.url}/models/${model}/predict`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
+        body: JSON.stringify({ inputs: [new Array(784).fill(0)] }),
+      });
+      const body = (await res.json()) as { predictions?: unknown[] };
+      expect(res.status, JSON.stringify(body)).toBe(200);
+      expect(body.predictions).toHaveLength(1);
+    }
 
     // The worker's cache can go: the bucket is the truth, and a fetch brings it back.
     await rm(stack.artifacts.root, { recursive: true, force: true });

@@ -13,7 +13,9 @@ import { silentLogger } from '../../lib/logger.js';
 import { buildDataset, writeDataset } from '../../ml/data/dataset.js';
 import { seededRandom } from '../../ml/data/rng.js';
 import { buildMlp } from '../../ml/models/mlp.js';
-import { saveModel } from '../../ml/models/io.js';
+import { loadModel, saveModel } from '../../ml/models/io.js';
+import { exportOnnxFolder } from '../../ml/onnx/export.js';
+import type { InputEncodingMeta } from '../../ml/onnx/meta.js';
 import type { RunStarter, StageContext } from '../../plugins/contract.js';
 import type { StageServices } from '../../plugins/services.js';
 import type { ArtifactRef } from '../../workflows/types.js';
@@ -59,6 +61,40 @@ export async function makeDatasetArtifact(store: ArtifactStore, opts: { runId?: 
   const dir = await store.freshDir(store.dirFor(opts.runId ?? 'fixture', 'data-prep', 'dataset'));
   await writeDataset(dir, ds);
   return store.seal('dataset', dir);
+}
+
+/** 8×8 "images" of bytes (pixels 0–255, scaled by data prep): class c lights up pixels j ≡ c (mod 10), with noise. */
+export async function makePixelDatasetArtifact(store: ArtifactStore): Promise<ArtifactRef> {
+  const make = (n: number, seed: number) => {
+    const rand = seededRandom(seed);
+    const x = new Uint8Array(n * 64);
+    const y = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = Math.floor(rand() * NUM_CLASSES);
+      y[i] = c;
+      for (let j = 0; j < 64; j++) x[i * 64 + j] = Math.min(255, Math.floor((j % 10 === c ? 170 : 30) + rand() * 80));
+    }
+    return { x, y };
+  };
+  const ds = buildDataset({ featureShape: FEATURE_SHAPE, numClasses: NUM_CLASSES, pool: make(800, 1), test: make(200, 2), validationFraction: 0.1, seed: 3, normalize: 'scale255' });
+  const dir = await store.freshDir(store.dirFor('pixels', 'data-prep', 'dataset'));
+  await writeDataset(dir, ds);
+  return store.seal('dataset', dir);
+}
+
+/**
+ * An ONNX model folder (model.onnx + capstan-model.json) as an exporter outside Capstan would hand
+ * it over: the tfjs model artifact converted with Capstan's converter and sealed as a 'model'.
+ */
+export async function makeOnnxModelArtifact(tf: typeof TF, store: ArtifactStore, tfjsModel: ArtifactRef, opts: { runId?: string; quantize?: 'none' | 'uint8'; encoding?: InputEncodingMeta } = {}): Promise<ArtifactRef> {
+  const net = await loadModel(tf, store.resolve(tfjsModel));
+  const dir = await store.freshDir(store.dirFor(opts.runId ?? 'fixture', 'export-onnx', 'model'));
+  try {
+    await exportOnnxFolder(net, dir, { quantize: opts.quantize ?? 'none', ...(opts.encoding ? { encoding: opts.encoding } : {}) });
+  } finally {
+    net.dispose();
+  }
+  return store.seal('model', dir);
 }
 
 /** Trains a 64-128-10 MLP for a few epochs on the dataset artifact and stores it as a 'model' artifact. */

@@ -48,6 +48,16 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     expect(await reg.listModels()).toEqual(['fashion', 'mnist']);
   });
 
+  it('records each version\'s format: tfjs-layers unless the version says onnx', async () => {
+    const onnx = await reg.register(input({ model: 'formats', runId: 'run-onnx', format: 'onnx' }));
+    const tfjs = await reg.register(input({ model: 'formats', runId: 'run-tfjs' }));
+    expect([onnx.version.format, tfjs.version.format]).toEqual(['onnx', 'tfjs-layers']);
+    expect((await reg.getVersion('formats', 1))?.format).toBe('onnx');
+    expect((await reg.listVersions('formats')).map((v) => v.format)).toEqual(['tfjs-layers', 'onnx']);
+    await reg.setAlias('formats', 'production', 1);
+    expect((await reg.resolveAlias('formats'))?.format).toBe('onnx');
+  });
+
   it('registering the same run + stage twice returns the same version', async () => {
     const again = await reg.register(input({ metrics: { testAccuracy: 0.5 } }));
     expect(again.created).toBe(false);
@@ -115,10 +125,12 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     await row('old', 1, 'pipeline/first/aaaaa', JSON.stringify({ pipeline: 'first', testAccuracy: 0.9 }));
     await row('old', 2, 'pipeline/second/bbbbb', JSON.stringify({ pipeline: 'second' }));
     await row('anon', 1, 'r', JSON.stringify({ testAccuracy: 0.5 }));
-    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec']);
+    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec', 'registry/0003-model-format']);
     expect(await reg.owner('old')).toEqual({ model: 'old', pipeline: 'first', runId: 'pipeline/first/aaaaa', claimedAt: '2024-01-01T00:00:00.000Z' });
     expect(await reg.owner('anon')).toBeUndefined();
     expect((await reg.getVersion('old', 1))?.inputSpec).toBeUndefined();
+    // Migration 0003: versions from before formats were recorded are tfjs layers folders.
+    expect((await reg.getVersion('old', 2))?.format).toBe('tfjs-layers');
     // A name with no recorded owner is claimed by its next deploy.
     await reg.register(input({ model: 'anon', runId: 'r2', owner: { pipeline: 'claimer' } }));
     expect((await reg.owner('anon'))?.pipeline).toBe('claimer');

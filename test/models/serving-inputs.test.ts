@@ -6,15 +6,14 @@ import type { Api } from '../../api/app.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
 import { loadTf } from '../../ml/backend.js';
-import { buildDataset, inputsOf, readDataset, writeDataset } from '../../ml/data/dataset.js';
-import { seededRandom } from '../../ml/data/rng.js';
+import { inputsOf, readDataset } from '../../ml/data/dataset.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
 import { createModelServer, ServingError, type ModelServer } from '../../serving/model-server.js';
 import { ModelRegistry } from '../../serving/registry.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { freshRegistryDb } from './db.js';
 import { serveModelsApi } from './models-api.js';
-import { FEATURE_SHAPE, NUM_CLASSES, makeDatasetArtifact, makeModelArtifact, stageContext, tempStore } from './fixtures.js';
+import { makeDatasetArtifact, makeModelArtifact, makePixelDatasetArtifact, stageContext, tempStore } from './fixtures.js';
 
 let tf: typeof TF;
 let store: ArtifactStore;
@@ -30,25 +29,6 @@ let rawPixels: number[][];
 /** Normalised (z-scored) samples of the feature dataset's test split, and the same raw. */
 let zSamples: number[][];
 let zRaw: number[][];
-
-/** 8×8 "images" of bytes: class c lights up pixels j ≡ c (mod 10), with noise. */
-async function makePixelDataset(): Promise<ArtifactRef> {
-  const make = (n: number, seed: number) => {
-    const rand = seededRandom(seed);
-    const x = new Uint8Array(n * 64);
-    const y = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      const c = Math.floor(rand() * NUM_CLASSES);
-      y[i] = c;
-      for (let j = 0; j < 64; j++) x[i * 64 + j] = Math.min(255, Math.floor((j % 10 === c ? 170 : 30) + rand() * 80));
-    }
-    return { x, y };
-  };
-  const ds = buildDataset({ featureShape: FEATURE_SHAPE, numClasses: NUM_CLASSES, pool: make(800, 1), test: make(200, 2), validationFraction: 0.1, seed: 3, normalize: 'scale255' });
-  const dir = await store.freshDir(store.dirFor('pixels', 'data-prep', 'dataset'));
-  await writeDataset(dir, ds);
-  return store.seal('dataset', dir);
-}
 
 async function deploy(name: string, runId: string, model: ArtifactRef, dataset: ArtifactRef): Promise<void> {
   const plugin = deployStage();
@@ -84,7 +64,7 @@ beforeAll(async () => {
   db = await freshRegistryDb('sqlite', t.root);
   registry = new ModelRegistry(db);
 
-  const pixels = await makePixelDataset();
+  const pixels = await makePixelDatasetArtifact(store);
   await deploy('pixels', 'run-p', await makeModelArtifact(tf, store, pixels, { runId: 'p' }), pixels);
   const pds = await readDataset(store.resolve(pixels), { splits: ['train', 'test'] });
   const px = pds.splits.test!.x as Uint8Array;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MODEL_FORMATS } from '../../../ml/runtime/loaded-model.js';
 import { MODEL_NAME_RE, PRODUCTION_ALIAS } from '../../../serving/registry.js';
 
 export const promotionGatesSchema = z
@@ -45,6 +46,13 @@ export const deployParamsSchema = z
      * An input that is already quantized is exported as it is.
      */
     quantize: z.enum(['none', 'uint8', 'uint16', 'float16']).default('none'),
+    /**
+     * The format to register: `tfjs-layers` or `onnx`. Default: the input model's format (a tfjs
+     * layers folder, or an ONNX folder with model.onnx + capstan-model.json). `onnx` with a tfjs
+     * input converts it (Dense, Conv2D, MaxPooling2D, Flatten, Reshape stacks; opset 13).
+     */
+    format: z.enum(MODEL_FORMATS).optional(),
   })
-  .strict();
+  .strict()
+  .refine((p) => p.format !== 'onnx' || p.quantize === 'none' || p.quantize === 'uint8', { message: 'ONNX models are quantized to uint8 or not at all: use quantize none or uint8 with format onnx', path: ['quantize'] });
 export type DeployParams = z.infer<typeof deployParamsSchema>;

@@ -1,21 +1,24 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StageError, badInput } from '../../../lib/errors.js';
-import { loadTf, type BackendName } from '../../../ml/backend.js';
-import { exportModel } from '../../../ml/compression/export-model.js';
+import { loadTf, type BackendName, type LoadedTf } from '../../../ml/backend.js';
 import { DataError } from '../../../ml/data/data-error.js';
-import { accuracy, checkCompatible, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
-import { measureLatency } from '../../../ml/evaluation/latency.js';
-import { folderLoadHandler } from '../../../ml/models/io.js';
-import type { Tf } from '../../../ml/models/mlp.js';
+import { accuracyOf, checkFits, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
+import { measureModelLatency } from '../../../ml/evaluation/latency.js';
+import { detectFormat, loadModelFolder, type ModelRuntimes } from '../../../ml/runtime/load-model.js';
+import type { ModelFormat } from '../../../ml/runtime/loaded-model.js';
+import type { OnnxRuntimeOptions } from '../../../ml/runtime/onnx-model.js';
 import { MODEL_NAME_RE, PRODUCTION_ALIAS, RegistryError, nameTakenMessage, type ModelMetrics } from '../../../serving/registry.js';
 import { defineStage, PLUGIN_API_VERSION, type ArtifactRef, type StageContext, type StageResult } from '../../contract.js';
+import { checkExport, exportAs } from './export.js';
 import { inputSpecOf } from './input-spec.js';
 import { deployParamsSchema, hasGates, type DeployParams, type PromotionGates } from './params.js';
 
 export interface DeployOptions {
-  /** Backend to prefer for measuring (CAPSTAN_TF_BACKEND); default: best available. */
+  /** Backend to prefer for measuring tfjs models (CAPSTAN_TF_BACKEND); default: best available. */
   tfBackend?: BackendName;
+  /** How ONNX Runtime runs ONNX models (CAPSTAN_ONNX_EP); default: the CPU. */
+  onnx?: OnnxRuntimeOptions;
 }
 
 export interface GateResult {
@@ -78,10 +81,10 @@ export function deployStage(opts: DeployOptions = {}) {
   return defineStage({
     name: 'core:deploy',
     estimateScale: { work: ['latencyRuns'], ignore: ['modelName', 'alias', 'gates', 'promote'] },
-    version: '1.1.0',
+    version: '1.2.0',
     apiVersion: PLUGIN_API_VERSION,
     description:
-      'Exports the model to the registry, measures test accuracy, p50/p99 latency at batch 1 and size, compares with the production version on the same test set, registers a version with its input spec, and points the production alias at it when the promotion gates pass.',
+      'Exports the model to the registry (a tfjs layers folder, or ONNX: an ONNX folder as it is, or a tfjs model converted), measures test accuracy, p50/p99 latency at batch 1 and size with the runtime that serves it (TensorFlow.js or ONNX Runtime), compares with the production version of either format on the same test set, registers a version with its format and input spec, and points the production alias at it when the promotion gates pass.',
     paramsSchema: deployParamsSchema,
     consumes: ['model', 'dataset'],
     produces: ['deployment'],
@@ -109,42 +112,49 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       { type: 'PROMOTION_UNGATED', details: { model: modelName, owner: owner?.pipeline ?? ctx.pipeline } },
     );
   }
-  const { tf, backend } = await loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {});
+  // TensorFlow.js is loaded only when a tfjs model is exported or measured.
+  let tfLoaded: Promise<LoadedTf> | undefined;
+  const runtimes: ModelRuntimes = { tf: () => (tfLoaded ??= loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {})), ...(opts.onnx ? { onnx: opts.onnx } : {}) };
 
-  // 1. Export to the stable, content-addressed registry location (quantizing on the way if asked).
+  // 1. Export to the stable, content-addressed registry location, in the format asked for
+  //    (quantizing on the way if asked). What cannot be exported is refused before any work.
   const sourceDir = await ctx.localPath(modelRef);
+  const sourceFormat = await detectFormat(sourceDir);
+  const format: ModelFormat = params.format ?? sourceFormat;
+  const datasetDir = await ctx.localPath(inputs.dataset);
+  const inputSpec = await inputSpecOf(datasetDir);
+  const plan = { sourceDir, sourceFormat, format, quantize: params.quantize, inputSpec };
+  await checkExport(plan);
   let weightFormat = 'float32';
   const exported = await ctx.output(
     'model',
     async (dir) => {
-      ({ weightFormat } = await exportModel(tf, { sourceDir, destDir: dir, quantize: params.quantize }));
-      return { format: 'tfjs-layers', weights: weightFormat };
+      weightFormat = await exportAs({ ...plan, destDir: dir, runtimes });
+      return { format, weights: weightFormat, input: { shape: inputSpec.shape, dtype: inputSpec.dtype, encoding: inputSpec.raw?.kind ?? 'none' } };
     },
     { contentAddressed: `registry/${modelName}` },
   );
   const exportedDir = await ctx.localPath(exported);
-  ctx.heartbeat({ phase: 'exported', uri: exported.uri });
+  ctx.heartbeat({ phase: 'exported', uri: exported.uri, format });
 
   // 2. Measure the exported folder exactly as serving will load it; and production on the same rows.
-  const datasetDir = await ctx.localPath(inputs.dataset);
   const test = await loadSplit(datasetDir, { split: 'test', ...(params.evalSamples ? { limit: params.evalSamples } : {}) });
-  const model = await tf.loadLayersModel(folderLoadHandler(tf, exportedDir));
+  const model = await loadModelFolder(exportedDir, format, runtimes);
   let testAccuracy: number;
   let latency: { p50Ms: number; p99Ms: number; runs: number };
   try {
-    checkCompatible(model, test);
-    testAccuracy = await accuracy(tf, model, test);
+    checkFits(model, test);
+    testAccuracy = await accuracyOf(model, test);
     ctx.heartbeat({ phase: 'measured-accuracy' });
-    latency = await measureLatency(tf, model, test, { runs: params.latencyRuns });
+    latency = await measureModelLatency(model, test, { runs: params.latencyRuns });
   } finally {
-    model.dispose();
+    await model.dispose();
   }
   let production: ProductionBaseline | undefined;
   if (params.gates.noWorseThan === 'production') {
-    production = await measureProduction(ctx, tf, modelName, exported.sha256, testAccuracy, test);
+    production = await measureProduction(ctx, runtimes, modelName, exported.sha256, testAccuracy, test);
     ctx.heartbeat({ phase: 'measured-production' });
   }
-  const inputSpec = await inputSpecOf(datasetDir);
   const sizeBytes = exported.bytes;
   const measured: ModelMetrics = {
     testAccuracy,
@@ -153,9 +163,11 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     latencyRuns: latency.runs,
     sizeBytes,
     weightFormat,
+    format,
+    runtime: model.runtime,
     evalSplit: test.split,
     evalRows: test.count,
-    tfBackend: backend,
+    ...(format === 'tfjs-layers' && tfLoaded ? { tfBackend: (await tfLoaded).backend } : {}),
   };
 
   // 3. Register (idempotent per run + stage), claiming the name for this pipeline if it is free.
@@ -170,6 +182,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       bytes: exported.bytes,
       metrics: { ...measured, pipeline: ctx.pipeline, sourceModelUri: modelRef.uri },
       inputSpec,
+      format,
       owner: { pipeline: ctx.pipeline, override: admin },
     });
   } catch (e) {
@@ -218,6 +231,8 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   const record = {
     model: modelName,
     version: registered.version,
+    format,
+    runtime: model.runtime,
     alias: params.promote ? params.alias : null,
     previousVersion,
     artifact: exported,
@@ -230,7 +245,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     await writeFile(path.join(dir, 'deployment.json'), JSON.stringify(record, null, 2));
     return { model: modelName, version: registered.version, promoted: params.promote };
   });
-  ctx.logger.info('deployed', { model: modelName, version: registered.version, promoted: params.promote, testAccuracy, p99LatencyMs: latency.p99Ms });
+  ctx.logger.info('deployed', { model: modelName, version: registered.version, format, promoted: params.promote, testAccuracy, p99LatencyMs: latency.p99Ms });
   return {
     outputs: { deployment: ref },
     metrics: {
@@ -245,10 +260,11 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
 }
 
 /**
- * The production version's test accuracy on the candidate's test rows, or why it cannot be
- * measured. Identical content (e.g. a retry after this stage promoted) is not measured twice.
+ * The production version's test accuracy on the candidate's test rows, whatever its format, or
+ * why it cannot be measured. Identical content (e.g. a retry after this stage promoted) is not
+ * measured twice.
  */
-async function measureProduction(ctx: StageContext, tf: Tf, modelName: string, candidateSha: string, candidateAccuracy: number, test: EvalSplit): Promise<ProductionBaseline> {
+async function measureProduction(ctx: StageContext, runtimes: ModelRuntimes, modelName: string, candidateSha: string, candidateAccuracy: number, test: EvalSplit): Promise<ProductionBaseline> {
   const prod = await ctx.services.models.resolveAlias(modelName, PRODUCTION_ALIAS);
   if (!prod) return null;
   if (prod.sha256 === candidateSha) return { version: prod.version, testAccuracy: candidateAccuracy };
@@ -258,15 +274,15 @@ async function measureProduction(ctx: StageContext, tf: Tf, modelName: string, c
   } catch (e) {
     return { version: prod.version, problem: `its artifact cannot be found: ${(e as Error).message}` };
   }
-  const net = await tf.loadLayersModel(folderLoadHandler(tf, dir)).catch((e: unknown) => e as Error);
-  if (net instanceof Error) return { version: prod.version, problem: `it cannot be loaded: ${net.message}` };
+  const net = await loadModelFolder(dir, prod.format, runtimes).catch((e: unknown) => e as Error);
+  if (net instanceof Error) return { version: prod.version, problem: `it cannot be loaded (${prod.format}): ${net.message}` };
   try {
-    checkCompatible(net, test);
-    return { version: prod.version, testAccuracy: await accuracy(tf, net, test) };
+    checkFits(net, test);
+    return { version: prod.version, testAccuracy: await accuracyOf(net, test) };
   } catch (e) {
     if (e instanceof DataError) return { version: prod.version, problem: e.message };
     throw e;
   } finally {
-    net.dispose();
+    await net.dispose();
   }
 }
