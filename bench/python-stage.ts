@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
+import { readLines } from '../lib/read-lines.js';
 import { silentLogger } from '../lib/logger.js';
 import type { ArtifactRef } from '../plugins/contract.js';
 import { loadStageManifest } from '../plugins/command/manifest.js';
@@ -102,7 +103,7 @@ async function runBare(python: string, datasetDir: string, env: Record<string, s
     const metrics: Record<string, number> = {};
     let times = '';
     const stderrTail: string[] = [];
-    lines(child.stdio[2] as Readable, (line) => {
+    void readLines(child.stdio[2] as Readable, (line) => {
       stderrTail.push(line);
       if (stderrTail.length > 20) stderrTail.shift();
       if (!line.startsWith('[capstan] ')) return;
@@ -136,19 +137,6 @@ async function runStage(store: ArtifactStore, python: string, dataset: ArtifactR
   const m = res.metrics;
   const cpu = reported().cpuSeconds;
   return { wall, firstMessage, cpu, trainSeconds: m.trainSeconds as number, samplesPerSec: m.samplesPerSec as number, testAccuracy: m.testAccuracy as number, processWall: m.processWallSeconds as number, launcherCpu: cpu - (m.processCpuSeconds as number) };
-}
-
-function lines(stream: Readable, onLine: (line: string) => void): void {
-  let buf = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      onLine(buf.slice(0, nl));
-      buf = buf.slice(nl + 1);
-    }
-  });
 }
 
 async function main(): Promise<void> {

@@ -3,6 +3,7 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { readLines } from '../../lib/read-lines.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
 export const PROTOCOL_PREFIX = '@@capstan ';
@@ -86,23 +87,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const stderrTail: string[] = [];
   let progressError: unknown;
 
-  const lines = (stream: NodeJS.ReadableStream, onLine: (l: string) => void) => {
-    let buf = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        onLine(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    });
-    stream.on('end', () => {
-      if (buf) onLine(buf);
-    });
-  };
-
-  lines(child.stdout, (line) => {
+  void readLines(child.stdout, (line) => {
     if (!line.startsWith(PROTOCOL_PREFIX)) return;
     let msg: ChildMessage;
     try {
@@ -135,7 +120,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
       reported = new ChildJobError(msg.message, { code: msg.code ?? 'CHILD_FAILED', retryable: msg.retryable ?? true, ...(msg.file ? { file: msg.file } : {}) });
     }
   });
-  lines(child.stderr, (line) => {
+  void readLines(child.stderr, (line) => {
     stderrTail.push(line);
     if (stderrTail.length > 40) stderrTail.shift();
     opts.onStderr?.(line);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { readLines } from '../../lib/read-lines.js';
 import { MAX_MESSAGE_BYTES } from './protocol.js';
 
 /** The launcher that leads a stage process's group (plain JS: runs with the worker's Node, no tsx). */
@@ -80,29 +81,29 @@ export async function runStageProcess(o: StageProcessOptions): Promise<StageProc
   };
 
   const streams = child.stdio as unknown as (Readable | null)[];
-  const closed = [1, 2, 3, 4].map((fd) => {
-    const s = streams[fd]!;
-    return readLines(s, (line) => {
-      if (fd === 1) o.onStdout?.(line);
-      else if (fd === 2) {
-        stderrTail.push(line.length > STDERR_TAIL_BYTES ? line.slice(0, STDERR_TAIL_BYTES) : line);
-        while (stderrTail.length > STDERR_TAIL_LINES || (stderrTail.length > 1 && stderrTail.join('\n').length > STDERR_TAIL_BYTES)) stderrTail.shift();
-        o.onStderr?.(line);
-      } else if (fd === 3) o.onMessageLine(line);
-      else {
-        try {
-          const r = JSON.parse(line) as { usage?: { cpuSeconds: number }; exit?: typeof exitReport };
-          if (r.usage && Number.isFinite(r.usage.cpuSeconds)) {
-            lastUsage = r.usage.cpuSeconds;
-            o.onUsage?.(lastUsage);
-          }
-          if (r.exit) exitReport = r.exit;
-        } catch {
-          // not from our launcher
+  // Each stream of the group: stdout and stderr are logs, fd 3 the stage's messages, fd 4 the launcher's reports.
+  const onLine: Record<number, (line: string) => void> = {
+    1: (line) => o.onStdout?.(line),
+    2: (line) => {
+      stderrTail.push(line.length > STDERR_TAIL_BYTES ? line.slice(0, STDERR_TAIL_BYTES) : line);
+      while (stderrTail.length > STDERR_TAIL_LINES || (stderrTail.length > 1 && stderrTail.join('\n').length > STDERR_TAIL_BYTES)) stderrTail.shift();
+      o.onStderr?.(line);
+    },
+    3: (line) => o.onMessageLine(line),
+    4: (line) => {
+      try {
+        const r = JSON.parse(line) as { usage?: { cpuSeconds: number }; exit?: typeof exitReport };
+        if (r.usage && Number.isFinite(r.usage.cpuSeconds)) {
+          lastUsage = r.usage.cpuSeconds;
+          o.onUsage?.(lastUsage);
         }
+        if (r.exit) exitReport = r.exit;
+      } catch {
+        // not from our launcher
       }
-    });
-  });
+    },
+  };
+  const closed = [1, 2, 3, 4].map((fd) => readLines(streams[fd]!, onLine[fd]!, { maxLineBytes: MAX_MESSAGE_BYTES }));
 
   const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null; error?: Error }>((resolve) => {
     child.once('error', (error) => resolve({ code: null, sig: null, error }));
@@ -146,33 +147,4 @@ export async function runStageProcess(o: StageProcessOptions): Promise<StageProc
   }
   // The launcher was killed before the command exited (a stop's SIGKILL): the last sample is what we know.
   return { code: null, signal: launcher.sig ?? 'SIGKILL', cpuSeconds: lastUsage, launcherCpuSeconds: 0, wallSeconds, stderrTail, stopped };
-}
-
-/** Calls `onLine` for every line of a stream (lines longer than MAX_MESSAGE_BYTES are cut); resolves at its end. */
-function readLines(stream: Readable, onLine: (line: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    let buf = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.length) onLine(line);
-      }
-      if (buf.length > MAX_MESSAGE_BYTES) {
-        onLine(buf);
-        buf = '';
-      }
-    });
-    const end = () => {
-      if (buf.length) onLine(buf);
-      buf = '';
-      resolve();
-    };
-    stream.once('end', end);
-    stream.once('close', end);
-    stream.once('error', end);
-  });
 }
