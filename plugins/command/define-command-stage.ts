@@ -125,52 +125,60 @@ async function runCommandStage<P, C extends string>(o: CommandStageOptions<P, C>
       inputFolders[kind] = { path: await ctx.localPath(ref), uri: ref.uri, sha256: ref.sha256, bytes: ref.bytes, meta: ref.meta ?? {} };
     }
     const outputs = openOutputs(ctx, o.produces);
-    const outputDirs = await outputs.ready;
-    const context = {
-      protocol: STAGE_PROTOCOL_VERSION,
-      run: { id: ctx.runId, pipeline: ctx.pipeline, stage: ctx.stageId, plugin: o.name, pluginVersion: o.version, attempt: ctx.attempt, replica: ctx.replica ?? null },
-      params,
-      inputs: inputFolders,
-      outputs: Object.fromEntries(Object.entries(outputDirs).map(([k, dir]) => [k, { path: dir }])),
-      checkpoint: { dir: checkpointDir, last: last ?? null },
-      workDir,
-      device: ctx.device ? { kind: ctx.device.kind, id: ctx.device.id, label: ctx.device.label } : null,
-      messages: { fd: 3 },
+    // Writes the context, runs the process, and says how it ended (throws its error).
+    const runProcess = async () => {
+      const outputDirs = await outputs.ready;
+      const context = {
+        protocol: STAGE_PROTOCOL_VERSION,
+        run: { id: ctx.runId, pipeline: ctx.pipeline, stage: ctx.stageId, plugin: o.name, pluginVersion: o.version, attempt: ctx.attempt, replica: ctx.replica ?? null },
+        params,
+        inputs: inputFolders,
+        outputs: Object.fromEntries(Object.entries(outputDirs).map(([k, dir]) => [k, { path: dir }])),
+        checkpoint: { dir: checkpointDir, last: last ?? null },
+        workDir,
+        device: ctx.device ? { kind: ctx.device.kind, id: ctx.device.id, label: ctx.device.label } : null,
+        messages: { fd: 3 },
+      };
+      await writeFile(contextFile, JSON.stringify(context, null, 2));
+
+      const env: Record<string, string> = {};
+      for (const k of PASSED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
+      Object.assign(env, o.env ?? {});
+      if (ctx.device) Object.assign(env, ctx.device.kind === 'gpu' ? ctx.device.env : { CUDA_VISIBLE_DEVICES: '', CAPSTAN_CPU_DEVICE: ctx.device.id });
+      Object.assign(env, { PYTHONUNBUFFERED: '1', CAPSTAN_STAGE_CONTEXT: contextFile });
+
+      const session = protocolSession(ctx, o, params, checkpointDir, last !== undefined);
+      const stop = new AbortController();
+      const exit = await runStageProcess({
+        argv,
+        cwd: workDir,
+        env,
+        signal: AbortSignal.any([ctx.signal, stop.signal]),
+        stopGraceMs: o.stopGraceMs ?? 10_000,
+        onMessageLine: (line) => {
+          if (!session.handle(line)) stop.abort();
+        },
+        onStdout: (line) => ctx.logger.info(line),
+        onStderr: (line) => ctx.logger.debug(line),
+        onUsage: (cpuSeconds) => ctx.meter.running?.({ cpuSeconds, wholeAttempt: true }),
+      });
+      // Measured by pid (the launcher reads /proc), so it is the attempt's whole CPU use.
+      ctx.meter.add({ cpuSeconds: exit.cpuSeconds + exit.launcherCpuSeconds, wholeAttempt: true, ...(session.gpuSeconds > 0 ? { deviceSeconds: session.gpuSeconds } : {}) });
+
+      if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('stage stopped');
+      const failure = outcomeError(o, exit, session, python);
+      if (failure) throw failure;
+      return { exit, session };
     };
-    await writeFile(contextFile, JSON.stringify(context, null, 2));
-
-    const env: Record<string, string> = {};
-    for (const k of PASSED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
-    Object.assign(env, o.env ?? {});
-    if (ctx.device) Object.assign(env, ctx.device.kind === 'gpu' ? ctx.device.env : { CUDA_VISIBLE_DEVICES: '', CAPSTAN_CPU_DEVICE: ctx.device.id });
-    Object.assign(env, { PYTHONUNBUFFERED: '1', CAPSTAN_STAGE_CONTEXT: contextFile });
-
-    const session = protocolSession(ctx, o, params, checkpointDir, last !== undefined);
-    const stop = new AbortController();
-    const exit = await runStageProcess({
-      argv,
-      cwd: workDir,
-      env,
-      signal: AbortSignal.any([ctx.signal, stop.signal]),
-      stopGraceMs: o.stopGraceMs ?? 10_000,
-      onMessageLine: (line) => {
-        if (!session.handle(line)) stop.abort();
-      },
-      onStdout: (line) => ctx.logger.info(line),
-      onStderr: (line) => ctx.logger.debug(line),
-      onUsage: (cpuSeconds) => ctx.meter.running?.({ cpuSeconds, wholeAttempt: true }),
-    });
-    // Measured by pid (the launcher reads /proc), so it is the attempt's whole CPU use.
-    ctx.meter.add({ cpuSeconds: exit.cpuSeconds + exit.launcherCpuSeconds, wholeAttempt: true, ...(session.gpuSeconds > 0 ? { deviceSeconds: session.gpuSeconds } : {}) });
-
-    const failure = ctx.signal.aborted ? undefined : outcomeError(o, exit, session, python);
-    if (ctx.signal.aborted || failure) {
-      const err = ctx.signal.aborted ? (ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('stage stopped')) : failure!;
-      outputs.fail(err);
+    // Whatever fails from here on (the process, or writing its context), the open outputs fail with it.
+    const ran = await runProcess().catch(async (e: unknown) => {
+      outputs.fail(e instanceof Error ? e : new Error(String(e)));
       await outputs.settled;
-      throw err;
-    }
+      throw e;
+    });
+    const { exit, session } = ran;
     outputs.succeed(session.declared);
+
     const refs = await outputs.refs();
     return {
       outputs: refs,
