@@ -89,7 +89,9 @@ describe('npm start (the embedded stack)', () => {
     })();
     expect(pred.model).toBe('mnist-small');
     expect(pred.predictions[0].probabilities).toHaveLength(10);
-    expect(pred.predictions[0].label).toBeGreaterThanOrEqual(0);
+    // The label is the most probable class (argmax of the probabilities the server returned).
+    const probs = pred.predictions[0].probabilities as number[];
+    expect(pred.predictions[0].label).toBe(probs.indexOf(Math.max(...probs)));
 
     // Ctrl-C stops everything and the process exits 0.
     const code = await new Promise<number | null>((resolve) => {
