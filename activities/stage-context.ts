@@ -68,7 +68,7 @@ export function createStageContext(init: StageContextInit): {
     stageId: init.stageId,
     attempt: init.attempt,
     ...(init.replica ? { replica: init.replica } : {}),
-    ...(init.startedBy ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role } } : {}),
+    ...(init.startedBy ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role, ...(init.startedBy.tokenId ? { tokenId: init.startedBy.tokenId } : {}) } } : {}),
     ...(init.device ? { device: { kind: init.device.kind, id: init.device.id, label: init.device.label, host: init.device.host, env: { ...init.device.env } } } : {}),
     heartbeat: init.heartbeat,
     lastCheckpoint: init.lastCheckpoint,

@@ -121,6 +121,8 @@ export interface StageServices {
 export interface RunStarter {
   name: string;
   role: string;
+  /** The token's public id, when the run was started with one (an optional addition: contract v2 still holds). */
+  tokenId?: string;
 }
 
 export interface StageContext {

@@ -244,6 +244,8 @@ export interface ScheduledPipelineInput {
 export interface RunStarter {
   name: string;
   role: string;
+  /** The API token's public id (absent on runs started before it was recorded, and with auth off). */
+  tokenId?: string;
 }
 
 export interface RunStageInput {

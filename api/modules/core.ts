@@ -13,7 +13,7 @@ export function stripNulls(v: unknown): unknown {
 }
 
 /** Who a run started through this request is booked to: the token's name and role. */
-export const starterOf = (ctx: ApiContext) => ({ name: ctx.principal.name, role: ctx.principal.role });
+export const starterOf = (ctx: ApiContext) => ({ name: ctx.principal.name, role: ctx.principal.role, tokenId: ctx.principal.tokenId });
 
 /** Hidden key on each StageRun object naming its run, for stage fields read by run (history module). */
 export const RUN_OF_STAGE = Symbol('runOfStage');
