@@ -1,5 +1,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { localPathOf } from './bucket-names.js';
 import type { Objects } from './s3-objects.js';
 
 export interface FolderMirrorOptions {
@@ -26,7 +27,9 @@ interface FileState {
  * appear remotely and were never seen before are downloaded (aside, then renamed, so a reader
  * never sees half a file); a file this mirror uploaded and that was then removed locally is
  * removed remotely too (the replicas' clean-up of old rounds). A removed file is never fetched
- * again. Temporary files (`*.tmp`, `*.part-*`) are left alone.
+ * again. Temporary files (`*.tmp`, `*.part-*`) are left alone. A listed key whose rest is not a
+ * safe relative name (`..`, absolute, backslash, NUL, empty segment) is never fetched: it is
+ * reported through `onError` (ARTIFACT_UNSAFE_NAME) once and skipped.
  */
 export class FolderMirror {
   private readonly uploaded = new Map<string, FileState>();
@@ -101,7 +104,14 @@ export class FolderMirror {
       if (!rel || this.seenRemote.has(rel)) continue;
       this.seenRemote.add(rel);
       if (local.has(rel) || /\.tmp$|\.part-/.test(rel)) continue;
-      const file = path.join(this.o.dir, ...rel.split('/'));
+      let file: string;
+      try {
+        file = localPathOf(this.o.dir, rel, `the shared folder's listing (${this.o.prefix})`);
+      } catch (e) {
+        // Never fetched, reported once (it stays in seenRemote); the other files keep flowing.
+        this.o.onError?.(e);
+        continue;
+      }
       try {
         await this.o.objects.getFile(obj.key, file);
       } catch (e) {

@@ -4,7 +4,9 @@ import path from 'node:path';
 import { CreateBucketCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { ArtifactRef } from '../artifact-ref.js';
 import { ArtifactStore, SCHEME, hashTree, listFiles, type SharedFolder } from '../artifacts.js';
+import { StageError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { ARTIFACT_UNSAFE_NAME, localPathOf } from './bucket-names.js';
 import { FolderMirror } from './folder-mirror.js';
 import { Objects, isNotFound } from './s3-objects.js';
 
@@ -236,6 +238,9 @@ export class S3ArtifactStore extends ArtifactStore {
       return abs;
     }
     const tmp = `${abs}.fetch-${randomBytes(4).toString('hex')}`;
+    // Every name the seal lists is checked before the first byte is written: whoever may write
+    // to the bucket writes the seal, and a name such as `../x` would land outside the cache.
+    const files = seal.type === 'file' ? [] : sealedFiles(seal, uri).map((name) => ({ name, local: localPathOf(tmp, name, `the seal of ${uri}`) }));
     try {
       if (seal.type === 'file') await this.objects.getFile(this.key(rel), tmp);
       else {
@@ -243,12 +248,12 @@ export class S3ArtifactStore extends ArtifactStore {
         let next = 0;
         const work = async () => {
           for (;;) {
-            const f = seal.files[next++];
+            const f = files[next++];
             if (!f) return;
-            await this.objects.getFile(`${this.key(rel)}/${f.name}`, path.join(tmp, ...f.name.split('/')));
+            await this.objects.getFile(`${this.key(rel)}/${f.name}`, f.local);
           }
         };
-        await Promise.all(Array.from({ length: Math.min(this.objects.parallelism, seal.files.length) }, work));
+        await Promise.all(Array.from({ length: Math.min(this.objects.parallelism, files.length) }, work));
       }
       const got = await hashTree(tmp);
       this.stats.fetchBytes += got.bytes;
@@ -298,7 +303,10 @@ export class S3ArtifactStore extends ArtifactStore {
         dir: d,
         prefix: `${this.key(rel)}/`,
         everyMs: this.o.mirrorEveryMs ?? 100,
-        onError: (e) => this.logger?.warn('shared folder sync failed (retrying)', { dir: rel, error: (e as Error).message }),
+        onError: (e) =>
+          e instanceof StageError && e.type === ARTIFACT_UNSAFE_NAME
+            ? this.logger?.warn('shared folder: a key in the bucket was refused and is not fetched', { dir: rel, error: e.message })
+            : this.logger?.warn('shared folder sync failed (retrying)', { dir: rel, error: (e as Error).message }),
       });
       m = { mirror, refs: 0 };
       this.mirrors.set(d, m);
@@ -336,6 +344,14 @@ export class S3ArtifactStore extends ArtifactStore {
     }
     return bytes;
   }
+}
+
+/** The file names of a directory seal, after checking its shape (it is read from the bucket, like everything else there). */
+function sealedFiles(seal: Seal, uri: string): string[] {
+  if (seal.type !== 'dir' || !Array.isArray(seal.files) || seal.files.some((f) => typeof f?.name !== 'string')) {
+    throw new StageError(`the seal of ${uri} is malformed (expected type "file" or "dir" and a list of files with names)`, { type: ARTIFACT_UNSAFE_NAME, retryable: false });
+  }
+  return seal.files.map((f) => f.name);
 }
 
 async function exists(p: string): Promise<boolean> {
