@@ -2,10 +2,11 @@
 // lexical (no file system access: usable while validating a spec in the API process), and
 // `openConfined` is the full check in the process that reads the file: symlinks resolved,
 // the real path inside a root, a regular file (no FIFO, device, socket, /proc or /sys entry)
-// within a size cap, opened without following a last-moment symlink and without blocking on a
-// FIFO swapped in after the check. Refusals name the path and the rule, never file content.
+// within a size cap; and what decides is the opened descriptor, not the path checked before it
+// (a folder in the path swapped for a symlink between check and open is caught). Refusals name
+// the path and the rule, never file content.
 import { constants, type Stats } from 'node:fs';
-import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { StageError } from './errors.js';
 
@@ -61,6 +62,13 @@ export function pathProblem(userPath: string, opts: ConfineOptions): { rule: Pat
 /**
  * Opens a data file after every check. Throws a non-retryable StageError (`DATA_PATH_REFUSED`,
  * details `{ path, rule }`) for a refused path, `DATA_NOT_FOUND` for a missing file inside the roots.
+ *
+ * The checks on the path (realpath, stat) come first, for clear refusals without opening
+ * anything; but a path can change between a check and the open (a folder earlier in it swapped
+ * for a symlink), so what decides is the opened descriptor itself: on Linux the file is opened
+ * as an O_PATH descriptor (no driver is opened, no FIFO blocks), the kernel's own name for it
+ * (`/proc/self/fd/<fd>`) must lie inside a root and fstat must show a regular file within the
+ * cap, and only then is that same file opened for reading through the descriptor.
  */
 export async function openConfined(userPath: string, opts: ConfineOptions & { maxBytes?: number }): Promise<ConfinedFile> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_DATA_FILE_BYTES;
@@ -72,11 +80,7 @@ export async function openConfined(userPath: string, opts: ConfineOptions & { ma
   try {
     real = await realpath(resolved);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new StageError(`data file ${resolved} not found`, { type: 'DATA_NOT_FOUND', details: { path: resolved } });
-    }
-    throw new StageError(`data file ${resolved} cannot be resolved (${code ?? 'error'})`, { type: 'DATA_NOT_FOUND', details: { path: resolved } });
+    throw notOpened(resolved, e, 'resolved');
   }
   const realRoots = await realRootsOf(opts.roots);
   if (isVirtual(real)) throw refused(userPath, 'virtual-filesystem', refusal(userPath, 'it resolves into /proc, /sys or /dev, which never hold data files'));
@@ -84,28 +88,123 @@ export async function openConfined(userPath: string, opts: ConfineOptions & { ma
     throw refused(userPath, 'symlink-escape', refusal(userPath, 'it resolves, through a symlink, to a location outside the data roots'));
   }
   // stat before open: opening a FIFO for reading would block until a writer appears.
-  const st = await stat(real);
+  let st: Stats;
+  try {
+    st = await stat(real);
+  } catch (e) {
+    throw notOpened(resolved, e, 'read');
+  }
   checkStats(userPath, st, maxBytes);
 
-  // O_NONBLOCK: a FIFO swapped in after the stat cannot block the open; O_NOFOLLOW: nor can a
-  // symlink swapped in at the last component. fstat then checks what was actually opened.
-  let handle: FileHandle;
+  const checked = { userPath, resolved, real, realRoots, maxBytes };
+  const { handle, size } = (await procFdUsable()) ? await openByDescriptor(checked) : await openByPath(checked, st);
+  return { path: resolved, realPath: real, size, handle };
+}
+
+/** An open file for reading and its size (from fstat of that descriptor). */
+interface Opened {
+  handle: FileHandle;
+  size: number;
+}
+
+interface Checked {
+  userPath: string;
+  resolved: string;
+  real: string;
+  realRoots: string[];
+  maxBytes: number;
+}
+
+/** Linux's O_PATH (asm-generic and x86): a descriptor that names a file without opening it for I/O. Node does not export it. */
+const O_PATH = 0o10000000;
+
+/**
+ * Linux: opens `real` as an O_PATH descriptor (O_NOFOLLOW: a symlink swapped in at the last
+ * component is opened as the link, and refused), checks what the kernel says it is and where it
+ * lies, then reopens that very file for reading through `/proc/self/fd/<fd>`.
+ */
+async function openByDescriptor(c: Checked): Promise<Opened> {
+  let located: FileHandle;
   try {
-    handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    located = await open(c.real, O_PATH | constants.O_NOFOLLOW);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw refused(userPath, 'symlink-escape', refusal(userPath, 'it became a symlink while being opened'));
-    throw new StageError(`data file ${resolved} cannot be opened (${code ?? 'error'})`, { type: code === 'ENOENT' ? 'DATA_NOT_FOUND' : 'DATA_UNREADABLE', details: { path: resolved } });
+    throw notOpened(c.resolved, e, 'opened');
   }
   try {
+    const st = await located.stat();
+    if (st.isSymbolicLink()) throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it became a symlink while being opened'));
+    const where = await readlink(`/proc/self/fd/${located.fd}`);
+    if (isVirtual(where) || !c.realRoots.some((r) => inside(r, where))) {
+      throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it was swapped for a location outside the data roots while being opened'));
+    }
+    checkStats(c.userPath, st, c.maxBytes);
+    let handle: FileHandle;
+    try {
+      handle = await open(`/proc/self/fd/${located.fd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    } catch (e) {
+      throw notOpened(c.resolved, e, 'opened');
+    }
+    return await sameFileOr(handle, st, c);
+  } finally {
+    await located.close();
+  }
+}
+
+/**
+ * Elsewhere (no /proc): opens `real` for reading without following a last-moment symlink or
+ * blocking on a FIFO, then resolves the path again and asks that it still names the opened file
+ * inside a root. This narrows the window; only the descriptor check above closes it.
+ */
+async function openByPath(c: Checked, st: Stats): Promise<Opened> {
+  let handle: FileHandle;
+  try {
+    handle = await open(c.real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it became a symlink while being opened'));
+    throw notOpened(c.resolved, e, 'opened');
+  }
+  const opened = await sameFileOr(handle, st, c);
+  try {
+    const again = await realpath(c.resolved);
+    const now = await stat(again);
+    if (!c.realRoots.some((r) => inside(r, again)) || now.ino !== st.ino || now.dev !== st.dev) throw new Error('moved');
+  } catch {
+    await handle.close();
+    throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it was replaced while being opened'));
+  }
+  return opened;
+}
+
+/** The handle and its size when it is the file `st` describes and passes the checks; closed and refused otherwise. */
+async function sameFileOr(handle: FileHandle, st: Stats, c: Checked): Promise<Opened> {
+  try {
     const fst = await handle.stat();
-    checkStats(userPath, fst, maxBytes);
-    if (fst.ino !== st.ino || fst.dev !== st.dev) throw refused(userPath, 'symlink-escape', refusal(userPath, 'it was replaced while being opened'));
-    return { path: resolved, realPath: real, size: fst.size, handle };
+    checkStats(c.userPath, fst, c.maxBytes);
+    if (fst.ino !== st.ino || fst.dev !== st.dev) throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it was replaced while being opened'));
+    return { handle, size: fst.size };
   } catch (e) {
     await handle.close();
     throw e;
   }
+}
+
+let procFd: Promise<boolean> | undefined;
+/** Whether the kernel names open descriptors in /proc/self/fd (Linux with /proc mounted). */
+function procFdUsable(): Promise<boolean> {
+  procFd ??= process.platform !== 'linux'
+    ? Promise.resolve(false)
+    : stat('/proc/self/fd').then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
+  return procFd;
+}
+
+/** A file inside the roots that could not be resolved, read or opened: missing, or unreadable. */
+function notOpened(resolved: string, e: unknown, what: 'resolved' | 'read' | 'opened'): StageError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new StageError(`data file ${resolved} not found`, { type: 'DATA_NOT_FOUND', details: { path: resolved } });
+  return new StageError(`data file ${resolved} cannot be ${what} (${code ?? 'error'})`, { type: what === 'resolved' ? 'DATA_NOT_FOUND' : 'DATA_UNREADABLE', details: { path: resolved } });
 }
 
 /** Reads a whole confined file (at most its fstat size), closing it. For small files: use a stream otherwise. */

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -102,5 +102,60 @@ describe('openConfined (before reading, in the worker)', () => {
     expect(missing.type).toBe('DATA_NOT_FOUND');
     expect(missing.message).toBe(`data file ${path.join(root, 'nope.csv')} not found`);
     expect((await refusal(path.join(outside, 'nope.csv'))).type).toBe(DATA_PATH_REFUSED);
+  });
+});
+
+describe('openConfined against a racing swap (issue 20)', () => {
+  it('a folder earlier in the path swapped for a symlink to outside, raced in a loop, never yields the outside file', async () => {
+    // root/race/d is a folder with an inside file; outside/race holds a file of the same name
+    // with the secret. A separate process swaps root/race/d between the folder and a symlink
+    // to outside/race as fast as it can (rename, so every state is a real one), while this
+    // process opens and reads "race/d/data.csv" over and over.
+    const raceRoot = path.join(root, 'race');
+    const outDir = path.join(outside, 'race');
+    await mkdir(path.join(raceRoot, 'd'), { recursive: true });
+    await mkdir(outDir, { recursive: true });
+    await writeFile(path.join(raceRoot, 'd', 'data.csv'), 'inside,label\n1,0\n');
+    await writeFile(path.join(outDir, 'data.csv'), `${SECRET},label\n1,0\n`);
+    await symlink(outDir, path.join(raceRoot, 'link'));
+    const swapper = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const fs = require('node:fs');
+         const [d, saved, link] = process.argv.slice(1);
+         process.stdout.write('ready\\n');
+         for (;;) { fs.renameSync(d, saved); fs.renameSync(link, d); fs.renameSync(d, link); fs.renameSync(saved, d); }`,
+        path.join(raceRoot, 'd'),
+        path.join(raceRoot, 'd-saved'),
+        path.join(raceRoot, 'link'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const outcomes = { inside: 0, outside: 0, refused: 0, notFound: 0 };
+    try {
+      await new Promise<void>((resolve, reject) => {
+        swapper.stdout!.once('data', () => resolve());
+        swapper.once('exit', (code) => reject(new Error(`the swapper exited (${code})`)));
+      });
+      for (let i = 0; i < 4000; i++) {
+        try {
+          const text = new TextDecoder().decode(await readConfined(await openConfined('race/d/data.csv', { roots: [root] })));
+          if (text.includes(SECRET)) outcomes.outside++;
+          else outcomes.inside++;
+        } catch (e) {
+          expect(e).toBeInstanceOf(StageError);
+          expect((e as StageError).message).not.toContain(SECRET);
+          if ((e as StageError).type === 'DATA_NOT_FOUND') outcomes.notFound++;
+          else outcomes.refused++;
+        }
+      }
+    } finally {
+      swapper.kill('SIGKILL');
+    }
+    // The race really ran: both states were met, and the outside file was never handed out.
+    expect(outcomes.inside, JSON.stringify(outcomes)).toBeGreaterThan(0);
+    expect(outcomes.refused, JSON.stringify(outcomes)).toBeGreaterThan(0);
+    expect(outcomes.outside, JSON.stringify(outcomes)).toBe(0);
   });
 });
