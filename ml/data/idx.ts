@@ -84,13 +84,12 @@ export async function readIdxFile(src: string | DataFile, opts: { expectDims?: n
 function parseIdxHeader(buf: Uint8Array, opts: { file: string; expectDims?: number }): number[] {
   const file = opts.file;
   if (buf.length < 4) throw new DataError(`not an IDX file: ${buf.length} bytes, shorter than the 4-byte magic number`, { code: 'DATA_CORRUPT', file });
-  if (buf[0] !== 0 || buf[1] !== 0) {
-    const magic = Array.from(buf.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join('');
-    throw new DataError(`not an IDX file: bad magic number 0x${magic} (expected 0x0000 then type and rank)`, { code: 'DATA_CORRUPT', file });
-  }
+  // The magic number's bytes are the file's first bytes (of whatever file was named): said wrong, never shown.
+  const expected = opts.expectDims !== undefined ? `0x000008${opts.expectDims.toString(16).padStart(2, '0')} (unsigned bytes, ${opts.expectDims} dimension${opts.expectDims === 1 ? '' : 's'})` : '0x0000 then the element type and the rank';
+  if (buf[0] !== 0 || buf[1] !== 0) throw new DataError(`not an IDX file: bad magic number (expected ${expected})`, { code: 'DATA_CORRUPT', file });
   const type = buf[2]!;
   const rank = buf[3]!;
-  if (IDX_TYPES[type] === undefined) throw new DataError(`not an IDX file: unknown element type 0x${type.toString(16)}`, { code: 'DATA_CORRUPT', file });
+  if (IDX_TYPES[type] === undefined) throw new DataError(`not an IDX file: bad magic number, unknown element type (expected ${expected})`, { code: 'DATA_CORRUPT', file });
   if (type !== 0x08) throw new DataError(`IDX element type ${IDX_TYPES[type]} is not supported (only ubyte, 0x08)`, { code: 'DATA_UNSUPPORTED', file });
   if (rank === 0) throw new DataError('IDX file declares 0 dimensions', { code: 'DATA_CORRUPT', file });
   if (opts.expectDims !== undefined && rank !== opts.expectDims) {

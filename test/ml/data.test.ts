@@ -43,7 +43,10 @@ describe('IDX parser', () => {
     expect(parseIdx(good, { file: 'x', expectDims: 3 }).dims).toEqual([2, 2, 2]);
     const badMagic = good.slice();
     badMagic[0] = 0x1f;
-    expectDataError(() => parseIdx(badMagic, { file: 'imgs.idx' }), 'DATA_CORRUPT', /imgs\.idx: .*bad magic number 0x1f000803/);
+    // Says what is wrong and what was expected, never the file's bytes (the first bytes of whatever file was named).
+    expectDataError(() => parseIdx(badMagic, { file: 'imgs.idx' }), 'DATA_CORRUPT', /^imgs\.idx: not an IDX file: bad magic number \(expected 0x0000 then the element type and the rank\)$/);
+    expectDataError(() => parseIdx(Buffer.from('root:x:0:0:root'), { file: 'p', expectDims: 3 }), 'DATA_CORRUPT', /^p: not an IDX file: bad magic number \(expected 0x00000803 \(unsigned bytes, 3 dimensions\)\)$/);
+    expectDataError(() => parseIdx(Uint8Array.from([0, 0, 0x72, 1, 0, 0, 0, 1, 9]), { file: 'l', expectDims: 1 }), 'DATA_CORRUPT', /^l: not an IDX file: bad magic number, unknown element type \(expected 0x00000801 \(unsigned bytes, 1 dimension\)\)$/);
     expectDataError(() => parseIdx(good.subarray(0, good.length - 3), { file: 'imgs.idx' }), 'DATA_CORRUPT', /truncated: .*need 8 data bytes, file has 5/);
     expectDataError(() => parseIdx(good, { file: 'imgs.idx', expectDims: 1 }), 'DATA_CORRUPT', /expected 1 dimension/);
     const labels = encodeIdx([3], Uint8Array.from([1, 12, 3]));
