@@ -8,7 +8,7 @@ import type { Engine } from '../engine/index.js';
 import { authenticate, type RequestMeta } from './auth.js';
 import { authorize, OPERATION_PERMISSIONS, type Need } from './authz.js';
 import { consoleFiles } from './console.js';
-import { expectedError, maskApiError } from './errors.js';
+import { expectedError, maskApiError, redactErrorsForRole } from './errors.js';
 import type { ApiContext, ApiDeps, ApiModule, RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
 import { budgetModule } from './modules/budget.js';
@@ -91,6 +91,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       }),
       errorCodesOnValidation(),
       errorCodesOnResults(),
+      redactErrorsForRole(deps.dataRoots),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {

@@ -1,6 +1,7 @@
-import type { GraphQLError } from 'graphql';
-import { createGraphQLError, maskError } from 'graphql-yoga';
-import { TokenError } from '../auth/tokens.js';
+import path from 'node:path';
+import type { ExecutionResult, GraphQLError } from 'graphql';
+import { createGraphQLError, isAsyncIterable, maskError, type Plugin } from 'graphql-yoga';
+import { TokenError, type Principal } from '../auth/tokens.js';
 import { EngineError } from '../engine/index.js';
 import { AuthError } from './auth.js';
 import { SpecValidationError } from '../engine/spec.js';
@@ -45,4 +46,67 @@ export function maskApiError(error: unknown, message: string, isDev?: boolean): 
     ...(at?.nodes ? { nodes: at.nodes } : {}),
     ...(at?.path ? { path: at.path } : {}),
   });
+}
+
+/**
+ * An absolute path in a message: a `/` that starts a word (after the start, a space, a quote or
+ * an opening bracket, `=` or `,`; so not the path of a URL) followed by a name character, up to
+ * the next space, quote, bracket or separator.
+ */
+const ABSOLUTE_PATH = /(^|[\s"'`([{=,])(\/[A-Za-z0-9._~@%+-][^\s"'`()[\]{}<>,;]*)/g;
+
+/**
+ * The text with every absolute server path replaced: one inside a data root by its place there
+ * (`<data root 1>/mnist/train.csv`, the roots numbered as configured, the innermost one
+ * winning), any other by `<server path>`. A sentence's closing `.` or `:` stays outside.
+ */
+export function redactServerPaths(text: string, dataRoots: readonly string[] = []): string {
+  const roots = dataRoots.map((r, i) => ({ root: path.resolve(r), name: `<data root ${i + 1}>` })).sort((a, b) => b.root.length - a.root.length);
+  return text.replace(ABSOLUTE_PATH, (_m, before: string, found: string) => {
+    const trail = /[.:]+$/.exec(found)?.[0] ?? '';
+    const p = trail ? found.slice(0, -trail.length) : found;
+    const hit = roots.find((r) => p === r.root || p.startsWith(r.root === '/' ? '/' : `${r.root}/`));
+    const shown = hit ? hit.name + (hit.root === '/' ? p : p.slice(hit.root.length)) : '<server path>';
+    return `${before}${shown}${trail}`;
+  });
+}
+
+/**
+ * A text (a stage's error, an event's message, a spec issue) as the caller may see it: whole for
+ * an admin, who runs the server; without absolute server paths for everyone else, who has no
+ * business knowing where the server keeps its data, tokens and databases.
+ */
+export function redactForRole<T extends string | null | undefined>(text: T, principal: Pick<Principal, 'role'>, dataRoots: readonly string[] = []): T {
+  if (typeof text !== 'string' || principal.role === 'admin') return text;
+  return redactServerPaths(text, dataRoots) as T;
+}
+
+/**
+ * The GraphQL errors of a response as the caller may see them (`redactForRole` on the message and
+ * on the messages of `extensions.issues`): the last step before the response is written, once
+ * every resolver and the error mask have run.
+ */
+export function redactErrorsForRole(dataRoots: readonly string[] = []): Plugin<Record<string, unknown>, { principal?: Principal }> {
+  const redactError = (e: GraphQLError, principal: Principal): GraphQLError => {
+    const issues = e.extensions?.issues;
+    const message = redactForRole(e.message, principal, dataRoots);
+    const redactedIssues = Array.isArray(issues)
+      ? issues.map((i: unknown) => (i && typeof i === 'object' && typeof (i as { message?: unknown }).message === 'string' ? { ...i, message: redactForRole((i as { message: string }).message, principal, dataRoots) } : i))
+      : issues;
+    if (message === e.message && JSON.stringify(redactedIssues) === JSON.stringify(issues)) return e;
+    return createGraphQLError(message, {
+      ...(e.nodes ? { nodes: e.nodes } : {}),
+      ...(e.path ? { path: e.path } : {}),
+      extensions: { ...e.extensions, ...(issues !== undefined ? { issues: redactedIssues } : {}) },
+    });
+  };
+  const fix = (r: ExecutionResult, principal: Principal): ExecutionResult => (r.errors?.length ? { ...r, errors: r.errors.map((e) => redactError(e, principal)) } : r);
+  return {
+    onResultProcess({ result, setResult, serverContext }) {
+      const principal = serverContext.principal;
+      if (!principal || principal.role === 'admin') return;
+      if (Array.isArray(result)) setResult(result.map((r) => fix(r as ExecutionResult, principal)));
+      else if (!isAsyncIterable(result)) setResult(fix(result as ExecutionResult, principal));
+    },
+  };
 }

@@ -35,6 +35,8 @@ export interface ApiDeps {
   auth: AuthMode;
   http: ApiHttpOptions;
   logger: Logger;
+  /** The data roots (CAPSTAN_DATA_ROOTS): errors a non-admin sees name paths inside them as `<data root N>/…`. */
+  dataRoots?: readonly string[];
 }
 
 /** Loads each run at most once per request, however many fields of it are asked for. */

@@ -61,6 +61,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
       ...(o.graphiqlToken ? { graphiqlToken: o.graphiqlToken } : {}),
     },
     logger: rt.logger,
+    dataRoots: rt.config.dataRoots,
   });
   // The realised-ROI watch: each new crossing emits roi.below once (engine.checkRoiWatches).
   const everyMs = o.roiWatchEveryMs ?? 60_000;

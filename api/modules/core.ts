@@ -1,7 +1,7 @@
 import { GraphQLScalarType, Kind, type ValueNode } from 'graphql';
 import type { RunListItem, RunView } from '../../engine/index.js';
 import type { RunStatus } from '../../workflows/types.js';
-import { apiError } from '../errors.js';
+import { apiError, redactForRole } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
 import { coreTypeDefs } from '../schema/core.js';
 
@@ -109,6 +109,14 @@ export const coreModule: ApiModule = {
     },
     StageRun: {
       outputs: (s: { outputs: Record<string, unknown> }) => Object.values(s.outputs ?? {}),
+      error: (s: { error?: string | null }, _: unknown, ctx: ApiContext) => redactForRole(s.error ?? null, ctx.principal, ctx.dataRoots),
+    },
+    // Texts that carry failure messages: without server paths for non-admins (api/errors.ts).
+    RunEvent: {
+      message: (e: { message?: string | null }, _: unknown, ctx: ApiContext) => redactForRole(e.message ?? null, ctx.principal, ctx.dataRoots),
+    },
+    SpecIssue: {
+      message: (i: { message: string }, _: unknown, ctx: ApiContext) => redactForRole(i.message, ctx.principal, ctx.dataRoots),
     },
   },
 };

@@ -5,7 +5,7 @@ import type { RunPipelineInput } from '../../workflows/types.js';
 import { formatMoneyExact } from '../../ledger/money.js';
 import { computeRoi } from '../../ledger/pricing.js';
 import { ledgerPipelines, pipelineRunMoney } from '../../ledger/repository.js';
-import { apiError } from '../errors.js';
+import { apiError, redactForRole } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
 import { historyTypeDefs } from '../schema/history.js';
 import { RUN_OF_STAGE } from './core.js';
@@ -78,6 +78,9 @@ export const historyModule: ApiModule = {
         const runId = s[RUN_OF_STAGE];
         return runId ? (await epochsOf(ctx, runId)).filter((e) => e.stageId === s.id).map(epochView) : [];
       },
+    },
+    StageAttempt: {
+      error: (a: { error?: string | null }, _: unknown, ctx: ApiContext) => redactForRole(a.error ?? null, ctx.principal, ctx.dataRoots),
     },
     ModelVersion: {
       p50LatencyMs: (v: { metrics: Record<string, unknown> }) => num(v.metrics.p50LatencyMs),
