@@ -27,7 +27,7 @@ export interface ConfineOptions {
 export interface ConfinedFile {
   /** The path as resolved against the first root (what errors name). */
   path: string;
-  /** After symlink resolution. */
+  /** After symlink resolution: on Linux, the kernel's name for the opened file. */
   realPath: string;
   /** Bytes, from fstat of the opened descriptor. Read at most this many. */
   size: number;
@@ -97,14 +97,15 @@ export async function openConfined(userPath: string, opts: ConfineOptions & { ma
   checkStats(userPath, st, maxBytes);
 
   const checked = { userPath, resolved, real, realRoots, maxBytes };
-  const { handle, size } = (await procFdUsable()) ? await openByDescriptor(checked) : await openByPath(checked, st);
-  return { path: resolved, realPath: real, size, handle };
+  const opened = (await procFdUsable()) ? await openByDescriptor(checked) : await openByPath(checked, st);
+  return { path: resolved, realPath: opened.realPath ?? real, size: opened.size, handle: opened.handle };
 }
 
-/** An open file for reading and its size (from fstat of that descriptor). */
+/** An open file for reading and its size (from fstat of that descriptor); with the kernel's name for it where known. */
 interface Opened {
   handle: FileHandle;
   size: number;
+  realPath?: string;
 }
 
 interface Checked {
@@ -133,8 +134,8 @@ async function openByDescriptor(c: Checked): Promise<Opened> {
   try {
     const st = await located.stat();
     if (st.isSymbolicLink()) throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it became a symlink while being opened'));
-    const where = await readlink(`/proc/self/fd/${located.fd}`);
-    if (isVirtual(where) || !c.realRoots.some((r) => inside(r, where))) {
+    const where = await readlink(`/proc/self/fd/${located.fd}`).catch(() => undefined);
+    if (where === undefined || isVirtual(where) || !c.realRoots.some((r) => inside(r, where))) {
       throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it was swapped for a location outside the data roots while being opened'));
     }
     checkStats(c.userPath, st, c.maxBytes);
@@ -144,7 +145,7 @@ async function openByDescriptor(c: Checked): Promise<Opened> {
     } catch (e) {
       throw notOpened(c.resolved, e, 'opened');
     }
-    return await sameFileOr(handle, st, c);
+    return { ...(await sameFileOr(handle, st, c)), realPath: where };
   } finally {
     await located.close();
   }
