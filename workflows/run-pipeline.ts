@@ -27,6 +27,7 @@ import type {
   RunEventType,
   RunStageInput,
   RunPipelineInput,
+  RunStarter,
   RunState,
   RunStatus,
   StageOutcome,
@@ -75,6 +76,12 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   const byId = new Map(state.stages.map((s) => [s.id, s]));
   const specById = new Map(input.stages.map((s) => [s.id, s]));
   const decisions = new Map<string, Exclude<Decision, { action: 'raise-budget' }>>();
+  /**
+   * Stage id → who its next round acts as: the principal of the retry decision that reran it, so
+   * an operator's retry of an admin's stage runs with the operator's rights. Only the activity's
+   * input changes (no new command), and histories without `by` run as before (ADR 0007).
+   */
+  const actingAs = new Map<string, RunStarter>();
   let abortReason: string | undefined;
 
   const event = (type: RunEventType, stageId?: string, message?: string) => {
@@ -159,7 +166,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       delete st.errorType;
       running.add(spec.id);
       markCurrent();
-      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}` : undefined);
+      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}${actingAs.has(spec.id) ? ` as ${actingAs.get(spec.id)!.name} (${actingAs.get(spec.id)!.role})` : ''}` : undefined);
       refreshDetails();
       try {
         const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round, checkpoint);
@@ -208,10 +215,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         decisions.delete(spec.id);
         if (d.action === 'abort') {
           abortReason = d.reason;
-          throw failRun(`aborted by operator: ${d.reason}`);
+          throw failRun(`aborted by ${d.by ? d.by.name : 'operator'}: ${d.reason}`);
         }
         if (state.pausedStages.length === 0) setStatus('RUNNING');
-        event('RUN_RESUMED', spec.id, d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`);
+        event('RUN_RESUMED', spec.id, `${d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`}${byText(d.by)}`);
+        if (d.action === 'retry' && d.by) actingAs.set(spec.id, d.by);
         if (d.action === 'skip') {
           st.status = 'SKIPPED';
           event('STAGE_SKIPPED', spec.id);
@@ -250,12 +258,13 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
+    const startedBy = actingAs.get(spec.id) ?? input.startedBy;
     const common = {
       runId,
       pipeline: input.pipeline,
       stage: spec,
       inputs,
-      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      ...(startedBy ? { startedBy } : {}),
       // Only the activities' input grows (no new command): older histories replay unchanged (ADR 0007).
       ...(byId.get(spec.id)?.startedAt ? { stageStartedAt: byId.get(spec.id)!.startedAt } : {}),
       ...(budget ? { budget: attemptBudget(spec.id) } : {}),
@@ -424,16 +433,17 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     if (d) decisions.delete(spec.id);
     if (d?.action === 'abort') {
       abortReason = d.reason;
-      throw failRun(`aborted by operator: ${d.reason}`);
+      throw failRun(`aborted by ${d.by ? d.by.name : 'operator'}: ${d.reason}`);
     }
     if (state.pausedStages.length === 0) setStatus('RUNNING');
     if (d?.action === 'skip') {
-      event('RUN_RESUMED', spec.id, `stage ${spec.id} skipped`);
+      event('RUN_RESUMED', spec.id, `stage ${spec.id} skipped${byText(d.by)}`);
       st.status = 'SKIPPED';
       event('STAGE_SKIPPED', spec.id);
       return 'skipped';
     }
-    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried` : `budget raised; stage ${spec.id} looks again`);
+    if (d?.action === 'retry' && d.by) actingAs.set(spec.id, d.by);
+    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried${byText(d.by)}` : `budget raised; stage ${spec.id} looks again`);
     return 'again';
   };
 
@@ -483,6 +493,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   setStatus('COMPLETED');
   await condition(allHandlersFinished);
   return state;
+}
+
+/** " by <name> (<role>)" for a decision that says who made it; "" for one from before it was recorded. */
+function byText(by: RunStarter | undefined): string {
+  return by ? ` by ${by.name} (${by.role})` : '';
 }
 
 /** Ends the run: caught below, recorded in the state, and turned into the workflow's failure. */
