@@ -183,7 +183,10 @@ describe('promotion cannot be side-stepped', () => {
     const params = { modelName: 'admin-digits', latencyRuns: 10, gates: { minTestAccuracy: 0 } };
     const retry = 'mutation($id: ID!, $p: JSON) { retryStage(runId: $id, stageId: "deploy", params: $p) { id } }';
     expect((await stack.gql(retry, { id, p: params }, opA)).errors).toBeUndefined();
-    const refused = await until(id, (r) => r.status === 'PAUSED' && deployOf(r).errorType === 'MODEL_NAME_TAKEN', 'the operator-rights retry to be refused');
+    // Paused again on the refusal (with the admin's rights it would have completed and promoted).
+    const refused = await until(id, (r) => r.status === 'COMPLETED' || (r.status === 'PAUSED' && deployOf(r).errorType !== 'PROMOTION_GATE_FAILED'), 'the retry to end');
+    expect(refused.status).toBe('PAUSED');
+    expect(deployOf(refused).errorType).toBe('MODEL_NAME_TAKEN');
     expect(await production('admin-digits')).toEqual({ production: null, versions: 1 });
     const messages = refused.events.map((e: any) => `${e.type} ${e.message ?? ''}`);
     expect(messages).toContain('RUN_RESUMED stage deploy retried by op-a (operator)');
