@@ -7,6 +7,13 @@ import { MODEL_FORMATS, type ModelFormat } from '../ml/runtime/loaded-model.js';
 
 export const PRODUCTION_ALIAS = 'production';
 
+/**
+ * The largest tolerance a spec's noWorseThan may use while champion/challenger is required, unless
+ * an admin sets another for the model: the largest the shipped pipelines use (2 points of
+ * accuracy), so retraining noise passes and `tolerance: 1` does not switch the check off.
+ */
+export const DEFAULT_MAX_TOLERANCE = 0.02;
+
 export const registryMigrations: Migration[] = [
   {
     id: 'registry/0001-init',
@@ -102,7 +109,7 @@ ALTER TABLE model_owners ADD COLUMN granted_by TEXT;
 CREATE TABLE IF NOT EXISTS model_policies (
   model TEXT PRIMARY KEY,
   require_champion_challenger INTEGER NOT NULL,
-  max_tolerance REAL NOT NULL DEFAULT 0,
+  max_tolerance REAL NOT NULL,
   set_by TEXT NOT NULL,
   set_at TEXT NOT NULL
 );
@@ -114,7 +121,7 @@ ALTER TABLE model_owners ADD COLUMN IF NOT EXISTS granted_by TEXT;
 CREATE TABLE IF NOT EXISTS model_policies (
   model TEXT PRIMARY KEY,
   require_champion_challenger INTEGER NOT NULL,
-  max_tolerance DOUBLE PRECISION NOT NULL DEFAULT 0,
+  max_tolerance DOUBLE PRECISION NOT NULL,
   set_by TEXT NOT NULL,
   set_at TEXT NOT NULL
 );
@@ -360,14 +367,14 @@ export class ModelRegistry {
       [model],
     );
     const r = rows[0];
-    if (!r) return { model, requireChampionChallenger: true, maxTolerance: 0, setBy: null, setAt: null };
+    if (!r) return { model, requireChampionChallenger: true, maxTolerance: DEFAULT_MAX_TOLERANCE, setBy: null, setAt: null };
     return { model, requireChampionChallenger: Number(r.require_champion_challenger) !== 0, maxTolerance: Number(r.max_tolerance), setBy: r.set_by, setAt: r.set_at };
   }
 
   /** An admin's setting for `model`: whether deploy-stage promotions need champion/challenger, and the largest tolerance a spec may use. */
   async setPromotionPolicy(model: string, p: { requireChampionChallenger: boolean; maxTolerance?: number }, setBy: string): Promise<PromotionPolicy> {
     checkName(model);
-    const maxTolerance = p.maxTolerance ?? 0;
+    const maxTolerance = p.maxTolerance ?? DEFAULT_MAX_TOLERANCE;
     if (!(maxTolerance >= 0 && maxTolerance <= 1)) throw new RegistryError('BAD_ARGUMENT', `maxTolerance is a fraction of accuracy in 0..1 (0.005 = half a percentage point); got ${maxTolerance}`);
     await this.db.run(
       `INSERT INTO model_policies (model, require_champion_challenger, max_tolerance, set_by, set_at) VALUES (?, ?, ?, ?, ?)

@@ -120,7 +120,7 @@ export const modelsTypeDefs = /* GraphQL */ `
     name: String!
     "Whether every move of production by a deploy stage must pass champion/challenger (noWorseThan: production, measured on the candidate's test set), whatever the spec says. True unless an admin opted the model out."
     requireChampionChallenger: Boolean!
-    "The largest tolerance (accuracy as a fraction 0–1) a spec's noWorseThan may use while champion/challenger is required; a larger one is capped to it. 0 by default."
+    "The largest tolerance (accuracy as a fraction 0–1) a spec's noWorseThan may use while champion/challenger is required; a larger one is capped to it. 0.02 (2 points of accuracy) by default."
     maxTolerance: Float!
     "The admin (token name) who set this policy; null for the default."
     setBy: String
@@ -217,7 +217,7 @@ export const modelsTypeDefs = /* GraphQL */ `
       name: String!
       "true (the default for every model): every promotion by a deploy stage must be no worse than production on the same test set; false: only the spec's gates apply."
       requireChampionChallenger: Boolean!
-      "The largest tolerance a spec's noWorseThan may use while champion/challenger is required (accuracy fraction 0–1; default 0)."
+      "The largest tolerance a spec's noWorseThan may use while champion/challenger is required (accuracy fraction 0–1; default 0.02)."
       maxTolerance: Float
     ): ModelPromotionPolicy!
   }

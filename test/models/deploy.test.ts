@@ -225,10 +225,10 @@ describe('core:deploy', () => {
   it('every promotion to production passes champion/challenger, whatever the spec says, unless an admin opted the model out', async () => {
     const weak = await makeModelArtifact(tf, store, dataset, { runId: 'weak-cc', hidden: [2], epochs: 1 });
     await deploy('run-cc1', { modelName: 'cc', gates: { minTestAccuracy: 0 } });
-    // A trivial gate, and a tolerance as large as the schema allows: capped at the policy's 0.
+    // A trivial gate, and a tolerance as large as the schema allows: capped at the policy's 0.02.
     const e = await failure(deploy('run-cc2', { modelName: 'cc', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }, weak));
     expect(e.type).toBe('PROMOTION_GATE_FAILED');
-    expect(e.message).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/);
+    expect(e.message).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set$/);
     // An admin's run is held to it as well.
     expect((await failure(deploy('run-cc3', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak, { startedBy: ADMIN }))).type).toBe('PROMOTION_GATE_FAILED');
     expect((await registry.resolveAlias('cc'))?.version).toBe(1);

@@ -134,8 +134,8 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     await expect(reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
     expect((await reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'bbbbbbbbbbbb' } }))).version.version).toBe(1);
 
-    expect(await reg.promotionPolicy('owned')).toEqual({ model: 'owned', requireChampionChallenger: true, maxTolerance: 0, setBy: null, setAt: null });
-    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: false }, 'root')).toMatchObject({ requireChampionChallenger: false, maxTolerance: 0, setBy: 'root' });
+    expect(await reg.promotionPolicy('owned')).toEqual({ model: 'owned', requireChampionChallenger: true, maxTolerance: 0.02, setBy: null, setAt: null });
+    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: false }, 'root')).toMatchObject({ requireChampionChallenger: false, maxTolerance: 0.02, setBy: 'root' });
     expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 0.005 }, 'ops')).toMatchObject({ requireChampionChallenger: true, maxTolerance: 0.005, setBy: 'ops' });
     await expect(reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 2 }, 'ops')).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
   });

@@ -160,12 +160,13 @@ describe('promotion cannot be side-stepped', () => {
     const worse = await closed(await start(spec('cc-pipe', { which: 'weak', modelName: 'cc-digits', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }), opA));
     expect(worse.status).toBe('FAILED');
     expect(deployOf(worse).errorType).toBe('PROMOTION_GATE_FAILED');
-    expect(deployOf(worse).error).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set/);
+    // The spec's tolerance 1 is capped at the policy's 0.02.
+    expect(deployOf(worse).error).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set/);
     expect(await production('cc-digits')).toEqual({ production: 1, versions: 2 });
 
     const policy = 'mutation($r: Boolean!) { setModelPromotionPolicy(name: "cc-digits", requireChampionChallenger: $r) { name requireChampionChallenger maxTolerance setBy } }';
     expect((await stack.gql(policy, { r: false }, opA)).errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
-    expect((await stack.gql(policy, { r: false })).data.setModelPromotionPolicy).toEqual({ name: 'cc-digits', requireChampionChallenger: false, maxTolerance: 0, setBy: 'test-admin' });
+    expect((await stack.gql(policy, { r: false })).data.setModelPromotionPolicy).toEqual({ name: 'cc-digits', requireChampionChallenger: false, maxTolerance: 0.02, setBy: 'test-admin' });
     const optedOut = await closed(await start(spec('cc-pipe', { which: 'weak', modelName: 'cc-digits' }), opA));
     expect(optedOut.status).toBe('COMPLETED');
     expect(deployOf(optedOut).metrics).toMatchObject({ promoted: true, championChallenger: 'opted out by test-admin' });
