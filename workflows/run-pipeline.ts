@@ -82,6 +82,14 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
    * input changes (no new command), and histories without `by` run as before (ADR 0007).
    */
   const actingAs = new Map<string, RunStarter>();
+  /**
+   * Who stages that start from now on act as: the starter, until a retry changes what the run
+   * computes (new params or plugin version). From then on the later stages, built on the decider's
+   * choice, act as the decider too, so an operator's new params upstream cannot reach an admin's
+   * deploy stage with the admin's rights. An admin's decision does not raise a run that is not an
+   * admin's (only the stage the admin reran acts as the admin).
+   */
+  let laterStagesActAs: RunStarter | undefined = input.startedBy;
   let abortReason: string | undefined;
 
   const event = (type: RunEventType, stageId?: string, message?: string) => {
@@ -218,8 +226,16 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
           throw failRun(`aborted by ${d.by ? d.by.name : 'operator'}: ${d.reason}`);
         }
         if (state.pausedStages.length === 0) setStatus('RUNNING');
-        event('RUN_RESUMED', spec.id, `${d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`}${byText(d.by)}`);
-        if (d.action === 'retry' && d.by) actingAs.set(spec.id, d.by);
+        let later = '';
+        if (d.action === 'retry' && d.by) {
+          actingAs.set(spec.id, d.by);
+          const changes = d.params !== undefined || d.pluginVersion !== undefined;
+          if (changes && !sameStarter(d.by, laterStagesActAs) && !(d.by.role === 'admin' && laterStagesActAs?.role !== 'admin')) {
+            laterStagesActAs = d.by;
+            later = `; stages that start from here on act as ${d.by.name} (${d.by.role})`;
+          }
+        }
+        event('RUN_RESUMED', spec.id, `${d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`}${byText(d.by)}${later}`);
         if (d.action === 'skip') {
           st.status = 'SKIPPED';
           event('STAGE_SKIPPED', spec.id);
@@ -258,7 +274,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
-    const startedBy = actingAs.get(spec.id) ?? input.startedBy;
+    const startedBy = actingAs.get(spec.id) ?? laterStagesActAs;
     const common = {
       runId,
       pipeline: input.pipeline,
@@ -493,6 +509,13 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   setStatus('COMPLETED');
   await condition(allHandlersFinished);
   return state;
+}
+
+/** The same principal: the same token id when both have one, else the same name and role. */
+function sameStarter(a: RunStarter, b: RunStarter | undefined): boolean {
+  if (!b) return false;
+  if (a.tokenId && b.tokenId) return a.tokenId === b.tokenId;
+  return a.name === b.name && a.role === b.role;
 }
 
 /** " by <name> (<role>)" for a decision that says who made it; "" for one from before it was recorded. */
