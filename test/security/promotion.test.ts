@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import { loadTf } from '../../ml/backend.js';
+import { StageError } from '../../lib/errors.js';
 import { defineStage, PLUGIN_API_VERSION } from '../../plugins/contract.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
 import type { ArtifactRef } from '../../workflows/types.js';
@@ -26,11 +27,13 @@ const fixtureModelStage = defineStage({
   version: '1.0.0',
   apiVersion: PLUGIN_API_VERSION,
   description: 'copies a model trained beforehand, and its dataset',
-  paramsSchema: z.object({ which: z.enum(['strong', 'weak']) }),
+  paramsSchema: z.object({ which: z.enum(['strong', 'weak']), fail: z.boolean().default(false) }),
   consumes: [],
   produces: ['model', 'dataset'],
   resource: 'cpu',
+  retry: { maximumAttempts: 1 },
   async run(ctx, params) {
+    if (params.fail) throw new StageError('failing on purpose', { type: 'FIXTURE_FAILED' });
     const copy = (ref: ArtifactRef) => async (dir: string) => void (await cp(fixtures.store.resolve(ref), dir, { recursive: true }));
     const model = await ctx.output('model', copy(fixtures[params.which]));
     const dataset = await ctx.output('dataset', copy(fixtures.dataset));
@@ -58,6 +61,8 @@ const tokenId = (token: string) => token.split('_')[1]!;
 
 interface Deploy {
   which: 'strong' | 'weak';
+  /** The source stage fails (so the run pauses before the deploy stage). */
+  failSource?: boolean;
   modelName: string;
   gates?: Record<string, unknown>;
   promote?: boolean;
@@ -66,7 +71,7 @@ interface Deploy {
 const spec = (name: string, d: Deploy) => ({
   name,
   stages: [
-    { id: 'src', plugin: 'test:fixture-model', params: { which: d.which } },
+    { id: 'src', plugin: 'test:fixture-model', params: { which: d.which, ...(d.failSource ? { fail: true } : {}) } },
     { id: 'deploy', plugin: 'core:deploy', needs: ['src'], params: { modelName: d.modelName, latencyRuns: 10, gates: d.gates ?? { minTestAccuracy: 0 }, ...(d.promote === false ? { promote: false } : {}) } },
   ],
   onFailure: { action: d.onFailure ?? 'fail' },
@@ -190,7 +195,7 @@ describe('promotion cannot be side-stepped', () => {
     expect(deployOf(refused).errorType).toBe('MODEL_NAME_TAKEN');
     expect(await production('admin-digits')).toEqual({ production: null, versions: 1 });
     const messages = refused.events.map((e: any) => `${e.type} ${e.message ?? ''}`);
-    expect(messages).toContain('RUN_RESUMED stage deploy retried by op-a (operator)');
+    expect(messages).toContain('RUN_RESUMED stage deploy retried by op-a (operator); stages that start from here on act as op-a (operator)');
     expect(messages).toContain('STAGE_STARTED operator retry 1 as op-a (operator)');
 
     // The same decision by an admin runs with an admin's rights.
@@ -199,6 +204,18 @@ describe('promotion cannot be side-stepped', () => {
     expect(done.status).toBe('COMPLETED');
     expect(done.events.map((e: any) => `${e.type} ${e.message ?? ''}`)).toContain('RUN_RESUMED stage deploy retried by test-admin (admin)');
     expect(await production('admin-digits')).toEqual({ production: 1, versions: 1 });
+  });
+
+  it("an operator's new params upstream reach the admin's deploy stage with the operator's rights, not the admin's", async () => {
+    expect((await closed(await start(spec('chain-pipe', { which: 'strong', modelName: 'admin-chain' })))).status).toBe('COMPLETED');
+    const id = await start(spec('chain-pipe', { which: 'strong', failSource: true, modelName: 'admin-chain', onFailure: 'pause' }));
+    await until(id, (r) => r.status === 'PAUSED', 'to pause on the source stage');
+    // The operator swaps the source for a worse model; the admin's deploy stage then runs as the operator.
+    expect((await stack.gql('mutation($id: ID!) { retryStage(runId: $id, stageId: "src", params: { which: "weak" }) { id } }', { id }, opA)).errors).toBeUndefined();
+    const after = await until(id, (r) => r.status !== 'RUNNING' && r.stages.find((s: any) => s.id === 'src').status === 'SUCCEEDED', 'the deploy stage to end');
+    expect(after.status).toBe('PAUSED');
+    expect(deployOf(after).errorType).toBe('MODEL_NAME_TAKEN');
+    expect(await production('admin-chain')).toEqual({ production: 1, versions: 1 });
   });
 
   it('a skip is recorded with who decided', async () => {
