@@ -236,7 +236,7 @@ export interface AliasEvent {
  */
 export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt' | 'format'> & { format?: ModelFormat; owner?: Claimant & { pipeline: string } };
 
-export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN' | 'BAD_ARGUMENT';
+export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN' | 'BAD_ARGUMENT' | 'ALIAS_MOVED';
 
 /** An expected registry error with a stable code (the API maps it to 404/400). */
 export class RegistryError extends Error {
@@ -419,8 +419,12 @@ export class ModelRegistry {
     return rows[0] ? toVersion(rows[0]) : undefined;
   }
 
-  /** Points `alias` at `version` (which must exist) and records the change. */
-  async setAlias(model: string, alias: string, version: number, reason = 'set'): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
+  /**
+   * Points `alias` at `version` (which must exist) and records the change. With `expectPrevious`
+   * (a version, or null for "not set"), refuses with ALIAS_MOVED when the alias points elsewhere
+   * by now: a deploy that compared against one production version does not replace another.
+   */
+  async setAlias(model: string, alias: string, version: number, reason = 'set', o: { expectPrevious?: number | null } = {}): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
     return this.db.tx(async (tx) => {
       if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${model}`]);
       const v = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? AND version = ?', [model, version]);
@@ -430,6 +434,9 @@ export class ModelRegistry {
       }
       const prev = await tx.query<{ version: number | string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?', [model, alias]);
       const previousVersion = prev[0] ? Number(prev[0].version) : null;
+      if (o.expectPrevious !== undefined && o.expectPrevious !== previousVersion && previousVersion !== version) {
+        throw new RegistryError('ALIAS_MOVED', `${alias} of ${model} moved to ${previousVersion === null ? 'no version' : `version ${previousVersion}`} while version ${version} was compared with ${o.expectPrevious === null ? 'no version' : `version ${o.expectPrevious}`}`);
+      }
       const at = this.now().toISOString();
       await tx.run(
         'INSERT INTO model_aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at',

@@ -241,6 +241,29 @@ describe('core:deploy', () => {
     expect((await registry.resolveAlias('cc'))?.version).toBe(out.metrics.version);
   });
 
+  it('a promotion that another promotion overtook while it measured fails retryably (ALIAS_MOVED) instead of replacing the newer production', async () => {
+    await deploy('run-m1', { modelName: 'moved', gates: { minTestAccuracy: 0 } });
+    await deploy('run-m2', { modelName: 'moved', promote: false });
+    // Between the champion/challenger measurement and the promotion, production moves to version 2.
+    const racing = new Proxy(registry, {
+      get(t, name, r) {
+        if (name !== 'register') return Reflect.get(t, name, r);
+        return async (...args: Parameters<ModelRegistry['register']>) => {
+          await t.setAlias('moved', 'production', 2, 'promote');
+          return t.register(...args);
+        };
+      },
+    });
+    const plugin = deployStage();
+    const ctx = stageContext(store, { runId: 'run-m3', stageId: 'deploy', pipeline: 'mnist-default', services: { models: racing } });
+    const e = await failure(plugin.run(ctx, plugin.paramsSchema.parse({ modelName: 'moved', gates: { minTestAccuracy: 0 } }), { model, dataset }));
+    expect(e).toMatchObject({ type: 'ALIAS_MOVED', retryable: true });
+    expect(e.message).toBe('model moved version 3 is registered but not promoted yet: production of moved moved to version 2 while version 3 was compared with version 1');
+    expect((await registry.resolveAlias('moved'))?.version).toBe(2);
+    // The retry measures against the production of now.
+    expect((await deploy('run-m3', { modelName: 'moved', gates: { minTestAccuracy: 0 } })).metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 2 });
+  });
+
   it('noWorseThan production compares the candidate with the production version on the same test set', async () => {
     const first = await deploy('run-c1', { modelName: 'champ', gates: { noWorseThan: 'production' } });
     expect(first.metrics).toMatchObject({ version: 1, promoted: true, noWorseThan: 'passed: no production version yet', noWorseThanPassed: true, gatesChecked: 1 });

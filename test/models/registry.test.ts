@@ -124,6 +124,19 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     expect(await reg.mayWrite('never-registered', { tokenId: 'bbbbbbbbbbbb' })).toBe(true);
   });
 
+  it('setAlias with expectPrevious refuses when the alias moved meanwhile (ALIAS_MOVED), and allows a repeat of the same move', async () => {
+    for (const runId of ['cas1', 'cas2', 'cas3']) await reg.register(input({ model: 'cas', runId }));
+    await expect(reg.setAlias('cas', 'production', 1, 'deploy', { expectPrevious: 2 })).rejects.toMatchObject({ code: 'ALIAS_MOVED' });
+    expect((await reg.setAlias('cas', 'production', 1, 'deploy', { expectPrevious: null })).previousVersion).toBeNull();
+    await expect(reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: null })).rejects.toMatchObject({
+      code: 'ALIAS_MOVED',
+      message: 'production of cas moved to version 1 while version 3 was compared with no version',
+    });
+    expect((await reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: 1 })).previousVersion).toBe(1);
+    expect((await reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: 1 })).previousVersion).toBe(3);
+    expect((await reg.resolveAlias('cas'))?.version).toBe(3);
+  });
+
   it('an admin grants or transfers a name to a token; promotion policies default to champion/challenger and record who changed them', async () => {
     const granted = await reg.setOwner('owned', { tokenId: 'bbbbbbbbbbbb', name: 'bob' }, 'root');
     expect(granted).toMatchObject({ model: 'owned', tokenId: 'bbbbbbbbbbbb', name: 'bob', grantedBy: 'root' });

@@ -130,8 +130,9 @@ describe('promotion cannot be side-stepped', () => {
       expect(res.errors?.[0]?.message).toContain('belongs to another token');
     }
     // Who owns it is an admin's to read.
-    const owner = await stack.gql('{ model(name: "digits") { owner { tokenId name pipeline grantedBy } } }');
-    expect(owner.data.model.owner).toEqual({ tokenId: tokenId(stack.adminToken), name: 'test-admin', pipeline: 'digits-default', grantedBy: null });
+    const owner = await stack.gql('{ model(name: "digits") { owner { tokenId name pipeline runId since grantedBy } } }');
+    expect(owner.data.model.owner).toMatchObject({ tokenId: tokenId(stack.adminToken), name: 'test-admin', pipeline: 'digits-default', runId: first.id, grantedBy: null });
+    expect(Date.parse(owner.data.model.owner.since)).toBeGreaterThan(0);
     const asOperator = await stack.gql('{ model(name: "digits") { name owner { tokenId } } }', {}, opA);
     expect(asOperator.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
   });
@@ -176,8 +177,9 @@ describe('promotion cannot be side-stepped', () => {
     expect(optedOut.status).toBe('COMPLETED');
     expect(deployOf(optedOut).metrics).toMatchObject({ promoted: true, championChallenger: 'opted out by test-admin' });
     expect(await production('cc-digits')).toEqual({ production: 3, versions: 3 });
-    const read = await stack.gql('{ model(name: "cc-digits") { promotionPolicy { requireChampionChallenger setBy } } }', {}, opA);
-    expect(read.data.model.promotionPolicy).toEqual({ requireChampionChallenger: false, setBy: 'test-admin' });
+    const read = await stack.gql('{ model(name: "cc-digits") { promotionPolicy { requireChampionChallenger setBy setAt } } }', {}, opA);
+    expect(read.data.model.promotionPolicy).toMatchObject({ requireChampionChallenger: false, setBy: 'test-admin' });
+    expect(Date.parse(read.data.model.promotionPolicy.setAt)).toBeGreaterThan(0);
   });
 
   it("a decision acts with the decider's rights: an operator's retry with new params on an admin's paused deploy stage ends in the owner refusal", async () => {

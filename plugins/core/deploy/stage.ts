@@ -241,7 +241,15 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   }
   let previousVersion: number | null = null;
   if (params.promote) {
-    ({ previousVersion } = await models.setAlias(modelName, params.alias, registered.version, `deploy ${ctx.runId}/${ctx.stageId}`));
+    // Compare-and-set: production must still be the version champion/challenger measured; if
+    // another promotion moved it meanwhile, a retry of this stage measures against the new one.
+    const expectPrevious = enforced && production !== undefined ? (production?.version ?? null) : undefined;
+    try {
+      ({ previousVersion } = await models.setAlias(modelName, params.alias, registered.version, `deploy ${ctx.runId}/${ctx.stageId}`, expectPrevious !== undefined ? { expectPrevious } : {}));
+    } catch (e) {
+      if (e instanceof RegistryError && e.code === 'ALIAS_MOVED') throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted yet: ${e.message}`, { type: 'ALIAS_MOVED', retryable: true, details: base });
+      throw e;
+    }
   }
 
   // 5. The deployment record is this stage's artifact.
