@@ -5,7 +5,9 @@
 // Small fixtures: a synthetic 8×8 dataset and two MLPs trained once (a strong one and a weak
 // one), handed to the deploy stage by a test stage that copies them, so no run trains anything.
 import { cp } from 'node:fs/promises';
+import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workflowsPath } from '../../app/workers.js';
 import { z } from 'zod';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import { loadTf } from '../../ml/backend.js';
@@ -206,6 +208,8 @@ describe('promotion cannot be side-stepped', () => {
     expect(done.status).toBe('COMPLETED');
     expect(done.events.map((e: any) => `${e.type} ${e.message ?? ''}`)).toContain('RUN_RESUMED stage deploy retried by test-admin (admin)');
     expect(await production('admin-digits')).toEqual({ production: 1, versions: 1 });
+    // Its history, decisions with `by` and all, replays on the current workflow code.
+    await Worker.runReplayHistory({ workflowsPath, replayName: 'promotion-decisions' }, await stack.client.workflow.getHandle(id).fetchHistory());
   });
 
   it("an operator's new params upstream reach the admin's deploy stage with the operator's rights, not the admin's", async () => {
