@@ -44,8 +44,11 @@ export const OPERATION_PERMISSIONS: Record<'Query' | 'Mutation' | 'Subscription'
     pauseSchedule: 'operate',
     deleteSchedule: 'operate',
     emitEvent: 'operate',
-    promoteModel: 'admin',
-    rollbackModel: 'admin',
+    // operate + the model's owning token (checked in the resolver), or an admin.
+    promoteModel: 'operate',
+    rollbackModel: 'operate',
+    setModelOwner: 'admin',
+    setModelPromotionPolicy: 'admin',
     createToken: 'admin',
     revokeToken: 'admin',
     raiseBudget: 'operate',

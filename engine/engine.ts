@@ -228,10 +228,12 @@ export class Engine {
 
   /**
    * Retry a paused stage, optionally with corrected params and/or on another installed version of
-   * its plugin; params are checked against the schema of the version that will run.
+   * its plugin; params are checked against the schema of the version that will run. The rerun acts
+   * with the rights of `by` (who decided), not of whoever started the run, and is recorded with it.
    */
-  async retryStage(id: string, stageId: string, params?: unknown, pluginVersion?: string): Promise<RunView> {
-    if (params === undefined && pluginVersion === undefined) return this.decide(id, { action: 'retry', stageId });
+  async retryStage(id: string, stageId: string, params?: unknown, pluginVersion?: string, o: { by?: RunStarter } = {}): Promise<RunView> {
+    const by = o.by ? { by: o.by } : {};
+    if (params === undefined && pluginVersion === undefined) return this.decide(id, { action: 'retry', stageId, ...by });
     const run = await this.require(id);
     const stage = run.stages.find((s) => s.id === stageId);
     if (!stage) throw new EngineError('DECISION_REJECTED', `run ${id} has no stage "${stageId}"`);
@@ -246,7 +248,7 @@ export class Engine {
       const issues = parsed.error.issues.map((i) => ({ path: `params${formatPath(i.path, true)}`, message: i.message, code: 'PLUGIN_PARAMS_INVALID' }));
       throw new EngineError('PLUGIN_PARAMS_INVALID', `params for ${stage.plugin}@${plugin.version} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
     }
-    return this.decide(id, { action: 'retry', stageId, ...(params !== undefined ? { params } : {}), ...(pluginVersion ? { pluginVersion } : {}) }, run);
+    return this.decide(id, { action: 'retry', stageId, ...(params !== undefined ? { params } : {}), ...(pluginVersion ? { pluginVersion } : {}), ...by }, run);
   }
 
   /** A stage's params as the run's spec gave them. */
@@ -255,14 +257,14 @@ export class Engine {
     return input?.stages.find((s) => s.id === stageId)?.params ?? {};
   }
 
-  /** Skip a paused stage; the workflow refuses when a later stage needs its outputs. */
-  skipStage(id: string, stageId: string): Promise<RunView> {
-    return this.decide(id, { action: 'skip', stageId });
+  /** Skip a paused stage; the workflow refuses when a later stage needs its outputs. `by` is recorded in the run's events. */
+  skipStage(id: string, stageId: string, o: { by?: RunStarter } = {}): Promise<RunView> {
+    return this.decide(id, { action: 'skip', stageId, ...(o.by ? { by: o.by } : {}) });
   }
 
-  abort(id: string, reason: string): Promise<RunView> {
+  abort(id: string, reason: string, o: { by?: RunStarter } = {}): Promise<RunView> {
     if (!reason.trim()) throw new EngineError('BAD_ARGUMENT', 'abortRun needs a reason');
-    return this.decide(id, { action: 'abort', reason });
+    return this.decide(id, { action: 'abort', reason, ...(o.by ? { by: o.by } : {}) });
   }
 
   /** Sends an operator decision to a paused run (a Temporal Update, validated by the workflow). */

@@ -1,10 +1,18 @@
 // The model registry: versions of each named model (auto-incremented per name), aliases
-// (e.g. `production`) pointing at one version, the pipeline that owns each name, and the input
-// spec each version was trained for. One query layer for SQLite and PostgreSQL.
+// (e.g. `production`) pointing at one version, the principal (API token) that owns each name,
+// each name's promotion policy, and the input spec each version was trained for. One query layer
+// for SQLite and PostgreSQL.
 import type { Db, Migration } from '../lib/db/types.js';
 import { MODEL_FORMATS, type ModelFormat } from '../ml/runtime/loaded-model.js';
 
 export const PRODUCTION_ALIAS = 'production';
+
+/**
+ * The largest tolerance a spec's noWorseThan may use while champion/challenger is required, unless
+ * an admin sets another for the model: the largest the shipped pipelines use (2 points of
+ * accuracy), so retraining noise passes and `tolerance: 1` does not switch the check off.
+ */
+export const DEFAULT_MAX_TOLERANCE = 0.02;
 
 export const registryMigrations: Migration[] = [
   {
@@ -86,6 +94,40 @@ INSERT INTO model_owners (model, pipeline, run_id, claimed_at)
       postgres: `ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS format TEXT NOT NULL DEFAULT 'tfjs-layers';`,
     },
   },
+  {
+    // Owners become principals: the token (public id + name) that first registered the name, or
+    // the one an admin granted it to. Rows from before keep their pipeline but get no token: a
+    // pipeline name is something any operator may write in a spec, so such a name is owned by
+    // admins only until an admin grants it (setModelOwner). Policies: an admin's per-model
+    // opt-out from champion/challenger on deploy-stage promotions, with who set it.
+    id: 'registry/0004-principal-owners-policies',
+    sql: {
+      sqlite: `
+ALTER TABLE model_owners ADD COLUMN token_id TEXT;
+ALTER TABLE model_owners ADD COLUMN token_name TEXT;
+ALTER TABLE model_owners ADD COLUMN granted_by TEXT;
+CREATE TABLE IF NOT EXISTS model_policies (
+  model TEXT PRIMARY KEY,
+  require_champion_challenger INTEGER NOT NULL,
+  max_tolerance REAL NOT NULL,
+  set_by TEXT NOT NULL,
+  set_at TEXT NOT NULL
+);
+`,
+      postgres: `
+ALTER TABLE model_owners ADD COLUMN IF NOT EXISTS token_id TEXT;
+ALTER TABLE model_owners ADD COLUMN IF NOT EXISTS token_name TEXT;
+ALTER TABLE model_owners ADD COLUMN IF NOT EXISTS granted_by TEXT;
+CREATE TABLE IF NOT EXISTS model_policies (
+  model TEXT PRIMARY KEY,
+  require_champion_challenger INTEGER NOT NULL,
+  max_tolerance DOUBLE PRECISION NOT NULL,
+  set_by TEXT NOT NULL,
+  set_at TEXT NOT NULL
+);
+`,
+    },
+  },
 ];
 
 /**
@@ -110,12 +152,45 @@ export type RawEncoding =
   /** input = (raw − mean[i]) / std[i] per feature i (flattened sample order). */
   | { kind: 'zscore'; mean: number[]; std: number[]; describe: string };
 
-/** The pipeline that owns a model name: the one that registered it first. */
+/**
+ * Who owns a model name: the API token that registered it first (or that an admin granted it to).
+ * Only the owner and admins may register versions of it or move its aliases.
+ */
 export interface ModelOwner {
   model: string;
+  /** The owning token's public id; null: owned by admins only (names claimed before owners were principals, or by a run with no token id). */
+  tokenId: string | null;
+  /** The owning token's name when it was claimed or granted (for messages; the id is what counts). */
+  name: string | null;
+  /** The pipeline whose run claimed it ('' for a grant); informational. */
   pipeline: string;
+  /** The run that claimed it ('' for a grant). */
   runId: string;
   claimedAt: string;
+  /** The admin who granted it, when it was granted rather than claimed. */
+  grantedBy: string | null;
+}
+
+/** Who claims a name or asks to write to it: a token (id + name), and whether it is an admin's. */
+export interface Claimant {
+  tokenId?: string;
+  name?: string;
+  admin?: boolean;
+}
+
+/**
+ * How deploy stages may move `production` of a model. By default every such promotion must pass
+ * champion/challenger (noWorseThan: production, on the candidate's test set) with at most
+ * `maxTolerance`; only an admin changes this, and who did is recorded.
+ */
+export interface PromotionPolicy {
+  model: string;
+  requireChampionChallenger: boolean;
+  /** The largest tolerance a spec's noWorseThan may use while champion/challenger is required (0..1). */
+  maxTolerance: number;
+  /** Who set it (an admin's token name); null for the default. */
+  setBy: string | null;
+  setAt: string | null;
 }
 
 export type ModelMetrics = Record<string, number | string | boolean>;
@@ -155,13 +230,13 @@ export interface AliasEvent {
 
 /**
  * A new version: everything but the number and time, which the registry assigns (the format
- * defaults to tfjs-layers). With `owner`,
- * the name is claimed for that pipeline when it has no owner yet, and a name owned by another
- * pipeline is refused (MODEL_NAME_TAKEN) unless `override` (an admin's run).
+ * defaults to tfjs-layers). With `owner`, a name nobody has registered yet is claimed for that
+ * token (from `pipeline`'s run), and a name owned by another principal — or by admins only — is
+ * refused (MODEL_NAME_TAKEN) unless `admin`.
  */
-export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt' | 'format'> & { format?: ModelFormat; owner?: { pipeline: string; override?: boolean } };
+export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt' | 'format'> & { format?: ModelFormat; owner?: Claimant & { pipeline: string } };
 
-export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN';
+export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN' | 'BAD_ARGUMENT' | 'ALIAS_MOVED';
 
 /** An expected registry error with a stable code (the API maps it to 404/400). */
 export class RegistryError extends Error {
@@ -217,10 +292,17 @@ export class ModelRegistry {
           const createdAt = this.now().toISOString();
           if (input.owner) {
             const owner = await ownerIn(tx, input.model);
-            if (!owner) {
-              await tx.run('INSERT INTO model_owners (model, pipeline, run_id, claimed_at) VALUES (?, ?, ?, ?)', [input.model, input.owner.pipeline, input.runId, createdAt]);
-            } else if (owner.pipeline !== input.owner.pipeline && !input.owner.override) {
-              throw new RegistryError('MODEL_NAME_TAKEN', nameTakenMessage(input.model, owner, input.owner.pipeline));
+            if (!owner && !(await hasVersions(tx, input.model))) {
+              await tx.run('INSERT INTO model_owners (model, pipeline, run_id, claimed_at, token_id, token_name) VALUES (?, ?, ?, ?, ?, ?)', [
+                input.model,
+                input.owner.pipeline,
+                input.runId,
+                createdAt,
+                input.owner.tokenId ?? null,
+                input.owner.tokenId ? (input.owner.name ?? null) : null,
+              ]);
+            } else if (!mayWrite(owner, input.owner)) {
+              throw new RegistryError('MODEL_NAME_TAKEN', nameTakenMessage(input.model, owner));
             }
           }
           const next = await tx.query<{ v: number | string | null }>('SELECT MAX(version) AS v FROM model_versions WHERE model = ?', [input.model]);
@@ -251,9 +333,55 @@ export class ModelRegistry {
     throw lastErr;
   }
 
-  /** The pipeline that owns `model`, or undefined when no pipeline has claimed it yet. */
+  /** Who owns `model`, or undefined when nobody has claimed it (a new name, or one registered before owners were recorded). */
   async owner(model: string): Promise<ModelOwner | undefined> {
     return ownerIn(this.db, model);
+  }
+
+  /**
+   * Gives `model` to a token (an admin's grant or transfer): from then on that token, and admins,
+   * may register versions and move its aliases. The name need not be registered yet (a reservation).
+   */
+  async setOwner(model: string, to: { tokenId: string; name: string }, grantedBy: string): Promise<ModelOwner> {
+    checkName(model);
+    const at = this.now().toISOString();
+    await this.db.run(
+      `INSERT INTO model_owners (model, pipeline, run_id, claimed_at, token_id, token_name, granted_by) VALUES (?, '', '', ?, ?, ?, ?)
+       ON CONFLICT (model) DO UPDATE SET token_id = excluded.token_id, token_name = excluded.token_name, granted_by = excluded.granted_by, claimed_at = excluded.claimed_at`,
+      [model, at, to.tokenId, to.name, grantedBy],
+    );
+    return (await ownerIn(this.db, model))!;
+  }
+
+  /** Whether this principal may register versions of `model` and move its aliases (the owner, or an admin). */
+  async mayWrite(model: string, who: Claimant): Promise<boolean> {
+    const owner = await ownerIn(this.db, model);
+    if (!owner && !(await this.hasModel(model))) return true;
+    return mayWrite(owner, who);
+  }
+
+  /** How deploy stages may move `production` of `model` (the default when no admin has set one). */
+  async promotionPolicy(model: string): Promise<PromotionPolicy> {
+    const rows = await this.db.query<{ require_champion_challenger: number | string | boolean; max_tolerance: number | string; set_by: string; set_at: string }>(
+      'SELECT require_champion_challenger, max_tolerance, set_by, set_at FROM model_policies WHERE model = ?',
+      [model],
+    );
+    const r = rows[0];
+    if (!r) return { model, requireChampionChallenger: true, maxTolerance: DEFAULT_MAX_TOLERANCE, setBy: null, setAt: null };
+    return { model, requireChampionChallenger: Number(r.require_champion_challenger) !== 0, maxTolerance: Number(r.max_tolerance), setBy: r.set_by, setAt: r.set_at };
+  }
+
+  /** An admin's setting for `model`: whether deploy-stage promotions need champion/challenger, and the largest tolerance a spec may use. */
+  async setPromotionPolicy(model: string, p: { requireChampionChallenger: boolean; maxTolerance?: number }, setBy: string): Promise<PromotionPolicy> {
+    checkName(model);
+    const maxTolerance = p.maxTolerance ?? DEFAULT_MAX_TOLERANCE;
+    if (!(maxTolerance >= 0 && maxTolerance <= 1)) throw new RegistryError('BAD_ARGUMENT', `maxTolerance is a fraction of accuracy in 0..1 (0.005 = half a percentage point); got ${maxTolerance}`);
+    await this.db.run(
+      `INSERT INTO model_policies (model, require_champion_challenger, max_tolerance, set_by, set_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (model) DO UPDATE SET require_champion_challenger = excluded.require_champion_challenger, max_tolerance = excluded.max_tolerance, set_by = excluded.set_by, set_at = excluded.set_at`,
+      [model, p.requireChampionChallenger ? 1 : 0, maxTolerance, setBy, this.now().toISOString()],
+    );
+    return this.promotionPolicy(model);
   }
 
   async getVersion(model: string, version: number): Promise<ModelVersion | undefined> {
@@ -291,8 +419,12 @@ export class ModelRegistry {
     return rows[0] ? toVersion(rows[0]) : undefined;
   }
 
-  /** Points `alias` at `version` (which must exist) and records the change. */
-  async setAlias(model: string, alias: string, version: number, reason = 'set'): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
+  /**
+   * Points `alias` at `version` (which must exist) and records the change. With `expectPrevious`
+   * (a version, or null for "not set"), refuses with ALIAS_MOVED when the alias points elsewhere
+   * by now: a deploy that compared against one production version does not replace another.
+   */
+  async setAlias(model: string, alias: string, version: number, reason = 'set', o: { expectPrevious?: number | null } = {}): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
     return this.db.tx(async (tx) => {
       if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${model}`]);
       const v = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? AND version = ?', [model, version]);
@@ -302,6 +434,9 @@ export class ModelRegistry {
       }
       const prev = await tx.query<{ version: number | string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?', [model, alias]);
       const previousVersion = prev[0] ? Number(prev[0].version) : null;
+      if (o.expectPrevious !== undefined && o.expectPrevious !== previousVersion && previousVersion !== version) {
+        throw new RegistryError('ALIAS_MOVED', `${alias} of ${model} moved to ${previousVersion === null ? 'no version' : `version ${previousVersion}`} while version ${version} was compared with ${o.expectPrevious === null ? 'no version' : `version ${o.expectPrevious}`}`);
+      }
       const at = this.now().toISOString();
       await tx.run(
         'INSERT INTO model_aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at',
@@ -346,15 +481,32 @@ export class ModelRegistry {
   }
 }
 
-/** Why another pipeline may not register versions of `model` (shared with core:deploy). */
-export function nameTakenMessage(model: string, owner: ModelOwner, pipeline: string): string {
-  return `model name ${model} belongs to pipeline ${owner.pipeline} (first registered by run ${owner.runId}); pipeline ${pipeline} deploying to it needs a run started with an admin token`;
+/**
+ * The owner's token or an admin may write; nobody else. A name with no owner row but with versions
+ * (registered before owners were recorded) and a row without a token are admins' only.
+ */
+function mayWrite(owner: ModelOwner | undefined, who: Claimant): boolean {
+  if (who.admin) return true;
+  return !!owner?.tokenId && !!who.tokenId && owner.tokenId === who.tokenId;
+}
+
+/** Why a principal may not write to `model` (shared with core:deploy and the API); it does not name the owner (an admin reads RegisteredModel.owner). */
+export function nameTakenMessage(model: string, owner: ModelOwner | undefined): string {
+  const by = owner?.tokenId ? 'another token' : 'admins only (it has no owning token; an admin may grant it with setModelOwner)';
+  return `model name ${model} belongs to ${by}; registering versions of it or moving its aliases needs the owning token or an admin's`;
+}
+
+async function hasVersions(db: Db, model: string): Promise<boolean> {
+  return (await db.query('SELECT 1 AS one FROM model_versions WHERE model = ? LIMIT 1', [model])).length > 0;
 }
 
 async function ownerIn(db: Db, model: string): Promise<ModelOwner | undefined> {
-  const rows = await db.query<{ model: string; pipeline: string; run_id: string; claimed_at: string }>('SELECT model, pipeline, run_id, claimed_at FROM model_owners WHERE model = ?', [model]);
+  const rows = await db.query<{ model: string; pipeline: string; run_id: string; claimed_at: string; token_id: string | null; token_name: string | null; granted_by: string | null }>(
+    'SELECT model, pipeline, run_id, claimed_at, token_id, token_name, granted_by FROM model_owners WHERE model = ?',
+    [model],
+  );
   const r = rows[0];
-  return r ? { model: r.model, pipeline: r.pipeline, runId: r.run_id, claimedAt: r.claimed_at } : undefined;
+  return r ? { model: r.model, tokenId: r.token_id ?? null, name: r.token_name ?? null, pipeline: r.pipeline, runId: r.run_id, claimedAt: r.claimed_at, grantedBy: r.granted_by ?? null } : undefined;
 }
 
 function checkName(model: string): void {

@@ -27,6 +27,7 @@ import type {
   RunEventType,
   RunStageInput,
   RunPipelineInput,
+  RunStarter,
   RunState,
   RunStatus,
   StageOutcome,
@@ -75,6 +76,20 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   const byId = new Map(state.stages.map((s) => [s.id, s]));
   const specById = new Map(input.stages.map((s) => [s.id, s]));
   const decisions = new Map<string, Exclude<Decision, { action: 'raise-budget' }>>();
+  /**
+   * Stage id → who its next round acts as: the principal of the retry decision that reran it, so
+   * an operator's retry of an admin's stage runs with the operator's rights. Only the activity's
+   * input changes (no new command), and histories without `by` run as before (ADR 0007).
+   */
+  const actingAs = new Map<string, RunStarter>();
+  /**
+   * Who stages that start from now on act as: the starter, until a retry changes what the run
+   * computes (new params or plugin version). From then on the later stages, built on the decider's
+   * choice, act as the decider too, so an operator's new params upstream cannot reach an admin's
+   * deploy stage with the admin's rights. An admin's decision does not raise a run that is not an
+   * admin's (only the stage the admin reran acts as the admin).
+   */
+  let laterStagesActAs: RunStarter | undefined = input.startedBy;
   let abortReason: string | undefined;
 
   const event = (type: RunEventType, stageId?: string, message?: string) => {
@@ -159,7 +174,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       delete st.errorType;
       running.add(spec.id);
       markCurrent();
-      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}` : undefined);
+      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}${actingAs.has(spec.id) ? ` as ${actingAs.get(spec.id)!.name} (${actingAs.get(spec.id)!.role})` : ''}` : undefined);
       refreshDetails();
       try {
         const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round, checkpoint);
@@ -208,10 +223,19 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         decisions.delete(spec.id);
         if (d.action === 'abort') {
           abortReason = d.reason;
-          throw failRun(`aborted by operator: ${d.reason}`);
+          throw failRun(`aborted by ${d.by ? d.by.name : 'operator'}: ${d.reason}`);
         }
         if (state.pausedStages.length === 0) setStatus('RUNNING');
-        event('RUN_RESUMED', spec.id, d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`);
+        let later = '';
+        if (d.action === 'retry' && d.by) {
+          actingAs.set(spec.id, d.by);
+          const changes = d.params !== undefined || d.pluginVersion !== undefined;
+          if (changes && !sameStarter(d.by, laterStagesActAs) && !(d.by.role === 'admin' && laterStagesActAs?.role !== 'admin')) {
+            laterStagesActAs = d.by;
+            later = `; stages that start from here on act as ${d.by.name} (${d.by.role})`;
+          }
+        }
+        event('RUN_RESUMED', spec.id, `${d.action === 'skip' ? `stage ${spec.id} skipped` : `stage ${spec.id} retried`}${byText(d.by)}${later}`);
         if (d.action === 'skip') {
           st.status = 'SKIPPED';
           event('STAGE_SKIPPED', spec.id);
@@ -250,12 +274,13 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     const suffix = round > 0 ? `#${round}` : '';
     const runId = workflowInfo().workflowId;
+    const startedBy = actingAs.get(spec.id) ?? laterStagesActAs;
     const common = {
       runId,
       pipeline: input.pipeline,
       stage: spec,
       inputs,
-      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      ...(startedBy ? { startedBy } : {}),
       // Only the activities' input grows (no new command): older histories replay unchanged (ADR 0007).
       ...(byId.get(spec.id)?.startedAt ? { stageStartedAt: byId.get(spec.id)!.startedAt } : {}),
       ...(budget ? { budget: attemptBudget(spec.id) } : {}),
@@ -424,16 +449,17 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     if (d) decisions.delete(spec.id);
     if (d?.action === 'abort') {
       abortReason = d.reason;
-      throw failRun(`aborted by operator: ${d.reason}`);
+      throw failRun(`aborted by ${d.by ? d.by.name : 'operator'}: ${d.reason}`);
     }
     if (state.pausedStages.length === 0) setStatus('RUNNING');
     if (d?.action === 'skip') {
-      event('RUN_RESUMED', spec.id, `stage ${spec.id} skipped`);
+      event('RUN_RESUMED', spec.id, `stage ${spec.id} skipped${byText(d.by)}`);
       st.status = 'SKIPPED';
       event('STAGE_SKIPPED', spec.id);
       return 'skipped';
     }
-    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried` : `budget raised; stage ${spec.id} looks again`);
+    if (d?.action === 'retry' && d.by) actingAs.set(spec.id, d.by);
+    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried${byText(d.by)}` : `budget raised; stage ${spec.id} looks again`);
     return 'again';
   };
 
@@ -483,6 +509,18 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   setStatus('COMPLETED');
   await condition(allHandlersFinished);
   return state;
+}
+
+/** The same principal: the same token id when both have one, else the same name and role. */
+function sameStarter(a: RunStarter, b: RunStarter | undefined): boolean {
+  if (!b) return false;
+  if (a.tokenId && b.tokenId) return a.tokenId === b.tokenId;
+  return a.name === b.name && a.role === b.role;
+}
+
+/** " by <name> (<role>)" for a decision that says who made it; "" for one from before it was recorded. */
+function byText(by: RunStarter | undefined): string {
+  return by ? ` by ${by.name} (${by.role})` : '';
 }
 
 /** Ends the run: caught below, recorded in the state, and turned into the workflow's failure. */

@@ -219,9 +219,10 @@ export interface RunState {
 
 /** An operator decision on a paused run, delivered as a Temporal Update. */
 export type Decision =
-  | { action: 'retry'; stageId: string; params?: unknown; pluginVersion?: string }
-  | { action: 'skip'; stageId: string }
-  | { action: 'abort'; reason: string }
+  /** `by`: who decided; the rerun stage acts with their rights (absent in histories from before it was recorded: the starter's). */
+  | { action: 'retry'; stageId: string; params?: unknown; pluginVersion?: string; by?: RunStarter }
+  | { action: 'skip'; stageId: string; by?: RunStarter }
+  | { action: 'abort'; reason: string; by?: RunStarter }
   /** Raises the run's budget (or a stage's, with stageId) to `max`, an exact decimal above the current limit. */
   | { action: 'raise-budget'; max: string; stageId?: string; by?: string };
 

@@ -1,7 +1,9 @@
 // Model registry and live predictions: POST /models/:name/predict, and GraphQL queries/mutations.
 import type { ApiContext, ApiDeps, ApiModule } from '../module.js';
 import { ServingError } from '../../serving/model-server.js';
-import { PRODUCTION_ALIAS, type ModelVersion } from '../../serving/registry.js';
+import { PRODUCTION_ALIAS, RegistryError, nameTakenMessage, type ModelOwner, type ModelVersion, type PromotionPolicy } from '../../serving/registry.js';
+import { AuthError } from '../auth.js';
+import { authorize } from '../authz.js';
 import { modelsTypeDefs } from '../schema/models.js';
 
 async function modelView(ctx: ApiDeps, name: string) {
@@ -28,7 +30,26 @@ async function modelView(ctx: ApiDeps, name: string) {
     servingVersion: server.served().find((s) => s.model === name)?.version ?? null,
     servingRuntime: server.served().find((s) => s.model === name)?.runtime ?? null,
     productionHistory: () => reg.aliasHistory(name, PRODUCTION_ALIAS),
+    promotionPolicy: async () => policyView(await reg.promotionPolicy(name)),
   };
+}
+
+function ownerView(o: ModelOwner | undefined) {
+  return o ? { tokenId: o.tokenId, name: o.name, pipeline: o.pipeline || null, runId: o.runId || null, since: o.claimedAt, grantedBy: o.grantedBy } : null;
+}
+
+function policyView(p: PromotionPolicy) {
+  return { ...p, name: p.model };
+}
+
+/**
+ * Moving an alias of `name` needs its owning token or an admin (the role check, operate, ran
+ * before): an operator may promote and roll back their own models, not anyone else's.
+ */
+async function requireOwner(ctx: ApiContext, name: string, what: string): Promise<void> {
+  const { principal } = ctx;
+  if (await ctx.models.mayWrite(name, { admin: principal.role === 'admin', tokenId: principal.tokenId })) return;
+  throw new AuthError('FORBIDDEN', `${what}: ${nameTakenMessage(name, await ctx.models.owner(name))}`);
 }
 
 /** What measured the version: metrics.runtime, or for versions from before it was recorded, the tfjs backend. */
@@ -55,12 +76,34 @@ export const modelsModule: ApiModule = {
     },
     Mutation: {
       promoteModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
+        await requireOwner(ctx, args.name, 'promoteModel');
         await ctx.modelServer.promote(args.name, args.version);
         return modelView(ctx, args.name);
       },
       rollbackModel: async (_: unknown, args: { name: string; version: number }, ctx: ApiContext) => {
+        await requireOwner(ctx, args.name, 'rollbackModel');
         await ctx.modelServer.rollback(args.name, args.version);
         return modelView(ctx, args.name);
+      },
+      setModelOwner: async (_: unknown, args: { name: string; tokenId: string }, ctx: ApiContext) => {
+        const token = (await ctx.tokens.list()).find((t) => t.id === args.tokenId);
+        if (!token) throw new RegistryError('BAD_ARGUMENT', `setModelOwner: no token has id ${JSON.stringify(args.tokenId)} (the 12 hex digits after cap_ in the token, or tokens { id })`);
+        if (token.revokedAt) throw new RegistryError('BAD_ARGUMENT', `setModelOwner: token ${args.tokenId} ("${token.name}") is revoked; grant the model to an active token`);
+        return ownerView(await ctx.models.setOwner(args.name, { tokenId: token.id, name: token.name }, ctx.principal.name));
+      },
+      setModelPromotionPolicy: async (_: unknown, args: { name: string; requireChampionChallenger: boolean; maxTolerance?: number | null }, ctx: ApiContext) =>
+        policyView(
+          await ctx.models.setPromotionPolicy(
+            args.name,
+            { requireChampionChallenger: args.requireChampionChallenger, ...(args.maxTolerance != null ? { maxTolerance: args.maxTolerance } : {}) },
+            ctx.principal.name,
+          ),
+        ),
+    },
+    RegisteredModel: {
+      owner: async (m: { name: string }, _: unknown, ctx: ApiContext) => {
+        authorize(ctx.principal, 'admin', 'RegisteredModel.owner');
+        return ownerView(await ctx.models.owner(m.name));
       },
     },
   },

@@ -15,10 +15,11 @@ export const operationsModule: ApiModule = {
       schedules: (_: unknown, a: { pipeline?: string | null }, ctx: Ctx) => ctx.engine.schedules(a.pipeline ?? undefined),
     },
     Mutation: {
+      // Decisions act with the decider's rights (the rerun stage gets them as its starter) and are recorded with their name.
       retryStage: (_: unknown, a: { runId: string; stageId: string; params?: unknown; pluginVersion?: string | null }, ctx: Ctx) =>
-        ctx.engine.retryStage(a.runId, a.stageId, a.params ?? undefined, a.pluginVersion ?? undefined),
-      skipStage: (_: unknown, a: { runId: string; stageId: string }, ctx: Ctx) => ctx.engine.skipStage(a.runId, a.stageId),
-      abortRun: (_: unknown, a: { runId: string; reason: string }, ctx: Ctx) => ctx.engine.abort(a.runId, a.reason),
+        ctx.engine.retryStage(a.runId, a.stageId, a.params ?? undefined, a.pluginVersion ?? undefined, { by: starterOf(ctx) }),
+      skipStage: (_: unknown, a: { runId: string; stageId: string }, ctx: Ctx) => ctx.engine.skipStage(a.runId, a.stageId, { by: starterOf(ctx) }),
+      abortRun: (_: unknown, a: { runId: string; reason: string }, ctx: Ctx) => ctx.engine.abort(a.runId, a.reason, { by: starterOf(ctx) }),
       cancelRun: (_: unknown, a: { runId: string }, ctx: Ctx) => ctx.engine.cancel(a.runId),
       resumeRun: async (_: unknown, a: { runId: string; fromStage?: string | null; dryRun: boolean }, ctx: Ctx) => {
         const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, startedBy: starterOf(ctx), ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });

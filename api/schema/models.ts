@@ -98,6 +98,36 @@ export const modelsTypeDefs = /* GraphQL */ `
     at: DateTime!
   }
 
+  "Who owns a model name: the API token that registered it first, or the one an admin granted it to. Only that token and admins may register versions of it or move its aliases."
+  type ModelOwner {
+    "The owning token's public id (the 12 hex digits after cap_); null: owned by admins only (a name claimed before owners were tokens; an admin may grant it with setModelOwner)."
+    tokenId: String
+    "The owning token's name when it was claimed or granted; null when no token owns it."
+    name: String
+    "The pipeline whose run claimed the name; null for a grant."
+    pipeline: String
+    "The run that claimed the name; null for a grant."
+    runId: String
+    "When it was claimed or last granted."
+    since: DateTime!
+    "The admin (token name) who granted it; null when it was claimed by a deploy."
+    grantedBy: String
+  }
+
+  "How deploy stages may move a model's production alias."
+  type ModelPromotionPolicy {
+    "The model name."
+    name: String!
+    "Whether every move of production by a deploy stage must pass champion/challenger (noWorseThan: production, measured on the candidate's test set), whatever the spec says. True unless an admin opted the model out."
+    requireChampionChallenger: Boolean!
+    "The largest tolerance (accuracy as a fraction 0–1) a spec's noWorseThan may use while champion/challenger is required; a larger one is capped to it. 0.02 (2 points of accuracy) by default."
+    maxTolerance: Float!
+    "The admin (token name) who set this policy; null for the default."
+    setBy: String
+    "When it was set; null for the default."
+    setAt: DateTime
+  }
+
   "A model name in the registry, with its versions and aliases."
   type RegisteredModel {
     "The model name (letters, digits, ., - and _; up to 64 characters)."
@@ -114,6 +144,10 @@ export const modelsTypeDefs = /* GraphQL */ `
     servingRuntime: String
     "Every move of the production alias, oldest first."
     productionHistory: [ModelAliasChange!]!
+    "Who owns the name (admins only: FORBIDDEN for other roles); null when nobody has claimed it."
+    owner: ModelOwner
+    "How deploy stages may move its production alias."
+    promotionPolicy: ModelPromotionPolicy!
   }
 
   extend type Query {
@@ -147,8 +181,9 @@ export const modelsTypeDefs = /* GraphQL */ `
   extend type Mutation {
     """
     Points production at a version, which this API process then loads and serves before answering;
-    returns the model. Errors: MODEL_NOT_FOUND, VERSION_NOT_FOUND, MODEL_UNAVAILABLE (the version
-    cannot be loaded; production has moved all the same), MODELS_UNAVAILABLE.
+    returns the model. Needs the operator role and the model's owning token, or an admin. Errors:
+    FORBIDDEN (the token does not own the model), MODEL_NOT_FOUND, VERSION_NOT_FOUND,
+    MODEL_UNAVAILABLE (the version cannot be loaded; production has moved all the same), MODELS_UNAVAILABLE.
     """
     promoteModel(
       "The model name."
@@ -158,7 +193,8 @@ export const modelsTypeDefs = /* GraphQL */ `
     ): RegisteredModel!
     """
     Points production back at an earlier version (served before this returns); returns the model.
-    Errors: MODEL_NOT_FOUND, VERSION_NOT_FOUND, NOT_DEPLOYED (production is not set), BAD_ROLLBACK
+    Needs the operator role and the model's owning token, or an admin.
+    Errors: FORBIDDEN (the token does not own the model), MODEL_NOT_FOUND, VERSION_NOT_FOUND, NOT_DEPLOYED (production is not set), BAD_ROLLBACK
     (version is not earlier than production's; use promoteModel to move forward), MODEL_UNAVAILABLE,
     MODELS_UNAVAILABLE.
     """
@@ -168,5 +204,21 @@ export const modelsTypeDefs = /* GraphQL */ `
       "An earlier version than the one production points at now."
       version: Int!
     ): RegisteredModel!
+    "Gives a model name to a token (grant or transfer; admins only): from then on that token and admins may register versions and move its aliases. The name need not be registered yet. Errors: BAD_ARGUMENT (no such token, or it is revoked), BAD_MODEL_NAME."
+    setModelOwner(
+      "The model name."
+      name: String!
+      "The public id of the token to own it (the 12 hex digits after cap_; see tokens)."
+      tokenId: String!
+    ): ModelOwner!
+    "Sets whether deploy stages need champion/challenger to move the model's production (admins only; recorded with the admin's name). A spec cannot turn it off. Errors: BAD_ARGUMENT (maxTolerance outside 0–1), BAD_MODEL_NAME."
+    setModelPromotionPolicy(
+      "The model name."
+      name: String!
+      "true (the default for every model): every promotion by a deploy stage must be no worse than production on the same test set; false: only the spec's gates apply."
+      requireChampionChallenger: Boolean!
+      "The largest tolerance a spec's noWorseThan may use while champion/challenger is required (accuracy fraction 0–1; default 0.02)."
+      maxTolerance: Float
+    ): ModelPromotionPolicy!
   }
 `;

@@ -117,7 +117,10 @@ export const operationsTypeDefs = /* GraphQL */ `
 
   extend type Mutation {
     """
-    Retries a stage of a PAUSED run, optionally with corrected params; returns the run.
+    Retries a stage of a PAUSED run, optionally with corrected params; returns the run. The rerun
+    acts with the caller's token (name, role, id), not the starter's, and the run's events record
+    who decided; after new params or a plugin version, later stages act as the caller too (unless
+    that would raise a run that is not an admin's to an admin's rights).
     Errors: NOT_FOUND (no such run), DECISION_REJECTED (the run is not PAUSED, has no such stage, or the
     workflow refuses), PLUGIN_PARAMS_INVALID (params fail the plugin's schema; extensions.issues),
     UNKNOWN_PLUGIN (the stage's plugin is not installed on this API host, so params cannot be checked).
@@ -134,7 +137,7 @@ export const operationsTypeDefs = /* GraphQL */ `
     ): PipelineRun!
     """
     Skips a failed stage of a PAUSED run (it becomes SKIPPED, with no outputs) and carries on; returns
-    the run. Errors: NOT_FOUND, DECISION_REJECTED (the run is not PAUSED, or a later stage needs the
+    the run; the run's events record who skipped it. Errors: NOT_FOUND, DECISION_REJECTED (the run is not PAUSED, or a later stage needs the
     stage's outputs).
     """
     skipStage(

@@ -59,6 +59,8 @@ const OPERATIONS: Record<string, { query: string; variables?: Record<string, unk
   'Mutation.emitEvent': { query: 'mutation { emitEvent(type: "authz.none") { id } }' },
   'Mutation.promoteModel': { query: 'mutation { promoteModel(name: "none", version: 1) { name } }' },
   'Mutation.rollbackModel': { query: 'mutation { rollbackModel(name: "none", version: 1) { name } }' },
+  'Mutation.setModelOwner': { query: 'mutation { setModelOwner(name: "none", tokenId: "000000000000") { tokenId } }' },
+  'Mutation.setModelPromotionPolicy': { query: 'mutation { setModelPromotionPolicy(name: "none", requireChampionChallenger: true) { name } }' },
   'Mutation.createToken': { query: 'mutation { createToken(name: "made-in-test", role: VIEWER) { info { id } } }' },
   'Mutation.revokeToken': { query: 'mutation { revokeToken(id: "000000000000") { id } }' },
   'Mutation.raiseBudget': { query: 'mutation { raiseBudget(runId: "pipeline/none/xxxxx", max: "1.00") { id } }' },

@@ -16,7 +16,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { StageServices } from '../../plugins/services.js';
 import { dispatch } from '../ml/helpers.js';
 import { freshRegistryDb } from './db.js';
-import { makeDatasetArtifact, makeModelArtifact, serveFolder, stageContext, tempStore } from './fixtures.js';
+import { TEST_OWNER, makeDatasetArtifact, makeModelArtifact, serveFolder, stageContext, tempStore } from './fixtures.js';
 
 let tf: typeof TF;
 let backend: string;
@@ -45,12 +45,13 @@ afterAll(async () => {
   await cleanup();
 });
 
-const ADMIN = { name: 'ops', role: 'admin' };
-const OPERATOR = { name: 'ci', role: 'operator' };
+const ADMIN = { name: 'ops', role: 'admin', tokenId: 'ad0000000000' };
+/** Another operator than TEST_OWNER (who starts the runs unless a test says otherwise). */
+const OPERATOR = { name: 'ci', role: 'operator', tokenId: 'c10000000000' };
 
-function deploy(runId: string, params: Record<string, unknown>, inputModel = model, o: { pipeline?: string; startedBy?: { name: string; role: string } } = {}) {
+function deploy(runId: string, params: Record<string, unknown>, inputModel = model, o: { pipeline?: string; startedBy?: { name: string; role: string; tokenId?: string } | null } = {}) {
   const plugin = deployStage();
-  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: o.pipeline ?? 'mnist-default', services: { models: registry }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) });
+  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: o.pipeline ?? 'mnist-default', services: { models: registry }, ...(o.startedBy !== undefined ? { startedBy: o.startedBy } : {}) });
   return plugin.run(ctx, plugin.paramsSchema.parse(params), { model: inputModel, dataset });
 }
 
@@ -86,7 +87,7 @@ describe('core:deploy', () => {
   it('exports, measures, registers version 1 and promotes it when the gates pass', async () => {
     const r = await deploy('run-1', { modelName: 'mnist', gates: { minTestAccuracy: 0.5, maxSizeBytes: 10_000_000, maxP99LatencyMs: 60_000 } });
     const m = r.metrics;
-    expect(m).toMatchObject({ model: 'mnist', version: 1, promoted: true, alias: 'production', newVersion: true, tfBackend: backend, evalSplit: 'test', gatesChecked: 3 });
+    expect(m).toMatchObject({ model: 'mnist', version: 1, promoted: true, alias: 'production', newVersion: true, tfBackend: backend, evalSplit: 'test', gatesChecked: 4, championChallenger: 'required' });
     for (const k of ['testAccuracy', 'p50LatencyMs', 'p99LatencyMs', 'sizeBytes']) expect(typeof m[k]).toBe('number');
     expect(m.p99LatencyMs as number).toBeGreaterThanOrEqual(m.p50LatencyMs as number);
     expect((await registry.resolveAlias('mnist'))?.version).toBe(1);
@@ -111,6 +112,8 @@ describe('core:deploy', () => {
   it('a quantized model deploys as version 2 and loads with plain tf.loadLayersModel from the registry', async () => {
     const r = await deploy('run-2', { modelName: 'mnist', gates: { minTestAccuracy: 0.5 } });
     expect(r.metrics).toMatchObject({ version: 2, promoted: true });
+    // Quantized and pruned, it may measure a little below production: an admin opts the model out of champion/challenger.
+    await registry.setPromotionPolicy('mnist', { requireChampionChallenger: false }, ADMIN.name);
     const r2 = await deploy('run-3', { modelName: 'mnist' }, quantized, { startedBy: ADMIN });
     expect(r2.metrics).toMatchObject({ version: 3, promoted: true });
     expect(r2.metrics.sizeBytes as number).toBeLessThan(r.metrics.sizeBytes as number);
@@ -162,7 +165,7 @@ describe('core:deploy', () => {
       await saveModel(wrong, dir);
       wrong.dispose();
       const ref = await store.seal('model', dir);
-      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', pipeline: 'mnist-default', params: { modelName: 'mnist', promote: false }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
+      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', pipeline: 'mnist-default', startedBy: TEST_OWNER, params: { modelName: 'mnist', promote: false }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ApplicationFailure);
       expect(err).toMatchObject({ type: 'MODEL_DATASET_MISMATCH', nonRetryable: true, message: expect.stringContaining('model expects inputs of shape [5, 1]') });
     }
@@ -180,41 +183,85 @@ describe('core:deploy', () => {
     expect(hi - lo).toBeLessThan(100);
   });
 
-  it('a model name belongs to the pipeline that registered it first; another pipeline needs a run started by an admin', async () => {
-    expect(await registry.owner('mnist')).toMatchObject({ model: 'mnist', pipeline: 'mnist-default', runId: 'run-1' });
+  it('a model name belongs to the token that registered it first: the same pipeline name from another token is refused before any work; an admin may', async () => {
+    expect(await registry.owner('mnist')).toMatchObject({ model: 'mnist', tokenId: TEST_OWNER.tokenId, name: TEST_OWNER.name, pipeline: 'mnist-default', runId: 'run-1' });
     const before = (await registry.listVersions('mnist')).length;
-    const e = await failure(deploy('run-other', { modelName: 'mnist', gates: { minTestAccuracy: 0.5 } }, model, { pipeline: 'intruder', startedBy: OPERATOR }));
-    expect(e).toMatchObject({ type: 'MODEL_NAME_TAKEN', retryable: false, details: { model: 'mnist', owner: 'mnist-default' } });
-    expect(e.message).toBe('model name mnist belongs to pipeline mnist-default (first registered by run run-1); pipeline intruder deploying to it needs a run started with an admin token');
+    const e = await failure(deploy('run-other', { modelName: 'mnist', gates: { minTestAccuracy: 0 } }, model, { pipeline: 'mnist-default', startedBy: OPERATOR }));
+    expect(e).toMatchObject({ type: 'MODEL_NAME_TAKEN', retryable: false, details: { model: 'mnist' } });
+    expect(e.message).toBe("model name mnist belongs to another token; registering versions of it or moving its aliases needs the owning token or an admin's");
     expect((await registry.listVersions('mnist')).length).toBe(before);
+    // A run that records no token (older runs, old schedules) owns nothing, not even a new name.
+    expect((await failure(deploy('run-anon', { modelName: 'unclaimed', promote: false }, model, { startedBy: null }))).type).toBe('MODEL_NAME_TAKEN');
+    expect((await failure(deploy('run-anon', { modelName: 'unclaimed', promote: false }, model, { startedBy: { name: 'old', role: 'operator' } }))).type).toBe('MODEL_NAME_TAKEN');
+    expect(await registry.hasModel('unclaimed')).toBe(false);
 
     // Through the real dispatch: the starter arrives with the activity input.
     const services = { models: registry } as StageServices;
-    const refused = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'intruder', startedBy: OPERATOR, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services }).catch((err: unknown) => err);
+    const refused = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'mnist-default', startedBy: OPERATOR, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services }).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(ApplicationFailure);
     expect(refused).toMatchObject({ type: 'MODEL_NAME_TAKEN', nonRetryable: true });
     const ok = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'intruder', startedBy: ADMIN, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services });
     expect(ok.metrics).toMatchObject({ model: 'mnist', version: before + 1, promoted: false });
-    expect(await registry.owner('mnist')).toMatchObject({ pipeline: 'mnist-default' });
+    expect(await registry.owner('mnist')).toMatchObject({ tokenId: TEST_OWNER.tokenId });
 
-    // A new name is claimed by the first pipeline that registers it.
-    await deploy('run-new', { modelName: 'fresh-name', promote: false }, model, { pipeline: 'newcomer' });
-    expect(await registry.owner('fresh-name')).toMatchObject({ pipeline: 'newcomer', runId: 'run-new' });
+    // A new name is claimed by the token of the first run that registers it, whatever its pipeline.
+    await deploy('run-new', { modelName: 'fresh-name', promote: false }, model, { pipeline: 'newcomer', startedBy: OPERATOR });
+    expect(await registry.owner('fresh-name')).toMatchObject({ tokenId: OPERATOR.tokenId, name: 'ci', pipeline: 'newcomer', runId: 'run-new' });
   });
 
   it('promoting with no gates set needs a run started by an admin; registering without promoting does not', async () => {
-    const e = await failure(deploy('run-u1', { modelName: 'mnist' }, model, { startedBy: OPERATOR }));
+    const e = await failure(deploy('run-u1', { modelName: 'mnist' }));
     expect(e).toMatchObject({ type: 'PROMOTION_UNGATED', retryable: false });
     expect(e.message).toBe(
-      'model mnist (owned by pipeline mnist-default): promoting to production with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false',
+      'model mnist: promoting to production with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false',
     );
-    // No starter (older runs, direct calls) is not an admin.
-    expect((await failure(deploy('run-u1', { modelName: 'mnist' }))).type).toBe('PROMOTION_UNGATED');
     expect((await registry.listVersions('mnist')).some((v) => v.runId === 'run-u1')).toBe(false);
     // tolerance alone is no gate
-    expect((await failure(deploy('run-u1', { modelName: 'mnist', gates: {} }, model, { startedBy: OPERATOR }))).type).toBe('PROMOTION_UNGATED');
+    expect((await failure(deploy('run-u1', { modelName: 'mnist', gates: {} }))).type).toBe('PROMOTION_UNGATED');
     const admin = await deploy('run-u2', { modelName: 'mnist-admin' }, model, { startedBy: ADMIN });
-    expect(admin.metrics).toMatchObject({ promoted: true, gatesChecked: 0 });
+    expect(admin.metrics).toMatchObject({ promoted: true, gatesChecked: 1, noWorseThan: 'passed: no production version yet', championChallenger: 'required' });
+  });
+
+  it('every promotion to production passes champion/challenger, whatever the spec says, unless an admin opted the model out', async () => {
+    const weak = await makeModelArtifact(tf, store, dataset, { runId: 'weak-cc', hidden: [2], epochs: 1 });
+    await deploy('run-cc1', { modelName: 'cc', gates: { minTestAccuracy: 0 } });
+    // A trivial gate, and a tolerance as large as the schema allows: capped at the policy's 0.02.
+    const e = await failure(deploy('run-cc2', { modelName: 'cc', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }, weak));
+    expect(e.type).toBe('PROMOTION_GATE_FAILED');
+    expect(e.message).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set$/);
+    // An admin's run is held to it as well.
+    expect((await failure(deploy('run-cc3', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak, { startedBy: ADMIN }))).type).toBe('PROMOTION_GATE_FAILED');
+    expect((await registry.resolveAlias('cc'))?.version).toBe(1);
+    // Another alias is not production: no champion/challenger.
+    expect((await deploy('run-cc4', { modelName: 'cc', alias: 'canary', gates: { minTestAccuracy: 0 } }, weak)).metrics).toMatchObject({ promoted: true, championChallenger: 'not moving production' });
+
+    await registry.setPromotionPolicy('cc', { requireChampionChallenger: false }, ADMIN.name);
+    const out = await deploy('run-cc5', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak);
+    expect(out.metrics).toMatchObject({ promoted: true, championChallenger: 'opted out by ops', gatesChecked: 1 });
+    expect((await registry.resolveAlias('cc'))?.version).toBe(out.metrics.version);
+  });
+
+  it('a promotion that another promotion overtook while it measured fails retryably (ALIAS_MOVED) instead of replacing the newer production', async () => {
+    await deploy('run-m1', { modelName: 'moved', gates: { minTestAccuracy: 0 } });
+    await deploy('run-m2', { modelName: 'moved', promote: false });
+    // Between the champion/challenger measurement and the promotion, production moves to version 2.
+    const racing = new Proxy(registry, {
+      get(t, name, r) {
+        if (name !== 'register') return Reflect.get(t, name, r);
+        return async (...args: Parameters<ModelRegistry['register']>) => {
+          await t.setAlias('moved', 'production', 2, 'promote');
+          return t.register(...args);
+        };
+      },
+    });
+    const plugin = deployStage();
+    const ctx = stageContext(store, { runId: 'run-m3', stageId: 'deploy', pipeline: 'mnist-default', services: { models: racing } });
+    const e = await failure(plugin.run(ctx, plugin.paramsSchema.parse({ modelName: 'moved', gates: { minTestAccuracy: 0 } }), { model, dataset }));
+    expect(e).toMatchObject({ type: 'ALIAS_MOVED', retryable: true });
+    expect(e.message).toBe('model moved version 3 is registered but not promoted yet: production of moved moved to version 2 while version 3 was compared with version 1');
+    expect((await registry.resolveAlias('moved'))?.version).toBe(2);
+    // The retry measures against the production of now.
+    expect((await deploy('run-m3', { modelName: 'moved', gates: { minTestAccuracy: 0 } })).metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 2 });
   });
 
   it('noWorseThan production compares the candidate with the production version on the same test set', async () => {
@@ -232,8 +279,9 @@ describe('core:deploy', () => {
     expect(e.details).toMatchObject({ productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy, noWorseThanPassed: false });
     expect((await registry.resolveAlias('champ'))?.version).toBe(1);
 
-    // A tolerance that covers the gap lets it through.
+    // A tolerance that covers the gap lets it through, once an admin's policy allows that much.
     const gap = (first.metrics.testAccuracy as number) - gate.measured;
+    await registry.setPromotionPolicy('champ', { requireChampionChallenger: true, maxTolerance: 1 }, ADMIN.name);
     const tolerant = await deploy('run-c3', { modelName: 'champ', gates: { noWorseThan: 'production', tolerance: Math.min(1, gap + 0.01) } }, weak);
     expect(tolerant.metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy, noWorseThanPassed: true });
     expect(tolerant.metrics.noWorseThan).toMatch(/^passed: test accuracy 0\.\d{4} ≥ production version 1's 0\.\d{4} − tolerance [\d.]+ on the same test set$/);

@@ -114,13 +114,17 @@ export async function makeModelArtifact(tf: typeof TF, store: ArtifactStore, dat
   return store.seal('model', dir);
 }
 
+/** The token the model tests' runs are started with unless a test says otherwise: an operator, owner of what it deploys first. */
+export const TEST_OWNER: RunStarter = { name: 'test-owner', role: 'operator', tokenId: '0123456789ab' };
+
 /**
  * A StageContext as the dispatch builds it, heartbeats recorded. Services the test does not
- * give fail loudly when a stage asks for them.
+ * give fail loudly when a stage asks for them. Started by TEST_OWNER unless `startedBy` says
+ * otherwise (null: a run that records no starter).
  */
 export function stageContext(
   store: ArtifactStore,
-  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices>; startedBy?: RunStarter } = {},
+  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices>; startedBy?: RunStarter | null } = {},
 ): StageContext & { heartbeats: unknown[] } {
   const heartbeats: unknown[] = [];
   const given = over.services ?? {};
@@ -138,7 +142,7 @@ export function stageContext(
     pipeline: over.pipeline ?? 'test-pipeline',
     stageId: over.stageId ?? 'stage',
     attempt: over.attempt ?? 1,
-    ...(over.startedBy ? { startedBy: over.startedBy } : {}),
+    ...(over.startedBy !== null ? { startedBy: over.startedBy ?? TEST_OWNER } : {}),
     lastCheckpoint: over.lastCheckpoint,
     signal: over.signal ?? new AbortController().signal,
     heartbeat: (d?: unknown) => void heartbeats.push(d),

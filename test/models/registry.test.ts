@@ -97,27 +97,64 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     await expect(reg.register(input({ model: '../etc' }))).rejects.toMatchObject({ code: 'BAD_MODEL_NAME' });
   });
 
-  it('a model name is owned by the pipeline that registered it first; input specs round-trip', async () => {
+  it('a model name is owned by the token that registered it first, not by a pipeline name; input specs round-trip', async () => {
     const spec = { shape: [2, 2], dtype: 'float32' as const, range: [0, 1] as [number, number], describe: 'normalised pixels', raw: { kind: 'scale' as const, scale: 1 / 255, rawRange: [0, 255] as [number, number], describe: 'raw 0–255 pixels' } };
-    const first = await reg.register(input({ model: 'owned', runId: 'o1', inputSpec: spec, owner: { pipeline: 'alpha' } }));
+    const first = await reg.register(input({ model: 'owned', runId: 'o1', inputSpec: spec, owner: { pipeline: 'alpha', tokenId: 'aaaaaaaaaaaa', name: 'alice' } }));
     expect(first.version.inputSpec).toEqual(spec);
     expect((await reg.getVersion('owned', 1))?.inputSpec).toEqual(spec);
     expect((await reg.resolveAlias('owned'))).toBeUndefined();
-    expect(await reg.owner('owned')).toMatchObject({ model: 'owned', pipeline: 'alpha', runId: 'o1' });
-    await expect(reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'beta' } }))).rejects.toMatchObject({
+    expect(await reg.owner('owned')).toMatchObject({ model: 'owned', tokenId: 'aaaaaaaaaaaa', name: 'alice', pipeline: 'alpha', runId: 'o1', grantedBy: null });
+    // The same pipeline name from another token is refused: the name proves nothing.
+    await expect(reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'alpha', tokenId: 'bbbbbbbbbbbb', name: 'bob' } }))).rejects.toMatchObject({
       code: 'MODEL_NAME_TAKEN',
-      message: 'model name owned belongs to pipeline alpha (first registered by run o1); pipeline beta deploying to it needs a run started with an admin token',
+      message: "model name owned belongs to another token; registering versions of it or moving its aliases needs the owning token or an admin's",
     });
-    const admin = await reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'beta', override: true } }));
-    expect(admin.version.version).toBe(2);
+    await expect(reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'alpha' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
+    const own = await reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'other', tokenId: 'aaaaaaaaaaaa', name: 'alice' } }));
+    expect(own.version.version).toBe(2);
+    const admin = await reg.register(input({ model: 'owned', runId: 'o3', owner: { pipeline: 'beta', tokenId: 'cccccccccccc', admin: true } }));
+    expect(admin.version.version).toBe(3);
     expect(admin.version.inputSpec).toBeUndefined();
-    expect((await reg.getVersion('owned', 2))?.inputSpec).toBeUndefined();
-    expect((await reg.owner('owned'))?.pipeline).toBe('alpha');
+    expect((await reg.getVersion('owned', 3))?.inputSpec).toBeUndefined();
+    expect((await reg.owner('owned'))?.tokenId).toBe('aaaaaaaaaaaa');
     expect(await reg.owner('mnist')).toBeUndefined();
+    expect(await reg.mayWrite('owned', { tokenId: 'aaaaaaaaaaaa' })).toBe(true);
+    expect(await reg.mayWrite('owned', { tokenId: 'bbbbbbbbbbbb' })).toBe(false);
+    expect(await reg.mayWrite('owned', { admin: true })).toBe(true);
+    expect(await reg.mayWrite('never-registered', { tokenId: 'bbbbbbbbbbbb' })).toBe(true);
   });
 
-  it('migration 0002 gives existing names the pipeline of their first version as owner', async () => {
-    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners'.replace(/, /g, kind === 'sqlite' ? '; DROP TABLE IF EXISTS ' : ', '));
+  it('setAlias with expectPrevious refuses when the alias moved meanwhile (ALIAS_MOVED), and allows a repeat of the same move', async () => {
+    for (const runId of ['cas1', 'cas2', 'cas3']) await reg.register(input({ model: 'cas', runId }));
+    await expect(reg.setAlias('cas', 'production', 1, 'deploy', { expectPrevious: 2 })).rejects.toMatchObject({ code: 'ALIAS_MOVED' });
+    expect((await reg.setAlias('cas', 'production', 1, 'deploy', { expectPrevious: null })).previousVersion).toBeNull();
+    await expect(reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: null })).rejects.toMatchObject({
+      code: 'ALIAS_MOVED',
+      message: 'production of cas moved to version 1 while version 3 was compared with no version',
+    });
+    expect((await reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: 1 })).previousVersion).toBe(1);
+    expect((await reg.setAlias('cas', 'production', 3, 'deploy', { expectPrevious: 1 })).previousVersion).toBe(3);
+    expect((await reg.resolveAlias('cas'))?.version).toBe(3);
+  });
+
+  it('an admin grants or transfers a name to a token; promotion policies default to champion/challenger and record who changed them', async () => {
+    const granted = await reg.setOwner('owned', { tokenId: 'bbbbbbbbbbbb', name: 'bob' }, 'root');
+    expect(granted).toMatchObject({ model: 'owned', tokenId: 'bbbbbbbbbbbb', name: 'bob', grantedBy: 'root' });
+    expect(await reg.mayWrite('owned', { tokenId: 'aaaaaaaaaaaa' })).toBe(false);
+    expect(await reg.mayWrite('owned', { tokenId: 'bbbbbbbbbbbb' })).toBe(true);
+    // A reservation: a name nobody registered yet.
+    await reg.setOwner('reserved', { tokenId: 'bbbbbbbbbbbb', name: 'bob' }, 'root');
+    await expect(reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
+    expect((await reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'bbbbbbbbbbbb' } }))).version.version).toBe(1);
+
+    expect(await reg.promotionPolicy('owned')).toEqual({ model: 'owned', requireChampionChallenger: true, maxTolerance: 0.02, setBy: null, setAt: null });
+    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: false }, 'root')).toMatchObject({ requireChampionChallenger: false, maxTolerance: 0.02, setBy: 'root' });
+    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 0.005 }, 'ops')).toMatchObject({ requireChampionChallenger: true, maxTolerance: 0.005, setBy: 'ops' });
+    await expect(reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 2 }, 'ops')).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+  });
+
+  it('migrations 0002 and 0004: existing names keep their pipeline but no token, so only admins may write to them until one grants them', async () => {
+    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners, model_policies'.replace(/, /g, kind === 'sqlite' ? '; DROP TABLE IF EXISTS ' : ', '));
     await db.run("DELETE FROM schema_migrations WHERE id LIKE 'registry/%'");
     expect(await migrate(db, registryMigrations.slice(0, 1))).toEqual(['registry/0001-init']);
     const row = (model: string, version: number, runId: string, metrics: string) =>
@@ -125,14 +162,21 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     await row('old', 1, 'pipeline/first/aaaaa', JSON.stringify({ pipeline: 'first', testAccuracy: 0.9 }));
     await row('old', 2, 'pipeline/second/bbbbb', JSON.stringify({ pipeline: 'second' }));
     await row('anon', 1, 'r', JSON.stringify({ testAccuracy: 0.5 }));
-    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec', 'registry/0003-model-format']);
-    expect(await reg.owner('old')).toEqual({ model: 'old', pipeline: 'first', runId: 'pipeline/first/aaaaa', claimedAt: '2024-01-01T00:00:00.000Z' });
+    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec', 'registry/0003-model-format', 'registry/0004-principal-owners-policies']);
+    expect(await reg.owner('old')).toEqual({ model: 'old', tokenId: null, name: null, pipeline: 'first', runId: 'pipeline/first/aaaaa', claimedAt: '2024-01-01T00:00:00.000Z', grantedBy: null });
     expect(await reg.owner('anon')).toBeUndefined();
     expect((await reg.getVersion('old', 1))?.inputSpec).toBeUndefined();
     // Migration 0003: versions from before formats were recorded are tfjs layers folders.
     expect((await reg.getVersion('old', 2))?.format).toBe('tfjs-layers');
-    // A name with no recorded owner is claimed by its next deploy.
-    await reg.register(input({ model: 'anon', runId: 'r2', owner: { pipeline: 'claimer' } }));
-    expect((await reg.owner('anon'))?.pipeline).toBe('claimer');
+    // Neither the pipeline of record nor a newcomer may write to them; an admin may.
+    for (const model of ['old', 'anon']) {
+      await expect(reg.register(input({ model, runId: 'r2', owner: { pipeline: 'first', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
+      expect(await reg.mayWrite(model, { tokenId: 'aaaaaaaaaaaa' })).toBe(false);
+      expect(await reg.mayWrite(model, { admin: true })).toBe(true);
+    }
+    expect((await reg.register(input({ model: 'anon', runId: 'r3', owner: { pipeline: 'p', tokenId: 'cccccccccccc', admin: true } }))).version.version).toBe(2);
+    expect(await reg.owner('anon')).toBeUndefined();
+    await reg.setOwner('old', { tokenId: 'aaaaaaaaaaaa', name: 'alice' }, 'root');
+    expect(await reg.mayWrite('old', { tokenId: 'aaaaaaaaaaaa' })).toBe(true);
   });
 });

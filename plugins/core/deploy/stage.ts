@@ -74,8 +74,11 @@ function noWorseThan(tolerance: number, candidate: number, prod: ProductionBasel
 
 /**
  * `core:deploy`: export to the registry, measure, register a version, promote when the gates pass.
- * A model name belongs to the pipeline that registered it first; another pipeline deploying to
- * it, or promoting with no gates set, needs a run started with an admin token.
+ * A model name belongs to the token that registered it first (or that an admin granted it to):
+ * a run started by another token fails before any work (MODEL_NAME_TAKEN) unless it is an
+ * admin's. Promoting with no gates set needs an admin's run. Every move of production also
+ * passes champion/challenger against the current production on the same test set, unless an
+ * admin opted the model out (setModelPromotionPolicy).
  */
 export function deployStage(opts: DeployOptions = {}) {
   return defineStage({
@@ -99,19 +102,32 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   const modelName = params.modelName ?? ctx.pipeline.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
   if (!MODEL_NAME_RE.test(modelName)) throw badInput(`cannot derive a model name from pipeline ${ctx.pipeline}; set params.modelName`);
   const models = ctx.services.models;
-  const admin = ctx.startedBy?.role === 'admin';
+  const who = ctx.startedBy;
+  const admin = who?.role === 'admin';
+  const claimant = { admin, ...(who?.tokenId ? { tokenId: who.tokenId, name: who.name } : {}) };
 
-  // 0. Who may deploy here: checked before any work.
-  const owner = await models.owner(modelName);
-  if (owner && owner.pipeline !== ctx.pipeline && !admin) {
-    throw new StageError(nameTakenMessage(modelName, owner, ctx.pipeline), { type: 'MODEL_NAME_TAKEN', details: { model: modelName, owner: owner.pipeline } });
+  // 0. Who may deploy here: checked before any work. A name belongs to a token (or to admins);
+  //    the pipeline name proves nothing, since any operator may write it in a spec.
+  if (!admin && !who?.tokenId) {
+    throw new StageError(`model ${modelName}: deploying needs a run started with an API token (this run records none: started before token ids were recorded, or by a schedule made then); start it again, or ask an admin`, {
+      type: 'MODEL_NAME_TAKEN',
+      details: { model: modelName },
+    });
+  }
+  if (!(await models.mayWrite(modelName, claimant))) {
+    throw new StageError(nameTakenMessage(modelName, await models.owner(modelName)), { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
   }
   if (params.promote && !hasGates(params.gates) && !admin) {
     throw new StageError(
-      `model ${modelName} (owned by pipeline ${owner?.pipeline ?? ctx.pipeline}): promoting to ${params.alias} with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false`,
-      { type: 'PROMOTION_UNGATED', details: { model: modelName, owner: owner?.pipeline ?? ctx.pipeline } },
+      `model ${modelName}: promoting to ${params.alias} with no promotion gates set needs a run started with an admin token; set gates (e.g. noWorseThan: production, minTestAccuracy) or promote: false`,
+      { type: 'PROMOTION_UNGATED', details: { model: modelName } },
     );
   }
+  // Champion/challenger on every move of production, whoever started the run and whatever the
+  // spec says, unless an admin opted this model out; a spec's tolerance is capped by the policy.
+  const policy = await models.promotionPolicy(modelName);
+  const enforced = params.promote && params.alias === PRODUCTION_ALIAS && policy.requireChampionChallenger;
+  const gatesToCheck: PromotionGates = enforced ? { ...params.gates, noWorseThan: 'production', tolerance: Math.min(params.gates.tolerance ?? 0, policy.maxTolerance) } : params.gates;
   // TensorFlow.js is loaded only when a tfjs model is exported or measured.
   let tfLoaded: Promise<LoadedTf> | undefined;
   const runtimes: ModelRuntimes = { tf: () => (tfLoaded ??= loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {})), ...(opts.onnx ? { onnx: opts.onnx } : {}) };
@@ -151,7 +167,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     await model.dispose();
   }
   let production: ProductionBaseline | undefined;
-  if (params.gates.noWorseThan === 'production') {
+  if (gatesToCheck.noWorseThan === 'production') {
     production = await measureProduction(ctx, runtimes, modelName, exported.sha256, testAccuracy, test);
     ctx.heartbeat({ phase: 'measured-production' });
   }
@@ -170,7 +186,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     ...(format === 'tfjs-layers' && tfLoaded ? { tfBackend: (await tfLoaded).backend } : {}),
   };
 
-  // 3. Register (idempotent per run + stage), claiming the name for this pipeline if it is free.
+  // 3. Register (idempotent per run + stage), claiming the name for this run's token if it is free.
   let registration: Awaited<ReturnType<typeof models.register>>;
   try {
     registration = await models.register({
@@ -183,7 +199,7 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       metrics: { ...measured, pipeline: ctx.pipeline, sourceModelUri: modelRef.uri },
       inputSpec,
       format,
-      owner: { pipeline: ctx.pipeline, override: admin },
+      owner: { pipeline: ctx.pipeline, ...claimant },
     });
   } catch (e) {
     if (e instanceof RegistryError && e.code === 'MODEL_NAME_TAKEN') throw new StageError(e.message, { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
@@ -198,13 +214,14 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   }
 
   // 4. Gates → promote, or fail without promoting.
-  const gates = checkGates(params.gates, { testAccuracy, p99LatencyMs: latency.p99Ms, sizeBytes, ...(production !== undefined ? { production } : {}) });
+  const gates = checkGates(gatesToCheck, { testAccuracy, p99LatencyMs: latency.p99Ms, sizeBytes, ...(production !== undefined ? { production } : {}) });
   const failed = gates.filter((g) => !g.passed);
   const champion = gates.find((g) => g.gate === 'noWorseThan');
   const base = {
     model: modelName,
     version: registered.version,
     ...measured,
+    championChallenger: !params.promote || params.alias !== PRODUCTION_ALIAS ? 'not moving production' : enforced ? 'required' : `opted out by ${policy.setBy ?? 'an admin'}`,
     ...(champion
       ? {
           noWorseThan: champion.note ?? '',
@@ -224,7 +241,15 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   }
   let previousVersion: number | null = null;
   if (params.promote) {
-    ({ previousVersion } = await models.setAlias(modelName, params.alias, registered.version, `deploy ${ctx.runId}/${ctx.stageId}`));
+    // Compare-and-set: production must still be the version champion/challenger measured; if
+    // another promotion moved it meanwhile, a retry of this stage measures against the new one.
+    const expectPrevious = enforced && production !== undefined ? (production?.version ?? null) : undefined;
+    try {
+      ({ previousVersion } = await models.setAlias(modelName, params.alias, registered.version, `deploy ${ctx.runId}/${ctx.stageId}`, expectPrevious !== undefined ? { expectPrevious } : {}));
+    } catch (e) {
+      if (e instanceof RegistryError && e.code === 'ALIAS_MOVED') throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted yet: ${e.message}`, { type: 'ALIAS_MOVED', retryable: true, details: base });
+      throw e;
+    }
   }
 
   // 5. The deployment record is this stage's artifact.
