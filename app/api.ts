@@ -32,6 +32,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     logger: rt.logger,
     priceSheet: rt.ledger.priceSheet,
     quotas: rt.config.quotas,
+    tokens: rt.tokens,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
   });
   const modelServer = createModelServer({

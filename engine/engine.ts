@@ -49,6 +49,8 @@ export interface EngineDeps {
   priceSheet?: PriceSheet;
   /** Per-principal quotas (DEFAULT_QUOTAS when omitted). */
   quotas?: QuotaSettings;
+  /** API tokens: a saved pipeline's triggers fire only while the token that saved it is active (not checked when omitted). */
+  tokens?: { isActive(tokenId: string): Promise<boolean> };
 }
 
 export interface ResumeResult {
@@ -344,8 +346,11 @@ export class Engine {
     return followRun(first, () => this.read(id), { pollMs: this.deps.followPollMs ?? 300, ...(signal ? { signal } : {}) });
   }
 
-  /** Saves a spec under its name. Placeholders (`{{event.x}}`) are checked when an event fills them in. */
-  async savePipeline(spec: unknown, triggers: string[] = []): Promise<SavedPipeline> {
+  /**
+   * Saves a spec under its name, recording who saved it (its triggers fire while that token is
+   * active). Placeholders (`{{event.x}}`) are checked when an event fills them in.
+   */
+  async savePipeline(spec: unknown, triggers: string[] = [], o: { savedBy?: RunStarter } = {}): Promise<SavedPipeline> {
     try {
       this.resolve(spec);
     } catch (e) {
@@ -355,20 +360,31 @@ export class Engine {
       if (real.length) throw new SpecValidationError(real);
     }
     for (const t of triggers) if (!TRIGGER_RE.test(t)) throw new EngineError('BAD_ARGUMENT', `trigger "${t}" must be an event type like dataset.updated`);
-    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers });
+    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers, ...(o.savedBy ? { savedBy: o.savedBy } : {}) });
   }
 
-  /** Starts every saved pipeline whose triggers include this event type, with the payload filled in. */
+  /**
+   * Starts every saved pipeline whose triggers include this event type, with the payload filled in.
+   * A trigger fires only while the token that saved its pipeline is active (skipped, with the reason
+   * logged, once it is revoked or expired); an event the host emits itself (no starter, e.g.
+   * roi.below) starts the run as that saver.
+   */
   async emitEvent(type: string, payload: unknown = {}, o: { startedBy?: RunStarter; eventId?: string } = {}): Promise<RunView[]> {
     if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200)) throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
     // The payload fills params in: it is bounded like params (the filled-in spec is checked again when it starts).
     checkParamsSize(payload, 'payload');
     const runs: RunView[] = [];
     for (const p of await this.pipelines.byTrigger(type)) {
+      const saver = quotaKey(p.savedBy);
+      if (saver && this.deps.tokens && !(await this.deps.tokens.isActive(saver))) {
+        this.deps.logger.warn(`trigger skipped: saved pipeline ${p.name} was saved by ${p.savedBy!.name}, whose token is revoked or expired; save it again with an active token to re-arm it`, { pipeline: p.name, event: type, tokenId: saver });
+        continue;
+      }
+      const startedBy = o.startedBy ?? p.savedBy;
       const spec = applyEventPayload(p.spec, { type, payload });
       // The same event id always maps to the same run id: a retried call finds the run it started.
       const workflowId = o.eventId !== undefined ? eventRunId(p.name, type, o.eventId) : undefined;
-      runs.push(await this.start(spec, { ...(o.startedBy ? { startedBy: o.startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
+      runs.push(await this.start(spec, { ...(startedBy ? { startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
     }
     return runs;
   }

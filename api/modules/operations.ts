@@ -24,7 +24,7 @@ export const operationsModule: ApiModule = {
         const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, startedBy: starterOf(ctx), ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });
         return { plan: r.plan, run: r.run ?? null };
       },
-      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? []),
+      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
       deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.delete(a.name),
       schedulePipeline: (_: unknown, a: { name: string; cron?: string | null; every?: string | null }, ctx: Ctx) =>
         ctx.engine.schedule(a.name, { startedBy: starterOf(ctx), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),

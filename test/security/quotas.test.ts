@@ -97,11 +97,11 @@ describe('quotas', () => {
 
   it('holds under a burst: parallel starts by one token never pass the quota', async () => {
     const op = await token('operator', 'quota-burst');
-    const results = await Promise.all(Array.from({ length: 6 }, () => post(START, { s: waiting('quota-burst') }, op.token)));
+    const results = await Promise.all(Array.from({ length: 10 }, () => post(START, { s: waiting('quota-burst') }, op.token)));
     const ok = results.filter((r) => r.status === 200).map((r) => r.body.data.startPipeline.id as string);
     try {
       expect(ok).toHaveLength(MAX_RUNS);
-      expect(results.filter((r) => r.status === 429)).toHaveLength(6 - MAX_RUNS);
+      expect(results.filter((r) => r.status === 429)).toHaveLength(10 - MAX_RUNS);
       await waitFor(async () => (await runsOf('quota-burst')).length >= MAX_RUNS, 'the runs to be listed', 30_000);
       expect(await runsOf('quota-burst')).toHaveLength(MAX_RUNS);
     } finally {
@@ -188,9 +188,28 @@ describe('quotas', () => {
     }
   });
 
+  it("stops a saved pipeline's trigger firing once the token that saved it is revoked", async () => {
+    const op = await token('operator', 'quota-saver');
+    const saved = await post('mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }', { s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] } }, op.token);
+    expect(saved.body.errors).toBeUndefined();
+    // While its saver's token is active, an event starts it (here emitted by an admin).
+    const fired = await stack.gql(`mutation { emitEvent(type: "quota.saved") { id } }`);
+    expect(fired.data.emitEvent).toHaveLength(1);
+    await stack.gql(`mutation($id: ID!) { revokeToken(id: $id) { id } }`, { id: op.id });
+    const after = await stack.gql(`mutation { emitEvent(type: "quota.saved") { id } }`);
+    expect(after.errors).toBeUndefined();
+    expect(after.data.emitEvent).toEqual([]);
+    await waitFor(async () => (await runsOf('quota-trigger')).length >= 1, 'the first run to be listed', 30_000);
+    expect((await runsOf('quota-trigger')).map((r) => r.id)).toEqual([fired.data.emitEvent[0].id]);
+    // Saved again by an active token, the trigger fires again.
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }`, { s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    expect((await stack.gql(`mutation { emitEvent(type: "quota.saved") { id } }`)).data.emitEvent).toHaveLength(1);
+  });
+
   it('bounds params on every path: retryStage params and event payloads over the limit are refused', async () => {
     const big = 'x'.repeat(SPEC_LIMITS.paramsBytes);
-    const start = await stack.gql(START, { s: { name: 'quota-params', stages: [{ id: 'w', plugin: 'test:write-note' }, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } }] } });
+    const op = await token('operator', 'quota-params'); // its own quota: other tests' runs may still be closing
+    const start = await stack.gql(START, { s: { name: 'quota-params', stages: [{ id: 'w', plugin: 'test:write-note' }, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } }] } }, op.token);
     const id = start.data.startPipeline.id as string;
     try {
       await waitFor(async () => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run?.status === 'PAUSED', 'the run to pause', 60_000);
