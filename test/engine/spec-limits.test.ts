@@ -5,6 +5,9 @@ import { EngineError } from '../../engine/errors.js';
 import { checkParamsSize, maxParallel, resolveSpec, SPEC_LIMITS, SpecValidationError, type SpecIssue } from '../../engine/spec.js';
 import { buildFromLayers, type LayerSpec } from '../../ml/models/layers.js';
 import { buildMlp } from '../../ml/models/mlp.js';
+import { buildDataset, writeDataset } from '../../ml/data/dataset.js';
+import { StageError } from '../../lib/errors.js';
+import { stageContext, tempStore } from '../models/fixtures.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { DEFAULT_MAX_MODEL_PARAMETERS, modelArchSchema, modelParameters, pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { visibilityString } from '../../engine/run-list.js';
@@ -172,5 +175,26 @@ describe('resource ceilings of built-in stages', () => {
     expect(problems(reg(), { layers: [{ type: 'conv2d', filters: 1024, kernelSize: 15 }, { type: 'conv2d', filters: 1024, kernelSize: 15 }] })[0]!.path).toBe('stages[1].params.model');
     expect(problems(reg(), { hiddenUnits: [128] })).toEqual([]);
     expect(problems(reg(50_000), { hiddenUnits: [128] })[0]!.message).toContain("ceiling is 50,000");
+  });
+
+  it('checks the ceiling again with the dataset\'s real shape before training (rows wider than validation assumed)', async () => {
+    const { store, cleanup } = await tempStore();
+    try {
+      // 40×40 rows: a 128-unit MLP has 101,770 parameters on 28×28 (fits 150,000) but 206,218 here.
+      const rows = (n: number) => ({ x: new Uint8Array(n * 1600).map((_, i) => i % 251), y: new Uint8Array(n).map((_, i) => i % 10) });
+      const ds = buildDataset({ featureShape: [40, 40], numClasses: 10, pool: rows(40), test: rows(10), validationFraction: 0.1, seed: 1, normalize: 'scale255' });
+      const dir = await store.freshDir(store.dirFor('wide', 'data', 'dataset'));
+      await writeDataset(dir, ds);
+      const dataset = await store.seal('dataset', dir);
+      const stage = pretrainStage({ maxParameters: 150_000 });
+      const params = stage.paramsSchema.parse({ model: { hiddenUnits: [128] }, epochs: 1 });
+      const err = await stage.run(stageContext(store, { stageId: 'train' }), params, { dataset }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(StageError);
+      expect((err as StageError).type).toBe('RESOURCE_CEILING');
+      expect((err as StageError).retryable).toBe(false);
+      expect((err as StageError).message).toBe("stage train: the model has 206,218 trainable parameters for 40×40 inputs and 10 classes; this host's ceiling is 150,000 (CAPSTAN_MAX_MODEL_PARAMETERS)");
+    } finally {
+      await cleanup();
+    }
   });
 });
