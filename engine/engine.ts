@@ -473,7 +473,12 @@ export class Engine {
     for await (const s of this.deps.client.schedule.list()) {
       if (!s.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
       if (pipeline && s.memo?.pipeline !== pipeline) continue;
-      out.push(await describeSchedule(this.deps.client, s.scheduleId));
+      try {
+        out.push(await describeSchedule(this.deps.client, s.scheduleId));
+      } catch (e) {
+        // Listing lags behind deletes (e.g. a schedule refused for firing too often, just deleted).
+        if (!(e instanceof ScheduleNotFoundError)) throw e;
+      }
     }
     return out;
   }

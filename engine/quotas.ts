@@ -89,49 +89,56 @@ export function openRunsQuery(tokenId: string): string {
   return `${runsQuery({})} AND ${StartedByKey.name} = ${visibilityString(tokenId)} AND ExecutionStatus = 'Running'`;
 }
 
-/** How many open runs a token has started, counted up to `atLeast` (enough to decide a quota). */
-export async function countOpenRuns(client: Client, tokenId: string, recent: RecentIds, atLeast: number): Promise<number> {
-  const seen = new Set<string>();
-  for await (const w of client.workflow.list({ query: openRunsQuery(tokenId), pageSize: Math.min(1000, atLeast + 1) })) {
-    seen.add(w.workflowId);
-    if (seen.size >= atLeast) return seen.size;
+/**
+ * How many open runs a token has started, exact when it reaches `limit`: visibility lags both ways
+ * (a run started a moment ago missing, a run just closed still listed as running), so below the
+ * limit the listing plus this process's recent starts is enough to allow, and at the limit each
+ * candidate is described before refusing.
+ */
+export async function countOpenRuns(client: Client, tokenId: string, recent: RecentIds, limit: number): Promise<number> {
+  const candidates = new Set<string>(recent.of(tokenId));
+  for await (const w of client.workflow.list({ query: openRunsQuery(tokenId), pageSize: Math.min(1000, limit + 1) })) {
+    candidates.add(w.workflowId);
+    recent.forget(tokenId, w.workflowId);
   }
-  for (const id of recent.of(tokenId)) {
-    if (seen.has(id)) {
-      recent.forget(tokenId, id);
-      continue;
-    }
+  if (candidates.size < limit) return candidates.size;
+  let open = 0;
+  for (const id of candidates) {
     try {
       const d = await client.workflow.getHandle(id).describe();
-      if (d.status.name === 'RUNNING') seen.add(id);
+      if (d.status.name === 'RUNNING') open++;
       else recent.forget(tokenId, id);
     } catch (e) {
-      if (!(e instanceof WorkflowNotFoundError)) throw e;
+      if (e instanceof WorkflowNotFoundError) recent.forget(tokenId, id);
+      else throw e;
     }
   }
-  return seen.size;
+  return open;
 }
 
-/** How many of Capstan's schedules a token has created (paused ones included). */
+/**
+ * How many of Capstan's schedules a token has created (paused ones included). The listing lags
+ * both ways (a new schedule missing, a deleted one still there), so each candidate is described.
+ */
 export async function countSchedules(client: Client, tokenId: string, recent: RecentIds): Promise<number> {
-  const seen = new Set<string>();
+  const candidates = new Set<string>(recent.of(tokenId));
   for await (const s of client.schedule.list()) {
-    if (s.scheduleId.startsWith(SCHEDULE_PREFIX) && s.memo?.createdBy === tokenId) seen.add(s.scheduleId);
-  }
-  for (const id of recent.of(tokenId)) {
-    if (seen.has(id)) {
-      recent.forget(tokenId, id);
-      continue;
+    if (s.scheduleId.startsWith(SCHEDULE_PREFIX) && s.memo?.createdBy === tokenId) {
+      candidates.add(s.scheduleId);
+      recent.forget(tokenId, s.scheduleId);
     }
+  }
+  let n = 0;
+  for (const id of candidates) {
     try {
       await client.schedule.getHandle(id).describe();
-      seen.add(id);
+      n++;
     } catch (e) {
       if (e instanceof ScheduleNotFoundError) recent.forget(tokenId, id);
       else throw e;
     }
   }
-  return seen.size;
+  return n;
 }
 
 /** A duration as people write it: the largest whole unit (1h, 5m, 30s, 250ms). */

@@ -1,6 +1,8 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SPEC_LIMITS } from '../../engine/spec.js';
+import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
+import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
@@ -12,7 +14,7 @@ const MIN_INTERVAL = '30s';
 
 let stack: TestStack;
 beforeAll(async () => {
-  stack = await startTestStack({ plugins, env: { CAPSTAN_MAX_CONCURRENT_RUNS: String(MAX_RUNS), CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: MIN_INTERVAL } });
+  stack = await startTestStack({ plugins: [...plugins, dataPrepStage(), pretrainStage()], env: { CAPSTAN_MAX_CONCURRENT_RUNS: String(MAX_RUNS), CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: MIN_INTERVAL } });
 });
 afterAll(async () => {
   await stack?.close();
@@ -226,5 +228,20 @@ describe('quotas', () => {
     } finally {
       await cancelAll([id]);
     }
+  });
+
+  it('refuses a core:pretrain model over the parameter ceiling before anything starts (validatePipeline, startPipeline)', async () => {
+    const op = await token('operator', 'quota-ceiling');
+    // 784-8192-8192-10: 73,629,706 parameters, over the default 50,000,000.
+    const spec = { name: 'quota-ceiling', stages: [{ id: 'data', plugin: 'core:data-prep', params: { limit: 100 } }, { id: 'train', plugin: 'core:pretrain', params: { model: { hiddenUnits: [8192, 8192] }, epochs: 1 } }] };
+    const checked = await post('query($s: PipelineSpecInput!) { validatePipeline(spec: $s) { valid issues { path message code } } }', { s: spec }, op.token);
+    expect(checked.body.data.validatePipeline.valid).toBe(false);
+    expect(checked.body.data.validatePipeline.issues).toEqual([
+      { path: 'stages[1].params.model', code: 'PLUGIN_PARAMS_INVALID', message: "the model has 73,629,706 trainable parameters for 28×28 inputs and 10 classes; this host's ceiling is 50,000,000 (CAPSTAN_MAX_MODEL_PARAMETERS)" },
+    ]);
+    const started = await post(START, { s: spec }, op.token);
+    expect(started.body.errors?.[0]?.extensions?.code).toBe('SPEC_INVALID');
+    expect(started.body.errors?.[0]?.message).toContain('stages[1].params.model: the model has 73,629,706 trainable parameters');
+    expect(await runsOf('quota-ceiling')).toEqual([]);
   });
 });
