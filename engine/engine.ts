@@ -406,13 +406,13 @@ export class Engine {
     // schedule stores is the spec itself, resolved again at each firing (plugins may be upgraded).
     const input = this.resolve(saved.spec);
     const key = quotaKey(o.startedBy);
-    if (!key) return this.createSchedule(name, o, everyMs, input);
+    if (!key) return this.createSchedule(saved, o, everyMs, input);
     return this.quotaLock.run(`schedules:${key}`, async () => {
       const have = await countSchedules(this.deps.client, key, this.recentSchedules);
       if (have >= this.quotas.maxSchedules) {
         throw quotaExceeded(`${o.startedBy!.name} already has ${have} schedules; at most ${this.quotas.maxSchedules} (CAPSTAN_MAX_SCHEDULES) — delete one first`);
       }
-      const view = await this.createSchedule(name, o, everyMs, input);
+      const view = await this.createSchedule(saved, o, everyMs, input);
       this.recentSchedules.add(key, view.id);
       return view;
     });
@@ -423,8 +423,8 @@ export class Engine {
    * is the server's: seconds fields, ranges, `@every`), and unpauses it only when no two are
    * closer than the minimum interval; otherwise it is deleted before it ever fired.
    */
-  private async createSchedule(name: string, o: { cron?: string; every?: string; startedBy?: RunStarter }, everyMs: number | undefined, input: ResolvedSpec): Promise<ScheduleView> {
-    const saved = (await this.pipelines.get(name))!;
+  private async createSchedule(saved: SavedPipeline, o: { cron?: string; every?: string; startedBy?: RunStarter }, everyMs: number | undefined, input: ResolvedSpec): Promise<ScheduleView> {
+    const name = saved.name;
     const stored: ScheduledPipelineInput = { spec: saved.spec, taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
     const creator = quotaKey(o.startedBy);
@@ -454,16 +454,19 @@ export class Engine {
       throw new EngineError('SCHEDULE_INVALID', `could not create the schedule: ${(e as Error).message}`);
     }
     const min = this.quotas.minScheduleIntervalMs;
-    let gap = Infinity;
+    let checked = false;
     try {
-      gap = shortestGapMs((await handle.describe()).info.nextActionTimes);
+      const gap = shortestGapMs((await handle.describe()).info.nextActionTimes);
+      if (gap < min) {
+        const what = [o.cron ? `cron "${o.cron}"` : '', o.every ? `every "${o.every}"` : ''].filter(Boolean).join(' with ');
+        throw new EngineError('BAD_ARGUMENT', `${what} fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`);
+      }
+      await handle.unpause('firing times checked');
+      checked = true;
     } finally {
-      if (!(gap >= min)) await handle.delete().catch(() => undefined);
+      // Refused, or the check itself failed: the paused schedule never fired and goes.
+      if (!checked) await handle.delete().catch(() => undefined);
     }
-    if (gap < min) {
-      throw new EngineError('BAD_ARGUMENT', `cron "${o.cron}" fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`);
-    }
-    await handle.unpause('firing times checked');
     return describeSchedule(this.deps.client, id);
   }
 
