@@ -110,6 +110,11 @@ export class Engine {
     const key = quotaKey(extra.startedBy);
     if (!key) return this.startRun(spec, extra);
     return this.quotaLock.run(`runs:${key}`, async () => {
+      // An idempotent start (an event id) that already started its run returns it, quota or not.
+      if (extra.workflowId) {
+        const existing = await this.read(extra.workflowId);
+        if (existing) return existing;
+      }
       const open = await countOpenRuns(this.deps.client, key, this.recentRuns, this.quotas.maxConcurrentRuns);
       if (open >= this.quotas.maxConcurrentRuns) {
         throw quotaExceeded(`${extra.startedBy!.name} already has ${open} open runs (running or paused); at most ${this.quotas.maxConcurrentRuns} at once (CAPSTAN_MAX_CONCURRENT_RUNS) — wait for one to close or cancel one`);

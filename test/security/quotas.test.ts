@@ -55,7 +55,13 @@ describe('quotas', () => {
     const op = await token('operator', 'quota-runs');
     const started: string[] = [];
     try {
-      for (let i = 0; i < MAX_RUNS; i++) {
+      // One run by an event (with an event id), the others by startPipeline.
+      await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.evt"]) { name } }`, { s: waiting('quota-runs') });
+      const EMIT = 'mutation($e: String) { emitEvent(type: "quota.evt", eventId: $e) { id } }';
+      const byEvent = await post(EMIT, { e: 'e1' }, op.token);
+      expect(byEvent.body.errors).toBeUndefined();
+      started.push(byEvent.body.data.emitEvent[0].id);
+      for (let i = 1; i < MAX_RUNS; i++) {
         const r = await post(START, { s: waiting('quota-runs') }, op.token);
         expect(r.body.errors).toBeUndefined();
         started.push(r.body.data.startPipeline.id);
@@ -69,6 +75,11 @@ describe('quotas', () => {
       // The same through a saved pipeline's event and a text spec: refused, nothing started.
       const text = await post('mutation($t: String!) { startPipelineFromText(text: $t) { id } }', { t: 'name: quota-runs\nstages: [{ id: w, plugin: test:write-note }]' }, op.token);
       expect(text.status).toBe(429);
+      expect((await post(EMIT, { e: 'e2' }, op.token)).status).toBe(429);
+      // A retried event (same id) still finds the run it started: idempotency is not a new start.
+      const again = await post(EMIT, { e: 'e1' }, op.token);
+      expect(again.status).toBe(200);
+      expect(again.body.data.emitEvent.map((r: { id: string }) => r.id)).toEqual([started[0]]);
       await waitFor(async () => (await runsOf('quota-runs')).length === MAX_RUNS, 'the runs to be listed', 30_000);
       expect((await runsOf('quota-runs')).map((r) => r.id).sort()).toEqual([...started].sort());
 
