@@ -216,6 +216,8 @@ export const operationsTypeDefs = /* GraphQL */ `
       cron: String
       "An interval: a number and a unit ms, s, m, h or d, e.g. 5m, 1.5h or 2d; at least CAPSTAN_MIN_SCHEDULE_INTERVAL (60s by default)."
       every: String
+      "Admin only: the public id (ApiToken.id) of an active token, e.g. a service principal's, the schedule acts as instead of the caller: its runs are started by that token, count toward its quotas, and fire while it is active. Errors: FORBIDDEN (not an admin), BAD_ARGUMENT (no active token with that id)."
+      runAs: ID
     ): PipelineSchedule!
     "Pauses (or with paused: false, unpauses) a schedule; returns it. Errors: NOT_FOUND."
     pauseSchedule(

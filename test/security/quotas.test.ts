@@ -1,6 +1,7 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SPEC_LIMITS } from '../../engine/spec.js';
+import { StartedByKey } from '../../workflows/search-attributes.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
@@ -196,6 +197,31 @@ describe('quotas', () => {
       // No pipeline run of it: the only runPipelineWorkflow of this pipeline is the first firing's.
       const pipelines = await stack.client.workflow.count(`CapstanPipeline = 'quota-revoked' AND WorkflowType = 'runPipelineWorkflow'`);
       expect(pipelines.count).toBe(1);
+    } finally {
+      await stack.gql(`mutation($id: ID!) { deleteSchedule(id: $id) }`, { id: sid });
+    }
+  });
+
+  it('lets an admin run a schedule as a named service principal, which outlives the admin\'s own token', async () => {
+    const admin = await token('admin', 'quota-person');
+    const svc = await token('operator', 'svc-nightly');
+    const op = await token('operator', 'quota-runas-op');
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'quota-runas', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    const SCHED = 'mutation($r: ID) { schedulePipeline(name: "quota-runas", every: "1h", runAs: $r) { id } }';
+    expect((await post(SCHED, { r: svc.id }, op.token)).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect((await post(SCHED, { r: 'ffffffffffff' }, admin.token)).body.errors?.[0]?.extensions?.code).toBe('BAD_ARGUMENT');
+    const created = await post(SCHED, { r: svc.id }, admin.token);
+    expect(created.body.errors).toBeUndefined();
+    const sid = created.body.data.schedulePipeline.id as string;
+    try {
+      await stack.gql(`mutation($id: ID!) { revokeToken(id: $id) { id } }`, { id: admin.id });
+      const handle = stack.client.schedule.getHandle(sid);
+      await handle.trigger();
+      const fired = await waitFor(async () => (await handle.describe()).info.recentActions[0]?.action.workflow, 'the firing', 60_000);
+      await stack.client.workflow.getHandle(fired.workflowId).result();
+      const run = await stack.client.workflow.getHandle(fired.workflowId).describe();
+      expect(run.type).toBe('runPipelineWorkflow');
+      expect(run.typedSearchAttributes.get(StartedByKey)).toBe(svc.id);
     } finally {
       await stack.gql(`mutation($id: ID!) { deleteSchedule(id: $id) }`, { id: sid });
     }
