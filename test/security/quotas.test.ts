@@ -1,5 +1,6 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TokenStore } from '../../auth/tokens.js';
 import { SPEC_LIMITS } from '../../engine/spec.js';
 import { StartedByKey } from '../../workflows/search-attributes.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
@@ -200,6 +201,16 @@ describe('quotas', () => {
     } finally {
       await stack.gql(`mutation($id: ID!) { deleteSchedule(id: $id) }`, { id: sid });
     }
+  });
+
+  it('counts a token as inactive once revoked or past its expiry (what a firing and a trigger check)', async () => {
+    const soon = new Date(Date.now() + 60_000);
+    const { info } = await stack.runtime.tokens.create({ name: 'quota-expiring', role: 'operator', expiresAt: soon });
+    expect(await stack.runtime.tokens.isActive(info.id)).toBe(true);
+    expect(await new TokenStore(stack.db, () => new Date(soon.getTime() + 1)).isActive(info.id)).toBe(false);
+    expect(await stack.runtime.tokens.isActive('ffffffffffff')).toBe(false);
+    await stack.runtime.tokens.revoke(info.id);
+    expect(await stack.runtime.tokens.isActive(info.id)).toBe(false);
   });
 
   it('lets an admin run a schedule as a named service principal, which outlives the admin\'s own token', async () => {
