@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     namespace: target.namespace,
     taskQueues: config.taskQueues,
     roles: placed.roles,
-    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache, records: rt.records },
+    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache, records: rt.records, tokens: rt.tokens },
     shutdownGraceTime: config.shutdownGrace,
     activitySlots: config.activitySlots,
     gpuSlots: config.gpuSlots,

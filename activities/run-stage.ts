@@ -10,7 +10,7 @@ import type { ArtifactRef, StageContext, StageInputs, StagePlugin, StageResult }
 import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import { formatPath } from '../lib/format-path.js';
-import { resolvePipelineActivity } from './resolve-pipeline.js';
+import { resolvePipelineActivity, type TokenChecker } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { stageBytesKept } from './bytes-kept.js';
 import type { DevicePool } from './devices.js';
@@ -69,6 +69,8 @@ export interface ActivityDeps {
   heartbeatEveryMs?: number;
   /** Where attempt start/end and per-epoch metrics go (the console's timeline and curves); none when omitted. */
   records?: StageRecorder;
+  /** API tokens: a schedule fires only while its creator's token is active (not checked when omitted). */
+  tokens?: TokenChecker;
 }
 
 /**
@@ -77,7 +79,7 @@ export interface ActivityDeps {
  */
 export function createActivities(deps: ActivityDeps) {
   return {
-    resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger),
+    resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger, deps.tokens),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
       return attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs));
     },

@@ -32,6 +32,20 @@ export function expectedError(e: unknown): { code: string; message: string; exte
 }
 
 /**
+ * Codes answered with an HTTP status other than GraphQL's usual 200, with `Retry-After` from the
+ * error's `retryAfter` (seconds). yoga sets the response's status from `extensions.http` (the
+ * highest among the errors) and strips `http` from what the client sees.
+ */
+const HTTP_STATUS_OF_CODE: Record<string, number> = { QUOTA_EXCEEDED: 429 };
+
+function httpExtension(code: string, extensions: Record<string, unknown>): Record<string, unknown> {
+  const status = HTTP_STATUS_OF_CODE[code];
+  if (!status) return {};
+  const retryAfter = typeof extensions.retryAfter === 'number' ? Math.max(1, Math.ceil(extensions.retryAfter)) : 60;
+  return { http: { status, headers: { 'Retry-After': String(retryAfter) } } };
+}
+
+/**
  * yoga's error mask, the one place where failures become client errors: expected errors (engine,
  * spec, registry, serving) keep their message and get `extensions.code`; everything else is
  * masked as "Unexpected error." (no stack, paths or SQL reach the client).
@@ -42,7 +56,7 @@ export function maskApiError(error: unknown, message: string, isDev?: boolean): 
   const expected = expectedError(at?.originalError ?? error);
   if (!expected) return maskError(error, message, isDev);
   return createGraphQLError(expected.message, {
-    extensions: { code: expected.code, ...expected.extensions },
+    extensions: { code: expected.code, ...expected.extensions, ...httpExtension(expected.code, expected.extensions) },
     ...(at?.nodes ? { nodes: at.nodes } : {}),
     ...(at?.path ? { path: at.path } : {}),
   });

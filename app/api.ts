@@ -31,6 +31,8 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     db: rt.db,
     logger: rt.logger,
     priceSheet: rt.ledger.priceSheet,
+    quotas: rt.config.quotas,
+    tokens: rt.tokens,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
   });
   const modelServer = createModelServer({

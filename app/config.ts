@@ -79,6 +79,15 @@ export const envSchema = z.object({
   CAPSTAN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
   /** Base URL of the Temporal Web UI, for links to runs (the dev stack sets it). */
   CAPSTAN_TEMPORAL_UI_URL: z.string().url().optional(),
+  // Quotas and resource ceilings (issue 20, part D): every principal (admins included) is bound.
+  /** Open (running or paused) runs one API token may have started at once. */
+  CAPSTAN_MAX_CONCURRENT_RUNS: z.coerce.number().int().min(1).max(100_000).default(20),
+  /** Schedules (paused or not) one API token may have created. */
+  CAPSTAN_MAX_SCHEDULES: z.coerce.number().int().min(1).max(10_000).default(20),
+  /** Shortest time between two firings of a schedule (its interval, or its cron's closest firings). */
+  CAPSTAN_MIN_SCHEDULE_INTERVAL: z.string().default('60s'),
+  /** Largest model core:pretrain builds, in trainable parameters (checked before a run starts). */
+  CAPSTAN_MAX_MODEL_PARAMETERS: z.coerce.number().int().min(1000).default(50_000_000),
 });
 
 export interface CapstanConfig {
@@ -136,7 +145,18 @@ export interface CapstanConfig {
   retentionMs: number;
   gcEveryMs?: number;
   modelCacheSize: number;
+  /** Per-principal quotas (CAPSTAN_MAX_CONCURRENT_RUNS, CAPSTAN_MAX_SCHEDULES, CAPSTAN_MIN_SCHEDULE_INTERVAL). */
+  quotas: Quotas;
+  /** Largest model core:pretrain builds (CAPSTAN_MAX_MODEL_PARAMETERS). */
+  maxModelParameters: number;
   cwd: string;
+}
+
+/** What one principal (API token) may hold at once; admins are bound too (a leaked or runaway admin script is the case to stop). */
+export interface Quotas {
+  maxConcurrentRuns: number;
+  maxSchedules: number;
+  minScheduleIntervalMs: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
@@ -206,6 +226,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),
     ...(e.CAPSTAN_GC_EVERY === 'off' ? {} : { gcEveryMs: duration('CAPSTAN_GC_EVERY', e.CAPSTAN_GC_EVERY, 60_000) }),
     modelCacheSize: e.CAPSTAN_MODEL_CACHE,
+    quotas: {
+      maxConcurrentRuns: e.CAPSTAN_MAX_CONCURRENT_RUNS,
+      maxSchedules: e.CAPSTAN_MAX_SCHEDULES,
+      minScheduleIntervalMs: duration('CAPSTAN_MIN_SCHEDULE_INTERVAL', e.CAPSTAN_MIN_SCHEDULE_INTERVAL, 1000),
+    },
+    maxModelParameters: e.CAPSTAN_MAX_MODEL_PARAMETERS,
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
   };

@@ -58,6 +58,7 @@ export async function createRuntime(config: CapstanConfig, logger: Logger, o: { 
       baseDir: config.cwd,
       dataRoots: config.dataRoots,
       maxDataFileBytes: config.maxDataFileBytes,
+      maxModelParameters: config.maxModelParameters,
       ...(config.tfBackend ? { tfBackend: config.tfBackend } : {}),
       onnx: config.onnx,
     }));

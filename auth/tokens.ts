@@ -120,6 +120,12 @@ export class TokenStore {
     return info((await this.db.query<Row>('SELECT * FROM api_tokens WHERE id = ?', [id]))[0]!);
   }
 
+  /** Whether a token (by its public id) exists and is neither revoked nor expired: what a schedule checks of its creator at each firing. */
+  async isActive(id: string): Promise<boolean> {
+    const rows = await this.db.query<{ id: string }>('SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)', [id, this.now().toISOString()]);
+    return rows.length > 0;
+  }
+
   /** Whether any active admin token exists (the dev stack creates one on first start). */
   async hasActiveAdmin(): Promise<boolean> {
     const now = this.now().toISOString();

@@ -8,7 +8,7 @@ import { parseDurationMs } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
-import { LEDGER_PLUGIN, parseSpecText, resolveSpec, SpecValidationError, type ResolvedSpec, type SpecIssue } from './spec.js';
+import { checkParamsSize, LEDGER_PLUGIN, parseSpecText, resolveSpec, SpecValidationError, type ResolvedSpec, type SpecIssue } from './spec.js';
 import { estimateSpec } from './estimate.js';
 import { checkRoiWatches, listRoiAlerts, markAlertEmitted, saveRoiWatch, type RoiAlert, type RoiCheck } from '../ledger/roi-watch.js';
 import { formatMoneyExact, isMoney, parseMoney } from '../ledger/money.js';
@@ -20,7 +20,7 @@ import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflow
 import { initialBudget } from '../workflows/run-pipeline.js';
 import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
-import { PipelineNameKey, ResumedFromKey, RunStatusKey } from '../workflows/search-attributes.js';
+import { PipelineNameKey, ResumedFromKey, RunStatusKey, StartedByKey } from '../workflows/search-attributes.js';
 import type { Decision, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
@@ -29,6 +29,7 @@ import { planResume, type ResumePlanStage } from './resume.js';
 import { listRuns, type RunFilter, type RunPage } from './run-list.js';
 import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
 import { describeSchedule, SCHEDULE_PREFIX, type ScheduleView } from './schedules.js';
+import { countOpenRuns, countSchedules, DEFAULT_QUOTAS, formatDuration, KeyedLock, quotaExceeded, quotaKey, RecentIds, shortestGapMs, type QuotaSettings } from './quotas.js';
 
 export interface EngineDeps {
   client: Client;
@@ -46,6 +47,10 @@ export interface EngineDeps {
   followPollMs?: number;
   /** The configured price sheet: estimates and budgets are priced with it (budgets are refused without one). */
   priceSheet?: PriceSheet;
+  /** Per-principal quotas (DEFAULT_QUOTAS when omitted). */
+  quotas?: QuotaSettings;
+  /** API tokens: a saved pipeline's triggers fire only while the token that saved it is active (not checked when omitted). */
+  tokens?: { isActive(tokenId: string): Promise<boolean> };
 }
 
 export interface ResumeResult {
@@ -53,6 +58,9 @@ export interface ResumeResult {
   /** The new run; undefined for a dry run. */
   run?: RunView;
 }
+
+/** How a run starts besides its spec. */
+type StartExtra = { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter; workflowId?: string };
 
 const OPEN: RunStatus[] = ['RUNNING', 'PAUSED'];
 /** Largest page of runs. */
@@ -67,9 +75,15 @@ const TRIGGER_RE = /^[a-z0-9][a-z0-9._-]*$/i;
  */
 export class Engine {
   readonly pipelines: SavedPipelineStore;
+  private readonly quotas: QuotaSettings;
+  /** Starts and schedule creations of one token run one at a time here, so a burst cannot overshoot its quota. */
+  private readonly quotaLock = new KeyedLock();
+  private readonly recentRuns = new RecentIds();
+  private readonly recentSchedules = new RecentIds();
 
   constructor(private readonly deps: EngineDeps) {
     this.pipelines = new SavedPipelineStore(deps.db);
+    this.quotas = deps.quotas ?? DEFAULT_QUOTAS;
   }
 
   /** The stage plugins specs may use. Where an external plugin was loaded from stays in the host's logs, not here. */
@@ -88,11 +102,30 @@ export class Engine {
     }
   }
 
-  /** Validates, resolves and starts a run. Nothing starts when the spec is invalid. */
-  async start(
-    spec: unknown,
-    extra: { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; startedBy?: RunStarter; workflowId?: string } = {},
-  ): Promise<RunView> {
+  /**
+   * Validates, resolves and starts a run. Nothing starts when the spec is invalid, or when its
+   * starter's token already has its quota of open runs (QUOTA_EXCEEDED).
+   */
+  async start(spec: unknown, extra: StartExtra = {}): Promise<RunView> {
+    const key = quotaKey(extra.startedBy);
+    if (!key) return this.startRun(spec, extra);
+    return this.quotaLock.run(`runs:${key}`, async () => {
+      // An idempotent start (an event id) that already started its run returns it, quota or not.
+      if (extra.workflowId) {
+        const existing = await this.read(extra.workflowId);
+        if (existing) return existing;
+      }
+      const open = await countOpenRuns(this.deps.client, key, this.recentRuns, this.quotas.maxConcurrentRuns);
+      if (open >= this.quotas.maxConcurrentRuns) {
+        throw quotaExceeded(`${extra.startedBy!.name} already has ${open} open runs (running or paused); at most ${this.quotas.maxConcurrentRuns} at once (CAPSTAN_MAX_CONCURRENT_RUNS) — wait for one to close or cancel one`);
+      }
+      const run = await this.startRun(spec, extra);
+      this.recentRuns.add(key, run.id);
+      return run;
+    });
+  }
+
+  private async startRun(spec: unknown, extra: StartExtra): Promise<RunView> {
     const { workflowId, ...rest } = extra;
     const { parsedParams, watch, ...resolved } = this.resolve(spec);
     // The estimate travels with the run (a budget checks each stage's before it starts); an
@@ -121,6 +154,7 @@ export class Engine {
             { key: PipelineNameKey, value: input.pipeline },
             { key: RunStatusKey, value: 'RUNNING' },
             ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
+            ...(quotaKey(extra.startedBy) ? [{ key: StartedByKey, value: quotaKey(extra.startedBy)! }] : []),
           ],
           staticSummary: summaryOf(input),
           staticDetails: [
@@ -232,6 +266,7 @@ export class Engine {
    * with the rights of `by` (who decided), not of whoever started the run, and is recorded with it.
    */
   async retryStage(id: string, stageId: string, params?: unknown, pluginVersion?: string, o: { by?: RunStarter } = {}): Promise<RunView> {
+    if (params !== undefined) checkParamsSize(params, 'params');
     const by = o.by ? { by: o.by } : {};
     if (params === undefined && pluginVersion === undefined) return this.decide(id, { action: 'retry', stageId, ...by });
     const run = await this.require(id);
@@ -318,8 +353,11 @@ export class Engine {
     return followRun(first, () => this.read(id), { pollMs: this.deps.followPollMs ?? 300, ...(signal ? { signal } : {}) });
   }
 
-  /** Saves a spec under its name. Placeholders (`{{event.x}}`) are checked when an event fills them in. */
-  async savePipeline(spec: unknown, triggers: string[] = []): Promise<SavedPipeline> {
+  /**
+   * Saves a spec under its name, recording who saved it (its triggers fire while that token is
+   * active). Placeholders (`{{event.x}}`) are checked when an event fills them in.
+   */
+  async savePipeline(spec: unknown, triggers: string[] = [], o: { savedBy?: RunStarter } = {}): Promise<SavedPipeline> {
     try {
       this.resolve(spec);
     } catch (e) {
@@ -329,36 +367,77 @@ export class Engine {
       if (real.length) throw new SpecValidationError(real);
     }
     for (const t of triggers) if (!TRIGGER_RE.test(t)) throw new EngineError('BAD_ARGUMENT', `trigger "${t}" must be an event type like dataset.updated`);
-    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers });
+    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers, ...(o.savedBy ? { savedBy: o.savedBy } : {}) });
   }
 
-  /** Starts every saved pipeline whose triggers include this event type, with the payload filled in. */
+  /**
+   * Starts every saved pipeline whose triggers include this event type, with the payload filled in.
+   * A trigger fires only while the token that saved its pipeline is active (skipped, with the reason
+   * logged, once it is revoked or expired); an event the host emits itself (no starter, e.g.
+   * roi.below) starts the run as that saver.
+   */
   async emitEvent(type: string, payload: unknown = {}, o: { startedBy?: RunStarter; eventId?: string } = {}): Promise<RunView[]> {
     if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200)) throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
+    // The payload fills params in: it is bounded like params (the filled-in spec is checked again when it starts).
+    checkParamsSize(payload, 'payload');
     const runs: RunView[] = [];
     for (const p of await this.pipelines.byTrigger(type)) {
+      const saver = quotaKey(p.savedBy);
+      if (saver && this.deps.tokens && !(await this.deps.tokens.isActive(saver))) {
+        this.deps.logger.warn(`trigger skipped: saved pipeline ${p.name} was saved by ${p.savedBy!.name}, whose token is revoked or expired; save it again with an active token to re-arm it`, { pipeline: p.name, event: type, tokenId: saver });
+        continue;
+      }
+      const startedBy = o.startedBy ?? p.savedBy;
       const spec = applyEventPayload(p.spec, { type, payload });
       // The same event id always maps to the same run id: a retried call finds the run it started.
       const workflowId = o.eventId !== undefined ? eventRunId(p.name, type, o.eventId) : undefined;
-      runs.push(await this.start(spec, { ...(o.startedBy ? { startedBy: o.startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
+      runs.push(await this.start(spec, { ...(startedBy ? { startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
     }
     return runs;
   }
 
-  /** Starts a saved pipeline on a cron expression and/or an interval ("30s", "1h"). */
+  /**
+   * Starts a saved pipeline on a cron expression and/or an interval ("30s", "1h"). Firings closer
+   * together than the minimum interval are refused, and so is a schedule beyond its creator's quota.
+   */
   async schedule(name: string, o: { cron?: string; every?: string; startedBy?: RunStarter }): Promise<ScheduleView> {
     const saved = await this.pipelines.get(name);
     if (!saved) throw notFound(`saved pipeline ${name}`);
     if (!o.cron && !o.every) throw new EngineError('BAD_ARGUMENT', 'schedulePipeline needs cron or every');
+    const min = this.quotas.minScheduleIntervalMs;
     const everyMs = o.every ? parseDurationMs(o.every) : undefined;
-    if (o.every && (everyMs === undefined || everyMs < 1000)) throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least 1s, like "30s" or "1h"; got "${o.every}"`);
+    if (o.every && (everyMs === undefined || everyMs < min)) {
+      throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least ${formatDuration(min)} (CAPSTAN_MIN_SCHEDULE_INTERVAL), like "5m" or "1h"; got "${o.every}"`);
+    }
     // Checked now, so a schedule never starts with a spec that is already invalid; but what the
     // schedule stores is the spec itself, resolved again at each firing (plugins may be upgraded).
     const input = this.resolve(saved.spec);
+    const key = quotaKey(o.startedBy);
+    if (!key) return this.createSchedule(saved, o, everyMs, input);
+    return this.quotaLock.run(`schedules:${key}`, async () => {
+      const have = await countSchedules(this.deps.client, key, this.recentSchedules);
+      if (have >= this.quotas.maxSchedules) {
+        throw quotaExceeded(`${o.startedBy!.name} already has ${have} schedules; at most ${this.quotas.maxSchedules} (CAPSTAN_MAX_SCHEDULES) — delete one first`);
+      }
+      const view = await this.createSchedule(saved, o, everyMs, input);
+      this.recentSchedules.add(key, view.id);
+      return view;
+    });
+  }
+
+  /**
+   * Creates the schedule paused, reads the firing times Temporal computed for it (its cron syntax
+   * is the server's: seconds fields, ranges, `@every`), and unpauses it only when no two are
+   * closer than the minimum interval; otherwise it is deleted before it ever fired.
+   */
+  private async createSchedule(saved: SavedPipeline, o: { cron?: string; every?: string; startedBy?: RunStarter }, everyMs: number | undefined, input: ResolvedSpec): Promise<ScheduleView> {
+    const name = saved.name;
     const stored: ScheduledPipelineInput = { spec: saved.spec, taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
+    const creator = quotaKey(o.startedBy);
+    let handle;
     try {
-      await this.deps.client.schedule.create({
+      handle = await this.deps.client.schedule.create({
         scheduleId: id,
         spec: { ...(o.cron ? { cronExpressions: [o.cron] } : {}), ...(everyMs ? { intervals: [{ every: everyMs }] } : {}) },
         action: {
@@ -370,13 +449,30 @@ export class Engine {
           typedSearchAttributes: [
             { key: PipelineNameKey, value: input.pipeline },
             { key: RunStatusKey, value: 'RUNNING' },
+            // Its runs count toward the creator's open runs.
+            ...(creator ? [{ key: StartedByKey, value: creator }] : []),
           ],
           staticSummary: `${summaryOf(input).replace(':', ' (scheduled):')}`,
         },
-        memo: { pipeline: name, cron: o.cron ? [o.cron] : [], every: o.every ? [o.every] : [] },
+        state: { paused: true, note: 'checking its firing times' },
+        memo: { pipeline: name, cron: o.cron ? [o.cron] : [], every: o.every ? [o.every] : [], ...(creator ? { createdBy: creator } : {}) },
       });
     } catch (e) {
       throw new EngineError('SCHEDULE_INVALID', `could not create the schedule: ${(e as Error).message}`);
+    }
+    const min = this.quotas.minScheduleIntervalMs;
+    let checked = false;
+    try {
+      const gap = shortestGapMs((await handle.describe()).info.nextActionTimes);
+      if (gap < min) {
+        const what = [o.cron ? `cron "${o.cron}"` : '', o.every ? `every "${o.every}"` : ''].filter(Boolean).join(' with ');
+        throw new EngineError('BAD_ARGUMENT', `${what} fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`);
+      }
+      await handle.unpause('firing times checked');
+      checked = true;
+    } finally {
+      // Refused, or the check itself failed: the paused schedule never fired and goes.
+      if (!checked) await handle.delete().catch(() => undefined);
     }
     return describeSchedule(this.deps.client, id);
   }
@@ -387,7 +483,12 @@ export class Engine {
     for await (const s of this.deps.client.schedule.list()) {
       if (!s.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
       if (pipeline && s.memo?.pipeline !== pipeline) continue;
-      out.push(await describeSchedule(this.deps.client, s.scheduleId));
+      try {
+        out.push(await describeSchedule(this.deps.client, s.scheduleId));
+      } catch (e) {
+        // Listing lags behind deletes (e.g. a schedule refused for firing too often, just deleted).
+        if (!(e instanceof ScheduleNotFoundError)) throw e;
+      }
     }
     return out;
   }

@@ -1,4 +1,5 @@
 import type { Db, Migration } from '../lib/db/types.js';
+import type { RunStarter } from '../workflows/types.js';
 
 /** The saved pipelines' table (the id keeps its historical `ops/` prefix: databases have it recorded). */
 export const savedPipelineMigrations: Migration[] = [
@@ -11,6 +12,8 @@ export const savedPipelineMigrations: Migration[] = [
       updated_at TEXT NOT NULL
     )`,
   },
+  // Who saved it (name, role, token id): its triggers fire only while that token is active.
+  { id: 'ops/0003-saved-pipelines-saved-by', sql: 'ALTER TABLE saved_pipelines ADD COLUMN saved_by_json TEXT' },
 ];
 
 export interface SavedPipeline {
@@ -19,6 +22,8 @@ export interface SavedPipeline {
   /** Event types that start this pipeline, e.g. `dataset.updated`. */
   triggers: string[];
   updatedAt: string;
+  /** The principal who saved it last (absent for pipelines saved before it was recorded). */
+  savedBy?: RunStarter;
 }
 
 interface Row {
@@ -26,6 +31,7 @@ interface Row {
   spec_json: string;
   triggers_json: string;
   updated_at: string;
+  saved_by_json?: string | null;
 }
 
 const fromRow = (r: Row): SavedPipeline => ({
@@ -33,18 +39,19 @@ const fromRow = (r: Row): SavedPipeline => ({
   spec: JSON.parse(r.spec_json),
   triggers: JSON.parse(r.triggers_json) as string[],
   updatedAt: r.updated_at,
+  ...(r.saved_by_json ? { savedBy: JSON.parse(r.saved_by_json) as RunStarter } : {}),
 });
 
 /** Saved pipeline specs with the event types that trigger them. */
 export class SavedPipelineStore {
   constructor(private readonly db: Db) {}
 
-  async save(p: { name: string; spec: unknown; triggers: string[] }): Promise<SavedPipeline> {
+  async save(p: { name: string; spec: unknown; triggers: string[]; savedBy?: RunStarter }): Promise<SavedPipeline> {
     const at = new Date().toISOString();
     await this.db.run(
-      `INSERT INTO saved_pipelines (name, spec_json, triggers_json, updated_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json, triggers_json = excluded.triggers_json, updated_at = excluded.updated_at`,
-      [p.name, JSON.stringify(p.spec), JSON.stringify(p.triggers), at],
+      `INSERT INTO saved_pipelines (name, spec_json, triggers_json, updated_at, saved_by_json) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json, triggers_json = excluded.triggers_json, updated_at = excluded.updated_at, saved_by_json = excluded.saved_by_json`,
+      [p.name, JSON.stringify(p.spec), JSON.stringify(p.triggers), at, p.savedBy ? JSON.stringify(p.savedBy) : null],
     );
     return { ...p, updatedAt: at };
   }

@@ -7,6 +7,7 @@ import { formatPath } from '../lib/format-path.js';
 import { mergePriceSheet } from '../ledger/price-sheet.js';
 import { moneySchema, type PriceSheet } from '../ledger/schemas.js';
 import type { BudgetInput } from '../workflows/types.js';
+import { EngineError } from './errors.js';
 
 /** What a spec may ask for. Each limit is checked by validation, so a run never starts that Temporal would reject or that would not fit. */
 export const SPEC_LIMITS = {
@@ -23,6 +24,22 @@ export const SPEC_LIMITS = {
   pauseTimeoutMs: { min: 1000, max: 30 * 24 * 3_600_000 },
   watchWindowMs: { min: 1000, max: 366 * 24 * 3_600_000 },
 } as const;
+
+/**
+ * The per-stage params limit, for the paths that take params outside a spec (retryStage's
+ * corrected params, an event's payload that fills params in): BAD_ARGUMENT past it.
+ */
+export function checkParamsSize(value: unknown, what: string): void {
+  let size: number;
+  try {
+    size = JSON.stringify(value ?? null).length;
+  } catch {
+    throw new EngineError('BAD_ARGUMENT', `${what} must be plain JSON`);
+  }
+  if (size > SPEC_LIMITS.paramsBytes) {
+    throw new EngineError('BAD_ARGUMENT', `${what} must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON, like a stage's params in a spec (pass big data as files); got ${size} bytes`, { limit: SPEC_LIMITS.paramsBytes, size });
+  }
+}
 
 /** A duration as people write it: the largest whole unit (7d, 5m, 30s, 250ms). */
 function fmt(ms: number): string {

@@ -23,6 +23,8 @@ export interface BuiltinOptions {
   tfBackend?: BackendName;
   /** How ONNX Runtime runs ONNX models in core:deploy (CAPSTAN_ONNX_EP, CAPSTAN_ONNX_THREADS). */
   onnx?: OnnxRuntimeOptions;
+  /** Largest model core:pretrain builds, in trainable parameters (CAPSTAN_MAX_MODEL_PARAMETERS; default 50 M). */
+  maxModelParameters?: number;
 }
 
 /** The built-in stage plugins: the default pipeline data-prep → pretrain → prune-quantize → multi-device fit → deploy → ROI ledger. */
@@ -34,7 +36,7 @@ export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
       ...(o.baseDir ? { baseDir: o.baseDir } : {}),
       ...(o.maxDataFileBytes ? { maxFileBytes: o.maxDataFileBytes } : {}),
     }),
-    pretrainStage(tf),
+    pretrainStage({ ...tf, ...(o.maxModelParameters ? { maxParameters: o.maxModelParameters } : {}) }),
     pruneQuantizeStage(tf),
     multiDeviceFitStage(tf),
     deployStage({ ...tf, ...(o.onnx ? { onnx: o.onnx } : {}) }),

@@ -5,5 +5,7 @@ export const PipelineNameKey = defineSearchAttributeKey('CapstanPipeline', 'KEYW
 export const RunStatusKey = defineSearchAttributeKey('CapstanStatus', 'KEYWORD');
 export const CurrentStageKey = defineSearchAttributeKey('CapstanStage', 'KEYWORD');
 export const ResumedFromKey = defineSearchAttributeKey('CapstanResumedFrom', 'KEYWORD');
+/** The public id of the API token that started the run (or created its schedule): what per-principal quotas count. */
+export const StartedByKey = defineSearchAttributeKey('CapstanStartedBy', 'KEYWORD');
 
-export const allSearchAttributes = [PipelineNameKey, RunStatusKey, CurrentStageKey, ResumedFromKey];
+export const allSearchAttributes = [PipelineNameKey, RunStatusKey, CurrentStageKey, ResumedFromKey, StartedByKey];

@@ -1,8 +1,23 @@
 import type { ApiContext, ApiModule } from '../module.js';
 import { operationsTypeDefs } from '../schema/operations.js';
 import { starterOf, stripNulls } from './core.js';
+import { authorize } from '../authz.js';
+import { EngineError } from '../../engine/index.js';
+import type { RunStarter } from '../../workflows/types.js';
 
 type Ctx = ApiContext;
+
+/**
+ * Who a new schedule acts as: the caller, or (admins only) the active token named by runAs, e.g. a
+ * service principal's, so the schedule does not depend on a person's token staying active.
+ */
+async function scheduleActor(ctx: Ctx, runAs: string | null | undefined): Promise<RunStarter> {
+  if (runAs == null) return starterOf(ctx);
+  authorize(ctx.principal, 'admin', 'schedulePipeline(runAs)');
+  const t = (await ctx.tokens.list()).find((x) => x.id === runAs);
+  if (!t || !(await ctx.tokens.isActive(t.id))) throw new EngineError('BAD_ARGUMENT', `runAs: no active token has the id "${runAs}"`);
+  return { name: t.name, role: t.role, tokenId: t.id };
+}
 
 /** Operator actions on runs, saved pipelines, schedules, events and the live run stream: thin over the engine. */
 export const operationsModule: ApiModule = {
@@ -25,10 +40,10 @@ export const operationsModule: ApiModule = {
         const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, startedBy: starterOf(ctx), ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });
         return { plan: r.plan, run: r.run ?? null };
       },
-      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? []),
+      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
       deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.delete(a.name),
-      schedulePipeline: (_: unknown, a: { name: string; cron?: string | null; every?: string | null }, ctx: Ctx) =>
-        ctx.engine.schedule(a.name, { startedBy: starterOf(ctx), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
+      schedulePipeline: async (_: unknown, a: { name: string; cron?: string | null; every?: string | null; runAs?: string | null }, ctx: Ctx) =>
+        ctx.engine.schedule(a.name, { startedBy: await scheduleActor(ctx, a.runAs), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
       pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.pauseSchedule(a.id, a.paused),
       deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.deleteSchedule(a.id),
       emitEvent: (_: unknown, a: { type: string; payload?: unknown; eventId?: string | null }, ctx: Ctx) =>

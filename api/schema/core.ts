@@ -341,7 +341,8 @@ export const coreTypeDefs = /* GraphQL */ `
   type Mutation {
     """
     Validates the spec and starts a run of it; returns the new run (status RUNNING, stages PENDING).
-    Errors: SPEC_INVALID (extensions.issues lists every problem with its path; nothing starts).
+    Errors: SPEC_INVALID (extensions.issues lists every problem with its path; nothing starts),
+    QUOTA_EXCEEDED (HTTP 429 with Retry-After: the token already has CAPSTAN_MAX_CONCURRENT_RUNS open runs; nothing starts).
     """
     startPipeline(
       "The pipeline to run."
@@ -349,7 +350,7 @@ export const coreTypeDefs = /* GraphQL */ `
     ): PipelineRun!
     """
     Same as startPipeline, with the spec as JSON or YAML text (the format of spec files).
-    Errors: SPEC_INVALID, also when the text is neither JSON nor YAML.
+    Errors: SPEC_INVALID, also when the text is neither JSON nor YAML; QUOTA_EXCEEDED (HTTP 429) as startPipeline.
     """
     startPipelineFromText(
       "The spec as JSON (starting with an opening brace) or YAML text."

@@ -123,7 +123,8 @@ export const operationsTypeDefs = /* GraphQL */ `
     that would raise a run that is not an admin's to an admin's rights).
     Errors: NOT_FOUND (no such run), DECISION_REJECTED (the run is not PAUSED, has no such stage, or the
     workflow refuses), PLUGIN_PARAMS_INVALID (params fail the plugin's schema; extensions.issues),
-    UNKNOWN_PLUGIN (the stage's plugin is not installed on this API host, so params cannot be checked).
+    UNKNOWN_PLUGIN (the stage's plugin is not installed on this API host, so params cannot be checked),
+    BAD_ARGUMENT (params over 64 KiB of JSON, the per-stage limit of specs).
     """
     retryStage(
       "The paused run's id."
@@ -188,7 +189,8 @@ export const operationsTypeDefs = /* GraphQL */ `
     """
     Saves a spec under its name (replacing a saved pipeline of the same name), with the event types
     that start it. String params may hold {{event.x}} placeholders; params are then checked when an
-    event fills them in. Errors: SPEC_INVALID, BAD_ARGUMENT (a trigger is not an event type).
+    event fills them in. Its triggers fire only while the token that saved it is active.
+    Errors: SPEC_INVALID, BAD_ARGUMENT (a trigger is not an event type).
     """
     savePipeline(
       "The spec to save; its name is the saved pipeline's name."
@@ -203,17 +205,22 @@ export const operationsTypeDefs = /* GraphQL */ `
     ): Boolean!
     """
     Starts a saved pipeline on a schedule (a Temporal Schedule): on a cron expression, an interval, or
-    both. Errors: NOT_FOUND (no saved pipeline of that name), BAD_ARGUMENT (neither cron nor every, or
-    every is not a duration of at least 1s), SPEC_INVALID (the saved spec does not validate now),
-    SCHEDULE_INVALID (Temporal refused the schedule, e.g. a malformed cron expression).
+    both. It fires only while the creating token is active (a firing after it is revoked or expired
+    fails with SCHEDULE_CREATOR_INACTIVE before any stage). Errors: NOT_FOUND (no saved pipeline of
+    that name), BAD_ARGUMENT (neither cron nor every, or firings closer than
+    CAPSTAN_MIN_SCHEDULE_INTERVAL, 60s by default, by interval or by cron), SPEC_INVALID (the saved
+    spec does not validate now), SCHEDULE_INVALID (Temporal refused the schedule, e.g. a malformed
+    cron expression), QUOTA_EXCEEDED (HTTP 429: the token already has CAPSTAN_MAX_SCHEDULES schedules).
     """
     schedulePipeline(
       "The saved pipeline's name."
       name: String!
       "A cron expression as Temporal Schedules accept it, e.g. 0 3 * * * (every day at 03:00 UTC)."
       cron: String
-      "An interval: a number and a unit ms, s, m, h or d, e.g. 30s, 1.5h or 2d; at least 1s."
+      "An interval: a number and a unit ms, s, m, h or d, e.g. 5m, 1.5h or 2d; at least CAPSTAN_MIN_SCHEDULE_INTERVAL (60s by default)."
       every: String
+      "Admin only: the public id (ApiToken.id) of an active token, e.g. a service principal's, the schedule acts as instead of the caller: its runs are started by that token, count toward its quotas, and fire while it is active. Errors: FORBIDDEN (not an admin), BAD_ARGUMENT (no active token with that id)."
+      runAs: ID
     ): PipelineSchedule!
     "Pauses (or with paused: false, unpauses) a schedule; returns it. Errors: NOT_FOUND."
     pauseSchedule(
@@ -232,7 +239,9 @@ export const operationsTypeDefs = /* GraphQL */ `
     placeholder in its params replaced by the payload's x ({{event.type}} is the type); returns the
     started runs, empty when no saved pipeline has the trigger. Errors: EVENT_PAYLOAD_MISSING (a
     placeholder names a key the payload lacks), SPEC_INVALID (the filled-in spec does not validate),
-    BAD_ARGUMENT (an eventId that is empty or longer than 200 characters). Runs started before an
+    BAD_ARGUMENT (an eventId that is empty or longer than 200 characters, or a payload over 64 KiB of
+    JSON), QUOTA_EXCEEDED (HTTP 429, as startPipeline). Saved pipelines whose saver's token is revoked
+    or expired are skipped. Runs started before an
     error keep running. With an eventId the call is idempotent: the run ids derive from it, so
     sending the same event again (a retry) starts nothing new and returns the runs it started.
     """

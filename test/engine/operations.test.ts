@@ -11,7 +11,8 @@ const RUN = `id pipeline status resumedFrom pausedStages stages { id plugin stat
 
 let stack: TestStack;
 beforeAll(async () => {
-  stack = await startTestStack({ plugins });
+  // Schedules here fire every 2 s, under the production minimum (60 s).
+  stack = await startTestStack({ plugins, env: { CAPSTAN_MIN_SCHEDULE_INTERVAL: '1s' } });
 });
 afterAll(async () => {
   await stack?.close();

@@ -90,7 +90,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       namespace,
       taskQueues,
       roles: ['workflows', 'cpu', 'gpu'],
-      activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, heartbeatEveryMs: 500, meter: rt.meter, cache: rt.cache, records: rt.records },
+      activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, heartbeatEveryMs: 500, meter: rt.meter, cache: rt.cache, records: rt.records, tokens: rt.tokens },
       shutdownGraceTime: '2s',
     });
     running = workers.map((w) => w.run());

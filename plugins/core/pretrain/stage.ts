@@ -6,11 +6,14 @@ import { runChildJob, type ChildJobOutcome } from '../../../ml/training/child-ru
 import type { PretrainJob, PretrainProgress, PretrainResult } from '../../../ml/training/jobs.js';
 import { PLUGIN_API_VERSION, defineStage, type StageContext } from '../../contract.js';
 import { cleanMetrics } from '../clean-metrics.js';
-import { pretrainCheckpointSchema, pretrainParamsSchema, type PretrainParams } from './params.js';
+import { badInput } from '../../../lib/errors.js';
+import { DEFAULT_MAX_MODEL_PARAMETERS, parameterCeilingProblem, pretrainCheckpointSchema, pretrainParamsSchemaFor, type PretrainParams } from './params.js';
 
 export interface PretrainOptions {
   /** Backend to prefer in the training process (CAPSTAN_TF_BACKEND at the entry point); default: best available. */
   tfBackend?: BackendName;
+  /** Largest model it builds, in trainable parameters (CAPSTAN_MAX_MODEL_PARAMETERS; default 50 M): refused before anything trains. */
+  maxParameters?: number;
 }
 
 /**
@@ -24,7 +27,7 @@ export function pretrainStage(opts: PretrainOptions = {}) {
     version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Trains a classifier (default: the seed MLP 784-128-10; or model.layers, e.g. a small conv net), Adam 1e-3, batch 32, with the step loop (model.fit when a model needs it), per-epoch checkpoints; resumes on retry.',
-    paramsSchema: pretrainParamsSchema,
+    paramsSchema: pretrainParamsSchemaFor(opts.maxParameters !== undefined ? { maxParameters: opts.maxParameters } : {}),
     consumes: ['dataset'],
     produces: ['model'],
     resource: 'cpu',
@@ -32,7 +35,10 @@ export function pretrainStage(opts: PretrainOptions = {}) {
     timeouts: { startToCloseMs: 2 * 60 * 60_000, heartbeatMs: 60_000 },
     async run(ctx, params, inputs) {
       const datasetDir = await ctx.localPath(inputs.dataset);
-      await readDatasetManifest(datasetDir); // bad data fails here, before a process starts
+      const manifest = await readDatasetManifest(datasetDir); // bad data fails here, before a process starts
+      // Validation assumed MNIST-sized rows; the real rows may be wider (a CSV with many columns).
+      const tooBig = parameterCeilingProblem(params.model, manifest, opts.maxParameters ?? DEFAULT_MAX_MODEL_PARAMETERS);
+      if (tooBig) throw badInput(`stage ${ctx.stageId}: ${tooBig}`, 'RESOURCE_CEILING');
 
       const resume = await resumePoint(ctx, params);
       if (resume) ctx.logger.info('resuming pretrain from checkpoint', { epoch: resume.epoch, dir: resume.dir });
