@@ -25,7 +25,7 @@ import { StreamEnded, SubscriptionLimiter } from './subscriptions.js';
 export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule, budgetModule];
 
 /** Limits every GraphQL document is checked against before it runs (GraphQL Armor). */
-export const GRAPHQL_LIMITS = { maxDepth: 12, maxAliases: 20, maxTokens: 5000, maxCost: 20000, maxDirectives: 20, maxListCost: 50_000 } as const;
+export const GRAPHQL_LIMITS = { maxDepth: 12, maxAliases: 20, maxTokens: 5000, maxCost: 20000, maxDirectives: 20, maxListCost: 10_000 } as const;
 
 /** A body read before the request is authenticated (a preflight, the console or GraphiQL's page): none of them needs one. */
 export const UNAUTHENTICATED_BODY_BYTES = 64 * 1024;
