@@ -20,8 +20,13 @@ function recorder(): Logger & { lines: string[] } {
   return { lines, debug: () => {}, info: keep, warn: keep, error: keep };
 }
 
-/** POSTs a body over a fresh connection: the status, or how the connection ended. */
-function post(url: string, path: string, body: Buffer, headers: Record<string, string> = {}): Promise<{ status?: number; error?: string }> {
+/**
+ * POSTs a body over a fresh connection: the status, or how the connection ended. With `hold`, the
+ * last byte is sent only once `hold` resolves, so every body is in flight (and, on a server that
+ * buffers bodies, in its memory) at the same time; `sent` resolves once the rest is written or the
+ * connection is gone.
+ */
+function post(url: string, path: string, body: Buffer, headers: Record<string, string> = {}, hold?: { until: Promise<void>; sent: () => void }): Promise<{ status?: number; error?: string }> {
   const u = new URL(url);
   return new Promise((resolve) => {
     let settled = false;
@@ -34,9 +39,25 @@ function post(url: string, path: string, body: Buffer, headers: Record<string, s
       res.resume();
       done({ status: res.statusCode ?? 0 });
     });
-    req.on('error', (e: NodeJS.ErrnoException) => done({ error: e.code ?? e.message }));
-    req.end(body);
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      hold?.sent();
+      done({ error: e.code ?? e.message });
+    });
+    if (!hold) return void req.end(body);
+    req.write(body.subarray(0, body.length - 1), () => hold.sent());
+    void hold.until.then(() => req.end(body.subarray(body.length - 1)));
   });
+}
+
+/** A function that acts on its first call only. */
+function once(f: () => void): () => void {
+  let called = false;
+  return () => {
+    if (!called) {
+      called = true;
+      f();
+    }
+  };
 }
 
 describe('bodies without a token', () => {
@@ -76,16 +97,28 @@ describe('bodies without a token', () => {
     const before = process.memoryUsage().rss;
     let peak = before;
     const sample = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => post(stack.url, '/graphql', body, i % 2 ? { authorization: 'Bearer cap_not.a-real-token' } : {})));
+    let results: Promise<{ status?: number; error?: string }>[] = [];
+    // Every body all but its last byte in flight at once (a server that buffers bodies holds 200 × 16 MiB), then finished.
+    let release!: () => void;
+    const until = new Promise<void>((r) => (release = r));
+    let sent = 0;
+    const allSent = new Promise<void>((r) => {
+      const one = () => void (++sent === 200 && r());
+      results = Array.from({ length: 200 }, (_, i) => post(stack.url, '/graphql', body, i % 2 ? { authorization: 'Bearer cap_not.a-real-token' } : {}, { until, sent: once(one) }));
+    });
+    await allSent;
+    peak = Math.max(peak, process.memoryUsage().rss);
+    release();
+    const settled = await Promise.all(results);
     clearInterval(sample);
     peak = Math.max(peak, process.memoryUsage().rss);
     const tally: Record<string, number> = {};
-    for (const r of results) tally[r.status ? String(r.status) : r.error!] = (tally[r.status ? String(r.status) : r.error!] ?? 0) + 1;
+    for (const r of settled) tally[r.status ? String(r.status) : r.error!] = (tally[r.status ? String(r.status) : r.error!] ?? 0) + 1;
     const growthMiB = (peak - before) / 1024 / 1024;
     console.info(`[bodies] 200 × 16 MiB without a token: ${JSON.stringify(tally)}; RSS grew ${growthMiB.toFixed(0)} MiB at most`);
     // Refused: a 401, or the connection closed while the client was still sending (after the 401 was written).
-    for (const r of results) expect(r.status === 401 || ['ECONNRESET', 'EPIPE'].includes(r.error ?? ''), JSON.stringify(r)).toBe(true);
-    expect(results.some((r) => r.status === 401)).toBe(true);
+    for (const r of settled) expect(r.status === 401 || ['ECONNRESET', 'EPIPE'].includes(r.error ?? ''), JSON.stringify(r)).toBe(true);
+    expect(settled.some((r) => r.status === 401)).toBe(true);
     // 200 × 16 MiB is 3.2 GiB; the shared client buffer and socket buffers are a few tens of MiB.
     expect(growthMiB).toBeLessThan(200);
     // The API still answers.
