@@ -10,7 +10,7 @@ import { consoleFiles } from './console.js';
 import { listCost } from './cost.js';
 import { apiError, expectedError, maskApiError } from './errors.js';
 import { graphiqlPage } from './graphiql.js';
-import { DEFAULT_PREDICT_RATE, type ApiContext, type ApiDeps, type ApiModule, type ApiRoute, type RateLimited, type RunLoader } from './module.js';
+import { DEFAULT_PREDICT_RATE, type ApiContext, type ApiDeps, type ApiModule, type RateLimited, type RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
 import { budgetModule } from './modules/budget.js';
 import { coreModule } from './modules/core.js';
@@ -140,8 +140,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
   const consolePage = consoleFiles();
   const graphiql = graphiqlPage();
   /** What needs no token: the health check, the console's and GraphiQL's pages, CORS preflights (yoga answers them, module routes included). */
-  const open = (request: Request, url: URL, route: ApiRoute | undefined) =>
-    url.pathname === '/healthz' || consolePage.owns(url.pathname) || graphiql.owns(request) || request.method === 'OPTIONS';
+  const open = (request: Request, url: URL) => url.pathname === '/healthz' || consolePage.owns(url.pathname) || graphiql.owns(request) || request.method === 'OPTIONS';
   const api: Api = {
     yoga,
     deps,
@@ -151,8 +150,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
         deps.logger.warn('request refused: Host not allowed', { host: request.headers.get('host') ?? url.host, path: url.pathname, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) });
         return jsonError(421, 'HOST_NOT_ALLOWED', 'the Host header names a host this API does not serve (see CAPSTAN_ALLOWED_HOSTS)');
       }
+      if (open(request, url)) return { maxBodyBytes: UNAUTHENTICATED_BODY_BYTES };
       const route = routes.find((r) => r.path.test(url.pathname));
-      if (open(request, url, route)) return { maxBodyBytes: UNAUTHENTICATED_BODY_BYTES };
       // Answers made here rather than by yoga get the same CORS headers, so an allowed origin can read its errors.
       const origin = allowedOrigin(request, cors);
       const answer = (r: Response) => (origin ? withCors(r, origin) : r);

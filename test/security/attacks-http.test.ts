@@ -196,7 +196,8 @@ describe('query cost counts list sizes', () => {
     await stack?.close();
   });
 
-  const fanOut = (aliases: number, first: number) => `{ ${Array.from({ length: aliases }, (_, i) => `a${i}: runs(first: ${first}) { edges { node { id stages { id params } } } }`).join(' ')} }`;
+  // Filtered to a pipeline with no runs: what is allowed runs in no time (the shared dev server holds many runs).
+  const fanOut = (aliases: number, first: number) => `{ ${Array.from({ length: aliases }, (_, i) => `a${i}: runs(pipeline: "cost-test-none", first: ${first}) { edges { node { id stages { id params } } } }`).join(' ')} }`;
 
   it('refuses runs(first: 100) × aliases × stages { params } with QUERY_LIMIT_EXCEEDED before anything runs, the same with the size as a variable', async () => {
     const schema = createSchema({ typeDefs: apiModules.map((m) => m.typeDefs) });
@@ -258,6 +259,8 @@ describe('prediction rate limit per token', () => {
     // Another token has its own bucket; other operations are not limited.
     expect((await predict(stack.adminToken)).status).toBe(404);
     expect((await stack.gql('{ whoami { name } }', {}, user)).data.whoami.name).toBe('rate-user');
+    // The bucket refills at the configured rate (refused attempts take nothing from it).
+    await waitFor(async () => (await predict(user)).status === 404, 'the bucket to refill', 20_000, 500);
   });
 });
 
@@ -286,6 +289,18 @@ describe('X-Forwarded-For and trusted proxies', () => {
         expect(res.status).toBe(401);
         const line = log.lines.find((l) => l.startsWith('request refused: no Authorization header'));
         expect(line).toContain(`"remote":"${trusted ? '203.0.113.9' : '127.0.0.1'}"`);
+        // Loopback or proxied, GraphiQL and the console are pages without a token, not to be framed.
+        for (const [path, title] of [['/graphql', 'Capstan GraphiQL'], ['/console', '']] as const) {
+          const page = await fetch(`${stack.url}${path}`, { headers: { accept: 'text/html', 'x-forwarded-for': '203.0.113.9' } });
+          const html = await page.text();
+          if (page.status === 503) continue; // the console is not built in this checkout
+          expect(page.status, path).toBe(200);
+          if (title) expect(html).toContain(title);
+          expect(html).not.toContain(stack.adminToken);
+          expect(html).not.toMatch(/cap_[A-Za-z0-9]/);
+          expect(page.headers.get('content-security-policy'), path).toContain("frame-ancestors 'none'");
+          expect(page.headers.get('x-frame-options'), path).toBe('DENY');
+        }
       } finally {
         await stack.close();
       }
