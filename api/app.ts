@@ -1,15 +1,16 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import type { ExecutionResult, GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
-import { createGraphQLError, createSchema, createYoga, isAsyncIterable, shouldRenderGraphiQL, type Plugin, type YogaServerInstance } from 'graphql-yoga';
+import { createGraphQLError, createSchema, createYoga, isAsyncIterable, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
 import type { Engine } from '../engine/index.js';
 import { authenticate, type RequestMeta } from './auth.js';
 import { authorize, OPERATION_PERMISSIONS, type Need } from './authz.js';
 import { consoleFiles } from './console.js';
-import { expectedError, maskApiError, redactErrorsForRole } from './errors.js';
-import type { ApiContext, ApiDeps, ApiModule, RunLoader } from './module.js';
+import { listCost } from './cost.js';
+import { apiError, expectedError, maskApiError, redactErrorsForRole } from './errors.js';
+import { graphiqlPage } from './graphiql.js';
+import { DEFAULT_PREDICT_RATE, type ApiContext, type ApiDeps, type ApiModule, type RateLimited, type RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
 import { budgetModule } from './modules/budget.js';
 import { coreModule } from './modules/core.js';
@@ -17,13 +18,20 @@ import { historyModule } from './modules/history.js';
 import { ledgerModule } from './modules/ledger.js';
 import { modelsModule } from './modules/models.js';
 import { operationsModule } from './modules/operations.js';
-import { SubscriptionLimiter } from './subscriptions.js';
+import { RateLimiter, rateLimited } from './rate-limit.js';
+import { StreamEnded, SubscriptionLimiter } from './subscriptions.js';
 
 /** Every module of the API: runs and plugins, operations, the ledger, models, tokens, run history. */
 export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule, budgetModule];
 
 /** Limits every GraphQL document is checked against before it runs (GraphQL Armor). */
-export const GRAPHQL_LIMITS = { maxDepth: 12, maxAliases: 20, maxTokens: 5000, maxCost: 20000, maxDirectives: 20 } as const;
+export const GRAPHQL_LIMITS = { maxDepth: 12, maxAliases: 20, maxTokens: 5000, maxCost: 20000, maxDirectives: 20, maxListCost: 10_000 } as const;
+
+/** A body read before the request is authenticated (a preflight, the console or GraphiQL's page): none of them needs one. */
+export const UNAUTHENTICATED_BODY_BYTES = 64 * 1024;
+
+/** GraphQL root fields under a rate limit (the same buckets as the routes that name it). */
+const RATE_LIMITED_FIELDS: Partial<Record<'Query' | 'Mutation' | 'Subscription', Record<string, RateLimited>>> = { Query: { predict: 'predict' } };
 
 /** Server context yoga passes to the context factory: set by Api.fetch. */
 interface ServerContext {
@@ -31,13 +39,24 @@ interface ServerContext {
   meta?: RequestMeta;
 }
 
+/** A request let in on its headers alone: who sent it (none for the pages and preflights that need no token) and how much body may be read. */
+export interface Admission {
+  principal?: Principal;
+  maxBodyBytes: number;
+}
+
 export interface Api {
   yoga: YogaServerInstance<ServerContext, ApiContext>;
   /**
-   * Handles a request: the Host check, authentication, then module routes (e.g. POST
-   * /models/:name/predict) or GraphQL. `meta` carries the peer address when the server knows it.
+   * Decides on the headers alone (the body is not read): the Host check, authentication, the
+   * route's permission, its rate limit and the CSRF rule. A refusal is the Response to send.
    */
-  fetch(request: Request, meta?: RequestMeta): Promise<Response>;
+  admit(request: Request, meta?: RequestMeta): Promise<Response | Admission>;
+  /**
+   * Handles a request: admit() (unless its admission is passed), then module routes (e.g. POST
+   * /models/:name/predict) or GraphQL. `meta` carries the client address when the server knows it.
+   */
+  fetch(request: Request, meta?: RequestMeta, admission?: Admission): Promise<Response>;
   deps: ApiDeps;
 }
 
@@ -45,21 +64,39 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
 /** Builds the API (no port): tests call api.fetch(); api/server.ts listens. */
 export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api {
-  const limiter = new SubscriptionLimiter({ perToken: deps.http.maxSubscriptionsPerToken, idleMs: deps.http.streamIdleMs });
+  const limiter = new SubscriptionLimiter({ perToken: deps.http.maxSubscriptionsPerToken, idleMs: deps.http.streamIdleMs, recheckMs: deps.http.tokenRecheckMs ?? 1000 });
+  const predictRate = deps.http.predictRate ?? DEFAULT_PREDICT_RATE;
+  const rates: Record<RateLimited, { limiter: RateLimiter; perMinute: number; what: string }> = {
+    predict: { limiter: new RateLimiter(predictRate), perMinute: predictRate.perMinute, what: 'predictions' },
+  };
+  /** 0 when the principal may go on, else the seconds until it may. */
+  const overRate = (kind: RateLimited, p: Principal): number => rates[kind].limiter.take(p.tokenId);
   const schema = createSchema<ApiContext>({
     typeDefs: modules.map((m) => m.typeDefs),
-    resolvers: modules.map((m) => guardRootFields(m.resolvers, limiter)) as never,
+    resolvers: modules.map((m) =>
+      guardRootFields(m.resolvers, limiter, (kind, p) => {
+        const wait = overRate(kind, p);
+        if (wait) throw rateLimited(rates[kind].what, wait, rates[kind].perMinute);
+      }),
+    ) as never,
   });
   assertEveryRootFieldHasAPermission(schema);
   const cors = deps.http.corsOrigins;
   const yoga = createYoga<ServerContext, ApiContext>({
     schema,
-    context: ({ principal, request }): ApiContext => {
+    context: ({ principal, request, meta }): ApiContext => {
       // Api.fetch authenticates every GraphQL request before yoga sees it.
       if (!principal) throw new Error('request reached GraphQL without a principal');
       const ac = new AbortController();
       request.signal?.addEventListener('abort', () => ac.abort(), { once: true });
-      return { ...deps, runs: runLoader(deps.engine), principal, signal: ac.signal, stop: () => ac.abort() };
+      return {
+        ...deps,
+        runs: runLoader(deps.engine),
+        principal,
+        signal: ac.signal,
+        stop: () => ac.abort(),
+        reauthenticate: async () => void (await authenticate(request, deps.auth, deps.logger, meta)),
+      };
     },
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -69,14 +106,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       const origin = allowedOrigin(request, cors);
       return origin ? { origin, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] } : false;
     },
-    // GraphiQL's assets come with the package (no CDN): the page works offline.
-    renderGraphiQL,
-    graphiql: (_request, ctx) => {
-      const token = deps.http.graphiqlToken;
-      const remote = ctx?.meta?.remoteAddress;
-      const local = remote !== undefined && isLoopbackAddress(remote);
-      return { title: 'Capstan', ...(token && local ? { headers: JSON.stringify({ Authorization: `Bearer ${token}` }) } : {}) };
-    },
+    // GraphiQL is api/graphiql.ts's page (no token in it, a strict CSP), answered before yoga.
+    graphiql: false,
     plugins: [
       // A request browsers send without a preflight (GET, form posts) must carry a header they cannot set cross-origin.
       useCSRFPrevention({ requestHeaders: ['x-graphql-yoga-csrf', 'authorization'] }),
@@ -90,6 +121,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
         blockFieldSuggestion: { enabled: true },
       }),
       errorCodesOnValidation(),
+      listCostLimit(GRAPHQL_LIMITS.maxListCost),
       errorCodesOnResults(),
       redactErrorsForRole(deps.dataRoots),
     ],
@@ -107,21 +139,20 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
   });
   const routes = modules.flatMap((m) => m.routes ?? []);
   const consolePage = consoleFiles();
-  return {
+  const graphiql = graphiqlPage();
+  /** What needs no token: the health check, the console's and GraphiQL's pages, CORS preflights (yoga answers them, module routes included). */
+  const open = (request: Request, url: URL) => url.pathname === '/healthz' || consolePage.owns(url.pathname) || graphiql.owns(request) || request.method === 'OPTIONS';
+  const api: Api = {
     yoga,
     deps,
-    async fetch(request: Request, meta: RequestMeta = {}): Promise<Response> {
+    async admit(request: Request, meta: RequestMeta = {}): Promise<Response | Admission> {
       const url = new URL(request.url);
       if (!hostAllowed(request.headers.get('host') ?? url.host, deps.http.allowedHosts)) {
-        deps.logger.warn('request refused: Host not allowed', { host: request.headers.get('host') ?? url.host, path: url.pathname });
+        deps.logger.warn('request refused: Host not allowed', { host: request.headers.get('host') ?? url.host, path: url.pathname, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) });
         return jsonError(421, 'HOST_NOT_ALLOWED', 'the Host header names a host this API does not serve (see CAPSTAN_ALLOWED_HOSTS)');
       }
-      if (url.pathname === '/healthz') return new Response('ok\n', { headers: { 'content-type': 'text/plain' } });
-      // The console (a static page that signs in with a token and reads GraphQL like any client): no auth, no data.
-      if (consolePage.owns(url.pathname)) return consolePage.serve(request);
+      if (open(request, url)) return { maxBodyBytes: UNAUTHENTICATED_BODY_BYTES };
       const route = routes.find((r) => r.path.test(url.pathname));
-      // CORS preflights (yoga answers them, module routes included) and GraphiQL's page carry no credentials; everything else does.
-      if (request.method === 'OPTIONS' || (!route && shouldRenderGraphiQL(request))) return explained(request, await yoga.fetch(request, { meta }));
       // Answers made here rather than by yoga get the same CORS headers, so an allowed origin can read its errors.
       const origin = allowedOrigin(request, cors);
       const answer = (r: Response) => (origin ? withCors(r, origin) : r);
@@ -140,8 +171,56 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       if ((!route || request.method === 'POST') && !preflighted(request)) {
         return answer(jsonError(403, 'CSRF_HEADER_MISSING', 'a request with no Content-Type or a form/text Content-Type (what any web page can send) needs an "x-graphql-yoga-csrf" or Authorization header; send Content-Type: application/json', {}, route !== undefined));
       }
+      if (route?.rateLimit && request.method === 'POST') {
+        const wait = overRate(route.rateLimit, principal);
+        if (wait) {
+          const e = rateLimited(rates[route.rateLimit].what, wait, rates[route.rateLimit].perMinute);
+          deps.logger.warn('request refused: rate limit', { path: url.pathname, tokenId: principal.tokenId, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) });
+          return answer(jsonError(429, 'RATE_LIMITED', e.message, { 'retry-after': String(wait) }, true));
+        }
+      }
+      return { principal, maxBodyBytes: Number.POSITIVE_INFINITY };
+    },
+    async fetch(request: Request, meta: RequestMeta = {}, admission?: Admission): Promise<Response> {
+      const admitted = admission ?? (await api.admit(request, meta));
+      if (admitted instanceof Response) return admitted;
+      const url = new URL(request.url);
+      if (url.pathname === '/healthz') return new Response('ok\n', { headers: { 'content-type': 'text/plain' } });
+      // The console and GraphiQL (static pages that sign in with a token and read GraphQL like any client): no auth, no data.
+      if (consolePage.owns(url.pathname)) return consolePage.serve(request);
+      if (graphiql.owns(request)) return graphiql.serve(request);
+      if (request.method === 'OPTIONS') return explained(request, await yoga.fetch(request, { meta }));
+      const principal = admitted.principal;
+      if (!principal) throw new Error(`${request.method} ${url.pathname} reached dispatch without a principal`);
+      const route = routes.find((r) => r.path.test(url.pathname));
+      const origin = allowedOrigin(request, cors);
+      const answer = (r: Response) => (origin ? withCors(r, origin) : r);
       if (route) return answer((await route.handle(request, { ...deps, principal, meta })) ?? jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`, {}, true));
       return explained(request, await yoga.fetch(request, { principal, meta }));
+    },
+  };
+  return api;
+}
+
+/**
+ * Refuses an operation whose cost, list sizes multiplied in (api/cost.ts), is over `max`: code
+ * QUERY_LIMIT_EXCEEDED, before any resolver runs. Checked at execution, where variables are known.
+ */
+function listCostLimit(max: number): Plugin {
+  const check = (args: { schema: GraphQLSchema; document: import('graphql').DocumentNode; variableValues?: Record<string, unknown> | null | undefined; operationName?: string | null | undefined }) => {
+    const cost = listCost(args.schema, args.document, args.variableValues ?? {}, args.operationName);
+    return cost > max
+      ? apiError('QUERY_LIMIT_EXCEEDED', `query cost ${cost} is over the limit of ${max}: list fields count once per item they may return (first/last/limit, or their default); ask for smaller pages or fewer fields`)
+      : undefined;
+  };
+  return {
+    onExecute({ args, setResultAndStopExecution }) {
+      const e = check(args);
+      if (e) setResultAndStopExecution({ errors: [e] });
+    },
+    onSubscribe({ args, setResultAndStopExecution }) {
+      const e = check(args);
+      if (e) setResultAndStopExecution({ errors: [e] });
     },
   };
 }
@@ -214,8 +293,11 @@ function explained(request: Request, response: Response): Response {
   return jsonError(response.status, code, message, headers, pathname !== '/graphql');
 }
 
-/** Wraps every Query/Mutation/Subscription resolver with its permission check (and subscriptions with the limiter). */
-function guardRootFields(resolvers: ApiModule['resolvers'], limiter: SubscriptionLimiter): ApiModule['resolvers'] {
+/**
+ * Wraps every Query/Mutation/Subscription resolver with its permission check and rate limit (and
+ * subscriptions with the limiter, which also ends a stream whose token is revoked or expires).
+ */
+function guardRootFields(resolvers: ApiModule['resolvers'], limiter: SubscriptionLimiter, limitRate: (kind: RateLimited, p: Principal) => void): ApiModule['resolvers'] {
   const out: ApiModule['resolvers'] = { ...resolvers };
   for (const type of ['Query', 'Mutation', 'Subscription'] as const) {
     const fields = resolvers[type];
@@ -223,22 +305,29 @@ function guardRootFields(resolvers: ApiModule['resolvers'], limiter: Subscriptio
     out[type] = Object.fromEntries(
       Object.entries(fields).map(([name, r]) => {
         const need = permissionOf(type, name);
+        const rate = RATE_LIMITED_FIELDS[type]?.[name];
         const what = `${type === 'Query' ? 'query' : type === 'Mutation' ? 'mutation' : 'subscription'} ${name}`;
         if (type === 'Subscription') {
-          const sub = r as { subscribe: (...a: unknown[]) => Promise<AsyncIterable<unknown>>; resolve?: unknown };
+          const sub = r as { subscribe: (...a: unknown[]) => Promise<AsyncIterable<unknown>>; resolve?: (e: unknown, ...rest: unknown[]) => unknown };
           return [
             name,
             {
               ...sub,
+              // The limiter ends a stream whose token stopped being valid with an UNAUTHENTICATED event.
+              resolve: (e: unknown, ...rest: unknown[]) => {
+                if (e instanceof StreamEnded) throw e.error;
+                return sub.resolve ? sub.resolve(e, ...rest) : e;
+              },
               subscribe: async (p: unknown, a: unknown, ctx: ApiContext, i: unknown) => {
                 authorize(ctx.principal, need, what);
+                if (rate) limitRate(rate, ctx.principal);
                 const slot = limiter.acquire(ctx.principal);
                 const release = () => {
                   slot();
                   ctx.stop();
                 };
                 try {
-                  return limiter.wrap(await sub.subscribe(p, a, ctx, i), release);
+                  return limiter.wrap(await sub.subscribe(p, a, ctx, i), release, ctx.reauthenticate);
                 } catch (e) {
                   release();
                   throw e;
@@ -252,6 +341,7 @@ function guardRootFields(resolvers: ApiModule['resolvers'], limiter: Subscriptio
           name,
           (p: unknown, a: unknown, ctx: ApiContext, i: unknown) => {
             authorize(ctx.principal, need, what);
+            if (rate) limitRate(rate, ctx.principal);
             return fn(p, a, ctx, i);
           },
         ];
@@ -303,10 +393,6 @@ function preflighted(request: Request): boolean {
   if (request.headers.has('authorization') || request.headers.has('x-graphql-yoga-csrf')) return true;
   const type = request.headers.get('content-type')?.toLowerCase();
   return !!type && !SIMPLE_CONTENT_TYPES.some((t) => type.startsWith(t));
-}
-
-export function isLoopbackAddress(a: string): boolean {
-  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
 }
 
 function jsonError(status: number, code: string, message: string, headers: Record<string, string> = {}, plain = false): Response {

@@ -14,7 +14,7 @@ import { ServingError } from '../serving/model-server.js';
  * both CJS and ESM builds, and an error from the other copy would be masked).
  */
 export function apiError(code: string, message: string, extra: Record<string, unknown> = {}) {
-  return createGraphQLError(message, { extensions: { code, ...extra } });
+  return createGraphQLError(message, { extensions: { code, ...extra, ...httpExtension(code, extra) } });
 }
 
 /** The code and message a client sees for an expected failure of the layers below; undefined otherwise. */
@@ -36,12 +36,13 @@ export function expectedError(e: unknown): { code: string; message: string; exte
  * error's `retryAfter` (seconds). yoga sets the response's status from `extensions.http` (the
  * highest among the errors) and strips `http` from what the client sees.
  */
-const HTTP_STATUS_OF_CODE: Record<string, number> = { QUOTA_EXCEEDED: 429 };
+const HTTP_STATUS_OF_CODE: Record<string, number> = { QUOTA_EXCEEDED: 429, RATE_LIMITED: 429 };
 
 function httpExtension(code: string, extensions: Record<string, unknown>): Record<string, unknown> {
   const status = HTTP_STATUS_OF_CODE[code];
   if (!status) return {};
-  const retryAfter = typeof extensions.retryAfter === 'number' ? Math.max(1, Math.ceil(extensions.retryAfter)) : 60;
+  const given = typeof extensions.retryAfter === 'number' ? extensions.retryAfter : extensions.retryAfterSeconds;
+  const retryAfter = typeof given === 'number' ? Math.max(1, Math.ceil(given)) : 60;
   return { http: { status, headers: { 'Retry-After': String(retryAfter) } } };
 }
 

@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../lib/logger.js';
-import type { Api } from './app.js';
+import { type Api } from './app.js';
+import type { RequestMeta } from './auth.js';
+import { TrustedProxies } from './proxies.js';
 
 export interface NodeHandlerOptions {
   /** Largest request body; a larger one is refused while it streams in (HTTP 413), before it is buffered. */
@@ -9,68 +11,108 @@ export interface NodeHandlerOptions {
 }
 
 /**
- * The API as a Node `http` request listener: bodies read under a size limit, the peer address
- * passed along, responses streamed (live run streams included), and the request aborted when the
- * client goes away.
+ * The API as a Node `http` request listener. A request is admitted on its headers first (Host,
+ * token, permission, rate limit: Api.admit), so a request without a valid token is answered
+ * without its body being read (a few KiB are drained so the client can read the refusal, then
+ * the connection is closed); an admitted one's body is read under a size limit. The client
+ * address (the peer, or X-Forwarded-For from a trusted proxy) is passed along, responses are
+ * streamed (live run streams included), and the request is aborted when the client goes away.
  */
 export function createNodeHandler(api: Api, o: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const proxies = new TrustedProxies(api.deps.http.trustedProxies ?? []);
   return (req, res) => {
-    void handle(api, o, req, res);
+    void handle(api, o, proxies, req, res);
   };
 }
 
-async function handle(api: Api, o: NodeHandlerOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** What is read of a refused request's body before its connection is closed (enough for the client to read the answer). */
+const REFUSED_DRAIN_BYTES = 64 * 1024;
+
+async function handle(api: Api, o: NodeHandlerOptions, proxies: TrustedProxies, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const controller = new AbortController();
   res.once('close', () => controller.abort());
+  const peer = req.socket.remoteAddress;
+  const forwarded = req.headers['x-forwarded-for'];
+  const meta: RequestMeta = peer ? { remoteAddress: proxies.clientAddress(peer, Array.isArray(forwarded) ? forwarded.join(',') : forwarded) } : {};
   try {
     const method = req.method ?? 'GET';
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+    const url = `http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`;
+    let head: Request;
+    try {
+      head = new Request(url, { method, headers });
+    } catch {
+      // Fetch refuses some methods (TRACE, TRACK, CONNECT) and URLs (a Host header that names no host): the client's mistake, not a failure.
+      if (/^(TRACE|TRACK|CONNECT)$/i.test(method)) refuse(res, 405, 'METHOD_NOT_ALLOWED', `${method} is not allowed: use GET or POST`);
+      else refuse(res, 400, 'BAD_REQUEST', 'the request line or the Host header is not valid');
+      drainThenClose(req);
+      return;
+    }
+    // Decided on the headers: a refused request's body is never buffered.
+    const admission = await api.admit(head, meta);
+    if (admission instanceof Response) {
+      await send(res, admission, controller.signal, { connection: 'close' });
+      drainThenClose(req);
+      return;
+    }
     let body: Buffer | undefined;
     if (method !== 'GET' && method !== 'HEAD') {
-      const read = await readLimited(req, o.maxBodyBytes);
+      const max = Math.min(o.maxBodyBytes, admission.maxBodyBytes);
+      const read = await readLimited(req, max);
       if (read === 'too-large') {
-        refuse(res, 413, 'BODY_TOO_LARGE', `request body is larger than ${o.maxBodyBytes} bytes`);
+        refuse(res, 413, 'BODY_TOO_LARGE', `request body is larger than ${max} bytes`);
         req.destroy();
         return;
       }
       body = read;
     }
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
-    let request: Request;
-    try {
-      request = new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
-        method,
-        headers,
-        signal: controller.signal,
-        ...(body && body.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
-      });
-    } catch {
-      // Fetch refuses some methods (TRACE, TRACK, CONNECT) and URLs (a Host header that names no host): the client's mistake, not a failure.
-      if (/^(TRACE|TRACK|CONNECT)$/i.test(method)) refuse(res, 405, 'METHOD_NOT_ALLOWED', `${method} is not allowed: use GET or POST`);
-      else refuse(res, 400, 'BAD_REQUEST', 'the request line or the Host header is not valid');
-      return;
-    }
-    const response = await api.fetch(request, { ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}) });
-    const out: Record<string, string | string[]> = {};
-    response.headers.forEach((v, k) => {
-      out[k] = k === 'set-cookie' ? response.headers.getSetCookie() : v;
+    const request = new Request(url, {
+      method,
+      headers,
+      signal: controller.signal,
+      ...(body && body.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
     });
-    res.writeHead(response.status, out);
-    if (!response.body) {
-      res.end();
-      return;
-    }
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      if (controller.signal.aborted) break;
-      if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
-    }
-    res.end();
+    await send(res, await api.fetch(request, meta, admission), controller.signal);
   } catch (e) {
     if (controller.signal.aborted) return;
-    o.logger.error('request failed', { url: req.url, error: e instanceof Error ? e.message : String(e) });
+    o.logger.error('request failed', { url: req.url, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}), error: e instanceof Error ? e.message : String(e) });
     if (!res.headersSent) refuse(res, 500, 'INTERNAL', 'the request failed; see the API log');
     else res.destroy();
   }
+}
+
+/** Writes a fetch Response to the Node response, streaming its body. */
+async function send(res: ServerResponse, response: Response, signal: AbortSignal, extra: Record<string, string> = {}): Promise<void> {
+  const out: Record<string, string | string[]> = { ...extra };
+  response.headers.forEach((v, k) => {
+    out[k] = k === 'set-cookie' ? response.headers.getSetCookie() : v;
+  });
+  res.writeHead(response.status, out);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    if (signal.aborted) break;
+    if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+  }
+  res.end();
+}
+
+/**
+ * After a refusal: reads (and drops) at most REFUSED_DRAIN_BYTES more of the body, so a client
+ * still sending can read the answer, then closes the connection.
+ */
+function drainThenClose(req: IncomingMessage): void {
+  if (req.complete) return;
+  let n = 0;
+  req.on('data', (c: Buffer) => {
+    n += c.length;
+    if (n > REFUSED_DRAIN_BYTES) req.destroy();
+  });
+  req.once('error', () => {});
+  req.resume();
 }
 
 /** Reads a body, stopping as soon as it passes the limit (a declared Content-Length over it is refused unread). */

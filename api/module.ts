@@ -16,13 +16,26 @@ export interface ApiHttpOptions {
   allowedHosts: string[];
   /** Origins allowed cross-origin (CORS); none by default. */
   corsOrigins: string[];
-  /** A token GraphiQL sends for a user on this machine (loopback requests only). */
-  graphiqlToken?: string;
   /** Open subscriptions (live run streams) per token. */
   maxSubscriptionsPerToken: number;
   /** A live run stream that has sent nothing for this long is closed (clients reconnect). */
   streamIdleMs: number;
+  /** How often an open stream's token is checked again (revoked or expired: the stream ends); default 1 s. */
+  tokenRecheckMs?: number;
+  /** Predictions per token (POST /models/:name/predict and the predict query): a token bucket; default DEFAULT_PREDICT_RATE. */
+  predictRate?: { perMinute: number; burst: number };
+  /**
+   * Peers whose X-Forwarded-For is believed (addresses or CIDR ranges); none by default. The
+   * client address (logs) is the rightmost hop that is not one of them.
+   */
+  trustedProxies?: string[];
 }
+
+/** Predictions per token by default: 100 a second sustained, bursts of 600. */
+export const DEFAULT_PREDICT_RATE = { perMinute: 6000, burst: 600 } as const;
+
+/** The rate limits a route or root field may be under (one bucket per kind and token). */
+export type RateLimited = 'predict';
 
 /** What the API is built from (by the composition root, app/). */
 export interface ApiDeps {
@@ -52,6 +65,8 @@ export interface ApiContext extends ApiDeps {
   /** Aborted when the request ends (client gone, stream closed): long work such as a followed run stops. */
   signal: AbortSignal;
   stop(): void;
+  /** Verifies the request's token again (throws UNAUTHENTICATED once it is revoked or expired): long streams call it. */
+  reauthenticate(): Promise<void>;
 }
 
 /** What a plain HTTP route gets: the request's principal is already checked against its permission. */
@@ -64,6 +79,8 @@ export interface RouteContext extends ApiDeps {
 export interface ApiRoute {
   path: RegExp;
   permission: Need;
+  /** The rate limit it is under, checked on the headers before its body is read. */
+  rateLimit?: RateLimited;
   handle(request: Request, ctx: RouteContext): Promise<Response | undefined>;
 }
 

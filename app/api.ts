@@ -5,7 +5,6 @@ import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
 import { parseDurationMs } from '../lib/duration.js';
 import type { Runtime } from './runtime.js';
-import { readAdminTokenFile } from './admin-token.js';
 import { connectClient, ensureSearchAttributes, temporalTarget } from './temporal.js';
 
 export interface ApiAppOptions {
@@ -14,8 +13,6 @@ export interface ApiAppOptions {
   temporalUiUrl?: string;
   /** How often the model server re-reads the `production` alias (default 5 s). */
   modelRefreshMs?: number;
-  /** A token GraphiQL sends for loopback users (the dev stack's admin token). */
-  graphiqlToken?: string;
   /** How often watched deployments' realised ROI is judged (default 60 s; 0: only on checkRoiWatches). */
   roiWatchEveryMs?: number;
 }
@@ -60,7 +57,8 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
       corsOrigins: c.corsOrigins,
       maxSubscriptionsPerToken: c.maxSubscriptionsPerToken,
       streamIdleMs: c.streamIdleMs,
-      ...(o.graphiqlToken ? { graphiqlToken: o.graphiqlToken } : {}),
+      trustedProxies: c.trustedProxies,
+      predictRate: c.predictRate,
     },
     logger: rt.logger,
     dataRoots: rt.config.dataRoots,
@@ -99,12 +97,10 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
   if (added.length) rt.logger.info(`registered search attributes ${added.join(', ')}`);
-  const graphiqlToken = await readAdminTokenFile(rt.config.api.adminTokenFile);
   const app = createApiApp(rt, {
     client,
     namespace: target.namespace,
     ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
-    ...(graphiqlToken ? { graphiqlToken } : {}),
     ...(roiWatchEveryMs(env) !== undefined ? { roiWatchEveryMs: roiWatchEveryMs(env)! } : {}),
   });
   return {

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDevices, type Device } from '../activities/devices.js';
+import { TrustedProxies } from '../api/proxies.js';
 import type { ArtifactStoreSettings } from '../lib/artifact-store/create.js';
 import { parseS3Url } from '../lib/artifact-store/s3-store.js';
 import { parseDurationMs } from '../lib/duration.js';
@@ -77,6 +78,13 @@ export const envSchema = z.object({
   CAPSTAN_STREAM_IDLE: z.string().default('15m'),
   /** Largest request body, in bytes (GraphQL and predictions alike). */
   CAPSTAN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+  // HTTP layer (issue 20): trusted proxies and the prediction rate limit.
+  /** Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated); none by default. */
+  CAPSTAN_TRUSTED_PROXIES: z.string().default(''),
+  /** Predictions per token per minute (POST /models/:name/predict and the predict query). */
+  CAPSTAN_PREDICT_RATE_PER_MIN: z.coerce.number().int().min(1).max(10_000_000).default(6000),
+  /** Predictions a token may make at once before the per-minute rate applies (default: a tenth of a minute's worth, at least 1). */
+  CAPSTAN_PREDICT_BURST: z.coerce.number().int().min(1).max(10_000_000).optional(),
   /** Base URL of the Temporal Web UI, for links to runs (the dev stack sets it). */
   CAPSTAN_TEMPORAL_UI_URL: z.string().url().optional(),
   // Quotas and resource ceilings (issue 20, part D): every principal (admins included) is bound.
@@ -117,8 +125,12 @@ export interface CapstanConfig {
     maxSubscriptionsPerToken: number;
     streamIdleMs: number;
     maxBodyBytes: number;
-    /** Where the dev stack keeps the admin token it made; GraphiQL sends it for loopback users. */
+    /** Where the dev stack keeps the admin token it made (npm start prints the path; no page carries the token). */
     adminTokenFile: string;
+    /** Peers whose X-Forwarded-For is believed (CAPSTAN_TRUSTED_PROXIES). */
+    trustedProxies: string[];
+    /** Predictions per token: a token bucket (CAPSTAN_PREDICT_RATE_PER_MIN, CAPSTAN_PREDICT_BURST). */
+    predictRate: { perMinute: number; burst: number };
   };
   plugins: string[];
   /** What command stages run as `{python}`. */
@@ -208,6 +220,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
       streamIdleMs,
       maxBodyBytes: e.CAPSTAN_MAX_BODY_BYTES,
       adminTokenFile: path.join(dataDir, 'admin-token'),
+      trustedProxies: trustedProxies(e.CAPSTAN_TRUSTED_PROXIES),
+      predictRate: { perMinute: e.CAPSTAN_PREDICT_RATE_PER_MIN, burst: e.CAPSTAN_PREDICT_BURST ?? Math.max(1, Math.round(e.CAPSTAN_PREDICT_RATE_PER_MIN / 10)) },
     },
     plugins: list(e.CAPSTAN_PLUGINS),
     python: e.CAPSTAN_PYTHON ? (e.CAPSTAN_PYTHON.includes('/') ? path.resolve(cwd, e.CAPSTAN_PYTHON) : e.CAPSTAN_PYTHON) : defaultPython(e.CAPSTAN_PYTHON_DIR && path.resolve(cwd, e.CAPSTAN_PYTHON_DIR)),
@@ -322,6 +336,17 @@ function duration(name: string, value: string, min: number): number {
   const ms = parseDurationMs(value);
   if (ms === undefined || ms < min) throw new Error(`bad configuration in the environment:\n  ${name}: must be a duration of at least ${min / 1000}s, like "24h"; got "${value}"`);
   return ms;
+}
+
+/** CAPSTAN_TRUSTED_PROXIES as a list, each entry checked (a typo would otherwise trust nobody, or everybody). */
+function trustedProxies(value: string): string[] {
+  const entries = list(value);
+  try {
+    new TrustedProxies(entries);
+  } catch (err) {
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_TRUSTED_PROXIES: ${(err as Error).message}`);
+  }
+  return entries;
 }
 
 /** A comma-separated setting as a list (blanks dropped). */

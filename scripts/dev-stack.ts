@@ -119,7 +119,7 @@ async function main(): Promise<number> {
     ...(config.artifacts.kind === 's3' ? [`  Artifacts               ${artifactsLine}`] : []),
     ...(admin
       ? [
-          `  Admin token             ${tokenFile}${admin.created ? ' (new)' : ''}: GraphiQL on this machine sends it for you; elsewhere`,
+          `  Admin token             ${tokenFile}${admin.created ? ' (new)' : ''}: paste it into GraphiQL or the console to sign in; scripts send`,
           `                          curl -H "Authorization: Bearer $(cat ${tokenFile})" …  (npm run token -- create makes more)`,
         ]
       : ['  Auth                    off (CAPSTAN_AUTH=off): every request on loopback acts as admin']),

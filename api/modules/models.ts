@@ -107,7 +107,7 @@ export const modelsModule: ApiModule = {
       },
     },
   },
-  routes: [{ path: PREDICT_PATH, permission: 'predict', handle: predictRoute }],
+  routes: [{ path: PREDICT_PATH, permission: 'predict', rateLimit: 'predict', handle: predictRoute }],
 };
 
 const MAX_BODY_BYTES = 32 * 1024 * 1024;

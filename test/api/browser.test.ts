@@ -286,35 +286,68 @@ describe('with CAPSTAN_AUTH=off (loopback dev mode, no tokens): the CSRF rule al
 describe('GraphiQL on the API’s own origin', () => {
   let stack: TestStack;
   beforeAll(async () => {
-    stack = await startTestStack({ plugins, graphiqlToken: true });
+    // The stack's admin token exists, as with `npm start`: the page must still carry none.
+    stack = await startTestStack({ plugins });
   });
   afterAll(async () => {
     await stack?.close();
   });
 
-  it('a loopback GraphiQL carries the admin token by default and a query run from it returns data', async () => {
+  it('the page carries no token, loopback or proxied, and is served under a strict CSP that forbids framing', async () => {
+    for (const headers of [{}, { 'x-forwarded-for': '203.0.113.9' }, { 'x-forwarded-for': '127.0.0.1' }] as Record<string, string>[]) {
+      const res = await raw(stack.url, { method: 'GET', path: '/graphql?query=mutation%20%7B%20x%20%7D', headers: { host: new URL(stack.url).host, accept: 'text/html', ...headers } });
+      expect(res.status).toBe(200);
+      expect(res.text).toContain('<title>Capstan GraphiQL</title>');
+      expect(res.text).not.toContain(stack.adminToken);
+      expect(res.text).not.toMatch(/cap_[A-Za-z0-9]/);
+      expect(res.text).not.toContain('Bearer ey');
+      // No inline script: every <script> has a src on this origin.
+      expect([...res.text.matchAll(/<script([^>]*)>/g)].every((m) => /src="\/graphiql\//.test(m[1]!))).toBe(true);
+      // The link's query is not in the page either.
+      expect(res.text).not.toContain('mutation');
+      const csp = String(res.headers['content-security-policy']);
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).toMatch(/script-src 'self'(;|$)/);
+      expect(csp).not.toMatch(/script-src[^;]*unsafe/);
+      expect(res.headers['x-frame-options']).toBe('DENY');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(res.headers['referrer-policy']).toBe('no-referrer');
+    }
+  });
+
+  it('signs in with a pasted token kept in the tab, runs a query with it, and a ?query= link fills nothing', async () => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    // The page is self-contained (GraphiQL's assets are served inline): nothing is fetched from elsewhere.
+    // The page is self-contained (GraphiQL's assets are served by the API): nothing is fetched from elsewhere.
     const external: string[] = [];
     page.on('request', (r) => {
       const u = r.url();
       if (!u.startsWith(stack.url) && !u.startsWith('blob:') && !u.startsWith('data:')) external.push(u);
     });
-    // What the page sends to the API: every query carries the token GraphiQL was given.
-    const sent: { method: string; authorization: string | undefined }[] = [];
-    page.on('request', (r) => {
-      if (r.url() === `${stack.url}/graphql` && r.method() === 'POST') sent.push({ method: r.method(), authorization: r.headers()['authorization'] });
+    // The page works under its CSP: the browser reports no violation.
+    const violations: string[] = [];
+    page.on('console', (m) => {
+      if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text());
     });
-    const res = await page.goto(`${stack.url}/graphql`);
+    const sent: { authorization: string | undefined }[] = [];
+    page.on('request', (r) => {
+      if (r.url().startsWith(`${stack.url}/graphql`) && r.method() === 'POST') sent.push({ authorization: r.headers()['authorization'] });
+    });
+    // A link that tries to stage a mutation in the editor.
+    const res = await page.goto(`${stack.url}/graphql?query=${encodeURIComponent('mutation { revokeToken(id: "x") { id } }')}`);
     expect(res?.status()).toBe(200);
-    expect(res?.headers()['content-type']).toMatch(/text\/html/);
-    const html = await res!.text();
-    expect(html).toContain('<title>Capstan</title>');
-    expect(html).toContain(`Bearer ${stack.adminToken}`);
+    expect(await res!.text()).not.toContain(stack.adminToken);
+    // Signed out: the sign-in form, no GraphiQL and no request to the API yet.
+    await page.locator('#capstan-token').waitFor({ timeout: 30_000 });
+    expect(sent).toEqual([]);
+    await page.locator('#capstan-token').fill(stack.adminToken);
+    await page.locator('#capstan-signin button[type=submit]').click();
 
-    // The real GraphiQL: type a query in the editor, run it, read the response pane.
-    await page.locator('.graphiql-query-editor .monaco-editor').first().waitFor({ timeout: 60_000 });
-    await page.locator('.graphiql-query-editor .monaco-editor').first().click();
+    // The real GraphiQL: the editor holds no staged mutation; type a query, run it, read the response pane.
+    const editor = page.locator('.graphiql-query-editor .monaco-editor').first();
+    await editor.waitFor({ timeout: 60_000 });
+    expect(await page.locator('.graphiql-query-editor').innerText()).not.toContain('revokeToken');
+    expect(page.url()).not.toContain('revokeToken');
+    await editor.click();
     await page.keyboard.press('ControlOrMeta+A');
     await page.keyboard.press('Delete');
     await page.keyboard.type('{ whoami { name role } }');
@@ -323,24 +356,35 @@ describe('GraphiQL on the API’s own origin', () => {
     const result = await page.locator('.graphiql-response').innerText();
     expect(external, 'requests leaving the machine').toEqual([]);
     expect(result).toMatch(/"role":\s*"ADMIN"/);
+    expect(result).toContain('test-admin');
     expect(sent.length).toBeGreaterThan(0);
     expect(sent.every((r) => r.authorization === `Bearer ${stack.adminToken}`), JSON.stringify(sent.map((r) => !!r.authorization))).toBe(true);
-    expect(result).toContain('test-admin');
+    // The token lives in this tab's sessionStorage only (not localStorage, where GraphiQL keeps its tabs).
+    expect(await page.evaluate(() => sessionStorage.getItem('capstan.token'))).toBe(stack.adminToken);
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain(stack.adminToken);
+    expect(violations, violations.join('\n')).toEqual([]);
     const shot = path.join(RESULTS, 'graphiql.png');
     await page.screenshot({ path: shot });
     console.info(`[graphiql] screenshot: ${path.relative(process.cwd(), shot)}`);
+    // Sign out: the token is gone from the tab and the form is back.
+    await page.locator('#capstan-signout').click();
+    await page.locator('#capstan-token').waitFor({ timeout: 30_000 });
+    expect(await page.evaluate(() => sessionStorage.getItem('capstan.token'))).toBeNull();
     await page.close();
   });
 
-  it('GraphiQL served to a peer that is not on this machine carries no token', async () => {
-    const page = (remoteAddress: string) =>
-      stack.api.fetch(new Request(`${stack.url}/graphql`, { headers: { accept: 'text/html' } }), { remoteAddress }).then((r) => r.text());
-    expect(await page('127.0.0.1')).toContain(stack.adminToken);
-    for (const remote of ['10.1.2.3', '192.168.0.7', '::ffff:10.0.0.1', 'fe80::1']) {
-      const html = await page(remote);
-      expect(html).toContain('<title>Capstan</title>');
-      expect(html, remote).not.toContain(stack.adminToken);
-      expect(html, remote).not.toContain('Bearer');
-    }
+  it('a page on another origin cannot frame GraphiQL', async () => {
+    const page = await evilPage(evilOrigin);
+    const blocked: string[] = [];
+    page.on('console', (m) => {
+      if (/frame-ancestors|X-Frame-Options|Refused to (display|frame)/i.test(m.text())) blocked.push(m.text());
+    });
+    await page.evaluate((src) => {
+      const f = document.createElement('iframe');
+      f.src = src;
+      document.body.appendChild(f);
+    }, `${stack.url}/graphql`);
+    await waitFor(async () => blocked.length > 0, 'the browser to refuse the frame', 30_000);
+    await page.close();
   });
 });

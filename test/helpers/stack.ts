@@ -55,8 +55,6 @@ export interface TestStackOptions {
   logger?: Logger;
   /** Extra configuration environment (e.g. CAPSTAN_CORS_ORIGINS). */
   env?: Record<string, string>;
-  /** A token GraphiQL sends for loopback users, as `npm start` does with its admin token: `true` for this stack's admin token. */
-  graphiqlToken?: true | string;
 }
 
 /** A real stack for one test file, built by the composition root: its own task queues on the shared dev server, workers, and the API over HTTP. */
@@ -104,13 +102,11 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const connection = await Connection.connect({ address });
   const client = new Client({ connection, namespace });
   const adminToken = (await rt.tokens.create({ name: 'test-admin', role: 'admin' })).token;
-  const graphiqlToken = o.graphiqlToken === true ? adminToken : o.graphiqlToken;
   const app = createApiApp(rt, {
     client,
     namespace,
     modelRefreshMs: 500,
     ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}),
-    ...(graphiqlToken ? { graphiqlToken } : {}),
   });
   const api = app.api;
   const server: Server = createServer(createNodeHandler(api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
