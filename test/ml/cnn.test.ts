@@ -114,7 +114,7 @@ describe('a small conv net through the ML stages', () => {
     const db = await freshRegistryDb('sqlite', store.root);
     try {
       const dep = deployStage();
-      const ctx = makeContext({ store: store.store, stageId: 'cnn-deploy', services: { models: new ModelRegistry(db) } as unknown as StageServices });
+      const ctx = makeContext({ store: store.store, stageId: 'cnn-deploy', startedBy: { name: 'cnn-test', role: 'operator', tokenId: '0123456789ab' }, services: { models: new ModelRegistry(db) } as unknown as StageServices });
       const out = await dep.run(ctx, dep.paramsSchema.parse({ modelName: 'mnist-cnn-test', quantize: 'uint8', latencyRuns: 20, gates: { minTestAccuracy: 0.5 } }), { model: reduced.outputs.model!, dataset });
       expect(out.metrics).toMatchObject({ model: 'mnist-cnn-test', alias: 'production' });
       expect(out.metrics.p50LatencyMs as number).toBeGreaterThan(0);

@@ -53,6 +53,8 @@ export function makeContext(opts: {
   replica?: ReplicaInfo;
   signal?: AbortSignal;
   services?: StageServices;
+  /** Who started the run (a deploy stage needs a starter with a token id to claim a model name). */
+  startedBy?: RunStarter;
 }): TestContext {
   const beats: unknown[] = [];
   const { ctx, reported } = createStageContext({
@@ -64,6 +66,7 @@ export function makeContext(opts: {
     stageId: opts.stageId,
     attempt: opts.attempt ?? 1,
     ...(opts.replica ? { replica: opts.replica } : {}),
+    ...(opts.startedBy ? { startedBy: opts.startedBy } : {}),
     lastCheckpoint: opts.lastCheckpoint,
     signal: opts.signal ?? new AbortController().signal,
     heartbeat: (d?: unknown) => void beats.push(d),
