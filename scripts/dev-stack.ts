@@ -12,9 +12,10 @@ import { parseArgs } from 'node:util';
 import { detectGpus } from '../activities/devices.js';
 import { ensureAdminToken, withTokenStore } from '../app/admin-token.js';
 import { loadConfig } from '../app/config.js';
-import { portInUse, startDevServer, type DevServer } from '../dev/dev-server.js';
+import { portInUse, startDevServer, stopLeftoverDevServer, type DevServer } from '../dev/dev-server.js';
+import { ServerOwnedError } from '../dev/leftover-server.js';
 import { createConsoleLogger } from '../lib/logger.js';
-import { resolveWeed, startSeaweed, type Seaweed } from '../dev/seaweed.js';
+import { resolveWeed, startSeaweed, stopLeftoverSeaweed, type Seaweed } from '../dev/seaweed.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
 import { buildConsole } from './build-console.js';
 
@@ -41,6 +42,19 @@ async function main(): Promise<number> {
   const uiPort = Number(process.env.TEMPORAL_UI_PORT ?? 8233);
   const temporalPort = Number(process.env.TEMPORAL_PORT ?? 7233);
   let uiUrl: string | undefined;
+  const dbFile = path.join(config.dataDir, 'temporal', 'dev.db');
+  const ownSeaweed = config.artifacts.kind === 's3' && !config.artifacts.endpoint;
+  // A server that an earlier stack on this data folder left behind (killed without its Ctrl-C path)
+  // still holds our ports and the folder's database: stop it first, and say so. One that a stack
+  // still running owns is left alone.
+  try {
+    if (!process.env.TEMPORAL_ADDRESS) await stopLeftoverDevServer({ dbFile, logger });
+    if (ownSeaweed) await stopLeftoverSeaweed({ dir: path.join(config.dataDir, 'seaweedfs'), logger });
+  } catch (e) {
+    if (!(e instanceof ServerOwnedError)) throw e;
+    logger.error(`${e.message}; nothing was started.`);
+    return 2;
+  }
   // Every port this stack will listen on must be free before anything starts: another process
   // there would answer our readiness probes and take our requests.
   const ports: [number, string, string][] = [
@@ -62,7 +76,7 @@ async function main(): Promise<number> {
     const cli = await resolveTemporalCli({ toolsDir: path.join(root, '.tools'), env: process.env, logger });
     devServer = await startDevServer({
       cliPath: cli.path,
-      dbFile: path.join(config.dataDir, 'temporal', 'dev.db'),
+      dbFile,
       port: temporalPort,
       uiPort,
       logger,
