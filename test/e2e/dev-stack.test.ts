@@ -13,7 +13,7 @@ afterAll(() => {
   // Whatever is left of the stack (its own process group, and the Temporal server in its own) goes.
   if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
   try {
-    if (serverPidFile) process.kill(Number(readFileSync(serverPidFile, 'utf8')), 'SIGKILL');
+    if (serverPidFile) process.kill((JSON.parse(readFileSync(serverPidFile, 'utf8')) as { pid: number }).pid, 'SIGKILL');
   } catch {
     /* already gone */
   }
@@ -94,15 +94,16 @@ describe('npm start (the embedded stack)', () => {
     expect(pred.predictions[0].label).toBe(probs.indexOf(Math.max(...probs)));
 
     // Ctrl-C stops everything and the process exits 0.
+    const { pid } = JSON.parse(readFileSync(serverPidFile, 'utf8')) as { pid: number };
     const code = await new Promise<number | null>((resolve) => {
       child!.once('exit', (c) => resolve(c));
       child!.kill('SIGINT');
     });
     expect(code).toBe(0);
     await expect(fetch(`${api}/graphql`)).rejects.toThrow();
-    // The Temporal server went last, and is gone too.
-    const pid = Number(readFileSync(serverPidFile, 'utf8'));
+    // The Temporal server went last, and is gone too, with its pid file.
     expect(() => process.kill(pid, 0)).toThrow();
+    expect(existsSync(serverPidFile)).toBe(false);
   });
 
   it('refuses to start when a port it needs is taken, naming the port and the variable, and starts nothing', { timeout: 120_000 }, async () => {
