@@ -89,8 +89,9 @@ export async function stopLeftoverServer(o: LeftoverOptions): Promise<LeftoverOu
   const pid = record.pid;
   const info = processInfo(pid);
   if (!info) return stale(pid, `pid ${pid} is not running`);
-  const binary = record.binary ?? '';
-  if (!info.command.includes(o.dataArg) || !info.command.includes(binary)) {
+  // Whole arguments only: `-dir=/x/a` must not match a server on `/x/ab`.
+  const has = (arg: string) => ` ${info.command} `.includes(` ${arg} `);
+  if (!has(o.dataArg) || (record.binary !== undefined && !has(record.binary))) {
     return stale(pid, `pid ${pid} is not a ${o.what} on ${o.where} (${info.command.slice(0, 120)})`);
   }
   if (record.ownerPid !== undefined && info.ppid === record.ownerPid) throw new ServerOwnedError(o.what, pid, record.ownerPid, o.where);
