@@ -157,7 +157,11 @@ describe('a server that an earlier stack left on the data folder', () => {
     const first = await startDevServer({ cliPath, dbFile, logger: silentLogger });
     servers.push(first);
     pids.add(first.process.pid!);
-    const second = startDevServer({ cliPath, dbFile, logger: silentLogger });
+    const second = startDevServer({ cliPath, dbFile, logger: silentLogger }).then((s) => {
+      servers.push(s);
+      pids.add(s.process.pid!);
+      return s;
+    });
     await expect(second).rejects.toBeInstanceOf(ServerOwnedError);
     await expect(second).rejects.toThrow(`a Temporal dev server (pid ${first.process.pid}) of a stack that is still running (pid ${process.pid})`);
     expect(processInfo(first.process.pid!)).toBeDefined();
