@@ -89,6 +89,8 @@ export interface ReplicaResult {
   backend: BackendName;
   trainLoop: TrainLoopName;
   fitBecause?: string;
+  /** Whether Adam's moments were averaged with the weights at each sync (the step loop's; not under model.fit). */
+  averagedOptimizerState?: boolean;
   resumedFromRound: number;
   rounds: number;
   steps: number;
@@ -135,6 +137,15 @@ export interface FineTuneJob {
   learningRate: number;
   /** Train on at most this many rows of the train split. */
   samples?: number;
+  /** Seeds each epoch's shuffle (fineTuneOrder); default DEFAULT_FINE_TUNE_SEED. */
+  seed?: number;
+  /**
+   * Gradual pruning: `modelDir` holds the unpruned model (its masks, if any, are ignored); the
+   * sparsity rises from 0 to `target` on a polynomial schedule (ml/compression/schedule.ts) reached
+   * at `endFraction` of the steps, masks recomputed every `frequency` steps. The final masks are
+   * written beside `outDir`. Without it the masks beside `modelDir` are kept as they are (one-shot).
+   */
+  prune?: { target: number; frequency: number; endFraction: number };
 }
 
 /** Sent after every train step, and after every epoch with the checkpoint just written. */
@@ -152,14 +163,18 @@ export interface FineTuneProgress {
 
 export interface FineTuneResult {
   backend: BackendName;
-  /** The step loop, or model.fit's trainOnBatch when the model needs it. */
+  /** The step loop, or model.fit's trainOnBatch when the model needs it (then `fitBecause` says why). */
   trainLoop: TrainLoopName;
+  fitBecause?: string;
   resumedFromEpoch: number;
   epochs: number;
   /** Train steps over all epochs (resumed ones included). */
   steps: number;
   /** Step loop: the last epoch's mean loss; trainOnBatch: the last batch's loss. */
   lastLoss: number;
+  /** The gradual schedule that pruned (absent: one-shot masks from the input). */
+  schedule?: { kind: 'gradual'; endStep: number; frequency: number; finalSparsity: number };
+  shuffleSeed?: number;
 }
 
 export type MlJob = PretrainJob | ReplicaJob | EvaluateJob | FineTuneJob;

@@ -42,6 +42,16 @@ export interface FusedAdam {
   /** Takes the tfjs variables' values as the current ones (after something else set them). */
   loadVariables(): void;
   state(): AdamState;
+  /**
+   * Replaces the first and second moments (same order and sizes as the weights), and the step
+   * count when given. Multi-device fit averages them across replicas with the weights.
+   */
+  setMoments(m: Float32Array[], v: Float32Array[], iterations?: number): void;
+  /**
+   * Replaces the keep-masks applied after every update (`undefined` = no mask for that weight). The
+   * weights themselves are not touched: the caller zeroes the newly pruned ones (gradual pruning).
+   */
+  setMasks(masks: (Uint8Array | undefined)[]): void;
   dispose(): void;
 }
 
@@ -138,7 +148,8 @@ function opsSoftmaxXent(tf: Tf, logits: TF.Tensor, labels: TF.Tensor, numClasses
 /** Adam as tfjs does it (tfjs AdamOptimizer.applyGradients), with tensor ops: the fallback. */
 function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState, masks?: (Uint8Array | undefined)[]): FusedAdam {
   let t = init?.iterations ?? 0;
-  const keep = vars.map((v, i) => (masks?.[i] ? tf.keep(tf.tensor(Float32Array.from(masks[i]!), v.shape)) : undefined));
+  const maskTensors = (ms?: (Uint8Array | undefined)[]) => vars.map((v, i) => (ms?.[i] ? tf.keep(tf.tensor(Float32Array.from(ms[i]!), v.shape)) : undefined));
+  let keep = maskTensors(masks);
   const m = vars.map((v, i) => tf.variable(init ? tf.tensor(init.m[i]!, v.shape) : tf.zerosLike(v), false));
   const s = vars.map((v, i) => tf.variable(init ? tf.tensor(init.v[i]!, v.shape) : tf.zerosLike(v), false));
   return {
@@ -161,6 +172,19 @@ function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState,
     syncVariables: () => undefined,
     loadVariables: () => undefined,
     state: () => ({ iterations: t, m: m.map((x) => x.dataSync() as Float32Array), v: s.map((x) => x.dataSync() as Float32Array) }),
+    setMoments(mv, vv, iterations) {
+      if (iterations !== undefined) t = iterations;
+      tf.tidy(() => {
+        vars.forEach((x, i) => {
+          m[i]!.assign(tf.tensor(mv[i]!, x.shape));
+          s[i]!.assign(tf.tensor(vv[i]!, x.shape));
+        });
+      });
+    },
+    setMasks(ms) {
+      keep.forEach((x) => x?.dispose());
+      keep = maskTensors(ms);
+    },
     dispose() {
       m.forEach((x) => x.dispose());
       s.forEach((x) => x.dispose());
@@ -256,6 +280,7 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
       };
       privatize();
       let t = init?.iterations ?? 0;
+      let keeps = masks;
       const m = vars.map((v, i) => (init ? Float32Array.from(init.m[i]!) : new Float32Array(v.size)));
       const s = vars.map((v, i) => (init ? Float32Array.from(init.v[i]!) : new Float32Array(v.size)));
       const { learningRate: lr, beta1: b1, beta2: b2, epsilon: eps } = cfg;
@@ -289,7 +314,7 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
               sk[i] = vi;
               p[i] = old[i]! - (lr * (mi / c1)) / (Math.sqrt(vi / c2) + eps);
             }
-            const keep = masks?.[k];
+            const keep = keeps?.[k];
             if (keep) for (let i = 0; i < p.length; i++) if (keep[i] === 0) p[i] = 0;
             if (fresh) {
               v.assign(fresh);
@@ -300,6 +325,16 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
         syncVariables: () => undefined,
         loadVariables: privatize,
         state: () => ({ iterations: t, m: m.map((x) => x.slice()), v: s.map((x) => x.slice()) }),
+        setMoments(mv, vv, iterations) {
+          if (iterations !== undefined) t = iterations;
+          vars.forEach((_, i) => {
+            m[i]!.set(mv[i]!);
+            s[i]!.set(vv[i]!);
+          });
+        },
+        setMasks(ms) {
+          keeps = ms;
+        },
         dispose: () => undefined,
       };
     },
@@ -382,7 +417,8 @@ function nativeKernels(tf: Tf): StepKernels {
       };
     },
     adam(vars, cfg, init, masks) {
-      const keep = vars.map((v, i) => (masks?.[i] ? tf.keep(tf.tensor(Float32Array.from(masks[i]!), v.shape)) : undefined));
+      const maskTensors = (ms?: (Uint8Array | undefined)[]) => vars.map((v, i) => (ms?.[i] ? tf.keep(tf.tensor(Float32Array.from(ms[i]!), v.shape)) : undefined));
+      let keep = maskTensors(masks);
       const shapeAttr = (shape: number[]): OpAttr => ({ name: 'shape', type: B.TF_ATTR_SHAPE!, value: shape });
       const handle = (shape: number[], value: TF.Tensor) => {
         const h = be.executeSingleOutput(
@@ -431,6 +467,19 @@ function nativeKernels(tf: Tf): StepKernels {
           m: mh.map((h) => tf.tidy(() => read(h).dataSync() as Float32Array)),
           v: sh.map((h) => tf.tidy(() => read(h).dataSync() as Float32Array)),
         }),
+        setMoments(mv, vv, iterations) {
+          if (iterations !== undefined) t = iterations;
+          tf.tidy(() => {
+            vars.forEach((x, i) => {
+              be.executeMultipleOutputs('AssignVariableOp', [dtypeAttr], [mh[i]!, tf.tensor(mv[i]!, x.shape)], 0);
+              be.executeMultipleOutputs('AssignVariableOp', [dtypeAttr], [sh[i]!, tf.tensor(vv[i]!, x.shape)], 0);
+            });
+          });
+        },
+        setMasks(ms) {
+          keep.forEach((x) => x?.dispose());
+          keep = maskTensors(ms);
+        },
         dispose() {
           for (const h of [...vh, ...mh, ...sh]) {
             be.executeMultipleOutputs('DestroyResourceOp', [{ name: 'ignore_lookup_error', type: B.TF_ATTR_BOOL!, value: true }], [h], 0);

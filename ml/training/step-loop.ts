@@ -4,8 +4,9 @@
 // and backward passes are written out per layer (dense/conv with bias + activation fused where the
 // backend has it, no autodiff tape, no gradient for the input data) and Adam is one fused update
 // (step-kernels.ts). Supported: Sequential models of flatten, reshape, dense, conv2d, maxPooling2d and
-// dropout ending in a dense softmax, trained with Adam on integer labels; `planStepLoop` says why
-// any other model is not, and the caller then uses model.fit.
+// dropout ending in a dense softmax, trained with Adam and sparse categorical cross-entropy on
+// integer labels, dense layers on rank-2 inputs only; `planStepLoop` says why any other model is
+// not, and the caller then uses model.fit (and says why in its result: `fitBecause`).
 import type * as TF from '@tensorflow/tfjs';
 import { mixSeed, seededRandom } from '../data/rng.js';
 import type { Tf } from '../models/mlp.js';
@@ -33,9 +34,29 @@ function pair(v: unknown, what: string): [number, number] {
   return a as [number, number];
 }
 
+const sparseXent = new Set(['sparseCategoricalCrossentropy', 'sparse_categorical_crossentropy']);
+
+/**
+ * Why the compiled loss is not the one the step loop computes (softmax cross-entropy on integer
+ * labels), or undefined when it is. Any other loss (even categorical cross-entropy, which model.fit
+ * would feed one-hot labels) would train differently than model.fit does, so it is refused.
+ */
+export function lossProblem(model: TF.LayersModel): string | undefined {
+  const raw = (model as unknown as { loss?: unknown }).loss;
+  const one = Array.isArray(raw) && raw.length === 1 ? raw[0] : raw && typeof raw === 'object' && !Array.isArray(raw) && Object.keys(raw).length === 1 ? Object.values(raw)[0] : raw;
+  if (typeof one === 'string' && sparseXent.has(one)) return undefined;
+  const name = typeof one === 'string' ? one : typeof one === 'function' ? `a loss function (${one.name || 'anonymous'})` : raw === undefined ? 'none (not compiled)' : JSON.stringify(raw);
+  return `the compiled loss is ${name}, not sparseCategoricalCrossentropy`;
+}
+
 /** How the step loop would run this model, or why it cannot (then model.fit trains it). */
 export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: string } {
   if (model.getClassName() !== 'Sequential') return { unsupported: `a ${model.getClassName()} model (only Sequential)` };
+  const loss = lossProblem(model);
+  if (loss) return { unsupported: loss };
+  // The rank of the tensor flowing into each layer (batch axis included): the step loop's dense is
+  // a matrix product, so it takes rank-2 inputs only (Keras applies a dense layer to the last axis).
+  let rank = model.inputs[0]?.shape.length ?? 0;
   const trainable = model.trainableWeights;
   if (trainable.length !== model.weights.length) return { unsupported: 'the model has non-trainable weights' };
   const index = new Map(trainable.map((w, i) => [w, i]));
@@ -61,11 +82,13 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
         break;
       case 'Flatten':
         stages.push({ kind: 'flatten' });
+        rank = 2;
         break;
       case 'Reshape': {
         const to = cfg.targetShape as number[];
         if (!Array.isArray(to) || to.some((d) => !Number.isInteger(d) || d < 1)) return { unsupported: `reshape layer ${layer.name} has target shape ${JSON.stringify(to)}` };
         stages.push({ kind: 'reshape', to });
+        rank = 1 + to.length;
         break;
       }
       case 'Dropout': {
@@ -82,6 +105,7 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
         const b = weightIndex('bias');
         if (w === undefined) return { unsupported: `layer ${layer.name} has no trainable kernel` };
         if (cls === 'Dense') {
+          if (rank !== 2) return { unsupported: `dense layer ${layer.name} gets a rank-${rank} input (the step loop's dense takes rank 2; add a flatten before it)` };
           stages.push({ kind: 'dense', w, ...(b !== undefined ? { b } : {}), act: act as Activation });
         } else {
           const dil = pair(cfg.dilationRate ?? 1, 'dilation');
@@ -89,11 +113,13 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
           if ((cfg.dataFormat ?? 'channelsLast') !== 'channelsLast') return { unsupported: `conv layer ${layer.name} is channels-first` };
           const pad = cfg.padding === 'same' ? 'same' : cfg.padding === 'valid' ? 'valid' : undefined;
           if (!pad) return { unsupported: `conv layer ${layer.name} has padding ${String(cfg.padding)}` };
+          if (rank !== 4) return { unsupported: `conv layer ${layer.name} gets a rank-${rank} input (expected rank 4)` };
           stages.push({ kind: 'conv', w, ...(b !== undefined ? { b } : {}), act: act as Activation, conv: { strides: pair(cfg.strides ?? 1, 'strides'), pad } });
         }
         break;
       }
       case 'MaxPooling2D': {
+        if (rank !== 4) return { unsupported: `pooling layer ${layer.name} gets a rank-${rank} input (expected rank 4)` };
         if ((cfg.dataFormat ?? 'channelsLast') !== 'channelsLast') return { unsupported: `pooling layer ${layer.name} is channels-first` };
         const size = pair(cfg.poolSize ?? 2, 'pool size');
         const pad = cfg.padding === 'same' ? 'same' : 'valid';
@@ -124,6 +150,17 @@ export interface StepLoop {
   commit(opts?: { optimizer?: boolean }): Promise<void>;
   /** Continues from the model's variables as they are now (after e.g. model.setWeights). */
   reloadWeights(): void;
+  /** The current values of the trainable weights, by name (LayerVariable.originalName); copies. */
+  readWeights(): Map<string, Float32Array>;
+  /**
+   * New pruning masks (gradual pruning): the weights they prune are set to zero now, and every
+   * later update keeps them there. Weights without a mask here are no longer masked.
+   */
+  setMasks(masks: { name: string; keep: Uint8Array }[]): void;
+  /** Adam's first and second moments, flat, in the weights' order (averaged across replicas). */
+  moments(): { m: Float32Array; v: Float32Array };
+  /** Replaces Adam's moments with flat vectors as `moments()` returns them, and its step count when given. */
+  setMoments(m: Float32Array, v: Float32Array, iterations?: number): void;
   dispose(): void;
 }
 
@@ -166,6 +203,29 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { mask
     steps: () => adam.state().iterations,
     trainPass: (d, o) => trainPass(tf, kernels, plan, adam, d, o),
     reloadWeights: () => adam.loadVariables(),
+    readWeights() {
+      adam.syncVariables();
+      return new Map(plan.vars.map((v, i) => [names[i]!, Float32Array.from(v.dataSync() as Float32Array)]));
+    },
+    setMasks(next) {
+      for (const m of next) if (!names.includes(m.name)) throw new Error(`mask ${m.name} matches no trainable weight (weights: ${names.join(', ')})`);
+      const keep = names.map((n) => next.find((m) => m.name === n)?.keep);
+      adam.syncVariables();
+      tf.tidy(() => {
+        plan.vars.forEach((v, i) => {
+          if (keep[i]) v.assign(tf.mul(v, tf.tensor(Float32Array.from(keep[i]!), v.shape, 'float32')));
+        });
+      });
+      adam.loadVariables();
+      adam.setMasks(keep);
+    },
+    moments() {
+      const s = adam.state();
+      return { m: concat(s.m), v: concat(s.v) };
+    },
+    setMoments(m, v, iterations) {
+      adam.setMoments(split(m, plan.vars), split(v, plan.vars), iterations);
+    },
     async commit(o = {}) {
       adam.syncVariables();
       if (o.optimizer === false) return;
@@ -184,6 +244,23 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { mask
     },
     dispose: () => adam.dispose(),
   };
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+function split(flat: Float32Array, vars: TF.Variable[]): Float32Array[] {
+  const total = vars.reduce((n, v) => n + v.size, 0);
+  if (flat.length !== total) throw new Error(`moment vector has ${flat.length} values, the weights need ${total}`);
+  let off = 0;
+  return vars.map((v) => flat.subarray(off, (off += v.size)));
 }
 
 /** Leading reshapes (flatten, reshape) are done once, when the batches are made. */

@@ -44,7 +44,7 @@ export function multiDeviceFitStage(opts: MultiDeviceFitOptions = {}) {
   return defineStage({
     name: 'core:multi-device-fit',
     estimateScale: { work: ['epochs'] },
-    version: '1.1.0',
+    version: '1.2.0',
     apiVersion: PLUGIN_API_VERSION,
     description: 'Data-parallel training over N devices (GPUs or CPU processes), weights averaged every K steps (local SGD); keeps pruning masks.',
     paramsSchema: multiDeviceFitParamsSchema,
@@ -125,6 +125,7 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       tfBackend: r.backend,
       trainLoop: r.trainLoop,
       fitBecause: r.fitBecause,
+      averagedOptimizerState: r.averagedOptimizerState,
       replica: replica.index,
       replicas: replica.count,
       device: device?.label ?? `cpu-process:${replica.index}`,
@@ -156,13 +157,15 @@ async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: F
 
   // The replicas' final weights are the average of the last round; publish that average with
   // the topology a replica saved (float32, same weight order), plus the input's pruning masks.
-  const avg = await readFile(averageFile(syncDir, round));
+  // The average holds the weights, then (step loop) Adam's averaged moments: only the weights go out.
+  const averaged = await readFile(averageFile(syncDir, round));
   const replicaModelDir = await ctx.localPath(firstModel);
   const modelJson = JSON.parse(await readFile(path.join(replicaModelDir, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
   const replicaWeights = await stat(path.join(replicaModelDir, 'weights.bin'));
-  if (replicaWeights.size !== avg.length || modelJson.weightsManifest.length !== 1) {
-    throw new StageError(`averaged weights (${avg.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, { type: 'MODEL_MISMATCH', retryable: false });
+  if ((averaged.length !== replicaWeights.size && averaged.length !== 3 * replicaWeights.size) || modelJson.weightsManifest.length !== 1) {
+    throw new StageError(`averaged weights (${averaged.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, { type: 'MODEL_MISMATCH', retryable: false });
   }
+  const avg = averaged.subarray(0, replicaWeights.size);
   let test: EvaluateResult | undefined;
   let evalCpu = 0;
   const manifest = await readDatasetManifest(datasetDir);

@@ -2,8 +2,9 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { loadTf, type BackendName } from '../../../ml/backend.js';
+import { readMasks } from '../../../ml/compression/masks.js';
 import { countLiveZeros, encodeWeights, pruneModel, saveCompressedModel } from '../../../ml/compression/prune.js';
-import { decodeFloatWeights, encodeFloatWeights, joinWeightData, type FloatWeight, type ModelArtifacts, type WeightMask } from '../../../ml/compression/weights.js';
+import { countZeros, decodeFloatWeights, encodeFloatWeights, joinWeightData, type FloatWeight, type ModelArtifacts, type WeightMask } from '../../../ml/compression/weights.js';
 import { accuracy, checkCompatible, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
 import { folderLoadHandler } from '../../../ml/models/io.js';
 import { runChildJob } from '../../../ml/training/child-runner.js';
@@ -16,14 +17,17 @@ export interface PruneQuantizeOptions {
   tfBackend?: BackendName;
 }
 
-/** `core:prune-quantize`: magnitude pruning (+ masks), optional masked fine-tune in a child process, post-training quantization. */
+/**
+ * `core:prune-quantize`: magnitude pruning (+ masks), optional masked fine-tune in a child process
+ * (gradual pruning over its steps by default), post-training quantization.
+ */
 export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
   return defineStage({
     name: 'core:prune-quantize',
     estimateScale: { work: ['fineTuneEpochs'] },
-    version: '1.1.0',
+    version: '1.2.0',
     apiVersion: PLUGIN_API_VERSION,
-    description: 'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model), optionally fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
+    description: 'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model) — gradually over a fine-tune by default, or at once — fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
     paramsSchema: pruneQuantizeParamsSchema,
     consumes: ['model', 'dataset'],
     produces: ['model'],
@@ -42,7 +46,12 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
 
       let weights = pruned.weights;
       let fineTuned: FineTuneResult | undefined;
-      if (params.fineTuneEpochs > 0 && params.sparsity > 0) {
+      const gradual = params.schedule === 'gradual' && params.fineTuneEpochs > 0 && params.sparsity > 0;
+      if (gradual) {
+        // The fine-tune starts from the unpruned weights and prunes them on its schedule.
+        ({ weights, masks: pruned.masks, result: fineTuned } = await fineTune(ctx, tf, opts, params, original, [], datasetDir));
+        ({ zeros: pruned.zeros, total: pruned.total } = countZeros(weights));
+      } else if (params.fineTuneEpochs > 0 && params.sparsity > 0) {
         ({ weights, result: fineTuned } = await fineTune(ctx, tf, opts, params, { ...original, ...encodeFloatWeights(pruned.weights) }, pruned.masks, datasetDir));
       }
 
@@ -81,7 +90,10 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
           evalSplit: test.split,
           evalRows: test.count,
           fineTuneEpochs: fineTuned?.epochs ?? 0,
+          pruningSchedule: gradual ? 'gradual' : 'oneshot',
           ...(fineTuned ? { fineTuneSteps: fineTuned.steps, fineTuneLoss: fineTuned.lastLoss, fineTuneResumedFromEpoch: fineTuned.resumedFromEpoch, fineTuneLoop: fineTuned.trainLoop } : {}),
+          ...(fineTuned?.fitBecause ? { fineTuneFitBecause: fineTuned.fitBecause } : {}),
+          ...(fineTuned?.schedule ? { pruningEndStep: fineTuned.schedule.endStep, pruningFrequency: fineTuned.schedule.frequency } : {}),
           tfBackend: backend,
         },
       };
@@ -102,7 +114,9 @@ async function measure(tf: typeof TF, artifacts: ModelArtifacts, test: EvalSplit
 
 /**
  * The masked fine-tune, as a child-process job (ADR 0004): heartbeats `{ phase, epoch, checkpoint }`
- * after every epoch and, on a retry, resumes from the last checkpoint instead of epoch 0.
+ * after every epoch and, on a retry, resumes from the last checkpoint instead of epoch 0. With the
+ * gradual schedule `pruned` is the unpruned model, `masks` is empty, and the masks come back from
+ * the job (written beside its output).
  */
 async function fineTune(
   ctx: StageContext,
@@ -112,7 +126,7 @@ async function fineTune(
   pruned: ModelArtifacts,
   masks: WeightMask[],
   datasetDir: string,
-): Promise<{ weights: FloatWeight[]; result: FineTuneResult }> {
+): Promise<{ weights: FloatWeight[]; masks: WeightMask[]; result: FineTuneResult }> {
   const resume = await resumePoint(ctx, params);
   if (resume) ctx.logger.info('resuming fine-tune from checkpoint', { epoch: resume.epoch });
   // Pruning is deterministic, so the pruned model is simply written again on every attempt.
@@ -132,6 +146,8 @@ async function fineTune(
     batchSize: params.batchSize,
     learningRate: params.learningRate,
     ...(params.fineTuneSamples ? { samples: params.fineTuneSamples } : {}),
+    seed: params.seed,
+    ...(params.schedule === 'gradual' ? { prune: { target: params.sparsity, frequency: params.pruningFrequency, endFraction: params.pruningEndFraction } } : {}),
   };
   let lastBeat: FineTuneCheckpoint = resume ? { phase: 'fine-tune', epoch: resume.epoch, step: 0, checkpoint: ctx.checkpointUri(resume.dir) } : { phase: 'fine-tune', epoch: 0, step: 0 };
   const out = await runChildJob<FineTuneResult>({
@@ -150,7 +166,7 @@ async function fineTune(
   });
   ctx.meter.add({ cpuSeconds: out.cpuSeconds });
   const weights = decodeFloatWeights(await folderLoadHandler(tf, outDir).load!());
-  return { weights, result: out.result };
+  return { weights, masks: job.prune ? ((await readMasks(outDir)) ?? []) : masks, result: out.result };
 }
 
 /** The fine-tune checkpoint of the previous attempt, if it is usable (well-formed and still on disk). */
