@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTf } from '../../ml/backend.js';
 import { saveModel } from '../../ml/models/io.js';
 import { buildMlp, seedMlpSpec } from '../../ml/models/mlp.js';
-import { averageFile, replicaFile } from '../../ml/training/replica-job.js';
+import { averageFile, replicaFile, replicaSchedule, roundSegments, shardRows } from '../../ml/training/replica-job.js';
 import { flatWeights, meanOf } from '../../ml/training/weights.js';
 import type { ArtifactRef, StageResult } from '../../plugins/contract.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
@@ -91,6 +91,12 @@ describe('core:multi-device-fit', () => {
     expect(p0.length).toBe(3 * final.length);
     const r0 = p0.subarray(0, final.length);
     const r1 = p1.subarray(0, final.length);
+    // Adam's moments were averaged with the weights: avg.bin holds their mean after the weights.
+    const avgRound = await readVec(averageFile(sync, 3));
+    expect(avgRound.length).toBe(3 * final.length);
+    expect(avgRound.subarray(final.length)).toEqual(meanOf([p0, p1]).subarray(final.length));
+    expect(p0.subarray(final.length)).not.toEqual(p1.subarray(final.length));
+    expect(avgRound.subarray(2 * final.length).some((v) => v > 0)).toBe(true);
     expect(r0).not.toEqual(r1); // the replicas did train on different shards
     const mean = meanOf([r0, r1]);
     let maxDiff = 0;
@@ -140,5 +146,44 @@ describe('core:multi-device-fit', () => {
     const a1 = await readVec(path.join(store.store.resolve(r1.outputs.model!), 'weights.bin'));
     expect(a0).toEqual(a1);
     expect(a0).toEqual((await readVec(averageFile(sync, 15))).subarray(0, a0.length));
+  });
+});
+
+describe('replica shards', () => {
+  it('reshuffles every epoch: each epoch deals all rows once over the replicas, in another order', () => {
+    const n = 100;
+    const all = Array.from({ length: n }, (_, i) => i);
+    const epoch = (e: number) => [0, 1, 2].map((i) => Array.from(shardRows(n, 42, i, 3, e)));
+    const e0 = epoch(0);
+    const e1 = epoch(1);
+    for (const shards of [e0, e1]) expect(shards.flat().sort((a, b) => a - b)).toEqual(all);
+    expect(e0.map((s) => s.length)).toEqual([34, 33, 33]);
+    expect(e1[0]).not.toEqual(e0[0]);
+    expect(new Set(e1[0]).size).toBe(34);
+    expect(epoch(1)).toEqual(e1); // deterministic per seed and epoch
+    expect(Array.from(shardRows(n, 43, 0, 3, 1))).not.toEqual(e1[0]);
+  });
+
+  it('keeps the last partial batch of every epoch, on every replica, with the same step count for all', () => {
+    // 100 rows, 3 replicas × batch 8 = global batches of 24: 5 steps an epoch, the last one 4 rows.
+    const sched = replicaSchedule({ trainCount: 100, replicas: 3, batchSize: 8, epochs: 2, syncEverySteps: 3 });
+    expect(sched).toEqual({ stepsPerEpoch: 5, totalSteps: 10, rounds: 4 });
+    for (const index of [0, 1, 2]) {
+      const opts = { trainCount: 100, seed: 42, index, count: 3, batchSize: 8, stepsPerEpoch: 5 };
+      const seen: number[][] = [[], []];
+      for (let round = 1; round <= sched.rounds; round++) {
+        const first = (round - 1) * 3;
+        const segments = roundSegments(opts, first, Math.min(round * 3, sched.totalSteps));
+        // A round that crosses an epoch's end is split there (only the epoch's last batch is partial).
+        if (round === 2) expect(segments.map((s) => s.length)).toEqual([8 + shardRows(100, 42, index, 3, 0).length - 32, 8]);
+        let step = first;
+        for (const seg of segments) {
+          const e = Math.floor(step / 5);
+          seen[e]!.push(...seg);
+          step += Math.ceil(seg.length / 8);
+        }
+      }
+      for (const e of [0, 1]) expect(seen[e]).toEqual(Array.from(shardRows(100, 42, index, 3, e)));
+    }
   });
 });

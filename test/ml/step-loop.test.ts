@@ -199,3 +199,33 @@ describe('step loop', () => {
     expect(planStepLoop(linearOut)).toEqual({ unsupported: expect.stringMatching(/not a dense softmax/) });
   });
 });
+
+describe('step loop refusals (model.fit trains instead, and the result says why)', () => {
+  it('refuses a compiled loss other than sparse categorical cross-entropy', async () => {
+    const model = buildMlp(tf, { ...seedMlpSpec, hiddenUnits: [8] });
+    model.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
+    expect(planStepLoop(model)).toEqual({ unsupported: 'the compiled loss is categoricalCrossentropy, not sparseCategoricalCrossentropy' });
+    const fn = buildMlp(tf, { ...seedMlpSpec, hiddenUnits: [8] });
+    fn.compile({ optimizer: tf.train.adam(1e-3), loss: (yt: TF.Tensor, yp: TF.Tensor) => tf.losses.meanSquaredError(yt, yp) as TF.Scalar });
+    expect(planStepLoop(fn)).toEqual({ unsupported: expect.stringMatching(/^the compiled loss is a loss function/) });
+    // The same model compiled as the classifiers are is trained by the step loop.
+    const ok = buildMlp(tf, { ...seedMlpSpec, hiddenUnits: [8] });
+    compileClassifier(tf, ok, { learningRate: 1e-3 });
+    expect(planStepLoop(ok)).not.toHaveProperty('unsupported');
+  });
+
+  it('refuses a dense layer on a rank > 2 input, and trainEpochs falls back to model.fit saying why', async () => {
+    const model = tf.sequential();
+    model.add(tf.layers.reshape({ inputShape: [28, 28], targetShape: [28, 28] }));
+    model.add(tf.layers.dense({ units: 4, activation: 'relu', name: 'per_row' })); // applied to each of the 28 rows
+    model.add(tf.layers.flatten());
+    model.add(tf.layers.dense({ units: 10, activation: 'softmax' }));
+    compileClassifier(tf, model, { learningRate: 1e-3 });
+    const why = "dense layer per_row gets a rank-3 input (the step loop's dense takes rank 2; add a flatten before it)";
+    expect(planStepLoop(model)).toEqual({ unsupported: why });
+    const small = { x: train.x.subarray(0, 64 * 784), y: train.y.subarray(0, 64), featureShape: train.featureShape };
+    const run = await trainEpochs(tf, model, { train: small, validation: small }, { epochs: 1, fromEpoch: 0, batchSize: 32, seed: 1 });
+    expect(run).toMatchObject({ loop: 'model.fit', fitBecause: why });
+    expect(run.stats[0]!.trainLoss).toBeGreaterThan(0);
+  });
+});
