@@ -6,7 +6,7 @@ import { loadTf } from '../../ml/backend.js';
 import { loadModel } from '../../ml/models/io.js';
 import { ApplicationFailure } from '@temporalio/common';
 import { readMasks } from '../../ml/compression/masks.js';
-import { affineQuantize, countZeros, decodeFloatWeights, magnitudePrune, toFloat16Bits } from '../../ml/compression/weights.js';
+import { affineQuantize, countZeros, decodeFloatWeights, magnitudePrune, pruneWeights, toFloat16Bits } from '../../ml/compression/weights.js';
 import { loadSplit } from '../../ml/evaluation/evaluate.js';
 import { pruneQuantizeParamsSchema, pruneQuantizeStage } from '../../plugins/core/prune-quantize/index.js';
 import { contractProblems } from '../../plugins/registry.js';
@@ -195,6 +195,24 @@ describe('core:prune-quantize', () => {
     expect(k1.values.some((v, i) => v !== 0 && v !== k0.values[i])).toBe(true);
     const { zeros, total } = countZeros(weights);
     expect(zeros / total).toBeGreaterThanOrEqual(0.8 - 1e-9);
+    // Gradual by default: the masks came from the fine-tune's schedule, which ended at the target.
+    expect(result.metrics).toMatchObject({ pruningSchedule: 'gradual', pruningEndStep: 6, pruningFrequency: 100, fineTuneLoop: 'step' });
+    for (const mask of masks) expect(mask.keep.length - mask.keep.reduce((a, b) => a + b, 0)).toBe(Math.round(0.8 * mask.keep.length));
+  }, 120_000);
+
+  it("params written before the schedule existed stay valid; schedule: 'oneshot' prunes at once and fine-tunes with fixed masks", async () => {
+    const plugin = pruneQuantizeStage();
+    expect(plugin.paramsSchema.parse({ sparsity: 0.8, fineTuneEpochs: 1, quantize: 'none' })).toMatchObject({ schedule: 'gradual', pruningFrequency: 100, pruningEndFraction: 0.75, seed: 42 });
+    expect(plugin.paramsSchema.safeParse({ schedule: 'sudden' }).success).toBe(false);
+    const { result, dir } = await run('pq-oneshot', { sparsity: 0.8, fineTuneEpochs: 1, fineTuneSamples: 256, batchSize: 64, quantize: 'none', schedule: 'oneshot' });
+    expect(result.metrics).toMatchObject({ pruningSchedule: 'oneshot', fineTuneSteps: 4 });
+    expect(result.metrics).not.toHaveProperty('pruningEndStep');
+    // The one-shot masks are those of the input model's magnitudes.
+    const { folderLoadHandler } = await import('../../ml/models/io.js');
+    const before = decodeFloatWeights(await folderLoadHandler(tf, store.resolve(model)).load!());
+    const expected = pruneWeights(before, 0.8);
+    const masks = (await readMasks(dir))!;
+    expect(masks.map((m) => Array.from(m.keep))).toEqual(expected.map((m) => Array.from(m.keep)));
   }, 120_000);
 
   it('refuses an already quantized model with a clear non-retryable error', async () => {
