@@ -52,8 +52,6 @@ export function lossProblem(model: TF.LayersModel): string | undefined {
 /** How the step loop would run this model, or why it cannot (then model.fit trains it). */
 export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: string } {
   if (model.getClassName() !== 'Sequential') return { unsupported: `a ${model.getClassName()} model (only Sequential)` };
-  const loss = lossProblem(model);
-  if (loss) return { unsupported: loss };
   // The rank of the tensor flowing into each layer (batch axis included): the step loop's dense is
   // a matrix product, so it takes rank-2 inputs only (Keras applies a dense layer to the last axis).
   let rank = model.inputs[0]?.shape.length ?? 0;
@@ -133,6 +131,8 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
   const dense = stages.filter((s) => s.kind === 'dense' || s.kind === 'conv').length;
   const used = stages.reduce((n, s) => n + (s.kind === 'dense' || s.kind === 'conv' ? 1 + (s.b !== undefined ? 1 : 0) : 0), 0);
   if (used !== vars.length || dense === 0) return { unsupported: 'the model has weights outside its dense and conv layers' };
+  const loss = lossProblem(model);
+  if (loss) return { unsupported: loss };
   return { stages, vars };
 }
 
