@@ -229,3 +229,31 @@ describe('step loop refusals (model.fit trains instead, and the result says why)
     expect(run.stats[0]!.trainLoss).toBeGreaterThan(0);
   });
 });
+
+describe('step loop state for pruning and replicas', () => {
+  it('takes new masks mid-training (zeroing what they prune now and after every step) and new Adam moments', async () => {
+    const model = seedModel();
+    const loop = await stepLoop(model);
+    const rows: LabelledArrays = { x: train.x.subarray(0, 256 * 784), y: train.y.subarray(0, 256), featureShape: train.featureShape };
+    await loop.trainPass(rows, { batchSize: 64, seed: 1 });
+    const keep = new Uint8Array(784 * 128).map((_, i) => (i % 2 ? 1 : 0));
+    loop.setMasks([{ name: 'dense_1/kernel', keep }]);
+    expect(loop.readWeights().get('dense_1/kernel')!.every((v, i) => i % 2 === 1 || v === 0)).toBe(true);
+    await loop.trainPass(rows, { batchSize: 64, seed: 2 });
+    const w = loop.readWeights().get('dense_1/kernel')!;
+    expect(w.every((v, i) => i % 2 === 1 || v === 0)).toBe(true);
+    expect(w.some((v, i) => i % 2 === 1 && v !== 0)).toBe(true);
+
+    // Moments in and out, flat in the weights' order; the step count goes with them when given.
+    const { m, v } = loop.moments();
+    expect(m.length).toBe(model.countParams());
+    expect(v.some((x) => x > 0)).toBe(true);
+    const m2 = m.map((x) => x / 2);
+    const v2 = v.map((x) => x * 3);
+    loop.setMoments(m2, v2, 100);
+    expect(loop.moments().m).toEqual(m2);
+    expect(loop.moments().v).toEqual(v2);
+    expect(loop.steps()).toBe(100);
+    loop.dispose();
+  });
+});
