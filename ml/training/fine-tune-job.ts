@@ -59,9 +59,11 @@ export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTunePro
   let model: TF.LayersModel;
   let fromEpoch = 0;
   if (job.resume) {
-    // A checkpoint carries its training config and Adam state; compile only if it did not.
+    // A checkpoint carries its training config and Adam state. Compiled again with its own optimizer
+    // (state kept) and integer labels' loss: checkpoints written before 1.2.0 say categorical
+    // cross-entropy, which the step loop refuses and the fallback's integer labels would not fit.
     model = await loadModel(tf, job.resume.dir);
-    if (!model.optimizer) model.compile({ optimizer: tf.train.adam(job.learningRate), loss: 'sparseCategoricalCrossentropy' });
+    model.compile({ optimizer: model.optimizer ?? tf.train.adam(job.learningRate), loss: 'sparseCategoricalCrossentropy' });
     fromEpoch = Math.min(job.resume.epoch, job.epochs);
   } else {
     model = await tf.loadLayersModel(memoryLoader(input));
