@@ -2,14 +2,14 @@ import type * as TF from '@tensorflow/tfjs';
 import { loadTf } from '../backend.js';
 import { createMaskApplier, type MaskApplier } from '../compression/apply-masks.js';
 import { readMasks, writeMasks } from '../compression/masks.js';
-import { gradualSchedule, isPruningStep, sparsityAfter, sparsityAt, type PolynomialSchedule } from '../compression/schedule.js';
+import { gradualSchedule, isPruningStep, sparsityAfter, sparsityAt } from '../compression/schedule.js';
 import { applyMask, decodeFloatWeights, encodeFloatWeights, isPrunable, magnitudePrune, type ModelArtifacts, type WeightMask } from '../compression/weights.js';
 import { mixSeed, permutation } from '../data/rng.js';
 import { batchTensor, loadSplit } from '../evaluation/evaluate.js';
 import { folderLoadHandler, folderSaveHandler, loadModel } from '../models/io.js';
 import { writeCheckpoint } from './checkpoints.js';
 import { ensureConvFilterGrad } from './step-kernels.js';
-import { createStepLoop, type StepLoop } from './step-loop.js';
+import { createStepLoop } from './step-loop.js';
 import { subset, type LabelledArrays } from './train-loop.js';
 import type { FineTuneJob, FineTuneProgress, FineTuneResult } from './jobs.js';
 
