@@ -46,7 +46,7 @@ export interface ChildJobOptions {
    * never decreasing.
    */
   onUsage?: (u: { cpuSeconds: number }) => void;
-  /** How often the child's CPU time is measured by pid (default 1000 ms). */
+  /** How often the child's CPU time is measured by pid (default 250 ms). */
   usageEveryMs?: number;
   /** Kills the child (SIGTERM, then SIGKILL after `killGraceMs`) when aborted. */
   signal?: AbortSignal;
@@ -107,7 +107,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const pid = child.pid;
   const sampler =
     opts.onUsage && pid !== undefined
-      ? setInterval(() => void processCpuSeconds(pid).then((c) => c !== undefined && child.exitCode === null && child.signalCode === null && usage(c)), opts.usageEveryMs ?? 1000)
+      ? setInterval(() => void processCpuSeconds(pid).then((c) => c !== undefined && child.exitCode === null && child.signalCode === null && usage(c)), opts.usageEveryMs ?? 250)
       : undefined;
   sampler?.unref();
 

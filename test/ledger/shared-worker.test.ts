@@ -2,6 +2,7 @@
 // stages running together against one run budget cannot pass it together (the run pauses first).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMoney } from '../../ledger/money.js';
+import { listEntries } from '../../ledger/repository.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { burnStage } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
@@ -52,7 +53,11 @@ describe('attempts side by side on one worker', () => {
         { id: 'b', plugin: 'test:burn', needs: [], params: { cpuMs: 4000 } },
       ],
     });
-    const done = await until(id, (r) => r.status === 'COMPLETED', 'both stages to complete');
+    // Waits on the workflow's result rather than polling the API: this process is the worker, and
+    // serving polls would be CPU time of the worker that the attempts share.
+    await stack.client.workflow.getHandle(id).result();
+    const done = await read(id);
+    expect(done.status).toBe('COMPLETED');
     const billed = await billedCpu(id);
     const own = Object.fromEntries(done.stages.map((s: any) => [s.id, s.metrics.ownCpuSeconds as number]));
     const lines = ['a', 'b'].map((s) => `stage ${s}: own CPU ${own[s]!.toFixed(3)} s, billed ${billed[s]!.toFixed(3)} s (${((billed[s]! / own[s]! - 1) * 100).toFixed(1)} %)`);
@@ -85,5 +90,14 @@ describe('attempts side by side on one worker', () => {
     expect(raised.errors, JSON.stringify(raised.errors)).toBeUndefined();
     const done = await until(id, (r) => r.status === 'COMPLETED', 'the raised run to complete');
     expect(done.stages.map((s: any) => s.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
+
+    // The ledger stage's own attempt is priced too: recorded after it booked, it books the run again.
+    const own = await waitFor(async () => {
+      await stack.runtime.outbox.flush({ runId: id });
+      const lines = (await listEntries(stack.db, id)).filter((e) => e.stageId === 'ledger' && e.kind === 'cost' && e.category === 'cpu');
+      return lines.length > 0 ? lines : undefined;
+    }, 'the ledger stage’s own CPU line', 30_000, 200);
+    const billed = await billedCpu(id);
+    expect(own.reduce((n, e) => n + e.amountMicros, 0n)).toBe(BigInt(Math.round(billed.ledger! * 10_000))); // 1 CPU-s = 0.01 USD = 10 000 micros
   });
 });
