@@ -446,11 +446,20 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     const est = estimateOf(stageId);
     if (budget?.max === undefined || est === undefined || !patched(PATCH_BUDGET_RESERVE)) return;
     reserved.set(stageId, parseMoney(est));
+    showReserved();
   };
 
   /** The stage ended: its real spend (noted from its outcome) replaces its reservation. */
   const release = (stageId: string) => {
-    if (reserved.delete(stageId)) reservedVersion++;
+    if (!reserved.delete(stageId)) return;
+    reservedVersion++;
+    showReserved();
+  };
+
+  /** The reservations as the run's state shows them (queries, the API's `RunBudget.reserved`). */
+  const showReserved = () => {
+    if (reserved.size === 0) delete budget!.reserved;
+    else budget!.reserved = Object.fromEntries([...reserved].map(([id, v]) => [id, formatMoneyExact(v)]));
   };
 
   /** The limits one attempt must stay within (the activity checks its own spend against them while it runs). */

@@ -21,7 +21,7 @@ const ledger = { id: 'ledger', plugin: 'core:roi-ledger', needs: ['a', 'b'], par
 const RUN = `id status pausedStages
   stages { id status budgetPause metrics }
   events { type stageId message }
-  budget { max spent }
+  budget { max spent reserved { key cost } }
   spend { total byStage { key cost } }`;
 
 async function start(s: unknown): Promise<string> {
@@ -75,6 +75,7 @@ describe('attempts side by side on one worker', () => {
     expect(waiting.status).toBe('PENDING'); // it never started
     expect(waiting.budgetPause).toMatch(new RegExp(`stage ${waiting.id} is estimated at 0.02 USD, more than the 0.01 USD left of the run's 0.03 USD \\(0.02 USD of it reserved by running stage ${running.id}\\)`));
     expect(paused.pausedStages).toEqual([waiting.id]);
+    expect(paused.budget.reserved).toEqual([{ key: running.id, cost: '0.02' }]);
 
     // The running stage ends; what it really spent replaces its reservation, and the waiting one
     // looks again: still over (0.03 − its spend < 0.02), so it stays paused, for the budget alone.
@@ -85,6 +86,7 @@ describe('attempts side by side on one worker', () => {
     // The run has not passed its budget: one stage's spend only.
     expect(parseMoney(still.spend.total)).toBeLessThanOrEqual(parseMoney('0.03'));
     expect(still.spend.byStage.map((b: any) => b.key)).toEqual([running.id]);
+    expect(still.budget.reserved).toEqual([]);
 
     const raised = await stack.gql(`mutation($id: ID!) { raiseBudget(runId: $id, max: "1.00") { id } }`, { id });
     expect(raised.errors, JSON.stringify(raised.errors)).toBeUndefined();
