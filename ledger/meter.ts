@@ -95,7 +95,8 @@ export function createLedgerService(db: Db, opts: { priceSheet: PriceSheet; now?
         await lockRun(tx, u.data.runId);
         await insertUsage(tx, u.data, at);
         const saved = (await loadBookingInput(tx, u.data.runId)) as BookRunInput | undefined;
-        return saved;
+        // The ledger stage's own partial usage waits for its final record (or its retry's booking).
+        return saved && !(u.data.partial && saved.stageId === u.data.stageId) ? saved : undefined;
       });
       // Usage that arrives after the run was booked (flushed late from an outbox) is booked by
       // reconciling the run again with what its ledger stage asked; unchanged lines book nothing.
