@@ -258,7 +258,8 @@ async function attempt(
   let spent: StageOutcome['spent'];
   try {
     const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
-    result = await body(plugin, ctx, parsed.data, inputs);
+    // In the attempt's own async context: the worker's CPU is shared by main-thread time per attempt.
+    result = await share.run(() => body(plugin, ctx, parsed.data, inputs));
     if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
     for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
     await records.closed('succeeded');

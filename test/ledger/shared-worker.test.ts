@@ -65,6 +65,25 @@ describe('attempts side by side on one worker', () => {
     for (const s of ['a', 'b']) expect(Math.abs(billed[s]! / own[s]! - 1), lines.join('; ')).toBeLessThanOrEqual(0.15);
   });
 
+  it('bills a nearly idle stage beside a busy one little of the busy one’s CPU time', { timeout: 180_000 }, async () => {
+    const id = await start({
+      name: 'busy-and-idle',
+      stages: [
+        { id: 'busy', plugin: 'test:burn', params: { cpuMs: 3000, chunkMs: 20 } },
+        { id: 'idle', plugin: 'test:burn', needs: [], params: { cpuMs: 30, chunkMs: 1, pauseMs: 100 } },
+      ],
+    });
+    await stack.client.workflow.getHandle(id).result();
+    const done = await read(id);
+    const billed = await billedCpu(id);
+    const own = Object.fromEntries(done.stages.map((s: any) => [s.id, s.metrics.ownCpuSeconds as number]));
+    const line = `busy: own ${own.busy.toFixed(3)} s, billed ${billed.busy!.toFixed(3)} s; idle: own ${own.idle.toFixed(3)} s, billed ${billed.idle!.toFixed(3)} s`;
+    console.log(`a busy and a nearly idle stage on one worker: ${line}`);
+    expect(Math.abs(billed.busy! / own.busy - 1), line).toBeLessThanOrEqual(0.15);
+    // Split evenly it would pay about half of the busy one's 3 s; by main-thread time, its own and a share of the overhead.
+    expect(billed.idle!, line).toBeLessThan(0.3);
+  });
+
   it('pauses the run before two concurrent stages pass its budget together, and goes on after a raise', { timeout: 180_000 }, async () => {
     // Each stage is estimated at 2 CPU-seconds = 0.02 USD: either fits in 0.03, both do not.
     const burn = (id: string, extra: Record<string, unknown> = {}) => ({ id, plugin: 'test:burn', params: { cpuMs: 2000, estimateCpuSeconds: 2 }, ...extra });
