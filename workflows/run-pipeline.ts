@@ -427,15 +427,17 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     ];
     for (const [label, max, spent, others] of checks) {
       if (max === undefined) continue;
-      const left = parseMoney(max) - parseMoney(spent) - others;
-      const heldBy = others > 0n ? ` (${formatMoneyExact(others)} ${cur} of it ${RESERVED_BY}${held.by.length > 1 ? 's' : ''} ${held.by.join(', ')})` : '';
-      if (left <= 0n) {
-        return others > 0n
-          ? `budget: the run has spent ${spent} ${cur} of its ${max} ${cur} and nothing is left${heldBy}`
-          : `budget: ${label} has spent ${spent} ${cur} of its ${max} ${cur}`;
+      const unheld = parseMoney(max) - parseMoney(spent);
+      if (unheld <= 0n) return `budget: ${label} has spent ${spent} ${cur} of its ${max} ${cur}`;
+      if (est !== undefined && parseMoney(est) > unheld) {
+        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(unheld)} ${cur} left of ${label}'s ${max} ${cur}`;
       }
+      // Only the running stages' reservations are in the way: it looks again when one ends.
+      const left = unheld - others;
+      const heldBy = `(${formatMoneyExact(others)} ${cur} of it ${RESERVED_BY}${held.by.length > 1 ? 's' : ''} ${held.by.join(', ')})`;
+      if (left <= 0n) return `budget: nothing is left of ${label}'s ${max} ${cur} beside the ${spent} ${cur} spent ${heldBy}`;
       if (est !== undefined && parseMoney(est) > left) {
-        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(left)} ${cur} left of ${label}'s ${max} ${cur}${heldBy}`;
+        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(left)} ${cur} left of ${label}'s ${max} ${cur} ${heldBy}`;
       }
     }
     return undefined;
