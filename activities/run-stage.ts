@@ -13,6 +13,7 @@ import { formatPath } from '../lib/format-path.js';
 import { resolvePipelineActivity, type TokenChecker } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { stageBytesKept } from './bytes-kept.js';
+import { shareWorkerCpu } from './cpu-share.js';
 import type { DevicePool } from './devices.js';
 import { createStageContext, operatorRoundOf } from './stage-context.js';
 import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
@@ -35,7 +36,10 @@ export interface StageUsage {
   /** What the plugin declared (its queue); recorded, not priced. */
   resource: 'cpu' | 'gpu';
   wallSeconds: number;
-  /** CPU time of the worker during the attempt plus what the stage reported for its child processes: priced at the CPU rate. */
+  /**
+   * The attempt's share of the worker's CPU time (split between attempts running side by side;
+   * see cpu-share.ts) plus its child processes' CPU time measured by pid: priced at the CPU rate.
+   */
   cpuSeconds: number;
   deviceSeconds: number;
   /** GPUs assigned to the attempt; when non-empty, deviceSeconds × their count is priced at the GPU rate. */
@@ -44,6 +48,8 @@ export interface StageUsage {
   /** Bytes the run keeps for this stage after the attempt (outputs, checkpoints, rounds, exports). */
   bytesKept?: number;
   succeeded: boolean;
+  /** Usage so far of an attempt still running (written at every tick); the final record replaces it. */
+  partial?: boolean;
 }
 
 export interface StageMeter {
@@ -192,25 +198,68 @@ async function attempt(
       return { outputs: hit.outputs, metrics: { ...hit.metrics, cacheHit: true }, attempt: info.attempt };
     }
   }
-  const timer = setInterval(() => beat(), Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)));
   const wall0 = performance.now();
-  const cpu0 = process.cpuUsage();
-  // The worker's own CPU time during the attempt, unless the stage measured all of its work by pid.
-  const workerCpu = (cpu: NodeJS.CpuUsage) => (reported().wholeAttempt || live.whole ? 0 : (cpu.user + cpu.system) / 1e6);
+  // This attempt's share of the worker's own CPU time (attempts side by side on this worker split
+  // it), unless the stage measured all of its work by pid.
+  const measuredByPid = () => reported().wholeAttempt || live.whole;
+  const share = shareWorkerCpu(measuredByPid);
+  const workerCpu = (seconds: number) => (measuredByPid() ? 0 : seconds);
   const usageSoFar = () => {
-    const cpu = process.cpuUsage(cpu0);
     const wallSeconds = (performance.now() - wall0) / 1000;
     return {
-      cpuSeconds: workerCpu(cpu) + reported().cpuSeconds + live.cpuSeconds,
+      cpuSeconds: workerCpu(share.seconds()) + reported().cpuSeconds + live.cpuSeconds,
       gpuSeconds: device?.kind === 'gpu' ? (reported().deviceSeconds ?? wallSeconds) : 0,
     };
   };
+  // What the attempt used so far as a usage record (the meter's input); `final` after it ended.
+  const usageRecord = (final?: { cpuSeconds: number; bytesKept: number | undefined }): StageUsage => {
+    const extra = reported();
+    const wallSeconds = (performance.now() - wall0) / 1000;
+    return {
+      runId: input.runId,
+      pipeline: input.pipeline,
+      stageId: stage.id,
+      plugin: plugin.name,
+      attempt: info.attempt,
+      ...(input.replica ? { replica: input.replica.index } : {}),
+      activityId: info.activityId,
+      ...(info.workflowExecution ? { workflowRunId: info.workflowExecution.runId } : {}),
+      resource: plugin.resource,
+      ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
+      wallSeconds,
+      // A child still running when the attempt ended (killed by a stop) counts with what it used so far.
+      cpuSeconds: final ? final.cpuSeconds : usageSoFar().cpuSeconds,
+      deviceSeconds: extra.deviceSeconds ?? wallSeconds,
+      bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
+      ...(final ? (final.bytesKept !== undefined ? { bytesKept: final.bytesKept } : {}) : {}),
+      succeeded: final ? result !== undefined : false,
+      ...(final ? {} : { partial: true }),
+    };
+  };
+  // Usage is written to the meter (the durable outbox) as it accrues, at every tick of the
+  // wrapper's heartbeat, so a worker killed outright loses at most one interval of it. One write
+  // at a time; a tick that finds the last write still going skips.
+  let partialWrite: Promise<void> | undefined;
+  const writePartial = () => {
+    if (!deps.meter || partialWrite) return;
+    const meter = deps.meter;
+    partialWrite = meter
+      .recordUsage(usageRecord())
+      .catch((e: unknown) => deps.logger.warn('could not record usage so far', { stage: stage.id, error: (e as Error).message }))
+      .finally(() => (partialWrite = undefined));
+  };
+  const timer = setInterval(() => {
+    beat();
+    writePartial();
+    budget?.refresh();
+  }, Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)));
   let result: StageResult | undefined;
   let failure: Error | undefined;
   let spent: StageOutcome['spent'];
   try {
     const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
-    result = await body(plugin, ctx, parsed.data, inputs);
+    // In the attempt's own async context: the worker's CPU is shared by main-thread time per attempt.
+    result = await share.run(() => body(plugin, ctx, parsed.data, inputs));
     if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
     for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
     await records.closed('succeeded');
@@ -229,29 +278,13 @@ async function attempt(
     // Shared folders mirrored through an object store stop with the attempt, whatever it did.
     await closeContext().catch(() => undefined);
     if (device) deps.devices!.give(device);
+    const workerSeconds = share.leave();
     if (deps.meter) {
-      const cpu = process.cpuUsage(cpu0);
-      const extra = reported();
-      const wallSeconds = (performance.now() - wall0) / 1000;
-      const usage: StageUsage = {
-        runId: input.runId,
-        pipeline: input.pipeline,
-        stageId: stage.id,
-        plugin: plugin.name,
-        attempt: info.attempt,
-        ...(input.replica ? { replica: input.replica.index } : {}),
-        activityId: info.activityId,
-        ...(info.workflowExecution ? { workflowRunId: info.workflowExecution.runId } : {}),
-        resource: plugin.resource,
-        ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
-        wallSeconds,
-        // A child still running when the attempt ended (killed by a stop) counts with what it used so far.
-        cpuSeconds: workerCpu(cpu) + extra.cpuSeconds + live.cpuSeconds,
-        deviceSeconds: extra.deviceSeconds ?? wallSeconds,
-        bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
-        bytesKept: await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs),
-        succeeded: result !== undefined,
-      };
+      const cpuSeconds = workerCpu(workerSeconds) + reported().cpuSeconds + live.cpuSeconds;
+      const bytesKept = await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs);
+      // The final record replaces the partial ones; it is written after the last of them.
+      await partialWrite;
+      const usage = usageRecord({ cpuSeconds, bytesKept });
       // The meter writes durably (the ledger outbox) before the attempt is acknowledged: if it
       // cannot, a successful attempt fails retryably rather than lose its usage.
       try {
@@ -269,6 +302,9 @@ async function attempt(
   if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, parsed.data, result!);
   return { outputs: result!.outputs, metrics: result!.metrics, attempt: info.attempt, ...(spent ? { spent } : {}) };
 }
+
+/** How often a budgeted attempt reads the run's spend again while it runs. */
+const BUDGET_REFRESH_MS = 1000;
 
 /** How long an attempt over its budget may run on waiting for a checkpoint before it is stopped without one. */
 const BUDGET_STOP_GRACE_MS = 60_000;
@@ -288,15 +324,34 @@ async function attemptBudget(deps: ActivityDeps, input: RunStageInput) {
   const sheet = b.priceSheet as PriceSheet;
   const spend0 = await deps.services.ledger.spend(input.runId, sheet);
   const stage0 = spend0.byStage[input.stage.id] ?? 0n;
+  // The run's spend is read again while the attempt runs: stages running side by side write their
+  // usage as it accrues, so what they spend counts against the run's budget here too.
+  let latest = spend0;
+  let refreshing = false;
+  let refreshedAt = Date.now();
   const cost = (u: { cpuSeconds: number; gpuSeconds: number }): bigint =>
     priceUsage([{ stageId: input.stage.id, cpuMs: BigInt(Math.round(u.cpuSeconds * 1000)), gpuMs: BigInt(Math.round(u.gpuSeconds * 1000)), wallMs: 0n, bytesKept: 0n, attempts: 1 }], sheet).reduce(
       (n, l) => n + l.amount,
       0n,
     );
   return {
+    /** Reads the run's spend again (at most once a second, one read at a time; a failed read keeps the last). */
+    refresh(): void {
+      if (refreshing || Date.now() - refreshedAt < BUDGET_REFRESH_MS) return;
+      refreshing = true;
+      deps.services.ledger
+        .spend(input.runId, sheet)
+        .then((s) => void (latest = s), () => undefined)
+        .finally(() => {
+          refreshing = false;
+          refreshedAt = Date.now();
+        });
+    },
     over(u: { cpuSeconds: number; gpuSeconds: number }): string | undefined {
       const c = cost(u);
-      const run = spend0.total + c;
+      // Other stages' spend as last read, this stage's as it was when the attempt started, and the attempt's own.
+      const others = latest.total - (latest.byStage[input.stage.id] ?? 0n);
+      const run = others + stage0 + c;
       const stage = stage0 + c;
       if (b.runMax !== undefined && run > parseMoney(b.runMax)) return `the run has spent ${formatMoneyExact(run)} ${b.currency}, over its budget of ${b.runMax} ${b.currency}`;
       if (b.stageMax !== undefined && stage > parseMoney(b.stageMax)) return `stage ${input.stage.id} has spent ${formatMoneyExact(stage)} ${b.currency}, over its budget of ${b.stageMax} ${b.currency}`;

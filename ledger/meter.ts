@@ -59,7 +59,8 @@ export interface LedgerService {
   readonly priceSheet: PriceSheet;
   /**
    * Meter hook: call after every stage attempt, success or failure. Keyed by
-   * (runId, workflowRunId, activityId, attempt): recording the same attempt twice is a no-op.
+   * (runId, workflowRunId, activityId, attempt): recording the same attempt twice is a no-op;
+   * partial usage (`partial: true`, written while the attempt runs) is replaced by later records.
    * Usage of a run already booked re-books it (reconciled: only the difference is booked).
    * Throws a non-retryable USAGE_INVALID error for malformed usage.
    */
@@ -94,11 +95,12 @@ export function createLedgerService(db: Db, opts: { priceSheet: PriceSheet; now?
         await lockRun(tx, u.data.runId);
         await insertUsage(tx, u.data, at);
         const saved = (await loadBookingInput(tx, u.data.runId)) as BookRunInput | undefined;
-        return saved && saved.stageId !== u.data.stageId ? saved : undefined;
+        // The ledger stage's own partial usage waits for its final record (or its retry's booking).
+        return saved && !(u.data.partial && saved.stageId === u.data.stageId) ? saved : undefined;
       });
       // Usage that arrives after the run was booked (flushed late from an outbox) is booked by
       // reconciling the run again with what its ledger stage asked; unchanged lines book nothing.
-      // The ledger stage's own usage is not: its last attempt is recorded after it booked.
+      // So is the ledger stage's own last attempt: its usage is recorded after it booked.
       if (late) await bookRun(db, opts.priceSheet, late, at);
     },
     bookRun: (input) => bookRun(db, opts.priceSheet, input, now()),

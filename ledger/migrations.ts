@@ -194,4 +194,11 @@ ALTER TABLE ledger_run_revenue ADD COLUMN booking TEXT;
     id: 'ledger/0003-estimates-roi-watch',
     sql: estimatesAndWatch,
   },
+  {
+    // Usage written while an attempt runs (at every heartbeat), replaced under its usage key by
+    // later partial records and by the attempt's final one: a killed worker loses at most one
+    // interval. Existing rows are final.
+    id: 'ledger/0004-partial-usage',
+    sql: 'ALTER TABLE ledger_usage ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;',
+  },
 ];

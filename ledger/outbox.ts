@@ -20,7 +20,10 @@ import { stageUsageSchema, type StageUsage } from './schemas.js';
  * so a crash between booking and deleting books nothing twice on the next flush.
  */
 export interface LedgerOutbox {
-  /** The stage meter: durably queues one attempt's usage. Throws USAGE_INVALID for malformed usage. */
+  /**
+   * The stage meter: durably queues one attempt's usage (partial usage while it runs, replaced by
+   * later records of the same attempt). Throws USAGE_INVALID for malformed usage.
+   */
   recordUsage(usage: StageUsage): Promise<void>;
   /** The model server's `onPredictions` hook: durably queues a batch of served predictions. */
   recordPredictions(model: string, version: number, count: number): Promise<void>;
@@ -132,10 +135,14 @@ export async function openLedgerOutbox(o: LedgerOutboxOptions): Promise<LedgerOu
     if (next !== null && next !== undefined) wake(Math.min(maxMs, Math.max(20, next - Date.now())));
   };
 
+  // A record queued under a key already waiting is kept, unless the waiting one is partial usage
+  // (an attempt still running): then the newer record replaces it and is due at once.
   const append = async (id: string, kind: Row['kind'], runId: string | null, payload: unknown) => {
     if (closed) throw new Error('ledger outbox is closed');
     await db.run(
-      `INSERT INTO ledger_outbox (id, kind, run_id, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      `INSERT INTO ledger_outbox (id, kind, run_id, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET payload = excluded.payload, next_at = 0, attempts = 0, last_error = NULL
+       WHERE ledger_outbox.dead = 0 AND json_extract(ledger_outbox.payload, '$.partial') = 1`,
       [id, kind, runId, JSON.stringify(payload), new Date().toISOString(), 0],
     );
     started = true;
@@ -171,7 +178,8 @@ export async function openLedgerOutbox(o: LedgerOutboxOptions): Promise<LedgerOu
         seen.add(row.id);
         try {
           await apply(row);
-          await db.run('DELETE FROM ledger_outbox WHERE id = ?', [row.id]);
+          // Only what was booked: a newer record of the same key that arrived meanwhile stays queued.
+          await db.run('DELETE FROM ledger_outbox WHERE id = ? AND payload = ?', [row.id, row.payload]);
           flushed++;
         } catch (e) {
           lastError = e instanceof Error ? e.message : String(e);

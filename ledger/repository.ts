@@ -81,19 +81,25 @@ export function defaultActivityId(u: Pick<StageUsage, 'stageId' | 'replica'>): s
 /**
  * Records one attempt's usage, keyed by (run, workflow run, activity id, attempt): recording the
  * same attempt twice is a no-op, while an operator retry (a new round: a new activity id) or a
- * reset (a new workflow run) is a new line. Returns true if stored.
+ * reset (a new workflow run) is a new line. A partial record (an attempt still running) is
+ * replaced by a later partial one and by the final one; a final record is never replaced.
+ * Returns true if stored.
  */
 export async function insertUsage(db: Db, u: StageUsage, now = new Date()): Promise<boolean> {
   const gpus = u.gpuDevices ?? [];
   const n = await db.run(
     `INSERT INTO ledger_usage (run_id, workflow_run_id, activity_id, attempt, stage_id, replica, pipeline, plugin, resource,
-       wall_ms, cpu_ms, device_ms, gpu_ms, gpu_devices, bytes_written, bytes_kept, metered, succeeded, recorded_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
-     ON CONFLICT DO NOTHING`,
+       wall_ms, cpu_ms, device_ms, gpu_ms, gpu_devices, bytes_written, bytes_kept, metered, succeeded, recorded_at, partial)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+     ON CONFLICT (run_id, workflow_run_id, activity_id, attempt) DO UPDATE SET
+       wall_ms = excluded.wall_ms, cpu_ms = excluded.cpu_ms, device_ms = excluded.device_ms, gpu_ms = excluded.gpu_ms,
+       gpu_devices = excluded.gpu_devices, bytes_written = excluded.bytes_written, bytes_kept = excluded.bytes_kept,
+       succeeded = excluded.succeeded, recorded_at = excluded.recorded_at, partial = excluded.partial
+     WHERE ledger_usage.partial = 1 AND (excluded.partial = 0 OR excluded.wall_ms >= ledger_usage.wall_ms)`,
     [
       u.runId, u.workflowRunId ?? '', u.activityId ?? defaultActivityId(u), u.attempt, u.stageId, u.replica ?? -1, u.pipeline, u.plugin, u.resource,
       toMs(u.wallSeconds), toMs(u.cpuSeconds), toMs(u.deviceSeconds), toMs(u.deviceSeconds) * gpus.length, gpus.join(','),
-      u.bytesWritten, u.bytesKept ?? u.bytesWritten, u.succeeded ? 1 : 0, now.toISOString(),
+      u.bytesWritten, u.bytesKept ?? u.bytesWritten, u.succeeded ? 1 : 0, now.toISOString(), u.partial ? 1 : 0,
     ],
   );
   return n > 0;

@@ -153,6 +153,12 @@ export const stageUsageSchema = z.object({
    */
   bytesKept: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
   succeeded: z.boolean(),
+  /**
+   * Usage of an attempt still running, written at every heartbeat so a killed worker loses at
+   * most one interval. Under the same usage key, a later partial replaces an earlier one and the
+   * final record (partial absent or false) replaces them all; nothing replaces a final record.
+   */
+  partial: z.boolean().optional(),
 });
 export type StageUsage = z.infer<typeof stageUsageSchema>;
 

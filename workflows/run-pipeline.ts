@@ -50,6 +50,16 @@ const PATCH_GANG_SLOTS = 'capstan-gang-slots';
  * that just ended.
  */
 const PATCH_STAGE_ATTRIBUTE_ON_START = 'capstan-stage-attribute-on-start';
+/**
+ * Runs started from here on reserve a stage's estimate out of the run's budget while it runs, so
+ * stages running side by side cannot pass the budget together: a stage starts only if its
+ * estimate fits in what is left after what was spent and what the running stages reserved, and a
+ * stage paused only for reservations looks again when one is released. Older histories replay
+ * without reservations.
+ */
+const PATCH_BUDGET_RESERVE = 'capstan-budget-reserve';
+/** Names, in a budget pause's reason, the running stages whose reservations hold the budget. */
+const RESERVED_BY = 'reserved by running stage';
 
 /**
  * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
@@ -73,6 +83,10 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   const budget = state.budget;
   /** Bumped by every budget raise: stages paused on their budget look again. */
   let budgetVersion = 0;
+  /** Estimates reserved out of the run's budget by the stages running now (stage id → micros). */
+  const reserved = new Map<string, bigint>();
+  /** Bumped when a reservation is released: stages paused for reservations look again. */
+  let reservedVersion = 0;
   const byId = new Map(state.stages.map((s) => [s.id, s]));
   const specById = new Map(input.stages.map((s) => [s.id, s]));
   const decisions = new Map<string, Exclude<Decision, { action: 'raise-budget' }>>();
@@ -166,6 +180,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         if ((await budgetPause(spec, why)) === 'skipped') return;
         if (abortReason !== undefined) return;
       }
+      if (budget) reserve(spec.id);
       const stageInputs = Object.fromEntries(Object.entries(spec.inputs).map(([kind, from]) => [kind, byId.get(from)!.outputs[kind]!]));
       st.status = 'RUNNING';
       st.startedAt = now();
@@ -179,6 +194,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       try {
         const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round, checkpoint);
         noteSpend(spec.id, outcome.spent);
+        release(spec.id);
         st.attempts += outcome.attempt;
         st.outputs = outcome.outputs;
         st.metrics = outcome.metrics;
@@ -200,6 +216,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         if (type) st.errorType = type;
         event('STAGE_FAILED', spec.id, message);
         if (budget) noteSpend(spec.id, detail?.spent);
+        // Its real spend replaces its reservation, also while it waits on a decision.
+        release(spec.id);
         if (budget && type === 'BUDGET_EXCEEDED') {
           // Stopped at a checkpoint for its budget: the next round resumes from that checkpoint (a
           // replicated stage's replicas each have their own, so its next round starts afresh).
@@ -251,6 +269,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
           st.pluginVersionOverride = d.pluginVersion;
         }
       } finally {
+        release(spec.id); // cancelled or aborted
         running.delete(spec.id);
         if (!patched(PATCH_STAGE_ATTRIBUTE_ON_START)) markCurrent();
         refreshDetails();
@@ -386,24 +405,63 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     }
   };
 
+  /** The stage's expected cost in the run's estimate, if it has one. */
+  const estimateOf = (stageId: string): string | undefined => input.estimate?.stages.find((s) => s.stageId === stageId)?.cost?.total.expected;
+
+  /** What the stages running now (other than `stageId`) reserved out of the run's budget, and who they are. */
+  const reservedByOthers = (stageId: string): { amount: bigint; by: string[] } => {
+    const others = [...reserved].filter(([id]) => id !== stageId);
+    return { amount: others.reduce((n, [, v]) => n + v, 0n), by: others.map(([id]) => id) };
+  };
+
   /** Why the stage may not start under the budget, or undefined when it may. */
   const budgetBlock = (stageId: string): string | undefined => {
     const b = budget!;
-    const est = input.estimate?.stages.find((s) => s.stageId === stageId)?.cost?.total.expected;
+    const est = estimateOf(stageId);
     const cur = b.currency;
-    const checks: [label: string, max: string | undefined, spent: string][] = [
-      ['the run', b.max, b.spent],
-      [`stage ${stageId}`, b.stages[stageId]?.max, b.stages[stageId]?.spent ?? '0'],
+    // Reservations count against the run's budget only (a stage's own budget is its alone).
+    const held = b.max !== undefined && patched(PATCH_BUDGET_RESERVE) ? reservedByOthers(stageId) : { amount: 0n, by: [] };
+    const checks: [label: string, max: string | undefined, spent: string, held: bigint][] = [
+      ['the run', b.max, b.spent, held.amount],
+      [`stage ${stageId}`, b.stages[stageId]?.max, b.stages[stageId]?.spent ?? '0', 0n],
     ];
-    for (const [label, max, spent] of checks) {
+    for (const [label, max, spent, others] of checks) {
       if (max === undefined) continue;
-      const left = parseMoney(max) - parseMoney(spent);
-      if (left <= 0n) return `budget: ${label} has spent ${spent} ${cur} of its ${max} ${cur}`;
+      const unheld = parseMoney(max) - parseMoney(spent);
+      if (unheld <= 0n) return `budget: ${label} has spent ${spent} ${cur} of its ${max} ${cur}`;
+      if (est !== undefined && parseMoney(est) > unheld) {
+        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(unheld)} ${cur} left of ${label}'s ${max} ${cur}`;
+      }
+      // Only the running stages' reservations are in the way: it looks again when one ends.
+      const left = unheld - others;
+      const heldBy = `(${formatMoneyExact(others)} ${cur} of it ${RESERVED_BY}${held.by.length > 1 ? 's' : ''} ${held.by.join(', ')})`;
+      if (left <= 0n) return `budget: nothing is left of ${label}'s ${max} ${cur} beside the ${spent} ${cur} spent ${heldBy}`;
       if (est !== undefined && parseMoney(est) > left) {
-        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(left)} ${cur} left of ${label}'s ${max} ${cur}`;
+        return `budget: stage ${stageId} is estimated at ${est} ${cur}, more than the ${formatMoneyExact(left)} ${cur} left of ${label}'s ${max} ${cur} ${heldBy}`;
       }
     }
     return undefined;
+  };
+
+  /** Holds the stage's estimate out of the run's budget while it runs (runs with a run-wide budget). */
+  const reserve = (stageId: string) => {
+    const est = estimateOf(stageId);
+    if (budget?.max === undefined || est === undefined || !patched(PATCH_BUDGET_RESERVE)) return;
+    reserved.set(stageId, parseMoney(est));
+    showReserved();
+  };
+
+  /** The stage ended: its real spend (noted from its outcome) replaces its reservation. */
+  const release = (stageId: string) => {
+    if (!reserved.delete(stageId)) return;
+    reservedVersion++;
+    showReserved();
+  };
+
+  /** The reservations as the run's state shows them (queries, the API's `RunBudget.reserved`). */
+  const showReserved = () => {
+    if (reserved.size === 0) delete budget!.reserved;
+    else budget!.reserved = Object.fromEntries([...reserved].map(([id, v]) => [id, formatMoneyExact(v)]));
   };
 
   /** The limits one attempt must stay within (the activity checks its own spend against them while it runs). */
@@ -429,7 +487,10 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   const budgetPause = async (spec: ResolvedStage, why: string): Promise<'again' | 'skipped'> => {
     const st = byId.get(spec.id)!;
     const action = budget!.stages[spec.id]?.onExceed ?? budget!.onExceed;
-    if (action === 'fail') {
+    // Paused only by what running stages reserved: it looks again when one of them ends (and
+    // waits so even under onExceed: fail, since nothing was spent over the budget).
+    const byReservations = why.includes(RESERVED_BY);
+    if (action === 'fail' && !byReservations) {
       abortReason = why;
       throw failRun(`stage ${spec.id}: ${why}`);
     }
@@ -438,7 +499,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     setStatus('PAUSED');
     event('RUN_PAUSED', spec.id, `${why}; spent so far ${budget!.spent} ${budget!.currency}; raiseBudget or abortRun`);
     const seen = budgetVersion;
-    const decided = await condition(() => decisions.has(spec.id) || decisions.has('*') || budgetVersion !== seen, input.onFailure.timeoutMs);
+    const seenReserved = reservedVersion;
+    const decided = await condition(
+      () => decisions.has(spec.id) || decisions.has('*') || budgetVersion !== seen || (byReservations && reservedVersion !== seenReserved),
+      input.onFailure.timeoutMs,
+    );
     state.pausedStages = state.pausedStages.filter((s) => s !== spec.id);
     delete st.budgetPause;
     if (!decided) {
@@ -459,7 +524,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       return 'skipped';
     }
     if (d?.action === 'retry' && d.by) actingAs.set(spec.id, d.by);
-    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried${byText(d.by)}` : `budget raised; stage ${spec.id} looks again`);
+    const again = budgetVersion !== seen ? 'budget raised' : 'a running stage released its reservation';
+    event('RUN_RESUMED', spec.id, d ? `stage ${spec.id} retried${byText(d.by)}` : `${again}; stage ${spec.id} looks again`);
     return 'again';
   };
 

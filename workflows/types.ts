@@ -144,6 +144,8 @@ export interface BudgetState {
   onExceed: BudgetAction;
   /** Metered spend of the run so far (as of the last stage attempt that ended). */
   spent: string;
+  /** Estimates held out of the run's budget by the stages running now (stage id → amount); absent when none. */
+  reserved?: Record<string, string>;
   stages: Record<string, { max: string; onExceed: BudgetAction; spent: string }>;
   /** Raises by operators, in order. */
   raises: { at: string; stageId?: string; from: string; to: string; by?: string }[];

@@ -16,6 +16,7 @@ function budgetView(b: BudgetState) {
     max: b.max ?? null,
     onExceed: action(b.onExceed),
     spent: b.spent,
+    reserved: Object.entries(b.reserved ?? {}).map(([key, cost]) => ({ key, cost })),
     stages: Object.entries(b.stages).map(([stageId, s]) => ({ stageId, max: s.max, spent: s.spent, onExceed: action(s.onExceed) })),
     raises: b.raises.map((r) => ({ at: r.at, stageId: r.stageId ?? null, from: r.from, to: r.to, by: r.by ?? null })),
   };

@@ -162,7 +162,7 @@ export const budgetTypeDefs = /* GraphQL */ `
 
   """
   A run's budget and what it has spent (runs whose spec sets one). Before a stage starts, its
-  estimate must fit in what is left; while it runs, crossing the limit stops it at its next
+  estimate must fit in what is left (after the running stages' reservations); while it runs, crossing the limit stops it at its next
   checkpoint. Either pauses the run (or fails it, with onExceed FAIL).
   """
   type RunBudget {
@@ -174,6 +174,8 @@ export const budgetTypeDefs = /* GraphQL */ `
     onExceed: BudgetAction!
     "The run's metered spend as of its last stage attempt that ended (the ledger's spend field is the live figure)."
     spent: String!
+    "Estimates held out of the run's limit by the stages running now (key: stage id); a stage starts only if its estimate fits beside them."
+    reserved: [RoiBreakdown!]!
     "Stages with limits of their own."
     stages: [StageBudget!]!
     "Raises so far, in order."

@@ -3,6 +3,7 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { processCpuSeconds } from '../../lib/process-cpu.js';
 import { readLines } from '../../lib/read-lines.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
@@ -39,8 +40,14 @@ export interface ChildJobOptions {
   onProgress?: (data: unknown) => void;
   /** The child's periodic sign of life (its event loop turns): heartbeat the last progress again. */
   onAlive?: () => void;
-  /** The child's CPU time so far, with each progress and alive line (for metering a job while it runs). */
+  /**
+   * The child's CPU time so far (for metering a job while it runs): measured by pid every
+   * `usageEveryMs` (from /proc on Linux) and taken from each progress and alive line it sends;
+   * never decreasing.
+   */
   onUsage?: (u: { cpuSeconds: number }) => void;
+  /** How often the child's CPU time is measured by pid (default 250 ms). */
+  usageEveryMs?: number;
   /** Kills the child (SIGTERM, then SIGKILL after `killGraceMs`) when aborted. */
   signal?: AbortSignal;
   /** Extra environment for the child (e.g. CUDA_VISIBLE_DEVICES). */
@@ -86,6 +93,23 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   let reported: ChildJobError | undefined;
   const stderrTail: string[] = [];
   let progressError: unknown;
+  // The child's CPU so far: the larger of what it said and what /proc says, and never less than before.
+  let cpuSoFar = 0;
+  const usage = (cpuSeconds: number) => {
+    if (!(cpuSeconds > cpuSoFar)) return;
+    cpuSoFar = cpuSeconds;
+    try {
+      opts.onUsage?.({ cpuSeconds });
+    } catch (e) {
+      progressError ??= e;
+    }
+  };
+  const pid = child.pid;
+  const sampler =
+    opts.onUsage && pid !== undefined
+      ? setInterval(() => void processCpuSeconds(pid).then((c) => c !== undefined && child.exitCode === null && child.signalCode === null && usage(c)), opts.usageEveryMs ?? 250)
+      : undefined;
+  sampler?.unref();
 
   void readLines(child.stdout, (line) => {
     if (!line.startsWith(PROTOCOL_PREFIX)) return;
@@ -95,13 +119,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
     } catch {
       return;
     }
-    if ((msg.type === 'progress' || msg.type === 'alive') && typeof msg.cpuSeconds === 'number' && Number.isFinite(msg.cpuSeconds)) {
-      try {
-        opts.onUsage?.({ cpuSeconds: msg.cpuSeconds });
-      } catch (e) {
-        progressError ??= e;
-      }
-    }
+    if ((msg.type === 'progress' || msg.type === 'alive') && typeof msg.cpuSeconds === 'number' && Number.isFinite(msg.cpuSeconds)) usage(msg.cpuSeconds);
     if (msg.type === 'progress') {
       try {
         opts.onProgress?.(msg.data);
@@ -140,6 +158,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   }).finally(() => {
     opts.signal?.removeEventListener('abort', onAbort);
     if (killTimer) clearTimeout(killTimer);
+    if (sampler) clearInterval(sampler);
   });
   await rm(opts.jobFile, { force: true });
 

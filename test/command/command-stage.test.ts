@@ -175,7 +175,7 @@ describe('a Python stage through the stage protocol', () => {
     // The script and its helper each burn 4.5 s of CPU time: a tree of two processes.
     expect(measured).toBeGreaterThan(8.5); // os.times() counts in 10 ms ticks: 9.00 is common
     const row = await waitFor(async () => {
-      const rows = await stack.db.query<{ cpu_ms: string | number }>(`SELECT cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train'`, [id]);
+      const rows = await stack.db.query<{ cpu_ms: string | number }>(`SELECT cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train' AND partial = 0`, [id]);
       return rows[0];
     }, 'the usage row');
     const booked = Number(row.cpu_ms) / 1000;

@@ -5,7 +5,7 @@ import type { Db } from '../../lib/db/types.js';
 import { createLedgerService, type LedgerService } from '../../ledger/meter.js';
 import { ledgerMigrations } from '../../ledger/migrations.js';
 import { parsePriceSheet } from '../../ledger/price-sheet.js';
-import { listEntries, pipelineTotals, runTotals } from '../../ledger/repository.js';
+import { listEntries, pipelineTotals, runTotals, usageCount } from '../../ledger/repository.js';
 import type { StageUsage } from '../../ledger/schemas.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import type { StageServices } from '../../plugins/services.js';
@@ -41,7 +41,7 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   beforeAll(async () => {
     t = await createTestDatabase(dialect);
     db = t.db;
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch']);
+    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch', 'ledger/0004-partial-usage']);
     expect(await migrate(db, ledgerMigrations)).toEqual([]);
     ledger = createLedgerService(db, { priceSheet: sheet });
   });
@@ -144,11 +144,26 @@ describe.each(dialects)('ledger on %s', (dialect) => {
     // a replica's usage flushed late from another worker's outbox: 1 more GPU-hour
     await ledger.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', attempt: 1, replica: 1, deviceSeconds: 3600 }));
     expect((await runTotals(db, runId)).cost).toBe(8_401_000n); // + 3.60, declared cost kept
-    // the ledger stage's own usage is recorded, not re-booked
+    // the ledger stage's own last attempt, recorded after it booked, is booked too: 10 CPU-hours
     await ledger.recordUsage(usage(runId, { stageId: 'ledger', cpuSeconds: 36_000 }));
-    expect((await runTotals(db, runId)).cost).toBe(8_401_000n);
+    expect((await runTotals(db, runId)).cost).toBe(8_761_000n); // + 0.36
     const live = (await listEntries(db, runId)).filter((e) => e.category === 'gpu');
     expect(live.map((e) => e.amountMicros)).toEqual([3_600_000n, -3_600_000n, 7_200_000n]);
+  });
+
+  it('replaces usage written while an attempt runs by later records of it, never a final one', async () => {
+    const runId = run('partial');
+    const key = { stageId: 'fit', activityId: 'stage:fit', workflowRunId: 'wf-1' };
+    await ledger.recordUsage(usage(runId, { ...key, cpuSeconds: 3600, wallSeconds: 10, partial: true }));
+    await ledger.recordUsage(usage(runId, { ...key, cpuSeconds: 7200, wallSeconds: 20, partial: true }));
+    await ledger.recordUsage(usage(runId, { ...key, cpuSeconds: 3600, wallSeconds: 10, partial: true })); // an older one, flushed late
+    expect((await ledger.spend(runId)).total).toBe(72_000n); // 2 CPU-hours × 0.036, not 3 or 4
+    await ledger.recordUsage(usage(runId, { ...key, cpuSeconds: 9000, wallSeconds: 25 })); // the final record
+    await ledger.recordUsage(usage(runId, { ...key, cpuSeconds: 10_800, wallSeconds: 30, partial: true })); // a stray partial after it
+    expect(await usageCount(db, runId)).toBe(1);
+    expect((await ledger.spend(runId)).total).toBe(90_000n); // 2.5 CPU-hours
+    const booking = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
+    expect(booking.cost).toBe('0.09');
   });
 
   it('books a replayed ledger stage once', async () => {

@@ -90,6 +90,33 @@ describe('ledger outbox', () => {
     await outbox.close();
   });
 
+  it('replaces partial usage of an attempt by its later records, and keeps one that arrives while the last is booked', async () => {
+    const runId = `pipeline/p/${randomUUID().slice(0, 8)}`;
+    let outbox: Awaited<ReturnType<typeof openLedgerOutbox>> | undefined;
+    let during: (() => Promise<void>) | undefined;
+    const slow: LedgerService = {
+      ...ledger,
+      async recordUsage(u) {
+        await ledger.recordUsage(u);
+        // The attempt's final record arrives between booking the partial one and deleting it.
+        const next = during;
+        during = undefined;
+        await next?.();
+      },
+    };
+    outbox = await openLedgerOutbox({ path: join(dir, `d-${randomUUID()}.db`), ledger: slow, logger: silentLogger, retry: { initialMs: 10, maxMs: 40 } });
+    const held = ledgerWithOutbox(ledger, outbox);
+    await outbox.recordUsage(usage(runId, { cpuSeconds: 3600, wallSeconds: 1, partial: true }));
+    await outbox.recordUsage(usage(runId, { cpuSeconds: 7200, wallSeconds: 2, partial: true })); // replaces the queued one
+    during = () => outbox!.recordUsage(usage(runId, { cpuSeconds: 10_800, wallSeconds: 3 }));
+    await outbox.flush({ runId });
+    expect(await outbox.stats()).toEqual({ pending: 1, dead: 0 }); // the final record was not deleted with the partial one
+    expect((await held.spend(runId)).total).toBe(108_000n); // 3 CPU-hours × 0.036: the final record, booked once
+    expect(await outbox.stats()).toEqual({ pending: 0, dead: 0 });
+    expect(await usageCount(t.db, runId)).toBe(1);
+    await outbox.close();
+  });
+
   it('books predictions under the batch key once; a version no run produced is kept aside, not retried', async () => {
     const runId = `pipeline/p/${randomUUID().slice(0, 8)}`;
     await ledger.recordUsage(usage(runId));
@@ -132,7 +159,7 @@ describe('ledger/0002 migration', () => {
     await row('fit', 1, 0, 'gpu', 1_800_000, 0);
     await row('fit', 1, 1, 'gpu', 1_800_000, 500_000_000);
     await row('fit', 2, 0, 'gpu', 3_600_000, 500_000_000);
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch']);
+    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch', 'ledger/0004-partial-usage']);
     expect(await usageCount(db, runId)).toBe(4);
     const ledger = createLedgerService(db, { priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '2' }, storage: { gbMonth: '1', retentionMonths: 1 } }) });
     const booking = await ledger.bookRun({ runId, pipeline: 'old', stageId: 'roi', revenue: { kind: 'contract', value: '1' } });

@@ -26,7 +26,7 @@ describe.each(dialects)('several processes on one %s database', (dialect) => {
       ),
     );
     const migrations = await t.db.query<{ id: string }>("SELECT id FROM schema_migrations WHERE id LIKE 'ledger/%'");
-    expect(migrations.map((m) => m.id)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch']);
+    expect(migrations.map((m) => m.id)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch', 'ledger/0004-partial-usage']);
     // shared: 3 attempts × 20 min × 3.00/h = 3.00, booked once though three processes booked it
     expect((await runTotals(t.db, sharedRun)).cost).toBe(3_000_000n);
     expect((await listEntries(t.db, sharedRun)).length).toBe(2);
