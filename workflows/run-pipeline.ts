@@ -370,6 +370,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     const requestId = `${workflowInfo().runId}/stage:${spec.id}${suffix}${tag}`;
     const keeper = getExternalWorkflowHandle(slotKeeperId(spec.taskQueue));
     let asked = false;
+    /** The try's replicas have settled (or it ended otherwise): a revocation no longer applies. */
+    let over = false;
     try {
       try {
         await keeper.signal(acquireSlotsSignal, { requestId, workflowId: workflowInfo().workflowId, count: spec.replicas, label: `${input.pipeline}/${spec.id}` });
@@ -403,7 +405,6 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       const scope = new CancellationScope();
       let failed: { err: unknown } | undefined;
       let giveBack: string | undefined;
-      let over = false;
       if (requeue && asked) {
         condition(() => over || revocations.has(requestId))
           .then(() => {
@@ -458,6 +459,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       const out = await reduce.reduceStage({ ...common, replicaResults });
       return { outcome: { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) } };
     } finally {
+      over = true;
       delete st.waitingFor;
       if (asked) await CancellationScope.nonCancellable(() => keeper.signal(releaseSlotsSignal, { requestId }).catch(() => undefined));
     }
