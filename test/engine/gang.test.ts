@@ -250,6 +250,16 @@ describe('gang helpers and the device pool (no server)', () => {
     expect(loadConfig({ CAPSTAN_GPU_SLOTS: '3' }, '/tmp').gpuSlots).toBe(3);
     expect(() => loadConfig({ CAPSTAN_GPUS: '0,1', CAPSTAN_GPU_SLOTS: '3' }, '/tmp')).toThrow(/one per device/);
     expect(() => loadConfig({ CAPSTAN_GPUS: 'x y' }, '/tmp')).toThrow(/CAPSTAN_GPUS/);
+    // Revocation grace follows the lease unless set; the start timeout and re-queues are bounded.
+    expect(loadConfig({}, '/tmp')).toMatchObject({ slotRevokeAfterMs: 60_000, gang: { replicaStartTimeoutMs: 120_000, requeues: 2 } });
+    expect(loadConfig({ CAPSTAN_SLOT_LEASE: '9s' }, '/tmp').slotRevokeAfterMs).toBe(9000);
+    expect(loadConfig({ CAPSTAN_SLOT_REVOKE_AFTER: '5s', CAPSTAN_GANG_START_TIMEOUT: '30s', CAPSTAN_GANG_REQUEUES: '0' }, '/tmp')).toMatchObject({
+      slotRevokeAfterMs: 5000,
+      gang: { replicaStartTimeoutMs: 30_000, requeues: 0 },
+    });
+    expect(() => loadConfig({ CAPSTAN_SLOT_REVOKE_AFTER: 'soon' }, '/tmp')).toThrow(/CAPSTAN_SLOT_REVOKE_AFTER: must be a duration of at least 1s/);
+    expect(() => loadConfig({ CAPSTAN_GANG_START_TIMEOUT: '10ms' }, '/tmp')).toThrow(/CAPSTAN_GANG_START_TIMEOUT: must be a duration of at least 1s/);
+    expect(() => loadConfig({ CAPSTAN_GANG_REQUEUES: '-1' }, '/tmp')).toThrow(/CAPSTAN_GANG_REQUEUES/);
   });
 });
 
