@@ -113,6 +113,8 @@ describe('npm start killed during a data-parallel fit, then started again on the
     await killGroup(first.child);
     const second = await startStack(env);
     expect(second.output()).toContain('stopped a Temporal dev server');
+    // The new worker found the killed one's record on the folder and withdrew its slot reports.
+    await until('the new worker to withdraw the dead worker’s slot reports', 120_000, () => /withdrew the slot reports of a worker that is gone \(pid \d+/.test(second.output()));
 
     // 3. A 3-replica fit on 2 live slots: refused at once, or (if it got in) it must end or pause saying why.
     const t0 = Date.now();
