@@ -103,11 +103,14 @@ describe('npm start killed during a data-parallel fit, then started again on the
     const started = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: fitSpec('inflight', 2, 6) });
     expect(started.errors, first.output()).toBeUndefined();
     const inflight = started.data.startPipeline.id as string;
-    await until('the fit to be running', 300_000, async () => {
+    // Mid-fit: its replicas hold the gang's slots and have heartbeated (not merely asked for slots).
+    const before = await until('the fit’s replicas to be training', 300_000, async () => {
       const r = await run(inflight);
       if (r && !['RUNNING'].includes(r.status)) throw new Error(`run is ${r.status}: ${JSON.stringify(r.stages)}`);
-      return r?.stages.find((s: any) => s.id === 'fit')?.status === 'RUNNING';
-    });
+      const fit = r?.stages.find((s: any) => s.id === 'fit');
+      return fit?.status === 'RUNNING' && fit.progress ? fit : undefined;
+    }, 250);
+    console.log(`[restart-stall] killing the stack mid-fit: ${JSON.stringify(before.progress)}`);
 
     // 2. Killed like an OOM kill or a closed terminal, then started again on the same folder.
     await killGroup(first.child);
