@@ -1,5 +1,6 @@
 // Entry point: starts the workers this host serves (CAPSTAN_WORKER_ROLES: workflows, cpu, gpu).
 import { hostname } from 'node:os';
+import path from 'node:path';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { placeRoles } from './activities/devices.js';
 import { loadConfig } from './app/config.js';
@@ -35,6 +36,9 @@ async function main(): Promise<void> {
     gpuSlots: config.gpuSlots,
     ...(placed.gpus ? { gpus: placed.gpus } : {}),
     slotLeaseMs: config.slotLeaseMs,
+    slotRevokeAfterMs: config.slotRevokeAfterMs,
+    // A worker of a stack killed on this folder left reports the keeper would count until their lease ends: withdrawn at start.
+    slotRecordsDir: path.join(config.dataDir, 'workers'),
     ...(config.host ? { host: config.host, identity: `${process.pid}@${config.host}` } : {}),
   });
   logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`, {

@@ -30,6 +30,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     priceSheet: rt.ledger.priceSheet,
     quotas: rt.config.quotas,
     tokens: rt.tokens,
+    gang: rt.config.gang,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
   });
   const modelServer = createModelServer({

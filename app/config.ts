@@ -56,6 +56,12 @@ export const envSchema = z.object({
   CAPSTAN_HOST: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/).optional(),
   /** How long a worker's slot report stays valid at the queue's slot keeper without renewal (renewed every third of it). */
   CAPSTAN_SLOT_LEASE: z.string().default('60s'),
+  /** How long gangs may hold more slots than the queue's live workers have before the keeper revokes the newest (default: the lease). */
+  CAPSTAN_SLOT_REVOKE_AFTER: z.string().optional(),
+  /** How long a granted gang's replica may wait to be picked up by a worker before the gang gives its slots back and asks again. */
+  CAPSTAN_GANG_START_TIMEOUT: z.string().default('2m'),
+  /** How many times a gang gives its slots back and asks again (revoked, or a replica did not start) before the run pauses. */
+  CAPSTAN_GANG_REQUEUES: z.coerce.number().int().min(0).max(20).default(2),
   /** Folders data sources may come from, comma-separated (default: `<data dir>/datasets` and the bundled MNIST package; never a folder holding the data dir's secrets). */
   CAPSTAN_DATA_ROOTS: z.string().optional(),
   /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
@@ -149,6 +155,10 @@ export interface CapstanConfig {
   host?: string;
   /** Lease of a worker's slot report at the slot keeper (ms). */
   slotLeaseMs: number;
+  /** How long holders may hold more than the live capacity before the keeper revokes the newest (ms; default: the lease). */
+  slotRevokeAfterMs: number;
+  /** How a gang that cannot run gives its slots back (CAPSTAN_GANG_START_TIMEOUT, CAPSTAN_GANG_REQUEUES). */
+  gang: { replicaStartTimeoutMs: number; requeues: number };
   temporalUiUrl?: string;
   /** Absolute folders data sources are confined to. */
   dataRoots: string[];
@@ -182,6 +192,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   if (streamIdleMs === undefined || streamIdleMs < 1000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_STREAM_IDLE: must be a duration of at least 1s, like "15m"; got "${e.CAPSTAN_STREAM_IDLE}"`);
   const slotLeaseMs = parseDurationMs(e.CAPSTAN_SLOT_LEASE);
   if (slotLeaseMs === undefined || slotLeaseMs < 3000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_SLOT_LEASE: must be a duration of at least 3s, like "60s"; got "${e.CAPSTAN_SLOT_LEASE}"`);
+  const slotRevokeAfterMs = e.CAPSTAN_SLOT_REVOKE_AFTER === undefined ? slotLeaseMs : parseDurationMs(e.CAPSTAN_SLOT_REVOKE_AFTER);
+  if (slotRevokeAfterMs === undefined || slotRevokeAfterMs < 1000) {
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_SLOT_REVOKE_AFTER: must be a duration of at least 1s, like "60s"; got "${e.CAPSTAN_SLOT_REVOKE_AFTER}"`);
+  }
+  const replicaStartTimeoutMs = parseDurationMs(e.CAPSTAN_GANG_START_TIMEOUT);
+  if (replicaStartTimeoutMs === undefined || replicaStartTimeoutMs < 1000) {
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_GANG_START_TIMEOUT: must be a duration of at least 1s, like "2m"; got "${e.CAPSTAN_GANG_START_TIMEOUT}"`);
+  }
   let gpus: Device[] | undefined;
   if (e.CAPSTAN_GPUS !== undefined && e.CAPSTAN_GPUS.trim() !== '') {
     try {
@@ -235,6 +253,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     ...(gpus ? { gpus } : {}),
     ...(e.CAPSTAN_HOST ? { host: e.CAPSTAN_HOST } : {}),
     slotLeaseMs,
+    slotRevokeAfterMs,
+    gang: { replicaStartTimeoutMs, requeues: e.CAPSTAN_GANG_REQUEUES },
     dataRoots: checkDataRoots(e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [path.join(dataDir, 'datasets'), mnistPackageDir()], dataDir),
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
     retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),

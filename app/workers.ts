@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
@@ -26,6 +28,14 @@ export interface WorkerSetOptions {
   gpus?: Device[];
   /** Lease of this worker's slot reports at the queues' slot keepers (default 60 s; renewed every third). */
   slotLeaseMs?: number;
+  /** How long gangs may hold more than the live capacity before the keeper revokes the newest (default: the lease). */
+  slotRevokeAfterMs?: number;
+  /**
+   * Where this worker records the slot reports it made (`<data dir>/workers`): the next worker on
+   * the same data folder and host withdraws those of a worker that died (SIGKILL) at once, instead
+   * of the keeper counting them until their lease ends. None: nothing recorded.
+   */
+  slotRecordsDir?: string;
   identity?: string;
   /** How this host is named in replica metrics (default: the OS host name). */
   host?: string;
@@ -81,6 +91,8 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
       // Unique per worker set: a restarted set in the same process never withdraws the new report.
       identity: `${o.identity ?? `${process.pid}@${os.hostname()}`}#${randomUUID().slice(0, 8)}`,
       leaseMs: o.slotLeaseMs ?? 60_000,
+      ...(o.slotRevokeAfterMs !== undefined ? { revokeAfterMs: o.slotRevokeAfterMs } : {}),
+      ...(o.slotRecordsDir ? { recordsDir: o.slotRecordsDir } : {}),
       queues: slotQueues,
       logger: o.activities.logger,
     });
@@ -98,43 +110,71 @@ function eagerPollers(slots: number): { type: 'simple-maximum'; maximum: number 
   return { type: 'simple-maximum', maximum: Math.max(1, Math.floor(slots / 2)) };
 }
 
+/** Withdraws a worker's slot reports (set by reportSlots; runWorkers awaits it once the worker has stopped). */
+const withdrawals = new WeakMap<Worker, () => Promise<void>>();
+
+/** What a worker leaves in the records folder while it runs: the reports a successor withdraws if it dies. */
+interface SlotRecord {
+  pid: number;
+  host: string;
+  /** Names of its reports at the keepers, per queue. */
+  reports: { queue: string; worker: string }[];
+  startedAt: string;
+}
+
 /**
  * Reports this worker's slots to each queue's slot keeper (`capstan/slots/<queue>`, started on
  * first report with signalWithStart), renews the report every third of the lease while the
- * queue's worker runs, and withdraws it once that worker has stopped. A worker that dies without
- * withdrawing drops out when its lease ends (docs/adr/0008-gang-scheduling.md).
+ * queue's worker runs, and withdraws it once that worker drains or stops (runWorkers awaits the
+ * withdrawal, so a clean stop never leaves a report behind). A worker that dies without
+ * withdrawing drops out when its lease ends — or at once, when the next worker on the same data
+ * folder and host starts and finds its record (docs/adr/0008-gang-scheduling.md).
  */
 async function reportSlots(o: {
   client: Client;
   workflowsQueue: string;
   identity: string;
   leaseMs: number;
+  revokeAfterMs?: number;
+  recordsDir?: string;
   queues: { queue: string; slots: number; worker: Worker }[];
   logger: Logger;
 }): Promise<void> {
+  const name = (queue: string) => `${o.identity}/${queue}`;
   const send = async (queue: string, slots: number) =>
     o.client.workflow.signalWithStart('slotKeeperWorkflow', {
       workflowId: slotKeeperId(queue),
       taskQueue: o.workflowsQueue,
       args: [{ queue }],
       signal: registerSlotsSignal,
-      signalArgs: [{ worker: `${o.identity}/${queue}`, slots, ttlMs: o.leaseMs }],
+      signalArgs: [{ worker: name(queue), slots, ttlMs: o.leaseMs, ...(o.revokeAfterMs !== undefined ? { revokeAfterMs: o.revokeAfterMs } : {}) }],
     });
+  const unregister = (queue: string, worker: string) => o.client.workflow.getHandle(slotKeeperId(queue)).signal(unregisterSlotsSignal, { worker });
   // The first report before the workers poll: a run that starts right after sees the capacity.
   await Promise.all(o.queues.map((q) => send(q.queue, q.slots)));
+  // Then the reports of a worker on this folder that died: the keeper no longer counts slots no one has.
+  const record = o.recordsDir ? path.join(o.recordsDir, `${o.identity.replace(/[^\w.@-]/g, '_')}.json`) : undefined;
+  if (o.recordsDir && record) {
+    await withdrawDeadPredecessors(o.recordsDir, unregister, o.logger);
+    mkdirSync(o.recordsDir, { recursive: true });
+    const mine: SlotRecord = { pid: process.pid, host: os.hostname(), reports: o.queues.map((q) => ({ queue: q.queue, worker: name(q.queue) })), startedAt: new Date().toISOString() };
+    writeFileSync(record, JSON.stringify(mine) + '\n');
+  }
   let last = Date.now();
   const live = new Set(o.queues);
+  const withdraw = async (q: (typeof o.queues)[number]) => {
+    if (!live.delete(q)) return;
+    if (!live.size && record) rmSync(record, { force: true });
+    await unregister(q.queue, name(q.queue)).catch(() => undefined);
+  };
+  for (const q of o.queues) withdrawals.set(q.worker, () => withdraw(q));
   const timer = setInterval(() => {
     const renew = Date.now() - last >= o.leaseMs / 3;
     if (renew) last = Date.now();
     for (const q of [...live]) {
       const state = q.worker.getState();
       if (state === 'STOPPED' || state === 'FAILED' || state === 'DRAINING' || state === 'DRAINED' || state === 'STOPPING') {
-        live.delete(q);
-        void o.client.workflow
-          .getHandle(slotKeeperId(q.queue))
-          .signal(unregisterSlotsSignal, { worker: `${o.identity}/${q.queue}` })
-          .catch(() => undefined);
+        void withdraw(q);
       } else if (renew) {
         send(q.queue, q.slots).catch((e: unknown) => o.logger.warn('could not report slots to the slot keeper', { queue: q.queue, error: (e as Error).message }));
       }
@@ -142,6 +182,45 @@ async function reportSlots(o: {
     if (!live.size) clearInterval(timer);
   }, Math.min(1000, o.leaseMs / 6));
   timer.unref();
+}
+
+/**
+ * Withdraws the slot reports recorded by workers of this host that are no longer running (killed
+ * with their stack), and removes their records. A record of a live process is left alone: two
+ * live workers on one folder never withdraw each other's reports (a reused pid only delays the
+ * withdrawal to the lease's end).
+ */
+async function withdrawDeadPredecessors(dir: string, unregister: (queue: string, worker: string) => Promise<void>, logger: Logger): Promise<void> {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  } catch {
+    return;
+  }
+  for (const f of files) {
+    const file = path.join(dir, f);
+    let rec: SlotRecord;
+    try {
+      rec = JSON.parse(readFileSync(file, 'utf8')) as SlotRecord;
+    } catch {
+      continue;
+    }
+    if (rec.host !== os.hostname() || !Number.isInteger(rec.pid) || processAlive(rec.pid)) continue;
+    const done = await Promise.allSettled((rec.reports ?? []).map((r) => unregister(r.queue, r.worker)));
+    rmSync(file, { force: true });
+    const queues = (rec.reports ?? []).map((r) => r.queue).join(', ');
+    logger.info(`withdrew the slot reports of a worker that is gone (pid ${rec.pid}, started ${rec.startedAt}) on ${queues}`, { withdrawn: done.filter((d) => d.status === 'fulfilled').length });
+  }
+}
+
+/** Whether a process with this pid exists (EPERM: it does, someone else's). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** What a queue's slot keeper knows (capacity, holders, waiting); undefined when no worker has reported slots. */
@@ -153,10 +232,10 @@ export async function queueSlots(client: Client, taskQueue: string): Promise<Slo
   }
 }
 
-/** Runs all workers until shutdown; if one fails the others are shut down too. */
+/** Runs all workers until shutdown; if one fails the others are shut down too. A stopped worker's slot reports are withdrawn before this returns. */
 export async function runWorkers(workers: Worker[]): Promise<void> {
   try {
-    await Promise.all(workers.map((w) => w.run()));
+    await Promise.all(workers.map((w) => w.run().finally(() => withdrawals.get(w)?.())));
   } catch (e) {
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
     throw e;

@@ -21,7 +21,7 @@ import { initialBudget } from '../workflows/run-pipeline.js';
 import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey, StartedByKey } from '../workflows/search-attributes.js';
-import type { Decision, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
+import type { Decision, GangSettings, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
 import { firstInput, isRunId, newRunId, readRun, type RunView } from './read-model.js';
@@ -51,6 +51,8 @@ export interface EngineDeps {
   quotas?: QuotaSettings;
   /** API tokens: a saved pipeline's triggers fire only while the token that saved it is active (not checked when omitted). */
   tokens?: { isActive(tokenId: string): Promise<boolean> };
+  /** How a gang that cannot run gives its slots back (CAPSTAN_GANG_START_TIMEOUT, CAPSTAN_GANG_REQUEUES); the workflow's defaults when omitted. */
+  gang?: GangSettings;
 }
 
 export interface ResumeResult {
@@ -138,7 +140,7 @@ export class Engine {
         this.deps.logger.warn('could not estimate the run; it starts without an estimate', { pipeline: resolved.pipeline, error: (e as Error).message });
       }
     }
-    const input: RunPipelineInput = { ...resolved, ...rest, ...(estimate ? { estimate } : {}) };
+    const input: RunPipelineInput = { ...resolved, ...rest, ...(estimate ? { estimate } : {}), ...(this.deps.gang ? { gang: this.deps.gang } : {}) };
     await this.checkCapacity(input);
     let id = workflowId ?? newRunId(input.pipeline);
     let handle;

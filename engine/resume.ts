@@ -41,8 +41,9 @@ export async function completedStages(handle: WorkflowHandle, input: RunPipeline
     } else if (e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) {
       const a = e.activityTaskCompletedEventAttributes!;
       const activityId = scheduled.get(String(a.scheduledEventId)) ?? '';
-      // stage:<id>, stage:<id>#<n> (operator retry), stage:<id>[#n]:reduce — not the replicas.
-      const m = /^stage:([^#:]+)(?:#\d+)?(:reduce)?$/.exec(activityId);
+      // stage:<id>, stage:<id>#<n> (operator retry), stage:<id>[#n]:try-<k> (a gang's later try),
+      // stage:<id>[#n]:reduce — not the replicas.
+      const m = /^stage:([^#:]+)(?:#\d+)?(?::try-\d+)?(:reduce)?$/.exec(activityId);
       if (!m) continue;
       const outcome = decodePayloads(a.result?.payloads)[0] as StageOutcome | undefined;
       if (outcome) done.set(m[1]!, { outputs: outcome.outputs, metrics: outcome.metrics, fromRun: handle.workflowId });

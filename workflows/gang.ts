@@ -21,6 +21,11 @@ export interface SlotReport {
   worker: string;
   slots: number;
   ttlMs: number;
+  /**
+   * How long holders may hold more slots than the live workers have before the keeper revokes the
+   * newest (CAPSTAN_SLOT_REVOKE_AFTER; default: the lease). The latest report's value counts.
+   */
+  revokeAfterMs?: number;
 }
 export const registerSlotsSignal = defineSignal<[SlotReport]>('capstanRegisterSlots');
 export const unregisterSlotsSignal = defineSignal<[{ worker: string }]>('capstanUnregisterSlots');
@@ -42,6 +47,12 @@ export const releaseSlotsSignal = defineSignal<[{ requestId: string }]>('capstan
 export const slotsGrantedSignal = defineSignal<[{ requestId: string }]>('capstanSlotsGranted');
 /** Keeper → run: the request can never be served (more slots than the queue has). */
 export const slotsDeniedSignal = defineSignal<[{ requestId: string; reason: string }]>('capstanSlotsDenied');
+/**
+ * Keeper → holding run: live capacity fell below what holders hold, for longer than the grace
+ * period, and this (the newest) holder's slots are taken back. The run stops the stage's replicas
+ * and asks again (or pauses with the reason when it can no longer get them).
+ */
+export const slotsRevokedSignal = defineSignal<[{ requestId: string; reason: string }]>('capstanSlotsRevoked');
 /** Keeper → holding run, while others wait: a signal that fails tells the keeper the run is gone (terminated, reset). */
 export const slotsPingSignal = defineSignal<[{ requestId: string }]>('capstanSlotsPing');
 

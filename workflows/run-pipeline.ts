@@ -11,18 +11,20 @@ import {
   allHandlersFinished,
   getExternalWorkflowHandle,
   patched,
+  TimeoutFailure,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ActivityOptions } from '@temporalio/common';
 import type { Activities } from '../activities/index.js';
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
-import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, takesGangSlots } from './gang.js';
+import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, slotsRevokedSignal, takesGangSlots } from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
   ArtifactRef,
   BudgetState,
   Decision,
+  GangSettings,
   ResolvedStage,
   RunEventType,
   RunStageInput,
@@ -43,6 +45,12 @@ const STAGE_ATTRIBUTE_MAX = 255;
  * (docs/adr/0008-gang-scheduling.md). Older histories replay the plain fan-out.
  */
 const PATCH_GANG_SLOTS = 'capstan-gang-slots';
+/**
+ * Runs started from here on give a gang's slots back and ask again when the keeper revokes them or
+ * a replica cannot start (scheduleToStartTimeout on replicas; tries named `:try-<k>`), and pause
+ * with GANG_STALLED after a bounded number of tries (docs/adr/0008-gang-scheduling.md).
+ */
+const PATCH_GANG_REQUEUE = 'capstan-gang-requeue';
 /**
  * Runs started from here on set the CapstanStage search attribute when a stage starts (and clear
  * it when the run closes), not also when a stage ends: one upsert per stage instead of two, which
@@ -142,6 +150,9 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   setHandler(slotsGrantedSignal, ({ requestId }) => void slotAnswers.set(requestId, { granted: true }));
   setHandler(slotsDeniedSignal, ({ requestId, reason }) => void slotAnswers.set(requestId, { granted: false, reason }));
   setHandler(slotsPingSignal, () => undefined);
+  /** Request id → why the keeper took its slots back (acted on by runs with PATCH_GANG_REQUEUE). */
+  const revocations = new Map<string, string>();
+  setHandler(slotsRevokedSignal, ({ requestId, reason }) => void revocations.set(requestId, reason));
 
   event('RUN_STARTED', undefined, input.resumedFrom ? `resumed from ${input.resumedFrom}` : undefined);
   refreshDetails();
@@ -329,6 +340,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
    * wait for the grant without holding anything, run, and give them back — also when the stage
    * fails or the run is cancelled. Replicas run in one cancellation scope: when one fails for good
    * its siblings are cancelled (their processes stop) before the failure is reported.
+   *
+   * Runs with PATCH_GANG_REQUEUE also give their slots back and ask again when the keeper revokes
+   * them (live capacity fell below what is held) or when a replica does not start within
+   * `gang.replicaStartTimeoutMs` (its siblings would wait for it at the barrier forever); after
+   * `gang.requeues` such tries the stage fails with GANG_STALLED and the run pauses saying why.
    */
   const executeAsGang = async (
     spec: ResolvedStage,
@@ -336,10 +352,45 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     base: Omit<ActivityOptions, 'activityId' | 'summary'>,
     suffix: string,
   ): Promise<StageOutcome> => {
+    const requeueing = patched(PATCH_GANG_REQUEUE);
+    const settings: GangSettings = { replicaStartTimeoutMs: 120_000, requeues: 2, ...input.gang };
+    let lastGiveBack: string | undefined;
+    for (let tryNo = 0; ; tryNo++) {
+      const ran = await gangTry(spec, common, base, suffix, requeueing ? { tryNo, settings, ...(lastGiveBack ? { after: lastGiveBack } : {}) } : undefined);
+      if ('outcome' in ran) return ran.outcome;
+      lastGiveBack = ran.giveBack;
+      if (tryNo >= settings.requeues) {
+        throw ApplicationFailure.create({
+          message: `stage ${spec.id}: ${ran.giveBack}; gave its slots back ${tryNo + 1} time(s) and stops here (CAPSTAN_GANG_REQUEUES=${settings.requeues})`,
+          type: 'GANG_STALLED',
+          nonRetryable: true,
+          details: [{ attempt: 0 }],
+        });
+      }
+      event('STAGE_REQUEUED', spec.id, `${ran.giveBack}; slots given back, asking again (${tryNo + 1} of ${settings.requeues})`);
+    }
+  };
+
+  /**
+   * One try of a gang stage: ask, wait for the grant, run, release. `requeue` (runs with
+   * PATCH_GANG_REQUEUE) makes a revocation or a replica that cannot start end the try with the
+   * reason instead of holding on; without it the try is the plain gang of PATCH_GANG_SLOTS.
+   */
+  const gangTry = async (
+    spec: ResolvedStage,
+    common: Omit<RunStageInput, 'replica'>,
+    base: Omit<ActivityOptions, 'activityId' | 'summary'>,
+    suffix: string,
+    requeue: { tryNo: number; settings: GangSettings; after?: string } | undefined,
+  ): Promise<{ outcome: StageOutcome } | { giveBack: string }> => {
     const st = byId.get(spec.id)!;
-    const requestId = `${workflowInfo().runId}/stage:${spec.id}${suffix}`;
+    // Each try asks under its own id and names its activities apart (stage:<id>[#n]:try-<k>[:replica-<i>]).
+    const tag = requeue && requeue.tryNo > 0 ? `:try-${requeue.tryNo}` : '';
+    const requestId = `${workflowInfo().runId}/stage:${spec.id}${suffix}${tag}`;
     const keeper = getExternalWorkflowHandle(slotKeeperId(spec.taskQueue));
     let asked = false;
+    /** The try's replicas have settled (or it ended otherwise): a revocation no longer applies. */
+    let over = false;
     try {
       try {
         await keeper.signal(acquireSlotsSignal, { requestId, workflowId: workflowInfo().workflowId, count: spec.replicas, label: `${input.pipeline}/${spec.id}` });
@@ -364,42 +415,70 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         slotAnswers.delete(requestId);
         if (!answer.granted) {
           asked = false;
-          throw ApplicationFailure.create({ message: `stage ${spec.id}: ${answer.reason}`, type: 'GANG_CAPACITY', nonRetryable: true, details: [{ attempt: 0 }] });
+          const after = requeue?.after ? ` (after ${requeue.after})` : '';
+          throw ApplicationFailure.create({ message: `stage ${spec.id}: ${answer.reason}${after}`, type: 'GANG_CAPACITY', nonRetryable: true, details: [{ attempt: 0 }] });
         }
       }
-      if (spec.replicas <= 1) {
-        const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
-        return await acts.runStage(common);
-      }
+      // Replicas of this try, in one scope: cancelled together when one fails for good, when the
+      // keeper revokes the slots, or when one cannot start.
       const scope = new CancellationScope();
       let failed: { err: unknown } | undefined;
+      let giveBack: string | undefined;
+      if (requeue && asked) {
+        condition(() => over || revocations.has(requestId))
+          .then(() => {
+            if (over || failed || giveBack) return;
+            giveBack = `its slots were revoked: ${revocations.get(requestId)}`;
+            scope.cancel();
+          })
+          .catch(() => undefined);
+      }
+      const onReplicaError = (i: number) => (err: unknown) => {
+        if (!failed && !giveBack && !isCancellation(err)) {
+          if (requeue && startTimedOut(err)) {
+            giveBack = `replica ${i + 1}/${spec.replicas} did not start within ${Math.round(requeue.settings.replicaStartTimeoutMs / 1000)} s of its gang's grant (no free worker slot on ${spec.taskQueue})`;
+          } else failed = { err };
+          scope.cancel(); // the siblings can never meet this replica again
+        }
+        throw err;
+      };
+      if (spec.replicas <= 1) {
+        const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}${tag}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
+        if (!requeue) return { outcome: await acts.runStage(common) };
+        try {
+          return { outcome: await scope.run(() => acts.runStage(common)) };
+        } catch (err) {
+          if (giveBack && isCancellation(err)) return { giveBack };
+          throw err;
+        } finally {
+          over = true;
+        }
+      }
       const settled = await scope.run(() =>
         Promise.allSettled(
           Array.from({ length: spec.replicas }, (_, i) =>
             proxyActivities<Activities>({
               ...base,
-              activityId: `stage:${spec.id}${suffix}:replica-${i}`,
+              ...(requeue ? { scheduleToStartTimeout: requeue.settings.replicaStartTimeoutMs } : {}),
+              activityId: `stage:${spec.id}${suffix}${tag}:replica-${i}`,
               summary: `${spec.id}: ${spec.plugin} replica ${i + 1}/${spec.replicas}`,
             })
               .runStage({ ...common, replica: { index: i, count: spec.replicas } })
-              .catch((err: unknown) => {
-                if (!failed && !isCancellation(err)) {
-                  failed = { err };
-                  scope.cancel(); // the siblings can never meet this replica again
-                }
-                throw err;
-              }),
+              .catch(onReplicaError(i)),
           ),
         ),
       );
+      over = true;
       if (failed) throw failed.err;
+      if (giveBack) return { giveBack };
       const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (rejected) throw rejected.reason;
       const replicaResults = settled.map((r) => (r as PromiseFulfilledResult<StageOutcome>).value);
       const reduce = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}:reduce`, summary: `${spec.id}: ${spec.plugin} reduce` });
       const out = await reduce.reduceStage({ ...common, replicaResults });
-      return { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) };
+      return { outcome: { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) } };
     } finally {
+      over = true;
       delete st.waitingFor;
       if (asked) await CancellationScope.nonCancellable(() => keeper.signal(releaseSlotsSignal, { requestId }).catch(() => undefined));
     }
@@ -587,6 +666,12 @@ function sameStarter(a: RunStarter, b: RunStarter | undefined): boolean {
 /** " by <name> (<role>)" for a decision that says who made it; "" for one from before it was recorded. */
 function byText(by: RunStarter | undefined): string {
   return by ? ` by ${by.name} (${by.role})` : '';
+}
+
+/** A replica activity that was never picked up by a worker within its scheduleToStartTimeout. */
+function startTimedOut(err: unknown): boolean {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
 }
 
 /** Ends the run: caught below, recorded in the state, and turned into the workflow's failure. */

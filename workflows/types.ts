@@ -67,6 +67,16 @@ export interface RunPipelineInput {
   budget?: BudgetInput;
   /** The estimate made at start (a stage's expected cost is what a budget checks before it starts). */
   estimate?: RunEstimateView;
+  /** How a gang that cannot run gives its slots back (from the engine's configuration; defaults when absent). */
+  gang?: GangSettings;
+}
+
+/** How long a granted gang's replicas may take to start, and how often a gang re-queues before the run pauses. */
+export interface GangSettings {
+  /** A replica not started this long after it was scheduled fails the gang's try (CAPSTAN_GANG_START_TIMEOUT, default 2 min). */
+  replicaStartTimeoutMs: number;
+  /** How many times a gang gives its slots back and asks again (revoked, or a replica did not start) before the run pauses (CAPSTAN_GANG_REQUEUES, default 2). */
+  requeues: number;
 }
 
 /** What happens when a budget would be or is exceeded. */
@@ -190,7 +200,8 @@ export type RunEventType =
   | 'RUN_COMPLETED'
   | 'RUN_FAILED'
   | 'RUN_CANCELLED'
-  | 'BUDGET_RAISED';
+  | 'BUDGET_RAISED'
+  | 'STAGE_REQUEUED';
 
 /** What happened in a run, in order. Kept in the run state so the API can stream it. */
 export interface RunEvent {

@@ -127,7 +127,8 @@ export const coreTypeDefs = /* GraphQL */ `
     at: DateTime!
     """
     What happened: RUN_STARTED, STAGE_STARTED, STAGE_SUCCEEDED, STAGE_FAILED, STAGE_REUSED,
-    STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED or BUDGET_RAISED.
+    STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED, BUDGET_RAISED or
+    STAGE_REQUEUED (a gang gave its slots back and asks again; the message says why).
     """
     type: String!
     "The stage it concerns; null for run-level events such as RUN_STARTED."

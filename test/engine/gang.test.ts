@@ -2,7 +2,9 @@
 // get all their slots at once from the queue's slot keeper or wait holding none; a gang larger
 // than the queue pauses with the reason; a replica that fails for good takes its siblings down;
 // an operator retry meets in its own folder; devices come from the worker's pool.
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveSpec } from '../../engine/spec.js';
@@ -14,7 +16,7 @@ import { loadConfig } from '../../app/config.js';
 import { queueSlots } from '../../app/workers.js';
 import { StageError } from '../../lib/errors.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../../plugins/contract.js';
-import { checkGangCapacity, slotKeeperId, takesGangSlots } from '../../workflows/gang.js';
+import { checkGangCapacity, registerSlotsSignal, slotKeeperId, takesGangSlots, unregisterSlotsSignal } from '../../workflows/gang.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -248,5 +250,167 @@ describe('gang helpers and the device pool (no server)', () => {
     expect(loadConfig({ CAPSTAN_GPU_SLOTS: '3' }, '/tmp').gpuSlots).toBe(3);
     expect(() => loadConfig({ CAPSTAN_GPUS: '0,1', CAPSTAN_GPU_SLOTS: '3' }, '/tmp')).toThrow(/one per device/);
     expect(() => loadConfig({ CAPSTAN_GPUS: 'x y' }, '/tmp')).toThrow(/CAPSTAN_GPUS/);
+    // Revocation grace follows the lease unless set; the start timeout and re-queues are bounded.
+    expect(loadConfig({}, '/tmp')).toMatchObject({ slotRevokeAfterMs: 60_000, gang: { replicaStartTimeoutMs: 120_000, requeues: 2 } });
+    expect(loadConfig({ CAPSTAN_SLOT_LEASE: '9s' }, '/tmp').slotRevokeAfterMs).toBe(9000);
+    expect(loadConfig({ CAPSTAN_SLOT_REVOKE_AFTER: '5s', CAPSTAN_GANG_START_TIMEOUT: '30s', CAPSTAN_GANG_REQUEUES: '0' }, '/tmp')).toMatchObject({
+      slotRevokeAfterMs: 5000,
+      gang: { replicaStartTimeoutMs: 30_000, requeues: 0 },
+    });
+    expect(() => loadConfig({ CAPSTAN_SLOT_REVOKE_AFTER: 'soon' }, '/tmp')).toThrow(/CAPSTAN_SLOT_REVOKE_AFTER: must be a duration of at least 1s/);
+    expect(() => loadConfig({ CAPSTAN_GANG_START_TIMEOUT: '10ms' }, '/tmp')).toThrow(/CAPSTAN_GANG_START_TIMEOUT: must be a duration of at least 1s/);
+    expect(() => loadConfig({ CAPSTAN_GANG_REQUEUES: '-1' }, '/tmp')).toThrow(/CAPSTAN_GANG_REQUEUES/);
+  });
+});
+
+// Slots that match live capacity (issue 21): a stack of its own with short leases, grace and start
+// timeout, and "ghost" reports signalled straight to the keeper: slots no worker of this test has,
+// like the report of a worker that died.
+describe('slots that match live capacity', () => {
+  let live: TestStack;
+  const LEASE_MS = 3000;
+  beforeAll(async () => {
+    live = await startTestStack({
+      plugins: [gangStage],
+      env: { CAPSTAN_SLOT_LEASE: '3s', CAPSTAN_SLOT_REVOKE_AFTER: '2s', CAPSTAN_GANG_START_TIMEOUT: '6s', CAPSTAN_GANG_REQUEUES: '1' },
+    });
+  });
+  afterAll(async () => {
+    await live?.close();
+  });
+
+  const gpu = () => live.taskQueues.gpu;
+  const keeper = () => live.client.workflow.getHandle(slotKeeperId(gpu()));
+  const slots = () => queueSlots(live.client, gpu());
+  const ghost = (worker: string, slots: number, ttlMs: number) => keeper().signal(registerSlotsSignal, { worker, slots, ttlMs });
+  const unghost = (worker: string) => keeper().signal(unregisterSlotsSignal, { worker });
+  async function startLive(name: string, params: Record<string, unknown>): Promise<string> {
+    // Straight to the workflow: the API would refuse a gang larger than the live capacity.
+    const input = resolveSpec({ name, stages: [{ id: 'fit', plugin: 'test:gang', params, timeouts: { heartbeat: '2s' } }] }, live.stages, { taskQueues: live.taskQueues });
+    const id = `pipeline/${name}/${Date.now().toString(36)}`;
+    await live.client.workflow.start(runPipelineWorkflow, { taskQueue: live.taskQueues.workflows, workflowId: id, args: [{ ...input, gang: live.runtime.config.gang }] });
+    return id;
+  }
+  const RUN_EV = `id status stages { id status error errorType } events { type stageId message }`;
+  async function waitLive(id: string, statuses: string[], ms = 90_000) {
+    return waitFor(async () => {
+      const run = (await live.gql(`query($id: ID!) { run(id: $id) { ${RUN_EV} } }`, { id })).data?.run;
+      return run && statuses.includes(run.status) ? run : undefined;
+    }, `run ${id} to be ${statuses.join('/')}`, ms, 200);
+  }
+
+  it('a dead worker’s report drops out within one lease', async () => {
+    await waitFor(async () => (await slots())?.capacity === 2 && true, 'the live worker to report');
+    await ghost('ghost-dead', 2, LEASE_MS);
+    await waitFor(async () => (await slots())?.capacity === 4 && true, 'the ghost to count', 10_000, 100);
+    const t0 = Date.now();
+    // Never renewed (its worker is "dead"): gone within one lease, plus a little for the keeper's timer.
+    await waitFor(async () => (await slots())?.capacity === 2 && true, 'the dead report to drop out', LEASE_MS + 3000, 100);
+    expect(Date.now() - t0).toBeLessThanOrEqual(LEASE_MS + 3000);
+    expect((await slots())!.workers.map((w) => w.worker)).not.toContain('ghost-dead');
+  });
+
+  it('capacity falling below what a gang holds: the keeper revokes it, the run gives its slots back, asks again and pauses with the capacity reason', async () => {
+    await ghost('ghost-a', 2, 10 * 60_000);
+    await waitFor(async () => (await slots())?.capacity === 4 && true, 'capacity 4');
+    const id = await startLive('gang-revoked', { replicas: 3, holdMs: 120_000, barrierTimeoutMs: 120_000 });
+    // Granted 3 of 4; replica 2 cannot start (the live worker has 2 devices).
+    await waitFor(async () => (await slots())?.holders.some((h) => h.count === 3) && true, 'the gang to hold 3 slots', 30_000);
+    const t0 = Date.now();
+    await unghost('ghost-a');
+    const run = await waitLive(id, ['PAUSED', 'FAILED', 'COMPLETED']);
+    expect(run.status).toBe('PAUSED');
+    // Bounded: the 2 s grace plus cancelling the replicas, well before the 6 s start timeout would have counted twice.
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(run.stages[0]).toMatchObject({ status: 'FAILED', errorType: 'GANG_CAPACITY' });
+    expect(run.stages[0].error).toContain(`needs 3 slots at once, but task queue ${gpu()} has 2`);
+    expect(run.stages[0].error).toContain('its slots were revoked');
+    const requeued = run.events.filter((e: any) => e.type === 'STAGE_REQUEUED');
+    expect(requeued).toHaveLength(1);
+    expect(requeued[0].message).toContain(`task queue ${gpu()} has 2 live slot(s) but 3 were held`);
+    expect(await slots()).toMatchObject({ capacity: 2, free: 2, holders: [], waiting: [] });
+    await live.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "test over") { id } }`, { id });
+  });
+
+  it('a revoked gang that still fits asks again at the back of the queue and completes', async () => {
+    await ghost('ghost-b', 2, 10 * 60_000);
+    await waitFor(async () => (await slots())?.capacity === 4 && true, 'capacity 4');
+    // a holds 2 (runs on the live devices), b holds 2 more that only the ghost "has".
+    const a = await startLive('gang-old', { replicas: 2, holdMs: 8000, barrierTimeoutMs: 60_000 });
+    await waitFor(async () => (await slots())?.holders.length === 1 && true, 'a to hold', 30_000);
+    const b = await startLive('gang-new', { replicas: 2, holdMs: 300, barrierTimeoutMs: 60_000 });
+    await waitFor(async () => (await slots())?.holders.length === 2 && true, 'b to hold', 30_000);
+    await unghost('ghost-b');
+    const [ra, rb] = await Promise.all([waitLive(a, ['COMPLETED', 'PAUSED', 'FAILED']), waitLive(b, ['COMPLETED', 'PAUSED', 'FAILED'])]);
+    expect(ra.status).toBe('COMPLETED');
+    expect(ra.events.some((e: any) => e.type === 'STAGE_REQUEUED')).toBe(false);
+    // b, the newest holder, was revoked, re-queued, and ran once a's slots were free.
+    expect(rb.status).toBe('COMPLETED');
+    expect(rb.events.filter((e: any) => e.type === 'STAGE_REQUEUED').map((e: any) => e.message)).toEqual([expect.stringContaining('its slots were revoked')]);
+    const attempts = await live.db.query<{ activity_id: string }>(`SELECT DISTINCT activity_id FROM stage_attempts WHERE run_id = ? ORDER BY activity_id`, [b]);
+    expect(attempts.map((x) => x.activity_id)).toEqual(expect.arrayContaining(['stage:fit:try-1:replica-0', 'stage:fit:try-1:replica-1']));
+    expect(await slots()).toMatchObject({ capacity: 2, free: 2, holders: [], waiting: [] });
+  });
+
+  it('a holder whose replicas cannot all start gives its slots back, asks again, and then pauses saying why', async () => {
+    // The ghost stays: the keeper keeps granting 3, but the live worker can start only 2 replicas.
+    await ghost('ghost-c', 2, 10 * 60_000);
+    await waitFor(async () => (await slots())?.capacity === 4 && true, 'capacity 4');
+    const id = await startLive('gang-cannot-start', { replicas: 3, holdMs: 120_000, barrierTimeoutMs: 120_000 });
+    const run = await waitLive(id, ['PAUSED', 'FAILED', 'COMPLETED']);
+    expect(run.status).toBe('PAUSED');
+    expect(run.stages[0]).toMatchObject({ status: 'FAILED', errorType: 'GANG_STALLED' });
+    expect(run.stages[0].error).toMatch(/replica \d\/3 did not start within 6 s of its gang's grant/);
+    expect(run.stages[0].error).toContain('gave its slots back 2 time(s)');
+    expect(run.events.filter((e: any) => e.type === 'STAGE_REQUEUED')).toHaveLength(1);
+    // Nothing held, nothing running: the started replicas were cancelled.
+    expect(await slots()).toMatchObject({ holders: [], waiting: [] });
+    const attempts = await live.db.query<{ activity_id: string; outcome: string }>(`SELECT activity_id, outcome FROM stage_attempts WHERE run_id = ? ORDER BY activity_id`, [id]);
+    expect(attempts.filter((x) => x.outcome === 'running')).toEqual([]);
+    expect(attempts.filter((x) => x.outcome === 'cancelled').length).toBeGreaterThanOrEqual(2);
+    await unghost('ghost-c');
+    await live.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "test over") { id } }`, { id });
+  });
+
+  it('a stopped worker withdraws its report; a restarted one withdraws the reports of a dead worker recorded on its data folder, not a live one’s', async () => {
+    const before = await waitFor(async () => {
+      const v = await slots();
+      return v?.workers.length === 1 ? v : undefined;
+    }, 'one live worker');
+    const old = before.workers[0]!.worker;
+    // Records like the ones workers leave in <data dir>/workers: one of a process that is gone, one of a live one.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const sleeper = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      const dir = path.join(live.dataDir, 'workers');
+      await mkdir(dir, { recursive: true });
+      const rec = (pid: number, worker: string) => JSON.stringify({ pid, host: os.hostname(), reports: [{ queue: gpu(), worker }], startedAt: new Date().toISOString() });
+      await writeFile(path.join(dir, 'dead.json'), rec(dead, 'ghost-killed'));
+      await writeFile(path.join(dir, 'alive.json'), rec(sleeper.pid!, 'ghost-alive'));
+      await ghost('ghost-killed', 2, 10 * 60_000);
+      await ghost('ghost-alive', 1, 10 * 60_000);
+      await waitFor(async () => (await slots())?.capacity === 5 && true, 'capacity 5');
+
+      await live.stopWorkers();
+      await live.startWorkers();
+      const after = await waitFor(async () => {
+        const v = await slots();
+        return v && !v.workers.some((w) => w.worker === 'ghost-killed') ? v : undefined;
+      }, 'the dead worker’s report to be withdrawn', 15_000, 100);
+      // Withdrawn, not expired (its lease had 10 minutes left); the live one's stays.
+      expect(after.workers.map((w) => w.worker)).toContain('ghost-alive');
+      expect(after.workers.map((w) => w.worker)).not.toContain(old);
+      expect(await exists(path.join(dir, 'dead.json'))).toBe(false);
+      expect(await exists(path.join(dir, 'alive.json'))).toBe(true);
+      // The stopped worker said so itself (an unregister signal naming it), rather than lapsing.
+      const history = await keeper().fetchHistory();
+      const unregistered = (history.events ?? [])
+        .filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'capstanUnregisterSlots')
+        .map((e) => JSON.parse(Buffer.from(e.workflowExecutionSignaledEventAttributes!.input!.payloads![0]!.data!).toString()).worker);
+      expect(unregistered).toEqual(expect.arrayContaining([old, 'ghost-killed']));
+    } finally {
+      sleeper.kill('SIGKILL');
+      await unghost('ghost-alive');
+    }
   });
 });

@@ -12,7 +12,7 @@ import type { Role } from '../../auth/roles.js';
 import { createApiApp } from '../../app/api.js';
 import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
-import { createWorkers } from '../../app/workers.js';
+import { createWorkers, runWorkers } from '../../app/workers.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
@@ -90,8 +90,12 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       roles: ['workflows', 'cpu', 'gpu'],
       activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, heartbeatEveryMs: 500, meter: rt.meter, cache: rt.cache, records: rt.records, tokens: rt.tokens },
       shutdownGraceTime: '2s',
+      slotLeaseMs: config.slotLeaseMs,
+      slotRevokeAfterMs: config.slotRevokeAfterMs,
+      slotRecordsDir: path.join(dataDir, 'workers'),
     });
-    running = workers.map((w) => w.run());
+    // runWorkers: a stopped worker's slot reports are withdrawn before it resolves (as in worker.ts).
+    running = [runWorkers(workers)];
   };
   const stopWorkers = async () => {
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
