@@ -47,7 +47,7 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
   for (let run: RunView | undefined = first; run && !o.signal?.aborted; run = await read()) {
     for (const e of run.events.filter((x) => x.seq > lastSeq)) {
       lastSeq = e.seq;
-      const wait = e.type === 'STAGE_WAITING' ? run.stages.find((s) => s.id === e.stageId)?.wait : undefined;
+      const wait = e.type === 'STAGE_WAITING' ? slotWaitOf(run, e.seq, e.stageId) : undefined;
       yield { ...e, seq: ++seq, ...(wait ? { wait } : {}), runStatus: run.status };
     }
     // Replicas at a round barrier: the run records no event for it (it lives in their heartbeats), so the stream says when it starts, changes and ends.
@@ -83,6 +83,14 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
     }
     await sleep(o.pollMs, o.signal);
   }
+}
+
+/** The stage's current slot wait, for its latest STAGE_WAITING event only (an earlier one has ended). */
+function slotWaitOf(run: RunView, seq: number, stageId: string | undefined): RunStreamEvent['wait'] {
+  const wait = run.stages.find((s) => s.id === stageId)?.wait;
+  if (wait?.reason !== 'SLOTS') return undefined;
+  const later = run.events.some((x) => x.seq > seq && x.stageId === stageId && (x.type === 'STAGE_WAITING' || x.type === 'STAGE_WAIT_ENDED'));
+  return later ? undefined : wait;
 }
 
 /** Resolves after ms, or at once when the signal aborts. */

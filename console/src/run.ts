@@ -170,7 +170,11 @@ function Timeline(props: { run: Run }) {
     const laneOf = (a: Attempt) => (a.role === 'REDUCE' ? `${s.id} · reduce` : a.replica !== null ? `${s.id} · replica ${a.replica}` : s.id);
     const own = s.attemptHistory.map(laneOf);
     const stageLanes = own.length ? [...new Set(own)] : [s.id];
+    const waits = waitBars(run, s, stageLanes, end, now);
+    // A wait for the stage's slots concerns all its replicas: it gets the stage's own lane, first.
+    if (waits.some((b) => b.lane === s.id) && !stageLanes.includes(s.id)) lanes.push(s.id);
     lanes.push(...stageLanes);
+    bars.push(...waits);
     for (const a of s.attemptHistory) {
       const t0 = Date.parse(a.startedAt);
       const t1 = a.closedAt ? Date.parse(a.closedAt) : a.outcome === 'RUNNING' && !OPEN.includes(run.status) ? end : now;
@@ -192,7 +196,6 @@ function Timeline(props: { run: Run }) {
       const t1 = resumed ? Date.parse(resumed.at) : end;
       bars.push({ lane: stageLanes[0]!, start: Date.parse(e.at), end: t1, kind: 'PAUSED', testid: 'pause-bar', label: `${s.id}: paused for a decision, ${duration(e.at, new Date(t1).toISOString())}` });
     });
-    bars.push(...waitBars(run, s, stageLanes, end, now));
   }
   if (!bars.length) return html`<p class="hint">No attempt has started yet.</p>`;
   const t0 = Math.min(...bars.map((b) => b.start));
@@ -219,7 +222,7 @@ function waitBars(run: Run, s: Stage, stageLanes: string[], end: number, now: nu
     const t1 = ended ? Date.parse(ended.at) : ongoing ? now : end;
     const took = duration(e.at, new Date(t1).toISOString());
     const why = ongoing ? s.wait!.message : `${e.message ?? 'waited for slots'}${ended?.message ? ` — ${ended.message}` : ''}`;
-    bars.push({ lane: stageLanes[0]!, start: Date.parse(e.at), end: t1, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: ${ongoing ? 'waiting' : 'waited'} ${took} — ${why}` });
+    bars.push({ lane: s.id, start: Date.parse(e.at), end: t1, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: ${ongoing ? 'waiting' : 'waited'} ${took} — ${why}` });
   });
   if (s.wait?.reason === 'BARRIER' && OPEN.includes(run.status)) {
     const w = s.wait;
