@@ -155,54 +155,63 @@ async function runPage(id: string): Promise<Page> {
 }
 const labels = (page: Page) => page.getByTestId('wait-bar').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-kind')}|${e.getAttribute('aria-label')}`));
 
+/** Runs behind a holder of every slot: their waits over HTTP, the stream and the console, until the holder lets go. */
+async function holdAndWait(holder: string) {
+  const gpu = stack.taskQueues.gpu;
+  await waitFor(async () => (await queueSlots(stack.client, gpu))?.holders.length === 1, 'the holder to take both slots', 30_000);
+  const first = await start('wait-first', { replicas: 2 });
+  await waitFor(async () => (await queueSlots(stack.client, gpu))?.waiting.length === 1, 'the first run to wait', 30_000);
+  const second = await start('wait-second', { replicas: 1 });
+
+  // StageRun.wait over HTTP: the figures come from the keeper now, not from when the wait began.
+  const a = await waitFor(async () => ((await stage(first)).wait?.queueLength === 2 ? stage(first) : undefined), 'both runs in line', 30_000);
+  const b = await stage(second);
+  expect(a.status).toBe('RUNNING');
+  expect(a.wait).toMatchObject({ reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, free: 0, position: 1, queueLength: 2, round: null, waitingReplicas: [], waitingForReplicas: [] });
+  expect(a.wait.heldBy).toEqual([{ runId: holder, label: 'wait-holder/fit', slots: 2, since: expect.any(String) }]);
+  expect(a.wait.message).toBe(`waits for 2 slot(s) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit (2)`);
+  expect(b.wait).toMatchObject({ reason: 'SLOTS', slotsNeeded: 1, capacity: 2, free: 0, position: 2, queueLength: 2 });
+  const since = Date.parse(a.wait.since);
+  expect(since).toBeGreaterThan(Date.now() - 60_000);
+  expect(since).toBeLessThanOrEqual(Date.now());
+  // The run's own events record the start of the wait.
+  expect(a.run.events.find((e: any) => e.type === 'STAGE_WAITING')).toMatchObject({ stageId: 'fit', message: `waits for 2 slot(s) on ${gpu}` });
+
+  // runEvents: STAGE_WAITING carries the wait's figures.
+  const streamed = await streamUntil(first, (e) => e.type === 'STAGE_WAITING');
+  expect(streamed.at(-1)).toMatchObject({ type: 'STAGE_WAITING', stageId: 'fit', runStatus: 'RUNNING', wait: { reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, position: 1 } });
+
+  // The console: a waiting bar on the stage's lane, labelled with why; the stage table says it too.
+  const page = await runPage(first);
+  await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waiting .* — waits for 2 slot\\(s\\) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit \\(2\\)$`))]);
+  expect(await page.getByTestId('stage-wait').innerText()).toContain('position 1 of 2 in line');
+  await page.screenshot({ path: path.join(SHOTS, 'waiting-for-slots.png'), fullPage: true });
+
+  // The holder lets go: the first run gets its slots, then the second; each wait ends with an event.
+  await release(holder);
+  const done = await waitStatus(first, 'COMPLETED');
+  expect(done.wait).toBeNull();
+  const ended = done.run.events.filter((e: any) => e.type === 'STAGE_WAIT_ENDED');
+  expect(ended).toEqual([expect.objectContaining({ stageId: 'fit', message: expect.stringMatching(new RegExp(`^got 2 slot\\(s\\) on ${gpu} after \\d+\\.\\d s$`)) })]);
+  expect(Date.parse(ended[0].at)).toBeGreaterThanOrEqual(since);
+  expect((await waitStatus(second, 'COMPLETED')).run.events.map((e: any) => e.type)).toEqual(expect.arrayContaining(['STAGE_WAITING', 'STAGE_WAIT_ENDED']));
+  // The page (live) turns the bar into a past wait, from request to grant.
+  await page.getByTestId('run-status').getByText('completed').waitFor({ timeout: 60_000 });
+  await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waited .* — waits for 2 slot\\(s\\) on ${gpu} — got 2 slot\\(s\\) on ${gpu} after`))]);
+  await page.screenshot({ path: path.join(SHOTS, 'waited-for-slots.png'), fullPage: true });
+  await page.close();
+  expect(errors).toEqual([]);
+}
+
 describe('a stage waiting for slots', () => {
   it('says so in StageRun.wait, runEvents and the console timeline, with live capacity and position, and stops when granted', async () => {
-    const gpu = stack.taskQueues.gpu;
-    await waitFor(async () => (await queueSlots(stack.client, gpu))?.capacity === 2, 'the gpu keeper to count 2 slots');
+    await waitFor(async () => (await queueSlots(stack.client, stack.taskQueues.gpu))?.capacity === 2, 'the gpu keeper to count 2 slots');
     const holder = await start('wait-holder', { replicas: 2, hold: true });
-    await waitFor(async () => (await queueSlots(stack.client, gpu))?.holders.length === 1, 'the holder to take both slots', 30_000);
-    const first = await start('wait-first', { replicas: 2 });
-    await waitFor(async () => (await queueSlots(stack.client, gpu))?.waiting.length === 1, 'the first run to wait', 30_000);
-    const second = await start('wait-second', { replicas: 1 });
-
-    // StageRun.wait over HTTP: the figures come from the keeper now, not from when the wait began.
-    const a = await waitFor(async () => ((await stage(first)).wait?.queueLength === 2 ? stage(first) : undefined), 'both runs in line', 30_000);
-    const b = await stage(second);
-    expect(a.status).toBe('RUNNING');
-    expect(a.wait).toMatchObject({ reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, free: 0, position: 1, queueLength: 2, round: null, waitingReplicas: [], waitingForReplicas: [] });
-    expect(a.wait.heldBy).toEqual([{ runId: holder, label: 'wait-holder/fit', slots: 2, since: expect.any(String) }]);
-    expect(a.wait.message).toBe(`waits for 2 slot(s) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit (2)`);
-    expect(b.wait).toMatchObject({ reason: 'SLOTS', slotsNeeded: 1, capacity: 2, free: 0, position: 2, queueLength: 2 });
-    const since = Date.parse(a.wait.since);
-    expect(since).toBeGreaterThan(Date.now() - 60_000);
-    expect(since).toBeLessThanOrEqual(Date.now());
-    // The run's own events record the start of the wait.
-    expect(a.run.events.find((e: any) => e.type === 'STAGE_WAITING')).toMatchObject({ stageId: 'fit', message: `waits for 2 slot(s) on ${gpu}` });
-
-    // runEvents: STAGE_WAITING carries the wait's figures.
-    const streamed = await streamUntil(first, (e) => e.type === 'STAGE_WAITING');
-    expect(streamed.at(-1)).toMatchObject({ type: 'STAGE_WAITING', stageId: 'fit', runStatus: 'RUNNING', wait: { reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, position: 1 } });
-
-    // The console: a waiting bar on the stage's lane, labelled with why; the stage table says it too.
-    const page = await runPage(first);
-    await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waiting .* — waits for 2 slot\\(s\\) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit \\(2\\)$`))]);
-    expect(await page.getByTestId('stage-wait').innerText()).toContain('position 1 of 2 in line');
-    await page.screenshot({ path: path.join(SHOTS, 'waiting-for-slots.png'), fullPage: true });
-
-    // The holder lets go: the first run gets its slots, then the second; each wait ends with an event.
-    await release(holder);
-    const done = await waitStatus(first, 'COMPLETED');
-    expect(done.wait).toBeNull();
-    const ended = done.run.events.filter((e: any) => e.type === 'STAGE_WAIT_ENDED');
-    expect(ended).toEqual([expect.objectContaining({ stageId: 'fit', message: expect.stringMatching(new RegExp(`^got 2 slot\\(s\\) on ${gpu} after \\d+\\.\\d s$`)) })]);
-    expect(Date.parse(ended[0].at)).toBeGreaterThanOrEqual(since);
-    expect((await waitStatus(second, 'COMPLETED')).run.events.map((e: any) => e.type)).toEqual(expect.arrayContaining(['STAGE_WAITING', 'STAGE_WAIT_ENDED']));
-    // The page (live) turns the bar into a past wait, from request to grant.
-    await page.getByTestId('run-status').getByText('completed').waitFor({ timeout: 60_000 });
-    await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waited .* — waits for 2 slot\\(s\\) on ${gpu} — got 2 slot\\(s\\) on ${gpu} after`))]);
-    await page.screenshot({ path: path.join(SHOTS, 'waited-for-slots.png'), fullPage: true });
-    await page.close();
-    expect(errors).toEqual([]);
+    try {
+      await holdAndWait(holder);
+    } finally {
+      await release(holder); // also when an assertion failed: the next test needs the slots
+    }
   });
 });
 
