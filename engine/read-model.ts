@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
-import type { temporal } from '@temporalio/proto';
+import proto, { type temporal } from '@temporalio/proto';
 import { progressQuery } from '../workflows/messages.js';
 import { slotKeeperId, slotsQuery, type SlotKeeperView } from '../workflows/gang.js';
 import type { RunPipelineInput, RunState, RunStatus, StageState, StageWaitState } from '../workflows/types.js';
@@ -35,6 +35,8 @@ export interface StageWaitView {
   waitingReplicas?: number[];
   waitingForReplicas?: number[];
 }
+
+const { PendingActivityState } = proto.temporal.api.enums.v1;
 
 /** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
 export interface RunView extends Omit<RunState, 'stages'> {
@@ -114,6 +116,8 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
   }
   // Live facts of running stages: attempt number and the last heartbeat (e.g. epoch metrics).
   const barriers = new Map<string, BarrierBeat[]>();
+  /** Stage id → replicas whose activity no worker has picked up (scheduled, not started). */
+  const unstarted = new Map<string, number[]>();
   for (const pa of desc.raw.pendingActivities ?? []) {
     const m = /^stage:([^#:]+)/.exec(pa.activityId ?? '');
     const st = m ? view.stages.find((s) => s.id === m[1]) : undefined;
@@ -124,13 +128,15 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     if (pa.lastFailure?.message && !st.error) st.error = pa.lastFailure.message;
     const beat = barrierBeat(pa.activityId ?? '', details[0]);
     if (beat) barriers.set(st.id, [...(barriers.get(st.id) ?? []), beat]);
+    const replica = /:replica-(\d+)$/.exec(pa.activityId ?? '');
+    if (replica && pa.state === PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED) unstarted.set(st.id, [...(unstarted.get(st.id) ?? []), Number(replica[1])]);
   }
   // Only an open run waits; a closed one's last state may still carry a wait it never ended.
   if (status === 'RUNNING' || status === 'PAUSED') {
     await addSlotWaits(client, view, base.stages);
     for (const st of view.stages) {
       const beats = barriers.get(st.id);
-      const barrier = !st.wait && st.status === 'RUNNING' && beats ? barrierWait(beats) : undefined;
+      const barrier = !st.wait && st.status === 'RUNNING' && beats ? barrierWait(beats, unstarted.get(st.id) ?? []) : undefined;
       if (barrier) st.wait = barrier;
     }
   }
@@ -161,7 +167,8 @@ export function slotWait(w: StageWaitState, keeper: SlotKeeperView | undefined):
   const i = keeper.waiting.findIndex((r) => r.requestId === w.requestId);
   const heldBy = keeper.holders.map((h) => ({ runId: h.workflowId, label: h.label ?? null, slots: h.count, since: h.since }));
   const held = heldBy.length ? `; held by ${heldBy.map((h) => `${h.label ?? h.runId} (${h.slots})`).join(', ')}` : '';
-  const place = i >= 0 ? `, position ${i + 1} of ${keeper.waiting.length} in line` : keeper.holders.some((h) => h.requestId === w.requestId) ? ', granted (starting)' : ', not in line yet';
+  const granted = i < 0 && keeper.holders.some((h) => h.requestId === w.requestId);
+  const place = i >= 0 ? `, position ${i + 1} of ${keeper.waiting.length} in line` : ', not in line yet';
   return {
     ...base,
     capacity: keeper.capacity,
@@ -169,7 +176,8 @@ export function slotWait(w: StageWaitState, keeper: SlotKeeperView | undefined):
     position: i >= 0 ? i + 1 : null,
     queueLength: keeper.waiting.length,
     heldBy,
-    message: `${asked}: ${keeper.free} of ${keeper.capacity} free${place}${held}`,
+    // Granted between the keeper's answer and the run noticing it: the stage starts at once.
+    message: granted ? `${w.slotsNeeded} slot(s) on ${w.queue} granted; starting` : `${asked}: ${keeper.free} of ${keeper.capacity} free${place}${held}`,
   };
 }
 
@@ -194,12 +202,13 @@ function barrierBeat(activityId: string, details: unknown): BarrierBeat | undefi
 }
 
 /** Replicas at the latest barrier round: who waits, for whom, since the first arrived (undefined: nobody is missing, a stale beat). */
-export function barrierWait(beats: BarrierBeat[]): StageWaitView | undefined {
+export function barrierWait(beats: BarrierBeat[], unstarted: number[] = []): StageWaitView | undefined {
   const round = Math.max(...beats.map((b) => b.round));
   const at = beats.filter((b) => b.round === round);
   const waiting = [...new Set(at.map((b) => b.replica))].sort((a, b) => a - b);
   const missing = [...new Set(at.flatMap((b) => b.waitingFor))].filter((r) => !waiting.includes(r)).sort((a, b) => a - b);
   if (!missing.length) return undefined;
+  const notStarted = missing.filter((r) => unstarted.includes(r));
   const since = at.map((b) => b.since).sort()[0]!;
   const list = (xs: number[]) => xs.join(', ');
   return {
@@ -208,7 +217,7 @@ export function barrierWait(beats: BarrierBeat[]): StageWaitView | undefined {
     round,
     waitingReplicas: waiting,
     waitingForReplicas: missing,
-    message: `replica${waiting.length > 1 ? 's' : ''} ${list(waiting)} wait${waiting.length > 1 ? '' : 's'} at round ${round} for replica${missing.length > 1 ? 's' : ''} ${list(missing)}`,
+    message: `replica${waiting.length > 1 ? 's' : ''} ${list(waiting)} wait${waiting.length > 1 ? '' : 's'} at round ${round} for replica${missing.length > 1 ? 's' : ''} ${list(missing)}${notStarted.length ? ` (not started: no worker has picked up replica ${list(notStarted)})` : ''}`,
   };
 }
 

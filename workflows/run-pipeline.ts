@@ -114,6 +114,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     delete st.wait;
     const seconds = (Date.parse(now()) - Date.parse(wait.since)) / 1000;
     event('STAGE_WAIT_ENDED', st.id, `${outcome} after ${seconds.toFixed(1)} s`);
+    refreshDetails();
   };
   const setStatus = (status: RunStatus) => {
     state.status = status;
@@ -121,7 +122,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     refreshDetails();
   };
   const refreshDetails = () => {
-    const lines = state.stages.map((s) => `| ${s.id} | \`${s.plugin}\` | ${s.status} | ${s.attempts} |`);
+    const lines = state.stages.map((s) => `| ${s.id} | \`${s.plugin}\` | ${s.status}${s.waitingFor ? ` (waiting for ${s.waitingFor})` : ''} | ${s.attempts} |`);
     setCurrentDetails(
       [`**${state.pipeline}** — ${state.status}`, '', '| stage | plugin | status | attempts |', '| --- | --- | --- | --- |', ...lines].join('\n'),
     );

@@ -12,6 +12,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { queueSlots } from '../../app/workers.js';
+import { barrierWait, slotWait } from '../../engine/read-model.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../../plugins/contract.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
@@ -230,5 +231,33 @@ describe('replicas waiting at a round barrier', () => {
     const done = await waitStatus(id, 'COMPLETED');
     expect(done.wait).toBeNull();
     expect(errors).toEqual([]);
+  });
+});
+
+describe('wait views (no server)', () => {
+  const since = '2026-01-01T00:00:00.000Z';
+  it('barrier: the latest round, who waits, whom for, and replicas no worker has picked up', () => {
+    const beats = [
+      { replica: 0, round: 3, waitingFor: [1], since: '2026-01-01T00:00:02.000Z' },
+      { replica: 2, round: 3, waitingFor: [1], since },
+      { replica: 1, round: 2, waitingFor: [0], since }, // an older round: stale
+    ];
+    expect(barrierWait(beats, [1])).toEqual({
+      reason: 'BARRIER',
+      since,
+      round: 3,
+      waitingReplicas: [0, 2],
+      waitingForReplicas: [1],
+      message: 'replicas 0, 2 wait at round 3 for replica 1 (not started: no worker has picked up replica 1)',
+    });
+    // Everyone named has arrived (a beat from just before the barrier opened): no wait.
+    expect(barrierWait([{ replica: 0, round: 1, waitingFor: [1], since }, { replica: 1, round: 1, waitingFor: [0], since }])).toBeUndefined();
+  });
+
+  it('slots: a keeper that does not answer leaves the figures unknown; a granted request is no longer in line', () => {
+    const w = { reason: 'slots' as const, queue: 'q-gpu', slotsNeeded: 3, since, requestId: 'r1' };
+    expect(slotWait(w, undefined)).toMatchObject({ capacity: null, position: null, message: "waits for 3 slot(s) on q-gpu; the queue's slot keeper did not answer" });
+    const keeper = { queue: 'q-gpu', capacity: 2, free: 2, workers: [], holders: [{ requestId: 'r1', workflowId: 'pipeline/a/1', count: 3, label: 'a/fit', since }], waiting: [] };
+    expect(slotWait(w, keeper)).toMatchObject({ capacity: 2, free: 2, position: null, queueLength: 0, message: '3 slot(s) on q-gpu granted; starting' });
   });
 });
