@@ -4,6 +4,7 @@
 // streams STAGE_WAITING with those figures and STAGE_WAIT_ENDED once the slots are granted; the
 // console (headless Chromium) draws a waiting bar whose label says why. A replica held back from
 // a round barrier leaves the others waiting, and StageRun.wait names the replica they wait for.
+// Also: the runs list's pipeline filter keeps what is typed across the list's periodic refresh.
 // Screenshots go to test-results/console/ (not tracked).
 import { existsSync, mkdirSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
@@ -142,6 +143,12 @@ async function streamUntil(id: string, match: (e: any) => boolean): Promise<any[
 }
 
 async function runPage(id: string): Promise<Page> {
+  const page = await signedIn();
+  await page.goto(`${stack.url}/console#/runs/${encodeURIComponent(id)}`);
+  await page.getByTestId('run-status').waitFor();
+  return page;
+}
+async function signedIn(): Promise<Page> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(90_000);
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
@@ -150,8 +157,6 @@ async function runPage(id: string): Promise<Page> {
   await page.getByLabel('API token').fill(stack.adminToken);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByTestId('whoami').waitFor();
-  await page.goto(`${stack.url}/console#/runs/${encodeURIComponent(id)}`);
-  await page.getByTestId('run-status').waitFor();
   return page;
 }
 const labels = (page: Page) => page.getByTestId('wait-bar').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-kind')}|${e.getAttribute('aria-label')}`));
@@ -231,6 +236,22 @@ describe('replicas waiting at a round barrier', () => {
     const done = await waitStatus(id, 'COMPLETED');
     expect(done.wait).toBeNull();
     expect(errors).toEqual([]);
+  });
+});
+
+describe('the runs list while it refreshes', () => {
+  it('keeps a pipeline filter being typed (a refresh does not put the applied filter back)', async () => {
+    const page = await signedIn();
+    await page.goto(`${stack.url}/console#/runs`);
+    await page.getByTestId('runs-table').waitFor();
+    await page.getByLabel('Pipeline').fill('wait-first');
+    // The list refreshes every few seconds: wait for the next answer and the render after it.
+    await page.waitForResponse((r) => r.url().endsWith('/graphql') && (r.request().postData() ?? '').includes('runs('));
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
+    expect(await page.getByLabel('Pipeline').inputValue()).toBe('wait-first');
+    await page.getByLabel('Pipeline').press('Enter');
+    await expect.poll(() => page.getByTestId('runs-table').locator('tbody tr').count(), POLL).toBe(1);
+    await page.close();
   });
 });
 
