@@ -34,6 +34,8 @@ export interface StageWaitView {
   round?: number;
   waitingReplicas?: number[];
   waitingForReplicas?: number[];
+  /** Barrier: replicas waited for whose activity no worker has picked up (scheduled, not started). */
+  notStartedReplicas?: number[];
 }
 
 const { PendingActivityState } = proto.temporal.api.enums.v1;
@@ -217,6 +219,7 @@ export function barrierWait(beats: BarrierBeat[], unstarted: number[] = []): Sta
     round,
     waitingReplicas: waiting,
     waitingForReplicas: missing,
+    notStartedReplicas: notStarted,
     message: `replica${waiting.length > 1 ? 's' : ''} ${list(waiting)} wait${waiting.length > 1 ? '' : 's'} at round ${round} for replica${missing.length > 1 ? 's' : ''} ${list(missing)}${notStarted.length ? ` (not started: no worker has picked up replica ${list(notStarted)})` : ''}`,
   };
 }

@@ -116,6 +116,7 @@ export const coreModule: ApiModule = {
       heldBy: (w: { heldBy?: unknown[] }) => w.heldBy ?? [],
       waitingReplicas: (w: { waitingReplicas?: number[] }) => w.waitingReplicas ?? [],
       waitingForReplicas: (w: { waitingForReplicas?: number[] }) => w.waitingForReplicas ?? [],
+      notStartedReplicas: (w: { notStartedReplicas?: number[] }) => w.notStartedReplicas ?? [],
     },
     // Texts that carry failure messages: without server paths for non-admins (api/errors.ts).
     RunEvent: {

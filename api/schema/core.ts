@@ -176,6 +176,8 @@ export const coreTypeDefs = /* GraphQL */ `
     waitingReplicas: [Int!]!
     "BARRIER: the replicas that have not arrived, which the others wait for; empty for SLOTS."
     waitingForReplicas: [Int!]!
+    "BARRIER: of waitingForReplicas, those whose activity no worker has picked up yet (scheduled, not started); empty for SLOTS."
+    notStartedReplicas: [Int!]!
   }
 
   "Something that happened in a run, recorded by the run itself, in order."

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { queueSlots } from '../../app/workers.js';
 import { barrierWait, slotWait } from '../../engine/read-model.js';
+import { registerSlotsSignal, slotKeeperId, unregisterSlotsSignal } from '../../workflows/gang.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../../plugins/contract.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
@@ -100,7 +101,7 @@ async function start(name: string, params: Record<string, unknown>): Promise<str
 }
 const release = (id: string) => writeFile(path.join(stack.artifacts.checkpointDir(id, 'fit'), 'release'), '');
 
-const WAIT = 'wait { reason since message queue slotsNeeded capacity free position queueLength heldBy { runId label slots since } round waitingReplicas waitingForReplicas }';
+const WAIT = 'wait { reason since message queue slotsNeeded capacity free position queueLength heldBy { runId label slots since } round waitingReplicas waitingForReplicas notStartedReplicas }';
 async function stage(id: string) {
   const r = await stack.gql(`query($id: ID!) { run(id: $id) { status events { type stageId message at } stages { id status ${WAIT} } } }`, { id });
   expect(r.errors).toBeUndefined();
@@ -239,6 +240,34 @@ describe('replicas waiting at a round barrier', () => {
   });
 });
 
+describe('a gang granted slots no live worker has (the stall of issue 21)', () => {
+  it('names the replica no worker has picked up, which the others wait for at the barrier', async () => {
+    // A registration the keeper still counts, of a worker that is gone: 3 slots on paper, 2 real.
+    const keeper = stack.client.workflow.getHandle(slotKeeperId(stack.taskQueues.gpu));
+    await keeper.signal(registerSlotsSignal, { worker: 'ghost-worker', slots: 1, ttlMs: 120_000 });
+    let id: string | undefined;
+    try {
+      await waitFor(async () => (await queueSlots(stack.client, stack.taskQueues.gpu))?.capacity === 3, 'the keeper to count the ghost');
+      id = await start('wait-ghost', { replicas: 3 });
+      const s = await waitFor(async () => ((await stage(id!)).wait?.reason === 'BARRIER' ? stage(id!) : undefined), 'replicas 0 and 1 to wait for replica 2', 60_000);
+      // Which replica is left without a worker slot is up to the task queue: any one of the three.
+      const [left] = s.wait.waitingForReplicas;
+      const started = [0, 1, 2].filter((r) => r !== left);
+      expect(s.wait).toMatchObject({
+        reason: 'BARRIER',
+        waitingReplicas: started,
+        waitingForReplicas: [left],
+        notStartedReplicas: [left],
+        message: `replicas ${started.join(', ')} wait at round 1 for replica ${left} (not started: no worker has picked up replica ${left})`,
+      });
+    } finally {
+      await keeper.signal(unregisterSlotsSignal, { worker: 'ghost-worker' });
+      if (id) await stack.gql('mutation($id: ID!) { cancelRun(runId: $id) { id } }', { id });
+    }
+    await waitStatus(id!, 'CANCELLED');
+  });
+});
+
 describe('the runs list while it refreshes', () => {
   it('keeps a pipeline filter being typed (a refresh does not put the applied filter back)', async () => {
     const page = await signedIn();
@@ -269,6 +298,7 @@ describe('wait views (no server)', () => {
       round: 3,
       waitingReplicas: [0, 2],
       waitingForReplicas: [1],
+      notStartedReplicas: [1],
       message: 'replicas 0, 2 wait at round 3 for replica 1 (not started: no worker has picked up replica 1)',
     });
     // Everyone named has arrived (a beat from just before the barrier opened): no wait.
