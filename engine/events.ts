@@ -28,6 +28,8 @@ export interface RunStreamEvent {
   message?: string | null;
   attempt?: number;
   progress?: unknown;
+  /** For STAGE_WAITING: the stage's wait as the stream saw it. */
+  wait?: RunView['stages'][number]['wait'];
   runStatus: RunView['status'];
 }
 
@@ -40,10 +42,27 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
   let seq = 0;
   const attempts = new Map<string, number>();
   const progress = new Map<string, string>();
+  /** Stage id → the barrier wait last streamed (round and who is missing). */
+  const barriers = new Map<string, string>();
   for (let run: RunView | undefined = first; run && !o.signal?.aborted; run = await read()) {
     for (const e of run.events.filter((x) => x.seq > lastSeq)) {
       lastSeq = e.seq;
-      yield { ...e, seq: ++seq, runStatus: run.status };
+      const wait = e.type === 'STAGE_WAITING' ? slotWaitOf(run, e.seq, e.stageId) : undefined;
+      yield { ...e, seq: ++seq, ...(wait ? { wait } : {}), runStatus: run.status };
+    }
+    // Replicas at a round barrier: the run records no event for it (it lives in their heartbeats), so the stream says when it starts, changes and ends.
+    for (const s of run.stages) {
+      const w = s.wait?.reason === 'BARRIER' ? s.wait : undefined;
+      const key = w ? `${w.round}:${(w.waitingForReplicas ?? []).join(',')}` : undefined;
+      const before = barriers.get(s.id);
+      if (key === before) continue;
+      if (w && key) {
+        barriers.set(s.id, key);
+        yield { seq: ++seq, at: new Date().toISOString(), type: 'STAGE_WAITING', stageId: s.id, message: w.message, wait: w, runStatus: run.status };
+      } else {
+        barriers.delete(s.id);
+        yield { seq: ++seq, at: new Date().toISOString(), type: 'STAGE_WAIT_ENDED', stageId: s.id, message: 'the replicas met at the barrier', runStatus: run.status };
+      }
     }
     for (const s of run.stages) {
       if (s.status !== 'RUNNING') continue;
@@ -64,6 +83,14 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
     }
     await sleep(o.pollMs, o.signal);
   }
+}
+
+/** The stage's current slot wait, for its latest STAGE_WAITING event only (an earlier one has ended). */
+function slotWaitOf(run: RunView, seq: number, stageId: string | undefined): RunStreamEvent['wait'] {
+  const wait = run.stages.find((s) => s.id === stageId)?.wait;
+  if (wait?.reason !== 'SLOTS') return undefined;
+  const later = run.events.some((x) => x.seq > seq && x.stageId === stageId && (x.type === 'STAGE_WAITING' || x.type === 'STAGE_WAIT_ENDED'));
+  return later ? undefined : wait;
 }
 
 /** Resolves after ms, or at once when the signal aborts. */

@@ -34,6 +34,7 @@ import type {
   RunStatus,
   StageOutcome,
   StageState,
+  StageWaitState,
 } from './types.js';
 
 /** Runs started from here on cap the CapstanStage search attribute (older histories replay without it). */
@@ -117,13 +118,33 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   const event = (type: RunEventType, stageId?: string, message?: string) => {
     state.events.push({ seq: state.events.length + 1, at: now(), type, ...(stageId ? { stageId } : {}), ...(message ? { message } : {}) });
   };
+  /**
+   * A stage starts waiting for its slots: recorded on the stage (the API adds the keeper's live
+   * facts) and as an event. State and events only, no command: older histories replay unchanged.
+   */
+  const startWait = (st: StageState, wait: StageWaitState) => {
+    st.waitingFor = `${wait.slotsNeeded} slot(s) on ${wait.queue}`;
+    st.wait = wait;
+    event('STAGE_WAITING', st.id, `waits for ${wait.slotsNeeded} slot(s) on ${wait.queue}`);
+    refreshDetails();
+  };
+  /** The wait ends (granted, refused, or given up): the event says how and after how long. No-op when not waiting. */
+  const endWait = (st: StageState, outcome: string) => {
+    const wait = st.wait;
+    delete st.waitingFor;
+    if (!wait) return;
+    delete st.wait;
+    const seconds = (Date.parse(now()) - Date.parse(wait.since)) / 1000;
+    event('STAGE_WAIT_ENDED', st.id, `${outcome} after ${seconds.toFixed(1)} s`);
+    refreshDetails();
+  };
   const setStatus = (status: RunStatus) => {
     state.status = status;
     upsertSearchAttributes([{ key: RunStatusKey, value: status }]);
     refreshDetails();
   };
   const refreshDetails = () => {
-    const lines = state.stages.map((s) => `| ${s.id} | \`${s.plugin}\` | ${s.status} | ${s.attempts} |`);
+    const lines = state.stages.map((s) => `| ${s.id} | \`${s.plugin}\` | ${s.status}${s.waitingFor ? ` (waiting for ${s.waitingFor})` : ''} | ${s.attempts} |`);
     setCurrentDetails(
       [`**${state.pipeline}** — ${state.status}`, '', '| stage | plugin | status | attempts |', '| --- | --- | --- | --- |', ...lines].join('\n'),
     );
@@ -407,11 +428,10 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         }
       }
       if (asked) {
-        st.waitingFor = `${spec.replicas} slot(s) on ${spec.taskQueue}`;
-        refreshDetails();
+        startWait(st, { reason: 'slots', queue: spec.taskQueue, slotsNeeded: spec.replicas, since: now(), requestId });
         await condition(() => slotAnswers.has(requestId));
-        delete st.waitingFor;
         const answer = slotAnswers.get(requestId)!;
+        endWait(st, answer.granted ? `got ${spec.replicas} slot(s) on ${spec.taskQueue}` : `refused: ${answer.reason}`);
         slotAnswers.delete(requestId);
         if (!answer.granted) {
           asked = false;
@@ -479,7 +499,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       return { outcome: { ...out, attempt: Math.max(out.attempt, ...replicaResults.map((r) => r.attempt)) } };
     } finally {
       over = true;
-      delete st.waitingFor;
+      endWait(st, 'stopped waiting (cancelled)');
       if (asked) await CancellationScope.nonCancellable(() => keeper.signal(releaseSlotsSignal, { requestId }).catch(() => undefined));
     }
   };

@@ -184,13 +184,32 @@ export interface StageState {
   pluginVersionOverride?: string;
   /** Set while the stage waits for its slots (gang scheduling), e.g. `2 slot(s) on capstan-gpu`. */
   waitingFor?: string;
+  /**
+   * Set while the stage waits for its slots: what it asked the queue's keeper for, and since when
+   * (workflow time). The API adds the live facts (capacity, position) from the keeper at read time.
+   */
+  wait?: StageWaitState;
   /** Set while the run is paused on this stage because of its budget: why (estimate or spend, and the figures). */
   budgetPause?: string;
+}
+
+/** What a waiting stage asked for (kept in the run state; no command depends on it). */
+export interface StageWaitState {
+  reason: 'slots';
+  /** The task queue whose keeper hands out the slots. */
+  queue: string;
+  slotsNeeded: number;
+  /** When the request was sent (workflow time, ISO-8601). */
+  since: string;
+  /** The keeper's id of the request: finds its place among the keeper's waiting requests. */
+  requestId: string;
 }
 
 export type RunEventType =
   | 'RUN_STARTED'
   | 'STAGE_STARTED'
+  | 'STAGE_WAITING'
+  | 'STAGE_WAIT_ENDED'
   | 'STAGE_SUCCEEDED'
   | 'STAGE_FAILED'
   | 'STAGE_REUSED'

@@ -111,6 +111,13 @@ export const coreModule: ApiModule = {
       outputs: (s: { outputs: Record<string, unknown> }) => Object.values(s.outputs ?? {}),
       error: (s: { error?: string | null }, _: unknown, ctx: ApiContext) => redactForRole(s.error ?? null, ctx.principal, ctx.dataRoots),
     },
+    // A wait carries only the figures of its reason; the lists are empty for the other.
+    StageWait: {
+      heldBy: (w: { heldBy?: unknown[] }) => w.heldBy ?? [],
+      waitingReplicas: (w: { waitingReplicas?: number[] }) => w.waitingReplicas ?? [],
+      waitingForReplicas: (w: { waitingForReplicas?: number[] }) => w.waitingForReplicas ?? [],
+      notStartedReplicas: (w: { notStartedReplicas?: number[] }) => w.notStartedReplicas ?? [],
+    },
     // Texts that carry failure messages: without server paths for non-admins (api/errors.ts).
     RunEvent: {
       message: (e: { message?: string | null }, _: unknown, ctx: ApiContext) => redactForRole(e.message ?? null, ctx.principal, ctx.dataRoots),

@@ -117,6 +117,67 @@ export const coreTypeDefs = /* GraphQL */ `
     progress: JSON
     "Temporal attempt number (from 1) of the attempt running now; null when no attempt is running."
     currentAttempt: Int
+    """
+    Why the stage is waiting instead of working, with live figures: for its slots on a task queue
+    (SLOTS), or replicas waiting at a round barrier for the others (BARRIER); null when it is not waiting.
+    """
+    wait: StageWait
+  }
+
+  "What a waiting stage waits for."
+  enum StageWaitReason {
+    "For all its slots at once from its task queue's slot keeper (gang scheduling: gpu stages and data-parallel replicas)."
+    SLOTS
+    "Some replicas finished a round and wait at its barrier for the replicas that have not arrived."
+    BARRIER
+  }
+
+  "A run holding slots of a task queue."
+  type StageWaitHolder {
+    "The holding run's id."
+    runId: String!
+    "Pipeline and stage of the holder (<pipeline>/<stage>); null when the holder gave none."
+    label: String
+    "How many slots it holds."
+    slots: Int!
+    "Since when it holds them."
+    since: DateTime!
+  }
+
+  """
+  Why a running stage is not making progress. SLOTS figures (capacity, free, position, heldBy) are
+  read from the queue's slot keeper when asked, so they are current; BARRIER figures come from the
+  replicas' latest heartbeats.
+  """
+  type StageWait {
+    "What it waits for."
+    reason: StageWaitReason!
+    "When the wait began: the slot request, or the arrival of the first replica waiting at the barrier."
+    since: DateTime!
+    "One line for people, e.g. waits for 2 slot(s) on capstan-gpu: 0 of 2 free, position 1 of 1 in line; held by mnist-default/fit (2)."
+    message: String!
+    "SLOTS: the task queue the slots come from; null for BARRIER."
+    queue: String
+    "SLOTS: how many slots the stage needs at once (one per replica); null for BARRIER."
+    slotsNeeded: Int
+    "SLOTS: the queue's live capacity (slots of its live workers); null for BARRIER or when the keeper did not answer."
+    capacity: Int
+    "SLOTS: slots free now; null for BARRIER or when the keeper did not answer."
+    free: Int
+    "SLOTS: 1-based place among the requests waiting on the queue; null when not in line (e.g. just granted) or unknown."
+    position: Int
+    "SLOTS: how many requests wait on the queue, this one included; null when unknown."
+    queueLength: Int
+    "SLOTS: who holds the queue's slots now; empty for BARRIER."
+    heldBy: [StageWaitHolder!]!
+    "BARRIER: the averaging round the replicas meet at; null for SLOTS."
+    round: Int
+    "BARRIER: the replicas (indexes from 0) waiting at the barrier; empty for SLOTS."
+    waitingReplicas: [Int!]!
+    "BARRIER: the replicas that have not arrived, which the others wait for; empty for SLOTS."
+    waitingForReplicas: [Int!]!
+    "BARRIER: of waitingForReplicas, those whose activity no worker has picked up yet (scheduled, not started); empty for SLOTS."
+    notStartedReplicas: [Int!]!
   }
 
   "Something that happened in a run, recorded by the run itself, in order."
@@ -126,9 +187,11 @@ export const coreTypeDefs = /* GraphQL */ `
     "When it happened."
     at: DateTime!
     """
-    What happened: RUN_STARTED, STAGE_STARTED, STAGE_SUCCEEDED, STAGE_FAILED, STAGE_REUSED,
-    STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED, BUDGET_RAISED or
-    STAGE_REQUEUED (a gang gave its slots back and asks again; the message says why).
+    What happened: RUN_STARTED, STAGE_STARTED, STAGE_WAITING (it asked for its slots and waits for
+    them; message says how many on which queue), STAGE_WAIT_ENDED (granted, refused or given up, and
+    after how long), STAGE_REQUEUED (a gang gave its slots back and asks again; the message says why),
+    STAGE_SUCCEEDED, STAGE_FAILED, STAGE_REUSED, STAGE_SKIPPED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED,
+    RUN_FAILED, RUN_CANCELLED or BUDGET_RAISED.
     """
     type: String!
     "The stage it concerns; null for run-level events such as RUN_STARTED."

@@ -83,9 +83,11 @@ export const operationsTypeDefs = /* GraphQL */ `
     "When it happened (for STAGE_RETRIED and STAGE_PROGRESS: when the stream noticed it)."
     at: DateTime!
     """
-    What happened: RUN_STARTED, STAGE_STARTED, STAGE_PROGRESS, STAGE_RETRIED, STAGE_SUCCEEDED,
-    STAGE_FAILED, STAGE_SKIPPED, STAGE_REUSED, RUN_PAUSED, RUN_RESUMED, RUN_COMPLETED, RUN_FAILED,
-    RUN_CANCELLED, and last RUN_CLOSED (message = the final status), after which the stream ends.
+    What happened: RUN_STARTED, STAGE_STARTED, STAGE_WAITING, STAGE_WAIT_ENDED, STAGE_PROGRESS,
+    STAGE_RETRIED, STAGE_SUCCEEDED, STAGE_FAILED, STAGE_SKIPPED, STAGE_REUSED, RUN_PAUSED,
+    RUN_RESUMED, RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED, and last RUN_CLOSED (message = the final
+    status), after which the stream ends. STAGE_WAITING / STAGE_WAIT_ENDED come from the run for
+    slot waits, and from the stream for replicas waiting at a round barrier (see StageRun.wait).
     """
     type: String!
     "The stage it concerns; null for run-level events."
@@ -96,6 +98,8 @@ export const operationsTypeDefs = /* GraphQL */ `
     attempt: Int
     "For STAGE_PROGRESS: the attempt's latest heartbeat details (e.g. epoch and metrics); null otherwise."
     progress: JSON
+    "For STAGE_WAITING: the wait with its figures when the stream saw it (queue, slots, capacity, position, or the barrier); null otherwise."
+    wait: StageWait
     "The run's status when the event was streamed."
     runStatus: RunStatus!
   }

@@ -46,7 +46,7 @@ export interface GanttBar {
   testid: string;
 }
 
-/** A Gantt chart: one row per lane, bars positioned by time; pauses are hatched. */
+/** A Gantt chart: one row per lane, bars positioned by time; pauses are hatched, waits pale and dashed. */
 export function Gantt(props: { lanes: string[]; bars: GanttBar[]; t0: number; t1: number }) {
   const { lanes, bars, t0 } = props;
   const t1 = Math.max(props.t1, t0 + 1000);
@@ -80,10 +80,13 @@ export function Gantt(props: { lanes: string[]; bars: GanttBar[]; t0: number; t1
       const bx = x(b.start);
       const w = Math.max(3, x(b.end) - bx);
       const pause = b.kind === 'PAUSED';
+      // Waiting (for slots or other replicas): pale with a dashed outline, so it never reads as work.
+      const wait = b.kind === 'WAITING';
+      const stroke = b.kind === 'FAILED' ? '#7a2800' : wait ? '#56B4E9' : 'none';
       return html`<g data-testid=${b.testid} data-kind=${b.kind} tabindex="0" aria-label=${b.label}>
         <title>${b.label}</title>
-        <rect x=${bx} y=${row * rowH + (pause ? 3 : 5)} width=${w} height=${pause ? rowH - 6 : rowH - 10} rx="3"
-          fill=${pause ? 'url(#hatch)' : OUTCOME_COLOUR[b.kind] ?? '#888'} stroke=${b.kind === 'FAILED' ? '#7a2800' : 'none'} stroke-dasharray=${b.kind === 'FAILED' ? '3 2' : ''} />
+        <rect x=${bx} y=${row * rowH + (pause ? 3 : wait ? 7 : 5)} width=${w} height=${pause ? rowH - 6 : wait ? rowH - 14 : rowH - 10} rx="3"
+          fill=${pause ? 'url(#hatch)' : wait ? '#e3f1fb' : OUTCOME_COLOUR[b.kind] ?? '#888'} stroke=${stroke} stroke-dasharray=${b.kind === 'FAILED' ? '3 2' : wait ? '4 3' : ''} />
       </g>`;
     })}
   </svg>`;

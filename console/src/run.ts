@@ -13,6 +13,7 @@ const RUN = `query($id: ID!) {
     events { seq at type stageId message }
     stages {
       id plugin status attempts startedAt closedAt error errorType params needs replicas metrics progress currentAttempt reusedFrom
+      wait { reason since message queue slotsNeeded capacity free position queueLength round waitingReplicas waitingForReplicas }
       outputs { kind uri sha256 bytes }
       attemptHistory { activityId round attempt replica role startedAt closedAt outcome error }
       epochs { round attempt replica epoch trainLoss trainAccuracy valLoss valAccuracy }
@@ -42,6 +43,21 @@ interface Epoch {
   valLoss: number | null;
   valAccuracy: number | null;
 }
+/** Why a stage waits (StageRun.wait): its slots on a queue, or replicas at a round barrier. */
+interface StageWait {
+  reason: 'SLOTS' | 'BARRIER';
+  since: string;
+  message: string;
+  queue: string | null;
+  slotsNeeded: number | null;
+  capacity: number | null;
+  free: number | null;
+  position: number | null;
+  queueLength: number | null;
+  round: number | null;
+  waitingReplicas: number[];
+  waitingForReplicas: number[];
+}
 interface Stage {
   id: string;
   plugin: string;
@@ -58,6 +74,7 @@ interface Stage {
   progress: unknown;
   currentAttempt: number | null;
   reusedFrom: string | null;
+  wait: StageWait | null;
   outputs: { kind: string; uri: string; sha256: string; bytes: number }[];
   attemptHistory: Attempt[];
   epochs: Epoch[];
@@ -153,7 +170,11 @@ function Timeline(props: { run: Run }) {
     const laneOf = (a: Attempt) => (a.role === 'REDUCE' ? `${s.id} · reduce` : a.replica !== null ? `${s.id} · replica ${a.replica}` : s.id);
     const own = s.attemptHistory.map(laneOf);
     const stageLanes = own.length ? [...new Set(own)] : [s.id];
+    const waits = waitBars(run, s, stageLanes, end, now);
+    // A wait for the stage's slots concerns all its replicas: it gets the stage's own lane, first.
+    if (waits.some((b) => b.lane === s.id) && !stageLanes.includes(s.id)) lanes.push(s.id);
     lanes.push(...stageLanes);
+    bars.push(...waits);
     for (const a of s.attemptHistory) {
       const t0 = Date.parse(a.startedAt);
       const t1 = a.closedAt ? Date.parse(a.closedAt) : a.outcome === 'RUNNING' && !OPEN.includes(run.status) ? end : now;
@@ -183,7 +204,34 @@ function Timeline(props: { run: Run }) {
     <ul class="legend">
       <li><span class="swatch s-ok"></span>succeeded</li><li><span class="swatch s-fail"></span>failed</li>
       <li><span class="swatch s-run"></span>running</li><li><span class="swatch s-cancel"></span>cancelled</li><li><span class="swatch s-pause"></span>paused (waiting for a decision)</li>
+      <li><span class="swatch s-wait"></span>waiting (for slots, or for other replicas)</li>
     </ul>`;
+}
+
+/**
+ * Waiting bars of one stage: slot waits from STAGE_WAITING to STAGE_WAIT_ENDED (or on, while the
+ * stage still waits: labelled with its live figures), and replicas waiting at a round barrier.
+ */
+function waitBars(run: Run, s: Stage, stageLanes: string[], end: number, now: number): GanttBar[] {
+  const bars: GanttBar[] = [];
+  const evs = run.events.filter((e) => e.stageId === s.id && (e.type === 'STAGE_WAITING' || e.type === 'STAGE_WAIT_ENDED'));
+  evs.forEach((e, i) => {
+    if (e.type !== 'STAGE_WAITING') return;
+    const ended = evs[i + 1]?.type === 'STAGE_WAIT_ENDED' ? evs[i + 1] : undefined;
+    const ongoing = !ended && s.wait?.reason === 'SLOTS' && OPEN.includes(run.status);
+    const t1 = ended ? Date.parse(ended.at) : ongoing ? now : end;
+    const took = duration(e.at, new Date(t1).toISOString());
+    const why = ongoing ? s.wait!.message : `${e.message ?? 'waited for slots'}${ended?.message ? ` — ${ended.message}` : ''}`;
+    bars.push({ lane: s.id, start: Date.parse(e.at), end: t1, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: ${ongoing ? 'waiting' : 'waited'} ${took} — ${why}` });
+  });
+  if (s.wait?.reason === 'BARRIER' && OPEN.includes(run.status)) {
+    const w = s.wait;
+    for (const r of w.waitingReplicas) {
+      const lane = stageLanes.find((l) => l === `${s.id} · replica ${r}`) ?? stageLanes[0]!;
+      bars.push({ lane, start: Date.parse(w.since), end: now, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: replica ${r} waiting ${duration(w.since, new Date(now).toISOString())} — ${w.message}` });
+    }
+  }
+  return bars;
 }
 
 function Curves(props: { run: Run }) {
@@ -225,7 +273,7 @@ function StageTable(props: { run: Run }) {
       ${props.run.stages.map(
         (s) => html`<tr data-stage=${s.id}>
           <th scope="row">${s.id}<br /><span class="hint">${s.plugin}${s.replicas > 1 ? ` · ${s.replicas} replicas` : ''}</span></th>
-          <td><span class=${`status s-${s.status}`}>${s.status.toLowerCase()}</span>${s.reusedFrom ? html`<br /><span class="hint">from ${s.reusedFrom}</span>` : ''}</td>
+          <td><span class=${`status s-${s.status}`}>${s.status.toLowerCase()}</span>${s.reusedFrom ? html`<br /><span class="hint">from ${s.reusedFrom}</span>` : ''}${s.wait ? html`<br /><span class="hint" data-testid="stage-wait">${s.wait.message}</span>` : ''}</td>
           <td class="num">${s.attempts}${s.currentAttempt ? ` (running #${s.currentAttempt})` : ''}</td>
           <td>${duration(s.startedAt, s.closedAt)}</td>
           <td><details><summary>params</summary><pre>${JSON.stringify(s.params, null, 2)}</pre></details></td>

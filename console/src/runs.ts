@@ -27,6 +27,9 @@ interface Row {
 /** Runs: filters by pipeline and status, pages of 20, refreshed every few seconds. */
 export function RunsPage(_: { me: Me }) {
   const [pipeline, setPipeline] = useState('');
+  // What is typed, kept apart from the applied filter: the list refreshes every few seconds, and a
+  // re-render must not put the old filter back into the box before Enter or blur applies it.
+  const [typed, setTyped] = useState('');
   const [status, setStatus] = useState('');
   const [cursors, setCursors] = useState<(string | null)[]>([null]);
   const [rows, setRows] = useState<Row[] | null>(null);
@@ -59,7 +62,7 @@ export function RunsPage(_: { me: Me }) {
   const reset = () => setCursors([null]);
   return html`<h1>Runs</h1>
     <form class="filters" onSubmit=${(e: Event) => e.preventDefault()}>
-      <label>Pipeline <input name="pipeline" value=${pipeline} onChange=${(e: Event) => (setPipeline((e.target as HTMLInputElement).value.trim()), reset())} placeholder="all" /></label>
+      <label>Pipeline <input name="pipeline" value=${typed} onInput=${(e: Event) => setTyped((e.target as HTMLInputElement).value)} onChange=${(e: Event) => (setPipeline((e.target as HTMLInputElement).value.trim()), reset())} placeholder="all" /></label>
       <label>Status
         <select name="status" value=${status} onChange=${(e: Event) => (setStatus((e.target as HTMLSelectElement).value), reset())}>
           <option value="">all</option>

@@ -83,6 +83,8 @@ export interface ReplicaProgress {
   /** Absolute path of the averaged weights of `round`. */
   checkpoint: string;
   waitingForPeers?: boolean;
+  /** While waiting at a round's barrier: the round, the replicas (indexes) not arrived yet, and since when this one waits. */
+  barrier?: { round: number; waitingFor: number[]; since: string };
 }
 
 export interface ReplicaResult {

@@ -168,8 +168,8 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
 
     await writeVectorAtomic(replicaFile(job.syncDir, round, index), publishVector());
     const w0 = performance.now();
-    const peers = await waitForPeers(job, round, (waiting) =>
-      progress({ round: round - 1, rounds: sched.rounds, checkpoint: averageFile(job.syncDir, round - 1), waitingForPeers: waiting }),
+    const peers = await waitForPeers(job, round, (barrier) =>
+      progress({ round: round - 1, rounds: sched.rounds, checkpoint: averageFile(job.syncDir, round - 1), waitingForPeers: true, barrier }),
     );
     waitSeconds += (performance.now() - w0) / 1000;
     const avg = meanOf(peers);
@@ -216,8 +216,10 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
   };
 }
 
-async function waitForPeers(job: ReplicaJob, round: number, heartbeat: (waiting: boolean) => void): Promise<Float32Array[]> {
+/** Waits until every replica published its weights for `round`; meanwhile reports (about every second) whom it still waits for. */
+async function waitForPeers(job: ReplicaJob, round: number, heartbeat: (barrier: NonNullable<ReplicaProgress['barrier']>) => void): Promise<Float32Array[]> {
   const deadline = Date.now() + job.syncTimeoutMs;
+  const since = new Date().toISOString();
   let lastBeat = 0;
   for (;;) {
     const files = Array.from({ length: job.replica.count }, (_, i) => replicaFile(job.syncDir, round, i));
@@ -233,7 +235,7 @@ async function waitForPeers(job: ReplicaJob, round: number, heartbeat: (waiting:
       throw new SyncTimeoutError(`round ${round}: waited ${job.syncTimeoutMs} ms for ${missing.join(', ')}`);
     }
     if (Date.now() - lastBeat > 1000) {
-      heartbeat(true);
+      heartbeat({ round, waitingFor: present.flatMap((here, i) => (here ? [] : [i])), since });
       lastBeat = Date.now();
     }
     await new Promise((r) => setTimeout(r, 25));

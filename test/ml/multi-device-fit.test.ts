@@ -146,6 +146,11 @@ describe('core:multi-device-fit', () => {
     const a1 = await readVec(path.join(store.store.resolve(r1.outputs.model!), 'weights.bin'));
     expect(a0).toEqual(a1);
     expect(a0).toEqual((await readVec(averageFile(sync, 15))).subarray(0, a0.length));
+    // While replica 1 was down, replica 0 waited at a round's barrier and said for whom (StageRun.wait shows it).
+    const after = last.round + 1;
+    expect(ctx0.beats).toContainEqual(expect.objectContaining({ barrier: { round: expect.any(Number), waitingFor: [1], since: expect.any(String) } }));
+    const waits = ctx0.beats.flatMap((b) => ((b as { barrier?: { round: number } }).barrier ? [(b as { barrier: { round: number } }).barrier.round] : []));
+    expect(Math.max(...waits)).toBeGreaterThanOrEqual(after);
   });
 });
 

@@ -100,7 +100,7 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       syncTimeoutMs: params.syncTimeoutMs,
       ...(hint.success ? { resumeRound: hint.data.round } : {}),
     };
-    let lastBeat: { round: number; checkpoint?: string } = hint.success ? hint.data : { round: 0 };
+    let lastBeat: { round: number; checkpoint?: string; barrier?: ReplicaProgress['barrier'] } = hint.success ? hint.data : { round: 0 };
     out = await runChildJob<ReplicaResult>({
       job,
       jobFile: path.join(await ctx.checkpointDir(), `job-attempt-${ctx.attempt}.json`),
@@ -111,6 +111,8 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       onProgress: (d) => {
         const p = d as ReplicaProgress;
         lastBeat = p.round > 0 ? { round: p.round, checkpoint: ctx.checkpointUri(p.checkpoint) } : { round: 0 };
+        // At a round's barrier: whom this replica waits for (StageRun.wait shows it, engine/read-model.ts).
+        if (p.barrier) lastBeat.barrier = p.barrier;
         ctx.heartbeat(lastBeat);
         if (!p.waitingForPeers) ctx.logger.info(`replica ${replica.index}: round ${p.round}/${p.rounds}`);
       },
