@@ -18,7 +18,7 @@ describe('stage plugin registry', () => {
   it('loads external plugins from a file and from a folder', async () => {
     const r = new StageRegistry();
     const loaded = await loadExternalPlugins(r, [path.join(fixtures, 'plugins')], { cwd: process.cwd() });
-    expect(loaded.sort()).toEqual(['test:shout@1.0.0', 'test:wait@1.0.0', 'test:write-note@1.0.0']);
+    expect(loaded.sort()).toEqual(['test:burn@1.0.0', 'test:shout@1.0.0', 'test:wait@1.0.0', 'test:write-note@1.0.0']);
     expect(r.get('test:shout')?.version).toBe('1.0.0');
   });
 
