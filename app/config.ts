@@ -25,7 +25,7 @@ export const envSchema = z.object({
   /** Path-style bucket addressing (`endpoint/bucket/key`); default: on with a custom endpoint, off on AWS. */
   CAPSTAN_S3_PATH_STYLE: z.enum(['true', 'false']).optional(),
   DATABASE_URL: z.string().optional(),
-  /** Prefix of the task queues: `<p>` for workflows, `<p>-cpu` and `<p>-gpu` for stages. */
+  /** Prefix of the task queues: `<p>` for workflows and cpu stages (one queue, so a stage gap is one dispatch), `<p>-gpu` for gpu stages; `<p>-cpu` is still polled for runs started before cpu stages moved. */
   CAPSTAN_TASK_QUEUE: z.string().regex(/^[A-Za-z0-9._-]+$/).default('capstan'),
   /** What this worker serves: any of workflows, cpu, gpu. Default: workflows,cpu — plus gpu when the host has devices (GPUs found, or CAPSTAN_GPUS). */
   CAPSTAN_WORKER_ROLES: z

@@ -89,7 +89,8 @@ export interface RunEstimate {
 
 /**
  * What the orchestration adds per stage on the longest chain: the gap between one stage's end and
- * the next one's start (about 0.1 s measured, BENCHMARKS.md) plus the run's own start, rounded up.
+ * the next one's start (about 52 ms median, 124 ms p95 measured: BENCHMARKS.md "Orchestration")
+ * plus the run's own start, rounded up.
  */
 export const STAGE_OVERHEAD_MS = 150;
 
