@@ -44,7 +44,7 @@ export default defineConfig({
           name: 'wasm',
           include: ['test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, ...PYTHON_TESTS],
-          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts'],
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts', 'test/setup/chromium.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
         },
       },
