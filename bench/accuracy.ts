@@ -16,9 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
-import { silentLogger } from '../lib/logger.js';
 import { loadTf, type BackendName } from '../ml/backend.js';
 import { exportModel } from '../ml/compression/export-model.js';
 import { accuracy, loadSplit } from '../ml/evaluation/evaluate.js';
@@ -28,8 +26,8 @@ import { dataPrepStage } from '../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../plugins/core/pretrain/index.js';
 import { pruneQuantizeStage } from '../plugins/core/prune-quantize/index.js';
-import type { StageServices } from '../plugins/services.js';
 import { machineLine, median } from './machine.js';
+import { benchStageContext } from './stage-context.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -48,21 +46,8 @@ interface StageSpec {
   params?: Record<string, unknown>;
 }
 
-function context(store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext {
-  return createStageContext({
-    artifacts: store,
-    services: {} as StageServices, // the ML stages use none
-    logger: silentLogger,
-    runId: 'bench-accuracy',
-    pipeline: 'bench-accuracy',
-    stageId,
-    attempt: 1,
-    ...(replica ? { replica } : {}),
-    lastCheckpoint: undefined,
-    signal: new AbortController().signal,
-    heartbeat: () => undefined,
-  }).ctx;
-}
+const context = (store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext =>
+  benchStageContext(store, 'bench-accuracy', stageId, replica);
 
 interface SeedResult {
   variant: string;

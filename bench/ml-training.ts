@@ -17,9 +17,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { createStageContext } from '../activities/stage-context.js';
 import { ArtifactStore } from '../lib/artifacts.js';
-import { silentLogger } from '../lib/logger.js';
 import { loadTf, nativeBinding, type BackendName } from '../ml/backend.js';
 import { inputsOf, readDataset } from '../ml/data/dataset.js';
 import { saveModel } from '../ml/models/io.js';
@@ -29,10 +27,11 @@ import { ensureConvFilterGrad } from '../ml/training/step-kernels.js';
 import { createStepLoop } from '../ml/training/step-loop.js';
 import { evaluate, fitPass, subset } from '../ml/training/train-loop.js';
 import type { ArtifactRef, StageContext, StageResult } from '../plugins/contract.js';
+import { median } from './machine.js';
+import { benchStageContext } from './stage-context.js';
 import { dataPrepStage } from '../plugins/core/data-prep/index.js';
 import { multiDeviceFitStage } from '../plugins/core/multi-device-fit/index.js';
 import { pretrainStage } from '../plugins/core/pretrain/index.js';
-import type { StageServices } from '../plugins/services.js';
 
 const { values: flags, positionals } = parseArgs({
   options: {
@@ -59,27 +58,9 @@ const { values: flags, positionals } = parseArgs({
 });
 const self = fileURLToPath(import.meta.url);
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function context(store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext {
-  return createStageContext({
-    artifacts: store,
-    services: {} as StageServices, // the ML stages use none
-    logger: silentLogger,
-    runId: 'bench',
-    pipeline: 'bench',
-    stageId,
-    attempt: 1,
-    ...(replica ? { replica } : {}),
-    lastCheckpoint: undefined,
-    signal: new AbortController().signal,
-    heartbeat: () => undefined,
-  }).ctx;
-}
+const context = (store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext =>
+  benchStageContext(store, 'bench', stageId, replica);
 
 interface Row {
   backend: string;
