@@ -58,7 +58,6 @@ const { values: flags, positionals } = parseArgs({
 });
 const self = fileURLToPath(import.meta.url);
 
-
 const context = (store: ArtifactStore, stageId: string, replica?: { index: number; count: number }): StageContext =>
   benchStageContext(store, 'bench', stageId, replica);
 
