@@ -102,6 +102,21 @@ export const envSchema = z.object({
   CAPSTAN_MIN_SCHEDULE_INTERVAL: z.string().default('60s'),
   /** Largest model core:pretrain builds, in trainable parameters (checked before a run starts). */
   CAPSTAN_MAX_MODEL_PARAMETERS: z.coerce.number().int().min(1000).default(50_000_000),
+  // Telemetry (issue 22): all off unless configured (docs/observability.md).
+  /** `host:port` of this process's ops listener: /metrics, /livez and /readyz. Unset: no such listener. */
+  CAPSTAN_OPS_LISTEN: z.string().optional(),
+  /** Bearer token Prometheus sends for /metrics (ops listener and, when set, the API's own port). At least 16 characters. */
+  CAPSTAN_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** A trace UI's address for one trace, with `{traceId}` where the id goes (e.g. `http://localhost:16686/trace/{traceId}`): the console links runs to it. */
+  CAPSTAN_TRACE_UI_URL: z.string().url().optional(),
+  /** Log lines as `json` (one object per line, with run, stage, attempt and trace ids) or `text`; default json unless stderr is a terminal. */
+  CAPSTAN_LOG_FORMAT: z.enum(['json', 'text']).optional(),
+  /** The standard OpenTelemetry variables: tracing is on when an OTLP endpoint is set (or OTEL_TRACES_EXPORTER names an exporter) and OTEL_SDK_DISABLED is not true. */
+  OTEL_SDK_DISABLED: z.string().optional(),
+  OTEL_TRACES_EXPORTER: z.string().optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.string().url().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.string().url().optional(),
+  OTEL_SERVICE_NAME: z.string().optional(),
 });
 
 export interface CapstanConfig {
@@ -171,7 +186,23 @@ export interface CapstanConfig {
   quotas: Quotas;
   /** Largest model core:pretrain builds (CAPSTAN_MAX_MODEL_PARAMETERS). */
   maxModelParameters: number;
+  /** Telemetry (issue 22): what listens and what is exported; everything off unless configured. */
+  telemetry: TelemetryConfig;
   cwd: string;
+}
+
+export interface TelemetryConfig {
+  /** The ops listener (/metrics, /livez, /readyz): CAPSTAN_OPS_LISTEN. */
+  opsListen?: { host: string; port: number };
+  /** Bearer token /metrics requires (CAPSTAN_METRICS_TOKEN); without it, only the ops listener's separate address guards /metrics. */
+  metricsToken?: string;
+  /** Whether this process serves metrics at all: an ops listener, or a metrics token (the API then serves /metrics on its port). */
+  metrics: boolean;
+  /** OpenTelemetry tracing: on when OTEL_* configures an exporter (lib/telemetry/tracing.ts reads the rest of OTEL_* itself). */
+  tracing: boolean;
+  /** Template of a trace's address in a trace UI, with `{traceId}`. */
+  traceUiUrl?: string;
+  logFormat: 'json' | 'text';
 }
 
 /** What one principal (API token) may hold at once; admins are bound too (a leaked or runaway admin script is the case to stop). */
@@ -266,8 +297,31 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
       minScheduleIntervalMs: duration('CAPSTAN_MIN_SCHEDULE_INTERVAL', e.CAPSTAN_MIN_SCHEDULE_INTERVAL, 1000),
     },
     maxModelParameters: e.CAPSTAN_MAX_MODEL_PARAMETERS,
+    telemetry: telemetryConfig(e),
     ...(e.CAPSTAN_TEMPORAL_UI_URL ? { temporalUiUrl: e.CAPSTAN_TEMPORAL_UI_URL.replace(/\/$/, '') } : {}),
     cwd,
+  };
+}
+
+/** What listens and what is exported (issue 22); everything off unless configured. */
+function telemetryConfig(e: z.infer<typeof envSchema>): TelemetryConfig {
+  let opsListen: TelemetryConfig['opsListen'];
+  if (e.CAPSTAN_OPS_LISTEN !== undefined && e.CAPSTAN_OPS_LISTEN.trim() !== '') {
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(e.CAPSTAN_OPS_LISTEN.trim());
+    const port = m ? Number(m[3]) : NaN;
+    if (!m || port > 65535) throw new Error(`bad configuration in the environment:\n  CAPSTAN_OPS_LISTEN=${e.CAPSTAN_OPS_LISTEN}: expected host:port, like "127.0.0.1:9464" (port 0: any free port)`);
+    opsListen = { host: (m[1] ?? m[2])!, port };
+  }
+  const disabled = e.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
+  const exporters = (e.OTEL_TRACES_EXPORTER ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const tracing = !disabled && !exporters.includes('none') && (exporters.length > 0 || e.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined);
+  return {
+    ...(opsListen ? { opsListen } : {}),
+    ...(e.CAPSTAN_METRICS_TOKEN ? { metricsToken: e.CAPSTAN_METRICS_TOKEN } : {}),
+    metrics: opsListen !== undefined || e.CAPSTAN_METRICS_TOKEN !== undefined,
+    tracing,
+    ...(e.CAPSTAN_TRACE_UI_URL ? { traceUiUrl: e.CAPSTAN_TRACE_UI_URL } : {}),
+    logFormat: e.CAPSTAN_LOG_FORMAT ?? (process.stderr.isTTY ? 'text' : 'json'),
   };
 }
 
