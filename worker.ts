@@ -3,24 +3,27 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { placeRoles } from './activities/devices.js';
-import { loadConfig } from './app/config.js';
+import { loadConfig, logFormatFromEnv } from './app/config.js';
 import { createRuntime } from './app/runtime.js';
+import { sdkLogFunction } from './app/sdk-logs.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
 import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
-import { createConsoleLogger } from './lib/logger.js';
+import { createConsoleLogger, fatalLine } from './lib/logger.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
-  const logger = createConsoleLogger({ name: 'worker', level: config.logLevel });
+  const logger = createConsoleLogger({ name: 'worker', level: config.logLevel, format: config.telemetry.logFormat });
   // The gpu role only with devices: CAPSTAN_GPUS, or GPUs found here (refused when asked for without either).
   const placed = placeRoles({ roles: config.workerRoles, explicit: config.workerRolesExplicit, ...(config.gpus ? { gpus: config.gpus } : {}) });
   if (placed.note) logger.warn(placed.note);
   // Must run before any connection: drains workers on SIGINT/SIGTERM.
   TemporalRuntime.install({
     shutdownSignals: ['SIGINT', 'SIGTERM'],
-    // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging.
-    logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN'),
+    // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging; written by
+    // our logger (same format, run ids), the native core's lines too (forwarded instead of printed).
+    logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN', sdkLogFunction(createConsoleLogger({ name: 'temporal', level: config.logLevel, format: config.telemetry.logFormat }))),
+    telemetryOptions: { logging: { forward: {}, filter: { core: config.logLevel === 'debug' ? 'INFO' : 'WARN', other: 'ERROR' } } },
   });
   const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
@@ -63,6 +66,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`worker failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.stderr.write(fatalLine({ name: 'worker', format: logFormatFromEnv(process.env), message: 'worker failed', error: e }));
   process.exit(1);
 });

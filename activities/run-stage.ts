@@ -4,6 +4,7 @@ import type { ArtifactStore } from '../lib/artifacts.js';
 import { canonical } from '../lib/canonical.js';
 import { StageError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { withLogContext, type LogContext } from '../lib/telemetry/log-context.js';
 import { DataError } from '../ml/data/data-error.js';
 import { ChildJobError } from '../ml/training/child-runner.js';
 import type { ArtifactRef, StageContext, StageInputs, StagePlugin, StageResult } from '../plugins/contract.js';
@@ -87,19 +88,34 @@ export function createActivities(deps: ActivityDeps) {
   return {
     resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger, deps.tokens),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
-      return attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs));
+      return withLogContext(attemptLogContext(input), () => attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs)));
     },
     async reduceStage(input: ReduceStageInput): Promise<StageOutcome> {
       const { replica: _ignored, ...rest } = input;
-      return attempt(deps, rest, (plugin, ctx, params, inputs) => {
-        if (!plugin.dataParallel) throw new StageError(`${plugin.name} is not data-parallel`, { type: 'PLUGIN_CONTRACT' });
-        return plugin.dataParallel.reduce(ctx, params, inputs, input.replicaResults);
-      });
+      return withLogContext(attemptLogContext(rest), () =>
+        attempt(deps, rest, (plugin, ctx, params, inputs) => {
+          if (!plugin.dataParallel) throw new StageError(`${plugin.name} is not data-parallel`, { type: 'PLUGIN_CONTRACT' });
+          return plugin.dataParallel.reduce(ctx, params, inputs, input.replicaResults);
+        }),
+      );
     },
   };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+
+/** What every line logged during one attempt carries (its training child's lines too): the run, stage, attempt and plugin. */
+function attemptLogContext(input: RunStageInput): LogContext {
+  const info = Context.current().info;
+  return {
+    runId: input.runId,
+    stageId: input.stage.id,
+    attempt: info.attempt,
+    plugin: `${input.stage.plugin}@${input.stage.pluginVersion}`,
+    activityId: info.activityId,
+    ...(input.replica ? { replica: input.replica.index } : {}),
+  };
+}
 
 async function attempt(
   deps: ActivityDeps,

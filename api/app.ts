@@ -10,6 +10,7 @@ import { consoleFiles } from './console.js';
 import { listCost } from './cost.js';
 import { apiError, expectedError, maskApiError, redactErrorsForRole } from './errors.js';
 import { graphiqlPage } from './graphiql.js';
+import { logOperations } from './log-operations.js';
 import { DEFAULT_PREDICT_RATE, type ApiContext, type ApiDeps, type ApiModule, type RateLimited, type RunLoader } from './module.js';
 import { authModule } from './modules/auth.js';
 import { budgetModule } from './modules/budget.js';
@@ -124,6 +125,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       listCostLimit(GRAPHQL_LIMITS.maxListCost),
       errorCodesOnResults(),
       redactErrorsForRole(deps.dataRoots),
+      logOperations(deps.logger),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {

@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../lib/logger.js';
+import { withLogContext } from '../lib/telemetry/log-context.js';
 import { type Api } from './app.js';
 import type { RequestMeta } from './auth.js';
 import { TrustedProxies } from './proxies.js';
@@ -21,8 +23,16 @@ export interface NodeHandlerOptions {
 export function createNodeHandler(api: Api, o: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const proxies = new TrustedProxies(api.deps.http.trustedProxies ?? []);
   return (req, res) => {
-    void handle(api, o, proxies, req, res);
+    // Every line logged while the request is handled carries its id; the client gets it back (X-Request-Id).
+    const requestId = requestIdOf(req.headers['x-request-id']);
+    res.setHeader('x-request-id', requestId);
+    void withLogContext({ requestId }, () => handle(api, o, proxies, req, res));
   };
+}
+
+/** The caller's X-Request-Id when it is a plain id (a proxy's), else a new one. */
+function requestIdOf(given: string | string[] | undefined): string {
+  return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
 /** What is read of a refused request's body before its connection is closed (enough for the client to read the answer). */
@@ -76,7 +86,8 @@ async function handle(api: Api, o: NodeHandlerOptions, proxies: TrustedProxies, 
     await send(res, await api.fetch(request, meta, admission), controller.signal);
   } catch (e) {
     if (controller.signal.aborted) return;
-    o.logger.error('request failed', { url: req.url, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}), error: e instanceof Error ? e.message : String(e) });
+    // The path only: a query string may carry anything (GraphQL variables over GET).
+    o.logger.error('request failed', { method: req.method, path: (req.url ?? '/').split('?')[0], ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}), error: e instanceof Error ? e.message : String(e) });
     if (!res.headersSent) refuse(res, 500, 'INTERNAL', 'the request failed; see the API log');
     else res.destroy();
   }

@@ -1,15 +1,15 @@
 // Entry point: the GraphQL API (GraphiQL at /graphql) over HTTP.
 import { createServer } from 'node:http';
 import { connectApiApp } from '../app/api.js';
-import { checkApiBinding, loadConfig } from '../app/config.js';
+import { checkApiBinding, loadConfig, logFormatFromEnv } from '../app/config.js';
 import { createRuntime } from '../app/runtime.js';
-import { createConsoleLogger } from '../lib/logger.js';
+import { createConsoleLogger, fatalLine } from '../lib/logger.js';
 import { createNodeHandler } from './http.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   checkApiBinding(config);
-  const logger = createConsoleLogger({ name: 'api', level: config.logLevel });
+  const logger = createConsoleLogger({ name: 'api', level: config.logLevel, format: config.telemetry.logFormat });
   const rt = await createRuntime(config, logger);
   const app = await connectApiApp(rt, process.env);
   const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
@@ -29,6 +29,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  process.stderr.write(`api failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.stderr.write(fatalLine({ name: 'api', format: logFormatFromEnv(process.env), message: 'api failed', error: e }));
   process.exit(1);
 });

@@ -212,6 +212,15 @@ export interface Quotas {
   minScheduleIntervalMs: number;
 }
 
+/**
+ * The log format an entry point uses when its configuration could not be read (its fatal line):
+ * CAPSTAN_LOG_FORMAT when valid, else the default of config.telemetry.logFormat.
+ */
+export function logFormatFromEnv(env: NodeJS.ProcessEnv): 'json' | 'text' {
+  const f = env.CAPSTAN_LOG_FORMAT;
+  return f === 'json' || f === 'text' ? f : process.stderr.isTTY ? 'text' : 'json';
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {

@@ -29,7 +29,7 @@ const { values: flags } = parseArgs({
   strict: true,
 });
 const config = loadConfig(process.env, process.cwd());
-const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel });
+const logger = createConsoleLogger({ name: 'capstan', level: config.logLevel, format: config.telemetry.logFormat });
 const children: { name: string; process: ChildProcess }[] = [];
 let devServer: DevServer | undefined;
 let seaweed: Seaweed | undefined;

@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   const keepRunsMs = values.keep !== undefined ? parseDurationMs(values.keep) : config.retentionMs;
   if (keepRunsMs === undefined || keepRunsMs < 3_600_000) throw new Error(`--keep must be a duration of at least 1h, like 30d; got "${values.keep}"`);
-  const rt = await createRuntime(config, createConsoleLogger({ name: 'gc', level: 'warn' }));
+  const rt = await createRuntime(config, createConsoleLogger({ name: 'gc', level: 'warn', format: config.telemetry.logFormat }));
   try {
     const r = await collectGarbage({ artifacts: rt.artifacts, db: rt.db, policy: { keepRunsMs }, dryRun: values['dry-run'] });
     for (const x of r.removed) process.stdout.write(`${values['dry-run'] ? 'would remove' : 'removed'} ${x.path} (${x.bytes} bytes): ${x.why}\n`);

@@ -1,6 +1,11 @@
 // Entry point of a training child process: `node --import tsx child-main.ts <job.json>`.
-// stdout carries only protocol lines (`@@capstan {json}`); everything else goes to stderr.
+// stdout carries only protocol lines (`@@capstan {json}`); everything else goes to stderr, as JSON
+// log lines with the run, stage and attempt ids the parent handed down (CAPSTAN_LOG_CONTEXT): the
+// parent relays them into its own log (relayLogLine).
 import { readFileSync } from 'node:fs';
+import { format } from 'node:util';
+import { createConsoleLogger } from '../../lib/logger.js';
+import { LOG_CONTEXT_ENV, logContextFromEnv, withLogContext } from '../../lib/telemetry/log-context.js';
 import { DataError } from '../data/data-error.js';
 import { PROTOCOL_PREFIX, type ChildMessage } from './child-runner.js';
 import { runEvaluateJob } from './evaluate-job.js';
@@ -21,10 +26,16 @@ function cpuSeconds(): number {
   return (u.user + u.system) / 1e6;
 }
 
+/**
+ * Always JSON at every level: the parent reads these lines (it filters by its own level and
+ * prints them in its own format).
+ */
+const logger = createConsoleLogger({ name: 'training', level: 'debug', format: 'json' });
+
 async function main(): Promise<void> {
-  // Libraries that print to stdout (tfjs hints) must not mix with the protocol.
-  console.log = console.error;
-  console.info = console.error;
+  // Libraries that print (tfjs hints) must not mix with the protocol on stdout: their lines are debug lines.
+  const toLog = (...a: unknown[]) => logger.debug(format(...a));
+  console.log = console.info = console.warn = console.error = console.debug = toLog;
   // The parent holds our stdin open; when it goes away, so do we.
   process.stdin.on('end', () => process.exit(137));
   process.stdin.on('error', () => process.exit(137));
@@ -36,6 +47,8 @@ async function main(): Promise<void> {
   const jobFile = process.argv[2];
   if (!jobFile) throw new Error('usage: child-main <job.json>');
   const job = JSON.parse(readFileSync(jobFile, 'utf8')) as MlJob;
+  const t0 = performance.now();
+  logger.info(`training job ${job.kind} started`, { pid: process.pid });
   const progress = (data: unknown) => void emit({ type: 'progress', data, cpuSeconds: cpuSeconds() });
   let data: unknown;
   switch (job.kind) {
@@ -54,14 +67,15 @@ async function main(): Promise<void> {
     default:
       throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);
   }
+  logger.info(`training job ${job.kind} finished`, { seconds: Number(((performance.now() - t0) / 1000).toFixed(3)), cpuSeconds: Number(cpuSeconds().toFixed(3)) });
   await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
 }
 
-main().then(
+withLogContext(logContextFromEnv(process.env[LOG_CONTEXT_ENV]), main).then(
   () => process.exit(0),
   async (e: unknown) => {
     const err = e instanceof Error ? e : new Error(String(e));
-    process.stderr.write(`${err.stack ?? err.message}\n`);
+    logger.error('training job failed', { error: err });
     if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
     else if (err instanceof SyncTimeoutError) await emit({ type: 'error', message: err.message, code: 'REPLICA_SYNC_TIMEOUT', retryable: true });
     else await emit({ type: 'error', message: err.message, code: 'TRAINING_FAILED', retryable: true });

@@ -3,7 +3,9 @@ import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { readableLogLine } from '../../lib/logger.js';
 import { processCpuSeconds } from '../../lib/process-cpu.js';
+import { logContextEnv } from '../../lib/telemetry/log-context.js';
 import { readLines } from '../../lib/read-lines.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
@@ -53,7 +55,7 @@ export interface ChildJobOptions {
   /** Extra environment for the child (e.g. CUDA_VISIBLE_DEVICES). */
   env?: Record<string, string>;
   killGraceMs?: number;
-  /** Receives the child's stderr, line by line (logs, tfjs warnings). */
+  /** Receives the child's stderr, line by line: JSON log lines (child-main's; relayLogLine logs them) and whatever else wrote there. */
   onStderr?: (line: string) => void;
 }
 
@@ -86,7 +88,8 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const started = performance.now();
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    // The caller's log context (run, stage, attempt): the child's log lines carry the same ids.
+    env: { ...process.env, ...logContextEnv(), ...opts.env },
   });
 
   let result: { data: unknown; cpuSeconds: number } | undefined;
@@ -139,7 +142,7 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
     }
   });
   void readLines(child.stderr, (line) => {
-    stderrTail.push(line);
+    stderrTail.push(readableLogLine(line));
     if (stderrTail.length > 40) stderrTail.shift();
     opts.onStderr?.(line);
   });

@@ -18,6 +18,7 @@ import {
 } from '../contract.js';
 import { parseMessageLine, STAGE_PROTOCOL_VERSION, type StageMessage } from './protocol.js';
 import { runStageProcess, type StageProcessExit } from './run-process.js';
+import { relayLogLine } from '../../lib/logger.js';
 
 /** An argv list with placeholders, or a function of the params that makes one. */
 export type CommandSpec<P> = readonly string[] | ((params: P, ctx: StageContext) => readonly string[]);
@@ -158,8 +159,8 @@ async function runCommandStage<P, C extends string>(o: CommandStageOptions<P, C>
         onMessageLine: (line) => {
           if (!session.handle(line)) stop.abort();
         },
-        onStdout: (line) => ctx.logger.info(line),
-        onStderr: (line) => ctx.logger.debug(line),
+        onStdout: (line) => relayLogLine(ctx.logger, line, 'info'),
+        onStderr: (line) => relayLogLine(ctx.logger, line),
         onUsage: (cpuSeconds) => ctx.meter.running?.({ cpuSeconds, wholeAttempt: true }),
       });
       // Measured by pid (the launcher reads /proc), so it is the attempt's whole CPU use.

@@ -11,6 +11,7 @@ import { averageFile, latestAveragedRound } from '../../../ml/training/replica-j
 import { PLUGIN_API_VERSION, defineStage, type ArtifactRef, type StageContext, type StageResult } from '../../contract.js';
 import { cleanMetrics } from '../clean-metrics.js';
 import { multiDeviceFitParamsSchema, replicaCheckpointSchema, type MultiDeviceFitParams } from './params.js';
+import { relayLogLine } from '../../../lib/logger.js';
 
 type FitInputs = { model: ArtifactRef; dataset: ArtifactRef };
 
@@ -106,7 +107,7 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
       jobFile: path.join(await ctx.checkpointDir(), `job-attempt-${ctx.attempt}.json`),
       signal: ctx.signal,
       env: device?.env ?? {},
-      onStderr: (line) => ctx.logger.debug(line),
+      onStderr: (line) => relayLogLine(ctx.logger, line),
       onAlive: () => ctx.heartbeat(lastBeat),
       onProgress: (d) => {
         const p = d as ReplicaProgress;

@@ -8,6 +8,7 @@ import { PLUGIN_API_VERSION, defineStage, type StageContext } from '../../contra
 import { cleanMetrics } from '../clean-metrics.js';
 import { badInput } from '../../../lib/errors.js';
 import { DEFAULT_MAX_MODEL_PARAMETERS, parameterCeilingProblem, pretrainCheckpointSchema, pretrainParamsSchemaFor, type PretrainParams } from './params.js';
+import { relayLogLine } from '../../../lib/logger.js';
 
 export interface PretrainOptions {
   /** Backend to prefer in the training process (CAPSTAN_TF_BACKEND at the entry point); default: best available. */
@@ -64,7 +65,7 @@ export function pretrainStage(opts: PretrainOptions = {}) {
           jobFile: path.join(ckptRoot, `job-attempt-${ctx.attempt}.json`),
           signal: ctx.signal,
           onUsage: (u) => ctx.meter.running?.(u),
-          onStderr: (line) => ctx.logger.debug(line),
+          onStderr: (line) => relayLogLine(ctx.logger, line),
           onAlive: () => ctx.heartbeat(lastBeat),
           onProgress: (d) => {
             const p = d as PretrainProgress;

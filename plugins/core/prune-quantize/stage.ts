@@ -11,6 +11,7 @@ import { runChildJob } from '../../../ml/training/child-runner.js';
 import type { FineTuneJob, FineTuneProgress, FineTuneResult } from '../../../ml/training/jobs.js';
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../../contract.js';
 import { fineTuneCheckpointSchema, pruneQuantizeParamsSchema, type FineTuneCheckpoint, type PruneQuantizeParams } from './params.js';
+import { relayLogLine } from '../../../lib/logger.js';
 
 export interface PruneQuantizeOptions {
   /** Backend to prefer, in process and in the fine-tune process (CAPSTAN_TF_BACKEND); default: best available. */
@@ -155,7 +156,7 @@ async function fineTune(
     jobFile: path.join(root, `job-attempt-${ctx.attempt}.json`),
     signal: ctx.signal,
     onUsage: (u) => ctx.meter.running?.(u),
-    onStderr: (line) => ctx.logger.debug(line),
+    onStderr: (line) => relayLogLine(ctx.logger, line),
     onAlive: () => ctx.heartbeat(lastBeat),
     onProgress: (d) => {
       const p = d as FineTuneProgress;
