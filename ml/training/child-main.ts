@@ -71,14 +71,17 @@ async function main(): Promise<void> {
   await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
 }
 
-withLogContext(logContextFromEnv(process.env[LOG_CONTEXT_ENV]), main).then(
-  () => process.exit(0),
-  async (e: unknown) => {
-    const err = e instanceof Error ? e : new Error(String(e));
-    logger.error('training job failed', { error: err });
-    if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
-    else if (err instanceof SyncTimeoutError) await emit({ type: 'error', message: err.message, code: 'REPLICA_SYNC_TIMEOUT', retryable: true });
-    else await emit({ type: 'error', message: err.message, code: 'TRAINING_FAILED', retryable: true });
-    process.exit(1);
-  },
+// The whole process in the parent's context: the failure's line carries its ids too.
+void withLogContext(logContextFromEnv(process.env[LOG_CONTEXT_ENV]), () =>
+  main().then(
+    () => process.exit(0),
+    async (e: unknown) => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      logger.error('training job failed', { error: err });
+      if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
+      else if (err instanceof SyncTimeoutError) await emit({ type: 'error', message: err.message, code: 'REPLICA_SYNC_TIMEOUT', retryable: true });
+      else await emit({ type: 'error', message: err.message, code: 'TRAINING_FAILED', retryable: true });
+      process.exit(1);
+    },
+  ),
 );
