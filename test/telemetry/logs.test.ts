@@ -60,7 +60,13 @@ describe('JSON logs of the worker, the API and training children', () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'capstan-logs-'));
     dirs.push(dataDir);
     const port = await freePort();
+    // A command stage (any language; here Node) whose stderr the worker forwards: a plain line and a JSON log line.
+    const manifest = path.join(dataDir, 'say.stage.json');
+    const script = path.join(dataDir, 'say.mjs');
+    writeFileSync(script, "console.error('hello from the stage');\nconsole.error(JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'json from the stage', step: 1 }));\n");
+    writeFileSync(manifest, JSON.stringify({ name: 'test:say', version: '1.0.0', description: 'says hello on stderr', command: [process.execPath, script] }));
     const env = {
+      CAPSTAN_PLUGINS: manifest,
       CAPSTAN_DATA_DIR: dataDir,
       CAPSTAN_TASK_QUEUE: `logs-${randomBytes(4).toString('hex')}`,
       CAPSTAN_LOG_FORMAT: 'json',
@@ -84,7 +90,7 @@ describe('JSON logs of the worker, the API and training children', () => {
       if (body.errors) throw new Error(JSON.stringify(body.errors));
       return { data: body.data, requestId: r.headers.get('x-request-id') };
     };
-    const spec = ['name: logs', 'stages:', '  - { id: data, plugin: core:data-prep, params: { source: { format: mnist }, limit: 600, seed: 1 } }', '  - { id: pretrain, plugin: core:pretrain, params: { epochs: 1 } }'].join('\n');
+    const spec = ['name: logs', 'stages:', '  - { id: data, plugin: core:data-prep, params: { source: { format: mnist }, limit: 600, seed: 1 } }', '  - { id: pretrain, plugin: core:pretrain, params: { epochs: 1 } }', '  - { id: say, plugin: test:say }'].join('\n');
     const started = await gql('mutation Start($t: String!) { startPipelineFromText(text: $t) { id } }', { t: spec });
     const runId = started.data.startPipelineFromText.id as string;
     expect(started.requestId).toMatch(/^test-/);
@@ -110,6 +116,10 @@ describe('JSON logs of the worker, the API and training children', () => {
     expect(child.map((l) => l.msg)).toContain('training job pretrain finished');
     for (const l of child) expect(l, JSON.stringify(l)).toMatchObject({ run_id: runId, stage_id: 'pretrain', attempt: 1, plugin: expect.stringMatching(/^core:pretrain@/) });
     expect(wl.some((l) => l.stage_id === 'data' && l.run_id === runId)).toBe(true);
+    // A command stage's stderr, forwarded with its attempt's ids: plain lines at debug, JSON log lines at their own level.
+    const say = { run_id: runId, stage_id: 'say', attempt: 1, plugin: 'test:say@1.0.0' };
+    expect(wl.find((l) => l.msg === 'hello from the stage')).toMatchObject({ level: 'debug', ...say });
+    expect(wl.find((l) => l.msg === 'json from the stage')).toMatchObject({ level: 'info', step: 1, ...say });
     // The SDK's entries (activity lifecycle at debug) through our logger, its ids mapped onto ours.
     expect(wl.some((l) => l.logger === 'temporal' && l.run_id === runId && l.stage_id === 'pretrain' && l.msg === 'Activity completed')).toBe(true);
     // The API: the mutation's line names the operation, the run it started and the request's id.
