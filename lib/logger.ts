@@ -189,7 +189,11 @@ export function parseLogLine(line: string): ParsedLogLine | undefined {
 export function relayLogLine(logger: Logger, line: string, fallback: Level = 'debug'): void {
   const p = parseLogLine(line);
   if (!p) return logger[fallback](line);
-  logger[p.level](p.msg, { ...(p.logger ? { source: p.logger } : {}), ...p.fields });
+  // The ids the current context gives anyway are not repeated as the line's own fields (they would be
+  // meta in text lines, and numbers among a line's measurements).
+  const ctx = logContext();
+  const fields = Object.fromEntries(Object.entries(p.fields).filter(([k]) => !CONTEXT_FIELDS.some(([key, field]) => field === k && ctx[key] !== undefined)));
+  logger[p.level](p.msg, { ...(p.logger ? { source: p.logger } : {}), ...fields });
 }
 
 /** What a child's stderr line says, for an error message: a JSON line's message (and its error's), else the line. */

@@ -109,12 +109,17 @@ describe('console logger', () => {
   it('relays a child\'s JSON lines at their level with their fields, anything else at debug', () => {
     const { logger, json } = capture('json');
     withLogContext({ runId: 'pipeline/p/1', attempt: 1 }, () => {
-      relayLogLine(logger, JSON.stringify({ time: 't', level: 'info', logger: 'training', msg: 'training job pretrain started', pid: 7, run_id: 'pipeline/p/1', span_id: 'child-span' }));
+      relayLogLine(logger, JSON.stringify({ time: 't', level: 'info', logger: 'training', msg: 'training job pretrain started', pid: 7, run_id: 'pipeline/p/1', stage_id: 'pretrain', span_id: 'child-span' }));
       relayLogLine(logger, 'Hi there 👋. Looks like you are running TensorFlow.js');
       relayLogLine(logger, '{"not":"a log line"}');
     });
     const [relayed, plain, other] = json();
     expect(relayed).toMatchObject({ level: 'info', logger: 'test', msg: 'training job pretrain started', source: 'training', pid: 7, run_id: 'pipeline/p/1', attempt: 1, span_id: 'child-span' });
+    // An id the context does not give is kept from the child's line.
+    expect(relayed).toMatchObject({ stage_id: 'pretrain' });
+    const text = capture('text');
+    withLogContext({ runId: 'pipeline/p/1' }, () => relayLogLine(text.logger, JSON.stringify({ level: 'info', msg: 'm', run_id: 'pipeline/p/1', n: 1 })));
+    expect(text.lines[0]).toMatch(/ INFO  \[test\] m \{"n":1\}\n$/);
     expect(plain).toMatchObject({ level: 'debug', msg: 'Hi there 👋. Looks like you are running TensorFlow.js', run_id: 'pipeline/p/1' });
     expect(other).toMatchObject({ level: 'debug', msg: '{"not":"a log line"}' });
     expect(readableLogLine(JSON.stringify({ level: 'error', msg: 'training job failed', error: { message: 'boom' } }))).toBe('training job failed: boom');
