@@ -120,13 +120,15 @@ function cleanMeta(meta: Record<string, unknown>, stacks: boolean): Record<strin
   return out;
 }
 
-/** An error as JSON: its message, name and code when they say more, the stack on request. */
+/** An error as JSON: its message, name, code and failure type when they say more, the stack on request. */
 export function errorFields(e: Error, stack: boolean): Record<string, unknown> {
-  const code = (e as { code?: unknown }).code;
+  const { code, type } = e as { code?: unknown; type?: unknown };
   return {
     message: redact(e.message),
     ...(e.name && e.name !== 'Error' ? { name: e.name } : {}),
     ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    // A Temporal ApplicationFailure's type (ARTIFACT_CORRUPT, BUDGET_EXCEEDED, …).
+    ...(typeof type === 'string' ? { type } : {}),
     ...(stack && e.stack ? { stack: redact(e.stack) } : {}),
   };
 }
