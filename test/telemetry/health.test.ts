@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import os from 'node:os';
@@ -209,6 +210,64 @@ describe('the database check', () => {
       served.server.close();
       h.stop();
     }
+  });
+});
+
+describe('the entry points', () => {
+  const children: ChildProcess[] = [];
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+  /** An entry point as a process of its own (as `npm start` runs it), its output kept for failure messages. */
+  const start = (entry: string, env: Record<string, string>) => {
+    let out = '';
+    const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    children.push(child);
+    return { child, output: () => out.slice(-4000) };
+  };
+  const ready = async (url: string) => (await probe(url).catch(() => undefined))?.status === 200;
+
+  it('api/server.ts answers /livez and /readyz on its port and its ops listener; worker.ts on its ops listener, ready with its workers running', { timeout: 240_000 }, async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-health-entry-'));
+    const [apiPort, apiOps, workerOps] = [await freePort(), await freePort(), await freePort()];
+    const env = {
+      CAPSTAN_DATA_DIR: dataDir,
+      CAPSTAN_LOG_LEVEL: 'warn',
+      CAPSTAN_TASK_QUEUE: `health-${randomBytes(4).toString('hex')}`,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+    };
+    const apiProc = start('api/server.ts', { ...env, CAPSTAN_API_PORT: String(apiPort), CAPSTAN_OPS_LISTEN: `127.0.0.1:${apiOps}` });
+    const workerProc = start('worker.ts', { ...env, CAPSTAN_OPS_LISTEN: `127.0.0.1:${workerOps}` });
+    await waitFor(async () => (await ready(`http://127.0.0.1:${apiPort}/readyz`)) || (apiProc.child.exitCode !== null && 'exited'), 'the API to be ready', 120_000, 300).then((r) => {
+      if (r === 'exited') throw new Error(`the API exited: ${apiProc.output()}`);
+    });
+    expect(await ready(`http://127.0.0.1:${apiOps}/readyz`)).toBe(true);
+    expect((await probe(`http://127.0.0.1:${apiOps}/livez`)).status).toBe(200);
+    const w = await waitFor(
+      async () => {
+        if (workerProc.child.exitCode !== null) throw new Error(`the worker exited: ${workerProc.output()}`);
+        const r = await probe(`http://127.0.0.1:${workerOps}/readyz`).catch(() => undefined);
+        return r?.status === 200 ? r : undefined;
+      },
+      'the worker to be ready',
+      150_000,
+      300,
+    );
+    expect(Object.keys(w.body.checks).sort()).toEqual(['db', 'draining', 'temporal', 'workers']);
+    expect(w.body.checks.workers!.detail).toMatch(/^\d+ running$/);
+
+    // SIGTERM: both stop cleanly and their listeners close.
+    const exited = (c: ChildProcess) => new Promise<number | null>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
+    workerProc.child.kill('SIGTERM');
+    apiProc.child.kill('SIGTERM');
+    expect(await exited(workerProc.child)).toBe(0);
+    expect(await exited(apiProc.child)).toBe(0);
+    await expect(fetch(`http://127.0.0.1:${workerOps}/livez`)).rejects.toThrow();
+    await expect(fetch(`http://127.0.0.1:${apiOps}/livez`)).rejects.toThrow();
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });
 
