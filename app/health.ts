@@ -1,6 +1,6 @@
 // What /livez and /readyz check in the API and in a worker (lib/telemetry/health.ts has the machinery;
 // this file knows Temporal). Each entry point wires them with one call: apiHealth(...) / workerHealth(...).
-import type { HealthService } from '@temporalio/client';
+import type { HealthService, WorkflowService } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import type { Db } from '../lib/db/types.js';
 import type { Logger } from '../lib/logger.js';
@@ -9,6 +9,7 @@ import { cachedCheck, dbCheck, drainingCheck, eventLoopCheck, healthReport, inst
 /** What the Temporal check needs of a connection: the client's Connection and the worker's NativeConnection both fit. */
 export interface TemporalHealthConnection {
   healthService: HealthService;
+  workflowService: Pick<WorkflowService, 'getSystemInfo'>;
   withDeadline<R>(deadline: number | Date, fn: () => Promise<R>): Promise<R>;
 }
 
@@ -24,18 +25,34 @@ export interface CheckTimings {
   cacheMs?: number;
 }
 
+/** gRPC's UNIMPLEMENTED status code. */
+const UNIMPLEMENTED = 12;
+
 /**
  * Temporal's frontend answers gRPC's health check (one small RPC, under a deadline) with SERVING.
- * The connection's own retries are cut off by the deadline, so an outage shows within the timeout.
+ * A server that does not implement the health service is asked GetSystemInfo instead (what every
+ * SDK asks when it connects). The connection's own retries are cut off by the deadline, so an
+ * outage shows within the timeout.
  */
 export function temporalCheck(connection: TemporalHealthConnection, o: CheckTimings & { logger?: Logger } = {}): Check {
   const timeoutMs = o.timeoutMs ?? 2_000;
+  let healthServiceMissing = false;
+  const within = <R>(fn: () => Promise<R>) => connection.withDeadline(Date.now() + timeoutMs, fn);
   return cachedCheck({
     name: 'temporal',
     ...o,
     probe: async () => {
-      const r = await connection.withDeadline(Date.now() + timeoutMs, () => connection.healthService.check({ service: WORKFLOW_SERVICE }));
-      if (r.status !== SERVING) return { ok: false, detail: `frontend not serving (status ${String(r.status)})` };
+      if (!healthServiceMissing) {
+        try {
+          const r = await within(() => connection.healthService.check({ service: WORKFLOW_SERVICE }));
+          if (r.status !== SERVING) return { ok: false, detail: `frontend not serving (status ${String(r.status)})` };
+          return;
+        } catch (e) {
+          if ((e as { code?: unknown }).code !== UNIMPLEMENTED) throw e;
+          healthServiceMissing = true;
+        }
+      }
+      await within(() => connection.workflowService.getSystemInfo({}));
     },
   });
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createNodeHandler } from '../../api/http.js';
-import { apiHealth, workerHealth, type ProcessHealth } from '../../app/health.js';
+import { apiHealth, temporalCheck, workerHealth, type ProcessHealth } from '../../app/health.js';
 import { freePort, startDevServer, type DevServer } from '../../dev/dev-server.js';
 import { openPostgres } from '../../lib/db/postgres.js';
 import type { Db } from '../../lib/db/types.js';
@@ -135,6 +135,19 @@ describe('readiness and liveness tell the truth', () => {
     await waitFor(async () => (await probe(`${api!.url}/readyz`)).status === 200, 'the API to be ready again', 60_000);
     await waitFor(async () => (await probe(`${ops!.url}/readyz`)).status === 200, 'the worker to be ready again', 60_000);
     expect((await probe(`${api!.url}/livez`)).status).toBe(200);
+  });
+
+  it('a Temporal server without gRPC health service is asked GetSystemInfo instead', async () => {
+    const c = stack!.connection;
+    let healthCalls = 0;
+    const check = temporalCheck({
+      healthService: { check: async () => (healthCalls++, Promise.reject(Object.assign(new Error('unknown service grpc.health.v1.Health'), { code: 12 }))) } as never,
+      workflowService: c.workflowService,
+      withDeadline: (d, fn) => c.withDeadline(d, fn),
+    }, { cacheMs: 0 });
+    expect(await check.get()).toEqual({ ok: true });
+    expect(await check.get()).toEqual({ ok: true });
+    expect(healthCalls).toBe(1);
   });
 
   it('readiness is false while draining: the API after drain(), the worker while its Temporal workers stop', async () => {
