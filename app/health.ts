@@ -77,7 +77,7 @@ export interface ApiHealthOptions extends CheckTimings {
   maxEventLoopDelayMs?: number;
 }
 
-/** /livez and /readyz of a process, plus drain() (readiness false from then on) and stop() (ends the event-loop monitor). */
+/** /livez and /readyz of a process, plus drain() (the API's readiness false from then on) and stop() (ends the event-loop monitor). */
 export interface ProcessHealth extends HealthProviders {
   drain(): void;
   readonly draining: boolean;
@@ -86,7 +86,7 @@ export interface ProcessHealth extends HealthProviders {
 
 /** The API's health: ready while Temporal and the database answer and it is not draining (drain() on SIGTERM/SIGINT). */
 export function apiHealth(o: ApiHealthOptions): ProcessHealth {
-  return processHealth(o, [temporalCheck(o.temporal, o), dbCheck(o.db, o)], []);
+  return processHealth(o, [temporalCheck(o.temporal, o), dbCheck(o.db, o)]);
 }
 
 export interface WorkerHealthOptions extends ApiHealthOptions {
@@ -100,16 +100,17 @@ export interface WorkerHealthOptions extends ApiHealthOptions {
  * A worker's health: ready while Temporal and the database answer and every one of its Temporal
  * workers is RUNNING (not after SIGTERM/SIGINT, when the SDK drains them, nor after one failed).
  */
-export function workerHealth(o: WorkerHealthOptions): ProcessHealth {
-  return processHealth(o, [temporalCheck(o.temporal, o), dbCheck(o.db, o)], [workersCheck(o.workers)]);
+export function workerHealth(o: WorkerHealthOptions): HealthProviders & { stop(): void } {
+  // Its drain is the SDK's (it stops the workers on SIGTERM/SIGINT): the workers check shows it, no separate draining check.
+  return processHealth(o, [temporalCheck(o.temporal, o), dbCheck(o.db, o)], { own: [workersCheck(o.workers)], drainCheck: false });
 }
 
-function processHealth(o: { maxEventLoopDelayMs?: number }, dependencies: Check[], own: Check[]): ProcessHealth {
+function processHealth(o: { maxEventLoopDelayMs?: number }, dependencies: Check[], p: { own?: Check[]; drainCheck?: boolean } = {}): ProcessHealth {
   let draining = false;
   const loop = eventLoopCheck(o.maxEventLoopDelayMs !== undefined ? { maxDelayMs: o.maxEventLoopDelayMs } : {});
   return {
     live: healthReport([loop]),
-    ready: healthReport([drainingCheck(() => draining), ...own, ...dependencies]),
+    ready: healthReport([...(p.drainCheck === false ? [] : [drainingCheck(() => draining)]), ...(p.own ?? []), ...dependencies]),
     drain() {
       draining = true;
     },

@@ -54,7 +54,7 @@ let native: NativeConnection | undefined;
 let api: { url: string; server: Server } | undefined;
 let ops: OpsServer | undefined;
 let aHealth: ProcessHealth | undefined;
-let wHealth: ProcessHealth | undefined;
+let wHealth: ReturnType<typeof workerHealth> | undefined;
 let startTemporal: () => Promise<DevServer>;
 
 beforeAll(async () => {
@@ -90,7 +90,7 @@ describe('readiness and liveness tell the truth', () => {
     expect(Object.values(r.body.checks).every((c) => c.ok)).toBe(true);
     const w = await probe(`${ops!.url}/readyz`);
     expect(w.status).toBe(200);
-    expect(Object.keys(w.body.checks).sort()).toEqual(['db', 'draining', 'temporal', 'workers']);
+    expect(Object.keys(w.body.checks).sort()).toEqual(['db', 'temporal', 'workers']);
     expect(w.body.checks.workers).toEqual({ ok: true, detail: `${stack!.workers.length} running` });
     expect((await probe(`${api!.url}/livez`)).status).toBe(200);
     expect((await probe(`${ops!.url}/livez`)).status).toBe(200);
@@ -269,7 +269,7 @@ describe('the entry points', () => {
       150_000,
       300,
     );
-    expect(Object.keys(w.body.checks).sort()).toEqual(['db', 'draining', 'temporal', 'workers']);
+    expect(Object.keys(w.body.checks).sort()).toEqual(['db', 'temporal', 'workers']);
     expect(w.body.checks.workers!.detail).toMatch(/^\d+ running$/);
 
     // SIGTERM: both stop cleanly and their listeners close.
