@@ -4,12 +4,14 @@ import path from 'node:path';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { placeRoles } from './activities/devices.js';
 import { loadConfig, logFormatFromEnv } from './app/config.js';
+import { workerHealth } from './app/health.js';
 import { createRuntime } from './app/runtime.js';
 import { sdkLogFunction } from './app/sdk-logs.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
 import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger, fatalLine } from './lib/logger.js';
+import { startOpsServer } from './lib/telemetry/ops-server.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
@@ -58,7 +60,12 @@ async function main(): Promise<void> {
         }, config.gcEveryMs)
       : undefined;
   gc?.unref();
+  // /livez and /readyz on the ops listener (CAPSTAN_OPS_LISTEN; nothing listens without it). Ready turns false as the SDK drains the workers on SIGTERM/SIGINT.
+  const health = workerHealth({ temporal: connection, db: rt.db, workers: () => workers, logger });
+  const ops = config.telemetry.opsListen ? await startOpsServer({ listen: config.telemetry.opsListen, live: health.live, ready: health.ready, logger }) : undefined;
   await runWorkers(workers);
+  await ops?.close();
+  health.stop();
   if (gc) clearInterval(gc);
   await connection.close();
   await rt.close();

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../lib/logger.js';
+import type { HealthProviders } from '../lib/telemetry/health.js';
 import { withLogContext } from '../lib/telemetry/log-context.js';
+import { handleOps } from '../lib/telemetry/ops-server.js';
 import { type Api } from './app.js';
 import type { RequestMeta } from './auth.js';
 import { TrustedProxies } from './proxies.js';
@@ -10,6 +12,11 @@ export interface NodeHandlerOptions {
   /** Largest request body; a larger one is refused while it streams in (HTTP 413), before it is buffered. */
   maxBodyBytes: number;
   logger: Logger;
+  /**
+   * /livez and /readyz (app/health.ts): answered first, without a token and whatever the Host
+   * header — load balancers and kubelets probe by IP — as they tell only ok/not and check names.
+   */
+  health?: HealthProviders;
 }
 
 /**
@@ -35,10 +42,16 @@ function requestIdOf(given: string | string[] | undefined): string {
   return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
+const HEALTH_PATHS = new Set(['/livez', '/readyz']);
+
 /** What is read of a refused request's body before its connection is closed (enough for the client to read the answer). */
 const REFUSED_DRAIN_BYTES = 64 * 1024;
 
 async function handle(api: Api, o: NodeHandlerOptions, proxies: TrustedProxies, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (o.health && HEALTH_PATHS.has((req.url ?? '/').split('?')[0]!)) {
+    await handleOps({ live: o.health.live, ready: o.health.ready, logger: o.logger }, req, res);
+    return;
+  }
   const controller = new AbortController();
   res.once('close', () => controller.abort());
   const peer = req.socket.remoteAddress;

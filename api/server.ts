@@ -4,6 +4,8 @@ import { connectApiApp } from '../app/api.js';
 import { checkApiBinding, loadConfig, logFormatFromEnv } from '../app/config.js';
 import { createRuntime } from '../app/runtime.js';
 import { createConsoleLogger, fatalLine } from '../lib/logger.js';
+import { apiHealth } from '../app/health.js';
+import { startOpsServer } from '../lib/telemetry/ops-server.js';
 import { createNodeHandler } from './http.js';
 
 async function main(): Promise<void> {
@@ -12,16 +14,22 @@ async function main(): Promise<void> {
   const logger = createConsoleLogger({ name: 'api', level: config.logLevel, format: config.telemetry.logFormat });
   const rt = await createRuntime(config, logger);
   const app = await connectApiApp(rt, process.env);
-  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
+  const health = apiHealth({ temporal: app.connection, db: rt.db, logger });
+  const ops = config.telemetry.opsListen ? await startOpsServer({ listen: config.telemetry.opsListen, live: health.live, ready: health.ready, logger }) : undefined;
+  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger, health }));
   server.listen(config.api.port, config.api.host, () => {
     logger.info(`GraphQL API on http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}/graphql (auth: ${config.api.auth})`);
   });
   const stop = async () => {
     logger.info('API stopping');
+    // /readyz answers 503 from here on (on the ops listener until the process exits).
+    health.drain();
     server.close();
     server.closeAllConnections();
     await app.close();
     await rt.close();
+    await ops?.close();
+    health.stop();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop());

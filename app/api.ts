@@ -1,4 +1,4 @@
-import type { Client } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { createApi, type Api } from '../api/app.js';
 import { Engine } from '../engine/index.js';
 import { loadTf } from '../ml/backend.js';
@@ -93,7 +93,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
  * The API process's parts connected to Temporal through the standard TEMPORAL_* environment
  * (registering Capstan's search attributes when the namespace lacks them).
  */
-export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; close(): Promise<void> }> {
+export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; connection: Connection; close(): Promise<void> }> {
   const target = temporalTarget(env);
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
@@ -106,6 +106,8 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
   });
   return {
     api: app.api,
+    // The health check's (app/health.ts).
+    connection,
     async close() {
       await app.close();
       await connection.close();
