@@ -6,9 +6,11 @@ import { placeRoles } from './activities/devices.js';
 import { loadConfig } from './app/config.js';
 import { createRuntime } from './app/runtime.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
+import { createWorkerTelemetry, sdkMetricsEndpoint, sdkTelemetryOptions } from './app/worker-metrics.js';
 import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger } from './lib/logger.js';
+import { startOpsServer } from './lib/telemetry/ops-server.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
@@ -16,12 +18,18 @@ async function main(): Promise<void> {
   // The gpu role only with devices: CAPSTAN_GPUS, or GPUs found here (refused when asked for without either).
   const placed = placeRoles({ roles: config.workerRoles, explicit: config.workerRolesExplicit, ...(config.gpus ? { gpus: config.gpus } : {}) });
   if (placed.note) logger.warn(placed.note);
+  // A worker serves metrics on its ops listener (CAPSTAN_OPS_LISTEN); the SDK's own exporter then
+  // listens on a loopback port of its own, and the ops listener's /metrics appends its text.
+  const t = config.telemetry;
+  const sdkMetrics = t.opsListen ? await sdkMetricsEndpoint() : undefined;
   // Must run before any connection: drains workers on SIGINT/SIGTERM.
   TemporalRuntime.install({
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging.
     logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN'),
+    ...(sdkMetrics ? { telemetryOptions: sdkTelemetryOptions(sdkMetrics) } : {}),
   });
+  const telemetry = t.opsListen ? createWorkerTelemetry({ roles: placed.roles, ...(sdkMetrics ? { sdk: sdkMetrics } : {}), logger }) : undefined;
   const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
   const connection = await connectWorker(target);
@@ -40,7 +48,11 @@ async function main(): Promise<void> {
     // A worker of a stack killed on this folder left reports the keeper would count until their lease ends: withdrawn at start.
     slotRecordsDir: path.join(config.dataDir, 'workers'),
     ...(config.host ? { host: config.host, identity: `${process.pid}@${config.host}` } : {}),
+    ...(telemetry ? { metrics: telemetry.metrics } : {}),
   });
+  // The ops listener: /metrics here; /livez and /readyz (health) join these options.
+  const ops = t.opsListen ? await startOpsServer({ listen: t.opsListen, ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(telemetry ? { metrics: telemetry.render } : {}), logger }) : undefined;
+  if (ops) logger.info(`ops listener on ${ops.url} (/metrics${t.metricsToken ? ', scrape token required' : ''}, /livez, /readyz)`);
   logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`, {
     plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
   });
@@ -57,6 +69,7 @@ async function main(): Promise<void> {
   gc?.unref();
   await runWorkers(workers);
   if (gc) clearInterval(gc);
+  await ops?.close();
   await connection.close();
   await rt.close();
   logger.info('worker stopped');

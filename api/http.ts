@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../lib/logger.js';
+import { handleOps, type OpsServerOptions } from '../lib/telemetry/ops-server.js';
 import { type Api } from './app.js';
 import type { RequestMeta } from './auth.js';
 import { TrustedProxies } from './proxies.js';
@@ -8,6 +9,12 @@ export interface NodeHandlerOptions {
   /** Largest request body; a larger one is refused while it streams in (HTTP 413), before it is buffered. */
   maxBodyBytes: number;
   logger: Logger;
+  /**
+   * What the API's own port also serves for operators, outside the API's token auth: /metrics,
+   * only when a scrape token (CAPSTAN_METRICS_TOKEN) guards it — without one, /metrics is served
+   * on the ops listener only and is an unknown path here.
+   */
+  ops?: Omit<OpsServerOptions, 'listen' | 'logger'>;
 }
 
 /**
@@ -20,7 +27,10 @@ export interface NodeHandlerOptions {
  */
 export function createNodeHandler(api: Api, o: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const proxies = new TrustedProxies(api.deps.http.trustedProxies ?? []);
+  const ops = o.ops?.metrics && o.ops.metricsToken ? { ...o.ops, logger: o.logger } : undefined;
   return (req, res) => {
+    // Prometheus's scrape: its own bearer token (handleOps checks it), never the API's tokens.
+    if (ops && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) return void handleOps(ops, req, res);
     void handle(api, o, proxies, req, res);
   };
 }

@@ -4,6 +4,7 @@ import { connectApiApp } from '../app/api.js';
 import { checkApiBinding, loadConfig } from '../app/config.js';
 import { createRuntime } from '../app/runtime.js';
 import { createConsoleLogger } from '../lib/logger.js';
+import { startOpsServer, type OpsServer } from '../lib/telemetry/ops-server.js';
 import { createNodeHandler } from './http.js';
 
 async function main(): Promise<void> {
@@ -12,7 +13,16 @@ async function main(): Promise<void> {
   const logger = createConsoleLogger({ name: 'api', level: config.logLevel });
   const rt = await createRuntime(config, logger);
   const app = await connectApiApp(rt, process.env);
-  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
+  const t = config.telemetry;
+  // /metrics on the API's port when a scrape token guards it (api/http.ts), and on the ops listener.
+  const ops = { ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(app.metrics ? { metrics: app.metrics } : {}) };
+  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger, ops }));
+  // The ops listener (CAPSTAN_OPS_LISTEN): /metrics here; /livez and /readyz (health) join `ops` above.
+  let opsServer: OpsServer | undefined;
+  if (t.opsListen) {
+    opsServer = await startOpsServer({ listen: t.opsListen, ...ops, logger });
+    logger.info(`ops listener on ${opsServer.url} (/metrics${t.metricsToken ? ', scrape token required' : ''}, /livez, /readyz)`);
+  }
   server.listen(config.api.port, config.api.host, () => {
     logger.info(`GraphQL API on http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}/graphql (auth: ${config.api.auth})`);
   });
@@ -20,6 +30,7 @@ async function main(): Promise<void> {
     logger.info('API stopping');
     server.close();
     server.closeAllConnections();
+    await opsServer?.close();
     await app.close();
     await rt.close();
     process.exit(0);
