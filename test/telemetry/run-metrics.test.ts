@@ -1,0 +1,90 @@
+// The worker's metrics from a real stack (Temporal dev server, workers with metrics, the API):
+// a run that pauses is counted through the workflow's metrics sink (once, with its pipeline and
+// the failure's code), stage attempts by outcome and their retries through the activity wrapper,
+// finished runs by status; and the API reports the paused run from visibility while it waits.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { plugins } from '../fixtures/plugins/test-stages.js';
+import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { sample } from './prom-text.js';
+
+let stack: TestStack;
+beforeAll(async () => {
+  // The ops listener on any free loopback port: the workers' metrics are on.
+  stack = await startTestStack({ plugins, env: { CAPSTAN_OPS_LISTEN: '127.0.0.1:0' } });
+});
+afterAll(async () => {
+  await stack?.close();
+});
+
+async function start(spec: unknown): Promise<string> {
+  const r = await stack.gql(`mutation($spec: PipelineSpecInput!) { startPipeline(spec: $spec) { id } }`, { spec });
+  if (r.errors) throw new Error(JSON.stringify(r.errors));
+  return r.data.startPipeline.id;
+}
+const status = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run?.status as string | undefined;
+const worker = async () => (await stack.workerTelemetry!.render()).body;
+const api = async () => (await stack.apiMetrics!()).body;
+
+describe('run metrics through the workflow sink and the activity wrapper', () => {
+  it('counts a pause once by pipeline and code, attempts by outcome, and the run finishing; the API sees it paused', async () => {
+    const pipeline = `sink-pause-${Date.now().toString(36)}`;
+    const id = await start({
+      name: pipeline,
+      stages: [
+        { id: 'write', plugin: 'test:write-note', params: { text: 'abc' } },
+        { id: 'shout', plugin: 'test:shout', needs: ['write'], params: { badData: true } },
+      ],
+    });
+    await waitFor(async () => (await status(id)) === 'PAUSED', `run ${id} to pause`, 60_000);
+    const paused = await waitFor(async () => {
+      const t = await worker();
+      return sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' }) === 1 ? t : undefined;
+    }, 'the pause in the worker metrics', 30_000);
+    expect(sample(paused, 'capstan_budget_pauses_total', { pipeline })).toBeUndefined();
+    expect(sample(paused, 'capstan_stage_attempts_total', { plugin: 'test:write-note', outcome: 'succeeded' })).toBeGreaterThanOrEqual(1);
+    expect(sample(paused, 'capstan_stage_attempts_total', { plugin: 'test:shout', outcome: 'failed' })).toBe(1);
+    expect(sample(paused, 'capstan_stage_duration_seconds_count', { plugin: 'test:shout', outcome: 'failed' })).toBe(1);
+    expect(sample(paused, 'capstan_worker_up', { roles: 'cpu,gpu,workflows' })).toBe(1);
+
+    // The API, from visibility (its cache is 1 s here).
+    const seen = await waitFor(async () => {
+      const t = await api();
+      return sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === 1 && sample(t, 'capstan_run_paused_seconds', { run_id: id }) !== undefined ? t : undefined;
+    }, 'the paused run in the API metrics', 30_000);
+    expect(sample(seen, 'capstan_run_paused_seconds', { run_id: id, pipeline })).toBeGreaterThanOrEqual(0);
+    expect(sample(seen, 'capstan_budget_paused_runs', { pipeline })).toBeUndefined();
+
+    const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
+    expect(aborted.errors).toBeUndefined();
+    await waitFor(async () => (await status(id)) === 'FAILED', `run ${id} to fail`, 60_000);
+    const after = await waitFor(async () => {
+      const t = await worker();
+      return sample(t, 'capstan_runs_finished_total', { pipeline, status: 'FAILED' }) === 1 ? t : undefined;
+    }, 'the aborted run counted as finished', 30_000);
+    // Still one pause: the run was not counted again when its workflow went on after the decision.
+    expect(sample(after, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBe(1);
+    await waitFor(async () => {
+      const t = await api();
+      return sample(t, 'capstan_runs', { pipeline, status: 'FAILED' }) === 1 && sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === undefined;
+    }, 'the API to count the run as FAILED', 30_000);
+  });
+
+  it('counts a retried attempt, and a completed run', async () => {
+    const pipeline = `sink-retry-${Date.now().toString(36)}`;
+    const before = sample(await worker(), 'capstan_stage_retries_total', { plugin: 'test:shout' }) ?? 0;
+    const id = await start({
+      name: pipeline,
+      stages: [
+        { id: 'write', plugin: 'test:write-note', params: { text: 'abc' } },
+        { id: 'shout', plugin: 'test:shout', needs: ['write'], params: { failUntilAttempt: 1 } },
+      ],
+    });
+    await waitFor(async () => (await status(id)) === 'COMPLETED', `run ${id} to complete`, 60_000);
+    const t = await waitFor(async () => {
+      const x = await worker();
+      return sample(x, 'capstan_runs_finished_total', { pipeline, status: 'COMPLETED' }) === 1 ? x : undefined;
+    }, 'the completed run counted', 30_000);
+    expect(sample(t, 'capstan_stage_retries_total', { plugin: 'test:shout' })).toBe(before + 1);
+    expect(sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBeUndefined();
+  });
+});
