@@ -214,6 +214,8 @@ function graphqlMetrics(registry: Registry): Plugin {
   return usePrometheus({
     registry,
     endpoint: false,
+    // An error's path names list indices (runs.edges.3.node): a series per index would grow without bound.
+    labels: { path: false },
     metrics: {
       graphql_envelop_request: 'capstan_graphql_requests_total',
       graphql_envelop_request_duration: 'capstan_graphql_request_duration_seconds',

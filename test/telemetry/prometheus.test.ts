@@ -24,7 +24,7 @@ import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 import { makeDatasetArtifact, makeModelArtifact, tempStore } from '../models/fixtures.js';
-import { sample } from './prom-text.js';
+import { sample, samples } from './prom-text.js';
 
 const TOKEN = 'scrape-token-for-the-test-0123456789';
 const PIPELINE = `prom-${Date.now().toString(36)}`;
@@ -234,6 +234,12 @@ describe('Prometheus scraping the API and a worker', () => {
       const text = await ok.text();
       expect(text, base).toContain(base === ops ? 'capstan_worker_up' : 'capstan_predictions_total');
     }
+    // GraphQL errors by phase, under Capstan's name (no per-path series).
+    expect((await stack.gql('{ noSuchField }')).errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    const apiText = (await stack.apiMetrics!()).body;
+    const errors = samples(apiText, 'capstan_graphql_errors_total').filter((x) => x.labels.phase === 'validate');
+    expect(errors.reduce((n, x) => n + x.value, 0)).toBeGreaterThanOrEqual(1);
+    expect(errors.every((x) => x.labels.path === undefined)).toBe(true);
     // The worker's scrape carries the SDK's metrics too (its own listener stays on loopback).
     const text = await (await fetch(`${ops}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     expect(sample(text, 'capstan_worker_up', { roles: 'cpu,gpu,workflows' })).toBe(1);
