@@ -37,22 +37,30 @@ const PREDICT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
   const registers = [o.registry];
   const cacheMs = o.cacheMs ?? 5_000;
-  const sourceUp = new Gauge({ name: 'capstan_scrape_source_up', help: 'Whether a scrape-time source (temporal, slots, ledger) could be read at the last scrape.', labelNames: ['source'] as const, registers });
-  /** Reads a source (shared by its metrics within cacheMs); undefined, logged and marked down when it fails. */
+  const sources = new Map<string, () => Promise<unknown>>();
+  /** Reads a source (shared by its metrics within cacheMs); undefined, and logged, when it fails. */
   const source = <T>(name: string, read: () => Promise<T>) => {
-    const cached = cachedFor(cacheMs, read);
-    return async (): Promise<T | undefined> => {
-      try {
-        const v = await cached();
-        sourceUp.set({ source: name }, 1);
-        return v;
-      } catch (e) {
-        sourceUp.set({ source: name }, 0);
-        o.logger.warn(`metrics: could not read ${name}; its metrics are left out of this scrape`, { error: e instanceof Error ? e.message : String(e) });
-        return undefined;
-      }
-    };
+    // A failure is logged once and kept for cacheMs like a result: a source that is down is tried once per window.
+    const cached = cachedFor(cacheMs, () =>
+      read().catch((e: unknown) => {
+        o.logger.warn(`metrics: could not read ${name}; its metrics are left out of scrapes for ${cacheMs} ms`, { error: e instanceof Error ? e.message : String(e) });
+        throw e;
+      }),
+    );
+    const get = (): Promise<T | undefined> => cached().catch(() => undefined);
+    sources.set(name, get);
+    return get;
   };
+  new Gauge({
+    name: 'capstan_scrape_source_up',
+    help: 'Whether a scrape-time source (temporal, slots, ledger) could be read for this scrape.',
+    labelNames: ['source'] as const,
+    registers,
+    async collect() {
+      // The same (cached) reads the source's metrics use in this scrape.
+      for (const [name, get] of sources) this.set({ source: name }, (await get()) === undefined ? 0 : 1);
+    },
+  });
 
   const reader = new RunMetricsReader(o.client);
   const runs = source('temporal', () => reader.read());

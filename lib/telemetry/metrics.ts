@@ -30,8 +30,8 @@ export async function renderMetrics(registry: Registry, o: { extra?: { name: str
 
 /**
  * Wraps scrape-time work so that calls within `ms` of the last one (and calls while it runs)
- * share its result: a fast or repeated scraper costs the backing store (Temporal, the database)
- * one read per `ms`, not one per scrape. A failure is not kept.
+ * share its result, a failure included: a fast or repeated scraper costs the backing store
+ * (Temporal, the database) one read per `ms`, not one per scrape — also while it is down.
  */
 export function cachedFor<T>(ms: number, fn: () => Promise<T>): () => Promise<T> {
   let last: { at: number; value: Promise<T> } | undefined;
@@ -39,11 +39,9 @@ export function cachedFor<T>(ms: number, fn: () => Promise<T>): () => Promise<T>
     const now = Date.now();
     if (last && now - last.at < ms) return last.value;
     const value = fn();
-    const entry = { at: now, value };
-    last = entry;
-    value.catch(() => {
-      if (last === entry) last = undefined;
-    });
+    // Handled by whoever awaits it; a kept rejection is not an unhandled one.
+    value.catch(() => undefined);
+    last = { at: now, value };
     return value;
   };
 }
