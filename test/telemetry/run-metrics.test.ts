@@ -3,6 +3,7 @@
 // the failure's code), stage attempts by outcome and their retries through the activity wrapper,
 // finished runs by status; and the API reports the paused run from visibility while it waits.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 import { sample } from './prom-text.js';
@@ -10,7 +11,7 @@ import { sample } from './prom-text.js';
 let stack: TestStack;
 beforeAll(async () => {
   // The ops listener on any free loopback port: the workers' metrics are on.
-  stack = await startTestStack({ plugins, env: { CAPSTAN_OPS_LISTEN: '127.0.0.1:0' } });
+  stack = await startTestStack({ plugins: [...plugins, roiLedgerStage()], env: { CAPSTAN_OPS_LISTEN: '127.0.0.1:0' } });
 });
 afterAll(async () => {
   await stack?.close();
@@ -86,5 +87,29 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     }, 'the completed run counted', 30_000);
     expect(sample(t, 'capstan_stage_retries_total', { plugin: 'test:shout' })).toBe(before + 1);
     expect(sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBeUndefined();
+  });
+
+  it('counts a budget pause (code BUDGET_EXHAUSTED), and the API reports the run paused for its budget', async () => {
+    const pipeline = `sink-budget-${Date.now().toString(36)}`;
+    // 1 CPU-second = 0.01 USD: the stage's estimate (2 CPU-seconds, 0.02 USD) does not fit the run's 0.01 USD.
+    const priceSheet = { compute: { cpuHour: '36.00', gpuHour: '360.00' }, storage: { gbMonth: '0.02', retentionMonths: 1 } };
+    const id = await start({
+      name: pipeline,
+      budget: { max: '0.01' },
+      stages: [
+        { id: 'burn', plugin: 'test:burn', params: { cpuMs: 10, estimateCpuSeconds: 2 } },
+        { id: 'ledger', plugin: 'core:roi-ledger', needs: ['burn'], params: { priceSheet, revenue: { kind: 'contract', value: '5.00' } } },
+      ],
+    });
+    await waitFor(async () => (await status(id)) === 'PAUSED', `run ${id} to pause on its budget`, 60_000);
+    const t = await waitFor(async () => {
+      const x = await worker();
+      return sample(x, 'capstan_budget_pauses_total', { pipeline }) === 1 ? x : undefined;
+    }, 'the budget pause in the worker metrics', 30_000);
+    expect(sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BUDGET_EXHAUSTED' })).toBe(1);
+    await waitFor(async () => sample(await api(), 'capstan_budget_paused_runs', { pipeline }) === 1, 'the API to report the budget-paused run', 30_000);
+    const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
+    expect(aborted.errors).toBeUndefined();
+    await waitFor(async () => (await status(id)) === 'FAILED', `run ${id} to fail`, 60_000);
   });
 });
