@@ -1,17 +1,18 @@
 // The worker's metrics from a real stack (Temporal dev server, workers with metrics, the API):
 // a run that pauses is counted through the workflow's metrics sink (once, with its pipeline and
-// the failure's code), stage attempts by outcome and their retries through the activity wrapper,
+// the failure's code, and not again when another worker replays its history), stage attempts by outcome and their retries through the activity wrapper,
 // finished runs by status; and the API reports the paused run from visibility while it waits.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
+import { splitStage } from '../fixtures/stages/data-parallel-stage.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 import { sample } from './prom-text.js';
 
 let stack: TestStack;
 beforeAll(async () => {
   // The ops listener on any free loopback port: the workers' metrics are on.
-  stack = await startTestStack({ plugins: [...plugins, roiLedgerStage()], env: { CAPSTAN_OPS_LISTEN: '127.0.0.1:0' } });
+  stack = await startTestStack({ plugins: [...plugins, splitStage, roiLedgerStage()], env: { CAPSTAN_OPS_LISTEN: '127.0.0.1:0' } });
 });
 afterAll(async () => {
   await stack?.close();
@@ -55,6 +56,10 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     expect(sample(seen, 'capstan_run_paused_seconds', { run_id: id, pipeline })).toBeGreaterThanOrEqual(0);
     expect(sample(seen, 'capstan_budget_paused_runs', { pipeline })).toBeUndefined();
 
+    // New workers (the same metrics): the run is rebuilt from its history when the decision comes,
+    // replaying its pause — which the sink does not count again.
+    await stack.stopWorkers();
+    await stack.startWorkers();
     const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
     expect(aborted.errors).toBeUndefined();
     await waitFor(async () => (await status(id)) === 'FAILED', `run ${id} to fail`, 60_000);
@@ -62,7 +67,7 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       const t = await worker();
       return sample(t, 'capstan_runs_finished_total', { pipeline, status: 'FAILED' }) === 1 ? t : undefined;
     }, 'the aborted run counted as finished', 30_000);
-    // Still one pause: the run was not counted again when its workflow went on after the decision.
+    // Still one pause: not counted again when the new worker replayed the run's history.
     expect(sample(after, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBe(1);
     await waitFor(async () => {
       const t = await api();
@@ -111,5 +116,18 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
     expect(aborted.errors).toBeUndefined();
     await waitFor(async () => (await status(id)) === 'FAILED', `run ${id} to fail`, 60_000);
+  });
+
+  it("observes a gang's wait for its slots on its queue, and each replica's and the reduce's attempt", async () => {
+    const queue = stack.taskQueues.gpu;
+    const before = sample(await worker(), 'capstan_slot_wait_seconds_count', { queue }) ?? 0;
+    const id = await start({ name: `sink-gang-${Date.now().toString(36)}`, stages: [{ id: 'split', plugin: 'test:split', params: { replicas: 2 } }] });
+    await waitFor(async () => (await status(id)) === 'COMPLETED', `run ${id} to complete`, 60_000);
+    const t = await waitFor(async () => {
+      const x = await worker();
+      return (sample(x, 'capstan_slot_wait_seconds_count', { queue }) ?? 0) === before + 1 ? x : undefined;
+    }, 'the slot wait in the worker metrics', 30_000);
+    expect(sample(t, 'capstan_slot_wait_seconds_sum', { queue })).toBeGreaterThanOrEqual(0);
+    expect(sample(t, 'capstan_stage_duration_seconds_count', { plugin: 'test:split', outcome: 'succeeded' })).toBe(3);
   });
 });
