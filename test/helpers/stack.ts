@@ -14,7 +14,7 @@ import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
 import { createWorkerTelemetry, sdkTelemetryOptions, type SdkMetricsEndpoint, type WorkerTelemetry } from '../../app/worker-metrics.js';
 import { createWorkers, runWorkers } from '../../app/workers.js';
-import { startOpsServer, type OpsServer } from '../../lib/telemetry/ops-server.js';
+import { startOpsServer, type MetricsText, type OpsServer } from '../../lib/telemetry/ops-server.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
@@ -49,7 +49,7 @@ export interface TestStack {
   workerTelemetry?: WorkerTelemetry;
   workerOps?: OpsServer;
   /** With metrics on (CAPSTAN_METRICS_TOKEN or CAPSTAN_OPS_LISTEN): the API's /metrics text (served on `url` when a token is set). */
-  apiMetrics?: () => Promise<import('../../lib/telemetry/ops-server.js').MetricsText>;
+  apiMetrics?: () => Promise<MetricsText>;
   close(): Promise<void>;
 }
 
