@@ -8,6 +8,7 @@ import { workerHealth } from './app/health.js';
 import { createRuntime } from './app/runtime.js';
 import { sdkLogFunction } from './app/sdk-logs.js';
 import { connectWorker, temporalTarget } from './app/temporal.js';
+import { createWorkerTelemetry, sdkMetricsEndpoint, sdkTelemetryOptions } from './app/worker-metrics.js';
 import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger, fatalLine } from './lib/logger.js';
@@ -19,14 +20,22 @@ async function main(): Promise<void> {
   // The gpu role only with devices: CAPSTAN_GPUS, or GPUs found here (refused when asked for without either).
   const placed = placeRoles({ roles: config.workerRoles, explicit: config.workerRolesExplicit, ...(config.gpus ? { gpus: config.gpus } : {}) });
   if (placed.note) logger.warn(placed.note);
+  // A worker serves metrics on its ops listener (CAPSTAN_OPS_LISTEN); the SDK's own exporter then
+  // listens on a loopback port of its own, and the ops listener's /metrics appends its text.
+  const t = config.telemetry;
+  const sdkMetrics = t.opsListen ? await sdkMetricsEndpoint() : undefined;
   // Must run before any connection: drains workers on SIGINT/SIGTERM.
   TemporalRuntime.install({
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging; written by
     // our logger (same format, run ids), the native core's lines too (forwarded instead of printed).
     logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN', sdkLogFunction(createConsoleLogger({ name: 'temporal', level: config.logLevel, format: config.telemetry.logFormat }))),
-    telemetryOptions: { logging: { forward: {}, filter: { core: config.logLevel === 'debug' ? 'INFO' : 'WARN', other: 'ERROR' } } },
+    telemetryOptions: {
+      logging: { forward: {}, filter: { core: config.logLevel === 'debug' ? 'INFO' : 'WARN', other: 'ERROR' } },
+      ...(sdkMetrics ? sdkTelemetryOptions(sdkMetrics) : {}),
+    },
   });
+  const telemetry = t.opsListen ? createWorkerTelemetry({ roles: placed.roles, ...(sdkMetrics ? { sdk: sdkMetrics } : {}), logger }) : undefined;
   const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
   const connection = await connectWorker(target);
@@ -45,7 +54,15 @@ async function main(): Promise<void> {
     // A worker of a stack killed on this folder left reports the keeper would count until their lease ends: withdrawn at start.
     slotRecordsDir: path.join(config.dataDir, 'workers'),
     ...(config.host ? { host: config.host, identity: `${process.pid}@${config.host}` } : {}),
+    ...(telemetry ? { metrics: telemetry.metrics } : {}),
   });
+  // The ops listener (CAPSTAN_OPS_LISTEN; nothing listens without it): /metrics, /livez and /readyz.
+  // Ready turns false as the SDK drains the workers on SIGTERM/SIGINT.
+  const health = workerHealth({ temporal: connection, db: rt.db, workers: () => workers, logger });
+  const ops = t.opsListen
+    ? await startOpsServer({ listen: t.opsListen, ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(telemetry ? { metrics: telemetry.render } : {}), live: health.live, ready: health.ready, logger })
+    : undefined;
+  if (ops) logger.info(`ops listener on ${ops.url} (/metrics${t.metricsToken ? ', scrape token required' : ''}, /livez, /readyz)`);
   logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`, {
     plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
   });
@@ -60,13 +77,10 @@ async function main(): Promise<void> {
         }, config.gcEveryMs)
       : undefined;
   gc?.unref();
-  // /livez and /readyz on the ops listener (CAPSTAN_OPS_LISTEN; nothing listens without it). Ready turns false as the SDK drains the workers on SIGTERM/SIGINT.
-  const health = workerHealth({ temporal: connection, db: rt.db, workers: () => workers, logger });
-  const ops = config.telemetry.opsListen ? await startOpsServer({ listen: config.telemetry.opsListen, live: health.live, ready: health.ready, logger }) : undefined;
   await runWorkers(workers);
+  if (gc) clearInterval(gc);
   await ops?.close();
   health.stop();
-  if (gc) clearInterval(gc);
   await connection.close();
   await rt.close();
   logger.info('worker stopped');

@@ -21,6 +21,7 @@ import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
 import { priceUsage } from '../ledger/pricing.js';
 import type { PriceSheet } from '../ledger/schemas.js';
+import type { WorkerMetrics } from '../lib/telemetry/worker-metrics.js';
 
 /** What one attempt of a stage used; handed to the meter (the ledger) after every attempt. */
 export interface StageUsage {
@@ -78,6 +79,8 @@ export interface ActivityDeps {
   records?: StageRecorder;
   /** API tokens: a schedule fires only while its creator's token is active (not checked when omitted). */
   tokens?: TokenChecker;
+  /** Where each attempt's duration and outcome are counted (capstan_stage_*); none when omitted. */
+  metrics?: Pick<WorkerMetrics, 'stageAttempt'>;
 }
 
 /**
@@ -88,15 +91,17 @@ export function createActivities(deps: ActivityDeps) {
   return {
     resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger, deps.tokens),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
-      return withLogContext(attemptLogContext(input), () => attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs)));
+      return withLogContext(attemptLogContext(input), () => measured(deps, input, () => attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs))));
     },
     async reduceStage(input: ReduceStageInput): Promise<StageOutcome> {
       const { replica: _ignored, ...rest } = input;
       return withLogContext(attemptLogContext(rest), () =>
-        attempt(deps, rest, (plugin, ctx, params, inputs) => {
-          if (!plugin.dataParallel) throw new StageError(`${plugin.name} is not data-parallel`, { type: 'PLUGIN_CONTRACT' });
-          return plugin.dataParallel.reduce(ctx, params, inputs, input.replicaResults);
-        }),
+        measured(deps, input, () =>
+          attempt(deps, rest, (plugin, ctx, params, inputs) => {
+            if (!plugin.dataParallel) throw new StageError(`${plugin.name} is not data-parallel`, { type: 'PLUGIN_CONTRACT' });
+            return plugin.dataParallel.reduce(ctx, params, inputs, input.replicaResults);
+          }),
+        ),
       );
     },
   };
@@ -115,6 +120,26 @@ function attemptLogContext(input: RunStageInput): LogContext {
     activityId: info.activityId,
     ...(input.replica ? { replica: input.replica.index } : {}),
   };
+}
+
+/**
+ * Where every attempt ends, whatever ended it (success, a failure before the plugin ran, a cache
+ * hit, a cancellation): its wall time and outcome go to the worker's metrics. A clock read and
+ * three metric updates per attempt.
+ */
+async function measured(deps: ActivityDeps, input: RunStageInput, run: () => Promise<StageOutcome>): Promise<StageOutcome> {
+  if (!deps.metrics) return run();
+  const t0 = performance.now();
+  const attemptNo = Context.current().info.attempt;
+  const done = (outcome: 'succeeded' | 'failed' | 'cancelled') => deps.metrics!.stageAttempt({ plugin: input.stage.plugin, outcome, seconds: (performance.now() - t0) / 1000, attempt: attemptNo });
+  try {
+    const out = await run();
+    done('succeeded');
+    return out;
+  } catch (e) {
+    done(e instanceof CancelledFailure || Context.current().cancellationSignal.aborted ? 'cancelled' : 'failed');
+    throw e;
+  }
 }
 
 async function attempt(

@@ -1,5 +1,7 @@
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
+import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
+import type { Registry } from 'prom-client';
 import type { ExecutionResult, GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
 import { createGraphQLError, createSchema, createYoga, isAsyncIterable, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
@@ -126,6 +128,7 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       errorCodesOnResults(),
       redactErrorsForRole(deps.dataRoots),
       logOperations(deps.logger),
+      ...(deps.graphqlMetrics ? [graphqlMetrics(deps.graphqlMetrics)] : []),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {
@@ -202,6 +205,35 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
     },
   };
   return api;
+}
+
+/**
+ * GraphQL operations counted and timed on the API's registry (yoga's Prometheus plugin), under
+ * Capstan's names; served by the API's /metrics, never by yoga itself. No per-URL or per-resolver
+ * series: they would grow without bound.
+ */
+function graphqlMetrics(registry: Registry): Plugin {
+  return usePrometheus({
+    registry,
+    endpoint: false,
+    // An error's path names list indices (runs.edges.3.node): a series per index would grow without bound.
+    labels: { path: false },
+    metrics: {
+      graphql_envelop_request: 'capstan_graphql_requests_total',
+      graphql_envelop_request_duration: 'capstan_graphql_request_duration_seconds',
+      graphql_envelop_error_result: 'capstan_graphql_errors_total',
+      graphql_envelop_request_time_summary: false,
+      graphql_envelop_deprecated_field: false,
+      graphql_envelop_phase_parse: false,
+      graphql_envelop_phase_validate: false,
+      graphql_envelop_phase_context: false,
+      graphql_envelop_phase_execute: false,
+      graphql_envelop_phase_subscribe: false,
+      graphql_envelop_schema_change: false,
+      graphql_envelop_execute_resolver: false,
+      graphql_yoga_http_duration: false,
+    },
+  }) as Plugin;
 }
 
 /**

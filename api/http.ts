@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../lib/logger.js';
 import type { HealthProviders } from '../lib/telemetry/health.js';
 import { withLogContext } from '../lib/telemetry/log-context.js';
-import { handleOps } from '../lib/telemetry/ops-server.js';
+import { handleOps, type OpsServerOptions } from '../lib/telemetry/ops-server.js';
 import { type Api } from './app.js';
 import type { RequestMeta } from './auth.js';
 import { TrustedProxies } from './proxies.js';
@@ -17,6 +17,12 @@ export interface NodeHandlerOptions {
    * header — load balancers and kubelets probe by IP — as they tell only ok/not and check names.
    */
   health?: HealthProviders;
+  /**
+   * What the API's own port also serves for operators, outside the API's token auth: /metrics,
+   * only when a scrape token (CAPSTAN_METRICS_TOKEN) guards it — without one, /metrics is served
+   * on the ops listener only and is an unknown path here.
+   */
+  ops?: Omit<OpsServerOptions, 'listen' | 'logger'>;
 }
 
 /**
@@ -29,7 +35,10 @@ export interface NodeHandlerOptions {
  */
 export function createNodeHandler(api: Api, o: NodeHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const proxies = new TrustedProxies(api.deps.http.trustedProxies ?? []);
+  const ops = o.ops?.metrics && o.ops.metricsToken ? { ...o.ops, logger: o.logger } : undefined;
   return (req, res) => {
+    // Prometheus's scrape: its own bearer token (handleOps checks it), never the API's tokens.
+    if (ops && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) return void handleOps(ops, req, res);
     // Every line logged while the request is handled carries its id; the client gets it back (X-Request-Id).
     const requestId = requestIdOf(req.headers['x-request-id']);
     res.setHeader('x-request-id', requestId);

@@ -1,3 +1,4 @@
+import type { Registry } from 'prom-client';
 import type { Principal, TokenStore } from '../auth/tokens.js';
 import type { Engine, RunView } from '../engine/index.js';
 import type { Db } from '../lib/db/types.js';
@@ -50,6 +51,8 @@ export interface ApiDeps {
   logger: Logger;
   /** The data roots (CAPSTAN_DATA_ROOTS): errors a non-admin sees name paths inside them as `<data root N>/…`. */
   dataRoots?: readonly string[];
+  /** Where GraphQL operations are counted and timed (capstan_graphql_*); none: not measured. */
+  graphqlMetrics?: Registry;
 }
 
 /** Loads each run at most once per request, however many fields of it are asked for. */

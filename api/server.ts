@@ -2,10 +2,10 @@
 import { createServer } from 'node:http';
 import { connectApiApp } from '../app/api.js';
 import { checkApiBinding, loadConfig, logFormatFromEnv } from '../app/config.js';
+import { apiHealth } from '../app/health.js';
 import { createRuntime } from '../app/runtime.js';
 import { createConsoleLogger, fatalLine } from '../lib/logger.js';
-import { apiHealth } from '../app/health.js';
-import { startOpsServer } from '../lib/telemetry/ops-server.js';
+import { startOpsServer, type OpsServer } from '../lib/telemetry/ops-server.js';
 import { createNodeHandler } from './http.js';
 
 async function main(): Promise<void> {
@@ -15,8 +15,16 @@ async function main(): Promise<void> {
   const rt = await createRuntime(config, logger);
   const app = await connectApiApp(rt, process.env);
   const health = apiHealth({ temporal: app.connection, db: rt.db, logger });
-  const ops = config.telemetry.opsListen ? await startOpsServer({ listen: config.telemetry.opsListen, live: health.live, ready: health.ready, logger }) : undefined;
-  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger, health }));
+  const t = config.telemetry;
+  // /metrics on the API's port when a scrape token guards it (api/http.ts), and on the ops listener.
+  const ops = { ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(app.metrics ? { metrics: app.metrics } : {}) };
+  const server = createServer(createNodeHandler(app.api, { maxBodyBytes: config.api.maxBodyBytes, logger, ops, health }));
+  // The ops listener (CAPSTAN_OPS_LISTEN): /metrics, /livez and /readyz.
+  let opsServer: OpsServer | undefined;
+  if (t.opsListen) {
+    opsServer = await startOpsServer({ listen: t.opsListen, ...ops, live: health.live, ready: health.ready, logger });
+    logger.info(`ops listener on ${opsServer.url} (/metrics${t.metricsToken ? ', scrape token required' : ''}, /livez, /readyz)`);
+  }
   server.listen(config.api.port, config.api.host, () => {
     logger.info(`GraphQL API on http://${config.api.host === '0.0.0.0' ? 'localhost' : config.api.host}:${config.api.port}/graphql (auth: ${config.api.auth})`);
   });
@@ -28,7 +36,7 @@ async function main(): Promise<void> {
     server.closeAllConnections();
     await app.close();
     await rt.close();
-    await ops?.close();
+    await opsServer?.close();
     health.stop();
     process.exit(0);
   };

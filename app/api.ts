@@ -4,6 +4,9 @@ import { Engine } from '../engine/index.js';
 import { loadTf } from '../ml/backend.js';
 import { createModelServer } from '../serving/model-server.js';
 import { parseDurationMs } from '../lib/duration.js';
+import { createMetricsRegistry, renderMetrics } from '../lib/telemetry/metrics.js';
+import type { MetricsText } from '../lib/telemetry/ops-server.js';
+import { createApiMetrics } from './api-metrics.js';
 import type { Runtime } from './runtime.js';
 import { connectClient, ensureSearchAttributes, temporalTarget } from './temporal.js';
 
@@ -15,10 +18,25 @@ export interface ApiAppOptions {
   modelRefreshMs?: number;
   /** How often watched deployments' realised ROI is judged (default 60 s; 0: only on checkRoiWatches). */
   roiWatchEveryMs?: number;
+  /** Prometheus metrics (config.telemetry.metrics): a registry of this API's own; scrape-time reads cached for `cacheMs` (default 5 s). */
+  metrics?: { cacheMs?: number };
+}
+
+/** The API process's parts. */
+export interface ApiApp {
+  api: Api;
+  engine: Engine;
+  /** /metrics' text (Prometheus format); absent when metrics are off. */
+  metrics?: () => Promise<MetricsText>;
+  close(): Promise<void>;
 }
 
 /** The API process's parts over a runtime: the engine, the model server (predictions booked in the ledger) and the API. */
-export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine: Engine; close(): Promise<void> } {
+export function createApiApp(rt: Runtime, o: ApiAppOptions): ApiApp {
+  const registry = o.metrics ? createMetricsRegistry() : undefined;
+  const measured = registry
+    ? createApiMetrics({ registry, client: o.client, taskQueues: rt.config.taskQueues, db: rt.db, logger: rt.logger, ...(o.metrics?.cacheMs !== undefined ? { cacheMs: o.metrics.cacheMs } : {}) })
+    : undefined;
   const engine = new Engine({
     client: o.client,
     namespace: o.namespace,
@@ -43,6 +61,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     maxLoaded: rt.config.modelCacheSize,
     // Written durably to the outbox before the prediction is answered; booked from there.
     onPredictions: (model, version, count) => rt.outbox.recordPredictions(model, version, count),
+    ...(measured ? { onPredicted: measured.predicted } : {}),
   });
   const c = rt.config.api;
   const api = createApi({
@@ -63,6 +82,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     },
     logger: rt.logger,
     dataRoots: rt.config.dataRoots,
+    ...(registry ? { graphqlMetrics: registry } : {}),
   });
   // The realised-ROI watch: each new crossing emits roi.below once (engine.checkRoiWatches).
   const everyMs = o.roiWatchEveryMs ?? 60_000;
@@ -82,6 +102,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
   return {
     api,
     engine,
+    ...(registry ? { metrics: () => renderMetrics(registry, { logger: rt.logger }) } : {}),
     close: async () => {
       if (watch) clearInterval(watch);
       await modelServer.close();
@@ -93,7 +114,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
  * The API process's parts connected to Temporal through the standard TEMPORAL_* environment
  * (registering Capstan's search attributes when the namespace lacks them).
  */
-export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; connection: Connection; close(): Promise<void> }> {
+export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; connection: Connection; metrics?: () => Promise<MetricsText>; close(): Promise<void> }> {
   const target = temporalTarget(env);
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
@@ -103,11 +124,13 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
     namespace: target.namespace,
     ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
     ...(roiWatchEveryMs(env) !== undefined ? { roiWatchEveryMs: roiWatchEveryMs(env)! } : {}),
+    ...(rt.config.telemetry.metrics ? { metrics: {} } : {}),
   });
   return {
     api: app.api,
     // The health check's (app/health.ts).
     connection,
+    ...(app.metrics ? { metrics: app.metrics } : {}),
     async close() {
       await app.close();
       await connection.close();

@@ -4,10 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
-import { Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
+import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import { DevicePool, resolveDevices, type Device } from '../activities/devices.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import type { Logger } from '../lib/logger.js';
+import { noWorkerMetrics, type WorkerMetrics } from '../lib/telemetry/worker-metrics.js';
+import { METRICS_SINK, type RunMetricsSink } from '../workflows/metrics-sink.js';
 import { registerSlotsSignal, slotKeeperId, slotsQuery, unregisterSlotsSignal, type SlotKeeperView } from '../workflows/gang.js';
 import type { CapstanConfig } from './config.js';
 
@@ -39,6 +41,24 @@ export interface WorkerSetOptions {
   identity?: string;
   /** How this host is named in replica metrics (default: the OS host name). */
   host?: string;
+  /** The worker's Prometheus metrics (lib/telemetry/worker-metrics.ts); none: counted nowhere. */
+  metrics?: WorkerMetrics;
+}
+
+/**
+ * The runs' metrics sink (workflows/metrics-sink.ts), registered on every workflow worker whether
+ * metrics are on or not, so workflow code never calls a sink that is not there. Not called while a
+ * history replays, so a run rebuilt from its history counts nothing twice.
+ */
+export function runMetricsSinks(m: WorkerMetrics = noWorkerMetrics): InjectedSinks<RunMetricsSink> {
+  return {
+    [METRICS_SINK]: {
+      paused: { fn: (_info, pipeline, code) => m.runPaused(pipeline, code) },
+      budgetPaused: { fn: (_info, pipeline) => m.budgetPaused(pipeline) },
+      slotWaited: { fn: (_info, queue, seconds) => m.slotWaited(queue, seconds) },
+      finished: { fn: (_info, pipeline, status) => m.runFinished(pipeline, status) },
+    },
+  };
 }
 
 /**
@@ -48,7 +68,7 @@ export interface WorkerSetOptions {
 export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
   const workers: Worker[] = [];
   const devices = o.roles.includes('gpu') ? new DevicePool(o.gpus ?? resolveDevices(undefined, o.gpuSlots ?? 2), o.host ?? os.hostname()) : undefined;
-  const acts = createActivities({ ...o.activities, ...(devices ? { devices } : {}) });
+  const acts = createActivities({ ...o.activities, ...(devices ? { devices } : {}), ...(o.metrics ? { metrics: o.metrics } : {}) });
   const common = {
     connection: o.connection,
     namespace: o.namespace,
@@ -66,6 +86,7 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
       taskQueue: o.taskQueues.workflows,
       ...(o.workflowBundle ? { workflowBundle: o.workflowBundle } : { workflowsPath }),
       maxCachedWorkflows: 200,
+      sinks: runMetricsSinks(o.metrics),
       ...(shared ? { activities: acts, maxConcurrentActivityTaskExecutions: cpuSlots, activityTaskPollerBehavior: eagerPollers(cpuSlots) } : {}),
     });
     workers.push(w);

@@ -359,6 +359,28 @@ export async function pipelineTotals(db: Db, w: PipelineWindow): Promise<Pipelin
   return { ...foldTotals(rows), runs: Number(runs[0]?.n ?? 0), byStage: await group('stage_id'), byResource: await group('category') };
 }
 
+/** Net amount of one kind booked per pipeline, category and currency. */
+export interface BookedTotal {
+  pipeline: string;
+  category: string;
+  currency: string;
+  amount: bigint;
+}
+
+/**
+ * Net amounts of one kind booked so far, per pipeline, category and currency (reversals net out),
+ * summed exactly in the database: what /metrics reports as capstan_ledger_cost_total and
+ * capstan_ledger_revenue_total.
+ */
+export async function bookedTotals(db: Db, kind: EntryKind): Promise<BookedTotal[]> {
+  const rows = await db.query<{ pipeline: string; category: string; currency: string; total: string }>(
+    `SELECT pipeline, category, currency, CAST(SUM(amount_micros) AS TEXT) AS total FROM ledger_entries
+     WHERE kind = ? GROUP BY pipeline, category, currency ORDER BY pipeline, category, currency`,
+    [kind],
+  );
+  return rows.map((r) => ({ pipeline: r.pipeline, category: r.category, currency: r.currency, amount: BigInt(r.total) }));
+}
+
 /** Remembers the revenue model of a run (the latest one the ledger stage saw), for pricing served predictions. */
 export async function saveRunRevenue(db: Db, ctx: BookingContext, model: RevenueModel, booking?: unknown): Promise<void> {
   await db.run(

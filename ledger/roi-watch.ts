@@ -129,6 +129,28 @@ export async function checkRoiWatches(db: Db, now = new Date()): Promise<RoiChec
   return out;
 }
 
+/** Where a watched model stands: the version judged last, whether it is below its watch, its realised ROI then. */
+export interface RoiWatchState {
+  model: string;
+  version: number;
+  below: boolean;
+  /** 4-place decimal ratio (null before the first judgement recorded one). */
+  realisedRoi: string | null;
+  checkedAt: string;
+}
+
+/** The latest judged state of each watched model (its most recently checked version). */
+export async function roiWatchStates(db: Db): Promise<RoiWatchState[]> {
+  const rows = await db.query<{ model: string; version: string | number; below: number | string | boolean; last_roi: string | null; checked_at: string }>(
+    'SELECT model, version, below, last_roi, checked_at FROM roi_watch_state ORDER BY model, checked_at, version',
+  );
+  const latest = new Map<string, RoiWatchState>();
+  for (const r of rows) {
+    latest.set(r.model, { model: r.model, version: Number(r.version), below: Number(r.below) === 1 || r.below === true, realisedRoi: r.last_roi, checkedAt: r.checked_at });
+  }
+  return [...latest.values()];
+}
+
 /** Moves the version's state; returns the crossing number when this check is the one that crossed under. */
 async function transition(db: Db, c: RoiCheck, now: Date): Promise<number | undefined> {
   const at = now.toISOString();

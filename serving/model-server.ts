@@ -47,6 +47,11 @@ export interface ModelServerOptions {
    * throws, the request fails with MODEL_UNAVAILABLE (logged); close() waits for calls running.
    */
   onPredictions?: (model: string, version: number, count: number) => void | Promise<void>;
+  /**
+   * Called after every answered prediction request (the HTTP route and GraphQL's predict both
+   * come here) with its batch size and how long it took, loading included: the API's metrics.
+   */
+  onPredicted?: (model: string, version: number, count: number, seconds: number) => void;
   /** Largest batch one request may send (default 1024). */
   maxBatch?: number;
   /** Most model versions kept loaded at once (default 8); the least recently used is evicted first. */
@@ -235,6 +240,7 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
 
   return {
     async predict(model, inputs, o = {}) {
+      const t0 = performance.now();
       if (closed) throw new ServingError('MODEL_UNAVAILABLE', 'model server is closed');
       let entry = await entryFor(model);
       // A swap or an eviction may have retired it while we waited: take the one served now. No
@@ -276,6 +282,7 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
           pending.delete(booking);
         }
       }
+      opts.onPredicted?.(model, entry.version, batch.n, (performance.now() - t0) / 1000);
       return { model, version: entry.version, predictions };
     },
     refresh,

@@ -19,6 +19,7 @@ import type { Activities } from '../activities/index.js';
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
 import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, slotsRevokedSignal, takesGangSlots } from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
+import { BUDGET_PAUSE_CODE, runMetrics } from './metrics-sink.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
   ArtifactRef,
@@ -90,6 +91,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     ...(input.budget ? { budget: initialBudget(input) } : {}),
   };
   const budget = state.budget;
+  /** The worker's metrics (a sink: no command, not called on replay). */
+  const metrics = runMetrics();
   /** Bumped by every budget raise: stages paused on their budget look again. */
   let budgetVersion = 0;
   /** Estimates reserved out of the run's budget by the stages running now (stage id → micros). */
@@ -135,6 +138,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     if (!wait) return;
     delete st.wait;
     const seconds = (Date.parse(now()) - Date.parse(wait.since)) / 1000;
+    metrics.slotWaited(wait.queue, seconds);
     event('STAGE_WAIT_ENDED', st.id, `${outcome} after ${seconds.toFixed(1)} s`);
     refreshDetails();
   };
@@ -263,6 +267,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         state.pausedStages.push(spec.id);
         setStatus('PAUSED');
         event('RUN_PAUSED', spec.id, `waiting for a decision on stage ${spec.id}`);
+        metrics.paused(input.pipeline, type ?? 'UNKNOWN');
         const decided = await condition(() => decisions.has(spec.id) || decisions.has('*'), input.onFailure.timeoutMs);
         state.pausedStages = state.pausedStages.filter((s) => s !== spec.id);
         if (!decided) {
@@ -597,6 +602,8 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     state.pausedStages.push(spec.id);
     setStatus('PAUSED');
     event('RUN_PAUSED', spec.id, `${why}; spent so far ${budget!.spent} ${budget!.currency}; raiseBudget or abortRun`);
+    metrics.paused(input.pipeline, BUDGET_PAUSE_CODE);
+    metrics.budgetPaused(input.pipeline);
     const seen = budgetVersion;
     const seenReserved = reservedVersion;
     const decided = await condition(
@@ -651,6 +658,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         event('RUN_CANCELLED');
         clearCurrent();
         setStatus('CANCELLED');
+        metrics.finished(input.pipeline, 'CANCELLED');
       });
       throw err;
     }
@@ -660,6 +668,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     event('RUN_FAILED', undefined, err instanceof Error ? err.message : String(err));
     clearCurrent();
     setStatus('FAILED');
+    metrics.finished(input.pipeline, 'FAILED');
     await condition(allHandlersFinished);
     throw ApplicationFailure.create({
       message: err instanceof Error ? err.message : String(err),
@@ -672,6 +681,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   event('RUN_COMPLETED');
   clearCurrent();
   setStatus('COMPLETED');
+  metrics.finished(input.pipeline, 'COMPLETED');
   await condition(allHandlersFinished);
   return state;
 }

@@ -12,7 +12,9 @@ import type { Role } from '../../auth/roles.js';
 import { createApiApp } from '../../app/api.js';
 import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
+import { createWorkerTelemetry, sdkTelemetryOptions, type SdkMetricsEndpoint, type WorkerTelemetry } from '../../app/worker-metrics.js';
 import { createWorkers, runWorkers } from '../../app/workers.js';
+import { startOpsServer, type MetricsText, type OpsServer } from '../../lib/telemetry/ops-server.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
@@ -43,6 +45,11 @@ export interface TestStack {
   /** Stops the workers (e.g. to simulate a lost worker) — the stack stays up otherwise. */
   stopWorkers(): Promise<void>;
   startWorkers(): Promise<void>;
+  /** With CAPSTAN_OPS_LISTEN in `env`: the workers' metrics and their ops listener (as worker.ts starts them). */
+  workerTelemetry?: WorkerTelemetry;
+  workerOps?: OpsServer;
+  /** With metrics on (CAPSTAN_METRICS_TOKEN or CAPSTAN_OPS_LISTEN): the API's /metrics text (served on `url` when a token is set). */
+  apiMetrics?: () => Promise<MetricsText>;
   close(): Promise<void>;
 }
 
@@ -53,8 +60,13 @@ export interface TestStackOptions {
   temporalAddress?: string;
   /** Where the API and runtime log (silent by default). */
   logger?: Logger;
-  /** Extra configuration environment (e.g. CAPSTAN_CORS_ORIGINS). */
+  /** Extra configuration environment (e.g. CAPSTAN_CORS_ORIGINS, CAPSTAN_METRICS_TOKEN, CAPSTAN_OPS_LISTEN). */
   env?: Record<string, string>;
+  /**
+   * The Temporal SDK's Prometheus exporter (worker.ts turns it on with the ops listener): installed
+   * with the SDK's runtime, so it must be the first stack of its test file.
+   */
+  sdkMetrics?: SdkMetricsEndpoint;
 }
 
 /** A real stack for one test file, built by the composition root: its own task queues on the shared dev server, workers, and the API over HTTP. */
@@ -63,8 +75,10 @@ let runtimeInstalled = false;
 export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   if (!runtimeInstalled) {
     // Keep the SDK's per-worker INFO lines out of test output.
-    Runtime.install({ logger: new DefaultLogger('ERROR') });
+    Runtime.install({ logger: new DefaultLogger('ERROR'), ...(o.sdkMetrics ? { telemetryOptions: sdkTelemetryOptions(o.sdkMetrics) } : {}) });
     runtimeInstalled = true;
+  } else if (o.sdkMetrics) {
+    throw new Error("startTestStack: sdkMetrics needs the SDK's runtime installed by this stack: start it first in its test file");
   }
   const address = o.temporalAddress ?? inject('temporalAddress');
   const namespace = inject('temporalNamespace');
@@ -79,6 +93,12 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   const rt = await createRuntime(config, logger, { stages });
   const taskQueues = config.taskQueues;
 
+  const t = config.telemetry;
+  // As worker.ts: metrics and the ops listener (on the address given; 127.0.0.1:0 for any port) when CAPSTAN_OPS_LISTEN is set.
+  const workerTelemetry = t.opsListen ? createWorkerTelemetry({ roles: ['workflows', 'cpu', 'gpu'], ...(o.sdkMetrics ? { sdk: o.sdkMetrics } : {}), logger }) : undefined;
+  const workerOps = t.opsListen
+    ? await startOpsServer({ listen: t.opsListen, ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(workerTelemetry ? { metrics: workerTelemetry.render } : {}), logger })
+    : undefined;
   const nativeConnection = await NativeConnection.connect({ address });
   let workers: Worker[] = [];
   let running: Promise<unknown>[] = [];
@@ -93,6 +113,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       slotLeaseMs: config.slotLeaseMs,
       slotRevokeAfterMs: config.slotRevokeAfterMs,
       slotRecordsDir: path.join(dataDir, 'workers'),
+      ...(workerTelemetry ? { metrics: workerTelemetry.metrics } : {}),
     });
     // runWorkers: a stopped worker's slot reports are withdrawn before it resolves (as in worker.ts).
     running = [runWorkers(workers)];
@@ -111,9 +132,12 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     namespace,
     modelRefreshMs: 500,
     ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}),
+    // Scrape-time reads cached for 1 s (5 s in production), so a test's scrapes see changes soon.
+    ...(t.metrics ? { metrics: { cacheMs: 1000 } } : {}),
   });
   const api = app.api;
-  const server: Server = createServer(createNodeHandler(api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
+  const ops = { ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(app.metrics ? { metrics: app.metrics } : {}) };
+  const server: Server = createServer(createNodeHandler(api, { maxBodyBytes: config.api.maxBodyBytes, logger, ops }));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 
@@ -146,8 +170,12 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     },
     stopWorkers,
     startWorkers,
+    ...(workerTelemetry ? { workerTelemetry } : {}),
+    ...(workerOps ? { workerOps } : {}),
+    ...(app.metrics ? { apiMetrics: app.metrics } : {}),
     async close() {
       server.close();
+      await workerOps?.close();
       await stopWorkers();
       await app.close();
       await connection.close();

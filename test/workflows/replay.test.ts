@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
-import { workflowsPath } from '../../app/workers.js';
+import { runMetricsSinks, workflowsPath } from '../../app/workers.js';
 import { historySets, loadRecorded, SCENARIOS } from './histories.js';
 
 const UNPATCHED = fileURLToPath(new URL('../fixtures/workflows/unpatched.ts', import.meta.url));
@@ -15,7 +15,8 @@ async function replay(workflowsFile: string) {
   const recorded = loadRecorded();
   const results = [];
   for await (const r of Worker.runReplayHistories(
-    { workflowsPath: workflowsFile, replayName: 'capstan-replay' },
+    // The runs' metrics sink, as every workflow worker registers it (never called while replaying).
+    { workflowsPath: workflowsFile, replayName: 'capstan-replay', sinks: runMetricsSinks() },
     recorded.map(({ meta, history }) => ({ workflowId: meta.workflowId, history })),
   )) {
     results.push({ workflowId: r.workflowId, error: r.error });
