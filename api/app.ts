@@ -20,6 +20,7 @@ import { modelsModule } from './modules/models.js';
 import { operationsModule } from './modules/operations.js';
 import { RateLimiter, rateLimited } from './rate-limit.js';
 import { StreamEnded, SubscriptionLimiter } from './subscriptions.js';
+import { traceOperations } from './tracing.js';
 
 /** Every module of the API: runs and plugins, operations, the ledger, models, tokens, run history. */
 export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule, budgetModule];
@@ -124,6 +125,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       listCostLimit(GRAPHQL_LIMITS.maxListCost),
       errorCodesOnResults(),
       redactErrorsForRole(deps.dataRoots),
+      // A span per query and mutation when tracing is on (nothing otherwise).
+      traceOperations(),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {

@@ -1,6 +1,7 @@
 // Entry point of a training child process: `node --import tsx child-main.ts <job.json>`.
 // stdout carries only protocol lines (`@@capstan {json}`); everything else goes to stderr.
 import { readFileSync } from 'node:fs';
+import { contextFromTraceparent, startChildTracing, tracingConfigured, withSpan, type Tracing } from '../../lib/telemetry/tracing.js';
 import { DataError } from '../data/data-error.js';
 import { PROTOCOL_PREFIX, type ChildMessage } from './child-runner.js';
 import { runEvaluateJob } from './evaluate-job.js';
@@ -21,6 +22,9 @@ function cpuSeconds(): number {
   return (u.user + u.system) / 1e6;
 }
 
+/** This child's tracer when its parent passed TRACEPARENT and OTEL_* asks for traces; flushed before it exits. */
+let tracing: Tracing | undefined;
+
 async function main(): Promise<void> {
   // Libraries that print to stdout (tfjs hints) must not mix with the protocol.
   console.log = console.error;
@@ -36,6 +40,12 @@ async function main(): Promise<void> {
   const jobFile = process.argv[2];
   if (!jobFile) throw new Error('usage: child-main <job.json>');
   const job = JSON.parse(readFileSync(jobFile, 'utf8')) as MlJob;
+  tracing = await startChildTracing({ enabled: tracingConfigured(process.env), defaultServiceName: 'capstan-training', env: process.env });
+  const data = await withSpan('capstan.training.child', { 'process.pid': process.pid, 'capstan.job.kind': job.kind }, () => runJob(job), contextFromTraceparent(process.env));
+  await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
+}
+
+async function runJob(job: MlJob): Promise<unknown> {
   const progress = (data: unknown) => void emit({ type: 'progress', data, cpuSeconds: cpuSeconds() });
   let data: unknown;
   switch (job.kind) {
@@ -54,12 +64,21 @@ async function main(): Promise<void> {
     default:
       throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);
   }
-  await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
+  return data;
+}
+
+/** Exports this child's span before it exits (a failed export never changes the job's outcome). */
+async function flush(): Promise<void> {
+  await tracing?.shutdown().catch((e: unknown) => process.stderr.write(`trace export failed: ${(e as Error).message}\n`));
 }
 
 main().then(
-  () => process.exit(0),
+  async () => {
+    await flush();
+    process.exit(0);
+  },
   async (e: unknown) => {
+    await flush();
     const err = e instanceof Error ? e : new Error(String(e));
     process.stderr.write(`${err.stack ?? err.message}\n`);
     if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { processCpuSeconds } from '../../lib/process-cpu.js';
 import { readLines } from '../../lib/read-lines.js';
+import { traceparentEnv } from '../../lib/telemetry/tracing.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
 export const PROTOCOL_PREFIX = '@@capstan ';
@@ -86,7 +87,8 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const started = performance.now();
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    // The stage attempt's trace context: the child's span joins the run's trace (when tracing is on).
+    env: { ...process.env, ...traceparentEnv(), ...opts.env },
   });
 
   let result: { data: unknown; cpuSeconds: number } | undefined;

@@ -12,6 +12,7 @@ import type { Role } from '../../auth/roles.js';
 import { createApiApp } from '../../app/api.js';
 import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
+import { clientTracing } from '../../app/temporal.js';
 import { createWorkers, runWorkers } from '../../app/workers.js';
 import type { Engine } from '../../engine/index.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
@@ -104,7 +105,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   await startWorkers();
 
   const connection = await Connection.connect({ address });
-  const client = new Client({ connection, namespace });
+  const client = new Client({ connection, namespace, ...clientTracing() });
   const adminToken = (await rt.tokens.create({ name: 'test-admin', role: 'admin' })).token;
   const app = createApiApp(rt, {
     client,
