@@ -9,6 +9,7 @@ import { connectWorker, temporalTarget } from './app/temporal.js';
 import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger } from './lib/logger.js';
+import { startTracing } from './lib/telemetry/tracing.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
     // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging.
     logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN'),
   });
+  // Before the workers are created: they install Temporal's tracing interceptors when it runs.
+  const tracing = await startTracing({ enabled: config.telemetry.tracing, defaultServiceName: 'capstan-worker', env: process.env });
   const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
   const connection = await connectWorker(target);
@@ -59,6 +62,7 @@ async function main(): Promise<void> {
   if (gc) clearInterval(gc);
   await connection.close();
   await rt.close();
+  await tracing?.shutdown();
   logger.info('worker stopped');
 }
 

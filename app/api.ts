@@ -11,6 +11,8 @@ export interface ApiAppOptions {
   client: Client;
   namespace: string;
   temporalUiUrl?: string;
+  /** Address of a trace in a trace UI, with `{traceId}` (CAPSTAN_TRACE_UI_URL). */
+  traceUiUrl?: string;
   /** How often the model server re-reads the `production` alias (default 5 s). */
   modelRefreshMs?: number;
   /** How often watched deployments' realised ROI is judged (default 60 s; 0: only on checkRoiWatches). */
@@ -32,6 +34,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): { api: Api; engine:
     tokens: rt.tokens,
     gang: rt.config.gang,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
+    ...(o.traceUiUrl ? { traceUiUrl: o.traceUiUrl } : {}),
   });
   const modelServer = createModelServer({
     registry: rt.models,
@@ -102,6 +105,7 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
     client,
     namespace: target.namespace,
     ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
+    ...(rt.config.telemetry.traceUiUrl ? { traceUiUrl: rt.config.telemetry.traceUiUrl } : {}),
     ...(roiWatchEveryMs(env) !== undefined ? { roiWatchEveryMs: roiWatchEveryMs(env)! } : {}),
   });
   return {

@@ -112,6 +112,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     namespace,
     modelRefreshMs: 500,
     ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}),
+    ...(config.telemetry.traceUiUrl ? { traceUiUrl: config.telemetry.traceUiUrl } : {}),
   });
   const api = app.api;
   const server: Server = createServer(createNodeHandler(api, { maxBodyBytes: config.api.maxBodyBytes, logger }));
