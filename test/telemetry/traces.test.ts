@@ -2,40 +2,19 @@
 // real worker, exported over OTLP to a real Jaeger, is read back from Jaeger's query API as ONE
 // trace: the GraphQL operation, the workflow, every stage attempt (with the run id) and the
 // training child process's own span under its stage attempt.
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readTrace, resolveJaeger, spanTag, startJaeger, type Jaeger, type JaegerSpan, type JaegerTrace } from '../../dev/jaeger.js';
-import { silentLogger } from '../../lib/logger.js';
-import { activeTracing, startTracing, type Tracing } from '../../lib/telemetry/tracing.js';
+import { spanTag } from '../../dev/jaeger.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { ancestors, parentOf, runTraced, startTracedStack, traceWith, type TracedStack } from './traced-stack.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-let jaeger: Jaeger;
-let tracing: Tracing | undefined;
-let stack: TestStack;
-
+let t: TracedStack;
 beforeAll(async () => {
-  const bin = resolveJaeger({ toolsDir: path.join(root, '.tools'), env: process.env, logger: silentLogger });
-  jaeger = await startJaeger({ jaegerPath: bin.path, dir: mkdtempSync(path.join(os.tmpdir(), 'capstan-jaeger-')), logger: silentLogger });
-  // The standard variables, as an operator sets them; the training children inherit them.
-  process.env.OTEL_EXPORTER_OTLP_ENDPOINT = jaeger.otlpEndpoint;
-  process.env.OTEL_BSP_SCHEDULE_DELAY = '200';
-  tracing = await startTracing({ enabled: true, defaultServiceName: 'capstan-api', env: process.env });
-  stack = await startTestStack({
-    plugins: [dataPrepStage(), pretrainStage(), roiLedgerStage()],
-    env: { OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint, CAPSTAN_TRACE_UI_URL: `${jaeger.queryUrl}/trace/{traceId}` },
-  });
+  t = await startTracedStack([dataPrepStage(), pretrainStage(), roiLedgerStage()]);
 });
-
 afterAll(async () => {
-  await stack?.close();
-  await tracing?.shutdown();
-  await jaeger?.stop();
+  await t?.close();
 });
 
 const spec = {
@@ -47,66 +26,20 @@ const spec = {
   ],
 };
 
-/** The chain of a span's parents (CHILD_OF references) up to the trace's root, names only. */
-function ancestors(trace: JaegerTrace, span: JaegerSpan): string[] {
-  const byId = new Map(trace.spans.map((s) => [s.spanID, s]));
-  const out: string[] = [];
-  let cur: JaegerSpan | undefined = span;
-  while (cur) {
-    const ref: JaegerSpan['references'][number] | undefined = cur.references.find((r) => r.refType === 'CHILD_OF');
-    cur = ref ? byId.get(ref.spanID) : undefined;
-    if (cur) out.push(cur.operationName);
-  }
-  return out;
-}
-
 describe('traces of a pipeline run in Jaeger', () => {
   it('finds one trace from startPipeline through the workflow and every stage attempt into the training child', { timeout: 600_000 }, async () => {
-    expect(activeTracing()).toBeDefined();
-    const started = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id traceId } }`, { s: spec });
-    expect(started.errors, JSON.stringify(started.errors)).toBeUndefined();
-    const runId: string = started.data.startPipeline.id;
-    const traceId: string = started.data.startPipeline.traceId;
+    const { runId, traceId, run } = await runTraced(t.stack, spec);
     expect(traceId).toMatch(/^[0-9a-f]{32}$/);
-
-    const run = await waitFor(
-      async () => {
-        const r = await stack.gql(`query($id: ID!) { run(id: $id) { status traceId traceUrl stages { id status attempts } events { message } } }`, { id: runId });
-        const v = r.data.run;
-        if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(v.status)) throw new Error(`run ${runId} is ${v.status}: ${JSON.stringify(v.events.at(-1))}`);
-        return v.status === 'COMPLETED' ? v : undefined;
-      },
-      `run ${runId} to complete`,
-      480_000,
-      500,
-    );
     expect(run.traceId).toBe(traceId);
-    expect(run.traceUrl).toBe(`${jaeger.queryUrl}/trace/${traceId}`);
+    expect(run.traceUrl).toBe(`${t.jaeger.queryUrl}/trace/${traceId}`);
 
-    await activeTracing()!.spanProcessor.forceFlush();
     const stageIds = spec.stages.map((s) => s.id);
-    const attemptsOf = (t: JaegerTrace) => t.spans.filter((s) => s.operationName.startsWith('capstan.stage.attempt '));
-    const trace = await waitFor(
-      async () => {
-        const t = await readTrace(jaeger.queryUrl, traceId);
-        if (!t) return undefined;
-        const names = t.spans.map((s) => s.operationName);
-        const complete =
-          names.includes('graphql.mutation startPipeline') &&
-          names.some((n) => n === 'RunWorkflow:runPipelineWorkflow') &&
-          stageIds.every((id) => names.includes(`capstan.stage.attempt ${id}`)) &&
-          names.includes('capstan.training.child');
-        return complete ? t : undefined;
-      },
-      `trace ${traceId} in Jaeger with the operation, workflow, stage attempt and training child spans`,
-      60_000,
-      300,
-    );
+    const trace = await traceWith(t, traceId, ['graphql.mutation startPipeline', 'RunWorkflow:runPipelineWorkflow', ...stageIds.map((id) => `capstan.stage.attempt ${id}`), 'capstan.training.child']);
 
     // One trace: every span carries the run's trace id.
     expect(new Set(trace.spans.map((s) => s.traceID))).toEqual(new Set([traceId]));
     // Every stage attempt span names the run, its stage, plugin and attempt, and descends from startPipeline through the workflow.
-    const attempts = attemptsOf(trace);
+    const attempts = trace.spans.filter((s) => s.operationName.startsWith('capstan.stage.attempt '));
     expect(attempts.map((s) => spanTag(s, 'capstan.stage.id')).sort()).toEqual([...stageIds].sort());
     for (const a of attempts) {
       expect(spanTag(a, 'capstan.run_id')).toBe(runId);
@@ -121,7 +54,7 @@ describe('traces of a pipeline run in Jaeger', () => {
     expect(spanTag(child, 'capstan.job.kind')).toBe('pretrain');
     expect(spanTag(child, 'process.pid')).not.toBe(process.pid);
     expect(trace.processes[child.processID]?.serviceName).toBe('capstan-training');
-    const parent = trace.spans.find((s) => s.spanID === child.references.find((r) => r.refType === 'CHILD_OF')?.spanID);
+    const parent = parentOf(trace, child);
     expect(parent?.operationName).toBe('capstan.stage.attempt pretrain');
     expect(spanTag(parent!, 'capstan.run_id')).toBe(runId);
     // The operation span says what it was.
