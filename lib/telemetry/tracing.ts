@@ -145,6 +145,15 @@ export function withSpan<T>(name: string, attrs: Attributes, fn: (span?: Span) =
   });
 }
 
+/**
+ * withSpan, but only inside a trace already (an active span): work a timer starts in the
+ * background (the ledger outbox's periodic flush) makes no root spans of its own.
+ */
+export function withChildSpan<T>(name: string, attrs: Attributes, fn: (span?: Span) => Promise<T>): Promise<T> {
+  if (!active || !trace.getActiveSpan()) return fn();
+  return withSpan(name, attrs, fn);
+}
+
 /** Adds attributes to the active span (a no-op without one). */
 export function setSpanAttributes(attrs: Attributes): void {
   if (!active) return;

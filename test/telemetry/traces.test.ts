@@ -34,7 +34,7 @@ describe('traces of a pipeline run in Jaeger', () => {
     expect(run.traceUrl).toBe(`${t.jaeger.queryUrl}/trace/${traceId}`);
 
     const stageIds = spec.stages.map((s) => s.id);
-    const trace = await traceWith(t, traceId, ['graphql.mutation startPipeline', 'RunWorkflow:runPipelineWorkflow', ...stageIds.map((id) => `capstan.stage.attempt ${id}`), 'capstan.training.child']);
+    const trace = await traceWith(t, traceId, ['graphql.mutation startPipeline', 'RunWorkflow:runPipelineWorkflow', ...stageIds.map((id) => `capstan.stage.attempt ${id}`), 'capstan.training.child', 'capstan.ledger.book_run']);
 
     // One trace: every span carries the run's trace id.
     expect(new Set(trace.spans.map((s) => s.traceID))).toEqual(new Set([traceId]));
@@ -57,6 +57,13 @@ describe('traces of a pipeline run in Jaeger', () => {
     const parent = parentOf(trace, child);
     expect(parent?.operationName).toBe('capstan.stage.attempt pretrain');
     expect(spanTag(parent!, 'capstan.run_id')).toBe(runId);
+    // Inside the attempts: the artifact store's puts (the outputs sealed) and the ledger's booking of the run.
+    const puts = trace.spans.filter((s) => s.operationName === 'capstan.artifact.put');
+    expect(puts.map((p) => parentOf(trace, p)?.operationName)).toContain('capstan.stage.attempt pretrain');
+    expect(puts.every((p) => Number(spanTag(p, 'capstan.artifact.bytes')) > 0)).toBe(true);
+    const booking = trace.spans.find((s) => s.operationName === 'capstan.ledger.book_run');
+    expect(booking && spanTag(booking, 'capstan.run_id')).toBe(runId);
+    expect(ancestors(trace, booking!)).toContain('capstan.stage.attempt ledger');
     // The operation span says what it was.
     const op = trace.spans.find((s) => s.operationName === 'graphql.mutation startPipeline')!;
     expect(spanTag(op, 'graphql.operation.type')).toBe('mutation');
