@@ -33,6 +33,9 @@ describe('traces of a pipeline run in Jaeger', () => {
     expect(run.traceId).toBe(traceId);
     expect(run.traceUrl).toBe(`${t.jaeger.queryUrl}/trace/${traceId}`);
 
+    // The workflow knows its own trace too (what a schedule's run, started by no request, is read by).
+    expect((await t.stack.client.workflow.getHandle(runId).result()).traceId).toBe(traceId);
+
     const stageIds = spec.stages.map((s) => s.id);
     const trace = await traceWith(t, traceId, ['graphql.mutation startPipeline', 'RunWorkflow:runPipelineWorkflow', ...stageIds.map((id) => `capstan.stage.attempt ${id}`), 'capstan.training.child', 'capstan.ledger.book_run']);
 
