@@ -231,8 +231,8 @@ export const coreTypeDefs = /* GraphQL */ `
     temporalUrl: String
     """
     The OpenTelemetry trace id of the run (32 hex digits): the trace of the request that started
-    it, with the workflow and every stage attempt in it. Null when the run was started with tracing
-    off, or by a schedule (its firing starts the workflow without a request to trace).
+    it (startPipeline, emitEvent, resumeRun), with the workflow and every stage attempt in it; for a
+    run a schedule fired, the trace its workflow began. Null when the run was started with tracing off.
     """
     traceId: String
     "Link to the run's trace in a trace UI; null without a trace id or without CAPSTAN_TRACE_UI_URL."

@@ -7,6 +7,7 @@ import { spanTag } from '../../dev/jaeger.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
+import { waitFor } from '../helpers/stack.js';
 import { ancestors, parentOf, runTraced, startTracedStack, traceWith, type TracedStack } from './traced-stack.js';
 
 let t: TracedStack;
@@ -71,5 +72,32 @@ describe('traces of a pipeline run in Jaeger', () => {
     const op = trace.spans.find((s) => s.operationName === 'graphql.mutation startPipeline')!;
     expect(spanTag(op, 'graphql.operation.type')).toBe('mutation');
     expect(spanTag(op, 'graphql.operation.name')).toBe('startPipeline');
+  });
+
+  it("gives a run a schedule fired (no request to trace) the trace of its own workflow", { timeout: 300_000 }, async () => {
+    const { stack } = t;
+    const saved = await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'traced-scheduled', stages: [{ id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 500, seed: 8 } }] },
+    });
+    expect(saved.errors, JSON.stringify(saved.errors)).toBeUndefined();
+    const created = await stack.gql('mutation { schedulePipeline(name: "traced-scheduled", every: "1h") { id } }');
+    expect(created.errors, JSON.stringify(created.errors)).toBeUndefined();
+    const handle = stack.client.schedule.getHandle(created.data.schedulePipeline.id);
+    try {
+      await handle.trigger();
+      const firing = await waitFor(async () => (await handle.describe()).info.recentActions[0]?.action.workflow, 'the schedule to fire', 60_000);
+      await stack.client.workflow.getHandle(firing.workflowId).result();
+      const run = (await stack.gql(`query($id: ID!) { run(id: $id) { status traceId traceUrl } }`, { id: firing.workflowId })).data.run;
+      expect(run.status).toBe('COMPLETED');
+      expect(run.traceId).toMatch(/^[0-9a-f]{32}$/);
+      expect(run.traceUrl).toBe(`${t.jaeger.queryUrl}/trace/${run.traceId}`);
+      // That trace holds the run's workflow and its stage attempt.
+      const trace = await traceWith(t, run.traceId, ['RunWorkflow:runPipelineWorkflow', 'capstan.stage.attempt data']);
+      const attempt = trace.spans.find((s) => s.operationName === 'capstan.stage.attempt data')!;
+      expect(spanTag(attempt, 'capstan.run_id')).toBe(firing.workflowId);
+      expect(ancestors(trace, attempt)).toContain('RunWorkflow:runPipelineWorkflow');
+    } finally {
+      await handle.delete();
+    }
   });
 });
