@@ -15,7 +15,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ActivityOptions } from '@temporalio/common';
-import { trace } from '@opentelemetry/api';
+import { trace, TraceFlags } from '@opentelemetry/api';
 import type { Activities } from '../activities/index.js';
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
 import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, slotsRevokedSignal, takesGangSlots } from './gang.js';
@@ -84,7 +84,7 @@ const RESERVED_BY = 'reserved by running stage';
  */
 function workflowTraceId(): { traceId?: string } {
   const sc = trace.getActiveSpan()?.spanContext();
-  return sc && trace.isSpanContextValid(sc) ? { traceId: sc.traceId } : {};
+  return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? { traceId: sc.traceId } : {};
 }
 
 export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunState> {

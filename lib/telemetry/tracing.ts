@@ -2,7 +2,7 @@
 // config.telemetry.tracing is on, never otherwise. The SDK is imported only when tracing starts,
 // so a process with tracing off loads none of it, opens nothing and exports nothing; the helpers
 // below then cost one boolean check.
-import { context, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api';
+import { context, propagation, ROOT_CONTEXT, SpanStatusCode, trace, TraceFlags, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 
@@ -160,10 +160,10 @@ export function setSpanAttributes(attrs: Attributes): void {
   trace.getActiveSpan()?.setAttributes(attrs);
 }
 
-/** The trace id of the active span, if a sampled one is active. */
+/** The trace id of the active span, if a sampled one is active (an unsampled trace is exported nowhere: no id to link to). */
 export function currentTraceId(): string | undefined {
   const sc = trace.getActiveSpan()?.spanContext();
-  return sc && trace.isSpanContextValid(sc) ? sc.traceId : undefined;
+  return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? sc.traceId : undefined;
 }
 
 /** TRACEPARENT (and TRACESTATE) of the active span, for a child process's environment; {} without one. */
