@@ -22,7 +22,7 @@ if (!said.capstanBackendsSaid) {
   );
 }
 
-const PYTHON_TESTS = ['test/command/**/*.test.ts', 'test/sdk/**/*.test.ts'];
+const PYTHON_TESTS = ['test/command/**/*.test.ts', 'test/sdk/**/*.test.ts', 'test/telemetry/python-*.test.ts'];
 
 export default defineConfig({
   // `capstan/plugin` from the sources: a plugin under test that imports it through a checkout

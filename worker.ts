@@ -13,6 +13,7 @@ import { createWorkers, runWorkers } from './app/workers.js';
 import { collectGarbage } from './engine/retention.js';
 import { createConsoleLogger, fatalLine } from './lib/logger.js';
 import { startOpsServer } from './lib/telemetry/ops-server.js';
+import { startTracing } from './lib/telemetry/tracing.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
@@ -35,6 +36,8 @@ async function main(): Promise<void> {
       ...(sdkMetrics ? sdkTelemetryOptions(sdkMetrics) : {}),
     },
   });
+  // Before the workers are created: they install Temporal's tracing interceptors when it runs.
+  const tracing = await startTracing({ enabled: config.telemetry.tracing, defaultServiceName: 'capstan-worker', env: process.env });
   const telemetry = t.opsListen ? createWorkerTelemetry({ roles: placed.roles, ...(sdkMetrics ? { sdk: sdkMetrics } : {}), logger }) : undefined;
   const rt = await createRuntime(config, logger);
   const target = temporalTarget(process.env);
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
   health.stop();
   await connection.close();
   await rt.close();
+  await tracing?.shutdown();
   logger.info('worker stopped');
 }
 

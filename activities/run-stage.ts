@@ -11,6 +11,7 @@ import type { ArtifactRef, StageContext, StageInputs, StagePlugin, StageResult }
 import type { StageRegistry } from '../plugins/registry.js';
 import type { StageServices } from '../plugins/services.js';
 import { formatPath } from '../lib/format-path.js';
+import { withSpan } from '../lib/telemetry/tracing.js';
 import { resolvePipelineActivity, type TokenChecker } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
 import { stageBytesKept } from './bytes-kept.js';
@@ -142,7 +143,30 @@ async function measured(deps: ActivityDeps, input: RunStageInput, run: () => Pro
   }
 }
 
-async function attempt(
+/**
+ * One attempt of a stage in its span (`capstan.stage.attempt`, a child of the activity's span that
+ * Temporal's interceptor opens): run id, stage, plugin, attempt and replica as attributes, so a
+ * trace backend finds a run's attempts by `capstan.run_id`. No span when tracing is off.
+ */
+function attempt(
+  deps: ActivityDeps,
+  input: RunStageInput,
+  body: (plugin: StagePlugin<unknown>, ctx: StageContext, params: unknown, inputs: StageInputs) => Promise<StageResult>,
+): Promise<StageOutcome> {
+  const info = Context.current().info;
+  const attrs = {
+    'capstan.run_id': input.runId,
+    'capstan.pipeline': input.pipeline,
+    'capstan.stage.id': input.stage.id,
+    'capstan.stage.plugin': `${input.stage.plugin}@${input.stage.pluginVersion}`,
+    'capstan.stage.attempt': info.attempt,
+    ...(input.replica ? { 'capstan.stage.replica': input.replica.index } : {}),
+    ...('replicaResults' in input ? { 'capstan.stage.reduce': true } : {}),
+  };
+  return withSpan(`capstan.stage.attempt ${input.stage.id}`, attrs, () => runAttempt(deps, input, body));
+}
+
+async function runAttempt(
   deps: ActivityDeps,
   input: RunStageInput,
   body: (plugin: StagePlugin<unknown>, ctx: StageContext, params: unknown, inputs: StageInputs) => Promise<StageResult>,

@@ -23,6 +23,7 @@ import { modelsModule } from './modules/models.js';
 import { operationsModule } from './modules/operations.js';
 import { RateLimiter, rateLimited } from './rate-limit.js';
 import { StreamEnded, SubscriptionLimiter } from './subscriptions.js';
+import { traceOperations } from './tracing.js';
 
 /** Every module of the API: runs and plugins, operations, the ledger, models, tokens, run history. */
 export const apiModules: ApiModule[] = [coreModule, operationsModule, ledgerModule, modelsModule, authModule, historyModule, budgetModule];
@@ -129,6 +130,8 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       redactErrorsForRole(deps.dataRoots),
       logOperations(deps.logger),
       ...(deps.graphqlMetrics ? [graphqlMetrics(deps.graphqlMetrics)] : []),
+      // A span per query and mutation when tracing is on (nothing otherwise).
+      traceOperations(),
     ],
     maskedErrors: { maskError: maskApiError },
     logging: {

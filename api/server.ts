@@ -6,12 +6,15 @@ import { apiHealth } from '../app/health.js';
 import { createRuntime } from '../app/runtime.js';
 import { createConsoleLogger, fatalLine } from '../lib/logger.js';
 import { startOpsServer, type OpsServer } from '../lib/telemetry/ops-server.js';
+import { startTracing } from '../lib/telemetry/tracing.js';
 import { createNodeHandler } from './http.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   checkApiBinding(config);
   const logger = createConsoleLogger({ name: 'api', level: config.logLevel, format: config.telemetry.logFormat });
+  // Before the Temporal client is made: it gets Temporal's tracing interceptor when tracing runs.
+  const tracing = await startTracing({ enabled: config.telemetry.tracing, defaultServiceName: 'capstan-api', env: process.env });
   const rt = await createRuntime(config, logger);
   const app = await connectApiApp(rt, process.env);
   const health = apiHealth({ temporal: app.connection, db: rt.db, logger });
@@ -38,6 +41,8 @@ async function main(): Promise<void> {
     await rt.close();
     await opsServer?.close();
     health.stop();
+    // Spans still buffered are exported before the process ends.
+    await tracing?.shutdown().catch((e: unknown) => logger.warn('could not flush the last spans', { error: (e as Error).message }));
     process.exit(0);
   };
   process.once('SIGINT', () => void stop());

@@ -14,6 +14,8 @@ export interface ApiAppOptions {
   client: Client;
   namespace: string;
   temporalUiUrl?: string;
+  /** Address of a trace in a trace UI, with `{traceId}` (CAPSTAN_TRACE_UI_URL). */
+  traceUiUrl?: string;
   /** How often the model server re-reads the `production` alias (default 5 s). */
   modelRefreshMs?: number;
   /** How often watched deployments' realised ROI is judged (default 60 s; 0: only on checkRoiWatches). */
@@ -50,6 +52,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): ApiApp {
     tokens: rt.tokens,
     gang: rt.config.gang,
     ...(o.temporalUiUrl ? { temporalUiUrl: o.temporalUiUrl } : {}),
+    ...(o.traceUiUrl ? { traceUiUrl: o.traceUiUrl } : {}),
   });
   const modelServer = createModelServer({
     registry: rt.models,
@@ -123,6 +126,7 @@ export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promis
     client,
     namespace: target.namespace,
     ...(rt.config.temporalUiUrl ? { temporalUiUrl: rt.config.temporalUiUrl } : {}),
+    ...(rt.config.telemetry.traceUiUrl ? { traceUiUrl: rt.config.telemetry.traceUiUrl } : {}),
     ...(roiWatchEveryMs(env) !== undefined ? { roiWatchEveryMs: roiWatchEveryMs(env)! } : {}),
     ...(rt.config.telemetry.metrics ? { metrics: {} } : {}),
   });

@@ -1,9 +1,11 @@
-import { Connection, Client } from '@temporalio/client';
+import { Connection, Client, type ClientOptions } from '@temporalio/client';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import { NativeConnection } from '@temporalio/worker';
 import proto from '@temporalio/proto';
 
 const { temporal } = proto;
+import { tracingEnabled } from '../lib/telemetry/tracing.js';
 import { allSearchAttributes } from '../workflows/search-attributes.js';
 
 /** Where to reach Temporal: the standard TEMPORAL_* environment / temporal.toml profile; the local dev server otherwise. */
@@ -22,7 +24,16 @@ export function temporalTarget(env: NodeJS.ProcessEnv): TemporalTarget {
 
 export async function connectClient(t: TemporalTarget): Promise<{ client: Client; connection: Connection }> {
   const connection = await Connection.connect(t.connectionOptions as Parameters<typeof Connection.connect>[0]);
-  return { connection, client: new Client({ connection, namespace: t.namespace }) };
+  return { connection, client: new Client({ connection, namespace: t.namespace, ...clientTracing() }) };
+}
+
+/**
+ * Temporal's client interceptor when this process traces: starting a run (and signals, queries,
+ * updates) gets a span, and its context travels in the workflow's headers, so the run's workflow
+ * span is a child of the GraphQL operation that started it. Nothing when tracing is off.
+ */
+export function clientTracing(): Pick<ClientOptions, 'interceptors'> {
+  return tracingEnabled() ? { interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } } : {};
 }
 
 export function connectWorker(t: TemporalTarget): Promise<NativeConnection> {

@@ -4,10 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
+import { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
 import { Worker, type InjectedSinks, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import { DevicePool, resolveDevices, type Device } from '../activities/devices.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import type { Logger } from '../lib/logger.js';
+import { activeTracing, type Tracing } from '../lib/telemetry/tracing.js';
 import { noWorkerMetrics, type WorkerMetrics } from '../lib/telemetry/worker-metrics.js';
 import { METRICS_SINK, type RunMetricsSink } from '../workflows/metrics-sink.js';
 import { registerSlotsSignal, slotKeeperId, slotsQuery, unregisterSlotsSignal, type SlotKeeperView } from '../workflows/gang.js';
@@ -43,6 +45,8 @@ export interface WorkerSetOptions {
   host?: string;
   /** The worker's Prometheus metrics (lib/telemetry/worker-metrics.ts); none: counted nowhere. */
   metrics?: WorkerMetrics;
+  /** This process's tracing (lib/telemetry/tracing.ts); default: the one started in this process, if any. None: no tracing interceptors. */
+  tracing?: Tracing;
 }
 
 /**
@@ -62,6 +66,17 @@ export function runMetricsSinks(m: WorkerMetrics = noWorkerMetrics): InjectedSin
 }
 
 /**
+ * Temporal's OpenTelemetry interceptors for a worker (or a replay worker): the workflow's span
+ * and each activity's continue the trace of the client call that started the run (headers carry
+ * the context); workflow spans leave the sandbox through a sink into this process's span
+ * processor. The workflow interceptors issue no commands, so runs started without tracing replay
+ * with them installed (test/telemetry/replay-traced.test.ts).
+ */
+export function tracingPlugins(tracing: Tracing | undefined): { plugins?: OpenTelemetryPlugin[] } {
+  return tracing ? { plugins: [new OpenTelemetryPlugin({ resource: tracing.resource, spanProcessor: tracing.spanProcessor })] } : {};
+}
+
+/**
  * Creates the workers this host serves: the orchestrator (workflows) and the cpu / gpu stage
  * queues. GPU stages get few slots (one per device); CPU stages more.
  */
@@ -73,6 +88,7 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
     connection: o.connection,
     namespace: o.namespace,
     shutdownGraceTime: o.shutdownGraceTime ?? '30s',
+    ...tracingPlugins(o.tracing ?? activeTracing()),
     ...(o.identity ? { identity: o.identity } : {}),
   };
   const slotQueues: { queue: string; slots: number; worker: Worker }[] = [];

@@ -8,6 +8,7 @@ import { parseDurationMs } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
+import { currentTraceId } from '../lib/telemetry/tracing.js';
 import { checkParamsSize, LEDGER_PLUGIN, parseSpecText, resolveSpec, SpecValidationError, type ResolvedSpec, type SpecIssue } from './spec.js';
 import { estimateSpec } from './estimate.js';
 import { checkRoiWatches, listRoiAlerts, markAlertEmitted, saveRoiWatch, type RoiAlert, type RoiCheck } from '../ledger/roi-watch.js';
@@ -24,7 +25,7 @@ import { PipelineNameKey, ResumedFromKey, RunStatusKey, StartedByKey } from '../
 import type { Decision, GangSettings, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
-import { firstInput, isRunId, newRunId, readRun, type RunView } from './read-model.js';
+import { firstInput, isRunId, newRunId, readRun, TRACE_ID_MEMO, type RunView } from './read-model.js';
 import { planResume, type ResumePlanStage } from './resume.js';
 import { listRuns, type RunFilter, type RunPage } from './run-list.js';
 import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
@@ -43,6 +44,8 @@ export interface EngineDeps {
   logger: Logger;
   /** Base URL of the Temporal Web UI, for links to runs. */
   temporalUiUrl?: string;
+  /** Address of a trace in a trace UI, with `{traceId}` (CAPSTAN_TRACE_UI_URL), for links to runs' traces. */
+  traceUiUrl?: string;
   /** How often a followed run is polled (ms). */
   followPollMs?: number;
   /** The configured price sheet: estimates and budgets are priced with it (budgets are refused without one). */
@@ -143,6 +146,8 @@ export class Engine {
     const input: RunPipelineInput = { ...resolved, ...rest, ...(estimate ? { estimate } : {}), ...(this.deps.gang ? { gang: this.deps.gang } : {}) };
     await this.checkCapacity(input);
     let id = workflowId ?? newRunId(input.pipeline);
+    // The trace of the request starting the run (tracing on): kept in the memo, which adds no workflow command.
+    const traceId = currentTraceId();
     let handle;
     for (let tries = 0; ; tries++) {
       try {
@@ -158,6 +163,7 @@ export class Engine {
             ...(extra.resumedFrom ? [{ key: ResumedFromKey, value: extra.resumedFrom }] : []),
             ...(quotaKey(extra.startedBy) ? [{ key: StartedByKey, value: quotaKey(extra.startedBy)! }] : []),
           ],
+          ...(traceId ? { memo: { [TRACE_ID_MEMO]: traceId } } : {}),
           staticSummary: summaryOf(input),
           staticDetails: [
             `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
@@ -199,6 +205,7 @@ export class Engine {
       pausedStages: [],
       events: [],
       ...(extra.resumedFrom ? { resumedFrom: extra.resumedFrom } : {}),
+      ...(traceId ? { traceId } : {}),
       ...(input.estimate ? { estimate: input.estimate } : {}),
       ...(input.budget ? { budget: initialBudget(input) } : {}),
     };
@@ -260,6 +267,13 @@ export class Engine {
     if (!ui) return undefined;
     const base = `${ui}/namespaces/${encodeURIComponent(this.deps.namespace)}/workflows/${encodeURIComponent(id)}`;
     return runId ? `${base}/${runId}/history` : base;
+  }
+
+  /** Link to a run's trace in the trace UI, when its address is configured and the run has a trace. */
+  traceUrl(traceId: string | undefined): string | undefined {
+    const ui = this.deps.traceUiUrl;
+    if (!ui || !traceId) return undefined;
+    return ui.replaceAll('{traceId}', encodeURIComponent(traceId));
   }
 
   /**

@@ -40,10 +40,15 @@ export interface StageWaitView {
 
 const { PendingActivityState } = proto.temporal.api.enums.v1;
 
+/** The memo key of a run's trace id (set at start when the starting request was traced). */
+export const TRACE_ID_MEMO = 'traceId';
+
 /** A run as the API shows it: the workflow's own state merged with what Temporal knows. */
 export interface RunView extends Omit<RunState, 'stages'> {
   id: string;
   runId: string;
+  /** The OpenTelemetry trace the run belongs to (from its memo); absent when it was started untraced. */
+  traceId?: string;
   stages: (Omit<StageState, 'wait'> & { progress?: unknown; currentAttempt?: number; wait?: StageWaitView })[];
 }
 
@@ -111,6 +116,7 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     startedAt: desc.startTime.toISOString(),
     ...(desc.closeTime ? { closedAt: desc.closeTime.toISOString() } : {}),
     ...(desc.typedSearchAttributes.get(ResumedFromKey) ? { resumedFrom: desc.typedSearchAttributes.get(ResumedFromKey) as string } : {}),
+    ...(typeof desc.memo?.[TRACE_ID_MEMO] === 'string' ? { traceId: desc.memo[TRACE_ID_MEMO] } : {}),
     stages: base.stages.map(({ wait: _recorded, ...s }) => ({ ...s })),
   };
   if (status !== 'RUNNING' && status !== 'PAUSED') {

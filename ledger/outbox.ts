@@ -10,6 +10,7 @@ import type { LedgerService } from './meter.js';
 import { defaultActivityId } from './repository.js';
 import { describeIssues } from './price-sheet.js';
 import { stageUsageSchema, type StageUsage } from './schemas.js';
+import { withChildSpan, withSpan } from '../lib/telemetry/tracing.js';
 
 /**
  * A local, durable outbox in front of the ledger database. Usage records and prediction batches
@@ -149,7 +150,9 @@ export async function openLedgerOutbox(o: LedgerOutboxOptions): Promise<LedgerOu
     wake(0);
   };
 
-  const apply = async (row: Row) => {
+  /** Books one record (a `capstan.ledger.book` span inside a traced flush: a stage's booking, not the background timer's). */
+  const apply = (row: Row) => withChildSpan('capstan.ledger.book', { 'capstan.ledger.record': row.kind }, () => applyRow(row));
+  const applyRow = async (row: Row) => {
     if (row.kind === 'usage') {
       await o.ledger.recordUsage(JSON.parse(row.payload) as StageUsage);
       return;
@@ -253,9 +256,11 @@ export function ledgerWithOutbox(ledger: LedgerService, outbox: LedgerOutbox): L
   return {
     priceSheet: ledger.priceSheet,
     recordUsage: (u) => outbox.recordUsage(u),
-    async bookRun(input) {
-      await outbox.flush({ runId: input.runId });
-      return ledger.bookRun(input);
+    bookRun(input) {
+      return withSpan('capstan.ledger.book_run', { 'capstan.run_id': input.runId }, async () => {
+        await outbox.flush({ runId: input.runId });
+        return ledger.bookRun(input);
+      });
     },
     recordPredictions: (p) => ledger.recordPredictions(p),
     // Usage still in this process's outbox is part of the spend.

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, rm, stat, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { ArtifactRef } from './artifact-ref.js';
+import { withSpan } from './telemetry/tracing.js';
 
 export const SCHEME = 'artifact:';
 
@@ -170,10 +171,14 @@ export class ArtifactStore {
     return SCHEME + rel;
   }
 
-  /** Hashes a finished artifact folder (or file) and returns its reference. */
-  async seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
-    const { sha256, bytes } = await hashTree(absPath);
-    return { kind, uri: this.uriOf(absPath), sha256, bytes, ...(meta ? { meta } : {}) };
+  /** Hashes a finished artifact folder (or file) and returns its reference (a `capstan.artifact.put` span when tracing). */
+  seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
+    const uri = this.uriOf(absPath);
+    return withSpan('capstan.artifact.put', { 'capstan.artifact.store': 'folder', 'capstan.artifact.kind': kind, 'capstan.artifact.uri': uri }, async (span) => {
+      const { sha256, bytes } = await hashTree(absPath);
+      span?.setAttribute('capstan.artifact.bytes', bytes);
+      return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
+    });
   }
 
   /** Absolute path of a reference. */

@@ -15,6 +15,9 @@
 //   - ONNX: onnx and onnxruntime (capstan_stage.onnx: export Keras to ONNX, quantize with ONNX
 //     Runtime's quantizer), pinned with hashes in sdk/python/requirements-onnx.lock, installed
 //     --no-deps after TensorFlow (their dependencies are all in the TF lock), then `pip check`.
+//   - OpenTelemetry: the SDK's optional `otel` extra (opentelemetry-api, -sdk, -exporter-otlp-proto-http
+//     and their own pins), pure-Python wheels pinned with hashes in sdk/python/requirements-otel.lock,
+//     installed the same way: a stage then joins the run's trace when the worker traces.
 // Idempotent: capstan-setup.json in the venv records what each step installed (Python version,
 // wheel sha256, lock hash, SDK hash); a step runs only when that differs, so a second run takes
 // about a second.
@@ -32,6 +35,7 @@ const stampFile = path.join(venvDir, 'capstan-setup.json');
 const sdkDir = path.join(root, 'sdk', 'python');
 const lockFile = path.join(sdkDir, 'requirements-tf.lock');
 const onnxLockFile = path.join(sdkDir, 'requirements-onnx.lock');
+const otelLockFile = path.join(sdkDir, 'requirements-otel.lock');
 const WHEEL_PYTHON = '3.11';
 const VENV_BYTES = 2_400_000_000; // measured: 2.1 GB with TensorFlow, Keras, numpy and the SDK, + 0.11 GB onnx and onnxruntime
 
@@ -205,6 +209,18 @@ function installOnnx(mode) {
   say(`onnx ${onnx}, onnxruntime ${ort} installed and importing (${secs(started)})`);
 }
 
+/** The SDK's optional OpenTelemetry packages from their lock (pure-Python wheels: any Python), then pip check. */
+function installOtel() {
+  const started = performance.now();
+  say(`installing the OpenTelemetry packages from PyPI, pinned with hashes (${path.relative(root, otelLockFile)})`);
+  pip(['install', '--no-deps', '--require-hashes', '-r', otelLockFile], `pip install -r ${path.relative(root, otelLockFile)}`);
+  const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
+  if (!check.ok) throw new SetupError(`pip check: the OpenTelemetry packages do not fit the other pins (update ${path.relative(root, otelLockFile)}):\n${tail(check.out + check.err)}`);
+  const r = run(venvPython, ['-c', 'from opentelemetry.sdk.trace import TracerProvider; from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter; from opentelemetry import version; print(version.__version__)']);
+  if (!r.ok) throw new SetupError(`the OpenTelemetry packages do not import in the venv:\n${tail(r.err)}`);
+  say(`OpenTelemetry ${r.out.trim().split('\n').pop()} installed and importing (${secs(started)})`);
+}
+
 function installSdk(files) {
   // A copy, so setuptools' build/ and *.egg-info are not written into the repository.
   const tmp = fs.mkdtempSync(path.join(venvDir, '.sdk-build-'));
@@ -263,6 +279,15 @@ function main() {
     stamp.onnx = wantOnnx;
     writeStamp(stamp);
   } else say('onnx and onnxruntime already installed (requirements-onnx.lock)');
+
+  const wantOtel = sha256(fs.readFileSync(otelLockFile));
+  if (stamp.otel !== wantOtel || !tfOk) {
+    delete stamp.otel;
+    writeStamp(stamp);
+    installOtel();
+    stamp.otel = wantOtel;
+    writeStamp(stamp);
+  } else say('OpenTelemetry packages already installed (requirements-otel.lock)');
 
   const files = sdkFiles();
   const wantSdk = sdkHash(files);

@@ -15,6 +15,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ActivityOptions } from '@temporalio/common';
+import { trace, TraceFlags } from '@opentelemetry/api';
 import type { Activities } from '../activities/index.js';
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
 import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, slotsRevokedSignal, takesGangSlots } from './gang.js';
@@ -77,6 +78,16 @@ const RESERVED_BY = 'reserved by running stage';
  * for an operator decision (retry with optional new params, skip, abort) unless the spec says
  * `onFailure: fail`. Only references and small metrics pass through here.
  */
+/**
+ * The trace id of this workflow's span (Temporal's OpenTelemetry workflow interceptor makes it the
+ * active span around the workflow function when the worker traces); nothing otherwise. Read into
+ * state only: no command, and ids made in the sandbox are the same on every replay.
+ */
+function workflowTraceId(): { traceId?: string } {
+  const sc = trace.getActiveSpan()?.spanContext();
+  return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? { traceId: sc.traceId } : {};
+}
+
 export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunState> {
   const now = () => new Date().toISOString();
   const state: RunState = {
@@ -89,6 +100,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     ...(input.resumedFrom ? { resumedFrom: input.resumedFrom } : {}),
     ...(input.estimate ? { estimate: input.estimate } : {}),
     ...(input.budget ? { budget: initialBudget(input) } : {}),
+    ...workflowTraceId(),
   };
   const budget = state.budget;
   /** The worker's metrics (a sink: no command, not called on replay). */

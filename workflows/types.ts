@@ -247,6 +247,12 @@ export interface RunState {
   budget?: BudgetState;
   /** What the run was estimated at when it started. */
   estimate?: RunEstimateView;
+  /**
+   * The OpenTelemetry trace of the run's workflow span, when the worker traces (Temporal's
+   * interceptors): the trace of a schedule's firing, which no API request started (a run the API
+   * started has it in its memo too).
+   */
+  traceId?: string;
 }
 
 /** An operator decision on a paused run, delivered as a Temporal Update. */

@@ -106,6 +106,8 @@ export const coreModule: ApiModule = {
       tfBackend: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.tfBackend ?? null,
       resumedFrom: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.resumedFrom ?? null,
       temporalUrl: (r: RunParent, _: unknown, ctx: ApiContext) => ctx.engine.temporalUrl(r.id, r.runId) ?? null,
+      traceId: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.traceId ?? null,
+      traceUrl: async (r: RunParent, _: unknown, ctx: ApiContext) => ctx.engine.traceUrl((await full(r, ctx))?.traceId) ?? null,
     },
     StageRun: {
       outputs: (s: { outputs: Record<string, unknown> }) => Object.values(s.outputs ?? {}),

@@ -229,6 +229,14 @@ export const coreTypeDefs = /* GraphQL */ `
     events: [RunEvent!]!
     "Link to the run's history in the Temporal Web UI; null when the API has no UI address configured (CAPSTAN_TEMPORAL_UI_URL)."
     temporalUrl: String
+    """
+    The OpenTelemetry trace id of the run (32 hex digits): the trace of the request that started
+    it (startPipeline, emitEvent, resumeRun), with the workflow and every stage attempt in it; for a
+    run a schedule fired, the trace its workflow began. Null when the run was started with tracing off.
+    """
+    traceId: String
+    "Link to the run's trace in a trace UI; null without a trace id or without CAPSTAN_TRACE_UI_URL."
+    traceUrl: String
   }
 
   """

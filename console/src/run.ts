@@ -8,7 +8,7 @@ import { validate, type SchemaIssue } from './schema.js';
 
 const RUN = `query($id: ID!) {
   run(id: $id) {
-    id runId pipeline status startedAt closedAt tfBackend temporalUrl pausedStages resumedFrom
+    id runId pipeline status startedAt closedAt tfBackend temporalUrl traceId traceUrl pausedStages resumedFrom
     roi { cost revenue roi realisedRevenue currency }
     events { seq at type stageId message }
     stages {
@@ -88,6 +88,9 @@ interface Run {
   closedAt: string | null;
   tfBackend: string | null;
   temporalUrl: string | null;
+  /** The run's OpenTelemetry trace, and its address in the trace UI (CAPSTAN_TRACE_UI_URL); null when either is unknown. */
+  traceId: string | null;
+  traceUrl: string | null;
   pausedStages: string[];
   resumedFrom: string | null;
   roi: { cost: string; revenue: string; roi: string | null; realisedRevenue: string; currency: string } | null;
@@ -149,6 +152,7 @@ export function RunPage(props: { id: string; me: Me }) {
       <div><dt>Cost / revenue / ROI</dt><dd>${money(run.roi?.cost, run.roi?.currency)} / ${money(run.roi?.revenue, run.roi?.currency)} / ${roi(run.roi?.roi)}</dd></div>
       ${run.resumedFrom && html`<div><dt>Resumes</dt><dd><a href=${`#/runs/${encodeURIComponent(run.resumedFrom)}`}>${run.resumedFrom}</a></dd></div>`}
       ${run.temporalUrl && html`<div><dt>Temporal</dt><dd><a href=${run.temporalUrl} target="_blank" rel="noopener" data-testid="temporal-link">open in the Temporal Web UI ↗</a></dd></div>`}
+      ${run.traceUrl && /^https?:\/\//i.test(run.traceUrl) && html`<div><dt>Trace</dt><dd><a href=${run.traceUrl} target="_blank" rel="noopener" data-testid="trace-link">trace ${run.traceId?.slice(0, 8) ?? ''}… ↗</a></dd></div>`}
     </dl>
     ${error && html`<p role="alert" class="error">${error}</p>`}
     ${can.operate(props.me) && run.status !== 'COMPLETED' && html`<${Decisions} run=${run} schemas=${schemas} reload=${load} />`}

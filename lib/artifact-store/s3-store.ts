@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 import { ARTIFACT_UNSAFE_NAME, localPathOf } from './bucket-names.js';
 import { FolderMirror } from './folder-mirror.js';
 import { Objects, isNotFound } from './s3-objects.js';
+import { withSpan } from '../telemetry/tracing.js';
 
 /** `s3://bucket/prefix` split up; the prefix has no leading or trailing `/` and may be empty. */
 export interface S3Location {
@@ -138,14 +139,17 @@ export class S3ArtifactStore extends ArtifactStore {
   }
 
   /** Hashes the finished folder (or file), uploads it unless the bucket already holds exactly it, then writes its seal. */
-  override async seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
+  override seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
     const uri = this.uriOf(absPath);
-    const t0 = performance.now();
-    const { sha256, bytes } = await this.upload(absPath);
-    this.stats.seals++;
-    this.stats.sealMs += performance.now() - t0;
-    this.stats.sealBytes += bytes;
-    return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
+    return withSpan('capstan.artifact.put', { 'capstan.artifact.store': 's3', 'capstan.artifact.kind': kind, 'capstan.artifact.uri': uri }, async (span) => {
+      const t0 = performance.now();
+      const { sha256, bytes } = await this.upload(absPath);
+      this.stats.seals++;
+      this.stats.sealMs += performance.now() - t0;
+      this.stats.sealBytes += bytes;
+      span?.setAttribute('capstan.artifact.bytes', bytes);
+      return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
+    });
   }
 
   private async upload(absPath: string): Promise<{ sha256: string; bytes: number }> {
@@ -216,7 +220,8 @@ export class S3ArtifactStore extends ArtifactStore {
       return this.localPath(ref);
     }
     const t0 = performance.now();
-    const p = this.fetch(uri, abs, want);
+    // Only a real fetch is a span (`capstan.artifact.get`); a cache hit above is not.
+    const p = withSpan('capstan.artifact.get', { 'capstan.artifact.store': 's3', 'capstan.artifact.uri': uri }, () => this.fetch(uri, abs, want));
     this.fetching.set(abs, p);
     try {
       return await p;

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { format } from 'node:util';
 import { createConsoleLogger } from '../../lib/logger.js';
 import { LOG_CONTEXT_ENV, logContextFromEnv, withLogContext } from '../../lib/telemetry/log-context.js';
+import { contextFromTraceparent, startChildTracing, tracingConfigured, withSpan, type Tracing } from '../../lib/telemetry/tracing.js';
 import { DataError } from '../data/data-error.js';
 import { PROTOCOL_PREFIX, type ChildMessage } from './child-runner.js';
 import { runEvaluateJob } from './evaluate-job.js';
@@ -32,6 +33,9 @@ function cpuSeconds(): number {
  */
 const logger = createConsoleLogger({ name: 'training', level: 'debug', format: 'json' });
 
+/** This child's tracer when its parent passed TRACEPARENT and OTEL_* asks for traces; flushed before it exits. */
+let tracing: Tracing | undefined;
+
 async function main(): Promise<void> {
   // Libraries that print (tfjs hints) must not mix with the protocol on stdout: their lines are debug lines.
   const toLog = (...a: unknown[]) => logger.debug(format(...a));
@@ -47,8 +51,15 @@ async function main(): Promise<void> {
   const jobFile = process.argv[2];
   if (!jobFile) throw new Error('usage: child-main <job.json>');
   const job = JSON.parse(readFileSync(jobFile, 'utf8')) as MlJob;
+  tracing = await startChildTracing({ enabled: tracingConfigured(process.env), defaultServiceName: 'capstan-training', env: process.env });
   const t0 = performance.now();
   logger.info(`training job ${job.kind} started`, { pid: process.pid });
+  const data = await withSpan('capstan.training.child', { 'process.pid': process.pid, 'capstan.job.kind': job.kind }, () => runJob(job), contextFromTraceparent(process.env));
+  logger.info(`training job ${job.kind} finished`, { seconds: Number(((performance.now() - t0) / 1000).toFixed(3)), cpuSeconds: Number(cpuSeconds().toFixed(3)) });
+  await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
+}
+
+async function runJob(job: MlJob): Promise<unknown> {
   const progress = (data: unknown) => void emit({ type: 'progress', data, cpuSeconds: cpuSeconds() });
   let data: unknown;
   switch (job.kind) {
@@ -67,15 +78,23 @@ async function main(): Promise<void> {
     default:
       throw new Error(`unknown job kind ${(job as { kind: string }).kind}`);
   }
-  logger.info(`training job ${job.kind} finished`, { seconds: Number(((performance.now() - t0) / 1000).toFixed(3)), cpuSeconds: Number(cpuSeconds().toFixed(3)) });
-  await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
+  return data;
+}
+
+/** Exports this child's span before it exits (a failed export never changes the job's outcome). */
+async function flush(): Promise<void> {
+  await tracing?.shutdown().catch((e: unknown) => logger.warn('trace export failed', { error: (e as Error).message }));
 }
 
 // The whole process in the parent's context: the failure's line carries its ids too.
 void withLogContext(logContextFromEnv(process.env[LOG_CONTEXT_ENV]), () =>
   main().then(
-    () => process.exit(0),
+    async () => {
+      await flush();
+      process.exit(0);
+    },
     async (e: unknown) => {
+      await flush();
       const err = e instanceof Error ? e : new Error(String(e));
       logger.error('training job failed', { error: err });
       if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });

@@ -7,6 +7,7 @@ import { readableLogLine } from '../../lib/logger.js';
 import { processCpuSeconds } from '../../lib/process-cpu.js';
 import { logContextEnv } from '../../lib/telemetry/log-context.js';
 import { readLines } from '../../lib/read-lines.js';
+import { traceparentEnv } from '../../lib/telemetry/tracing.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
 export const PROTOCOL_PREFIX = '@@capstan ';
@@ -88,8 +89,9 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const started = performance.now();
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
-    // The caller's log context (run, stage, attempt): the child's log lines carry the same ids.
-    env: { ...process.env, ...logContextEnv(), ...opts.env },
+    // The caller's log context (run, stage, attempt) and the attempt's trace context: the child's
+    // log lines carry the same ids, and its span joins the run's trace (when tracing is on).
+    env: { ...process.env, ...logContextEnv(), ...traceparentEnv(), ...opts.env },
   });
 
   let result: { data: unknown; cpuSeconds: number } | undefined;

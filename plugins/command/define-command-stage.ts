@@ -19,6 +19,7 @@ import {
 import { parseMessageLine, STAGE_PROTOCOL_VERSION, type StageMessage } from './protocol.js';
 import { runStageProcess, type StageProcessExit } from './run-process.js';
 import { relayLogLine } from '../../lib/logger.js';
+import { otelEnv, traceparentEnv, tracingEnabled } from '../../lib/telemetry/tracing.js';
 
 /** An argv list with placeholders, or a function of the params that makes one. */
 export type CommandSpec<P> = readonly string[] | ((params: P, ctx: StageContext) => readonly string[]);
@@ -147,6 +148,12 @@ async function runCommandStage<P, C extends string>(o: CommandStageOptions<P, C>
       Object.assign(env, o.env ?? {});
       if (ctx.device) Object.assign(env, ctx.device.kind === 'gpu' ? ctx.device.env : { CUDA_VISIBLE_DEVICES: '', CAPSTAN_CPU_DEVICE: ctx.device.id });
       Object.assign(env, { PYTHONUNBUFFERED: '1', CAPSTAN_STAGE_CONTEXT: contextFile });
+      // Tracing on: the process joins the attempt's trace (TRACEPARENT, TRACESTATE) and exports to
+      // where the worker does (OTEL_*, except the worker's service name: the process names itself).
+      if (tracingEnabled()) {
+        const { OTEL_SERVICE_NAME: _own, ...otel } = otelEnv(process.env);
+        Object.assign(env, otel, traceparentEnv());
+      }
 
       const session = protocolSession(ctx, o, params, checkpointDir, last !== undefined);
       const stop = new AbortController();

@@ -12,6 +12,7 @@ import type { Role } from '../../auth/roles.js';
 import { createApiApp } from '../../app/api.js';
 import { loadConfig } from '../../app/config.js';
 import { createRuntime, type Runtime as CapstanRuntime } from '../../app/runtime.js';
+import { clientTracing } from '../../app/temporal.js';
 import { createWorkerTelemetry, sdkTelemetryOptions, type SdkMetricsEndpoint, type WorkerTelemetry } from '../../app/worker-metrics.js';
 import { createWorkers, runWorkers } from '../../app/workers.js';
 import { startOpsServer, type MetricsText, type OpsServer } from '../../lib/telemetry/ops-server.js';
@@ -125,7 +126,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   await startWorkers();
 
   const connection = await Connection.connect({ address });
-  const client = new Client({ connection, namespace });
+  const client = new Client({ connection, namespace, ...clientTracing() });
   const adminToken = (await rt.tokens.create({ name: 'test-admin', role: 'admin' })).token;
   const app = createApiApp(rt, {
     client,
@@ -134,6 +135,7 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
     ...(config.temporalUiUrl ? { temporalUiUrl: config.temporalUiUrl } : {}),
     // Scrape-time reads cached for 1 s (5 s in production), so a test's scrapes see changes soon.
     ...(t.metrics ? { metrics: { cacheMs: 1000 } } : {}),
+    ...(config.telemetry.traceUiUrl ? { traceUiUrl: config.telemetry.traceUiUrl } : {}),
   });
   const api = app.api;
   const ops = { ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(app.metrics ? { metrics: app.metrics } : {}) };

@@ -15,6 +15,7 @@ from .channel import ConsoleChannel, PipeChannel
 from .errors import StageError
 from .log import StageLogger
 from .protocol import CONTEXT_ENV, PROTOCOL_VERSION, SDK, check_details, number
+from .tracing import start_stage_span
 
 MAX_TRACEBACK_CHARS = 8 << 10
 MAX_ERROR_MESSAGE_CHARS = 16 << 10
@@ -67,6 +68,7 @@ class StageContext:
         self.device: dict | None = context.get("device")
         self.work_dir = Path(context["workDir"]) if context.get("workDir") else None
         self.log = StageLogger(self._send)
+        self._span: Any = None
 
     # ---- opening ------------------------------------------------------------------------------
 
@@ -125,6 +127,9 @@ class StageContext:
 
     def __enter__(self) -> "StageContext":
         self._open()
+        # Under a tracing worker (TRACEPARENT, and the optional opentelemetry packages): the run's trace.
+        if self.in_capstan and self._span is None:
+            self._span = start_stage_span(self.run)
         return self
 
     def _open(self) -> None:
@@ -134,10 +139,16 @@ class StageContext:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            self._declare_written_outputs()
-        else:
-            self._send_error(exc)
+        ok = exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None))
+        try:
+            if ok:
+                self._declare_written_outputs()
+            else:
+                self._send_error(exc)
+        finally:
+            if self._span is not None:
+                self._span.end(None if ok else exc)
+                self._span = None
         return False  # the exception, if any, goes on (non-zero exit)
 
     # ---- folders ------------------------------------------------------------------------------
