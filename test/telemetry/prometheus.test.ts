@@ -7,7 +7,7 @@
 // scrape without the token, and with telemetry off nothing new is served.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -244,6 +244,34 @@ describe('Prometheus scraping the API and a worker', () => {
     const text = await (await fetch(`${ops}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     expect(sample(text, 'capstan_worker_up', { roles: 'cpu,gpu,workflows' })).toBe(1);
     expect(text).toMatch(/^temporal_\w+/m);
+  });
+
+  it('exports every metric ops/metrics.json promises the dashboard and the alerts, with its type and labels, under its job', async () => {
+    const contract = JSON.parse(await readFile(path.join(import.meta.dirname, '..', '..', 'ops', 'metrics.json'), 'utf8')) as {
+      metrics: { name: string; type: string; job: 'capstan-api' | 'capstan-worker'; labels: string[] }[];
+      sdk: { name: string; type: string; labels: string[] }[];
+    };
+    const scrape = async (url: string) => (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    const texts = { 'capstan-api': await scrape(stack.url), 'capstan-worker': await scrape(stack.workerOps!.url) };
+    /** What `# TYPE` says of each name in a scrape: prom-client declares every registered metric, with samples or not. */
+    const declared = (text: string) => new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+    const problems: string[] = [];
+    const check = (job: keyof typeof texts, m: { name: string; type: string; labels: string[] }) => {
+      const type = declared(texts[job]).get(m.name);
+      if (type !== m.type) return void problems.push(`${m.name}: ${type ? `type ${type}, not ${m.type}` : 'not exported'} on ${job}`);
+      const suffixes = m.type === 'histogram' ? ['_bucket', '_sum', '_count'] : [''];
+      for (const x of suffixes.flatMap((suffix) => samples(texts[job], m.name + suffix))) {
+        const names = Object.keys(x.labels).filter((l) => l !== 'le');
+        const missing = m.labels.filter((l) => !names.includes(l));
+        // The SDK's series carry more labels than the few the dashboard relies on (the contract lists those).
+        const extra = 'job' in m ? names.filter((l) => !m.labels.includes(l)) : [];
+        if (missing.length || extra.length) problems.push(`${m.name}{${names.join(',')}} on ${job}: missing [${missing}], not in the contract [${extra}]`);
+      }
+    };
+    for (const m of contract.metrics) check(m.job, m);
+    for (const m of contract.sdk) check('capstan-worker', m);
+    expect(problems).toEqual([]);
+    expect(contract.metrics.length + contract.sdk.length).toBeGreaterThan(25);
   });
 });
 
