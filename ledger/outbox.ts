@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -113,20 +114,28 @@ export async function openLedgerOutbox(o: LedgerOutboxOptions): Promise<LedgerOu
     return next;
   };
 
+  // The background flush runs in the context the outbox was made in (the process's start), not the
+  // one of whatever request or attempt last woke it: its bookings belong to no request's trace and
+  // its log lines to no request (a timer would otherwise inherit both from the caller of wake).
+  const inBackground = AsyncResource.bind((fn: () => void) => fn());
   const wake = (delayMs: number) => {
     if (closed || !started) return;
     const at = Date.now() + Math.max(0, delayMs);
     if (timer && at >= wakeAt) return;
     if (timer) clearTimeout(timer);
     wakeAt = at;
-    timer = setTimeout(() => {
-      timer = undefined;
-      wakeAt = Infinity;
-      void serial(() => flushDue(false)).then(scheduleNext, (e: unknown) => {
-        o.logger.warn('ledger outbox flush failed', { error: String(e) });
-        wake(maxMs);
-      });
-    }, Math.max(0, delayMs));
+    timer = setTimeout(
+      () =>
+        inBackground(() => {
+          timer = undefined;
+          wakeAt = Infinity;
+          void serial(() => flushDue(false)).then(scheduleNext, (e: unknown) => {
+            o.logger.warn('ledger outbox flush failed', { error: String(e) });
+            wake(maxMs);
+          });
+        }),
+      Math.max(0, delayMs),
+    );
     timer.unref();
   };
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../lib/logger.js';
+import { logContext, withLogContext } from '../../lib/telemetry/log-context.js';
 import { migrate } from '../../lib/db/migrate.js';
 import { createLedgerService, type LedgerService } from '../../ledger/meter.js';
 import { ledgerMigrations } from '../../ledger/migrations.js';
@@ -87,6 +88,25 @@ describe('ledger outbox', () => {
     const booking = await stages.bookRun({ runId, pipeline: 'p', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
     expect(booking.cost).toBe('0.072');
     expect((await runTotals(t.db, runId)).cost).toBe(72_000n);
+    await outbox.close();
+  });
+
+  it('books in the background outside the context of the request that queued the record (no request id, no trace)', async () => {
+    const runId = `pipeline/p/${randomUUID().slice(0, 8)}`;
+    const seen: unknown[] = [];
+    const watching: LedgerService = {
+      ...ledger,
+      async recordUsage(u) {
+        seen.push(logContext());
+        await ledger.recordUsage(u);
+      },
+    };
+    const outbox = await openLedgerOutbox({ path: join(dir, `c-${randomUUID()}.db`), ledger: watching, logger: silentLogger });
+    // Queued inside a request's context: the timer the outbox sets would otherwise inherit it.
+    await withLogContext({ requestId: 'req-that-queued-it' }, () => outbox.recordUsage(usage(runId)));
+    for (let i = 0; i < 200 && (await outbox.stats()).pending > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await usageCount(t.db, runId)).toBe(1);
+    expect(seen).toEqual([{}]);
     await outbox.close();
   });
 
