@@ -44,7 +44,7 @@ export default defineConfig({
           name: 'wasm',
           include: ['test/**/*.test.ts'],
           exclude: [...configDefaults.exclude, ...PYTHON_TESTS],
-          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts', 'test/setup/chromium.ts'],
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/console.ts', 'test/setup/postgres.ts', 'test/setup/chromium.ts', 'test/setup/prometheus.ts', 'test/setup/jaeger.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
         },
       },
@@ -57,7 +57,7 @@ export default defineConfig({
         test: {
           name: 'python',
           include: PYTHON_TESTS,
-          globalSetup: ['test/setup/temporal.ts', 'test/setup/python.ts'],
+          globalSetup: ['test/setup/temporal.ts', 'test/setup/python.ts', 'test/setup/jaeger.ts'],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
           sequence: { groupOrder: 1 },
         },

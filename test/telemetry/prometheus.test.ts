@@ -30,7 +30,7 @@ const TOKEN = 'scrape-token-for-the-test-0123456789';
 const PIPELINE = `prom-${Date.now().toString(36)}`;
 const MODEL = `prom-model-${Date.now().toString(36)}`;
 
-/** Prometheus from PROMETHEUS_PATH or Debian's package (.ci/run installs it). */
+/** Prometheus from PROMETHEUS_PATH (test/setup/prometheus.ts sets it, installing Debian's package when missing). */
 function prometheusBinary(): string {
   const p = process.env.PROMETHEUS_PATH ?? '/usr/bin/prometheus';
   if (!existsSync(p)) throw new Error(`Prometheus not found at ${p}: install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS_PATH`);

@@ -9,8 +9,8 @@ import { parse as parseYaml } from 'yaml';
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../..');
 const ops = path.join(root, 'ops');
-/** Debian's `prometheus` package (.ci/run installs it). */
-const PROMTOOL = '/usr/bin/promtool';
+/** From Debian's `prometheus` package: test/setup/prometheus.ts finds or installs it. */
+const PROMTOOL = process.env.PROMTOOL_PATH ?? '/usr/bin/promtool';
 
 async function promtool(args: string[], cwd: string): Promise<string> {
   try {
