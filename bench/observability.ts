@@ -11,7 +11,7 @@
 // of the rounds are printed. Logs are JSON lines in both modes (they are not a switch).
 // Usage: npm run bench:observability -- [--rounds 4] [--runs 6] [--stages 20] [--predictions 400] [--scrape-ms 1000] [--on tracing,metrics] [--collector jaeger|discard]
 import { spawn } from 'node:child_process';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +19,6 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { z } from 'zod';
 import { createNodeHandler } from '../api/http.js';
 import { createApiApp } from '../app/api.js';
 import { loadConfig } from '../app/config.js';
@@ -34,12 +33,12 @@ import { createConsoleLogger, silentLogger } from '../lib/logger.js';
 import { startOpsServer } from '../lib/telemetry/ops-server.js';
 import { startTracing } from '../lib/telemetry/tracing.js';
 import { loadTf } from '../ml/backend.js';
-import { defineStage, PLUGIN_API_VERSION } from '../plugins/contract.js';
 import { deployStage } from '../plugins/core/deploy/index.js';
 import { StageRegistry } from '../plugins/registry.js';
-import { makeDatasetArtifact, makeModelArtifact, tempStore } from '../test/models/fixtures.js';
-import type { ArtifactRef, RunState } from '../workflows/types.js';
+import { fixtureModelStage, makeDatasetArtifact, makeModelArtifact, tempStore } from '../test/models/fixtures.js';
+import type { RunState } from '../workflows/types.js';
 import { machineLine, median, quantile } from './machine.js';
+import { trivialStage as trivial } from './trivial-stage.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -82,20 +81,6 @@ interface Measured {
   scrapes: number;
 }
 
-const trivial = defineStage({
-  name: 'bench:trivial',
-  version: '1.0.0',
-  apiVersion: PLUGIN_API_VERSION,
-  description: 'does nothing but note the time',
-  paramsSchema: z.object({}),
-  consumes: [],
-  produces: [],
-  resource: 'cpu',
-  async run() {
-    const startedAt = performance.timeOrigin + performance.now();
-    return { outputs: {}, metrics: { startedAt, endedAt: performance.timeOrigin + performance.now() } };
-  },
-});
 
 async function child(mode: 'on' | 'off'): Promise<Measured> {
   const parts = new Set(mode === 'on' ? (flags.on ?? '').split(',') : []);
@@ -127,20 +112,8 @@ async function child(mode: 'on' | 'off'): Promise<Measured> {
   const fixtures = await tempStore();
   const dataset = await makeDatasetArtifact(fixtures.store);
   const model = await makeModelArtifact(tf, fixtures.store, dataset);
-  const fixtureModel = defineStage({
-    name: 'bench:fixture-model',
-    version: '1.0.0',
-    apiVersion: PLUGIN_API_VERSION,
-    description: 'copies a model trained beforehand, and its dataset',
-    paramsSchema: z.object({}),
-    consumes: [],
-    produces: ['model', 'dataset'],
-    resource: 'cpu',
-    async run(ctx) {
-      const copy = (ref: ArtifactRef) => async (to: string) => void (await cp(fixtures.store.resolve(ref), to, { recursive: true }));
-      return { outputs: { model: await ctx.output('model', copy(model)), dataset: await ctx.output('dataset', copy(dataset)) }, metrics: {} };
-    },
-  });
+  const fixtureModel = fixtureModelStage('bench:fixture-model', () => ({ store: fixtures.store, model, dataset }));
+
 
   const stages = new StageRegistry().register(trivial).register(fixtureModel).register(deployStage()).freeze();
   const config = loadConfig(env, dir);
@@ -309,8 +282,12 @@ async function main(): Promise<void> {
       console.error(`the discarding receiver read ${(discarded / 1e6).toFixed(1)} MB of OTLP from the "on" runs`);
     } else if (flags.on?.includes('tracing')) {
       // "on" really exported: Jaeger holds the runs' traces (a GraphQL operation's, each with its stages').
-      const res = await fetch(`${jaeger.queryUrl}/api/traces?${new URLSearchParams({ service: 'capstan-bench', limit: '10000' })}`);
-      const traces = ((await res.json()) as { data: { spans: unknown[] }[] | null }).data ?? [];
+      let traces: { spans: unknown[] }[] = [];
+      // Jaeger indexes what it received within a moment; asked for up to 10 s.
+      for (let t0 = Date.now(); traces.length === 0 && Date.now() - t0 < 10_000; await new Promise((r) => setTimeout(r, 500))) {
+        const res = await fetch(`${jaeger.queryUrl}/api/traces?${new URLSearchParams({ service: 'capstan-bench', limit: '10000' })}`);
+        traces = ((await res.json()) as { data: { spans: unknown[] }[] | null }).data ?? [];
+      }
       if (traces.length === 0) throw new Error('Jaeger received no trace from the "on" runs: tracing did not export');
       console.error(`Jaeger received ${traces.length} traces, ${traces.reduce((n, t) => n + t.spans.length, 0)} spans from the "on" runs`);
     }

@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { z } from 'zod';
 import { createApiApp } from '../app/api.js';
 import { loadConfig } from '../app/config.js';
 import { createRuntime } from '../app/runtime.js';
@@ -18,11 +17,12 @@ import { createWorkers } from '../app/workers.js';
 import { startDevServer } from '../dev/dev-server.js';
 import { resolveTemporalCli } from '../dev/temporal-cli.js';
 import { createConsoleLogger, silentLogger } from '../lib/logger.js';
-import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../plugins/contract.js';
+import type { StageContext } from '../plugins/contract.js';
 import { StageRegistry } from '../plugins/registry.js';
 import type { RunState } from '../workflows/types.js';
 import { bareChainWorkflow } from './bare-workflow.js';
 import { machineLine, median, quantile } from './machine.js';
+import { trivialStage as trivial } from './trivial-stage.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -41,22 +41,6 @@ const STAGES = count('stages');
 const RUNS = count('runs');
 const STARTS = count('starts');
 const CONCURRENCY = count('concurrency');
-
-/** A trivial stage: records when it started and ended (wall clock, ms). */
-const trivial = defineStage({
-  name: 'bench:trivial',
-  version: '1.0.0',
-  apiVersion: PLUGIN_API_VERSION,
-  description: 'does nothing but note the time',
-  paramsSchema: z.object({}),
-  consumes: [],
-  produces: [],
-  resource: 'cpu',
-  async run() {
-    const startedAt = performance.timeOrigin + performance.now();
-    return { outputs: {}, metrics: { startedAt, endedAt: performance.timeOrigin + performance.now() } };
-  },
-});
 
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('ERROR') });

@@ -76,14 +76,17 @@ export async function startTracing(o: StartTracingOptions): Promise<Tracing | un
     instrumentations: [],
   });
   sdk.start();
+  return activate({ resource, spanProcessor, serviceName }, () => sdk.shutdown());
+}
+
+/** Makes this the process's tracing (what activeTracing() returns) until its shutdown. */
+function activate(parts: Omit<Tracing, 'shutdown'>, stop: () => Promise<void>): Tracing {
   const tracing: Tracing = {
-    resource,
-    spanProcessor,
-    serviceName,
+    ...parts,
     shutdown: async () => {
       if (active !== tracing) return;
       active = undefined;
-      await sdk.shutdown();
+      await stop();
     },
   };
   active = tracing;
@@ -111,18 +114,7 @@ export async function startChildTracing(o: { enabled: boolean; defaultServiceNam
   const provider = new base.BasicTracerProvider({ resource, spanProcessors: [spanProcessor] });
   trace.setGlobalTracerProvider(provider);
   propagation.setGlobalPropagator(new core.W3CTraceContextPropagator());
-  const tracing: Tracing = {
-    resource,
-    spanProcessor,
-    serviceName,
-    shutdown: async () => {
-      if (active !== tracing) return;
-      active = undefined;
-      await provider.shutdown();
-    },
-  };
-  active = tracing;
-  return tracing;
+  return activate({ resource, spanProcessor, serviceName }, () => provider.shutdown());
 }
 
 /**

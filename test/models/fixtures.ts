@@ -1,6 +1,6 @@
 // Small real fixtures for the model tests: an artifact store in a temp folder, a seeded
 // synthetic dataset (Gaussian clusters, 8×8 "images", 10 classes) and an MLP trained on it.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -16,7 +16,8 @@ import { buildMlp } from '../../ml/models/mlp.js';
 import { loadModel, saveModel } from '../../ml/models/io.js';
 import { exportOnnxFolder } from '../../ml/onnx/export.js';
 import type { InputEncodingMeta } from '../../ml/onnx/meta.js';
-import type { RunStarter, StageContext } from '../../plugins/contract.js';
+import { z } from 'zod';
+import { defineStage, PLUGIN_API_VERSION, type RunStarter, type StageContext } from '../../plugins/contract.js';
 import type { StageServices } from '../../plugins/services.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 
@@ -170,4 +171,27 @@ export async function serveFolder(dir: string): Promise<{ url: string; close: ()
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const addr = server.address() as { port: number };
   return { url: `http://127.0.0.1:${addr.port}`, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/**
+ * A stage that hands over a model trained beforehand and its dataset, as training would (no run
+ * trains): `get` is read when the stage runs, so the fixtures may be made after the stage is.
+ */
+export function fixtureModelStage(name: string, get: () => { store: ArtifactStore; model: ArtifactRef; dataset: ArtifactRef }) {
+  return defineStage({
+    name,
+    version: '1.0.0',
+    apiVersion: PLUGIN_API_VERSION,
+    description: 'copies a model trained beforehand, and its dataset',
+    paramsSchema: z.object({}),
+    consumes: [],
+    produces: ['model', 'dataset'],
+    resource: 'cpu',
+    retry: { maximumAttempts: 1 },
+    async run(ctx) {
+      const f = get();
+      const copy = (ref: ArtifactRef) => async (dir: string) => void (await cp(f.store.resolve(ref), dir, { recursive: true }));
+      return { outputs: { model: await ctx.output('model', copy(f.model)), dataset: await ctx.output('dataset', copy(f.dataset)) }, metrics: {} };
+    },
+  });
 }

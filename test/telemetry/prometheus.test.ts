@@ -7,10 +7,9 @@
 // scrape without the token, and with telemetry off nothing new is served.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../app/config.js';
 import { sdkMetricsEndpoint } from '../../app/worker-metrics.js';
@@ -18,12 +17,11 @@ import { parseMoney } from '../../ledger/money.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import { freeLocalPort } from '../../lib/telemetry/metrics.js';
 import { loadTf } from '../../ml/backend.js';
-import { defineStage, PLUGIN_API_VERSION } from '../../plugins/contract.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import type { ArtifactRef } from '../../workflows/types.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
-import { makeDatasetArtifact, makeModelArtifact, tempStore } from '../models/fixtures.js';
+import { fixtureModelStage, makeDatasetArtifact, makeModelArtifact, tempStore } from '../models/fixtures.js';
 import { sample, samples } from './prom-text.js';
 
 const TOKEN = 'scrape-token-for-the-test-0123456789';
@@ -41,24 +39,7 @@ let fixtures: { store: ArtifactStore; cleanup: () => Promise<void>; dataset: Art
 let stack: TestStack;
 let prom: { process: ChildProcess; url: string; dir: string; log: string[] } | undefined;
 
-/** Hands over a model trained beforehand and its dataset, as training would (no run trains here). */
-const fixtureModelStage = defineStage({
-  name: 'test:fixture-model',
-  version: '1.0.0',
-  apiVersion: PLUGIN_API_VERSION,
-  description: 'copies a model trained beforehand, and its dataset',
-  paramsSchema: z.object({}),
-  consumes: [],
-  produces: ['model', 'dataset'],
-  resource: 'cpu',
-  retry: { maximumAttempts: 1 },
-  async run(ctx) {
-    const copy = (ref: ArtifactRef) => async (dir: string) => void (await cp(fixtures.store.resolve(ref), dir, { recursive: true }));
-    const model = await ctx.output('model', copy(fixtures.model));
-    const dataset = await ctx.output('dataset', copy(fixtures.dataset));
-    return { outputs: { model, dataset }, metrics: {} };
-  },
-});
+const fixtureModel = fixtureModelStage('test:fixture-model', () => fixtures);
 
 async function startPrometheus(targets: { api: string; worker: string }): Promise<NonNullable<typeof prom>> {
   const bin = prometheusBinary();
@@ -109,7 +90,7 @@ beforeAll(async () => {
   const model = await makeModelArtifact(tf, t.store, dataset);
   fixtures = { store: t.store, cleanup: t.cleanup, dataset, model };
   stack = await startTestStack({
-    plugins: [fixtureModelStage, deployStage(), roiLedgerStage()],
+    plugins: [fixtureModel, deployStage(), roiLedgerStage()],
     env: { CAPSTAN_METRICS_TOKEN: TOKEN, CAPSTAN_OPS_LISTEN: '127.0.0.1:0' },
     // The Temporal SDK's exporter, appended to the worker's /metrics (as worker.ts does).
     sdkMetrics: await sdkMetricsEndpoint(),
@@ -278,7 +259,7 @@ describe('Prometheus scraping the API and a worker', () => {
 describe('with telemetry off', () => {
   let off: TestStack;
   beforeAll(async () => {
-    off = await startTestStack({ plugins: [fixtureModelStage] });
+    off = await startTestStack({ plugins: [fixtureModel] });
   });
   afterAll(async () => {
     await off?.close();
