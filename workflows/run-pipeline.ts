@@ -73,12 +73,6 @@ const PATCH_BUDGET_RESERVE = 'capstan-budget-reserve';
 const RESERVED_BY = 'reserved by running stage';
 
 /**
- * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
- * an activity on its plugin's task queue. A stage that has used up its retries pauses the run
- * for an operator decision (retry with optional new params, skip, abort) unless the spec says
- * `onFailure: fail`. Only references and small metrics pass through here.
- */
-/**
  * The trace id of this workflow's span (Temporal's OpenTelemetry workflow interceptor makes it the
  * active span around the workflow function when the worker traces); nothing otherwise. Read into
  * state only: no command, and ids made in the sandbox are the same on every replay.
@@ -88,6 +82,12 @@ function workflowTraceId(): { traceId?: string } {
   return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? { traceId: sc.traceId } : {};
 }
 
+/**
+ * Runs a pipeline: stages in dependency order (independent stages at the same time), each as
+ * an activity on its plugin's task queue. A stage that has used up its retries pauses the run
+ * for an operator decision (retry with optional new params, skip, abort) unless the spec says
+ * `onFailure: fail`. Only references and small metrics pass through here.
+ */
 export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunState> {
   const now = () => new Date().toISOString();
   const state: RunState = {
