@@ -1,5 +1,5 @@
-import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { logContext, type LogContext } from './telemetry/log-context.js';
+import { activeSpanIds } from './telemetry/trace-context.js';
 
 export interface Logger {
   debug(message: string, meta?: Record<string, unknown>): void;
@@ -102,8 +102,8 @@ function jsonLine(p: LineParts): string {
   // Ids a line's meta names itself (a relayed child's line) are kept; the context fills in the rest.
   const ctx = logContext();
   for (const [key, field] of CONTEXT_FIELDS) if (ctx[key] !== undefined && record[field] === undefined) record[field] = ctx[key];
-  const span = trace.getActiveSpan()?.spanContext();
-  if (span && isSpanContextValid(span) && record.trace_id === undefined) {
+  const span = record.trace_id === undefined ? activeSpanIds() : undefined;
+  if (span) {
     record.trace_id = span.traceId;
     record.span_id = span.spanId;
   }

@@ -5,6 +5,10 @@
 import { context, propagation, ROOT_CONTEXT, SpanStatusCode, trace, TraceFlags, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { setTraceHooks, type TraceHooks } from './trace-context.js';
+
+// The parts that need no OpenTelemetry, kept importable from here.
+export { otelEnv, traceparentEnv, tracingEnabled } from './trace-context.js';
 
 /** The instrumentation scope of Capstan's own spans. */
 export const TRACER_NAME = 'capstan';
@@ -21,11 +25,6 @@ export interface Tracing {
 }
 
 let active: Tracing | undefined;
-
-/** Whether this process exports spans (startTracing or startChildTracing ran). */
-export function tracingEnabled(): boolean {
-  return active !== undefined;
-}
 
 /** The running setup, if any (the worker's Temporal interceptors need its processor and resource). */
 export function activeTracing(): Tracing | undefined {
@@ -86,10 +85,12 @@ function activate(parts: Omit<Tracing, 'shutdown'>, stop: () => Promise<void>): 
     shutdown: async () => {
       if (active !== tracing) return;
       active = undefined;
+      setTraceHooks(undefined);
       await stop();
     },
   };
   active = tracing;
+  setTraceHooks(otelTraceHooks);
   return tracing;
 }
 
@@ -158,16 +159,22 @@ export function currentTraceId(): string | undefined {
   return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? sc.traceId : undefined;
 }
 
-/** TRACEPARENT (and TRACESTATE) of the active span, for a child process's environment; {} without one. */
-export function traceparentEnv(): { TRACEPARENT?: string; TRACESTATE?: string } {
-  if (!currentTraceId()) return {};
-  const carrier: Record<string, string> = {};
-  propagation.inject(context.active(), carrier);
-  return {
-    ...(carrier.traceparent ? { TRACEPARENT: carrier.traceparent } : {}),
-    ...(carrier.tracestate ? { TRACESTATE: carrier.tracestate } : {}),
-  };
-}
+/** What trace-context.ts answers while tracing runs: read from OpenTelemetry's active context. */
+export const otelTraceHooks: TraceHooks = {
+  spanIds() {
+    const sc = trace.getActiveSpan()?.spanContext();
+    return sc && trace.isSpanContextValid(sc) ? { traceId: sc.traceId, spanId: sc.spanId } : undefined;
+  },
+  traceparent() {
+    if (!currentTraceId()) return {};
+    const carrier: Record<string, string> = {};
+    propagation.inject(context.active(), carrier);
+    return {
+      ...(carrier.traceparent ? { TRACEPARENT: carrier.traceparent } : {}),
+      ...(carrier.tracestate ? { TRACESTATE: carrier.tracestate } : {}),
+    };
+  },
+};
 
 /** The context a child process continues: its parent's span from TRACEPARENT/TRACESTATE (the root context without them). */
 export function contextFromTraceparent(env: { TRACEPARENT?: string | undefined; TRACESTATE?: string | undefined }): Context {
@@ -186,9 +193,3 @@ export function tracingConfigured(env: NodeJS.ProcessEnv): boolean {
   return exporters.length > 0 || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined;
 }
 
-/** OTEL_* variables of this environment: what a child process needs to export to the same place. */
-export function otelEnv(env: NodeJS.ProcessEnv): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (k.startsWith('OTEL_') && v !== undefined) out[k] = v;
-  return out;
-}

@@ -7,7 +7,7 @@ import { readableLogLine } from '../../lib/logger.js';
 import { processCpuSeconds } from '../../lib/process-cpu.js';
 import { logContextEnv } from '../../lib/telemetry/log-context.js';
 import { readLines } from '../../lib/read-lines.js';
-import { traceparentEnv } from '../../lib/telemetry/tracing.js';
+import { traceparentEnv } from '../../lib/telemetry/trace-context.js';
 
 /** Prefix of protocol lines on the child's stdout; anything else on stdout is ignored. */
 export const PROTOCOL_PREFIX = '@@capstan ';

@@ -19,7 +19,7 @@ import {
 import { parseMessageLine, STAGE_PROTOCOL_VERSION, type StageMessage } from './protocol.js';
 import { runStageProcess, type StageProcessExit } from './run-process.js';
 import { relayLogLine } from '../../lib/logger.js';
-import { otelEnv, traceparentEnv, tracingEnabled } from '../../lib/telemetry/tracing.js';
+import { otelEnv, traceparentEnv, tracingEnabled } from '../../lib/telemetry/trace-context.js';
 
 /** An argv list with placeholders, or a function of the params that makes one. */
 export type CommandSpec<P> = readonly string[] | ((params: P, ctx: StageContext) => readonly string[]);

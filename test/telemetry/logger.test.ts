@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { sdkMeta } from '../../app/sdk-logs.js';
 import { createConsoleLogger, fatalLine, parseLogLine, readableLogLine, relayLogLine, type LogFormat } from '../../lib/logger.js';
 import { addLogContext, logContext, logContextEnv, logContextFromEnv, withLogContext } from '../../lib/telemetry/log-context.js';
+import { setTraceHooks } from '../../lib/telemetry/trace-context.js';
+import { otelTraceHooks } from '../../lib/telemetry/tracing.js';
 
 function capture(format: LogFormat, level: 'debug' | 'info' = 'debug') {
   const lines: string[] = [];
@@ -69,20 +71,25 @@ describe('console logger', () => {
     }
   });
 
-  it('adds the active span\'s trace and span ids, and none without one', () => {
+  it('adds the active span\'s trace and span ids while tracing runs, and none without a span or with tracing off', () => {
     const { logger, json } = capture('json');
-    // What the tracing setup registers (sdk-node does so when tracing is on).
+    // What the tracing setup registers (sdk-node does so when tracing is on), and the hooks it installs.
     const manager = new AsyncLocalStorageContextManager().enable();
     context.setGlobalContextManager(manager);
+    const span = trace.wrapSpanContext({ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED });
     try {
-      const span = trace.wrapSpanContext({ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED });
+      setTraceHooks(otelTraceHooks);
       context.with(trace.setSpan(context.active(), span), () => logger.info('in a span'));
       logger.info('no span active');
+      setTraceHooks(undefined);
+      context.with(trace.setSpan(context.active(), span), () => logger.info('tracing off'));
     } finally {
+      setTraceHooks(undefined);
       context.disable();
     }
     expect(json()[0]).toMatchObject({ trace_id: '0af7651916cd43dd8448eb211c80319c', span_id: 'b7ad6b7169203331' });
     expect(json()[1]).not.toHaveProperty('trace_id');
+    expect(json()[2]).not.toHaveProperty('trace_id');
   });
 
   it('addLogContext adds to the current context only', async () => {
