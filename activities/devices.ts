@@ -109,7 +109,10 @@ export class DevicePool {
   /** Gives a device back (to the longest waiter, else to the pool, in device order). */
   give(d: Device): void {
     const waiter = this.waiters.shift();
-    if (waiter) return waiter({ kind: d.kind, id: d.id });
+    if (waiter) {
+      waiter({ kind: d.kind, id: d.id });
+      return;
+    }
     if (this.free.some((f) => f.kind === d.kind && f.id === d.id)) return;
     this.free.push({ kind: d.kind, id: d.id });
     const order = (x: Device) => this.devices.findIndex((y) => y.kind === x.kind && y.id === x.id);

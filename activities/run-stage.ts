@@ -198,7 +198,7 @@ async function runAttempt(
   // the stage context, the cache lookup —, the plugin's outcome, a cancellation).
   const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
   const withDevice = async (): Promise<StageOutcome> => {
-    let lastDetails: unknown = undefined;
+    let lastDetails: unknown ;
     // Crossing the budget stops the stage at its next checkpoint (new heartbeat details carrying a
     // `checkpoint`, as the built-in trainers send), so a raise resumes from it; a stage that sends
     // none within BUDGET_STOP_GRACE_MS of crossing is stopped anyway.
@@ -368,7 +368,7 @@ async function runAttempt(
         } catch (e) {
           deps.logger.error('could not record stage usage', { stage: stage.id, error: (e as Error).message });
           const invalid = e instanceof StageError && !e.retryable;
-          // eslint-disable-next-line no-unsafe-finally
+          // biome-ignore lint/correctness/noUnsafeFinally: deliberate: a successful attempt whose usage could not be recorded must fail retryably
           if (result !== undefined && !invalid) throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
         }
       }

@@ -4,7 +4,7 @@ import type { Logger } from '../lib/logger.js';
 import type { HealthProviders } from '../lib/telemetry/health.js';
 import { withLogContext } from '../lib/telemetry/log-context.js';
 import { handleOps, type OpsServerOptions } from '../lib/telemetry/ops-server.js';
-import { type Api } from './app.js';
+import type { Api } from './app.js';
 import type { RequestMeta } from './auth.js';
 import { TrustedProxies } from './proxies.js';
 
@@ -103,7 +103,7 @@ async function handle(api: Api, o: NodeHandlerOptions, proxies: TrustedProxies, 
       method,
       headers,
       signal: controller.signal,
-      ...(body && body.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
+      ...(body?.byteLength ? { body: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) as unknown as BodyInit } : {}),
     });
     await send(res, await api.fetch(request, meta, admission), controller.signal);
   } catch (e) {

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { parseDevices, type Device } from '../activities/devices.js';
 import { TrustedProxies } from '../api/proxies.js';
 import type { ArtifactStoreSettings } from '../lib/artifact-store/create.js';
-import { parseS3Url } from '../lib/artifact-store/s3-store.js';
+import { parseS3Url, type S3Location } from '../lib/artifact-store/s3-store.js';
 import { parseDurationMs } from '../lib/duration.js';
 
 /** Environment of a Capstan process, parsed once at the entry point and injected. */
@@ -336,7 +336,7 @@ function telemetryConfig(e: z.infer<typeof envSchema>): TelemetryConfig {
 
 /** An s3:// store from CAPSTAN_ARTIFACTS and the standard AWS variables. */
 function s3Settings(e: z.infer<typeof envSchema>, cacheDir: string): ArtifactStoreSettings {
-  let location;
+  let location: S3Location;
   try {
     location = parseS3Url(e.CAPSTAN_ARTIFACTS!);
   } catch (err) {

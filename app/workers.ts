@@ -195,7 +195,7 @@ async function reportSlots(o: {
     await withdrawDeadPredecessors(o.recordsDir, unregister, o.logger);
     mkdirSync(o.recordsDir, { recursive: true });
     const mine: SlotRecord = { pid: process.pid, host: os.hostname(), reports: o.queues.map((q) => ({ queue: q.queue, worker: name(q.queue) })), startedAt: new Date().toISOString() };
-    writeFileSync(record, JSON.stringify(mine) + '\n');
+    writeFileSync(record, `${JSON.stringify(mine)}\n`);
   }
   let last = Date.now();
   const live = new Set(o.queues);

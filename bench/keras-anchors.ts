@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       const got: Row[] = r % 2 === 0 ? [await pretrain(), ...keras()] : [...keras(), await pretrain()];
       const pre = got.find((g) => g.name === 'core:pretrain')!;
       for (const g of got) {
-        process.stdout.write(JSON.stringify({ kind: 'fit', run: r, ...g, loadAverage: Number(os.loadavg()[0]!.toFixed(2)) }) + '\n');
+        process.stdout.write(`${JSON.stringify({ kind: 'fit', run: r, ...g, loadAverage: Number(os.loadavg()[0]!.toFixed(2)) })}\n`);
         if (g !== pre) pretrainRatios.set(g.name, [...(pretrainRatios.get(g.name) ?? []), pre.samplesPerSec / g.samplesPerSec]);
       }
       rows.push(...got);
@@ -131,11 +131,11 @@ async function main(): Promise<void> {
       rows.filter((x) => x.name === n).map((x) => Math.round(x.samplesPerSec).toLocaleString('en-US')).join(' · '),
     ]);
     const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-    for (const cells of [head, ...table]) console.log(('  ' + cells.map((c, i) => (i === 0 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).trimEnd());
+    for (const cells of [head, ...table]) console.log((`  ${cells.map((c, i) => (i === 0 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`).trimEnd());
     console.log('  (wall s and CPU s: core:pretrain = its whole child process (start-up, data, training, validation, test, save); Keras = the fit (training + validation) in a warm process)');
     for (const n of names) {
       process.stdout.write(
-        JSON.stringify({ kind: 'anchor', row: n, runs, epochs, samplesPerSec: med(n, 'samplesPerSec'), pretrainRatio: pretrainRatios.has(n) ? median(pretrainRatios.get(n)!) : null, trainSeconds: med(n, 'trainSeconds'), wallSeconds: med(n, 'wallSeconds'), cpuSeconds: med(n, 'cpuSeconds'), testAccuracy: med(n, 'testAccuracy'), ...(n === 'core:pretrain' ? { backend: pretrainBackend } : {}) }) + '\n',
+        `${JSON.stringify({ kind: 'anchor', row: n, runs, epochs, samplesPerSec: med(n, 'samplesPerSec'), pretrainRatio: pretrainRatios.has(n) ? median(pretrainRatios.get(n)!) : null, trainSeconds: med(n, 'trainSeconds'), wallSeconds: med(n, 'wallSeconds'), cpuSeconds: med(n, 'cpuSeconds'), testAccuracy: med(n, 'testAccuracy'), ...(n === 'core:pretrain' ? { backend: pretrainBackend } : {}) })}\n`,
       );
     }
   } finally {

@@ -127,7 +127,7 @@ async function measure(backend: BackendName, datasetDir: string): Promise<void> 
   if (!testSplit) throw new Error(`${datasetDir} has no test split`);
   const test = evaluate(tf, model, { x: inputsOf(ds, testSplit), y: testSplit.y, featureShape: ds.featureShape });
   const row: Row = { backend: got, model: which, batch, loop: step ? 'step loop' : 'model.fit', samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n, testAccuracy: test.accuracy };
-  process.stdout.write(JSON.stringify(row) + '\n');
+  process.stdout.write(`${JSON.stringify(row)}\n`);
 }
 
 /** A Python that imports TensorFlow: CAPSTAN_KERAS_PYTHON, python3, or python3 over .tools/keras (pip --target). */
@@ -222,7 +222,7 @@ function printRows(rows: Row[], notes: string[]): void {
       r.runs.join(', '),
     ]);
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-  const print = (cells: string[]) => console.log(('  ' + cells.map((c, i) => (i === 0 || i === 2 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).trimEnd());
+  const print = (cells: string[]) => console.log((`  ${cells.map((c, i) => (i === 0 || i === 2 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`).trimEnd());
   print(head);
   for (const t of table) print(t);
   for (const n of notes) console.log(`  note: ${n}`);

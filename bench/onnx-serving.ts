@@ -156,7 +156,7 @@ async function main(): Promise<void> {
 
 if (flags.measure) {
   const r = await measure(JSON.parse(flags.measure) as Variant);
-  process.stdout.write(JSON.stringify(r) + '\n');
+  process.stdout.write(`${JSON.stringify(r)}\n`);
 } else {
   await main();
 }

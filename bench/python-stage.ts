@@ -180,7 +180,7 @@ async function main(): Promise<void> {
       const one = async (which: 'bare' | 'stage') => {
         const s = which === 'bare' ? await runBare(python, store.resolve(dataset), env, p) : await runStage(store, python, dataset, `stage-${r}`, p);
         (which === 'bare' ? bare : staged).push(s);
-        process.stdout.write(JSON.stringify({ kind: 'run', side: which, run: r, ...s, loadAverage: Number(os.loadavg()[0]!.toFixed(2)) }) + '\n');
+        process.stdout.write(`${JSON.stringify({ kind: 'run', side: which, run: r, ...s, loadAverage: Number(os.loadavg()[0]!.toFixed(2)) })}\n`);
       };
       if (r % 2 === 0) {
         await one('bare');
@@ -211,7 +211,7 @@ async function main(): Promise<void> {
     const table = [row('bare python train.py', bare), row('seed:keras-mlp stage', staged)];
     const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
     console.log(`\nmedians of ${runs} run(s) per side:`);
-    for (const cells of [head, ...table]) console.log(('  ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).trimEnd());
+    for (const cells of [head, ...table]) console.log((`  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`).trimEnd());
     const overhead = median(overheads);
     const bareAfter = median(bare.map((x) => x.wall - x.firstMessage));
     const fixed = median(staged.map(notTraining)) - median(bare.map(notTraining));
@@ -221,7 +221,7 @@ async function main(): Promise<void> {
     console.log(`  CPU: stage ${med(staged, 'cpu').toFixed(1)} s (launcher ${median(staged.map((x) => x.launcherCpu!)).toFixed(2)} s of it) vs bare ${med(bare, 'cpu').toFixed(1)} s`);
     console.log(`  start-up (launch → first message): bare p50 ${med(bare, 'firstMessage').toFixed(3)} s, stage p50 ${med(staged, 'firstMessage').toFixed(3)} s`);
     process.stdout.write(
-      JSON.stringify({
+      `${JSON.stringify({
         kind: 'summary',
         runs,
         ...p,
@@ -233,7 +233,7 @@ async function main(): Promise<void> {
         outsideProcessSeconds: around,
         bare: { wall: med(bare, 'wall'), firstMessageP50: med(bare, 'firstMessage'), cpu: med(bare, 'cpu'), trainSeconds: med(bare, 'trainSeconds') },
         stage: { wall: med(staged, 'wall'), firstMessageP50: med(staged, 'firstMessage'), cpu: med(staged, 'cpu'), launcherCpu: median(staged.map((x) => x.launcherCpu!)), trainSeconds: med(staged, 'trainSeconds') },
-      }) + '\n',
+      })}\n`,
     );
   } finally {
     await rm(root, { recursive: true, force: true });

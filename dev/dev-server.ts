@@ -31,7 +31,7 @@ export interface DevServerOptions {
 
 /** Where a dev server on this database file keeps its pid file (next to it: `dev.db` → `dev.pid`). */
 export function devServerPidFile(dbFile: string): string {
-  return dbFile.replace(/\.db$/, '') + '.pid';
+  return `${dbFile.replace(/\.db$/, '')}.pid`;
 }
 
 /**
@@ -74,7 +74,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
     ...(o.uiPort !== undefined ? ['--ui-port', String(o.uiPort)] : ['--headless']),
     ...allSearchAttributes.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]),
   ];
-  const logFile = o.logFile ?? o.dbFile.replace(/\.db$/, '') + '.log';
+  const logFile = o.logFile ?? `${o.dbFile.replace(/\.db$/, '')}.log`;
   const out = openSync(logFile, 'a');
   // Its own process group: a Ctrl-C in the terminal reaches the stack's processes, not the server,
   // which the stack stops last (after the worker has drained and reported its results).

@@ -43,7 +43,9 @@ export function findBinary<S extends string>(o: {
 
   const fromEnv = o.env[o.envVar];
   if (fromEnv) {
-    const r = existsSync(fromEnv) ? check(fromEnv, o.envVar as S) : (tried.push(`${o.envVar}: ${fromEnv} does not exist`), undefined);
+    let r: FoundBinary<S> | undefined;
+    if (existsSync(fromEnv)) r = check(fromEnv, o.envVar as S);
+    else tried.push(`${o.envVar}: ${fromEnv} does not exist`);
     if (r) return done(r);
   } else tried.push(`${o.envVar}: not set`);
 

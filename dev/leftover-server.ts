@@ -22,7 +22,7 @@ export const serverPidFileSchema = z.object({
 export type ServerPidFile = z.infer<typeof serverPidFileSchema>;
 
 export function writeServerPidFile(file: string, record: ServerPidFile): void {
-  writeFileSync(file, JSON.stringify(record) + '\n');
+  writeFileSync(file, `${JSON.stringify(record)}\n`);
 }
 
 /** Removes the pid file if it still names this pid (a newer server may have replaced it). */

@@ -1,7 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ScheduleNotFoundError, WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import {
+  ScheduleNotFoundError,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowUpdateFailedError,
+  type Client,
+  type ScheduleHandle,
+  type WorkflowHandleWithStartDetails,
+} from '@temporalio/client';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { Db } from '../lib/db/types.js';
 import { parseDurationMs } from '../lib/duration.js';
@@ -148,7 +155,7 @@ export class Engine {
     let id = workflowId ?? newRunId(input.pipeline);
     // The trace of the request starting the run (tracing on): kept in the memo, which adds no workflow command.
     const traceId = currentTraceId();
-    let handle;
+    let handle: WorkflowHandleWithStartDetails<typeof runPipelineWorkflow>;
     for (let tries = 0; ; tries++) {
       try {
         handle = await this.deps.client.workflow.start(runPipelineWorkflow, {
@@ -451,7 +458,7 @@ export class Engine {
     const stored: ScheduledPipelineInput = { spec: saved.spec, taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
     const creator = quotaKey(o.startedBy);
-    let handle;
+    let handle: ScheduleHandle;
     try {
       handle = await this.deps.client.schedule.create({
         scheduleId: id,

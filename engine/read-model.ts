@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, type Client, type WorkflowExecutionDescription, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import proto, { type temporal } from '@temporalio/proto';
 import { progressQuery } from '../workflows/messages.js';
@@ -85,7 +85,7 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
   // Only Capstan's own runs: other workflows in the namespace are not ours to show or change.
   if (!isRunId(id)) return undefined;
   const handle = client.workflow.getHandle(id);
-  let desc;
+  let desc: WorkflowExecutionDescription;
   try {
     desc = await handle.describe();
   } catch (e) {
@@ -161,7 +161,7 @@ async function addSlotWaits(client: Client, view: RunView, recorded: StageState[
   for (const rec of recorded) {
     const w = rec.wait;
     const st = view.stages.find((s) => s.id === rec.id);
-    if (!w || w.reason !== 'slots' || !st) continue;
+    if (w?.reason !== 'slots' || !st) continue;
     if (!views.has(w.queue)) views.set(w.queue, client.workflow.getHandle(slotKeeperId(w.queue)).query(slotsQuery).catch(() => undefined));
     st.wait = slotWait(w, await views.get(w.queue)!);
   }

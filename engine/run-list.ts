@@ -102,7 +102,7 @@ export async function listRuns(client: Client, namespace: string, f: RunFilter &
       }
       items.push({ run: listItem(e), cursor: encodeCursor({ token, index: i }) });
     });
-    const next = res.nextPageToken && res.nextPageToken.length ? Buffer.from(res.nextPageToken).toString('base64url') : undefined;
+    const next = res.nextPageToken?.length ? Buffer.from(res.nextPageToken).toString('base64url') : undefined;
     if (more || !next) break;
     token = next;
     skip = 0;

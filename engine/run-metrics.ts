@@ -67,7 +67,7 @@ export class RunMetricsReader {
     const paused: PausedRun[] = [];
     for (const p of pausedIds.slice(0, MAX_PAUSED_READ)) {
       const run = await readRun(this.client, p.id).catch(() => undefined);
-      if (!run || run.status !== 'PAUSED') continue;
+      if (run?.status !== 'PAUSED') continue;
       const at = run.events.filter((e) => e.type === 'RUN_PAUSED').at(-1)?.at;
       paused.push({
         runId: p.id,

@@ -210,7 +210,7 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
       const known = registry.list().map((p) => p.name);
       issues.push({
         path: `${at}.plugin`,
-        message: `unknown stage plugin "${s.plugin}${s.version ? '@' + s.version : ''}"; known: ${uniq(known).join(', ') || 'none'}`,
+        message: `unknown stage plugin "${s.plugin}${s.version ? `@${s.version}` : ''}"; known: ${uniq(known).join(', ') || 'none'}`,
         code: 'UNKNOWN_PLUGIN',
       });
       producers.set(s.id, []);

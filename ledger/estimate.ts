@@ -119,7 +119,11 @@ export function estimateRun(o: {
     const r: MoneyRange = { expected: 0n, low: 0n, high: 0n };
     for (const s of stages) {
       const m = pick(s);
-      if (m) (r.expected += m.expected), (r.low += m.low), (r.high += m.high);
+      if (m) {
+        r.expected += m.expected;
+        r.low += m.low;
+        r.high += m.high;
+      }
     }
     return r;
   };

@@ -89,7 +89,7 @@ export async function stageSamples(db: Db, plugin: string, pluginVersion: string
       durationMs: Number(r.duration_ms),
       cpuMs: Number(r.cpu),
       gpuMs: Number(r.gpu),
-      bytesKept: kept > written ? kept : written,
+      bytesKept: Math.max(kept, written),
       attempts: Number(r.attempts),
       recordedAt: r.recorded_at,
     };

@@ -433,7 +433,7 @@ export async function insertPredictions(db: Db, p: PredictionEvent, now = new Da
  */
 export async function bookPendingPredictions(db: Db, runId: string, now = new Date()): Promise<number> {
   const rev = await loadRunRevenue(db, runId);
-  if (!rev || rev.model.kind !== 'per-prediction') return 0;
+  if (rev?.model.kind !== 'per-prediction') return 0;
   const pending = await db.query<{ id: string; model: string; version: string; count: string; at: string }>(
     `SELECT p.id, p.model, p.version, CAST(p.count AS TEXT) AS count, p.at FROM ledger_predictions p
      WHERE p.run_id = ? AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.entry_key = CAST(? AS TEXT) || p.id)

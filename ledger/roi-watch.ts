@@ -82,7 +82,7 @@ export async function checkRoiWatches(db: Db, now = new Date()): Promise<RoiChec
   const out: RoiCheck[] = [];
   for (const w of watches) {
     const revenue = await loadRunRevenue(db, w.run_id);
-    if (!revenue || revenue.model.kind !== 'per-prediction') continue; // not booked yet
+    if (revenue?.model.kind !== 'per-prediction') continue; // not booked yet
     const totals = await runTotals(db, w.run_id);
     if (totals.cost <= 0n) continue;
     const windowMs = BigInt(w.window_ms);
@@ -230,7 +230,10 @@ const toAlert = (r: AlertRow): RoiAlert => ({
 export async function listRoiAlerts(db: Db, o: { model?: string; limit?: number; pending?: boolean } = {}): Promise<RoiAlert[]> {
   const where: string[] = [];
   const args: unknown[] = [];
-  if (o.model !== undefined) where.push('model = ?'), args.push(o.model);
+  if (o.model !== undefined) {
+    where.push('model = ?');
+    args.push(o.model);
+  }
   if (o.pending) where.push('emitted = 0');
   const rows = await db.query<AlertRow>(`SELECT * FROM roi_alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id DESC LIMIT ?`, [...args, o.limit ?? 100]);
   return rows.map(toAlert);

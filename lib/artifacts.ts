@@ -126,6 +126,7 @@ export class ArtifactStore {
    */
   async writeOutput(
     key: { runId: string; stageId: string; kind: string; replica?: number },
+    // biome-ignore lint/suspicious/noConfusingVoidType: `write` may resolve nothing: callers pass `async (dir) => writeFile(…)` and plugins' output() callbacks (OutputMeta | void)
     write: (dir: string) => Promise<Record<string, unknown> | void>,
   ): Promise<ArtifactRef> {
     const dir = await this.freshDir(this.dirFor(key.runId, key.stageId, key.kind, key.replica));
@@ -141,6 +142,7 @@ export class ArtifactStore {
    */
   async writeContentAddressed(
     opts: { kind: string; namespace: string; stagingKey: string },
+    // biome-ignore lint/suspicious/noConfusingVoidType: `write` may resolve nothing: callers pass `async (dir) => writeFile(…)` and plugins' output() callbacks (OutputMeta | void)
     write: (dir: string) => Promise<Record<string, unknown> | void>,
   ): Promise<ArtifactRef> {
     const segments = opts.namespace.split('/');

@@ -49,7 +49,7 @@ export function createConsoleLogger(opts: ConsoleLoggerOptions): ConsoleLogger {
       format === 'json'
         ? jsonLine({ time, level, name: opts.name, message, meta, stacks })
         : textLine({ time, level, name: opts.name, message, meta, stacks });
-    write(line + '\n');
+    write(`${line}\n`);
   };
   return {
     log,
@@ -73,7 +73,7 @@ interface LineParts {
 
 /** Today's text line: `<ISO time> LEVEL [name] message {meta as JSON}`. */
 function textLine(p: LineParts): string {
-  const meta = p.meta && Object.keys(p.meta).length ? ' ' + stringify(cleanMeta(p.meta, p.stacks)) : '';
+  const meta = p.meta && Object.keys(p.meta).length ? ` ${stringify(cleanMeta(p.meta, p.stacks))}` : '';
   return `${p.time.toISOString()} ${p.level.toUpperCase().padEnd(5)} [${p.name}] ${redact(p.message)}${meta}`;
 }
 
@@ -190,7 +190,10 @@ export function parseLogLine(line: string): ParsedLogLine | undefined {
  */
 export function relayLogLine(logger: Logger, line: string, fallback: Level = 'debug'): void {
   const p = parseLogLine(line);
-  if (!p) return logger[fallback](line);
+  if (!p) {
+    logger[fallback](line);
+    return;
+  }
   // The ids the current context gives anyway are not repeated as the line's own fields (they would be
   // meta in text lines, and numbers among a line's measurements).
   const ctx = logContext();

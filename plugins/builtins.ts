@@ -28,7 +28,7 @@ export interface BuiltinOptions {
 }
 
 /** The built-in stage plugins: the default pipeline data-prep → pretrain → prune-quantize → multi-device fit → deploy → ROI ledger. */
-export function builtinStages(o: BuiltinOptions = {}): StagePlugin<any>[] {
+export function builtinStages(o: BuiltinOptions = {}): StagePlugin<unknown>[] {
   const tf = o.tfBackend ? { tfBackend: o.tfBackend } : {};
   return [
     dataPrepStage({

@@ -158,6 +158,7 @@ export interface StageContext {
    * handed to `write`; when it resolves the folder is sealed (hashed) and its reference returned.
    * A retry starts from an empty folder again.
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: public plugin contract: a write callback that resolves nothing (Promise<void>, e.g. `async (dir) => writeFile(…)`) must stay accepted
   output(kind: string, write: (dir: string) => Promise<OutputMeta | void>, opts?: OutputOptions): Promise<ArtifactRef>;
   /** A local folder holding an input artifact (or a checkpoint URI from `checkpointUri`). Read it, never write it. */
   localPath(ref: ArtifactRef | string): Promise<string>;

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isManifestFile, loadStageManifest, MANIFEST_FILES } from './command/manifest.js';
+import type { StagePlugin } from './contract.js';
 import { PluginContractError, type StageRegistry } from './registry.js';
 
 const MODULE_EXT = /\.(m?js|ts|mts)$/;
@@ -21,7 +22,7 @@ export async function loadExternalPlugins(stages: StageRegistry, entries: string
   for (const entry of entries.map((e) => e.trim()).filter(Boolean)) {
     for (const file of await moduleFiles(entry, opts.cwd)) {
       if (isManifestFile(file)) {
-        let p;
+        let p: StagePlugin<unknown>;
         try {
           p = await loadStageManifest(file);
         } catch (e) {

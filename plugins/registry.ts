@@ -81,7 +81,7 @@ export class StageRegistry {
   private readonly byKey = new Map<string, { plugin: StagePlugin<unknown>; source: string }>();
   private frozen = false;
 
-  register(plugin: StagePlugin<any>, source = 'built-in'): this {
+  register(plugin: StagePlugin<unknown>, source = 'built-in'): this {
     if (this.frozen) throw new Error(`registry is frozen; cannot register ${plugin?.name}`);
     const name = typeof plugin?.name === 'string' ? plugin.name : '<unnamed>';
     const problems = contractProblems(plugin);

@@ -60,7 +60,7 @@ async function main(): Promise<number> {
   const ports: [number, string, string][] = [
     ...(!process.env.TEMPORAL_ADDRESS
       ? ([
-          [temporalPort, 'TEMPORAL_PORT', 'or use the Temporal server already there with TEMPORAL_ADDRESS=127.0.0.1:' + temporalPort],
+          [temporalPort, 'TEMPORAL_PORT', `or use the Temporal server already there with TEMPORAL_ADDRESS=127.0.0.1:${temporalPort}`],
           [uiPort, 'TEMPORAL_UI_PORT', ''],
         ] as [number, string, string][])
       : []),
@@ -140,7 +140,7 @@ async function main(): Promise<number> {
     '  Ctrl-C stops everything.',
     '',
   ];
-  process.stdout.write(banner.join('\n') + '\n');
+  process.stdout.write(`${banner.join('\n')}\n`);
   if (flags['no-run']) return new Promise<number>(() => {});
 
   const specPath = path.resolve(root, flags.pipeline);
@@ -166,7 +166,7 @@ async function follow(apiUrl: string, id: string): Promise<string> {
     for (const s of run.stages) {
       if (seen.get(s.id) !== s.status) {
         seen.set(s.id, s.status);
-        const extra = s.status === 'SUCCEEDED' ? ' ' + summarise(s.metrics) : s.error ? ` — ${s.error}` : '';
+        const extra = s.status === 'SUCCEEDED' ? ` ${summarise(s.metrics)}` : s.error ? ` — ${s.error}` : '';
         process.stdout.write(`  ${new Date().toISOString().slice(11, 19)}  ${s.id.padEnd(14)} ${s.status}${extra}\n`);
       }
       if (s.status === 'RUNNING' && s.progress) {

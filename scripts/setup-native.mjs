@@ -279,14 +279,14 @@ function installNvidia(py) {
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   const req = path.join(tmp, 'requirements.txt');
-  fs.writeFileSync(req, NVIDIA_WHEELS.map(([n, v, h]) => `${n}==${v} --hash=sha256:${h}`).join('\n') + '\n');
+  fs.writeFileSync(req, `${NVIDIA_WHEELS.map(([n, v, h]) => `${n}==${v} --hash=sha256:${h}`).join('\n')}\n`);
   const target = path.join(tmp, 'site');
   try {
     const r = run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-deps', '--require-hashes', ...WHEEL.pip, '--target', target, '-r', req], { inherit: true });
     if (!r.ok || !fs.existsSync(path.join(target, 'nvidia'))) throw new SetupError(`pip install of the nvidia-* wheels failed (exit ${r.status})`);
     fs.rmSync(dest, { recursive: true, force: true });
     fs.renameSync(path.join(target, 'nvidia'), dest);
-    fs.writeFileSync(stamp, want + '\n');
+    fs.writeFileSync(stamp, `${want}\n`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
@@ -419,7 +419,7 @@ async function main() {
   const previous = readState();
   const packages = [...new Set([...(previous?.packages ?? []), CPU_PKG, ...(gpu ? [GPU_PKG] : [])])];
   for (const pkg of packages) buildBinding(pkg, pre);
-  fs.writeFileSync(stateFile, JSON.stringify({ tensorflow: TF_VERSION, wheelSha256: WHEEL.sha256, tfjsNode: TFJS_NODE_VERSION, napi: NAPI_VERSION, packages, gpu: gpu || Boolean(previous?.gpu) }, null, 2) + '\n');
+  fs.writeFileSync(stateFile, `${JSON.stringify({ tensorflow: TF_VERSION, wheelSha256: WHEEL.sha256, tfjsNode: TFJS_NODE_VERSION, napi: NAPI_VERSION, packages, gpu: gpu || Boolean(previous?.gpu) }, null, 2)}\n`);
   const linked = link();
   for (const pkg of linked) {
     const v = verify(pkg);

@@ -95,7 +95,7 @@ function readStamp() {
 }
 
 function writeStamp(stamp) {
-  fs.writeFileSync(stampFile, JSON.stringify(stamp, null, 2) + '\n');
+  fs.writeFileSync(stampFile, `${JSON.stringify(stamp, null, 2)}\n`);
 }
 
 /** The files `pip install ./sdk/python` packages, hashed: a change means a re-install. */

@@ -112,7 +112,6 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
   /** Bumped when a reservation is released: stages paused for reservations look again. */
   let reservedVersion = 0;
   const byId = new Map(state.stages.map((s) => [s.id, s]));
-  const specById = new Map(input.stages.map((s) => [s.id, s]));
   const decisions = new Map<string, Exclude<Decision, { action: 'raise-budget' }>>();
   /**
    * Stage id → who its next round acts as: the principal of the retry decision that reran it, so
@@ -749,7 +748,10 @@ function describeFailure(err: unknown, spec: ResolvedStage): { message: string; 
 /** Throws (so the Update is rejected, nothing recorded) when a decision does not fit the run's state. */
 export function validateDecision(d: Decision, state: RunState, stages: ResolvedStage[]): void {
   if (!d || typeof d !== 'object' || !('action' in d)) throw new Error('decision must have an action: retry, skip, abort or raise-budget');
-  if (d.action === 'raise-budget') return validateRaise(d, state);
+  if (d.action === 'raise-budget') {
+    validateRaise(d, state);
+    return;
+  }
   if (state.status !== 'PAUSED') throw new Error(`run is ${state.status}, not PAUSED; decisions apply to paused runs only`);
   if (d.action === 'abort') {
     if (typeof d.reason !== 'string' || d.reason.trim() === '') throw new Error('abort needs a reason');

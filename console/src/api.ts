@@ -25,7 +25,7 @@ export class ApiError extends Error {
 const ENDPOINT = '/graphql';
 
 /** POSTs a GraphQL document; throws ApiError with the first error's code. */
-export async function gql<T = any>(query: string, variables?: Record<string, unknown>): Promise<T> {
+export async function gql<T = unknown>(query: string, variables?: Record<string, unknown>): Promise<T> {
   const token = getToken();
   const res = await fetch(ENDPOINT, {
     method: 'POST',
@@ -47,7 +47,7 @@ export async function gql<T = any>(query: string, variables?: Record<string, unk
  * A GraphQL subscription over SSE with fetch (EventSource cannot send an Authorization header).
  * Calls onData for each `next` event until the stream completes or `signal` aborts.
  */
-export async function subscribe<T = any>(query: string, variables: Record<string, unknown>, onData: (d: T) => void, signal: AbortSignal): Promise<void> {
+export async function subscribe<T = unknown>(query: string, variables: Record<string, unknown>, onData: (d: T) => void, signal: AbortSignal): Promise<void> {
   const token = getToken();
   const res = await fetch(ENDPOINT, {
     method: 'POST',

@@ -78,19 +78,25 @@ function App() {
     ['#/pipelines', 'Pipelines & money', page === 'pipelines'],
     ['#/models', 'Models', page === 'models'],
   ] as const;
-  let body;
+  let body: ReturnType<typeof html>;
   if (page === 'runs' && arg) body = html`<${RunPage} id=${arg} me=${me} />`;
   else if (page === 'pipelines') body = html`<${PipelinesPage} me=${me} />`;
   else if (page === 'models') body = html`<${ModelsPage} me=${me} />`;
   else body = html`<${RunsPage} me=${me} />`;
-  return html`<a class="skip" href="#main" onClick=${(e: Event) => (e.preventDefault(), document.getElementById('main')?.focus())}>Skip to content</a>
+  return html`<a class="skip" href="#main" onClick=${(e: Event) => {
+    e.preventDefault();
+    document.getElementById('main')?.focus();
+  }}>Skip to content</a>
     <header>
       <strong class="brand">Capstan</strong>
       <nav aria-label="Console pages">
         <ul>${nav.map(([href, label, current]) => html`<li><a href=${href} aria-current=${current ? 'page' : undefined}>${label}</a></li>`)}</ul>
       </nav>
       <span class="who" data-testid="whoami">${me.name} · ${me.role.toLowerCase()}</span>
-      <button class="link" onClick=${() => (setToken(null), setMe(null))}>Sign out</button>
+      <button class="link" onClick=${() => {
+        setToken(null);
+        setMe(null);
+      }}>Sign out</button>
     </header>
     <main id="main" tabindex="-1">${body}</main>`;
 }

@@ -138,7 +138,11 @@ function TryIt(props: { model: string; formats: Record<number, string> }) {
     <p class="hint" id=${`draw-${props.model}`}>Draw a digit with the mouse, a pen or a finger, then predict. (Keyboard users: the Predict button sends the canvas as it is.)</p>
     <div class="row">
       <canvas ref=${canvas} width="280" height="280" aria-describedby=${`draw-${props.model}`} aria-label="Drawing area, 28 by 28 pixels"
-        onPointerDown=${(e: PointerEvent) => ((drawing.current = true), (e.target as HTMLElement).setPointerCapture(e.pointerId), stroke(e))}
+        onPointerDown=${(e: PointerEvent) => {
+          drawing.current = true;
+          (e.target as HTMLElement).setPointerCapture(e.pointerId);
+          stroke(e);
+        }}
         onPointerMove=${stroke} onPointerUp=${() => (drawing.current = false)} onPointerLeave=${() => (drawing.current = false)}></canvas>
       <div>
         <button onClick=${predict} data-testid="predict">Predict</button> <button onClick=${clear}>Clear</button>

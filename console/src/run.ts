@@ -320,7 +320,10 @@ function Decisions(props: { run: Run; schemas: Record<string, unknown>; reload: 
       (confirmCancel
         ? html`<div class="confirm" role="group" aria-label="Confirm cancel">
             <p>Cancelling stops ${run.stages.filter((s) => s.status === 'RUNNING').map((s) => s.id).join(', ') || 'no running stage'} at its next heartbeat; ${run.stages.filter((s) => s.status === 'SUCCEEDED').length} completed stage(s) keep their artifacts, and the run can be resumed from them later.</p>
-            <button class="danger" onClick=${() => (setConfirmCancel(false), act('Cancel', 'mutation($id: ID!) { cancelRun(runId: $id) { id } }', { id: run.id }))}>Cancel the run</button>
+            <button class="danger" onClick=${() => {
+              setConfirmCancel(false);
+              void act('Cancel', 'mutation($id: ID!) { cancelRun(runId: $id) { id } }', { id: run.id });
+            }}>Cancel the run</button>
             <button onClick=${() => setConfirmCancel(false)}>Keep it running</button>
           </div>`
         : html`<button onClick=${() => setConfirmCancel(true)}>Cancel run…</button>`)}

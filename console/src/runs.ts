@@ -62,9 +62,15 @@ export function RunsPage(_: { me: Me }) {
   const reset = () => setCursors([null]);
   return html`<h1>Runs</h1>
     <form class="filters" onSubmit=${(e: Event) => e.preventDefault()}>
-      <label>Pipeline <input name="pipeline" value=${typed} onInput=${(e: Event) => setTyped((e.target as HTMLInputElement).value)} onChange=${(e: Event) => (setPipeline((e.target as HTMLInputElement).value.trim()), reset())} placeholder="all" /></label>
+      <label>Pipeline <input name="pipeline" value=${typed} onInput=${(e: Event) => setTyped((e.target as HTMLInputElement).value)} onChange=${(e: Event) => {
+        setPipeline((e.target as HTMLInputElement).value.trim());
+        reset();
+      }} placeholder="all" /></label>
       <label>Status
-        <select name="status" value=${status} onChange=${(e: Event) => (setStatus((e.target as HTMLSelectElement).value), reset())}>
+        <select name="status" value=${status} onChange=${(e: Event) => {
+          setStatus((e.target as HTMLSelectElement).value);
+          reset();
+        }}>
           <option value="">all</option>
           ${STATUSES.map((s) => html`<option value=${s}>${s.toLowerCase()}</option>`)}
         </select>

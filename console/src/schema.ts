@@ -6,7 +6,7 @@ export interface SchemaIssue {
   message: string;
 }
 
-type Schema = Record<string, any>;
+type Schema = Record<string, unknown>;
 
 export function validate(schema: Schema, value: unknown, path = 'params'): SchemaIssue[] {
   const out: SchemaIssue[] = [];
@@ -56,16 +56,16 @@ function check(s: Schema | boolean, v: unknown, path: string, out: SchemaIssue[]
   if (Array.isArray(v)) {
     if (typeof s.minItems === 'number' && v.length < s.minItems) out.push({ path, message: `must have at least ${s.minItems} items` });
     if (typeof s.maxItems === 'number' && v.length > s.maxItems) out.push({ path, message: `must have at most ${s.maxItems} items` });
-    if (s.items && typeof s.items === 'object') v.forEach((x, i) => check(s.items, x, `${path}[${i}]`, out));
+    if (s.items && typeof s.items === 'object') v.forEach((x, i) => check(s.items as Schema, x, `${path}[${i}]`, out));
   }
   if (got === 'object') {
     const o = v as Record<string, unknown>;
-    const props: Record<string, Schema> = s.properties ?? {};
+    const props = (s.properties as Record<string, Schema> | undefined) ?? {};
     for (const r of (s.required as string[] | undefined) ?? []) if (!(r in o)) out.push({ path: `${path}.${r}`, message: 'is required' });
     for (const [k, x] of Object.entries(o)) {
       if (props[k]) check(props[k]!, x, `${path}.${k}`, out);
       else if (s.additionalProperties === false) out.push({ path: `${path}.${k}`, message: 'is not a known param' });
-      else if (s.additionalProperties && typeof s.additionalProperties === 'object') check(s.additionalProperties, x, `${path}.${k}`, out);
+      else if (s.additionalProperties && typeof s.additionalProperties === 'object') check(s.additionalProperties as Schema, x, `${path}.${k}`, out);
     }
   }
 }

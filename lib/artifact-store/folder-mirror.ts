@@ -1,3 +1,4 @@
+import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { localPathOf } from './bucket-names.js';
@@ -128,7 +129,7 @@ export class FolderMirror {
 }
 
 async function walk(dir: string, prefix = '', out = new Map<string, FileState>()): Promise<Map<string, FileState>> {
-  let entries;
+  let entries: Dirent[];
   try {
     entries = await readdir(dir, { withFileTypes: true });
   } catch {

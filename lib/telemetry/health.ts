@@ -27,7 +27,7 @@ export interface CachedCheckOptions {
    * (or resolves `{ ok: false }`) when it does not. It should give up by itself near `timeoutMs`;
    * the check stops waiting for it at `timeoutMs` regardless.
    */
-  probe: () => Promise<HealthCheck | string | void>;
+  probe: () => Promise<HealthCheck | string | undefined>;
   /** Longest wait for the probe (default 2 s): past it the check is not ok. */
   timeoutMs?: number;
   /** How long a result is reused (default 1 s). */

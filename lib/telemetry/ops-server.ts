@@ -90,7 +90,7 @@ export async function handleOps(o: Omit<OpsServerOptions, 'listen'>, req: Incomi
 }
 
 function health(res: ServerResponse, r: HealthReport): void {
-  answer(res, r.ok ? 200 : 503, 'application/json', JSON.stringify({ status: r.ok ? 'ok' : 'unavailable', checks: r.checks }) + '\n');
+  answer(res, r.ok ? 200 : 503, 'application/json', `${JSON.stringify({ status: r.ok ? 'ok' : 'unavailable', checks: r.checks })}\n`);
 }
 
 function answer(res: ServerResponse, status: number, contentType: string, body: string): void {

@@ -50,7 +50,7 @@ export async function saveCompressedModel(
   metadata?: Record<string, unknown>,
 ): Promise<void> {
   const artifacts: ModelArtifacts = { ...base, ...weights, generatedBy: base.generatedBy ?? 'capstan' };
-  if (metadata) artifacts.userDefinedMetadata = { ...base.userDefinedMetadata, ...(metadata as Record<string, {}>) };
+  if (metadata) artifacts.userDefinedMetadata = { ...base.userDefinedMetadata, ...(metadata as NonNullable<ModelArtifacts['userDefinedMetadata']>) };
   await folderSaveHandler(dir).save!(artifacts);
   if (masks.length) await writeMasks(dir, masks);
 }

@@ -33,7 +33,7 @@ export function sparsityAt(s: PolynomialSchedule, step: number): number {
   if (step <= s.beginStep) return s.initialSparsity;
   if (step >= s.endStep) return s.finalSparsity;
   const p = (step - s.beginStep) / (s.endStep - s.beginStep);
-  return s.finalSparsity + (s.initialSparsity - s.finalSparsity) * Math.pow(1 - p, s.power);
+  return s.finalSparsity + (s.initialSparsity - s.finalSparsity) * (1 - p) ** s.power;
 }
 
 /** Whether the masks are recomputed at step `step`: every `frequency` steps from `beginStep`, and at `endStep`. */

@@ -3,7 +3,7 @@ import { DataError } from './data-error.js';
 import { openDataFile, type DataFile } from './data-file.js';
 
 /** IDX element type codes (third magic byte). Only unsigned bytes are used by image/label sets. */
-const IDX_TYPES: Record<number, string> = { 0x08: 'ubyte', 0x09: 'byte', 0x0b: 'short', 0x0c: 'int', 0x0d: 'float', 0x0e: 'double' };
+const IDX_TYPES: Record<number, string> = { 8: 'ubyte', 9: 'byte', 11: 'short', 12: 'int', 13: 'float', 14: 'double' };
 
 export interface IdxTensor {
   dims: number[];

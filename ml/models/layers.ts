@@ -53,7 +53,11 @@ export function buildFromLayers(tf: Tf, spec: LayersModelSpec): TF.LayersModel {
   let shape = [...spec.inputShape];
   const first = { inputShape: spec.inputShape };
   let started = false;
-  const input = () => (started ? {} : ((started = true), first));
+  const input = () => {
+    if (started) return {};
+    started = true;
+    return first;
+  };
   if (image) {
     if (shape.length === 2) {
       shape = [shape[0]!, shape[1]!, 1];

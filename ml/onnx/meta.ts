@@ -77,5 +77,5 @@ export async function readOnnxMeta(dir: string): Promise<OnnxModelMeta> {
 }
 
 export async function writeOnnxMeta(dir: string, meta: OnnxModelMeta): Promise<void> {
-  await writeFile(path.join(dir, ONNX_META_FILE), JSON.stringify(onnxModelMetaSchema.parse(meta), null, 2) + '\n');
+  await writeFile(path.join(dir, ONNX_META_FILE), `${JSON.stringify(onnxModelMetaSchema.parse(meta), null, 2)}\n`);
 }

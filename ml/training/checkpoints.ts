@@ -15,9 +15,9 @@ export function checkpointName(epoch: number): string {
  */
 export async function writeCheckpoint(model: TF.LayersModel, dir: string, epoch: number): Promise<string> {
   const ckpt = path.join(dir, checkpointName(epoch));
-  await saveModel(model, ckpt + '.tmp', { includeOptimizer: true });
+  await saveModel(model, `${ckpt}.tmp`, { includeOptimizer: true });
   await rm(ckpt, { recursive: true, force: true });
-  await rename(ckpt + '.tmp', ckpt);
+  await rename(`${ckpt}.tmp`, ckpt);
   const names = await readdir(dir).catch(() => [] as string[]);
   for (const n of names) {
     const m = /^epoch-(\d+)$/.exec(n);

@@ -18,7 +18,7 @@ import { runReplicaJob, SyncTimeoutError } from './replica-job.js';
 const ALIVE_EVERY_MS = 5000;
 
 function emit(msg: ChildMessage): Promise<void> {
-  return new Promise((resolve) => process.stdout.write(PROTOCOL_PREFIX + JSON.stringify(msg) + '\n', () => resolve()));
+  return new Promise((resolve) => process.stdout.write(`${PROTOCOL_PREFIX + JSON.stringify(msg)}\n`, () => resolve()));
 }
 
 /** This process's CPU time so far (user + system): sent with every message so the parent can meter a running job. */

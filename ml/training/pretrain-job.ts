@@ -1,3 +1,4 @@
+import type * as TF from '@tensorflow/tfjs';
 import { loadTf } from '../backend.js';
 import { inputsOf, readDataset, type Dataset, type DatasetSplit } from '../data/dataset.js';
 import { loadModel, saveModel } from '../models/io.js';
@@ -21,7 +22,7 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
   const test = labelled(ds, ds.splits.test);
 
   let fromEpoch = 0;
-  let model;
+  let model: TF.LayersModel;
   if (job.resume) {
     model = await loadModel(tf, job.resume.dir);
     // A checkpoint carries its training config and Adam state; compile only if it did not.

@@ -156,8 +156,8 @@ function opsAdam(tf: Tf, vars: TF.Variable[], cfg: AdamConfig, init?: AdamState,
     params: () => vars,
     update(grads) {
       t++;
-      const c1 = 1 - Math.pow(cfg.beta1, t);
-      const c2 = 1 - Math.pow(cfg.beta2, t);
+      const c1 = 1 - cfg.beta1 ** t;
+      const c2 = 1 - cfg.beta2 ** t;
       tf.tidy(() => {
         grads.forEach((g, i) => {
           const mi = tf.add(tf.mul(m[i]!, cfg.beta1), tf.mul(g, 1 - cfg.beta1));
@@ -258,7 +258,11 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
         const row = i * classes;
         let max = -Infinity;
         let arg = 0;
-        for (let c = 0; c < classes; c++) if (z[row + c]! > max) (max = z[row + c]!), (arg = c);
+        for (let c = 0; c < classes; c++)
+          if (z[row + c]! > max) {
+            max = z[row + c]!;
+            arg = c;
+          }
         let sum = 0;
         for (let c = 0; c < classes; c++) sum += Math.exp(z[row + c]! - max);
         const label = y[i]!;
@@ -288,8 +292,8 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
         params: () => vars,
         update(grads) {
           t++;
-          const c1 = 1 - Math.pow(b1, t);
-          const c2 = 1 - Math.pow(b2, t);
+          const c1 = 1 - b1 ** t;
+          const c2 = 1 - b2 ** t;
           for (let k = 0; k < vars.length; k++) {
             const v = vars[k]!;
             // wasm caches packed weights (XNNPACK) by tensor, so a weight written in place would not be
@@ -441,11 +445,11 @@ function nativeKernels(tf: Tf): StepKernels {
         update(grads) {
           t++;
           tf.tidy(() => {
-            const p1 = tf.scalar(Math.pow(cfg.beta1, t));
-            const p2 = tf.scalar(Math.pow(cfg.beta2, t));
+            const p1 = tf.scalar(cfg.beta1 ** t);
+            const p2 = tf.scalar(cfg.beta2 ** t);
             // TensorFlow adds epsilon to sqrt(v), tfjs to sqrt(v / (1 − β₂ᵗ)): scaling it by
             // sqrt(1 − β₂ᵗ) makes this step exactly tfjs's (and Keras's legacy) Adam.
-            const epsT = tf.scalar(cfg.epsilon * Math.sqrt(1 - Math.pow(cfg.beta2, t)));
+            const epsT = tf.scalar(cfg.epsilon * Math.sqrt(1 - cfg.beta2 ** t));
             grads.forEach((g, i) => be.executeMultipleOutputs('ResourceApplyAdam', attrs, [vh[i]!, mh[i]!, sh[i]!, p1, p2, lr, b1, b2, epsT, g], 0));
             keep.forEach((k, i) => {
               if (k) be.executeMultipleOutputs('AssignVariableOp', [dtypeAttr], [vh[i]!, one('Mul', [read(vh[i]!), k])], 0);

@@ -182,7 +182,7 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { mask
   const plan = planStepLoop(model);
   if ('unsupported' in plan) return plan;
   const opt = model.optimizer as unknown as AdamLike | undefined;
-  if (!opt || opt.getClassName() !== 'Adam') return { unsupported: `optimizer ${opt?.getClassName() ?? 'none'} (only Adam)` };
+  if (opt?.getClassName() !== 'Adam') return { unsupported: `optimizer ${opt?.getClassName() ?? 'none'} (only Adam)` };
   const c = opt.getConfig();
   const cfg = { learningRate: Number(c.learningRate), beta1: Number(c.beta1), beta2: Number(c.beta2), epsilon: Number(c.epsilon) };
   let init: AdamState | undefined;

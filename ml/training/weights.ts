@@ -93,7 +93,7 @@ export async function readMasks(modelDir: string, layout: WeightLayout[]): Promi
   let masked = 0;
   let pruned = 0;
   for (const e of entries) {
-    const target = layout.find((l) => l.name === e.name || l.name.endsWith('/' + e.name) || e.name.endsWith('/' + l.name));
+    const target = layout.find((l) => l.name === e.name || l.name.endsWith(`/${e.name}`) || e.name.endsWith(`/${l.name}`));
     const size = e.shape.reduce((a, b) => a * b, 1);
     const dtype = e.dtype ?? 'uint8';
     const width = dtype === 'float32' ? 4 : 1;

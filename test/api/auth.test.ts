@@ -138,7 +138,7 @@ describe('tokens and roles on every operation', () => {
   });
 
   it('no token, a malformed, an unknown, an expired and a revoked token: UNAUTHENTICATED (401) on every operation, logged without the token', async () => {
-    const unknown = 'cap_0123456789ab_' + 'A'.repeat(43);
+    const unknown = `cap_0123456789ab_${'A'.repeat(43)}`;
     const expiring = (await stack.runtime.tokens.create({ name: 'expiring', role: 'admin', expiresAt: new Date(Date.now() + 1000) })).token;
     const revoked = await stack.token('admin', 'to-revoke');
     const id = revoked.split('_')[1]!;

@@ -2,9 +2,8 @@
 // another origin cannot drive it, even holding a token, unless CAPSTAN_CORS_ORIGINS names that
 // origin; form-style posts that skip the preflight are refused by the server; GraphiQL on the
 // API's own origin works and sends the dev token; a DNS-rebinding host name is refused (421).
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -221,13 +220,13 @@ describe('the same page once CAPSTAN_CORS_ORIGINS names its origin', () => {
     expect(ok, JSON.stringify(ok)).toMatchObject({ rejected: false, type: 'cors', status: 200 });
     expect(JSON.parse(ok.text).data.startPipeline.id).toMatch(/^pipeline\/browser-cors-allowed\//);
     // Allowed does not mean anonymous: without the token the API still says 401, and the page may read that.
-    const anon = await page.evaluate(([api, b]) => fetch(api + '/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: b }).then(async (r) => ({ status: r.status, text: await r.text() })), [stack.url, body('browser-cors-allowed')] as const);
+    const anon = await page.evaluate(([api, b]) => fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b }).then(async (r) => ({ status: r.status, text: await r.text() })), [stack.url, body('browser-cors-allowed')] as const);
     expect(anon.status).toBe(401);
     expect(JSON.parse(anon.text).errors[0].extensions.code).toBe('UNAUTHENTICATED');
     // The predict route too: its preflight passes and its answers (here: no such model) are readable.
     const predict = await page.evaluate(
       ([api, token]) =>
-        fetch(api + '/models/none/predict', { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token }, body: '{"inputs":[[0]]}' }).then(async (r) => ({ status: r.status, text: await r.text() })),
+        fetch(`${api}/models/none/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: '{"inputs":[[0]]}' }).then(async (r) => ({ status: r.status, text: await r.text() })),
       [stack.url, stack.adminToken] as const,
     );
     expect(predict.status).toBe(404);
@@ -330,7 +329,7 @@ describe('GraphiQL on the API’s own origin', () => {
     });
     const sent: { authorization: string | undefined }[] = [];
     page.on('request', (r) => {
-      if (r.url().startsWith(`${stack.url}/graphql`) && r.method() === 'POST') sent.push({ authorization: r.headers()['authorization'] });
+      if (r.url().startsWith(`${stack.url}/graphql`) && r.method() === 'POST') sent.push({ authorization: r.headers().authorization });
     });
     // A link that tries to stage a mutation in the editor.
     const res = await page.goto(`${stack.url}/graphql?query=${encodeURIComponent('mutation { revokeToken(id: "x") { id } }')}`);

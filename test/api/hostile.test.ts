@@ -78,9 +78,9 @@ const CATEGORIES: Record<string, () => Hostile> = {
       '\uFEFF{"query":"{ whoami { role } }"',
       '{"query":"{ whoami { role } }",}',
       '{"query":"{ whoami { role } }"}{"query":"{ whoami { role } }"}',
-      '[' + '{"query":"{ whoami { role } }"},'.repeat(200) + '{"query":"{ whoami { role } }"}]',
+      `[${'{"query":"{ whoami { role } }"},'.repeat(200)}{"query":"{ whoami { role } }"}]`,
       '['.repeat(30_000) + ']'.repeat(30_000),
-      '{"a":'.repeat(10_000) + '1' + '}'.repeat(10_000),
+      `${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}`,
       '{"query":"\\u0000{ whoami { role } }"}',
       '',
     ]);
@@ -211,7 +211,7 @@ const CATEGORIES: Record<string, () => Hostile> = {
         `a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nname: ${name}\nstages: *g\n`,
         `!!js/function "function () { return 1 }"`,
         `name: ${name}\nstages: [ { id: w, plugin: test:write-note, timeouts: { startToClose: 0 } } ]\n`,
-        '{"name": "' + name + '", "stages": [',
+        `{"name": "${name}", "stages": [`,
         `name: ${name}\nstages:\n${'  - { id: s, plugin: test:write-note }\n'.repeat(150)}`,
       ]);
       return { category: 'hostile-spec', what: `text: ${text.slice(0, 30)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody('mutation($t: String!) { startPipelineFromText(text: $t) { id } }', { t: text }) };
@@ -228,7 +228,7 @@ const CATEGORIES: Record<string, () => Hostile> = {
     const p = pick([`x' OR 1=1 \\\\`, `x' OR WorkflowType = 'CapstanPipeline`, `') OR ('1'='1`, `x\\' OR 1=1 --`, `%' OR CapstanPipeline LIKE '%`, `x" OR ExecutionStatus = "Running`, '\u0000', `${'\\'.repeat(100)}'`, `x'; DROP TABLE runs; --`]);
     const field = pick(['runs(first: 5, pipeline: $p) { edges { node { id } } }', 'roi(pipeline: $p) { cost }', 'savedPipeline(name: $p) { name }', 'model(name: $p) { name }']);
     // Answered, but as a name that matches nothing: the run started before the batch (pipeline "bait") must not show.
-    const check = (j: any) => (j.data?.runs && j.data.runs.edges.length ? `the injection listed runs: ${JSON.stringify(j.data.runs.edges)}` : j.data?.savedPipeline || j.data?.model ? 'the injection found something' : undefined);
+    const check = (j: any) => (j.data?.runs?.edges.length ? `the injection listed runs: ${JSON.stringify(j.data.runs.edges)}` : j.data?.savedPipeline || j.data?.model ? 'the injection found something' : undefined);
     return { category: 'visibility-injection', what: `${field.split('(')[0]}: ${p.slice(0, 30)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(`query($p: String!) { ${field} }`, { p }), dataOk: true, check };
   },
   'predict-hostile': () => {

@@ -78,7 +78,7 @@ function RelayEdgeTypesSpec(context: LintContext) {
       if (item.kind !== 'NamedType') return report(`\`${typeName}.edges\` must be a list of edge objects, not \`${printType(edges.type!)}\`.`, edges);
       const edgeName = item.name!.value;
       const edgeType = context.getSchema().getType(edgeName)?.astNode;
-      if (!edgeType || edgeType.kind !== 'ObjectTypeDefinition') return report(`The edge type \`${edgeName}\` of \`${typeName}\` must be an object type.`, edges);
+      if (edgeType?.kind !== 'ObjectTypeDefinition') return report(`The edge type \`${edgeName}\` of \`${typeName}\` must be an object type.`, edges);
       const field = (n: string) => edgeType.fields?.find((f) => f.name!.value === n);
       const nodeField = field('node');
       if (!nodeField) report(`The edge type \`${edgeName}\` must have a \`node\` field.`, edgeType);

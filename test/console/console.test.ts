@@ -24,7 +24,7 @@ const MODEL = `console-mnist-${Date.now().toString(36)}`;
 
 let stack: TestStack;
 let browser: Browser;
-let mnistRuns: string[] = [];
+const mnistRuns: string[] = [];
 let pausedRun: string;
 const errors: string[] = [];
 
@@ -104,7 +104,10 @@ describe('the console', () => {
     expect((await fetch(`${stack.url}/console/assets/..%2F..%2Fpackage.json`)).status).toBe(404);
     // The Host allowlist still applies (a DNS-rebinding name gets 421).
     const rebound = await new Promise<number>((resolve, reject) =>
-      httpRequest(`${stack.url}/console`, { headers: { host: 'evil.example' } }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject).end(),
+      httpRequest(`${stack.url}/console`, { headers: { host: 'evil.example' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }).on('error', reject).end(),
     );
     expect(rebound).toBe(421);
     const dist = path.join(ROOT, 'console/dist');

@@ -25,8 +25,14 @@ const POLL = { timeout: 60_000, interval: 250 };
 const exists = (p: string) => stat(p).then(() => true, () => false);
 const pause = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
-    const onAbort = () => (clearTimeout(t), reject(signal.reason));
-    const t = setTimeout(() => (signal.removeEventListener('abort', onAbort), resolve()), ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
     signal.addEventListener('abort', onAbort, { once: true });
   });
 
@@ -61,7 +67,11 @@ const waiterStage = defineStage({
     const n = ctx.replica?.count ?? 1;
     const dir = await ctx.checkpointDir({ shared: true });
     const released = () => exists(path.join(dir, 'release'));
-    if (i === p.lateReplica) while (!(await released())) (ctx.heartbeat({ late: true }), await pause(50, ctx.signal));
+    if (i === p.lateReplica)
+      while (!(await released())) {
+        ctx.heartbeat({ late: true });
+        await pause(50, ctx.signal);
+      }
     await writeFile(path.join(dir, `arrive-${i}`), '');
     const since = new Date().toISOString();
     for (;;) {
@@ -70,7 +80,11 @@ const waiterStage = defineStage({
       ctx.heartbeat({ barrier: { round: 1, waitingFor: here.flatMap((h, k) => (h ? [] : [k])), since } });
       await pause(50, ctx.signal);
     }
-    if (p.hold) while (!(await released())) (ctx.heartbeat({ holding: true }), await pause(50, ctx.signal));
+    if (p.hold)
+      while (!(await released())) {
+        ctx.heartbeat({ holding: true });
+        await pause(50, ctx.signal);
+      }
     return { outputs: {}, metrics: { replica: i } };
   },
 });

@@ -73,7 +73,10 @@ async function crashedStack(args: Record<string, unknown>): Promise<number> {
 const canConnect = (port: number) =>
   new Promise<boolean>((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
-    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 

@@ -273,7 +273,7 @@ describe('operating runs', () => {
       .map((m) => m.data.runEvents);
     const seqs = events.map((e) => e.seq);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
-    const lifecycle = events.filter((e) => e.type !== 'STAGE_PROGRESS').map((e) => `${e.type}${e.stageId ? ':' + e.stageId : ''}`);
+    const lifecycle = events.filter((e) => e.type !== 'STAGE_PROGRESS').map((e) => `${e.type}${e.stageId ? `:${e.stageId}` : ''}`);
     expect(lifecycle.filter((t) => !t.startsWith('STAGE_RETRIED'))).toEqual([
       'RUN_STARTED',
       'STAGE_STARTED:write',

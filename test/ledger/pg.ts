@@ -14,9 +14,9 @@ let failure: Error | undefined;
 export function getTestPostgresUrl(): string {
   if (cached) return cached;
   if (failure) throw failure;
-  const fromEnv = process.env['CAPSTAN_TEST_DATABASE_URL'];
+  const fromEnv = process.env.CAPSTAN_TEST_DATABASE_URL;
   if (fromEnv) return (cached = fromEnv);
-  const port = process.env['CAPSTAN_TEST_PG_PORT'] ?? '54339';
+  const port = process.env.CAPSTAN_TEST_PG_PORT ?? '54339';
   let out: string;
   try {
     out = execFileSync('bash', [join(root, 'scripts', 'postgres.sh'), join(root, '.data', 'test-pg'), port, 'capstan_test'], {

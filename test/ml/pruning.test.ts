@@ -63,7 +63,7 @@ function job(over: Partial<FineTuneJob> & { outDir: string }): FineTuneJob {
     kind: 'fine-tune',
     datasetDir,
     modelDir,
-    checkpointDir: path.join(over.outDir, '..', path.basename(over.outDir) + '-epochs'),
+    checkpointDir: path.join(over.outDir, '..', `${path.basename(over.outDir)}-epochs`),
     epochs: 2,
     batchSize: 32,
     learningRate: 1e-3,

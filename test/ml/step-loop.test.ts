@@ -161,7 +161,7 @@ describe('step loop', () => {
 
     const first = seedModel();
     await trainEpochs(tf, first, { train, validation }, { epochs: 1, fromEpoch: 0, batchSize: 64, seed: 9 });
-    const dir = await writeCheckpoint(first, store.root + '/ckpt', 1);
+    const dir = await writeCheckpoint(first, `${store.root}/ckpt`, 1);
     const resumed = await loadModel(tf, dir);
     expect(resumed.optimizer).toBeTruthy();
     const run = await trainEpochs(tf, resumed, { train, validation }, { epochs: 2, fromEpoch: 1, batchSize: 64, seed: 9 });

@@ -229,7 +229,10 @@ describe('serving ONNX', () => {
     expect(pb.data.rollbackModel.servingVersion).toBe(1);
     const all = [...ra, ...rb, ...rc, ...rd];
     expect(all.filter((r) => r.status !== 200)).toEqual([]);
-    const byVersion = all.reduce<Record<number, number>>((acc, r) => ((acc[r.json.version] = (acc[r.json.version] ?? 0) + 1), acc), {});
+    const byVersion = all.reduce<Record<number, number>>((acc, r) => {
+      acc[r.json.version] = (acc[r.json.version] ?? 0) + 1;
+      return acc;
+    }, {});
     console.info('[onnx swap] answers per version while production moved tfjs → ONNX → tfjs:', JSON.stringify(byVersion));
     expect(Object.keys(byVersion).sort()).toEqual(['1', '3']);
     expect(booked.reduce((n, b) => n + b.count, 0) - before).toBe(480);

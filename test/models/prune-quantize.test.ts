@@ -73,7 +73,7 @@ describe('pruning and quantization primitives', () => {
     expect(toFloat16Bits(0.5)).toBe(0x3800);
     expect(toFloat16Bits(65504)).toBe(0x7bff);
     expect(toFloat16Bits(1e6)).toBe(0x7c00);
-    expect(toFloat16Bits(5.960464477539063e-8)).toBe(0x0001);
+    expect(toFloat16Bits(2 ** -24)).toBe(0x0001);
     expect(toFloat16Bits(0)).toBe(0);
   });
 

@@ -2,7 +2,6 @@
 // range, raw encoding), and keeps a bounded, least-recently-used set of models loaded.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as TF from '@tensorflow/tfjs';
-import type { Api } from '../../api/app.js';
 import type { ArtifactStore } from '../../lib/artifacts.js';
 import type { Db } from '../../lib/db/types.js';
 import { loadTf } from '../../ml/backend.js';
@@ -21,7 +20,6 @@ let cleanup: () => Promise<void>;
 let db: Db;
 let registry: ModelRegistry;
 let server: ModelServer;
-let api: Api;
 let closeHttp: () => Promise<void>;
 let base: string;
 /** Raw 0–255 pixel samples of the pixel dataset's test split. */
@@ -81,7 +79,7 @@ beforeAll(async () => {
 
   server = createModelServer({ registry, artifacts: store });
   const served = await serveModelsApi({ db, models: registry, modelServer: server });
-  ({ api, url: base } = served);
+  base = served.url;
   closeHttp = served.close;
 }, 120_000);
 

@@ -148,7 +148,10 @@ describe('GraphQL', () => {
     expect(p.data.promoteModel).toEqual({ servingVersion: 2, production: { version: 2 } });
     const all = [...results, ...results2];
     expect(all.filter((r) => r.status !== 200)).toEqual([]);
-    const byVersion = all.reduce<Record<number, number>>((acc, r) => ((acc[r.json.version] = (acc[r.json.version] ?? 0) + 1), acc), {});
+    const byVersion = all.reduce<Record<number, number>>((acc, r) => {
+      acc[r.json.version] = (acc[r.json.version] ?? 0) + 1;
+      return acc;
+    }, {});
     expect(Object.keys(byVersion).every((v) => v === '1' || v === '2')).toBe(true);
     console.info('[swap] answers per version during promotion:', JSON.stringify(byVersion));
     const after = await predict('digits', { inputs: [samples[0]] });

@@ -70,7 +70,12 @@ describe('openConfined (before reading, in the worker)', () => {
       expect(f.realPath).toBe(path.join(root, 'ok.csv'));
       expect(new TextDecoder().decode(await readConfined(f))).toBe('a,label\n1,0\n');
     }
-    expect((await openConfined('ok.csv', { roots: [path.join(tmp, 'root-link')] }).then(async (f) => (await f.handle.close(), f.path)))).toBe(path.join(tmp, 'root-link', 'ok.csv'));
+    expect(
+      await openConfined('ok.csv', { roots: [path.join(tmp, 'root-link')] }).then(async (f) => {
+        await f.handle.close();
+        return f.path;
+      }),
+    ).toBe(path.join(tmp, 'root-link', 'ok.csv'));
   });
 
   it('refuses a symlink that escapes, naming the path and the rule, never the target or its content', async () => {

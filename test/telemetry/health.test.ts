@@ -141,7 +141,12 @@ describe('readiness and liveness tell the truth', () => {
     const c = stack!.connection;
     let healthCalls = 0;
     const check = temporalCheck({
-      healthService: { check: async () => (healthCalls++, Promise.reject(Object.assign(new Error('unknown service grpc.health.v1.Health'), { code: 12 }))) } as never,
+      healthService: {
+        check: async () => {
+          healthCalls++;
+          return Promise.reject(Object.assign(new Error('unknown service grpc.health.v1.Health'), { code: 12 }));
+        },
+      } as never,
       workflowService: c.workflowService,
       withDeadline: (d, fn) => c.withDeadline(d, fn),
     }, { cacheMs: 0 });
@@ -287,8 +292,16 @@ describe('the entry points', () => {
 describe('checks cannot be hammered and always answer', () => {
   it('probes share one call per cache period, and a hung dependency answers "no answer" within its timeout', async () => {
     let calls = 0;
-    const never = new Promise<void>(() => undefined);
-    const hung = cachedCheck({ name: 'hung', timeoutMs: 300, cacheMs: 60_000, probe: () => (calls++, never) });
+    const never = new Promise<undefined>(() => undefined);
+    const hung = cachedCheck({
+      name: 'hung',
+      timeoutMs: 300,
+      cacheMs: 60_000,
+      probe: () => {
+        calls++;
+        return never;
+      },
+    });
     const report = healthReport([hung]);
     const reports = await Promise.all(Array.from({ length: 50 }, () => report()));
     expect(calls).toBe(1);

@@ -39,7 +39,7 @@ describe('console logger', () => {
     const { logger, lines } = capture('text');
     withLogContext({ runId: 'pipeline/p/1' }, () => logger.info('worker up', { plugins: ['a@1'] }));
     logger.error('plain');
-    expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z INFO  \[test\] worker up \{"plugins":\["a@1"\]\}\n$/);
+    expect(lines[0]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z INFO {2}\[test\] worker up \{"plugins":\["a@1"\]\}\n$/);
     expect(lines[1]).toMatch(/^\S+Z ERROR \[test\] plain\n$/);
   });
 
@@ -128,7 +128,7 @@ describe('console logger', () => {
     expect(relayed).toMatchObject({ stage_id: 'pretrain' });
     const text = capture('text');
     withLogContext({ runId: 'pipeline/p/1' }, () => relayLogLine(text.logger, JSON.stringify({ level: 'info', msg: 'm', run_id: 'pipeline/p/1', n: 1 })));
-    expect(text.lines[0]).toMatch(/ INFO  \[test\] m \{"n":1\}\n$/);
+    expect(text.lines[0]).toMatch(/ INFO {2}\[test\] m \{"n":1\}\n$/);
     expect(plain).toMatchObject({ level: 'debug', msg: 'Hi there 👋. Looks like you are running TensorFlow.js', run_id: 'pipeline/p/1' });
     expect(other).toMatchObject({ level: 'debug', msg: '{"not":"a log line"}' });
     expect(readableLogLine(JSON.stringify({ level: 'error', msg: 'training job failed', error: { message: 'boom' } }))).toBe('training job failed: boom');

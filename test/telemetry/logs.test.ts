@@ -156,7 +156,7 @@ describe('JSON logs of the worker, the API and training children', () => {
     const lines = api.lines();
     expect(lines.length).toBeGreaterThan(0);
     for (const l of lines) expect(l).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO |WARN |ERROR) \[api\] /);
-    expect(lines.some((l) => / INFO  \[api\] GraphQL API on http:\/\/127\.0\.0\.1:\d+\/graphql \(auth: off\)$/.test(l))).toBe(true);
+    expect(lines.some((l) => / INFO {2}\[api\] GraphQL API on http:\/\/127\.0\.0\.1:\d+\/graphql \(auth: off\)$/.test(l))).toBe(true);
     stop(api);
     // A fatal error keeps today's line too.
     const bad = spawnSync(process.execPath, ['--import', 'tsx', 'api/server.ts'], { cwd: root, env: { ...process.env, CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'text', CAPSTAN_API_PORT: 'not-a-port' }, encoding: 'utf8', timeout: 60_000 });

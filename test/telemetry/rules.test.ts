@@ -117,6 +117,7 @@ describe('the Grafana dashboard', () => {
     expect(dashboard.templating.list.find((v) => v.name === 'datasource')).toMatchObject({ type: 'datasource', query: 'prometheus' });
     expect(panels.length).toBeGreaterThan(20);
     for (const p of panels) {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal Grafana dashboard variable reference (`${datasource}`), not a JS template
       expect(p.datasource, p.title).toEqual({ type: 'prometheus', uid: '${datasource}' });
       expect(p.targets?.length ?? 0, p.title).toBeGreaterThan(0);
       for (const t of p.targets!) expect(t.expr?.trim(), `${p.title} ${t.refId}`).toBeTruthy();

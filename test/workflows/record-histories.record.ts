@@ -78,7 +78,7 @@ describe('recording histories (npm run record-histories)', () => {
       writeFileSync(path.join(RECORD_DIR, file), temporal.api.history.v1.History.encode(history).finish());
       index.push({ scenario, workflowId: id, file });
     }
-    writeFileSync(path.join(RECORD_DIR, 'index.json'), JSON.stringify(index, null, 2) + '\n');
+    writeFileSync(path.join(RECORD_DIR, 'index.json'), `${JSON.stringify(index, null, 2)}\n`);
     console.info(`[replay] recorded ${index.length} histories into ${path.relative(process.cwd(), RECORD_DIR)}`);
   });
 });
