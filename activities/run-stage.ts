@@ -368,8 +368,10 @@ async function runAttempt(
         } catch (e) {
           deps.logger.error('could not record stage usage', { stage: stage.id, error: (e as Error).message });
           const invalid = e instanceof StageError && !e.retryable;
-          // biome-ignore lint/correctness/noUnsafeFinally: deliberate: a successful attempt whose usage could not be recorded must fail retryably
-          if (result !== undefined && !invalid) throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
+          if (result !== undefined && !invalid) {
+            // biome-ignore lint/correctness/noUnsafeFinally: deliberate: a successful attempt whose usage could not be recorded must fail retryably
+            throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
+          }
         }
       }
       if (budget) spent = await budget.spentNow().catch((e: unknown) => void deps.logger.warn('could not read the run\'s spend', { stage: stage.id, error: (e as Error).message }));
