@@ -30,7 +30,10 @@ async function main(): Promise<void> {
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     // The SDK's own lines (bundling, state changes) only from WARN up, unless debugging; written by
     // our logger (same format, run ids), the native core's lines too (forwarded instead of printed).
-    logger: new DefaultLogger(config.logLevel === 'debug' ? 'DEBUG' : 'WARN', sdkLogFunction(createConsoleLogger({ name: 'temporal', level: config.logLevel, format: config.telemetry.logFormat }))),
+    logger: new DefaultLogger(
+      config.logLevel === 'debug' ? 'DEBUG' : 'WARN',
+      sdkLogFunction(createConsoleLogger({ name: 'temporal', level: config.logLevel, format: config.telemetry.logFormat })),
+    ),
     telemetryOptions: {
       logging: { forward: {}, filter: { core: config.logLevel === 'debug' ? 'INFO' : 'WARN', other: 'ERROR' } },
       ...(sdkMetrics ? sdkTelemetryOptions(sdkMetrics) : {}),
@@ -47,7 +50,16 @@ async function main(): Promise<void> {
     namespace: target.namespace,
     taskQueues: config.taskQueues,
     roles: placed.roles,
-    activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger, meter: rt.meter, cache: rt.cache, records: rt.records, tokens: rt.tokens },
+    activities: {
+      stages: rt.stages,
+      artifacts: rt.artifacts,
+      services: rt.services,
+      logger,
+      meter: rt.meter,
+      cache: rt.cache,
+      records: rt.records,
+      tokens: rt.tokens,
+    },
     shutdownGraceTime: config.shutdownGrace,
     activitySlots: config.activitySlots,
     gpuSlots: config.gpuSlots,
@@ -63,12 +75,22 @@ async function main(): Promise<void> {
   // Ready turns false as the SDK drains the workers on SIGTERM/SIGINT.
   const health = workerHealth({ temporal: connection, db: rt.db, workers: () => workers, logger });
   const ops = t.opsListen
-    ? await startOpsServer({ listen: t.opsListen, ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(telemetry ? { metrics: telemetry.render } : {}), live: health.live, ready: health.ready, logger })
+    ? await startOpsServer({
+        listen: t.opsListen,
+        ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}),
+        ...(telemetry ? { metrics: telemetry.render } : {}),
+        live: health.live,
+        ready: health.ready,
+        logger,
+      })
     : undefined;
   if (ops) logger.info(`ops listener on ${ops.url} (/metrics${t.metricsToken ? ', scrape token required' : ''}, /livez, /readyz)`);
-  logger.info(`worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`, {
-    plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
-  });
+  logger.info(
+    `worker up: ${target.connectionOptions.address} namespace ${target.namespace}; serving ${placed.roles.join(', ')}${placed.gpus ? ` (devices ${placed.gpus.map((d) => `${d.kind}:${d.id}`).join(', ')} on ${config.host ?? hostname()})` : ''}; artifacts ${rt.artifacts.describe()}`,
+    {
+      plugins: rt.stages.list().map((p) => `${p.name}@${p.version}`),
+    },
+  );
   // Retention: a worker serving cpu stages removes artifacts no run can need any more, periodically.
   const gc =
     config.gcEveryMs && placed.roles.includes('cpu')

@@ -19,7 +19,10 @@ export function parseDevices(spec: string): Device[] {
     if (n < 1 || n > 64) throw new Error(`CAPSTAN_GPUS: cpu:N needs 1 ≤ N ≤ 64; got "${spec}"`);
     return Array.from({ length: n }, (_, i) => ({ kind: 'cpu' as const, id: String(i) }));
   }
-  const ids = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const ids = s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   if (!ids.length) throw new Error(`CAPSTAN_GPUS: expected GPU ids like "0,1" or "cpu:N"; got "${spec}"`);
   for (const id of ids) if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(id)) throw new Error(`CAPSTAN_GPUS: bad GPU id ${JSON.stringify(id)}`);
   if (new Set(ids).size !== ids.length) throw new Error(`CAPSTAN_GPUS: GPU ids repeat in "${spec}"`);
@@ -128,7 +131,11 @@ export type WorkerRole = 'workflows' | 'cpu' | 'gpu';
  * is refused (CAPSTAN_GPUS=cpu:N asks for N CPU "devices" explicitly), and the default roles
  * leave gpu out, saying so.
  */
-export function placeRoles(o: { roles: WorkerRole[]; explicit: boolean; gpus?: Device[]; detect?: () => string[] }): { roles: WorkerRole[]; gpus?: Device[]; note?: string } {
+export function placeRoles(o: { roles: WorkerRole[]; explicit: boolean; gpus?: Device[]; detect?: () => string[] }): {
+  roles: WorkerRole[];
+  gpus?: Device[];
+  note?: string;
+} {
   if (!o.roles.includes('gpu')) return { roles: o.roles };
   if (o.gpus?.length) return { roles: o.roles, gpus: o.gpus };
   const found = (o.detect ?? detectGpus)();

@@ -20,7 +20,11 @@ export function resolvePipelineActivity(stages: StageRegistry, ledger?: Pick<Led
   return async function resolvePipeline(input: ScheduledPipelineInput) {
     await checkCreator(input, tokens);
     try {
-      const { parsedParams: _parsed, watch, ...resolved } = resolveSpec(input.spec, stages, { taskQueues: input.taskQueues, ...(ledger ? { priceSheet: ledger.priceSheet } : {}) });
+      const {
+        parsedParams: _parsed,
+        watch,
+        ...resolved
+      } = resolveSpec(input.spec, stages, { taskQueues: input.taskQueues, ...(ledger ? { priceSheet: ledger.priceSheet } : {}) });
       // The firing continues as new under the schedule's workflow id: that id is the run's.
       const runId = Context.current().info.workflowExecution?.workflowId;
       if (watch && ledger && runId) await ledger.saveRoiWatch({ runId, pipeline: resolved.pipeline, ...watch });

@@ -92,7 +92,9 @@ export function createActivities(deps: ActivityDeps) {
   return {
     resolvePipeline: resolvePipelineActivity(deps.stages, deps.services.ledger, deps.tokens),
     async runStage(input: RunStageInput): Promise<StageOutcome> {
-      return withLogContext(attemptLogContext(input), () => measured(deps, input, () => attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs))));
+      return withLogContext(attemptLogContext(input), () =>
+        measured(deps, input, () => attempt(deps, input, (plugin, ctx, params, inputs) => plugin.run(ctx, params, inputs))),
+      );
     },
     async reduceStage(input: ReduceStageInput): Promise<StageOutcome> {
       const { replica: _ignored, ...rest } = input;
@@ -132,7 +134,8 @@ async function measured(deps: ActivityDeps, input: RunStageInput, run: () => Pro
   if (!deps.metrics) return run();
   const t0 = performance.now();
   const attemptNo = Context.current().info.attempt;
-  const done = (outcome: 'succeeded' | 'failed' | 'cancelled') => deps.metrics!.stageAttempt({ plugin: input.stage.plugin, outcome, seconds: (performance.now() - t0) / 1000, attempt: attemptNo });
+  const done = (outcome: 'succeeded' | 'failed' | 'cancelled') =>
+    deps.metrics!.stageAttempt({ plugin: input.stage.plugin, outcome, seconds: (performance.now() - t0) / 1000, attempt: attemptNo });
   try {
     const out = await run();
     done('succeeded');
@@ -176,7 +179,10 @@ async function runAttempt(
   const { stage } = input;
   const plugin = deps.stages.get(stage.plugin, stage.pluginVersion);
   if (!plugin) {
-    const installed = deps.stages.list().filter((p) => p.name === stage.plugin).map((p) => p.version);
+    const installed = deps.stages
+      .list()
+      .filter((p) => p.name === stage.plugin)
+      .map((p) => p.version);
     throw ApplicationFailure.nonRetryable(
       `stage ${stage.id}: plugin ${stage.plugin}@${stage.pluginVersion} is not installed on the workers of ${info.taskQueue} (installed: ${installed.join(', ') || 'none'}); retryStage(pluginVersion: …) moves the stage to an installed version`,
       'UNKNOWN_PLUGIN',
@@ -198,7 +204,7 @@ async function runAttempt(
   // the stage context, the cache lookup —, the plugin's outcome, a cancellation).
   const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
   const withDevice = async (): Promise<StageOutcome> => {
-    let lastDetails: unknown ;
+    let lastDetails: unknown;
     // Crossing the budget stops the stage at its next checkpoint (new heartbeat details carrying a
     // `checkpoint`, as the built-in trainers send), so a raise resumes from it; a stage that sends
     // none within BUDGET_STOP_GRACE_MS of crossing is stopped anyway.
@@ -252,7 +258,8 @@ async function runAttempt(
           live = { cpuSeconds: 0, whole: false };
         },
         running: (u) => {
-          if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0) live = { cpuSeconds: u.cpuSeconds, whole: u.wholeAttempt === true };
+          if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0)
+            live = { cpuSeconds: u.cpuSeconds, whole: u.wholeAttempt === true };
         },
       },
     };
@@ -325,11 +332,14 @@ async function runAttempt(
         .catch((e: unknown) => deps.logger.warn('could not record usage so far', { stage: stage.id, error: (e as Error).message }))
         .finally(() => (partialWrite = undefined));
     };
-    const timer = setInterval(() => {
-      beat();
-      writePartial();
-      budget?.refresh();
-    }, Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)));
+    const timer = setInterval(
+      () => {
+        beat();
+        writePartial();
+        budget?.refresh();
+      },
+      Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)),
+    );
     let result: StageResult | undefined;
     let failure: Error | undefined;
     let spent: StageOutcome['spent'];
@@ -374,7 +384,10 @@ async function runAttempt(
           }
         }
       }
-      if (budget) spent = await budget.spentNow().catch((e: unknown) => void deps.logger.warn('could not read the run\'s spend', { stage: stage.id, error: (e as Error).message }));
+      if (budget)
+        spent = await budget
+          .spentNow()
+          .catch((e: unknown) => void deps.logger.warn("could not read the run's spend", { stage: stage.id, error: (e as Error).message }));
     }
     if (failure) throw withDetail(failure, spent ? { spent } : {});
     if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, parsed.data, result!);
@@ -414,10 +427,19 @@ async function attemptBudget(deps: ActivityDeps, input: RunStageInput) {
   let refreshing = false;
   let refreshedAt = Date.now();
   const cost = (u: { cpuSeconds: number; gpuSeconds: number }): bigint =>
-    priceUsage([{ stageId: input.stage.id, cpuMs: BigInt(Math.round(u.cpuSeconds * 1000)), gpuMs: BigInt(Math.round(u.gpuSeconds * 1000)), wallMs: 0n, bytesKept: 0n, attempts: 1 }], sheet).reduce(
-      (n, l) => n + l.amount,
-      0n,
-    );
+    priceUsage(
+      [
+        {
+          stageId: input.stage.id,
+          cpuMs: BigInt(Math.round(u.cpuSeconds * 1000)),
+          gpuMs: BigInt(Math.round(u.gpuSeconds * 1000)),
+          wallMs: 0n,
+          bytesKept: 0n,
+          attempts: 1,
+        },
+      ],
+      sheet,
+    ).reduce((n, l) => n + l.amount, 0n);
   return {
     /** Reads the run's spend again (at most once a second, one read at a time; a failed read keeps the last). */
     refresh(): void {
@@ -425,7 +447,10 @@ async function attemptBudget(deps: ActivityDeps, input: RunStageInput) {
       refreshing = true;
       deps.services.ledger
         .spend(input.runId, sheet)
-        .then((s) => void (latest = s), () => undefined)
+        .then(
+          (s) => void (latest = s),
+          () => undefined,
+        )
         .finally(() => {
           refreshing = false;
           refreshedAt = Date.now();
@@ -437,8 +462,10 @@ async function attemptBudget(deps: ActivityDeps, input: RunStageInput) {
       const others = latest.total - (latest.byStage[input.stage.id] ?? 0n);
       const run = others + stage0 + c;
       const stage = stage0 + c;
-      if (b.runMax !== undefined && run > parseMoney(b.runMax)) return `the run has spent ${formatMoneyExact(run)} ${b.currency}, over its budget of ${b.runMax} ${b.currency}`;
-      if (b.stageMax !== undefined && stage > parseMoney(b.stageMax)) return `stage ${input.stage.id} has spent ${formatMoneyExact(stage)} ${b.currency}, over its budget of ${b.stageMax} ${b.currency}`;
+      if (b.runMax !== undefined && run > parseMoney(b.runMax))
+        return `the run has spent ${formatMoneyExact(run)} ${b.currency}, over its budget of ${b.runMax} ${b.currency}`;
+      if (b.stageMax !== undefined && stage > parseMoney(b.stageMax))
+        return `stage ${input.stage.id} has spent ${formatMoneyExact(stage)} ${b.currency}, over its budget of ${b.stageMax} ${b.currency}`;
       return undefined;
     },
     async spentNow(): Promise<{ run: string; stage: string }> {
@@ -490,7 +517,9 @@ function attemptRecords(deps: ActivityDeps, key: { runId: string; activityId: st
   let queue: Promise<void> = Promise.resolve();
   const write = (fn: (r: StageRecorder) => Promise<void>) => {
     if (!rec) return;
-    queue = queue.then(() => fn(rec)).catch((e: unknown) => deps.logger.warn('could not record stage attempt', { stage: key.stageId, error: (e as Error).message }));
+    queue = queue
+      .then(() => fn(rec))
+      .catch((e: unknown) => deps.logger.warn('could not record stage attempt', { stage: key.stageId, error: (e as Error).message }));
   };
   const epochs = new Map<number, Record<string, number>>();
   const epoch = (e: { epoch: number; metrics: Record<string, number> } | undefined) => {

@@ -24,10 +24,13 @@ export function createDbStageCache(db: Db): StageCache {
       return rows[0] ? (JSON.parse(rows[0].result_json) as StageResult) : undefined;
     },
     async store(key, runId, stageId, result) {
-      await db.run(
-        'INSERT INTO stage_cache (cache_key, run_id, stage_id, result_json, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (cache_key) DO NOTHING',
-        [key, runId, stageId, JSON.stringify({ outputs: result.outputs, metrics: { ...result.metrics, cachedFromRun: runId } }), new Date().toISOString()],
-      );
+      await db.run('INSERT INTO stage_cache (cache_key, run_id, stage_id, result_json, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (cache_key) DO NOTHING', [
+        key,
+        runId,
+        stageId,
+        JSON.stringify({ outputs: result.outputs, metrics: { ...result.metrics, cachedFromRun: runId } }),
+        new Date().toISOString(),
+      ]);
     },
   };
 }

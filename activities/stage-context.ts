@@ -68,8 +68,12 @@ export function createStageContext(init: StageContextInit): {
     stageId: init.stageId,
     attempt: init.attempt,
     ...(init.replica ? { replica: init.replica } : {}),
-    ...(init.startedBy ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role, ...(init.startedBy.tokenId ? { tokenId: init.startedBy.tokenId } : {}) } } : {}),
-    ...(init.device ? { device: { kind: init.device.kind, id: init.device.id, label: init.device.label, host: init.device.host, env: { ...init.device.env } } } : {}),
+    ...(init.startedBy
+      ? { startedBy: { name: init.startedBy.name, role: init.startedBy.role, ...(init.startedBy.tokenId ? { tokenId: init.startedBy.tokenId } : {}) } }
+      : {}),
+    ...(init.device
+      ? { device: { kind: init.device.kind, id: init.device.id, label: init.device.label, host: init.device.host, env: { ...init.device.env } } }
+      : {}),
     heartbeat: init.heartbeat,
     lastCheckpoint: init.lastCheckpoint,
     logger: init.logger,
@@ -85,7 +89,10 @@ export function createStageContext(init: StageContextInit): {
     async output(kind, write, opts) {
       try {
         if (opts?.contentAddressed) {
-          return await artifacts.writeContentAddressed({ kind, namespace: opts.contentAddressed, stagingKey: `${init.runId}-${init.stageId}-${init.attempt}` }, write);
+          return await artifacts.writeContentAddressed(
+            { kind, namespace: opts.contentAddressed, stagingKey: `${init.runId}-${init.stageId}-${init.attempt}` },
+            write,
+          );
         }
         return await artifacts.writeOutput({ runId: init.runId, stageId: init.stageId, kind, ...(init.replica ? { replica: init.replica.index } : {}) }, write);
       } finally {

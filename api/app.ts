@@ -68,7 +68,11 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
 /** Builds the API (no port): tests call api.fetch(); api/server.ts listens. */
 export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api {
-  const limiter = new SubscriptionLimiter({ perToken: deps.http.maxSubscriptionsPerToken, idleMs: deps.http.streamIdleMs, recheckMs: deps.http.tokenRecheckMs ?? 1000 });
+  const limiter = new SubscriptionLimiter({
+    perToken: deps.http.maxSubscriptionsPerToken,
+    idleMs: deps.http.streamIdleMs,
+    recheckMs: deps.http.tokenRecheckMs ?? 1000,
+  });
   const predictRate = deps.http.predictRate ?? DEFAULT_PREDICT_RATE;
   const rates: Record<RateLimited, { limiter: RateLimiter; perMinute: number; what: string }> = {
     predict: { limiter: new RateLimiter(predictRate), perMinute: predictRate.perMinute, what: 'predictions' },
@@ -108,7 +112,9 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
     // otherwise answer other origins "Access-Control-Allow-Origin: null", which sandboxed pages match.
     cors: (request) => {
       const origin = allowedOrigin(request, cors);
-      return origin ? { origin, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] } : false;
+      return origin
+        ? { origin, credentials: false, methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'x-graphql-yoga-csrf'] }
+        : false;
     },
     // GraphiQL is api/graphiql.ts's page (no token in it, a strict CSP), answered before yoga.
     graphiql: false,
@@ -149,14 +155,19 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
   const consolePage = consoleFiles();
   const graphiql = graphiqlPage();
   /** What needs no token: the health check, the console's and GraphiQL's pages, CORS preflights (yoga answers them, module routes included). */
-  const open = (request: Request, url: URL) => url.pathname === '/healthz' || consolePage.owns(url.pathname) || graphiql.owns(request) || request.method === 'OPTIONS';
+  const open = (request: Request, url: URL) =>
+    url.pathname === '/healthz' || consolePage.owns(url.pathname) || graphiql.owns(request) || request.method === 'OPTIONS';
   const api: Api = {
     yoga,
     deps,
     async admit(request: Request, meta: RequestMeta = {}): Promise<Response | Admission> {
       const url = new URL(request.url);
       if (!hostAllowed(request.headers.get('host') ?? url.host, deps.http.allowedHosts)) {
-        deps.logger.warn('request refused: Host not allowed', { host: request.headers.get('host') ?? url.host, path: url.pathname, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) });
+        deps.logger.warn('request refused: Host not allowed', {
+          host: request.headers.get('host') ?? url.host,
+          path: url.pathname,
+          ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}),
+        });
         return jsonError(421, 'HOST_NOT_ALLOWED', 'the Host header names a host this API does not serve (see CAPSTAN_ALLOWED_HOSTS)');
       }
       if (open(request, url)) return { maxBodyBytes: UNAUTHENTICATED_BODY_BYTES };
@@ -177,13 +188,25 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       // (matters with CAPSTAN_AUTH=off, where no Authorization header is needed; yoga's CSRF plugin would refuse GraphQL without a code).
       // (A module route acts only on POST; any other method gets its 405.)
       if ((!route || request.method === 'POST') && !preflighted(request)) {
-        return answer(jsonError(403, 'CSRF_HEADER_MISSING', 'a request with no Content-Type or a form/text Content-Type (what any web page can send) needs an "x-graphql-yoga-csrf" or Authorization header; send Content-Type: application/json', {}, route !== undefined));
+        return answer(
+          jsonError(
+            403,
+            'CSRF_HEADER_MISSING',
+            'a request with no Content-Type or a form/text Content-Type (what any web page can send) needs an "x-graphql-yoga-csrf" or Authorization header; send Content-Type: application/json',
+            {},
+            route !== undefined,
+          ),
+        );
       }
       if (route?.rateLimit && request.method === 'POST') {
         const wait = overRate(route.rateLimit, principal);
         if (wait) {
           const e = rateLimited(rates[route.rateLimit].what, wait, rates[route.rateLimit].perMinute);
-          deps.logger.warn('request refused: rate limit', { path: url.pathname, tokenId: principal.tokenId, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) });
+          deps.logger.warn('request refused: rate limit', {
+            path: url.pathname,
+            tokenId: principal.tokenId,
+            ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}),
+          });
           return answer(jsonError(429, 'RATE_LIMITED', e.message, { 'retry-after': String(wait) }, true));
         }
       }
@@ -203,7 +226,11 @@ export function createApi(deps: ApiDeps, modules: ApiModule[] = apiModules): Api
       const route = routes.find((r) => r.path.test(url.pathname));
       const origin = allowedOrigin(request, cors);
       const answer = (r: Response) => (origin ? withCors(r, origin) : r);
-      if (route) return answer((await route.handle(request, { ...deps, principal, meta })) ?? jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`, {}, true));
+      if (route)
+        return answer(
+          (await route.handle(request, { ...deps, principal, meta })) ??
+            jsonError(404, 'NOT_FOUND', `no route for ${request.method} ${url.pathname}`, {}, true),
+        );
       return explained(request, await yoga.fetch(request, { principal, meta }));
     },
   };
@@ -244,10 +271,18 @@ function graphqlMetrics(registry: Registry): Plugin {
  * QUERY_LIMIT_EXCEEDED, before any resolver runs. Checked at execution, where variables are known.
  */
 function listCostLimit(max: number): Plugin {
-  const check = (args: { schema: GraphQLSchema; document: import('graphql').DocumentNode; variableValues?: Record<string, unknown> | null | undefined; operationName?: string | null | undefined }) => {
+  const check = (args: {
+    schema: GraphQLSchema;
+    document: import('graphql').DocumentNode;
+    variableValues?: Record<string, unknown> | null | undefined;
+    operationName?: string | null | undefined;
+  }) => {
     const cost = listCost(args.schema, args.document, args.variableValues ?? {}, args.operationName);
     return cost > max
-      ? apiError('QUERY_LIMIT_EXCEEDED', `query cost ${cost} is over the limit of ${max}: list fields count once per item they may return (first/last/limit, or their default); ask for smaller pages or fewer fields`)
+      ? apiError(
+          'QUERY_LIMIT_EXCEEDED',
+          `query cost ${cost} is over the limit of ${max}: list fields count once per item they may return (first/last/limit, or their default); ask for smaller pages or fewer fields`,
+        )
       : undefined;
   };
   return {
@@ -265,7 +300,10 @@ function listCostLimit(max: number): Plugin {
 /** How an Armor limit refuses a document: a validation error with code QUERY_LIMIT_EXCEEDED. */
 const reportLimit = {
   propagateOnRejection: false,
-  onReject: [(ctx: ValidationContext | null, err: GraphQLError) => ctx?.reportError(createGraphQLError(err.message.replace(/^Syntax Error: /, ''), { extensions: { code: 'QUERY_LIMIT_EXCEEDED' } }))],
+  onReject: [
+    (ctx: ValidationContext | null, err: GraphQLError) =>
+      ctx?.reportError(createGraphQLError(err.message.replace(/^Syntax Error: /, ''), { extensions: { code: 'QUERY_LIMIT_EXCEEDED' } })),
+  ],
 };
 
 /** Validation errors get a code too: QUERY_LIMIT_EXCEEDED for the Armor limits, GRAPHQL_VALIDATION_FAILED otherwise. */
@@ -319,7 +357,10 @@ function explained(request: Request, response: Response): Response {
     response.status === 404
       ? ['NOT_FOUND', `nothing is served at ${pathname}: the API serves POST /graphql (GraphiQL at GET /graphql), POST /models/:name/predict and GET /healthz`]
       : response.status === 405
-        ? ['METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${pathname}${response.headers.get('allow') ? `; use ${response.headers.get('allow')}` : ''}`]
+        ? [
+            'METHOD_NOT_ALLOWED',
+            `${request.method} is not allowed on ${pathname}${response.headers.get('allow') ? `; use ${response.headers.get('allow')}` : ''}`,
+          ]
         : response.status === 415
           ? ['UNSUPPORTED_MEDIA_TYPE', 'send the request as Content-Type: application/json']
           : ['BAD_REQUEST', `not a request this API understands (HTTP ${response.status}); send POST /graphql with Content-Type: application/json`];
@@ -334,7 +375,11 @@ function explained(request: Request, response: Response): Response {
  * Wraps every Query/Mutation/Subscription resolver with its permission check and rate limit (and
  * subscriptions with the limiter, which also ends a stream whose token is revoked or expires).
  */
-function guardRootFields(resolvers: ApiModule['resolvers'], limiter: SubscriptionLimiter, limitRate: (kind: RateLimited, p: Principal) => void): ApiModule['resolvers'] {
+function guardRootFields(
+  resolvers: ApiModule['resolvers'],
+  limiter: SubscriptionLimiter,
+  limitRate: (kind: RateLimited, p: Principal) => void,
+): ApiModule['resolvers'] {
   const out: ApiModule['resolvers'] = { ...resolvers };
   for (const type of ['Query', 'Mutation', 'Subscription'] as const) {
     const fields = resolvers[type];

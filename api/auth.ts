@@ -25,7 +25,9 @@ export async function authenticate(request: Request, mode: AuthMode, logger: Log
   const where = { method: request.method, path: new URL(request.url).pathname, ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}) };
   if (!header) {
     logger.warn('request refused: no Authorization header', where);
-    throw unauthenticated('this API needs "Authorization: Bearer <token>" (npm start writes an admin token to <data dir>/admin-token; npm run token -- create makes others)');
+    throw unauthenticated(
+      'this API needs "Authorization: Bearer <token>" (npm start writes an admin token to <data dir>/admin-token; npm run token -- create makes others)',
+    );
   }
   const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
   if (!m) {

@@ -52,7 +52,8 @@ export function consoleFiles(dir = DIST): ConsoleFiles {
   return {
     owns: (p) => p === '/console' || p.startsWith('/console/'),
     async serve(request) {
-      if (request.method !== 'GET' && request.method !== 'HEAD') return text(405, `${request.method} is not allowed on the console; use GET\n`, { allow: 'GET, HEAD' });
+      if (request.method !== 'GET' && request.method !== 'HEAD')
+        return text(405, `${request.method} is not allowed on the console; use GET\n`, { allow: 'GET, HEAD' });
       const { pathname } = new URL(request.url);
       const rest = pathname.slice('/console'.length);
       const asset = /^\/assets\/([A-Za-z0-9_.-]+)$/.exec(rest)?.[1];

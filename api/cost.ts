@@ -92,7 +92,13 @@ function sizeOf(w: Walk, field: GraphQLField<unknown, unknown>, args: readonly {
     const def = field.args.find((a) => a.name === name);
     if (!def) continue;
     const given = args.find((a) => a.name.value === name);
-    const v = given ? (given.value.kind === Kind.INT ? Number(given.value.value) : given.value.kind === Kind.VARIABLE ? w.variables[given.value.name.value] : undefined) : undefined;
+    const v = given
+      ? given.value.kind === Kind.INT
+        ? Number(given.value.value)
+        : given.value.kind === Kind.VARIABLE
+          ? w.variables[given.value.name.value]
+          : undefined
+      : undefined;
     const size = v ?? def.defaultValue;
     return typeof size === 'number' && Number.isFinite(size) && size > 0 ? size : 1;
   }

@@ -27,7 +27,8 @@ export function expectedError(e: unknown): { code: string; message: string; exte
       extensions: { issues: e.issues },
     };
   }
-  if (e instanceof ServingError || e instanceof RegistryError || e instanceof AuthError || e instanceof TokenError) return { code: e.code, message: e.message, extensions: {} };
+  if (e instanceof ServingError || e instanceof RegistryError || e instanceof AuthError || e instanceof TokenError)
+    return { code: e.code, message: e.message, extensions: {} };
   return undefined;
 }
 
@@ -106,7 +107,11 @@ export function redactErrorsForRole(dataRoots: readonly string[] = []): Plugin<R
     const issues = e.extensions?.issues;
     const message = redactForRole(e.message, principal, dataRoots);
     const redactedIssues = Array.isArray(issues)
-      ? issues.map((i: unknown) => (i && typeof i === 'object' && typeof (i as { message?: unknown }).message === 'string' ? { ...i, message: redactForRole((i as { message: string }).message, principal, dataRoots) } : i))
+      ? issues.map((i: unknown) =>
+          i && typeof i === 'object' && typeof (i as { message?: unknown }).message === 'string'
+            ? { ...i, message: redactForRole((i as { message: string }).message, principal, dataRoots) }
+            : i,
+        )
       : issues;
     if (message === e.message && JSON.stringify(redactedIssues) === JSON.stringify(issues)) return e;
     return createGraphQLError(message, {
@@ -115,7 +120,8 @@ export function redactErrorsForRole(dataRoots: readonly string[] = []): Plugin<R
       extensions: { ...e.extensions, ...(issues !== undefined ? { issues: redactedIssues } : {}) },
     });
   };
-  const fix = (r: ExecutionResult, principal: Principal): ExecutionResult => (r.errors?.length ? { ...r, errors: r.errors.map((e) => redactError(e, principal)) } : r);
+  const fix = (r: ExecutionResult, principal: Principal): ExecutionResult =>
+    r.errors?.length ? { ...r, errors: r.errors.map((e) => redactError(e, principal)) } : r;
   return {
     onResultProcess({ result, setResult, serverContext }) {
       const principal = serverContext.principal;

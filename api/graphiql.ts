@@ -130,7 +130,8 @@ export function graphiqlPage(endpoint = '/graphql'): GraphiQLPage {
     },
     async serve(request) {
       const { pathname } = new URL(request.url);
-      if (request.method !== 'GET' && request.method !== 'HEAD') return text(405, `${request.method} is not allowed on ${pathname}; use GET\n`, { allow: 'GET, HEAD' });
+      if (request.method !== 'GET' && request.method !== 'HEAD')
+        return text(405, `${request.method} is not allowed on ${pathname}; use GET\n`, { allow: 'GET, HEAD' });
       const name = pathname.startsWith('/graphiql/') ? pathname.slice('/graphiql/'.length) : 'index.html';
       const asset = (await load()).get(name);
       if (!asset) return text(404, `nothing is served at ${pathname}; GraphiQL is at ${endpoint}\n`);

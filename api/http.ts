@@ -109,7 +109,12 @@ async function handle(api: Api, o: NodeHandlerOptions, proxies: TrustedProxies, 
   } catch (e) {
     if (controller.signal.aborted) return;
     // The path only: a query string may carry anything (GraphQL variables over GET).
-    o.logger.error('request failed', { method: req.method, path: (req.url ?? '/').split('?')[0], ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}), error: e instanceof Error ? e.message : String(e) });
+    o.logger.error('request failed', {
+      method: req.method,
+      path: (req.url ?? '/').split('?')[0],
+      ...(meta.remoteAddress ? { remote: meta.remoteAddress } : {}),
+      error: e instanceof Error ? e.message : String(e),
+    });
     if (!res.headersSent) refuse(res, 500, 'INTERNAL', 'the request failed; see the API log');
     else res.destroy();
   }

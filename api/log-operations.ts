@@ -28,7 +28,12 @@ export function logOperations(logger: Logger): Plugin {
           const first = kind === 'mutation' && result.data ? Object.values(result.data)[0] : undefined;
           const runId = first && typeof first === 'object' ? runIdIn(first as Record<string, unknown>) : undefined;
           if (runId) addLogContext({ runId });
-          const meta = { ms: Math.round(performance.now() - t0), ...(result.errors?.length ? { errors: result.errors.length, codes: [...new Set(result.errors.map((e) => String(e.extensions?.code ?? 'none')))] } : {}) };
+          const meta = {
+            ms: Math.round(performance.now() - t0),
+            ...(result.errors?.length
+              ? { errors: result.errors.length, codes: [...new Set(result.errors.map((e) => String(e.extensions?.code ?? 'none')))] }
+              : {}),
+          };
           logger[kind === 'mutation' ? 'info' : 'debug'](`graphql ${kind} ${operation ?? '(anonymous)'}`, meta);
         },
       };

@@ -39,5 +39,7 @@ export class RateLimiter {
 
 /** What a limited caller is told: code RATE_LIMITED, and when to come back. */
 export function rateLimited(what: string, retryAfterSeconds: number, perMinute: number) {
-  return apiError('RATE_LIMITED', `too many ${what} for this token (at most ${perMinute} a minute); try again in ${retryAfterSeconds} s`, { retryAfterSeconds });
+  return apiError('RATE_LIMITED', `too many ${what} for this token (at most ${perMinute} a minute); try again in ${retryAfterSeconds} s`, {
+    retryAfterSeconds,
+  });
 }

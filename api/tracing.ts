@@ -14,7 +14,11 @@ export function traceOperations(): Plugin {
       if (!op || op.operation === 'subscription') return;
       const name = operationName(op);
       setExecuteFn((a) =>
-        withSpan(`graphql.${op.operation} ${name}`, { 'graphql.operation.type': op.operation, 'graphql.operation.name': name }, async () => executeFn(a) as never),
+        withSpan(
+          `graphql.${op.operation} ${name}`,
+          { 'graphql.operation.type': op.operation, 'graphql.operation.name': name },
+          async () => executeFn(a) as never,
+        ),
       );
     },
   };

@@ -43,7 +43,9 @@ export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
     // A failure is logged once and kept for cacheMs like a result: a source that is down is tried once per window.
     const cached = cachedFor(cacheMs, () =>
       read().catch((e: unknown) => {
-        o.logger.warn(`metrics: could not read ${name}; its metrics are left out of scrapes for ${cacheMs} ms`, { error: e instanceof Error ? e.message : String(e) });
+        o.logger.warn(`metrics: could not read ${name}; its metrics are left out of scrapes for ${cacheMs} ms`, {
+          error: e instanceof Error ? e.message : String(e),
+        });
         throw e;
       }),
     );
@@ -124,7 +126,11 @@ export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
   );
 
   // The ledger: net booked amounts, summed exactly in the database, as counters in the ledger's currency.
-  const ledger = source('ledger', async () => ({ cost: await bookedTotals(o.db, 'cost'), revenue: await bookedTotals(o.db, 'realised_revenue'), roi: await roiWatchStates(o.db) }));
+  const ledger = source('ledger', async () => ({
+    cost: await bookedTotals(o.db, 'cost'),
+    revenue: await bookedTotals(o.db, 'realised_revenue'),
+    roi: await roiWatchStates(o.db),
+  }));
   new Counter({
     name: 'capstan_ledger_cost_total',
     help: 'Cost booked in the ledger, by pipeline, resource (category) and currency (net of reversals).',
@@ -132,7 +138,8 @@ export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
     registers,
     async collect() {
       this.reset();
-      for (const t of (await ledger())?.cost ?? []) this.inc({ pipeline: t.pipeline, resource: t.category, currency: t.currency }, Math.max(0, microsToNumber(t.amount)));
+      for (const t of (await ledger())?.cost ?? [])
+        this.inc({ pipeline: t.pipeline, resource: t.category, currency: t.currency }, Math.max(0, microsToNumber(t.amount)));
     },
   });
   new Counter({
@@ -143,7 +150,8 @@ export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
     async collect() {
       this.reset();
       const sums = new Map<string, bigint>();
-      for (const t of (await ledger())?.revenue ?? []) sums.set(`${t.pipeline}\u0000${t.currency}`, (sums.get(`${t.pipeline}\u0000${t.currency}`) ?? 0n) + t.amount);
+      for (const t of (await ledger())?.revenue ?? [])
+        sums.set(`${t.pipeline}\u0000${t.currency}`, (sums.get(`${t.pipeline}\u0000${t.currency}`) ?? 0n) + t.amount);
       for (const [k, amount] of sums) {
         const [pipeline, currency] = k.split('\u0000') as [string, string];
         this.inc({ pipeline, currency }, Math.max(0, microsToNumber(amount)));
@@ -171,7 +179,12 @@ export function createApiMetrics(o: ApiMetricsOptions): ApiMetrics {
     },
   });
 
-  const predictions = new Counter({ name: 'capstan_predictions_total', help: 'Predictions served (rows of the request batches), by model and version.', labelNames: ['model', 'version'] as const, registers });
+  const predictions = new Counter({
+    name: 'capstan_predictions_total',
+    help: 'Predictions served (rows of the request batches), by model and version.',
+    labelNames: ['model', 'version'] as const,
+    registers,
+  });
   const latency = new Histogram({
     name: 'capstan_prediction_duration_seconds',
     help: 'Time to answer one prediction request (HTTP route or GraphQL predict), by model and version.',

@@ -37,7 +37,14 @@ export interface ApiApp {
 export function createApiApp(rt: Runtime, o: ApiAppOptions): ApiApp {
   const registry = o.metrics ? createMetricsRegistry() : undefined;
   const measured = registry
-    ? createApiMetrics({ registry, client: o.client, taskQueues: rt.config.taskQueues, db: rt.db, logger: rt.logger, ...(o.metrics?.cacheMs !== undefined ? { cacheMs: o.metrics.cacheMs } : {}) })
+    ? createApiMetrics({
+        registry,
+        client: o.client,
+        taskQueues: rt.config.taskQueues,
+        db: rt.db,
+        logger: rt.logger,
+        ...(o.metrics?.cacheMs !== undefined ? { cacheMs: o.metrics.cacheMs } : {}),
+      })
     : undefined;
   const engine = new Engine({
     client: o.client,
@@ -117,7 +124,10 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): ApiApp {
  * The API process's parts connected to Temporal through the standard TEMPORAL_* environment
  * (registering Capstan's search attributes when the namespace lacks them).
  */
-export async function connectApiApp(rt: Runtime, env: NodeJS.ProcessEnv): Promise<{ api: Api; connection: Connection; metrics?: () => Promise<MetricsText>; close(): Promise<void> }> {
+export async function connectApiApp(
+  rt: Runtime,
+  env: NodeJS.ProcessEnv,
+): Promise<{ api: Api; connection: Connection; metrics?: () => Promise<MetricsText>; close(): Promise<void> }> {
   const target = temporalTarget(env);
   const { client, connection } = await connectClient(target);
   const added = await ensureSearchAttributes(connection, target.namespace);
@@ -147,6 +157,7 @@ function roiWatchEveryMs(env: NodeJS.ProcessEnv): number | undefined {
   const v = env.CAPSTAN_ROI_WATCH_EVERY;
   if (v === undefined || v.trim() === '') return undefined;
   const ms = v.trim() === '0' ? 0 : parseDurationMs(v.trim());
-  if (ms === undefined || (ms > 0 && ms < 1000)) throw new Error(`bad configuration in the environment:\n  CAPSTAN_ROI_WATCH_EVERY=${v}: expected a duration of at least 1s (e.g. "60s") or 0`);
+  if (ms === undefined || (ms > 0 && ms < 1000))
+    throw new Error(`bad configuration in the environment:\n  CAPSTAN_ROI_WATCH_EVERY=${v}: expected a duration of at least 1s (e.g. "60s") or 0`);
   return ms;
 }

@@ -26,11 +26,19 @@ export const envSchema = z.object({
   CAPSTAN_S3_PATH_STYLE: z.enum(['true', 'false']).optional(),
   DATABASE_URL: z.string().optional(),
   /** Prefix of the task queues: `<p>` for workflows and cpu stages (one queue, so a stage gap is one dispatch), `<p>-gpu` for gpu stages; `<p>-cpu` is still polled for runs started before cpu stages moved. */
-  CAPSTAN_TASK_QUEUE: z.string().regex(/^[A-Za-z0-9._-]+$/).default('capstan'),
+  CAPSTAN_TASK_QUEUE: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+$/)
+    .default('capstan'),
   /** What this worker serves: any of workflows, cpu, gpu. Default: workflows,cpu — plus gpu when the host has devices (GPUs found, or CAPSTAN_GPUS). */
   CAPSTAN_WORKER_ROLES: z
     .string()
-    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(z.enum(['workflows', 'cpu', 'gpu'])).min(1))
     .optional(),
   CAPSTAN_API_HOST: z.string().default('127.0.0.1'),
@@ -53,7 +61,10 @@ export const envSchema = z.object({
   /** This worker's devices: GPU ids (`0,1`) or `cpu:N`; default: the GPUs `nvidia-smi -L` lists, else cpu:<gpu slots>. */
   CAPSTAN_GPUS: z.string().optional(),
   /** How this worker names its host in replica metrics and stage records (default: the OS host name). */
-  CAPSTAN_HOST: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/).optional(),
+  CAPSTAN_HOST: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .optional(),
   /** How long a worker's slot report stays valid at the queue's slot keeper without renewal (renewed every third of it). */
   CAPSTAN_SLOT_LEASE: z.string().default('60s'),
   /** How long gangs may hold more slots than the queue's live workers have before the keeper revokes the newest (default: the lease). */
@@ -65,7 +76,11 @@ export const envSchema = z.object({
   /** Folders data sources may come from, comma-separated (default: `<data dir>/datasets` and the bundled MNIST package; never a folder holding the data dir's secrets). */
   CAPSTAN_DATA_ROOTS: z.string().optional(),
   /** Largest data file a stage reads (bytes); a larger one is refused before reading. */
-  CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
+  CAPSTAN_MAX_DATA_FILE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(2 * 1024 ** 3),
   /** Run artifacts untouched this long, and referenced by no model or cache entry, are removed. */
   CAPSTAN_RETENTION: z.string().default('45d'),
   /** How often a worker serving cpu stages collects garbage; `off` never. */
@@ -83,7 +98,12 @@ export const envSchema = z.object({
   /** A live run stream that sends nothing for this long is closed. */
   CAPSTAN_STREAM_IDLE: z.string().default('15m'),
   /** Largest request body, in bytes (GraphQL and predictions alike). */
-  CAPSTAN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+  CAPSTAN_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(256 * 1024 * 1024)
+    .default(16 * 1024 * 1024),
   // HTTP layer (issue 20): trusted proxies and the prediction rate limit.
   /** Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated); none by default. */
   CAPSTAN_TRUSTED_PROXIES: z.string().default(''),
@@ -229,16 +249,26 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   }
   const e = parsed.data;
   const streamIdleMs = parseDurationMs(e.CAPSTAN_STREAM_IDLE);
-  if (streamIdleMs === undefined || streamIdleMs < 1000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_STREAM_IDLE: must be a duration of at least 1s, like "15m"; got "${e.CAPSTAN_STREAM_IDLE}"`);
+  if (streamIdleMs === undefined || streamIdleMs < 1000)
+    throw new Error(
+      `bad configuration in the environment:\n  CAPSTAN_STREAM_IDLE: must be a duration of at least 1s, like "15m"; got "${e.CAPSTAN_STREAM_IDLE}"`,
+    );
   const slotLeaseMs = parseDurationMs(e.CAPSTAN_SLOT_LEASE);
-  if (slotLeaseMs === undefined || slotLeaseMs < 3000) throw new Error(`bad configuration in the environment:\n  CAPSTAN_SLOT_LEASE: must be a duration of at least 3s, like "60s"; got "${e.CAPSTAN_SLOT_LEASE}"`);
+  if (slotLeaseMs === undefined || slotLeaseMs < 3000)
+    throw new Error(
+      `bad configuration in the environment:\n  CAPSTAN_SLOT_LEASE: must be a duration of at least 3s, like "60s"; got "${e.CAPSTAN_SLOT_LEASE}"`,
+    );
   const slotRevokeAfterMs = e.CAPSTAN_SLOT_REVOKE_AFTER === undefined ? slotLeaseMs : parseDurationMs(e.CAPSTAN_SLOT_REVOKE_AFTER);
   if (slotRevokeAfterMs === undefined || slotRevokeAfterMs < 1000) {
-    throw new Error(`bad configuration in the environment:\n  CAPSTAN_SLOT_REVOKE_AFTER: must be a duration of at least 1s, like "60s"; got "${e.CAPSTAN_SLOT_REVOKE_AFTER}"`);
+    throw new Error(
+      `bad configuration in the environment:\n  CAPSTAN_SLOT_REVOKE_AFTER: must be a duration of at least 1s, like "60s"; got "${e.CAPSTAN_SLOT_REVOKE_AFTER}"`,
+    );
   }
   const replicaStartTimeoutMs = parseDurationMs(e.CAPSTAN_GANG_START_TIMEOUT);
   if (replicaStartTimeoutMs === undefined || replicaStartTimeoutMs < 1000) {
-    throw new Error(`bad configuration in the environment:\n  CAPSTAN_GANG_START_TIMEOUT: must be a duration of at least 1s, like "2m"; got "${e.CAPSTAN_GANG_START_TIMEOUT}"`);
+    throw new Error(
+      `bad configuration in the environment:\n  CAPSTAN_GANG_START_TIMEOUT: must be a duration of at least 1s, like "2m"; got "${e.CAPSTAN_GANG_START_TIMEOUT}"`,
+    );
   }
   let gpus: Device[] | undefined;
   if (e.CAPSTAN_GPUS !== undefined && e.CAPSTAN_GPUS.trim() !== '') {
@@ -248,7 +278,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
       throw new Error(`bad configuration in the environment:\n  ${(err as Error).message}`);
     }
     if (e.CAPSTAN_GPU_SLOTS !== undefined && e.CAPSTAN_GPU_SLOTS !== gpus.length) {
-      throw new Error(`bad configuration in the environment:\n  CAPSTAN_GPU_SLOTS=${e.CAPSTAN_GPU_SLOTS} but CAPSTAN_GPUS lists ${gpus.length} device(s); gpu slots are one per device, so leave CAPSTAN_GPU_SLOTS out`);
+      throw new Error(
+        `bad configuration in the environment:\n  CAPSTAN_GPU_SLOTS=${e.CAPSTAN_GPU_SLOTS} but CAPSTAN_GPUS lists ${gpus.length} device(s); gpu slots are one per device, so leave CAPSTAN_GPU_SLOTS out`,
+      );
     }
   }
   const dataDir = path.resolve(cwd, e.CAPSTAN_DATA_DIR);
@@ -256,7 +288,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
   const s3 = e.CAPSTAN_ARTIFACTS?.trim().startsWith('s3://');
   const folderSetting = !s3 && e.CAPSTAN_ARTIFACTS?.trim() ? e.CAPSTAN_ARTIFACTS.trim() : undefined;
   if (folderSetting && e.CAPSTAN_ARTIFACTS_DIR && path.resolve(cwd, folderSetting) !== path.resolve(cwd, e.CAPSTAN_ARTIFACTS_DIR)) {
-    throw new Error(`bad configuration in the environment:\n  CAPSTAN_ARTIFACTS=${folderSetting} and CAPSTAN_ARTIFACTS_DIR=${e.CAPSTAN_ARTIFACTS_DIR} name two folders; set one`);
+    throw new Error(
+      `bad configuration in the environment:\n  CAPSTAN_ARTIFACTS=${folderSetting} and CAPSTAN_ARTIFACTS_DIR=${e.CAPSTAN_ARTIFACTS_DIR} name two folders; set one`,
+    );
   }
   const artifactsDir = path.resolve(cwd, folderSetting ?? e.CAPSTAN_ARTIFACTS_DIR ?? path.join(dataDir, 'artifacts'));
   return {
@@ -279,10 +313,17 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
       maxBodyBytes: e.CAPSTAN_MAX_BODY_BYTES,
       adminTokenFile: path.join(dataDir, 'admin-token'),
       trustedProxies: trustedProxies(e.CAPSTAN_TRUSTED_PROXIES),
-      predictRate: { perMinute: e.CAPSTAN_PREDICT_RATE_PER_MIN, burst: e.CAPSTAN_PREDICT_BURST ?? Math.max(1, Math.round(e.CAPSTAN_PREDICT_RATE_PER_MIN / 10)) },
+      predictRate: {
+        perMinute: e.CAPSTAN_PREDICT_RATE_PER_MIN,
+        burst: e.CAPSTAN_PREDICT_BURST ?? Math.max(1, Math.round(e.CAPSTAN_PREDICT_RATE_PER_MIN / 10)),
+      },
     },
     plugins: list(e.CAPSTAN_PLUGINS),
-    python: e.CAPSTAN_PYTHON ? (e.CAPSTAN_PYTHON.includes('/') ? path.resolve(cwd, e.CAPSTAN_PYTHON) : e.CAPSTAN_PYTHON) : defaultPython(e.CAPSTAN_PYTHON_DIR && path.resolve(cwd, e.CAPSTAN_PYTHON_DIR)),
+    python: e.CAPSTAN_PYTHON
+      ? e.CAPSTAN_PYTHON.includes('/')
+        ? path.resolve(cwd, e.CAPSTAN_PYTHON)
+        : e.CAPSTAN_PYTHON
+      : defaultPython(e.CAPSTAN_PYTHON_DIR && path.resolve(cwd, e.CAPSTAN_PYTHON_DIR)),
     ...(e.CAPSTAN_TF_BACKEND ? { tfBackend: e.CAPSTAN_TF_BACKEND } : {}),
     onnx: { executionProvider: e.CAPSTAN_ONNX_EP, ...(e.CAPSTAN_ONNX_THREADS ? { intraOpThreads: e.CAPSTAN_ONNX_THREADS } : {}) },
     ...(e.CAPSTAN_PRICE_SHEET ? { priceSheetPath: path.resolve(cwd, e.CAPSTAN_PRICE_SHEET) } : {}),
@@ -295,7 +336,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd: string): CapstanConfig {
     slotLeaseMs,
     slotRevokeAfterMs,
     gang: { replicaStartTimeoutMs, requeues: e.CAPSTAN_GANG_REQUEUES },
-    dataRoots: checkDataRoots(e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [path.join(dataDir, 'datasets'), mnistPackageDir()], dataDir),
+    dataRoots: checkDataRoots(
+      e.CAPSTAN_DATA_ROOTS ? list(e.CAPSTAN_DATA_ROOTS).map((r) => path.resolve(cwd, r)) : [path.join(dataDir, 'datasets'), mnistPackageDir()],
+      dataDir,
+    ),
     maxDataFileBytes: e.CAPSTAN_MAX_DATA_FILE_BYTES,
     retentionMs: duration('CAPSTAN_RETENTION', e.CAPSTAN_RETENTION, 3_600_000),
     ...(e.CAPSTAN_GC_EVERY === 'off' ? {} : { gcEveryMs: duration('CAPSTAN_GC_EVERY', e.CAPSTAN_GC_EVERY, 60_000) }),
@@ -318,12 +362,21 @@ function telemetryConfig(e: z.infer<typeof envSchema>): TelemetryConfig {
   if (e.CAPSTAN_OPS_LISTEN !== undefined && e.CAPSTAN_OPS_LISTEN.trim() !== '') {
     const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(e.CAPSTAN_OPS_LISTEN.trim());
     const port = m ? Number(m[3]) : NaN;
-    if (!m || port > 65535) throw new Error(`bad configuration in the environment:\n  CAPSTAN_OPS_LISTEN=${e.CAPSTAN_OPS_LISTEN}: expected host:port, like "127.0.0.1:9464" (port 0: any free port)`);
+    if (!m || port > 65535)
+      throw new Error(
+        `bad configuration in the environment:\n  CAPSTAN_OPS_LISTEN=${e.CAPSTAN_OPS_LISTEN}: expected host:port, like "127.0.0.1:9464" (port 0: any free port)`,
+      );
     opsListen = { host: (m[1] ?? m[2])!, port };
   }
   const disabled = e.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
-  const exporters = (e.OTEL_TRACES_EXPORTER ?? '').split(',').map((x) => x.trim()).filter(Boolean);
-  const tracing = !disabled && !exporters.includes('none') && (exporters.length > 0 || e.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined);
+  const exporters = (e.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  const tracing =
+    !disabled &&
+    !exporters.includes('none') &&
+    (exporters.length > 0 || e.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined);
   return {
     ...(opsListen ? { opsListen } : {}),
     ...(e.CAPSTAN_METRICS_TOKEN ? { metricsToken: e.CAPSTAN_METRICS_TOKEN } : {}),
@@ -344,7 +397,9 @@ function s3Settings(e: z.infer<typeof envSchema>, cacheDir: string): ArtifactSto
   }
   const endpoint = e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL;
   if ((e.AWS_ACCESS_KEY_ID === undefined) !== (e.AWS_SECRET_ACCESS_KEY === undefined)) {
-    throw new Error('bad configuration in the environment:\n  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together (or leave both out for the SDK\'s default credential chain)');
+    throw new Error(
+      "bad configuration in the environment:\n  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together (or leave both out for the SDK's default credential chain)",
+    );
   }
   return {
     kind: 's3',
@@ -353,7 +408,13 @@ function s3Settings(e: z.infer<typeof envSchema>, cacheDir: string): ArtifactSto
     ...(endpoint ? { endpoint } : {}),
     region: e.AWS_REGION ?? e.AWS_DEFAULT_REGION ?? 'us-east-1',
     ...(e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
-      ? { credentials: { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, ...(e.AWS_SESSION_TOKEN ? { sessionToken: e.AWS_SESSION_TOKEN } : {}) } }
+      ? {
+          credentials: {
+            accessKeyId: e.AWS_ACCESS_KEY_ID,
+            secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
+            ...(e.AWS_SESSION_TOKEN ? { sessionToken: e.AWS_SESSION_TOKEN } : {}),
+          },
+        }
       : {}),
     forcePathStyle: e.CAPSTAN_S3_PATH_STYLE ? e.CAPSTAN_S3_PATH_STYLE === 'true' : endpoint !== undefined,
   };
@@ -417,7 +478,8 @@ function within(folder: string, p: string): boolean {
 /** A duration setting of at least `min` ms, or a configuration error naming the variable. */
 function duration(name: string, value: string, min: number): number {
   const ms = parseDurationMs(value);
-  if (ms === undefined || ms < min) throw new Error(`bad configuration in the environment:\n  ${name}: must be a duration of at least ${min / 1000}s, like "24h"; got "${value}"`);
+  if (ms === undefined || ms < min)
+    throw new Error(`bad configuration in the environment:\n  ${name}: must be a duration of at least ${min / 1000}s, like "24h"; got "${value}"`);
   return ms;
 }
 
@@ -434,7 +496,10 @@ function trustedProxies(value: string): string[] {
 
 /** A comma-separated setting as a list (blanks dropped). */
 function list(s: string): string[] {
-  return s.split(',').map((x) => x.trim()).filter(Boolean);
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
@@ -442,6 +507,8 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
 /** Refuses to serve an API without auth on a non-loopback address (anyone on the network would be admin). */
 export function checkApiBinding(c: CapstanConfig): void {
   if (c.api.auth === 'off' && !LOOPBACK.test(c.api.host)) {
-    throw new Error(`refusing to start: CAPSTAN_AUTH=off with CAPSTAN_API_HOST=${c.api.host}; without tokens the API may only listen on loopback (127.0.0.1, ::1, localhost). Use CAPSTAN_AUTH=tokens (the default).`);
+    throw new Error(
+      `refusing to start: CAPSTAN_AUTH=off with CAPSTAN_API_HOST=${c.api.host}; without tokens the API may only listen on loopback (127.0.0.1, ::1, localhost). Use CAPSTAN_AUTH=tokens (the default).`,
+    );
   }
 }

@@ -64,7 +64,9 @@ export function workersCheck(workers: () => readonly Worker[]): Check {
     if (!ws.length) return { ok: false, detail: 'no workers' };
     const states = ws.map((w) => w.getState());
     const off = states.filter((s) => s !== 'RUNNING');
-    return off.length ? { ok: false, detail: `${off.length} of ${ws.length} not running (${[...new Set(off)].join(', ').toLowerCase()})` } : { ok: true, detail: `${ws.length} running` };
+    return off.length
+      ? { ok: false, detail: `${off.length} of ${ws.length} not running (${[...new Set(off)].join(', ').toLowerCase()})` }
+      : { ok: true, detail: `${ws.length} running` };
   });
 }
 

@@ -4,7 +4,15 @@ import { createStageRecorder, stageRecordMigrations, type StageRecorder } from '
 import type { StageCache, StageMeter } from '../activities/index.js';
 import { tokenMigrations, TokenStore } from '../auth/tokens.js';
 import { savedPipelineMigrations } from '../engine/index.js';
-import { createLedgerService, ledgerMigrations, ledgerWithOutbox, loadPriceSheet, openLedgerOutbox, type LedgerOutbox, type LedgerService } from '../ledger/index.js';
+import {
+  createLedgerService,
+  ledgerMigrations,
+  ledgerWithOutbox,
+  loadPriceSheet,
+  openLedgerOutbox,
+  type LedgerOutbox,
+  type LedgerService,
+} from '../ledger/index.js';
 import { createArtifactStore } from '../lib/artifact-store/create.js';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import { migrate } from '../lib/db/migrate.js';
@@ -18,7 +26,14 @@ import { ModelRegistry, registryMigrations } from '../serving/registry.js';
 import type { CapstanConfig } from './config.js';
 
 /** Every table Capstan keeps: applied once, when a process starts (each id once, in any order between modules). */
-export const allMigrations: readonly Migration[] = [...stageCacheMigrations, ...savedPipelineMigrations, ...ledgerMigrations, ...registryMigrations, ...tokenMigrations, ...stageRecordMigrations];
+export const allMigrations: readonly Migration[] = [
+  ...stageCacheMigrations,
+  ...savedPipelineMigrations,
+  ...ledgerMigrations,
+  ...registryMigrations,
+  ...tokenMigrations,
+  ...stageRecordMigrations,
+];
 
 /** The long-lived parts every Capstan process shares, built once from the config. */
 export interface Runtime {

@@ -109,7 +109,10 @@ export async function createWorkers(o: WorkerSetOptions): Promise<Worker[]> {
     if (shared) slotQueues.push({ queue: o.taskQueues.cpu, slots: cpuSlots, worker: w });
   }
   if (o.roles.includes('cpu')) {
-    const queues = [...(shared ? [] : [o.taskQueues.cpu]), ...(o.taskQueues.legacyCpu && o.taskQueues.legacyCpu !== o.taskQueues.cpu ? [o.taskQueues.legacyCpu] : [])];
+    const queues = [
+      ...(shared ? [] : [o.taskQueues.cpu]),
+      ...(o.taskQueues.legacyCpu && o.taskQueues.legacyCpu !== o.taskQueues.cpu ? [o.taskQueues.legacyCpu] : []),
+    ];
     for (const queue of queues) {
       const w = await Worker.create({ ...common, taskQueue: queue, activities: acts, maxConcurrentActivityTaskExecutions: cpuSlots });
       workers.push(w);
@@ -194,7 +197,12 @@ async function reportSlots(o: {
   if (o.recordsDir && record) {
     await withdrawDeadPredecessors(o.recordsDir, unregister, o.logger);
     mkdirSync(o.recordsDir, { recursive: true });
-    const mine: SlotRecord = { pid: process.pid, host: os.hostname(), reports: o.queues.map((q) => ({ queue: q.queue, worker: name(q.queue) })), startedAt: new Date().toISOString() };
+    const mine: SlotRecord = {
+      pid: process.pid,
+      host: os.hostname(),
+      reports: o.queues.map((q) => ({ queue: q.queue, worker: name(q.queue) })),
+      startedAt: new Date().toISOString(),
+    };
     writeFileSync(record, `${JSON.stringify(mine)}\n`);
   }
   let last = Date.now();
@@ -205,19 +213,24 @@ async function reportSlots(o: {
     await unregister(q.queue, name(q.queue)).catch(() => undefined);
   };
   for (const q of o.queues) withdrawals.set(q.worker, () => withdraw(q));
-  const timer = setInterval(() => {
-    const renew = Date.now() - last >= o.leaseMs / 3;
-    if (renew) last = Date.now();
-    for (const q of [...live]) {
-      const state = q.worker.getState();
-      if (state === 'STOPPED' || state === 'FAILED' || state === 'DRAINING' || state === 'DRAINED' || state === 'STOPPING') {
-        void withdraw(q);
-      } else if (renew) {
-        send(q.queue, q.slots).catch((e: unknown) => o.logger.warn('could not report slots to the slot keeper', { queue: q.queue, error: (e as Error).message }));
+  const timer = setInterval(
+    () => {
+      const renew = Date.now() - last >= o.leaseMs / 3;
+      if (renew) last = Date.now();
+      for (const q of [...live]) {
+        const state = q.worker.getState();
+        if (state === 'STOPPED' || state === 'FAILED' || state === 'DRAINING' || state === 'DRAINED' || state === 'STOPPING') {
+          void withdraw(q);
+        } else if (renew) {
+          send(q.queue, q.slots).catch((e: unknown) =>
+            o.logger.warn('could not report slots to the slot keeper', { queue: q.queue, error: (e as Error).message }),
+          );
+        }
       }
-    }
-    if (!live.size) clearInterval(timer);
-  }, Math.min(1000, o.leaseMs / 6));
+      if (!live.size) clearInterval(timer);
+    },
+    Math.min(1000, o.leaseMs / 6),
+  );
   timer.unref();
 }
 
@@ -246,7 +259,9 @@ async function withdrawDeadPredecessors(dir: string, unregister: (queue: string,
     const done = await Promise.allSettled((rec.reports ?? []).map((r) => unregister(r.queue, r.worker)));
     rmSync(file, { force: true });
     const queues = (rec.reports ?? []).map((r) => r.queue).join(', ');
-    logger.info(`withdrew the slot reports of a worker that is gone (pid ${rec.pid}, started ${rec.startedAt}) on ${queues}`, { withdrawn: done.filter((d) => d.status === 'fulfilled').length });
+    logger.info(`withdrew the slot reports of a worker that is gone (pid ${rec.pid}, started ${rec.startedAt}) on ${queues}`, {
+      withdrawn: done.filter((d) => d.status === 'fulfilled').length,
+    });
   }
 }
 

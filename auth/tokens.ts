@@ -73,13 +73,21 @@ export class TokenStore {
 
   /** Creates a token; the returned secret is shown once and never stored. */
   async create(o: { name: string; role: Role; expiresAt?: Date }): Promise<{ token: string; info: TokenInfo }> {
-    if (!NAME_RE.test(o.name)) throw new TokenError('BAD_ARGUMENT', `token name "${o.name}" must be 1–64 letters, digits, spaces or . _ @ -, starting with a letter or digit`);
+    if (!NAME_RE.test(o.name))
+      throw new TokenError('BAD_ARGUMENT', `token name "${o.name}" must be 1–64 letters, digits, spaces or . _ @ -, starting with a letter or digit`);
     if (!isRole(o.role)) throw new TokenError('BAD_ARGUMENT', `role must be viewer, predictor, operator or admin; got "${String(o.role)}"`);
     const createdAt = this.now();
     if (o.expiresAt && !(o.expiresAt.getTime() > createdAt.getTime())) throw new TokenError('BAD_ARGUMENT', 'expiresAt must be in the future');
     const id = randomBytes(6).toString('hex');
     const secret = randomBytes(32).toString('base64url');
-    const info: TokenInfo = { id, name: o.name, role: o.role, createdAt: createdAt.toISOString(), expiresAt: o.expiresAt?.toISOString() ?? null, revokedAt: null };
+    const info: TokenInfo = {
+      id,
+      name: o.name,
+      role: o.role,
+      createdAt: createdAt.toISOString(),
+      expiresAt: o.expiresAt?.toISOString() ?? null,
+      revokedAt: null,
+    };
     await this.db.run('INSERT INTO api_tokens (id, name, role, secret_sha256, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)', [
       id,
       info.name,
@@ -122,14 +130,20 @@ export class TokenStore {
 
   /** Whether a token (by its public id) exists and is neither revoked nor expired: what a schedule checks of its creator at each firing. */
   async isActive(id: string): Promise<boolean> {
-    const rows = await this.db.query<{ id: string }>('SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)', [id, this.now().toISOString()]);
+    const rows = await this.db.query<{ id: string }>(
+      'SELECT id FROM api_tokens WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)',
+      [id, this.now().toISOString()],
+    );
     return rows.length > 0;
   }
 
   /** Whether any active admin token exists (the dev stack creates one on first start). */
   async hasActiveAdmin(): Promise<boolean> {
     const now = this.now().toISOString();
-    const rows = await this.db.query<{ id: string }>("SELECT id FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", [now]);
+    const rows = await this.db.query<{ id: string }>(
+      "SELECT id FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+      [now],
+    );
     return rows.length > 0;
   }
 }

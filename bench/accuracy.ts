@@ -88,8 +88,15 @@ async function main(): Promise<void> {
   const params = (plugin: string) => ({ ...(spec.stages.find((s) => s.plugin === plugin)?.params ?? {}) });
   const variants = (flags.variant?.length ? flags.variant : ['pipeline']).map(parseVariant);
   const seeds = flags.seeds.split(',').map(Number);
-  console.log(`machine: ${machineLine()}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`pipeline ${flags.pipeline}, backend ${got}, seeds ${seeds.join(', ')}; prune ${JSON.stringify(params('core:prune-quantize'))}, fit ${JSON.stringify(params('core:multi-device-fit'))}`);
+  console.log(
+    `machine: ${machineLine()}, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(
+    `pipeline ${flags.pipeline}, backend ${got}, seeds ${seeds.join(', ')}; prune ${JSON.stringify(params('core:prune-quantize'))}, fit ${JSON.stringify(params('core:multi-device-fit'))}`,
+  );
   for (const v of variants) console.log(`variant ${v.name}: prune ${JSON.stringify(v.prune)}, fit ${JSON.stringify(v.fit)}`);
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'capstan-bench-accuracy-'));
@@ -104,12 +111,17 @@ async function main(): Promise<void> {
 
     for (const seed of seeds) {
       const pre = pretrainStage({ tfBackend: backend });
-      const [preRes, preS] = await timed(() => pre.run(context(store, `pretrain-${seed}`), pre.paramsSchema.parse({ ...params('core:pretrain'), seed }), { dataset }));
+      const [preRes, preS] = await timed(() =>
+        pre.run(context(store, `pretrain-${seed}`), pre.paramsSchema.parse({ ...params('core:pretrain'), seed }), { dataset }),
+      );
       for (const v of variants) {
         const id = `${v.name}-${seed}`;
         const prune = pruneQuantizeStage({ tfBackend: backend });
         const [pruneRes, pruneS] = await timed(() =>
-          prune.run(context(store, `prune-${id}`), prune.paramsSchema.parse({ ...params('core:prune-quantize'), ...v.prune, seed }), { model: preRes.outputs.model!, dataset }),
+          prune.run(context(store, `prune-${id}`), prune.paramsSchema.parse({ ...params('core:prune-quantize'), ...v.prune, seed }), {
+            model: preRes.outputs.model!,
+            dataset,
+          }),
         );
         const fit = multiDeviceFitStage({ tfBackend: backend });
         const fitParams = fit.paramsSchema.parse({ ...params('core:multi-device-fit'), ...v.fit, seed });
@@ -149,9 +161,15 @@ async function main(): Promise<void> {
       const rs = results.filter((r) => r.variant === v.name);
       const med = (k: 'pretrain' | 'pruned' | 'fit' | 'deployed') => median(rs.map((r) => r[k]));
       const gaps = rs.map((r) => (r.pretrain - r.deployed) * 100);
-      console.log(`\n[${v.name}] median of ${rs.length}: pretrain ${pct(med('pretrain'))} → pruned ${pct(med('pruned'))} → fit ${pct(med('fit'))} → deployed uint8 ${pct(med('deployed'))}`);
-      console.log(`[${v.name}] gap pretrain − deployed per seed: ${gaps.map((g) => g.toFixed(2)).join(', ')} points; median ${median(gaps).toFixed(2)} points (target ≤ 0.20: ${median(gaps) <= 0.2 ? 'met' : 'NOT met'})`);
-      console.log(`[${v.name}] seconds (median): pretrain ${median(rs.map((r) => r.seconds.pretrain)).toFixed(0)}, prune + fine-tune ${median(rs.map((r) => r.seconds.prune)).toFixed(0)}, fit ${median(rs.map((r) => r.seconds.fit)).toFixed(0)}`);
+      console.log(
+        `\n[${v.name}] median of ${rs.length}: pretrain ${pct(med('pretrain'))} → pruned ${pct(med('pruned'))} → fit ${pct(med('fit'))} → deployed uint8 ${pct(med('deployed'))}`,
+      );
+      console.log(
+        `[${v.name}] gap pretrain − deployed per seed: ${gaps.map((g) => g.toFixed(2)).join(', ')} points; median ${median(gaps).toFixed(2)} points (target ≤ 0.20: ${median(gaps) <= 0.2 ? 'met' : 'NOT met'})`,
+      );
+      console.log(
+        `[${v.name}] seconds (median): pretrain ${median(rs.map((r) => r.seconds.pretrain)).toFixed(0)}, prune + fine-tune ${median(rs.map((r) => r.seconds.prune)).toFixed(0)}, fit ${median(rs.map((r) => r.seconds.fit)).toFixed(0)}`,
+      );
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

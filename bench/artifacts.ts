@@ -54,7 +54,12 @@ function s3Store(weed: Seaweed, bucket: string): S3ArtifactStore {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
-  return new S3ArtifactStore({ location: { bucket, prefix: 'bench' }, client, cacheDir: mkdtempSync(path.join(os.tmpdir(), 'capstan-bench-cache-')), createBucket: true });
+  return new S3ArtifactStore({
+    location: { bucket, prefix: 'bench' },
+    client,
+    cacheDir: mkdtempSync(path.join(os.tmpdir(), 'capstan-bench-cache-')),
+    createBucket: true,
+  });
 }
 
 async function readAll(dir: string): Promise<number> {
@@ -138,7 +143,15 @@ async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: 
     ['SeaweedFS (S3)', weed.env('bench-pipeline/runs')],
   ] as [string, Record<string, string>][]) {
     const data = path.join(dir, store.startsWith('local') ? 'local' : 's3');
-    const config = loadConfig({ CAPSTAN_DATA_DIR: data, CAPSTAN_TASK_QUEUE: store.startsWith('local') ? 'bench-local' : 'bench-s3', ...(process.env.CAPSTAN_TF_BACKEND ? { CAPSTAN_TF_BACKEND: process.env.CAPSTAN_TF_BACKEND } : {}), ...env }, data);
+    const config = loadConfig(
+      {
+        CAPSTAN_DATA_DIR: data,
+        CAPSTAN_TASK_QUEUE: store.startsWith('local') ? 'bench-local' : 'bench-s3',
+        ...(process.env.CAPSTAN_TF_BACKEND ? { CAPSTAN_TF_BACKEND: process.env.CAPSTAN_TF_BACKEND } : {}),
+        ...env,
+      },
+      data,
+    );
     const rt = await createRuntime(config, silentLogger);
     const workers = await createWorkers({
       connection: nc,
@@ -149,7 +162,15 @@ async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: 
         { kind: 'cpu', id: '0' },
         { kind: 'cpu', id: '1' },
       ],
-      activities: { stages: rt.stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, meter: rt.meter, cache: rt.cache, records: rt.records },
+      activities: {
+        stages: rt.stages,
+        artifacts: rt.artifacts,
+        services: rt.services,
+        logger: silentLogger,
+        meter: rt.meter,
+        cache: rt.cache,
+        records: rt.records,
+      },
     });
     const running = workers.map((w) => w.run());
     const app = createApiApp(rt, { client, namespace: 'default' });
@@ -184,7 +205,9 @@ async function pipelines(weed: Seaweed, runs: number, warmup: number, specPath: 
         const stages = Object.fromEntries(
           state.stages.filter((x) => x.startedAt && x.closedAt).map((x) => [x.id, (Date.parse(x.closedAt!) - Date.parse(x.startedAt!)) / 1000]),
         );
-        process.stderr.write(`  ${s.store}: run ${r}${r === 0 ? ' (warm-up)' : ''} ${(ms / 1000).toFixed(1)} s; stages ${JSON.stringify(stages)}${store ? `; waiting on the bucket ${(storeMs / 1000).toFixed(2)} s` : ''}\n`);
+        process.stderr.write(
+          `  ${s.store}: run ${r}${r === 0 ? ' (warm-up)' : ''} ${(ms / 1000).toFixed(1)} s; stages ${JSON.stringify(stages)}${store ? `; waiting on the bucket ${(storeMs / 1000).toFixed(2)} s` : ''}\n`,
+        );
         if (r > 0) {
           out[i]!.ms.push(ms);
           out[i]!.stages.push(stages);
@@ -213,8 +236,13 @@ async function main(): Promise<void> {
   });
   try {
     process.stdout.write(`\nArtifact store round trip — ${machineLine()}\n`);
-    process.stdout.write('put = write the folder + hash (+ upload and seal); get = on another host: local path (+ fetch into an empty cache and hash-check), then read\n\n');
-    const rows = [...(await roundTrips(weed, 100 * 1024 * 1024, num('big-runs', 1), '100 MB')), ...(await roundTrips(weed, 1024, num('small-runs', 1), '1 KB'))];
+    process.stdout.write(
+      'put = write the folder + hash (+ upload and seal); get = on another host: local path (+ fetch into an empty cache and hash-check), then read\n\n',
+    );
+    const rows = [
+      ...(await roundTrips(weed, 100 * 1024 * 1024, num('big-runs', 1), '100 MB')),
+      ...(await roundTrips(weed, 1024, num('small-runs', 1), '1 KB')),
+    ];
     const mbps = (bytes: number, ms: number) => (bytes / 2 ** 20 / (ms / 1000)).toFixed(0);
     process.stdout.write('| store | artifact | runs | put (median) | get (median) |\n| --- | --- | --- | --- | --- |\n');
     for (const r of rows) {
@@ -225,18 +253,24 @@ async function main(): Promise<void> {
     const pruns = num('pipeline-runs', 0);
     if (pruns > 0) {
       const warmup = num('pipeline-warmup', 0) > 0 ? 1 : 0;
-      process.stdout.write(`\nPipeline end to end (${flags.pipeline}), start → COMPLETED, alternating, ${pruns} runs each${warmup ? ' after a warm-up' : ''}\n\n`);
+      process.stdout.write(
+        `\nPipeline end to end (${flags.pipeline}), start → COMPLETED, alternating, ${pruns} runs each${warmup ? ' after a warm-up' : ''}\n\n`,
+      );
       const res = await pipelines(weed, pruns, warmup, flags.pipeline!);
       const base = median(res[0]!.ms);
       const stageIds = Object.keys(res[0]!.stages[0] ?? {});
-      process.stdout.write(`| store | runs (s) | median | vs local | ${stageIds.map((s) => `${s} (median s)`).join(' | ')} | waiting on the bucket (median) |\n`);
+      process.stdout.write(
+        `| store | runs (s) | median | vs local | ${stageIds.map((s) => `${s} (median s)`).join(' | ')} | waiting on the bucket (median) |\n`,
+      );
       process.stdout.write(`| --- | --- | --- | --- | ${stageIds.map(() => '---').join(' | ')} | --- |\n`);
       for (const r of res) {
         const m = median(r.ms);
         const st = stageIds.map((k) => median(r.stages.map((x) => x[k] ?? NaN)).toFixed(1));
         const wait = median(r.storeMs);
         const waitCell = r.store.startsWith('local') ? '—' : `${(wait / 1000).toFixed(2)} s (${((wait / m) * 100).toFixed(2)} % of the run)`;
-        process.stdout.write(`| ${r.store} | ${r.ms.map((x) => (x / 1000).toFixed(1)).join(', ')} | ${(m / 1000).toFixed(1)} s | ${(((m - base) / base) * 100).toFixed(1)} % | ${st.join(' | ')} | ${waitCell} |\n`);
+        process.stdout.write(
+          `| ${r.store} | ${r.ms.map((x) => (x / 1000).toFixed(1)).join(', ')} | ${(m / 1000).toFixed(1)} s | ${(((m - base) / base) * 100).toFixed(1)} % | ${st.join(' | ')} | ${waitCell} |\n`,
+        );
       }
     }
   } finally {

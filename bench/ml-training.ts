@@ -84,7 +84,9 @@ function samplesFor(model: BenchModel, backend: BackendName | 'keras'): number {
 
 /** The conv net of pipelines/mnist-cnn.yaml, read from the pipeline so the two cannot drift. */
 async function cnnLayers(): Promise<LayerSpec[]> {
-  const spec = parseYaml(await readFile(path.resolve(path.dirname(self), '..', 'pipelines', 'mnist-cnn.yaml'), 'utf8')) as { stages: { plugin: string; params: unknown }[] };
+  const spec = parseYaml(await readFile(path.resolve(path.dirname(self), '..', 'pipelines', 'mnist-cnn.yaml'), 'utf8')) as {
+    stages: { plugin: string; params: unknown }[];
+  };
   const pre = spec.stages.find((st) => st.plugin === 'core:pretrain');
   const layers = pre && pretrainStage().paramsSchema.parse(pre.params).model.layers;
   if (!layers) throw new Error('pipelines/mnist-cnn.yaml has no core:pretrain stage with model.layers');
@@ -106,7 +108,8 @@ async function measure(backend: BackendName, datasetDir: string): Promise<void> 
   const n = samplesFor(which, got);
   const rows = Array.from({ length: n }, (_, i) => i);
   const data = subset({ x: inputsOf(ds, ds.splits.train), y: ds.splits.train.y, featureShape: ds.featureShape }, rows);
-  const model = which === 'cnn' ? buildFromLayers(tf, { inputShape: ds.featureShape, numClasses: 10, seed: 42, layers: await cnnLayers() }) : buildMlp(tf, seedMlpSpec);
+  const model =
+    which === 'cnn' ? buildFromLayers(tf, { inputShape: ds.featureShape, numClasses: 10, seed: 42, layers: await cnnLayers() }) : buildMlp(tf, seedMlpSpec);
   compileClassifier(tf, model, { learningRate: 1e-3 });
   const step = flags.loop === 'step' ? await createStepLoop(tf, model) : undefined;
   if (step && 'unsupported' in step) throw new Error(`step loop: ${step.unsupported}`);
@@ -126,7 +129,17 @@ async function measure(backend: BackendName, datasetDir: string): Promise<void> 
   const testSplit = ds.splits.test;
   if (!testSplit) throw new Error(`${datasetDir} has no test split`);
   const test = evaluate(tf, model, { x: inputsOf(ds, testSplit), y: testSplit.y, featureShape: ds.featureShape });
-  const row: Row = { backend: got, model: which, batch, loop: step ? 'step loop' : 'model.fit', samplesPerSec: median(runs), samplesPerCpuSec: median(perCpu), runs: runs.map(Math.round), samplesPerRun: n, testAccuracy: test.accuracy };
+  const row: Row = {
+    backend: got,
+    model: which,
+    batch,
+    loop: step ? 'step loop' : 'model.fit',
+    samplesPerSec: median(runs),
+    samplesPerCpuSec: median(perCpu),
+    runs: runs.map(Math.round),
+    samplesPerRun: n,
+    testAccuracy: test.accuracy,
+  };
   process.stdout.write(`${JSON.stringify(row)}\n`);
 }
 
@@ -136,8 +149,11 @@ function kerasPython(): { cmd: string; env: NodeJS.ProcessEnv } | undefined {
   const candidates: { cmd: string; env: NodeJS.ProcessEnv }[] = [];
   if (process.env.CAPSTAN_KERAS_PYTHON) candidates.push({ cmd: process.env.CAPSTAN_KERAS_PYTHON, env: process.env });
   candidates.push({ cmd: 'python3', env: process.env });
-  if (existsSync(keras)) candidates.push({ cmd: 'python3', env: { ...process.env, PYTHONPATH: [keras, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) } });
-  return candidates.find((c) => spawnSync(c.cmd, ['-c', 'import tensorflow'], { env: { ...c.env, TF_CPP_MIN_LOG_LEVEL: '3' }, stdio: 'ignore', timeout: 120_000 }).status === 0);
+  if (existsSync(keras))
+    candidates.push({ cmd: 'python3', env: { ...process.env, PYTHONPATH: [keras, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) } });
+  return candidates.find(
+    (c) => spawnSync(c.cmd, ['-c', 'import tensorflow'], { env: { ...c.env, TF_CPP_MIN_LOG_LEVEL: '3' }, stdio: 'ignore', timeout: 120_000 }).status === 0,
+  );
 }
 
 function fmt(n: number): string {
@@ -150,8 +166,10 @@ async function throughputTable(datasetDir: string): Promise<void> {
   const passes = Number(flags.runs);
   const models = flags.models.split(',') as BenchModel[];
   const loops = flags.loops.split(',');
-  if (!batches.every((b) => Number.isInteger(b) && b > 0) || !Number.isInteger(passes) || passes < 1) throw new Error(`--batches must be positive whole numbers and --runs a positive whole number; got ${flags.batches} and ${flags.runs}`);
-  if (!models.every((m) => m === 'mlp' || m === 'cnn') || !loops.every((l) => l === 'fit' || l === 'step')) throw new Error(`--models takes mlp,cnn and --loops fit,step; got ${flags.models} and ${flags.loops}`);
+  if (!batches.every((b) => Number.isInteger(b) && b > 0) || !Number.isInteger(passes) || passes < 1)
+    throw new Error(`--batches must be positive whole numbers and --runs a positive whole number; got ${flags.batches} and ${flags.runs}`);
+  if (!models.every((m) => m === 'mlp' || m === 'cnn') || !loops.every((l) => l === 'fit' || l === 'step'))
+    throw new Error(`--models takes mlp,cnn and --loops fit,step; got ${flags.models} and ${flags.loops}`);
   const py = kerasPython();
   const backends: BackendName[] = ['wasm', 'cpu'];
   const missing: string[] = [];
@@ -173,11 +191,19 @@ async function throughputTable(datasetDir: string): Promise<void> {
     const notes = [...missing];
     if (py) {
       const script = path.resolve(path.dirname(self), 'keras_mnist.py');
-      const r = spawnSync(py.cmd, [script, '--throughput', '--model', model, '--batches', batches.join(','), '--samples', String(n), '--passes', String(passes)], { encoding: 'utf8', env: { ...py.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
-      const got = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
+      const r = spawnSync(
+        py.cmd,
+        [script, '--throughput', '--model', model, '--batches', batches.join(','), '--samples', String(n), '--passes', String(passes)],
+        { encoding: 'utf8', env: { ...py.env, TF_CPP_MIN_LOG_LEVEL: '2' } },
+      );
+      const got = r.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Row);
       if (got.length) rows.push(...got);
       else notes.push(`keras: failed: ${r.stderr.trim().split('\n').slice(-3).join(' ')}`);
-    } else notes.push('keras: TensorFlow for Python is not importable (python3 -m pip install --target .tools/keras tensorflow==2.21.0 gives it to this benchmark)');
+    } else
+      notes.push('keras: TensorFlow for Python is not importable (python3 -m pip install --target .tools/keras tensorflow==2.21.0 gives it to this benchmark)');
 
     for (const b of backends) {
       if (model === 'cnn' && b === 'cpu') continue;
@@ -185,7 +211,11 @@ async function throughputTable(datasetDir: string): Promise<void> {
       for (const loop of loops) {
         for (const batch of batches) {
           if (unavailable) break;
-          const r = spawnSync(process.execPath, ['--import', tsx, self, '--measure', b, '--model', model, '--loop', loop, '--batch', String(batch), '--runs', String(passes), datasetDir], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+          const r = spawnSync(
+            process.execPath,
+            ['--import', tsx, self, '--measure', b, '--model', model, '--loop', loop, '--batch', String(batch), '--runs', String(passes), datasetDir],
+            { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } },
+          );
           const line = r.stdout.trim().split('\n').pop() ?? '';
           try {
             const row = JSON.parse(line) as Row;
@@ -222,7 +252,8 @@ function printRows(rows: Row[], notes: string[]): void {
       r.runs.join(', '),
     ]);
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
-  const print = (cells: string[]) => console.log((`  ${cells.map((c, i) => (i === 0 || i === 2 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`).trimEnd());
+  const print = (cells: string[]) =>
+    console.log(`  ${cells.map((c, i) => (i === 0 || i === 2 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`.trimEnd());
   print(head);
   for (const t of table) print(t);
   for (const n of notes) console.log(`  note: ${n}`);
@@ -232,7 +263,12 @@ async function main(): Promise<void> {
   if (flags.measure) return measure(flags.measure as BackendName, positionals[0]!);
 
   const cpus = os.cpus();
-  console.log(`machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(
+    `machine: ${cpus[0]?.model ?? 'unknown CPU'}, ${cpus.length} cores, ${os.platform()} ${os.arch()}, Node ${process.version}, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   const root = await mkdtemp(path.join(os.tmpdir(), 'capstan-bench-'));
   const store = new ArtifactStore(root);
   try {
@@ -241,7 +277,9 @@ async function main(): Promise<void> {
     const prep = dataPrepStage();
     const prepRes = await prep.run(context(store, 'prep'), prep.paramsSchema.parse(full || multiOnly ? { seed: 1 } : { limit: 12000, seed: 1 }), {});
     const dataset = prepRes.outputs.dataset!;
-    console.log(`data: ${prepRes.metrics.trainCount} train / ${prepRes.metrics.validationCount} validation / ${prepRes.metrics.testCount} test (prep ${prepRes.metrics.seconds} s)`);
+    console.log(
+      `data: ${prepRes.metrics.trainCount} train / ${prepRes.metrics.validationCount} validation / ${prepRes.metrics.testCount} test (prep ${prepRes.metrics.seconds} s)`,
+    );
 
     if (multiOnly) {
       const { tf } = await loadTf();
@@ -258,7 +296,9 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const preRes = await pre.run(context(store, 'pretrain'), pre.paramsSchema.parse({ epochs: 10 }), { dataset });
     const pm = preRes.metrics;
-    console.log(`  backend ${pm.tfBackend}: test accuracy ${pm.testAccuracy}, val accuracy ${pm.valAccuracy}, ${Math.round(pm.samplesPerSec as number)} samples/s, ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${pm.cpuSeconds} CPU s`);
+    console.log(
+      `  backend ${pm.tfBackend}: test accuracy ${pm.testAccuracy}, val accuracy ${pm.valAccuracy}, ${Math.round(pm.samplesPerSec as number)} samples/s, ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${pm.cpuSeconds} CPU s`,
+    );
 
     await multiDevice(store, preRes.outputs.model!, dataset);
   } finally {
@@ -269,7 +309,8 @@ async function main(): Promise<void> {
 async function multiDevice(store: ArtifactStore, model: ArtifactRef, dataset: ArtifactRef): Promise<void> {
   const epochs = Number(flags.epochs);
   const sync = Number(flags.sync);
-  if (!Number.isInteger(epochs) || epochs < 1 || !Number.isInteger(sync) || sync < 1) throw new Error(`--epochs and --sync must be positive whole numbers; got ${flags.epochs} and ${flags.sync}`);
+  if (!Number.isInteger(epochs) || epochs < 1 || !Number.isInteger(sync) || sync < 1)
+    throw new Error(`--epochs and --sync must be positive whole numbers; got ${flags.epochs} and ${flags.sync}`);
   console.log(`\ncore:multi-device-fit, ${epochs} epoch(s), sync every ${sync} steps (load average before: ${os.loadavg()[0]!.toFixed(2)}):`);
   const fit = multiDeviceFitStage();
   for (const replicas of [1, 2]) {

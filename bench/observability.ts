@@ -81,7 +81,6 @@ interface Measured {
   scrapes: number;
 }
 
-
 async function child(mode: 'on' | 'off'): Promise<Measured> {
   const parts = new Set(mode === 'on' ? (flags.on ?? '').split(',') : []);
   const traced = parts.has('tracing');
@@ -114,7 +113,6 @@ async function child(mode: 'on' | 'off'): Promise<Measured> {
   const model = await makeModelArtifact(tf, fixtures.store, dataset);
   const fixtureModel = fixtureModelStage('bench:fixture-model', () => ({ store: fixtures.store, model, dataset }));
 
-
   const stages = new StageRegistry().register(trivial).register(fixtureModel).register(deployStage()).freeze();
   const config = loadConfig(env, dir);
   const rt = await createRuntime(config, logger, { stages });
@@ -130,7 +128,9 @@ async function child(mode: 'on' | 'off'): Promise<Measured> {
     ...(telemetry ? { metrics: telemetry.metrics } : {}),
   });
   const running = workers.map((w) => w.run());
-  const workerOps = telemetry ? await startOpsServer({ listen: { host: '127.0.0.1', port: 0 }, metricsToken: TOKEN, metrics: telemetry.render, logger }) : undefined;
+  const workerOps = telemetry
+    ? await startOpsServer({ listen: { host: '127.0.0.1', port: 0 }, metricsToken: TOKEN, metrics: telemetry.render, logger })
+    : undefined;
   const connection = await Connection.connect({ address });
   const client = new Client({ connection, ...clientTracing() });
   const app = createApiApp(rt, { client, namespace: 'default', modelRefreshMs: 500, ...(metered ? { metrics: {} } : {}) });
@@ -141,12 +141,17 @@ async function child(mode: 'on' | 'off'): Promise<Measured> {
   const admin = (await rt.tokens.create({ name: 'bench', role: 'admin' })).token;
   const predictor = (await rt.tokens.create({ name: 'bench-predictor', role: 'predictor' })).token;
   const gql = async (query: string, variables: Record<string, unknown>, token = admin) => {
-    const r = await fetch(`${url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) });
+    const r = await fetch(`${url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query, variables }),
+    });
     const b = (await r.json()) as { data: any; errors?: unknown[] };
     if (b.errors) throw new Error(JSON.stringify(b.errors));
     return b.data;
   };
-  const start = async (spec: unknown) => (await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec })).startPipeline.id as string;
+  const start = async (spec: unknown) =>
+    (await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec })).startPipeline.id as string;
 
   // Prometheus's load: both /metrics read every --scrape-ms while everything below runs.
   let scrapes = 0;
@@ -188,7 +193,11 @@ async function child(mode: 'on' | 'off'): Promise<Measured> {
   if (deployed.status !== 'COMPLETED') throw new Error(`the deploy run ended ${deployed.status}`);
   const row = [new Array(64).fill(0.5)];
   const predictHttp = async () => {
-    const res = await fetch(`${url}/models/${modelName}/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${predictor}` }, body: JSON.stringify({ inputs: row }) });
+    const res = await fetch(`${url}/models/${modelName}/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${predictor}` },
+      body: JSON.stringify({ inputs: row }),
+    });
     const body = await res.text();
     return res.status === 200 ? body : undefined;
   };
@@ -274,7 +283,9 @@ async function main(): Promise<void> {
       for (const mode of order) {
         const m = await runChild(mode, r, server.address, otlp);
         results[mode].push(m);
-        console.error(`round ${r + 1}/${rounds} ${mode}: gap median ${median(m.gaps).toFixed(2)} ms, predict HTTP p50 ${median(m.predictHttp).toFixed(3)} ms, GraphQL p50 ${median(m.predictGql).toFixed(3)} ms${m.scrapes ? `, ${m.scrapes} scrapes` : ''}`);
+        console.error(
+          `round ${r + 1}/${rounds} ${mode}: gap median ${median(m.gaps).toFixed(2)} ms, predict HTTP p50 ${median(m.predictHttp).toFixed(3)} ms, GraphQL p50 ${median(m.predictGql).toFixed(3)} ms${m.scrapes ? `, ${m.scrapes} scrapes` : ''}`,
+        );
       }
     }
     if (flags.on?.includes('tracing') && flags.collector === 'discard') {
@@ -305,10 +316,14 @@ async function main(): Promise<void> {
     const off = over('off', pick, stat);
     const on = over('on', pick, stat);
     const pct = ((on - off) / off) * 100;
-    console.log(`${label.padEnd(44)} off ${off.toFixed(digits).padStart(8)} ms   on ${on.toFixed(digits).padStart(8)} ms   ${pct >= 0 ? '+' : ''}${pct.toFixed(1)} %`);
+    console.log(
+      `${label.padEnd(44)} off ${off.toFixed(digits).padStart(8)} ms   on ${on.toFixed(digits).padStart(8)} ms   ${pct >= 0 ? '+' : ''}${pct.toFixed(1)} %`,
+    );
   };
   console.log(`machine: ${machineLine()}`);
-  console.log(`temporal: ${cli.version.split('\n')[0]} (dev server, SQLite file); spans to ${flags.collector === 'jaeger' ? `jaeger ${JAEGER_VERSION} on this machine (OTLP/HTTP, in-memory)` : 'a receiver that discards them'}; worker and API in one process per mode`);
+  console.log(
+    `temporal: ${cli.version.split('\n')[0]} (dev server, SQLite file); spans to ${flags.collector === 'jaeger' ? `jaeger ${JAEGER_VERSION} on this machine (OTLP/HTTP, in-memory)` : 'a receiver that discards them'}; worker and API in one process per mode`,
+  );
   console.log(
     `${rounds} rounds × (off, on), interleaved; per round ${flags.runs} pipelines of ${flags.stages} trivial stages and ${flags.predictions} batch-1 predictions per path; on: ${flags.on}${flags.on?.includes('metrics') ? `, /metrics scraped every ${flags['scrape-ms']} ms` : ''}; medians over rounds`,
   );

@@ -56,8 +56,18 @@ interface Measured {
 }
 
 async function mnist(split: 'train' | 't10k'): Promise<EvalSplit> {
-  const { images, labels } = await readIdxPair({ images: path.join(mnistDir, `${split}-images-idx3-ubyte`), labels: path.join(mnistDir, `${split}-labels-idx1-ubyte`) });
-  return { split: split === 'train' ? 'train' : 'test', count: images.count, x: Float32Array.from(images.pixels, (p) => p / 255), y: labels.labels, featureShape: [28, 28], numClasses: 10 };
+  const { images, labels } = await readIdxPair({
+    images: path.join(mnistDir, `${split}-images-idx3-ubyte`),
+    labels: path.join(mnistDir, `${split}-labels-idx1-ubyte`),
+  });
+  return {
+    split: split === 'train' ? 'train' : 'test',
+    count: images.count,
+    x: Float32Array.from(images.pixels, (p) => p / 255),
+    y: labels.labels,
+    featureShape: [28, 28],
+    numClasses: 10,
+  };
 }
 
 /** Child: one variant, measured once. */
@@ -66,7 +76,8 @@ async function measure(v: Variant): Promise<Measured> {
   const model = await loadModelFolder(v.dir, v.format, {
     tf: async () => {
       const loaded = await loadTf({ prefer: v.backend ?? 'wasm' });
-      if (loaded.backend !== v.backend) throw new Error(`asked for tfjs ${v.backend}, got ${loaded.backend}: ${loaded.skipped.map((s) => s.reason).join('; ')}`);
+      if (loaded.backend !== v.backend)
+        throw new Error(`asked for tfjs ${v.backend}, got ${loaded.backend}: ${loaded.skipped.map((s) => s.reason).join('; ')}`);
       return loaded;
     },
     onnx: v.threads ? { intraOpThreads: v.threads } : {},
@@ -106,7 +117,9 @@ async function main(): Promise<void> {
     const y = tf.tensor1d(Array.from(train.y), 'float32');
     const t0 = performance.now();
     await net.fit(x, y, { epochs: Number(flags.epochs), batchSize: 32, verbose: 0 });
-    console.log(`seed MLP trained on ${train.count} MNIST images for ${flags.epochs} epoch(s) with tfjs ${backend} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `seed MLP trained on ${train.count} MNIST images for ${flags.epochs} epoch(s) with tfjs ${backend} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
     x.dispose();
     y.dispose();
     const tfjsDir = path.join(work, 'tfjs');
@@ -130,7 +143,10 @@ async function main(): Promise<void> {
     const rounds = Number(flags.rounds);
     for (let r = 0; r < rounds; r++) {
       for (const v of variants) {
-        const out = spawnSync(process.execPath, ['--import', tsx, self, '--measure', JSON.stringify(v), '--runs', flags.runs!, '--batches', flags.batches!], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } });
+        const out = spawnSync(process.execPath, ['--import', tsx, self, '--measure', JSON.stringify(v), '--runs', flags.runs!, '--batches', flags.batches!], {
+          encoding: 'utf8',
+          env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
+        });
         const line = out.stdout.split('\n').find((l) => l.startsWith('{'));
         if (!line) throw new Error(`${v.name}: ${out.stderr.trim().split('\n').slice(-3).join(' ')}`);
         results.set(v.name, [...(results.get(v.name) ?? []), JSON.parse(line) as Measured]);

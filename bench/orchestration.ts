@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   const stages = new StageRegistry().register(trivial).freeze();
   const config = loadConfig({ CAPSTAN_DATA_DIR: dir, CAPSTAN_TASK_QUEUE: 'bench' }, dir);
   // The API logs unexpected errors (an INTERNAL answer would otherwise be unexplained).
-  const rt = await createRuntime(config, createConsoleLogger({ name: "bench-api", level: "error" }), { stages });
+  const rt = await createRuntime(config, createConsoleLogger({ name: 'bench-api', level: 'error' }), { stages });
   const taskQueues = config.taskQueues;
   const nc = await NativeConnection.connect({ address: server.address });
   const workers = await createWorkers({
@@ -72,7 +72,11 @@ async function main(): Promise<void> {
   const token = (await rt.tokens.create({ name: 'bench', role: 'operator' })).token;
   const gql = async (query: string, variables: Record<string, unknown>) => {
     const r = await api.fetch(
-      new Request('http://127.0.0.1/graphql', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) }),
+      new Request('http://127.0.0.1/graphql', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query, variables }),
+      }),
     );
     const b = (await r.json()) as { data: any; errors?: unknown[] };
     if (b.errors) throw new Error(JSON.stringify(b.errors));
@@ -81,7 +85,9 @@ async function main(): Promise<void> {
   const spec = (name: string) => ({ name, stages: Array.from({ length: STAGES }, (_, i) => ({ id: `s${i}`, plugin: 'bench:trivial' })) });
 
   // Warm-up: bundle loaded, connections open, first workflow task done.
-  await client.workflow.getHandle((await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('warmup') })).startPipeline.id).result();
+  await client.workflow
+    .getHandle((await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('warmup') })).startPipeline.id)
+    .result();
 
   // 1. Per-stage gap through Temporal, beside its floor: a bare workflow running the same number of
   //    no-op activities on the workflow's own task queue (the server hands the next activity task
@@ -92,12 +98,22 @@ async function main(): Promise<void> {
     return { startedAt, endedAt: performance.timeOrigin + performance.now() };
   };
   const bareWorkers = [
-    await Worker.create({ connection: nc, namespace: 'default', taskQueue: 'bare', workflowsPath: fileURLToPath(new URL('./bare-workflow.ts', import.meta.url)), activities: { noop } }),
+    await Worker.create({
+      connection: nc,
+      namespace: 'default',
+      taskQueue: 'bare',
+      workflowsPath: fileURLToPath(new URL('./bare-workflow.ts', import.meta.url)),
+      activities: { noop },
+    }),
     await Worker.create({ connection: nc, namespace: 'default', taskQueue: 'bare-activities', activities: { noop } }),
   ];
   const bareRunning = bareWorkers.map((w) => w.run());
   const bareRun = async (activityQueue: string, r: number) => {
-    const t = await client.workflow.execute(bareChainWorkflow, { taskQueue: 'bare', workflowId: `bare-${activityQueue}-${r}-${Date.now()}`, args: [{ n: STAGES, taskQueue: activityQueue }] });
+    const t = await client.workflow.execute(bareChainWorkflow, {
+      taskQueue: 'bare',
+      workflowId: `bare-${activityQueue}-${r}-${Date.now()}`,
+      args: [{ n: STAGES, taskQueue: activityQueue }],
+    });
     const out: number[] = [];
     for (let i = 1; i < t.length; i++) out.push(t[i]!.startedAt - t[i - 1]!.endedAt);
     return out;
@@ -160,19 +176,31 @@ async function main(): Promise<void> {
   const { resolveSpec } = await import('../engine/spec.js');
   const { runPipelineWorkflow } = await import('../workflows/index.js');
   const input = resolveSpec(small, stages, { taskQueues });
-  const ratesRaw = await measureStarts((r, i) => client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${i}`, args: [input] }));
+  const ratesRaw = await measureStarts((r, i) =>
+    client.workflow.start(runPipelineWorkflow, { taskQueue: taskQueues.workflows, workflowId: `raw-${r}-${i}`, args: [input] }),
+  );
 
   const f = (x: number) => x.toFixed(1);
   console.log(`machine: ${machineLine()}`);
   console.log(`temporal: ${cli.version.split('\n')[0]} (dev server, SQLite file); worker and API in this process`);
-  console.log(`stage gap through Temporal (${RUNS} runs × ${STAGES - 1} gaps): median ${f(median(gaps))} ms, p99 ${f(quantile(gaps, 0.99))} ms, max ${f(Math.max(...gaps))} ms`);
-  console.log(`stage gap in-process (same functions):        median ${(median(inproc) * 1000).toFixed(1)} µs, p99 ${(quantile(inproc, 0.99) * 1000).toFixed(1)} µs`);
+  console.log(
+    `stage gap through Temporal (${RUNS} runs × ${STAGES - 1} gaps): median ${f(median(gaps))} ms, p99 ${f(quantile(gaps, 0.99))} ms, max ${f(Math.max(...gaps))} ms`,
+  );
+  console.log(
+    `stage gap in-process (same functions):        median ${(median(inproc) * 1000).toFixed(1)} µs, p99 ${(quantile(inproc, 0.99) * 1000).toFixed(1)} µs`,
+  );
   console.log(`bare workflow, ${STAGES} no-op activities on its own queue:     median gap ${f(median(bareSame))} ms, p99 ${f(quantile(bareSame, 0.99))} ms`);
-  console.log(`bare workflow, ${STAGES} no-op activities on a separate queue:  median gap ${f(median(bareSeparate))} ms, p99 ${f(quantile(bareSeparate, 0.99))} ms`);
+  console.log(
+    `bare workflow, ${STAGES} no-op activities on a separate queue:  median gap ${f(median(bareSeparate))} ms, p99 ${f(quantile(bareSeparate, 0.99))} ms`,
+  );
   console.log(`Capstan's gap / the best bare gap: ${(median(gaps) / Math.min(median(bareSame), median(bareSeparate))).toFixed(2)}×`);
   console.log(`pipeline of ${STAGES} trivial stages end to end: median ${f(median(perRun))} ms`);
-  console.log(`startPipeline accepted, workers running the pipelines too: median ${f(median(rates))} pipelines/s (3 rounds of ${STARTS}, concurrency ${CONCURRENCY}; rounds ${rates.map(f).join(', ')})`);
-  console.log(`startPipeline accepted, API + server only:               median ${f(median(ratesNoWorkers))} pipelines/s (rounds ${ratesNoWorkers.map(f).join(', ')})`);
+  console.log(
+    `startPipeline accepted, workers running the pipelines too: median ${f(median(rates))} pipelines/s (3 rounds of ${STARTS}, concurrency ${CONCURRENCY}; rounds ${rates.map(f).join(', ')})`,
+  );
+  console.log(
+    `startPipeline accepted, API + server only:               median ${f(median(ratesNoWorkers))} pipelines/s (rounds ${ratesNoWorkers.map(f).join(', ')})`,
+  );
   console.log(`raw client.workflow.start, same workflow (the floor):     median ${f(median(ratesRaw))} starts/s (rounds ${ratesRaw.map(f).join(', ')})`);
   await app.close();
   await connection.close();

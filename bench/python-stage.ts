@@ -52,7 +52,11 @@ const stageDir = path.resolve(here, '..', 'stages', 'keras-seed');
 function stagePython(): string | undefined {
   const venv = path.resolve(here, '..', '.tools', 'python', 'bin', 'python');
   const candidates = [process.env.CAPSTAN_PYTHON, existsSync(venv) ? venv : undefined, 'python3'].filter((c): c is string => Boolean(c));
-  return candidates.find((cmd) => spawnSync(cmd, ['-c', 'import tensorflow, capstan_stage'], { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' }, stdio: 'ignore', timeout: 120_000 }).status === 0);
+  return candidates.find(
+    (cmd) =>
+      spawnSync(cmd, ['-c', 'import tensorflow, capstan_stage'], { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' }, stdio: 'ignore', timeout: 120_000 })
+        .status === 0,
+  );
 }
 
 function stageContext(store: ArtifactStore, stageId: string, python: string, heartbeat: () => void = () => undefined): ReturnType<typeof createStageContext> {
@@ -72,7 +76,11 @@ function stageContext(store: ArtifactStore, stageId: string, python: string, hea
 
 async function prepare(store: ArtifactStore, limit: number): Promise<{ ref: ArtifactRef; counts: string }> {
   const prep = dataPrepStage();
-  const res = await prep.run(stageContext(store, 'data', 'python3').ctx, prep.paramsSchema.parse({ source: { format: 'mnist' }, validationFraction: 0.1, seed: 42, ...(limit > 0 ? { limit } : {}) }), {});
+  const res = await prep.run(
+    stageContext(store, 'data', 'python3').ctx,
+    prep.paramsSchema.parse({ source: { format: 'mnist' }, validationFraction: 0.1, seed: 42, ...(limit > 0 ? { limit } : {}) }),
+    {},
+  );
   return { ref: res.outputs.dataset!, counts: `${res.metrics.trainCount} train / ${res.metrics.validationCount} validation / ${res.metrics.testCount} test` };
 }
 
@@ -136,7 +144,16 @@ async function runStage(store: ArtifactStore, python: string, dataset: ArtifactR
   const wall = (performance.now() - t0) / 1000;
   const m = res.metrics;
   const cpu = reported().cpuSeconds;
-  return { wall, firstMessage, cpu, trainSeconds: m.trainSeconds as number, samplesPerSec: m.samplesPerSec as number, testAccuracy: m.testAccuracy as number, processWall: m.processWallSeconds as number, launcherCpu: cpu - (m.processCpuSeconds as number) };
+  return {
+    wall,
+    firstMessage,
+    cpu,
+    trainSeconds: m.trainSeconds as number,
+    samplesPerSec: m.samplesPerSec as number,
+    testAccuracy: m.testAccuracy as number,
+    processWall: m.processWallSeconds as number,
+    launcherCpu: cpu - (m.processCpuSeconds as number),
+  };
 }
 
 async function main(): Promise<void> {
@@ -156,18 +173,31 @@ async function main(): Promise<void> {
   }
   const runs = Number(flags.runs);
   const p = { epochs: Number(flags.epochs), devices: Number(flags.devices) };
-  if (![runs, p.epochs, p.devices].every((n) => Number.isInteger(n) && n >= 1) || !Number.isInteger(limit) || limit < 0) throw new Error('--runs, --epochs and --devices must be positive whole numbers, --limit a whole number');
+  if (![runs, p.epochs, p.devices].every((n) => Number.isInteger(n) && n >= 1) || !Number.isInteger(limit) || limit < 0)
+    throw new Error('--runs, --epochs and --devices must be positive whole numbers, --limit a whole number');
   const python = stagePython();
   if (!python) throw new Error('no Python that imports tensorflow and capstan_stage: run npm run setup:python, or set CAPSTAN_PYTHON');
-  const tf = spawnSync(python, ['-c', 'import tensorflow as tf, keras, capstan_stage; print(tf.__version__, keras.__version__, capstan_stage.SDK)'], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } }).stdout.trim().split(' ');
-  console.log(`machine: ${machineLine()}; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  const tf = spawnSync(python, ['-c', 'import tensorflow as tf, keras, capstan_stage; print(tf.__version__, keras.__version__, capstan_stage.SDK)'], {
+    encoding: 'utf8',
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' },
+  })
+    .stdout.trim()
+    .split(' ');
+  console.log(
+    `machine: ${machineLine()}; load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
   console.log(`python: ${python}; TensorFlow ${tf[0]} (CPU), Keras ${tf[1]}, ${tf[2]}`);
 
   const root = await mkdtemp(path.join(os.tmpdir(), 'capstan-pystage-'));
   const store = new ArtifactStore(root);
   try {
     const { ref: dataset, counts } = await prepare(store, limit);
-    console.log(`data: ${counts}; ${p.epochs} epochs, batch 32, MirroredStrategy over ${p.devices} device(s); ${runs} pair(s) of runs, bare and stage alternating`);
+    console.log(
+      `data: ${counts}; ${p.epochs} epochs, batch 32, MirroredStrategy over ${p.devices} device(s); ${runs} pair(s) of runs, bare and stage alternating`,
+    );
     // The bare run gets the environment the worker gives the stage (manifest env + what it passes on).
     const manifestEnv: Record<string, string> = { TF_CPP_MIN_LOG_LEVEL: '2', KERAS_BACKEND: 'tensorflow', PYTHONDONTWRITEBYTECODE: '1' };
     const env: Record<string, string> = { ...manifestEnv, PYTHONUNBUFFERED: '1' };
@@ -191,7 +221,7 @@ async function main(): Promise<void> {
       }
       const b = bare[r]!;
       const s = staged[r]!;
-      overheads.push(((s.wall - s.firstMessage) - (b.wall - b.firstMessage)) / (b.wall - b.firstMessage));
+      overheads.push((s.wall - s.firstMessage - (b.wall - b.firstMessage)) / (b.wall - b.firstMessage));
     }
 
     const med = (xs: Side[], k: 'wall' | 'firstMessage' | 'cpu' | 'trainSeconds' | 'samplesPerSec' | 'testAccuracy') => median(xs.map((x) => x[k]));
@@ -200,7 +230,10 @@ async function main(): Promise<void> {
       name,
       med(xs, 'wall').toFixed(2),
       med(xs, 'firstMessage').toFixed(3),
-      quantile(xs.map((x) => x.firstMessage), 0.9).toFixed(3),
+      quantile(
+        xs.map((x) => x.firstMessage),
+        0.9,
+      ).toFixed(3),
       median(xs.map((x) => x.wall - x.firstMessage)).toFixed(2),
       median(xs.map(notTraining)).toFixed(2),
       med(xs, 'cpu').toFixed(1),
@@ -211,15 +244,24 @@ async function main(): Promise<void> {
     const table = [row('bare python train.py', bare), row('seed:keras-mlp stage', staged)];
     const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
     console.log(`\nmedians of ${runs} run(s) per side:`);
-    for (const cells of [head, ...table]) console.log((`  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`).trimEnd());
+    for (const cells of [head, ...table])
+      console.log(`  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`.trimEnd());
     const overhead = median(overheads);
     const bareAfter = median(bare.map((x) => x.wall - x.firstMessage));
     const fixed = median(staged.map(notTraining)) - median(bare.map(notTraining));
     const around = median(staged.map((x) => x.wall - x.processWall!));
-    console.log(`  overhead of the stage after start-up, pair by pair: ${(overhead * 100).toFixed(2)} % (median; the pairs: ${overheads.map((o) => `${(o * 100).toFixed(1)} %`).join(', ')}) — training speed varies run to run, so this spread is the machine's, not the stage's`);
-    console.log(`  the stage's own time after start-up, from the not-training seconds: ${fixed.toFixed(2)} s = ${((fixed / bareAfter) * 100).toFixed(2)} % of the bare run's ${bareAfter.toFixed(1)} s; of it, outside the process (context, output folders, sealing): ${around.toFixed(2)} s`);
-    console.log(`  CPU: stage ${med(staged, 'cpu').toFixed(1)} s (launcher ${median(staged.map((x) => x.launcherCpu!)).toFixed(2)} s of it) vs bare ${med(bare, 'cpu').toFixed(1)} s`);
-    console.log(`  start-up (launch → first message): bare p50 ${med(bare, 'firstMessage').toFixed(3)} s, stage p50 ${med(staged, 'firstMessage').toFixed(3)} s`);
+    console.log(
+      `  overhead of the stage after start-up, pair by pair: ${(overhead * 100).toFixed(2)} % (median; the pairs: ${overheads.map((o) => `${(o * 100).toFixed(1)} %`).join(', ')}) — training speed varies run to run, so this spread is the machine's, not the stage's`,
+    );
+    console.log(
+      `  the stage's own time after start-up, from the not-training seconds: ${fixed.toFixed(2)} s = ${((fixed / bareAfter) * 100).toFixed(2)} % of the bare run's ${bareAfter.toFixed(1)} s; of it, outside the process (context, output folders, sealing): ${around.toFixed(2)} s`,
+    );
+    console.log(
+      `  CPU: stage ${med(staged, 'cpu').toFixed(1)} s (launcher ${median(staged.map((x) => x.launcherCpu!)).toFixed(2)} s of it) vs bare ${med(bare, 'cpu').toFixed(1)} s`,
+    );
+    console.log(
+      `  start-up (launch → first message): bare p50 ${med(bare, 'firstMessage').toFixed(3)} s, stage p50 ${med(staged, 'firstMessage').toFixed(3)} s`,
+    );
     process.stdout.write(
       `${JSON.stringify({
         kind: 'summary',
@@ -232,7 +274,13 @@ async function main(): Promise<void> {
         fixedOverheadShare: fixed / bareAfter,
         outsideProcessSeconds: around,
         bare: { wall: med(bare, 'wall'), firstMessageP50: med(bare, 'firstMessage'), cpu: med(bare, 'cpu'), trainSeconds: med(bare, 'trainSeconds') },
-        stage: { wall: med(staged, 'wall'), firstMessageP50: med(staged, 'firstMessage'), cpu: med(staged, 'cpu'), launcherCpu: median(staged.map((x) => x.launcherCpu!)), trainSeconds: med(staged, 'trainSeconds') },
+        stage: {
+          wall: med(staged, 'wall'),
+          firstMessageP50: med(staged, 'firstMessage'),
+          cpu: med(staged, 'cpu'),
+          launcherCpu: median(staged.map((x) => x.launcherCpu!)),
+          trainSeconds: med(staged, 'trainSeconds'),
+        },
       })}\n`,
     );
   } finally {

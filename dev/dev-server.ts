@@ -65,12 +65,18 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   }
   mkdirSync(path.dirname(o.dbFile), { recursive: true });
   const args = [
-    'server', 'start-dev',
-    '--ip', ip,
-    '--port', String(port),
-    '--namespace', namespace,
-    '--db-filename', o.dbFile,
-    '--log-level', 'warn',
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    '--namespace',
+    namespace,
+    '--db-filename',
+    o.dbFile,
+    '--log-level',
+    'warn',
     ...(o.uiPort !== undefined ? ['--ui-port', String(o.uiPort)] : ['--headless']),
     ...allSearchAttributes.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]),
   ];

@@ -99,7 +99,11 @@ export async function startSeaweed(o: SeaweedOptions): Promise<Seaweed> {
   const s3Config = path.join(o.dir, 's3.json');
   writeFileSync(
     s3Config,
-    JSON.stringify({ identities: [{ name: 'capstan', credentials: [{ accessKey: accessKeyId, secretKey: secretAccessKey }], actions: ['Admin', 'Read', 'Write', 'List', 'Tagging'] }] }),
+    JSON.stringify({
+      identities: [
+        { name: 'capstan', credentials: [{ accessKey: accessKeyId, secretKey: secretAccessKey }], actions: ['Admin', 'Read', 'Write', 'List', 'Tagging'] },
+      ],
+    }),
     { mode: 0o600 },
   );
   const args = [

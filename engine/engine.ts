@@ -37,7 +37,18 @@ import { planResume, type ResumePlanStage } from './resume.js';
 import { listRuns, type RunFilter, type RunPage } from './run-list.js';
 import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
 import { describeSchedule, SCHEDULE_PREFIX, type ScheduleView } from './schedules.js';
-import { countOpenRuns, countSchedules, DEFAULT_QUOTAS, formatDuration, KeyedLock, quotaExceeded, quotaKey, RecentIds, shortestGapMs, type QuotaSettings } from './quotas.js';
+import {
+  countOpenRuns,
+  countSchedules,
+  DEFAULT_QUOTAS,
+  formatDuration,
+  KeyedLock,
+  quotaExceeded,
+  quotaKey,
+  RecentIds,
+  shortestGapMs,
+  type QuotaSettings,
+} from './quotas.js';
 
 export interface EngineDeps {
   client: Client;
@@ -129,7 +140,9 @@ export class Engine {
       }
       const open = await countOpenRuns(this.deps.client, key, this.recentRuns, this.quotas.maxConcurrentRuns);
       if (open >= this.quotas.maxConcurrentRuns) {
-        throw quotaExceeded(`${extra.startedBy!.name} already has ${open} open runs (running or paused); at most ${this.quotas.maxConcurrentRuns} at once (CAPSTAN_MAX_CONCURRENT_RUNS) — wait for one to close or cancel one`);
+        throw quotaExceeded(
+          `${extra.startedBy!.name} already has ${open} open runs (running or paused); at most ${this.quotas.maxConcurrentRuns} at once (CAPSTAN_MAX_CONCURRENT_RUNS) — wait for one to close or cancel one`,
+        );
       }
       const run = await this.startRun(spec, extra);
       this.recentRuns.add(key, run.id);
@@ -297,14 +310,24 @@ export class Engine {
     if (!stage) throw new EngineError('DECISION_REJECTED', `run ${id} has no stage "${stageId}"`);
     const plugin = this.deps.stages.get(stage.plugin, pluginVersion);
     if (!plugin) {
-      const installed = this.deps.stages.list().filter((p) => p.name === stage.plugin).map((p) => p.version);
-      throw new EngineError('UNKNOWN_PLUGIN', `plugin ${stage.plugin}${pluginVersion ? `@${pluginVersion}` : ''} is not installed on this API host; installed: ${installed.join(', ') || 'none'}`);
+      const installed = this.deps.stages
+        .list()
+        .filter((p) => p.name === stage.plugin)
+        .map((p) => p.version);
+      throw new EngineError(
+        'UNKNOWN_PLUGIN',
+        `plugin ${stage.plugin}${pluginVersion ? `@${pluginVersion}` : ''} is not installed on this API host; installed: ${installed.join(', ') || 'none'}`,
+      );
     }
     const checked = params ?? stage.paramsOverride ?? (await this.specParams(id, stageId));
     const parsed = plugin.paramsSchema.safeParse(checked);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => ({ path: `params${formatPath(i.path, true)}`, message: i.message, code: 'PLUGIN_PARAMS_INVALID' }));
-      throw new EngineError('PLUGIN_PARAMS_INVALID', `params for ${stage.plugin}@${plugin.version} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
+      throw new EngineError(
+        'PLUGIN_PARAMS_INVALID',
+        `params for ${stage.plugin}@${plugin.version} are invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+        { issues },
+      );
     }
     return this.decide(id, { action: 'retry', stageId, ...(params !== undefined ? { params } : {}), ...(pluginVersion ? { pluginVersion } : {}), ...by }, run);
   }
@@ -330,7 +353,9 @@ export class Engine {
     const run = known ?? (await this.require(id));
     // A budget may be raised while the run still runs (before it pauses on it); other decisions need a pause.
     if (run.status !== 'PAUSED' && !(d.action === 'raise-budget' && run.status === 'RUNNING')) {
-      throw new EngineError('DECISION_REJECTED', `decision refused: run is ${run.status}, not PAUSED; decisions apply to paused runs only`, { reason: `run is ${run.status}` });
+      throw new EngineError('DECISION_REJECTED', `decision refused: run is ${run.status}, not PAUSED; decisions apply to paused runs only`, {
+        reason: `run is ${run.status}`,
+      });
     }
     try {
       await this.deps.client.workflow.getHandle(id).executeUpdate(decideUpdate, { args: [d] });
@@ -356,7 +381,10 @@ export class Engine {
   async resume(id: string, o: { fromStage?: string; dryRun?: boolean; startedBy?: RunStarter } = {}): Promise<ResumeResult> {
     const old = await this.require(id);
     if (!o.dryRun && OPEN.includes(old.status)) {
-      throw new EngineError('RUN_NOT_CLOSED', `run ${id} is ${old.status}; resume closed runs (FAILED, CANCELLED, TERMINATED, …) — a paused run takes retryStage/skipStage`);
+      throw new EngineError(
+        'RUN_NOT_CLOSED',
+        `run ${id} is ${old.status}; resume closed runs (FAILED, CANCELLED, TERMINATED, …) — a paused run takes retryStage/skipStage`,
+      );
     }
     const plan = await planResume({
       handle: this.deps.client.workflow.getHandle(id),
@@ -400,14 +428,18 @@ export class Engine {
    * roi.below) starts the run as that saver.
    */
   async emitEvent(type: string, payload: unknown = {}, o: { startedBy?: RunStarter; eventId?: string } = {}): Promise<RunView[]> {
-    if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200)) throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
+    if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200))
+      throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
     // The payload fills params in: it is bounded like params (the filled-in spec is checked again when it starts).
     checkParamsSize(payload, 'payload');
     const runs: RunView[] = [];
     for (const p of await this.pipelines.byTrigger(type)) {
       const saver = quotaKey(p.savedBy);
       if (saver && this.deps.tokens && !(await this.deps.tokens.isActive(saver))) {
-        this.deps.logger.warn(`trigger skipped: saved pipeline ${p.name} was saved by ${p.savedBy!.name}, whose token is revoked or expired; save it again with an active token to re-arm it`, { pipeline: p.name, event: type, tokenId: saver });
+        this.deps.logger.warn(
+          `trigger skipped: saved pipeline ${p.name} was saved by ${p.savedBy!.name}, whose token is revoked or expired; save it again with an active token to re-arm it`,
+          { pipeline: p.name, event: type, tokenId: saver },
+        );
         continue;
       }
       const startedBy = o.startedBy ?? p.savedBy;
@@ -430,7 +462,10 @@ export class Engine {
     const min = this.quotas.minScheduleIntervalMs;
     const everyMs = o.every ? parseDurationMs(o.every) : undefined;
     if (o.every && (everyMs === undefined || everyMs < min)) {
-      throw new EngineError('BAD_ARGUMENT', `every must be a duration of at least ${formatDuration(min)} (CAPSTAN_MIN_SCHEDULE_INTERVAL), like "5m" or "1h"; got "${o.every}"`);
+      throw new EngineError(
+        'BAD_ARGUMENT',
+        `every must be a duration of at least ${formatDuration(min)} (CAPSTAN_MIN_SCHEDULE_INTERVAL), like "5m" or "1h"; got "${o.every}"`,
+      );
     }
     // Checked now, so a schedule never starts with a spec that is already invalid; but what the
     // schedule stores is the spec itself, resolved again at each firing (plugins may be upgraded).
@@ -440,7 +475,9 @@ export class Engine {
     return this.quotaLock.run(`schedules:${key}`, async () => {
       const have = await countSchedules(this.deps.client, key, this.recentSchedules);
       if (have >= this.quotas.maxSchedules) {
-        throw quotaExceeded(`${o.startedBy!.name} already has ${have} schedules; at most ${this.quotas.maxSchedules} (CAPSTAN_MAX_SCHEDULES) — delete one first`);
+        throw quotaExceeded(
+          `${o.startedBy!.name} already has ${have} schedules; at most ${this.quotas.maxSchedules} (CAPSTAN_MAX_SCHEDULES) — delete one first`,
+        );
       }
       const view = await this.createSchedule(saved, o, everyMs, input);
       this.recentSchedules.add(key, view.id);
@@ -453,9 +490,18 @@ export class Engine {
    * is the server's: seconds fields, ranges, `@every`), and unpauses it only when no two are
    * closer than the minimum interval; otherwise it is deleted before it ever fired.
    */
-  private async createSchedule(saved: SavedPipeline, o: { cron?: string; every?: string; startedBy?: RunStarter }, everyMs: number | undefined, input: ResolvedSpec): Promise<ScheduleView> {
+  private async createSchedule(
+    saved: SavedPipeline,
+    o: { cron?: string; every?: string; startedBy?: RunStarter },
+    everyMs: number | undefined,
+    input: ResolvedSpec,
+  ): Promise<ScheduleView> {
     const name = saved.name;
-    const stored: ScheduledPipelineInput = { spec: saved.spec, taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu }, ...(o.startedBy ? { startedBy: o.startedBy } : {}) };
+    const stored: ScheduledPipelineInput = {
+      spec: saved.spec,
+      taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu },
+      ...(o.startedBy ? { startedBy: o.startedBy } : {}),
+    };
     const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
     const creator = quotaKey(o.startedBy);
     let handle: ScheduleHandle;
@@ -489,7 +535,10 @@ export class Engine {
       const gap = shortestGapMs((await handle.describe()).info.nextActionTimes);
       if (gap < min) {
         const what = [o.cron ? `cron "${o.cron}"` : '', o.every ? `every "${o.every}"` : ''].filter(Boolean).join(' with ');
-        throw new EngineError('BAD_ARGUMENT', `${what} fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`);
+        throw new EngineError(
+          'BAD_ARGUMENT',
+          `${what} fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`,
+        );
       }
       await handle.unpause('firing times checked');
       checked = true;
@@ -583,8 +632,14 @@ export class Engine {
 
   /** Raises a run's budget (or one stage's) to `max`: only upward, on an open run with a budget. */
   async raiseBudget(id: string, max: string, o: { stageId?: string; by?: string } = {}): Promise<RunView> {
-    if (!isMoney(max) || parseMoney(max) < 0n) throw new EngineError('BAD_ARGUMENT', `max must be a non-negative decimal amount such as "12.50"; got ${JSON.stringify(max)}`);
-    return this.decide(id, { action: 'raise-budget', max: formatMoneyExact(parseMoney(max)), ...(o.stageId !== undefined ? { stageId: o.stageId } : {}), ...(o.by ? { by: o.by } : {}) });
+    if (!isMoney(max) || parseMoney(max) < 0n)
+      throw new EngineError('BAD_ARGUMENT', `max must be a non-negative decimal amount such as "12.50"; got ${JSON.stringify(max)}`);
+    return this.decide(id, {
+      action: 'raise-budget',
+      max: formatMoneyExact(parseMoney(max)),
+      ...(o.stageId !== undefined ? { stageId: o.stageId } : {}),
+      ...(o.by ? { by: o.by } : {}),
+    });
   }
 
   /**
@@ -636,7 +691,11 @@ export class Engine {
       };
       try {
         const runs = await this.emitEvent('roi.below', payload, { eventId: a.id });
-        await markAlertEmitted(this.deps.db, a.id, runs.map((r) => r.id));
+        await markAlertEmitted(
+          this.deps.db,
+          a.id,
+          runs.map((r) => r.id),
+        );
       } catch (e) {
         this.deps.logger.warn('could not emit roi.below; retried at the next check', { alert: a.id, error: (e as Error).message });
       }
@@ -652,7 +711,10 @@ export class Engine {
 
 /** `pipeline/<name>/evt-<12 hex>`: the run an event id starts for a saved pipeline. */
 function eventRunId(pipeline: string, type: string, eventId: string): string {
-  return `pipeline/${pipeline}/evt-${createHash('sha256').update(JSON.stringify([type, eventId])).digest('hex').slice(0, 12)}`;
+  return `pipeline/${pipeline}/evt-${createHash('sha256')
+    .update(JSON.stringify([type, eventId]))
+    .digest('hex')
+    .slice(0, 12)}`;
 }
 
 function summaryOf(input: RunPipelineInput): string {

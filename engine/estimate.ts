@@ -15,7 +15,10 @@ const HISTORY_READ = ESTIMATE_SAMPLES * 4;
  * Estimates a resolved spec from the ledger's history (ledger/estimate.ts says how), priced with
  * the configured sheet merged with the ledger stage's override, as the booking will be.
  */
-export async function estimateSpec(r: ResolvedSpec, o: { registry: StageRegistry; db: Db; priceSheet: PriceSheet; excludeRunId?: string }): Promise<RunEstimateView> {
+export async function estimateSpec(
+  r: ResolvedSpec,
+  o: { registry: StageRegistry; db: Db; priceSheet: PriceSheet; excludeRunId?: string },
+): Promise<RunEstimateView> {
   const ledgerStage = r.stages.find((s) => s.plugin === LEDGER_PLUGIN);
   const ledgerParams = ledgerStage ? (r.parsedParams[ledgerStage.id] as { priceSheet?: never; costs?: DeclaredCost[]; revenue: RevenueModel }) : undefined;
   const sheet = mergePriceSheet(o.priceSheet, ledgerParams?.priceSheet, 'priceSheet');
@@ -24,7 +27,8 @@ export async function estimateSpec(r: ResolvedSpec, o: { registry: StageRegistry
   const history = new Map<string, ReturnType<typeof stageSamples>>();
   const samplesOf = (plugin: string, version: string) => {
     const key = `${plugin}@${version}`;
-    if (!history.has(key)) history.set(key, stageSamples(o.db, plugin, version, { limit: HISTORY_READ, ...(o.excludeRunId ? { excludeRunId: o.excludeRunId } : {}) }));
+    if (!history.has(key))
+      history.set(key, stageSamples(o.db, plugin, version, { limit: HISTORY_READ, ...(o.excludeRunId ? { excludeRunId: o.excludeRunId } : {}) }));
     return history.get(key)!;
   };
   for (const s of r.stages) {
@@ -79,7 +83,14 @@ function toView(e: RunEstimate): RunEstimateView {
       ...(s.durationMs ? { durationSeconds: seconds(s.durationMs) } : {}),
       ...(s.bytesKept ? { bytesKept: bytes(s.bytesKept) } : {}),
       ...(s.cost
-        ? { cost: { cpu: moneyRangeText(s.cost.cpu), gpu: moneyRangeText(s.cost.gpu), storage: moneyRangeText(s.cost.storage), total: moneyRangeText(s.cost.total) } }
+        ? {
+            cost: {
+              cpu: moneyRangeText(s.cost.cpu),
+              gpu: moneyRangeText(s.cost.gpu),
+              storage: moneyRangeText(s.cost.storage),
+              total: moneyRangeText(s.cost.total),
+            },
+          }
         : {}),
     })),
   };

@@ -37,7 +37,11 @@ export interface RunStreamEvent {
  * Follows a run: the workflow's own events (stage lifecycle, pause/resume) plus what Temporal
  * shows of running activities (retries, heartbeat progress), until the run closes.
  */
-export async function* followRun(first: RunView, read: () => Promise<RunView | undefined>, o: { pollMs: number; signal?: AbortSignal }): AsyncGenerator<RunStreamEvent> {
+export async function* followRun(
+  first: RunView,
+  read: () => Promise<RunView | undefined>,
+  o: { pollMs: number; signal?: AbortSignal },
+): AsyncGenerator<RunStreamEvent> {
   let lastSeq = 0;
   let seq = 0;
   const attempts = new Map<string, number>();
@@ -61,7 +65,14 @@ export async function* followRun(first: RunView, read: () => Promise<RunView | u
         yield { seq: ++seq, at: new Date().toISOString(), type: 'STAGE_WAITING', stageId: s.id, message: w.message, wait: w, runStatus: run.status };
       } else {
         barriers.delete(s.id);
-        yield { seq: ++seq, at: new Date().toISOString(), type: 'STAGE_WAIT_ENDED', stageId: s.id, message: 'the replicas met at the barrier', runStatus: run.status };
+        yield {
+          seq: ++seq,
+          at: new Date().toISOString(),
+          type: 'STAGE_WAIT_ENDED',
+          stageId: s.id,
+          message: 'the replicas met at the barrier',
+          runStatus: run.status,
+        };
       }
     }
     for (const s of run.stages) {

@@ -107,7 +107,7 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     pausedStages: [],
     events: [],
   };
-  const status: RunStatus = temporalStatus === 'RUNNING' ? base.status : CLOSED[temporalStatus] ?? base.status;
+  const status: RunStatus = temporalStatus === 'RUNNING' ? base.status : (CLOSED[temporalStatus] ?? base.status);
   const view: RunView = {
     ...base,
     id,
@@ -137,7 +137,8 @@ export async function readRun(client: Client, id: string): Promise<RunView | und
     const beat = barrierBeat(pa.activityId ?? '', details[0]);
     if (beat) barriers.set(st.id, [...(barriers.get(st.id) ?? []), beat]);
     const replica = /:replica-(\d+)$/.exec(pa.activityId ?? '');
-    if (replica && pa.state === PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED) unstarted.set(st.id, [...(unstarted.get(st.id) ?? []), Number(replica[1])]);
+    if (replica && pa.state === PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED)
+      unstarted.set(st.id, [...(unstarted.get(st.id) ?? []), Number(replica[1])]);
   }
   // Only an open run waits; a closed one's last state may still carry a wait it never ended.
   if (status === 'RUNNING' || status === 'PAUSED') {
@@ -162,7 +163,14 @@ async function addSlotWaits(client: Client, view: RunView, recorded: StageState[
     const w = rec.wait;
     const st = view.stages.find((s) => s.id === rec.id);
     if (w?.reason !== 'slots' || !st) continue;
-    if (!views.has(w.queue)) views.set(w.queue, client.workflow.getHandle(slotKeeperId(w.queue)).query(slotsQuery).catch(() => undefined));
+    if (!views.has(w.queue))
+      views.set(
+        w.queue,
+        client.workflow
+          .getHandle(slotKeeperId(w.queue))
+          .query(slotsQuery)
+          .catch(() => undefined),
+      );
     st.wait = slotWait(w, await views.get(w.queue)!);
   }
 }
@@ -171,7 +179,8 @@ async function addSlotWaits(client: Client, view: RunView, recorded: StageState[
 export function slotWait(w: StageWaitState, keeper: SlotKeeperView | undefined): StageWaitView {
   const base = { reason: 'SLOTS' as const, since: w.since, queue: w.queue, slotsNeeded: w.slotsNeeded };
   const asked = `waits for ${w.slotsNeeded} slot(s) on ${w.queue}`;
-  if (!keeper) return { ...base, capacity: null, free: null, position: null, queueLength: null, heldBy: [], message: `${asked}; the queue's slot keeper did not answer` };
+  if (!keeper)
+    return { ...base, capacity: null, free: null, position: null, queueLength: null, heldBy: [], message: `${asked}; the queue's slot keeper did not answer` };
   const i = keeper.waiting.findIndex((r) => r.requestId === w.requestId);
   const heldBy = keeper.holders.map((h) => ({ runId: h.workflowId, label: h.label ?? null, slots: h.count, since: h.since }));
   const held = heldBy.length ? `; held by ${heldBy.map((h) => `${h.label ?? h.runId} (${h.slots})`).join(', ')}` : '';
@@ -264,4 +273,3 @@ export async function firstInput(handle: WorkflowHandle): Promise<RunPipelineInp
 export function decodePayloads(payloads: temporal.api.common.v1.IPayload[] | null | undefined): unknown[] {
   return (payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p as never));
 }
-

@@ -68,7 +68,10 @@ export async function planResume(opts: {
   if (!old) throw new EngineError('RESUME_IMPOSSIBLE', `run ${opts.handle.workflowId} has no readable input`);
   const fresh = resolveSpec(old.spec, opts.registry, { taskQueues: opts.taskQueues });
   if (opts.fromStage !== undefined && !fresh.stages.some((s) => s.id === opts.fromStage)) {
-    throw new EngineError('RESUME_IMPOSSIBLE', `stage "${opts.fromStage}" is not in pipeline ${fresh.pipeline}; stages: ${fresh.stages.map((s) => s.id).join(', ')}`);
+    throw new EngineError(
+      'RESUME_IMPOSSIBLE',
+      `stage "${opts.fromStage}" is not in pipeline ${fresh.pipeline}; stages: ${fresh.stages.map((s) => s.id).join(', ')}`,
+    );
   }
   const completed = await completedStages(opts.handle, old);
   const oldById = new Map(old.stages.map((s) => [s.id, s]));
@@ -107,4 +110,3 @@ export async function planResume(opts: {
   }
   return { from: opts.handle.workflowId, ...(startAt ? { startAt } : {}), stages, reuse, spec: old.spec };
 }
-

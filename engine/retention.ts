@@ -26,7 +26,13 @@ export interface GcReport {
  * or recently closed keep everything (resume needs their outputs). Registered model versions are
  * never touched. `dryRun` only reports.
  */
-export async function collectGarbage(o: { artifacts: ArtifactStore; db: Db; policy?: Partial<RetentionPolicy>; now?: number; dryRun?: boolean }): Promise<GcReport> {
+export async function collectGarbage(o: {
+  artifacts: ArtifactStore;
+  db: Db;
+  policy?: Partial<RetentionPolicy>;
+  now?: number;
+  dryRun?: boolean;
+}): Promise<GcReport> {
   const policy = { ...DEFAULT_RETENTION, ...o.policy };
   const now = o.now ?? Date.now();
   const report: GcReport = { removed: [], kept: [], bytesFreed: 0, cacheRowsDropped: 0 };
@@ -53,7 +59,11 @@ export async function collectGarbage(o: { artifacts: ArtifactStore; db: Db; poli
       const dir = path.join(registry, model, entry);
       const { newest, bytes } = await walk(dir);
       if (now - newest < policy.keepScratchMs) continue;
-      report.removed.push({ path: `registry/${model}/${entry}`, bytes, why: entry.startsWith('.staging-') ? 'an interrupted write' : 'replaced by a newer publish' });
+      report.removed.push({
+        path: `registry/${model}/${entry}`,
+        bytes,
+        why: entry.startsWith('.staging-') ? 'an interrupted write' : 'replaced by a newer publish',
+      });
       if (!o.dryRun) await rm(dir, { recursive: true, force: true });
     }
   }
@@ -85,7 +95,11 @@ function urisOf(json: string): string[] {
 
 /** `artifact:runs/<run>/…` → `runs/<run>`; other references → their first two segments. */
 function topFolder(uri: string): string {
-  return uri.replace(/^artifact:/, '').split('/').slice(0, 2).join('/');
+  return uri
+    .replace(/^artifact:/, '')
+    .split('/')
+    .slice(0, 2)
+    .join('/');
 }
 
 async function list(dir: string): Promise<string[]> {

@@ -49,7 +49,8 @@ export class RunMetricsReader {
   async read(now = new Date()): Promise<RunMetricsSnapshot> {
     await this.learnPipelines(now);
     const counts = new Map<string, number>();
-    const add = (pipeline: string, status: RunStatus, n: number) => counts.set(`${status}\u0000${pipeline}`, (counts.get(`${status}\u0000${pipeline}`) ?? 0) + n);
+    const add = (pipeline: string, status: RunStatus, n: number) =>
+      counts.set(`${status}\u0000${pipeline}`, (counts.get(`${status}\u0000${pipeline}`) ?? 0) + n);
     // Open runs: RUNNING or PAUSED (Capstan's own status attribute says which).
     const pausedIds: { id: string; pipeline: string }[] = [];
     let n = 0;

@@ -37,14 +37,24 @@ export function checkParamsSize(value: unknown, what: string): void {
     throw new EngineError('BAD_ARGUMENT', `${what} must be plain JSON`);
   }
   if (size > SPEC_LIMITS.paramsBytes) {
-    throw new EngineError('BAD_ARGUMENT', `${what} must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON, like a stage's params in a spec (pass big data as files); got ${size} bytes`, { limit: SPEC_LIMITS.paramsBytes, size });
+    throw new EngineError(
+      'BAD_ARGUMENT',
+      `${what} must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON, like a stage's params in a spec (pass big data as files); got ${size} bytes`,
+      { limit: SPEC_LIMITS.paramsBytes, size },
+    );
   }
 }
 
 /** A duration as people write it: the largest whole unit (7d, 5m, 30s, 250ms). */
 function fmt(ms: number): string {
   if (ms === 0) return '0s';
-  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms % n === 0) return `${ms / n}${unit}`;
   return `${ms}ms`;
 }
 
@@ -62,7 +72,10 @@ export const stageRetrySpecSchema = z
     initialInterval: duration(SPEC_LIMITS.retryIntervalMs).optional(),
     backoffCoefficient: z.number().min(1).max(10).optional(),
     maximumInterval: duration(SPEC_LIMITS.retryIntervalMs).optional(),
-    nonRetryableErrorTypes: z.array(z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'must be an error type like MY_ERROR')).max(SPEC_LIMITS.nonRetryableErrorTypes).optional(),
+    nonRetryableErrorTypes: z
+      .array(z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'must be an error type like MY_ERROR'))
+      .max(SPEC_LIMITS.nonRetryableErrorTypes)
+      .optional(),
   })
   .strict();
 
@@ -75,17 +88,25 @@ export const stageSpecSchema = z
     params: z
       .record(z.string(), z.unknown())
       .default({})
-      .refine((p) => JSON.stringify(p).length <= SPEC_LIMITS.paramsBytes, { message: `params must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON (pass big data as files, not params)` }),
+      .refine((p) => JSON.stringify(p).length <= SPEC_LIMITS.paramsBytes, {
+        message: `params must be at most ${SPEC_LIMITS.paramsBytes / 1024} KiB of JSON (pass big data as files, not params)`,
+      }),
     /** Stage ids this stage waits for; the previous stage when omitted, [] to start at once. */
     needs: z.array(z.string().max(63)).max(SPEC_LIMITS.stages).optional(),
     /** Pick which stage provides a consumed artifact kind, when several could. */
     inputs: z.record(z.string().max(63), z.string().max(63)).optional(),
     retry: stageRetrySpecSchema.optional(),
-    timeouts: z.object({ startToClose: duration(SPEC_LIMITS.startToCloseMs).optional(), heartbeat: duration(SPEC_LIMITS.heartbeatMs).optional() }).strict().optional(),
+    timeouts: z
+      .object({ startToClose: duration(SPEC_LIMITS.startToCloseMs).optional(), heartbeat: duration(SPEC_LIMITS.heartbeatMs).optional() })
+      .strict()
+      .optional(),
     /** Reuse the outputs of an earlier successful run with the same plugin version, params and inputs. */
     cache: z.boolean().optional(),
     /** This stage's own spending limit (in the run budget's currency). */
-    budget: z.object({ max: moneySchema, onExceed: z.enum(['pause', 'fail']).optional() }).strict().optional(),
+    budget: z
+      .object({ max: moneySchema, onExceed: z.enum(['pause', 'fail']).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -103,7 +124,10 @@ export const pipelineSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/i, 'must be letters, digits, ".", "-" or "_" (up to 63)'),
     description: z.string().max(SPEC_LIMITS.descriptionChars).optional(),
-    stages: z.array(stageSpecSchema).min(1, 'a pipeline needs at least one stage').max(SPEC_LIMITS.stages, `a pipeline has at most ${SPEC_LIMITS.stages} stages`),
+    stages: z
+      .array(stageSpecSchema)
+      .min(1, 'a pipeline needs at least one stage')
+      .max(SPEC_LIMITS.stages, `a pipeline has at most ${SPEC_LIMITS.stages} stages`),
     onFailure: z
       .object({ action: z.enum(['pause', 'fail']).default('pause'), timeout: duration(SPEC_LIMITS.pauseTimeoutMs).optional() })
       .strict()
@@ -112,13 +136,19 @@ export const pipelineSpecSchema = z
     budget: z
       .object({
         max: moneySchema,
-        currency: z.string().regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "USD"').optional(),
+        currency: z
+          .string()
+          .regex(/^[A-Z]{3}$/, 'must be an ISO 4217 currency code such as "USD"')
+          .optional(),
         onExceed: z.enum(['pause', 'fail']).default('pause'),
       })
       .strict()
       .optional(),
     /** Watch the deployed model's realised ROI over a sliding window; below the threshold, a roi.below event is emitted. */
-    watch: z.object({ minRealisedRoi: roiRatio, window: duration(SPEC_LIMITS.watchWindowMs) }).strict().optional(),
+    watch: z
+      .object({ minRealisedRoi: roiRatio, window: duration(SPEC_LIMITS.watchWindowMs) })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -129,7 +159,18 @@ export interface SpecIssue {
   /** e.g. `stages[2].params.sparsity` */
   path: string;
   message: string;
-  code: 'SPEC_INVALID' | 'BUDGET_INVALID' | 'WATCH_INVALID' | 'UNKNOWN_PLUGIN' | 'PLUGIN_PARAMS_INVALID' | 'UNKNOWN_PARAM' | 'DUPLICATE_STAGE_ID' | 'UNKNOWN_DEPENDENCY' | 'MISSING_INPUT' | 'TOO_PARALLEL' | 'GANG_CAPACITY';
+  code:
+    | 'SPEC_INVALID'
+    | 'BUDGET_INVALID'
+    | 'WATCH_INVALID'
+    | 'UNKNOWN_PLUGIN'
+    | 'PLUGIN_PARAMS_INVALID'
+    | 'UNKNOWN_PARAM'
+    | 'DUPLICATE_STAGE_ID'
+    | 'UNKNOWN_DEPENDENCY'
+    | 'MISSING_INPUT'
+    | 'TOO_PARALLEL'
+    | 'GANG_CAPACITY';
 }
 
 export class SpecValidationError extends Error {
@@ -184,9 +225,11 @@ export function parseSpecText(text: string): unknown {
  */
 export function resolveSpec(raw: unknown, registry: StageRegistry, opts: ResolveOptions): ResolvedSpec {
   const size = JSON.stringify(raw ?? null).length;
-  if (size > SPEC_LIMITS.specBytes) throw new SpecValidationError([{ path: '', message: `the spec is ${size} bytes of JSON; at most ${SPEC_LIMITS.specBytes}`, code: 'SPEC_INVALID' }]);
+  if (size > SPEC_LIMITS.specBytes)
+    throw new SpecValidationError([{ path: '', message: `the spec is ${size} bytes of JSON; at most ${SPEC_LIMITS.specBytes}`, code: 'SPEC_INVALID' }]);
   const parsed = pipelineSpecSchema.safeParse(raw);
-  if (!parsed.success) throw new SpecValidationError(parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message, code: 'SPEC_INVALID' as const })));
+  if (!parsed.success)
+    throw new SpecValidationError(parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message, code: 'SPEC_INVALID' as const })));
   const spec = parsed.data;
   const issues: SpecIssue[] = [];
   const seen = new Map<string, number>();
@@ -218,7 +261,8 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     }
     const params = plugin.paramsSchema.safeParse(s.params);
     if (!params.success) {
-      for (const pi of params.error.issues) issues.push({ path: `${at}.params${formatPath(pi.path, true)}`, message: pi.message, code: 'PLUGIN_PARAMS_INVALID' });
+      for (const pi of params.error.issues)
+        issues.push({ path: `${at}.params${formatPath(pi.path, true)}`, message: pi.message, code: 'PLUGIN_PARAMS_INVALID' });
     }
     // A mistyped key would be dropped silently by a lenient schema and the stage would run on defaults.
     for (const k of unknownParamKeys(paramsJsonSchema(plugin), s.params)) {
@@ -227,7 +271,11 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     const inputs: Record<string, string> = {};
     for (const kind of Object.keys(s.inputs ?? {})) {
       if (!plugin.consumes.includes(kind)) {
-        issues.push({ path: `${at}.inputs.${kind}`, message: `${plugin.name} consumes no "${kind}" (it consumes ${plugin.consumes.join(', ') || 'nothing'})`, code: 'MISSING_INPUT' });
+        issues.push({
+          path: `${at}.inputs.${kind}`,
+          message: `${plugin.name} consumes no "${kind}" (it consumes ${plugin.consumes.join(', ') || 'nothing'})`,
+          code: 'MISSING_INPUT',
+        });
       }
     }
     for (const kind of plugin.consumes) {
@@ -239,7 +287,12 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
         continue;
       }
       const from = anc.find((a) => (producers.get(a) ?? []).includes(kind));
-      if (from === undefined) issues.push({ path: `${at}.plugin`, message: `${plugin.name} consumes "${kind}" but no earlier stage it depends on produces it`, code: 'MISSING_INPUT' });
+      if (from === undefined)
+        issues.push({
+          path: `${at}.plugin`,
+          message: `${plugin.name} consumes "${kind}" but no earlier stage it depends on produces it`,
+          code: 'MISSING_INPUT',
+        });
       else inputs[kind] = from;
     }
     producers.set(s.id, plugin.produces);
@@ -254,7 +307,12 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     parsedParams[s.id] = parsedStageParams;
     const startToCloseMs = ms(s.timeouts?.startToClose) ?? plugin.timeouts?.startToCloseMs ?? DEFAULT_START_TO_CLOSE_MS;
     const heartbeatMs = ms(s.timeouts?.heartbeat) ?? plugin.timeouts?.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
-    if (heartbeatMs > startToCloseMs) issues.push({ path: `${at}.timeouts.heartbeat`, message: `the heartbeat timeout (${fmt(heartbeatMs)}) must not exceed startToClose (${fmt(startToCloseMs)})`, code: 'SPEC_INVALID' });
+    if (heartbeatMs > startToCloseMs)
+      issues.push({
+        path: `${at}.timeouts.heartbeat`,
+        message: `the heartbeat timeout (${fmt(heartbeatMs)}) must not exceed startToClose (${fmt(startToCloseMs)})`,
+        code: 'SPEC_INVALID',
+      });
     stages.push({
       id: s.id,
       plugin: plugin.name,
@@ -304,7 +362,12 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
 }
 
 /** The spec's run and stage budgets in the price sheet's currency, priced with the sheet the ledger stage will book with. */
-function resolveBudget(spec: PipelineSpec, ledgerParams: { priceSheet?: unknown } | undefined, opts: ResolveOptions, issues: SpecIssue[]): BudgetInput | undefined {
+function resolveBudget(
+  spec: PipelineSpec,
+  ledgerParams: { priceSheet?: unknown } | undefined,
+  opts: ResolveOptions,
+  issues: SpecIssue[],
+): BudgetInput | undefined {
   const staged = spec.stages.filter((s) => s.budget);
   if (!spec.budget && staged.length === 0) return undefined;
   const where = spec.budget ? 'budget' : `stages[${spec.stages.indexOf(staged[0]!)}].budget`;
@@ -321,7 +384,11 @@ function resolveBudget(spec: PipelineSpec, ledgerParams: { priceSheet?: unknown 
   }
   const currency = spec.budget?.currency ?? sheet.currency;
   if (currency !== sheet.currency) {
-    issues.push({ path: 'budget.currency', message: `spend is priced in ${sheet.currency} (the price sheet's currency), so a budget in ${currency} cannot be compared with it`, code: 'BUDGET_INVALID' });
+    issues.push({
+      path: 'budget.currency',
+      message: `spend is priced in ${sheet.currency} (the price sheet's currency), so a budget in ${currency} cannot be compared with it`,
+      code: 'BUDGET_INVALID',
+    });
     return undefined;
   }
   const onExceed = spec.budget?.onExceed ?? 'pause';
@@ -432,7 +499,8 @@ export function unknownParamKeys(schema: JsonSchema, value: unknown, root: JsonS
 function resolveRef(root: JsonSchema, ref: string): JsonSchema | undefined {
   if (!ref.startsWith('#/')) return undefined;
   let cur: unknown = root;
-  for (const part of ref.slice(2).split('/')) cur = cur && typeof cur === 'object' ? (cur as JsonSchema)[part.replace(/~1/g, '/').replace(/~0/g, '~')] : undefined;
+  for (const part of ref.slice(2).split('/'))
+    cur = cur && typeof cur === 'object' ? (cur as JsonSchema)[part.replace(/~1/g, '/').replace(/~0/g, '~')] : undefined;
   return cur && typeof cur === 'object' ? (cur as JsonSchema) : undefined;
 }
 

@@ -144,12 +144,14 @@ export function estimateRun(o: {
   };
   if (o.ledger) est.expectedRevenue = priceExpectedRevenue(o.ledger.revenue, o.ledger.stageId).amount;
   if (!o.ledger) est.roiExplanation = 'the spec has no core:roi-ledger stage, so no revenue is declared';
-  else if (unknownStages.length) est.roiExplanation = `stage(s) ${unknownStages.join(', ')} have no estimate, so the cost is incomplete and an ROI would be a guess`;
+  else if (unknownStages.length)
+    est.roiExplanation = `stage(s) ${unknownStages.join(', ')} have no estimate, so the cost is incomplete and an ROI would be a guess`;
   else {
     const r = est.expectedRevenue!;
     const at = (c: Micros) => computeRoi(r, c);
     const [e, lo, hi] = [at(totalCost.expected), at(totalCost.high), at(totalCost.low)];
-    if (e.roi === null || lo.roi === null || hi.roi === null) est.roiExplanation = e.explanation ?? 'the estimated cost is zero, so ROI = (R − C) / C is undefined';
+    if (e.roi === null || lo.roi === null || hi.roi === null)
+      est.roiExplanation = e.explanation ?? 'the estimated cost is zero, so ROI = (R − C) / C is undefined';
     else est.roi = { expected: e.roi, low: lo.roi, high: hi.roi };
   }
   return est;
@@ -182,7 +184,15 @@ function estimateStage(s: EstimateStageInput, inputBytes: number | undefined, sh
       `${comparable.length} past run(s) of ${s.plugin}@${s.pluginVersion} with comparable params (${comparable.map((c) => c.sample.runId).join(', ')})` +
       (notes.length ? `, scaled: ${notes.join('; ')}` : ', not scaled (same params and input size)') +
       (comparable.length < 3 ? `; range widened ±${THIN_HISTORY_MARGIN * 100}% for thin history` : '; range = min–max of the runs');
-    return { ...base, basis: 'history', detail, samples: comparable.length, sampleRuns: comparable.map((c) => c.sample.runId), ...est, cost: price(s.id, est, sheet) };
+    return {
+      ...base,
+      basis: 'history',
+      detail,
+      samples: comparable.length,
+      sampleRuns: comparable.map((c) => c.sample.runId),
+      ...est,
+      cost: price(s.id, est, sheet),
+    };
   }
   const declared = s.declare?.({ bytes: inputBytes });
   if (declared) {
@@ -208,8 +218,9 @@ function estimateStage(s: EstimateStageInput, inputBytes: number | undefined, sh
     ...base,
     basis: 'unknown',
     detail:
-      (s.samples.length === 0 ? `no past run of ${s.plugin}@${s.pluginVersion}` : `${others} past run(s) of ${s.plugin}@${s.pluginVersion}, none with comparable params`) +
-      ', and the plugin declares no estimate',
+      (s.samples.length === 0
+        ? `no past run of ${s.plugin}@${s.pluginVersion}`
+        : `${others} past run(s) of ${s.plugin}@${s.pluginVersion}, none with comparable params`) + ', and the plugin declares no estimate',
     samples: 0,
     sampleRuns: [],
   };

@@ -126,11 +126,7 @@ export async function bookRun(db: Db, base: PriceSheet, input: BookRunInput, at 
     // Lock first: the totals read below must not change before this booking commits.
     await lockRun(tx, input.runId);
     const usage = await usageTotals(tx, input.runId);
-    const lines = [
-      ...priceUsage(usage, sheet),
-      ...priceDeclared(costs, input.stageId),
-      priceExpectedRevenue(revenue.data, input.stageId),
-    ];
+    const lines = [...priceUsage(usage, sheet), ...priceDeclared(costs, input.stageId), priceExpectedRevenue(revenue.data, input.stageId)];
     const cost = lines.filter((l) => l.kind === 'cost').reduce((s, l) => s + l.amount, 0n);
     if (cost === 0n) {
       throw badInput(
@@ -178,11 +174,7 @@ export async function recordPredictions(db: Db, input: PredictionsRecord, at = n
   if (!r.success) throw badInput(`invalid predictions record: ${describeIssues(r.error, 'predictions')}`, 'PREDICTIONS_INVALID');
   const p = r.data;
   const when = p.at === undefined ? at : new Date(p.at);
-  await insertPredictions(
-    db,
-    { id: p.key ?? randomUUID(), runId: p.runId, model: p.model, version: p.version, count: p.count, at: when.toISOString() },
-    at,
-  );
+  await insertPredictions(db, { id: p.key ?? randomUUID(), runId: p.runId, model: p.model, version: p.version, count: p.count, at: when.toISOString() }, at);
   // Insert first, then look for the run's revenue model: whichever of this and the ledger stage
   // comes second sees the other's write, so the batch is booked exactly once (keyed by batch id).
   await db.tx((tx) => bookPendingPredictions(tx, p.runId, at));

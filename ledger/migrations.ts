@@ -91,7 +91,6 @@ ALTER TABLE ledger_usage_v2 RENAME TO ledger_usage;
 CREATE INDEX ledger_usage_run ON ledger_usage (run_id, stage_id);
 `;
 
-
 const estimatesAndWatch = `
 CREATE TABLE stage_profiles (
   run_id TEXT NOT NULL,

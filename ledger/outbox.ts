@@ -206,7 +206,8 @@ export async function openLedgerOutbox(o: LedgerOutboxOptions): Promise<LedgerOu
           const backoff = Math.min(maxMs, initialMs * 2 ** Math.min(attempts - 1, 20));
           const jittered = Math.round(backoff * (0.75 + Math.random() * 0.5));
           await db.run('UPDATE ledger_outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?', [attempts, Date.now() + jittered, lastError, row.id]);
-          if (attempts === 1 || attempts % 10 === 0) o.logger.warn('ledger outbox: booking failed; will retry', { id: row.id, attempts, retryInMs: jittered, error: lastError });
+          if (attempts === 1 || attempts % 10 === 0)
+            o.logger.warn('ledger outbox: booking failed; will retry', { id: row.id, attempts, retryInMs: jittered, error: lastError });
         }
       }
     }

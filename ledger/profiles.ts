@@ -37,7 +37,18 @@ export async function recordStageProfile(db: Db, p: StageProfile, now = new Date
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (run_id, stage_id) DO UPDATE SET plugin_version = excluded.plugin_version, params_json = excluded.params_json,
        input_bytes = excluded.input_bytes, output_bytes = excluded.output_bytes, duration_ms = excluded.duration_ms, recorded_at = excluded.recorded_at`,
-    [p.runId, p.stageId, p.pipeline, p.plugin, p.pluginVersion, JSON.stringify(canonical(p.params ?? {})), Math.round(p.inputBytes), Math.round(p.outputBytes), Math.round(p.durationMs), now.toISOString()],
+    [
+      p.runId,
+      p.stageId,
+      p.pipeline,
+      p.plugin,
+      p.pluginVersion,
+      JSON.stringify(canonical(p.params ?? {})),
+      Math.round(p.inputBytes),
+      Math.round(p.outputBytes),
+      Math.round(p.durationMs),
+      now.toISOString(),
+    ],
   );
 }
 

@@ -97,9 +97,25 @@ export async function insertUsage(db: Db, u: StageUsage, now = new Date()): Prom
        succeeded = excluded.succeeded, recorded_at = excluded.recorded_at, partial = excluded.partial
      WHERE ledger_usage.partial = 1 AND (excluded.partial = 0 OR excluded.wall_ms >= ledger_usage.wall_ms)`,
     [
-      u.runId, u.workflowRunId ?? '', u.activityId ?? defaultActivityId(u), u.attempt, u.stageId, u.replica ?? -1, u.pipeline, u.plugin, u.resource,
-      toMs(u.wallSeconds), toMs(u.cpuSeconds), toMs(u.deviceSeconds), toMs(u.deviceSeconds) * gpus.length, gpus.join(','),
-      u.bytesWritten, u.bytesKept ?? u.bytesWritten, u.succeeded ? 1 : 0, now.toISOString(), u.partial ? 1 : 0,
+      u.runId,
+      u.workflowRunId ?? '',
+      u.activityId ?? defaultActivityId(u),
+      u.attempt,
+      u.stageId,
+      u.replica ?? -1,
+      u.pipeline,
+      u.plugin,
+      u.resource,
+      toMs(u.wallSeconds),
+      toMs(u.cpuSeconds),
+      toMs(u.deviceSeconds),
+      toMs(u.deviceSeconds) * gpus.length,
+      gpus.join(','),
+      u.bytesWritten,
+      u.bytesKept ?? u.bytesWritten,
+      u.succeeded ? 1 : 0,
+      now.toISOString(),
+      u.partial ? 1 : 0,
     ],
   );
   return n > 0;
@@ -174,8 +190,23 @@ async function insertEntry(db: Db, e: Omit<LedgerEntry, 'bookedAt'> & { bookedAt
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT DO NOTHING`,
     [
-      e.id, e.entryKey, e.version, e.runId, e.pipeline, e.stageId, e.kind, e.category, e.amountMicros,
-      e.currency, e.quantity, e.unit, e.unitPrice, e.description, e.reverses, e.occurredAt, e.bookedAt,
+      e.id,
+      e.entryKey,
+      e.version,
+      e.runId,
+      e.pipeline,
+      e.stageId,
+      e.kind,
+      e.category,
+      e.amountMicros,
+      e.currency,
+      e.quantity,
+      e.unit,
+      e.unitPrice,
+      e.description,
+      e.reverses,
+      e.occurredAt,
+      e.bookedAt,
     ],
   );
   return n > 0;
@@ -480,7 +511,16 @@ export interface RunMoney {
 /** A pipeline's entries in [from, to), per run, oldest run first (at most `limit` runs: the newest). */
 export async function pipelineRunMoney(db: Db, w: PipelineWindow & { limit: number }): Promise<RunMoney[]> {
   const { where, params } = windowSql(w);
-  const rows = await db.query<{ run_id: string; kind: EntryKind; currency: string; stage_id: string; category: string; total: string; n: number | string; first_at: string }>(
+  const rows = await db.query<{
+    run_id: string;
+    kind: EntryKind;
+    currency: string;
+    stage_id: string;
+    category: string;
+    total: string;
+    n: number | string;
+    first_at: string;
+  }>(
     `SELECT run_id, kind, currency, stage_id, category, CAST(SUM(amount_micros) AS TEXT) AS total, COUNT(*) AS n, MIN(occurred_at) AS first_at
      FROM ledger_entries WHERE ${where} GROUP BY run_id, kind, currency, stage_id, category`,
     params,

@@ -70,15 +70,20 @@ const MS_PER_DAY = 86_400_000n;
 
 /** Records the watch a run declared (once; a second call for the run changes nothing). */
 export async function saveRoiWatch(db: Db, w: RoiWatch, now = new Date()): Promise<void> {
-  await db.run(
-    `INSERT INTO roi_watches (run_id, pipeline, min_roi, window_ms, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`,
-    [w.runId, w.pipeline, w.minRealisedRoi, w.windowMs, now.toISOString()],
-  );
+  await db.run(`INSERT INTO roi_watches (run_id, pipeline, min_roi, window_ms, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING`, [
+    w.runId,
+    w.pipeline,
+    w.minRealisedRoi,
+    w.windowMs,
+    now.toISOString(),
+  ]);
 }
 
 /** Judges every watched model version now; returns one check per version judged (crossings marked). */
 export async function checkRoiWatches(db: Db, now = new Date()): Promise<RoiCheck[]> {
-  const watches = await db.query<{ run_id: string; pipeline: string; min_roi: string; window_ms: string | number }>('SELECT * FROM roi_watches ORDER BY run_id');
+  const watches = await db.query<{ run_id: string; pipeline: string; min_roi: string; window_ms: string | number }>(
+    'SELECT * FROM roi_watches ORDER BY run_id',
+  );
   const out: RoiCheck[] = [];
   for (const w of watches) {
     const revenue = await loadRunRevenue(db, w.run_id);
@@ -146,7 +151,13 @@ export async function roiWatchStates(db: Db): Promise<RoiWatchState[]> {
   );
   const latest = new Map<string, RoiWatchState>();
   for (const r of rows) {
-    latest.set(r.model, { model: r.model, version: Number(r.version), below: Number(r.below) === 1 || r.below === true, realisedRoi: r.last_roi, checkedAt: r.checked_at });
+    latest.set(r.model, {
+      model: r.model,
+      version: Number(r.version),
+      below: Number(r.below) === 1 || r.below === true,
+      realisedRoi: r.last_roi,
+      checkedAt: r.checked_at,
+    });
   }
   return [...latest.values()];
 }
@@ -165,12 +176,10 @@ async function transition(db: Db, c: RoiCheck, now: Date): Promise<number | unde
   }
   return db.tx(async (tx) => {
     // Only the check that flips the flag counts the crossing (atomic in either database).
-    const n = await tx.run('UPDATE roi_watch_state SET below = 1, crossings = crossings + 1, last_roi = ?, checked_at = ? WHERE model = ? AND version = ? AND below = 0', [
-      c.realisedRoi,
-      at,
-      c.model,
-      version,
-    ]);
+    const n = await tx.run(
+      'UPDATE roi_watch_state SET below = 1, crossings = crossings + 1, last_roi = ?, checked_at = ? WHERE model = ? AND version = ? AND below = 0',
+      [c.realisedRoi, at, c.model, version],
+    );
     if (n === 0) {
       await tx.run('UPDATE roi_watch_state SET last_roi = ?, checked_at = ? WHERE model = ? AND version = ?', [c.realisedRoi, at, c.model, version]);
       return undefined;
@@ -180,7 +189,21 @@ async function transition(db: Db, c: RoiCheck, now: Date): Promise<number | unde
     await tx.run(
       `INSERT INTO roi_alerts (id, model, version, run_id, pipeline, crossing, realised_roi, min_roi, window_ms, revenue, cost_share, currency, started_runs, emitted, at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', 0, ?)`,
-      [alertId(c.model, c.version, crossing), c.model, version, c.runId, c.pipeline, crossing, c.realisedRoi, c.minRealisedRoi, c.windowMs, c.revenue, c.costShare, c.currency, at],
+      [
+        alertId(c.model, c.version, crossing),
+        c.model,
+        version,
+        c.runId,
+        c.pipeline,
+        crossing,
+        c.realisedRoi,
+        c.minRealisedRoi,
+        c.windowMs,
+        c.revenue,
+        c.costShare,
+        c.currency,
+        at,
+      ],
     );
     return crossing;
   });
@@ -235,7 +258,10 @@ export async function listRoiAlerts(db: Db, o: { model?: string; limit?: number;
     args.push(o.model);
   }
   if (o.pending) where.push('emitted = 0');
-  const rows = await db.query<AlertRow>(`SELECT * FROM roi_alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id DESC LIMIT ?`, [...args, o.limit ?? 100]);
+  const rows = await db.query<AlertRow>(`SELECT * FROM roi_alerts ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id DESC LIMIT ?`, [
+    ...args,
+    o.limit ?? 100,
+  ]);
   return rows.map(toAlert);
 }
 

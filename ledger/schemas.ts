@@ -6,21 +6,19 @@ import { formatMoneyExact, parseMoney } from './money.js';
  * plain decimal (0.0425), at most 6 decimal places. Parsed to its canonical decimal string, so
  * nothing downstream ever holds money in a float.
  */
-export const moneySchema = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx) => {
-    try {
-      const micros = parseMoney(value);
-      if (micros < 0n) throw new RangeError('must not be negative');
-      return formatMoneyExact(micros);
-    } catch (err) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `must be a non-negative decimal amount with at most 6 decimal places, e.g. "0.0425" (got ${JSON.stringify(value)}${err instanceof RangeError && err.message === 'must not be negative' ? ', which is negative' : ''})`,
-      });
-      return z.NEVER;
-    }
-  });
+export const moneySchema = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  try {
+    const micros = parseMoney(value);
+    if (micros < 0n) throw new RangeError('must not be negative');
+    return formatMoneyExact(micros);
+  } catch (err) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `must be a non-negative decimal amount with at most 6 decimal places, e.g. "0.0425" (got ${JSON.stringify(value)}${err instanceof RangeError && err.message === 'must not be negative' ? ', which is negative' : ''})`,
+    });
+    return z.NEVER;
+  }
+});
 export type Money = z.infer<typeof moneySchema>;
 
 /** A non-negative decimal quantity (hours, …), same syntax as money. */
@@ -38,9 +36,7 @@ export const priceSheetSchema = z
   .object({
     currency: currencySchema,
     compute: z.object({ cpuHour: moneySchema, gpuHour: moneySchema }).strict(),
-    storage: z
-      .object({ gbMonth: moneySchema, retentionMonths: z.number().int('must be a whole number of months').min(0).max(1200) })
-      .strict(),
+    storage: z.object({ gbMonth: moneySchema, retentionMonths: z.number().int('must be a whole number of months').min(0).max(1200) }).strict(),
   })
   .strict();
 export type PriceSheet = z.infer<typeof priceSheetSchema>;

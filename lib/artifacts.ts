@@ -176,11 +176,15 @@ export class ArtifactStore {
   /** Hashes a finished artifact folder (or file) and returns its reference (a `capstan.artifact.put` span when tracing). */
   seal(kind: string, absPath: string, meta?: Record<string, unknown>): Promise<ArtifactRef> {
     const uri = this.uriOf(absPath);
-    return withSpan('capstan.artifact.put', { 'capstan.artifact.store': 'folder', 'capstan.artifact.kind': kind, 'capstan.artifact.uri': uri }, async (span) => {
-      const { sha256, bytes } = await hashTree(absPath);
-      span?.setAttribute('capstan.artifact.bytes', bytes);
-      return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
-    });
+    return withSpan(
+      'capstan.artifact.put',
+      { 'capstan.artifact.store': 'folder', 'capstan.artifact.kind': kind, 'capstan.artifact.uri': uri },
+      async (span) => {
+        const { sha256, bytes } = await hashTree(absPath);
+        span?.setAttribute('capstan.artifact.bytes', bytes);
+        return { kind, uri, sha256, bytes, ...(meta ? { meta } : {}) };
+      },
+    );
   }
 
   /** Absolute path of a reference. */
@@ -286,4 +290,3 @@ export async function listFiles(dir: string, prefix = ''): Promise<string[]> {
 export function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]/g, '_');
 }
-

@@ -52,9 +52,16 @@ export function pathProblem(userPath: string, opts: ConfineOptions): { rule: Pat
   if (opts.roots.length === 0) return { rule: 'no-roots', message: refusal(userPath, 'no data roots are configured (CAPSTAN_DATA_ROOTS)') };
   if (userPath.split(/[\\/]/).includes('..')) return { rule: 'dot-dot', message: refusal(userPath, '".." segments are not allowed in data paths') };
   const resolved = resolveDataPath(userPath, opts);
-  if (isVirtual(resolved)) return { rule: 'virtual-filesystem', message: refusal(userPath, `${resolved} is in /proc, /sys or /dev, which never hold data files`) };
+  if (isVirtual(resolved))
+    return { rule: 'virtual-filesystem', message: refusal(userPath, `${resolved} is in /proc, /sys or /dev, which never hold data files`) };
   if (!opts.roots.some((r) => inside(path.resolve(r), resolved))) {
-    return { rule: 'outside-roots', message: refusal(userPath, `${path.isAbsolute(userPath) ? 'absolute paths' : 'paths'} must lie inside a data root (${rootsText(opts.roots)}; set CAPSTAN_DATA_ROOTS to allow another folder)`) };
+    return {
+      rule: 'outside-roots',
+      message: refusal(
+        userPath,
+        `${path.isAbsolute(userPath) ? 'absolute paths' : 'paths'} must lie inside a data root (${rootsText(opts.roots)}; set CAPSTAN_DATA_ROOTS to allow another folder)`,
+      ),
+    };
   }
   return undefined;
 }
@@ -161,7 +168,8 @@ async function openByPath(c: Checked, st: Stats): Promise<Opened> {
   try {
     handle = await open(c.real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it became a symlink while being opened'));
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP')
+      throw refused(c.userPath, 'symlink-escape', refusal(c.userPath, 'it became a symlink while being opened'));
     throw notOpened(c.resolved, e, 'opened');
   }
   const opened = await sameFileOr(handle, st, c);
@@ -192,20 +200,25 @@ async function sameFileOr(handle: FileHandle, st: Stats, c: Checked): Promise<Op
 let procFd: Promise<boolean> | undefined;
 /** Whether the kernel names open descriptors in /proc/self/fd (Linux with /proc mounted). */
 function procFdUsable(): Promise<boolean> {
-  procFd ??= process.platform !== 'linux'
-    ? Promise.resolve(false)
-    : stat('/proc/self/fd').then(
-        (s) => s.isDirectory(),
-        () => false,
-      );
+  procFd ??=
+    process.platform !== 'linux'
+      ? Promise.resolve(false)
+      : stat('/proc/self/fd').then(
+          (s) => s.isDirectory(),
+          () => false,
+        );
   return procFd;
 }
 
 /** A file inside the roots that could not be resolved, read or opened: missing, or unreadable. */
 function notOpened(resolved: string, e: unknown, what: 'resolved' | 'read' | 'opened'): StageError {
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ENOTDIR') return new StageError(`data file ${resolved} not found`, { type: 'DATA_NOT_FOUND', details: { path: resolved } });
-  return new StageError(`data file ${resolved} cannot be ${what} (${code ?? 'error'})`, { type: what === 'resolved' ? 'DATA_NOT_FOUND' : 'DATA_UNREADABLE', details: { path: resolved } });
+  if (code === 'ENOENT' || code === 'ENOTDIR')
+    return new StageError(`data file ${resolved} not found`, { type: 'DATA_NOT_FOUND', details: { path: resolved } });
+  return new StageError(`data file ${resolved} cannot be ${what} (${code ?? 'error'})`, {
+    type: what === 'resolved' ? 'DATA_NOT_FOUND' : 'DATA_UNREADABLE',
+    details: { path: resolved },
+  });
 }
 
 /** Reads a whole confined file (at most its fstat size), closing it. For small files: use a stream otherwise. */

@@ -46,9 +46,7 @@ export function createConsoleLogger(opts: ConsoleLoggerOptions): ConsoleLogger {
   const log = (level: Level, message: string, meta?: Record<string, unknown>, time = new Date()) => {
     if (levels.indexOf(level) < min) return;
     const line =
-      format === 'json'
-        ? jsonLine({ time, level, name: opts.name, message, meta, stacks })
-        : textLine({ time, level, name: opts.name, message, meta, stacks });
+      format === 'json' ? jsonLine({ time, level, name: opts.name, message, meta, stacks }) : textLine({ time, level, name: opts.name, message, meta, stacks });
     write(`${line}\n`);
   };
   return {

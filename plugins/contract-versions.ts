@@ -27,7 +27,7 @@ export const CONTRACT_VERSIONS: readonly ContractVersion[] = [
       'ctx.meter (usage of child processes), ctx.device, ctx.startedBy',
       'inputs typed by consumes, each checked present and intact before run',
       'estimateScale and estimate(params, inputs) for run estimates',
-      'defineCommandStage and any-language stages over the stage protocol (docs/stage-protocol.md); ctx.services.python; UsageReport.wholeAttempt (CPU measured by pid is the attempt\'s whole use)',
+      "defineCommandStage and any-language stages over the stage protocol (docs/stage-protocol.md); ctx.services.python; UsageReport.wholeAttempt (CPU measured by pid is the attempt's whole use)",
       'capstan/plugin as compiled JavaScript with type declarations; params schemas from any zod v4 copy; StageError recognised across package copies',
     ],
   },

@@ -39,7 +39,8 @@ export async function loadExternalPlugins(stages: StageRegistry, entries: string
         throw new PluginContractError(path.basename(file), `module failed to load: ${(e as Error).message}`, file);
       }
       const candidates = pluginExports(mod);
-      if (candidates.length === 0) throw new PluginContractError(path.basename(file), 'module exports no stage plugin (export one as default, as `plugins`, or by name)', file);
+      if (candidates.length === 0)
+        throw new PluginContractError(path.basename(file), 'module exports no stage plugin (export one as default, as `plugins`, or by name)', file);
       for (const p of candidates) {
         stages.register(p as never, file);
         loaded.push(`${(p as { name: string }).name}@${(p as { version: string }).version}`);

@@ -7,7 +7,11 @@ const NAME_RE = /^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9-]*$/;
 
 /** Raised when a plugin does not satisfy the contract; names the plugin and the problem. */
 export class PluginContractError extends Error {
-  constructor(readonly plugin: string, readonly problem: string, readonly source?: string) {
+  constructor(
+    readonly plugin: string,
+    readonly problem: string,
+    readonly source?: string,
+  ) {
     super(`plugin ${plugin}${source ? ` (from ${source})` : ''} is refused: ${problem}`);
     this.name = 'PluginContractError';
   }
@@ -19,7 +23,8 @@ export function contractProblems(p: unknown): string[] {
   if (typeof p !== 'object' || p === null) return ['is not an object'];
   const o = p as Record<string, unknown>;
   if (typeof o.name !== 'string' || !NAME_RE.test(o.name)) problems.push(`name must look like "<scope>:<kebab-name>", got ${JSON.stringify(o.name)}`);
-  if (typeof o.version !== 'string' || !/^\d/.test(o.version) || semver.parse(o.version)?.raw !== o.version) problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
+  if (typeof o.version !== 'string' || !/^\d/.test(o.version) || semver.parse(o.version)?.raw !== o.version)
+    problems.push(`version must be semver (x.y.z), got ${JSON.stringify(o.version)}`);
   const apiProblem = apiVersionProblem(o.apiVersion);
   if (apiProblem) problems.push(apiProblem);
   if (typeof o.description !== 'string' || o.description.length === 0) problems.push('description is missing');
@@ -27,13 +32,15 @@ export function contractProblems(p: unknown): string[] {
   if (schemaProblem) problems.push(schemaProblem);
   for (const k of ['consumes', 'produces'] as const) {
     const v = o[k];
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[a-z][a-z0-9-]*$/.test(x))) problems.push(`${k} must be a list of artifact kinds (lower-case words)`);
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !/^[a-z][a-z0-9-]*$/.test(x)))
+      problems.push(`${k} must be a list of artifact kinds (lower-case words)`);
   }
   if (o.resource !== 'cpu' && o.resource !== 'gpu') problems.push(`resource must be "cpu" or "gpu", got ${JSON.stringify(o.resource)}`);
   if (typeof o.run !== 'function') problems.push('run(ctx, params, inputs) is missing');
   if (o.dataParallel !== undefined) {
     const d = o.dataParallel as Record<string, unknown> | null;
-    if (!d || typeof d.replicas !== 'function' || typeof d.reduce !== 'function') problems.push('dataParallel needs replicas(params) and reduce(ctx, params, inputs, results)');
+    if (!d || typeof d.replicas !== 'function' || typeof d.reduce !== 'function')
+      problems.push('dataParallel needs replicas(params) and reduce(ctx, params, inputs, results)');
   }
   if (problems.length === 0) {
     try {
@@ -54,7 +61,8 @@ function zodSchemaProblem(s: unknown): string | undefined {
   const use = 'use the `z` exported by capstan/plugin, or zod 4';
   if (typeof s !== 'object' || s === null) return `paramsSchema must be a zod v4 schema (${use})`;
   const internals = (s as { _zod?: { version?: { major?: unknown } } })._zod;
-  if (internals === undefined) return '_def' in s ? `paramsSchema is a zod 3 schema; Capstan needs a zod v4 schema (${use})` : `paramsSchema must be a zod v4 schema (${use})`;
+  if (internals === undefined)
+    return '_def' in s ? `paramsSchema is a zod 3 schema; Capstan needs a zod v4 schema (${use})` : `paramsSchema must be a zod v4 schema (${use})`;
   const major = internals.version?.major;
   if (major !== 4) return `paramsSchema is a zod ${JSON.stringify(major)} schema; Capstan needs a zod v4 schema (${use})`;
   if (typeof (s as { safeParse?: unknown }).safeParse !== 'function') return `paramsSchema has no safeParse method (${use})`;
@@ -119,7 +127,8 @@ export class StageRegistry {
         resource: plugin.resource,
         dataParallel: plugin.dataParallel !== undefined,
         // A manifest's own JSON Schema as its author wrote it; zod's export for the rest.
-        paramsJsonSchema: (plugin as { paramsJsonSchema?: unknown }).paramsJsonSchema ?? z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
+        paramsJsonSchema:
+          (plugin as { paramsJsonSchema?: unknown }).paramsJsonSchema ?? z.toJSONSchema(plugin.paramsSchema, { unrepresentable: 'any', io: 'input' }),
         source,
       }))
       .sort((a, b) => (a.name === b.name ? semver.compare(a.version, b.version) : a.name < b.name ? -1 : 1));

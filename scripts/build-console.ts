@@ -57,8 +57,13 @@ export async function buildConsole(o: { root?: string } = {}): Promise<ConsoleBu
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   buildConsole()
     .then((b) => {
-      for (const f of b.files) process.stdout.write(`  ${f.name.padEnd(34)} ${(f.bytes / 1024).toFixed(1).padStart(7)} kB  ${(f.gzipBytes / 1024).toFixed(1).padStart(6)} kB gzipped\n`);
-      process.stdout.write(`  console: ${(b.gzipBytes / 1024).toFixed(1)} kB gzipped (budget ${CONSOLE_BUDGET_GZIP_BYTES / 1024} kB) → ${path.relative(process.cwd(), b.dir)}\n`);
+      for (const f of b.files)
+        process.stdout.write(
+          `  ${f.name.padEnd(34)} ${(f.bytes / 1024).toFixed(1).padStart(7)} kB  ${(f.gzipBytes / 1024).toFixed(1).padStart(6)} kB gzipped\n`,
+        );
+      process.stdout.write(
+        `  console: ${(b.gzipBytes / 1024).toFixed(1)} kB gzipped (budget ${CONSOLE_BUDGET_GZIP_BYTES / 1024} kB) → ${path.relative(process.cwd(), b.dir)}\n`,
+      );
     })
     .catch((e: unknown) => {
       process.stderr.write(`console build failed: ${e instanceof Error ? e.message : String(e)}\n`);

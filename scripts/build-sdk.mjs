@@ -26,7 +26,9 @@ for (const file of walk(path.join(root, 'plugins')).filter((f) => f.endsWith('.m
 
 const problems = [];
 for (const file of walk(out).filter((f) => /\.(m?js|d\.ts)$/.test(f))) {
-  const code = readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const code = readFileSync(file, 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/^\s*\/\/.*$/gm, '');
   for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)['"]([^'"]+)['"]/g)) {
     const spec = m[1];
     if (spec.startsWith('.') || spec.startsWith('node:')) continue;
@@ -35,7 +37,9 @@ for (const file of walk(out).filter((f) => /\.(m?js|d\.ts)$/.test(f))) {
   }
 }
 if (problems.length) {
-  fail(`the SDK may import only ${[...ALLOWED_PACKAGES].join(', ')} and node: built-ins; keep host modules out of what plugins/sdk.ts imports:\n  ${problems.join('\n  ')}`);
+  fail(
+    `the SDK may import only ${[...ALLOWED_PACKAGES].join(', ')} and node: built-ins; keep host modules out of what plugins/sdk.ts imports:\n  ${problems.join('\n  ')}`,
+  );
 }
 process.stdout.write(`capstan/plugin built into ${path.relative(root, out)} (${walk(out).length} files)\n`);
 

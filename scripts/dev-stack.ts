@@ -68,7 +68,9 @@ async function main(): Promise<number> {
   ];
   for (const [port, variable, hint] of ports) {
     if (await portInUse(config.api.host === '0.0.0.0' ? '0.0.0.0' : '127.0.0.1', port)) {
-      logger.error(`port ${port} (${variable}) is already in use by another process; nothing was started. Stop that process, set ${variable} to a free port${hint ? `, ${hint}` : ''}.`);
+      logger.error(
+        `port ${port} (${variable}) is already in use by another process; nothing was started. Stop that process, set ${variable} to a free port${hint ? `, ${hint}` : ''}.`,
+      );
       return 2;
     }
   }
@@ -149,7 +151,10 @@ async function main(): Promise<number> {
   });
   const run = started.startPipelineFromText as { id: string; runId: string; pipeline: string; stages: { id: string; plugin: string }[] };
   process.stdout.write(`  started ${run.id}: ${run.stages.map((s) => s.id).join(' → ')}\n`);
-  if (uiUrl) process.stdout.write(`  watch it: ${uiUrl}/namespaces/${env.TEMPORAL_NAMESPACE ?? 'default'}/workflows/${encodeURIComponent(run.id)}/${run.runId}/history\n\n`);
+  if (uiUrl)
+    process.stdout.write(
+      `  watch it: ${uiUrl}/namespaces/${env.TEMPORAL_NAMESPACE ?? 'default'}/workflows/${encodeURIComponent(run.id)}/${run.runId}/history\n\n`,
+    );
   const final = await follow(apiUrl, run.id);
   if (flags['exit-after-run']) return final === 'COMPLETED' ? 0 : 1;
   process.stdout.write('\n  The stack stays up; Ctrl-C stops it.\n');
@@ -162,7 +167,11 @@ async function follow(apiUrl: string, id: string): Promise<string> {
   let lastProgress = '';
   for (;;) {
     const r = await gql(apiUrl, `query($id: ID!) { run(id: $id) { status tfBackend stages { id status attempts metrics progress error } } }`, { id });
-    const run = r.run as { status: string; tfBackend?: string; stages: { id: string; status: string; attempts: number; metrics: Record<string, unknown>; progress?: unknown; error?: string }[] };
+    const run = r.run as {
+      status: string;
+      tfBackend?: string;
+      stages: { id: string; status: string; attempts: number; metrics: Record<string, unknown>; progress?: unknown; error?: string }[];
+    };
     for (const s of run.stages) {
       if (seen.get(s.id) !== s.status) {
         seen.set(s.id, s.status);
@@ -193,7 +202,11 @@ function summarise(m: Record<string, unknown>): string {
 
 function spawnPart(name: string, script: string[], env: NodeJS.ProcessEnv): ChildProcess {
   // capstan-source: a plugin that imports capstan/plugin through a linked checkout gets its sources (package.json exports).
-  const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=capstan-source', ...script], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=capstan-source', ...script], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   child.once('exit', (code, signal) => {
     if (!stopping) {
       logger.error(`${name} exited (${signal ?? code}); stopping the stack`);

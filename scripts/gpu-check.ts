@@ -36,7 +36,9 @@ function tensorflowDevices(): string[] {
     timeout: 120_000,
   });
   const lines = `${r.stdout}\n${r.stderr}`.split('\n');
-  const created = lines.filter((l) => /Created device|device:GPU|Found device|cuInit|CUDA/i.test(l)).map((l) => l.replace(/^[IWE]\d+ [\d:.]+\s+\d+ /, '').trim());
+  const created = lines
+    .filter((l) => /Created device|device:GPU|Found device|cuInit|CUDA/i.test(l))
+    .map((l) => l.replace(/^[IWE]\d+ [\d:.]+\s+\d+ /, '').trim());
   return [...new Set(created)];
 }
 
@@ -84,8 +86,19 @@ async function main(): Promise<void> {
     runs.push(samples / ((performance.now() - t) / 1000));
   }
   const sps = median(runs);
-  console.log(`seed MLP (784-128-10), model.fit, batch ${batch}: ${Math.round(sps)} samples/s (median of ${passes} passes of ${samples}; ${runs.map(Math.round).join(', ')})`);
-  console.log(JSON.stringify({ backend, tfBackend: tf.getBackend(), gpuInUse: gpuInUse ?? null, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null, batch, samplesPerSec: Math.round(sps) }));
+  console.log(
+    `seed MLP (784-128-10), model.fit, batch ${batch}: ${Math.round(sps)} samples/s (median of ${passes} passes of ${samples}; ${runs.map(Math.round).join(', ')})`,
+  );
+  console.log(
+    JSON.stringify({
+      backend,
+      tfBackend: tf.getBackend(),
+      gpuInUse: gpuInUse ?? null,
+      cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null,
+      batch,
+      samplesPerSec: Math.round(sps),
+    }),
+  );
 }
 
 main().catch((e: unknown) => {

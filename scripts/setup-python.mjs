@@ -54,7 +54,8 @@ const sha256 = (data) => createHash('sha256').update(data).digest('hex');
 
 /** What a Python is: version, implementation, and whether it can make a venv with pip. */
 function probeBase(py) {
-  const code = 'import sys, json, importlib.util as u; print(json.dumps({"version": "%d.%d.%d" % sys.version_info[:3], "impl": sys.implementation.name, "venv": bool(u.find_spec("venv")) and bool(u.find_spec("ensurepip"))}))';
+  const code =
+    'import sys, json, importlib.util as u; print(json.dumps({"version": "%d.%d.%d" % sys.version_info[:3], "impl": sys.implementation.name, "venv": bool(u.find_spec("venv")) and bool(u.find_spec("ensurepip"))}))';
   const r = run(py, ['-c', code]);
   if (!r.ok) return undefined;
   try {
@@ -114,7 +115,10 @@ function sdkFiles() {
 
 function sdkHash(files) {
   const h = createHash('sha256');
-  for (const f of files) h.update(`${f}\0`).update(fs.readFileSync(path.join(sdkDir, f))).update('\0');
+  for (const f of files)
+    h.update(`${f}\0`)
+      .update(fs.readFileSync(path.join(sdkDir, f)))
+      .update('\0');
   return h.digest('hex');
 }
 
@@ -177,13 +181,18 @@ function installTensorflow(base, want) {
     say(`installing ${WHEEL.file} from ${path.dirname(wheel)}`);
     pip(['install', '--no-deps', '--no-index', wheel], `pip install ${WHEEL.file}`);
     const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
-    if (!check.ok) throw new SetupError(`pip check: the pinned packages do not fit together (update ${path.relative(root, lockFile)}):\n${tail(check.out + check.err)}`);
+    if (!check.ok)
+      throw new SetupError(`pip check: the pinned packages do not fit together (update ${path.relative(root, lockFile)}):\n${tail(check.out + check.err)}`);
   } else {
     const numpy = want.numpy;
-    say(`Python ${base.version} (${base.impl}) on ${process.platform} ${process.arch}: the pinned wheel is for CPython ${WHEEL_PYTHON} on Linux x86-64, so tensorflow==${TF_VERSION} comes from PyPI for this Python, with numpy==${numpy} and the rest of its dependencies resolved by pip (the lock file is for ${WHEEL_PYTHON})`);
+    say(
+      `Python ${base.version} (${base.impl}) on ${process.platform} ${process.arch}: the pinned wheel is for CPython ${WHEEL_PYTHON} on Linux x86-64, so tensorflow==${TF_VERSION} comes from PyPI for this Python, with numpy==${numpy} and the rest of its dependencies resolved by pip (the lock file is for ${WHEEL_PYTHON})`,
+    );
     pip(['install', `tensorflow==${TF_VERSION}`, `numpy==${numpy}`, 'setuptools', 'wheel'], `pip install tensorflow==${TF_VERSION} numpy==${numpy}`);
   }
-  const r = run(venvPython, ['-c', 'import tensorflow as tf, keras, numpy; print(tf.__version__, keras.__version__, numpy.__version__)'], { env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } });
+  const r = run(venvPython, ['-c', 'import tensorflow as tf, keras, numpy; print(tf.__version__, keras.__version__, numpy.__version__)'], {
+    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' },
+  });
   const [tf, keras, numpy] = r.out.trim().split('\n').pop()?.split(' ') ?? [];
   if (!r.ok || tf !== TF_VERSION) throw new SetupError(`TensorFlow does not import in the venv (got ${tf ?? 'nothing'}):\n${tail(r.err)}`);
   say(`TensorFlow ${tf}, Keras ${keras}, numpy ${numpy} installed and importing (${secs(started)})`);
@@ -202,8 +211,14 @@ function installOnnx(mode) {
     pip(['install', ...pins], `pip install ${pins.join(' ')}`);
   }
   const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
-  if (!check.ok) throw new SetupError(`pip check: the ONNX packages do not fit the TensorFlow pins (update ${path.relative(root, onnxLockFile)}):\n${tail(check.out + check.err)}`);
-  const r = run(venvPython, ['-c', 'import onnx, onnxruntime; from onnxruntime.quantization import quantize_dynamic; print(onnx.__version__, onnxruntime.__version__)']);
+  if (!check.ok)
+    throw new SetupError(
+      `pip check: the ONNX packages do not fit the TensorFlow pins (update ${path.relative(root, onnxLockFile)}):\n${tail(check.out + check.err)}`,
+    );
+  const r = run(venvPython, [
+    '-c',
+    'import onnx, onnxruntime; from onnxruntime.quantization import quantize_dynamic; print(onnx.__version__, onnxruntime.__version__)',
+  ]);
   if (!r.ok) throw new SetupError(`onnx / onnxruntime do not import in the venv:\n${tail(r.err)}`);
   const [onnx, ort] = r.out.trim().split('\n').pop()?.split(' ') ?? [];
   say(`onnx ${onnx}, onnxruntime ${ort} installed and importing (${secs(started)})`);
@@ -215,8 +230,14 @@ function installOtel() {
   say(`installing the OpenTelemetry packages from PyPI, pinned with hashes (${path.relative(root, otelLockFile)})`);
   pip(['install', '--no-deps', '--require-hashes', '-r', otelLockFile], `pip install -r ${path.relative(root, otelLockFile)}`);
   const check = run(venvPython, ['-m', 'pip', '--disable-pip-version-check', 'check']);
-  if (!check.ok) throw new SetupError(`pip check: the OpenTelemetry packages do not fit the other pins (update ${path.relative(root, otelLockFile)}):\n${tail(check.out + check.err)}`);
-  const r = run(venvPython, ['-c', 'from opentelemetry.sdk.trace import TracerProvider; from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter; from opentelemetry import version; print(version.__version__)']);
+  if (!check.ok)
+    throw new SetupError(
+      `pip check: the OpenTelemetry packages do not fit the other pins (update ${path.relative(root, otelLockFile)}):\n${tail(check.out + check.err)}`,
+    );
+  const r = run(venvPython, [
+    '-c',
+    'from opentelemetry.sdk.trace import TracerProvider; from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter; from opentelemetry import version; print(version.__version__)',
+  ]);
   if (!r.ok) throw new SetupError(`the OpenTelemetry packages do not import in the venv:\n${tail(r.err)}`);
   say(`OpenTelemetry ${r.out.trim().split('\n').pop()} installed and importing (${secs(started)})`);
 }
@@ -262,7 +283,8 @@ function main() {
   if (!tfOk) {
     const need = VENV_BYTES + (wheelFits && !fs.existsSync(path.join(nativeDir, 'cache', WHEEL.file)) ? WHEEL.bytes : 0);
     const free = freeBytes(venvDir);
-    if (free < need) throw new SetupError(`not enough disk space for ${venvDir}: needs about ${gb(need)}, ${gb(free)} free (CAPSTAN_PYTHON_DIR puts it elsewhere)`);
+    if (free < need)
+      throw new SetupError(`not enough disk space for ${venvDir}: needs about ${gb(need)}, ${gb(free)} free (CAPSTAN_PYTHON_DIR puts it elsewhere)`);
     delete stamp.tensorflow;
     delete stamp.sdk; // re-installed after TensorFlow, against the same venv
     writeStamp(stamp);
@@ -305,6 +327,6 @@ function main() {
 try {
   main();
 } catch (e) {
-  process.stderr.write(`setup:python: ${e instanceof SetupError ? e.message : e?.stack ?? e}\n`);
+  process.stderr.write(`setup:python: ${e instanceof SetupError ? e.message : (e?.stack ?? e)}\n`);
   process.exit(1);
 }

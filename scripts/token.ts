@@ -36,7 +36,9 @@ async function main(): Promise<number> {
           expiresAt = new Date(Date.now() + ms);
         }
         const { token, info } = await tokens.create({ name: values.name, role: values.role, ...(expiresAt ? { expiresAt } : {}) });
-        process.stderr.write(`created token ${info.id} "${info.name}" (${info.role}${info.expiresAt ? `, expires ${info.expiresAt}` : ''}); it is shown only now:\n`);
+        process.stderr.write(
+          `created token ${info.id} "${info.name}" (${info.role}${info.expiresAt ? `, expires ${info.expiresAt}` : ''}); it is shown only now:\n`,
+        );
         process.stdout.write(`${token}\n`);
         return 0;
       }

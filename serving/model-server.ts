@@ -19,13 +19,20 @@ import { PRODUCTION_ALIAS, RegistryError, type InputSpec, type ModelRegistry, ty
 export type ServingErrorCode = 'MODEL_NOT_FOUND' | 'NOT_DEPLOYED' | 'BAD_INPUT' | 'MODEL_UNAVAILABLE' | 'VERSION_NOT_FOUND' | 'BAD_ROLLBACK';
 
 export class ServingError extends Error {
-  constructor(readonly code: ServingErrorCode, message: string) {
+  constructor(
+    readonly code: ServingErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = 'ServingError';
   }
   /** HTTP status for the code. */
   get status(): number {
-    return this.code === 'MODEL_NOT_FOUND' || this.code === 'NOT_DEPLOYED' || this.code === 'VERSION_NOT_FOUND' ? 404 : this.code === 'MODEL_UNAVAILABLE' ? 503 : 400;
+    return this.code === 'MODEL_NOT_FOUND' || this.code === 'NOT_DEPLOYED' || this.code === 'VERSION_NOT_FOUND'
+      ? 404
+      : this.code === 'MODEL_UNAVAILABLE'
+        ? 503
+        : 400;
   }
 }
 
@@ -131,7 +138,10 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
   const serial = <T>(model: string, fn: () => Promise<T>): Promise<T> => {
     const prev = chains.get(model) ?? Promise.resolve();
     const next = prev.then(fn, fn);
-    chains.set(model, next.catch(() => undefined));
+    chains.set(
+      model,
+      next.catch(() => undefined),
+    );
     return next;
   };
 
@@ -235,7 +245,9 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
     for (const r of results) if (r.status === 'rejected') logger.warn('model refresh failed', { error: String(r.reason) });
   }
 
-  const timer = opts.refreshIntervalMs ? setInterval(() => void refresh().catch((e) => logger.warn('model refresh failed', { error: String(e) })), opts.refreshIntervalMs) : undefined;
+  const timer = opts.refreshIntervalMs
+    ? setInterval(() => void refresh().catch((e) => logger.warn('model refresh failed', { error: String(e) })), opts.refreshIntervalMs)
+    : undefined;
   timer?.unref();
 
   return {
@@ -261,7 +273,11 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       for (let i = 0; i < batch.n; i++) {
         const label = argmax(probs, i * classes, classes);
         const className = entry.net.labels?.[label];
-        predictions.push({ label, ...(className !== undefined ? { className } : {}), probabilities: Array.from(probs.subarray(i * classes, (i + 1) * classes)) });
+        predictions.push({
+          label,
+          ...(className !== undefined ? { className } : {}),
+          probabilities: Array.from(probs.subarray(i * classes, (i + 1) * classes)),
+        });
       }
       const perVersion = counts.get(model) ?? new Map<number, number>();
       perVersion.set(entry.version, (perVersion.get(entry.version) ?? 0) + batch.n);
@@ -306,7 +322,15 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
       return r;
     },
     served() {
-      return [...current.values()].map((e) => ({ model: e.model, version: e.version, format: e.net.format, runtime: e.net.runtime, sampleShape: e.sampleShape, inFlight: e.inFlight, loadedAt: e.loadedAt }));
+      return [...current.values()].map((e) => ({
+        model: e.model,
+        version: e.version,
+        format: e.net.format,
+        runtime: e.net.runtime,
+        sampleShape: e.sampleShape,
+        inFlight: e.inFlight,
+        loadedAt: e.loadedAt,
+      }));
     },
     predictionCounts() {
       const out: Record<string, Record<number, number>> = {};
@@ -325,7 +349,14 @@ export function createModelServer(opts: ModelServerOptions): ModelServer {
 
 function fromRegistry(e: unknown): unknown {
   if (e instanceof RegistryError) {
-    const code: ServingErrorCode = e.code === 'MODEL_NOT_FOUND' ? 'MODEL_NOT_FOUND' : e.code === 'VERSION_NOT_FOUND' ? 'VERSION_NOT_FOUND' : e.code === 'ALIAS_NOT_SET' ? 'NOT_DEPLOYED' : 'BAD_ROLLBACK';
+    const code: ServingErrorCode =
+      e.code === 'MODEL_NOT_FOUND'
+        ? 'MODEL_NOT_FOUND'
+        : e.code === 'VERSION_NOT_FOUND'
+          ? 'VERSION_NOT_FOUND'
+          : e.code === 'ALIAS_NOT_SET'
+            ? 'NOT_DEPLOYED'
+            : 'BAD_ROLLBACK';
     return new ServingError(code, e.message);
   }
   return e;
@@ -343,7 +374,8 @@ export function toBatch(
 ): { n: number; values: Float32Array } {
   const want = `[${entry.sampleShape.join(', ')}]`;
   const who = `model ${entry.model} v${entry.version}`;
-  if (!Array.isArray(inputs)) throw new ServingError('BAD_INPUT', `"inputs" must be a list of samples (${who} expects samples of shape ${want} or ${entry.sampleSize} flat numbers)`);
+  if (!Array.isArray(inputs))
+    throw new ServingError('BAD_INPUT', `"inputs" must be a list of samples (${who} expects samples of shape ${want} or ${entry.sampleSize} flat numbers)`);
   if (inputs.length === 0) throw new ServingError('BAD_INPUT', '"inputs" is empty: send at least one sample');
   if (inputs.length > maxBatch) throw new ServingError('BAD_INPUT', `"inputs" has ${inputs.length} samples; at most ${maxBatch} per request`);
   const values = new Float32Array(inputs.length * entry.sampleSize);
@@ -365,24 +397,39 @@ export function toBatch(
  * Checks every value against the version's input spec, mapping raw values first when asked.
  * Versions registered without a spec are served as before: no range check, no raw encoding.
  */
-function checkValues(values: Float32Array, entry: { model: string; version: number; sampleSize: number; inputSpec?: InputSpec }, encoding: InputEncoding): void {
+function checkValues(
+  values: Float32Array,
+  entry: { model: string; version: number; sampleSize: number; inputSpec?: InputSpec },
+  encoding: InputEncoding,
+): void {
   const spec = entry.inputSpec;
   const who = `model ${entry.model} v${entry.version}`;
   const at = (i: number) => `inputs[${Math.floor(i / entry.sampleSize)}] at flat index ${i % entry.sampleSize}`;
   if (encoding === 'raw') {
     const raw = spec?.raw;
-    if (!raw) throw new ServingError('BAD_INPUT', `${who} records no raw encoding (it was registered without an input spec, or its data needs none): send inputs as the model takes them, without "encoding": "raw"`);
+    if (!raw)
+      throw new ServingError(
+        'BAD_INPUT',
+        `${who} records no raw encoding (it was registered without an input spec, or its data needs none): send inputs as the model takes them, without "encoding": "raw"`,
+      );
     if (raw.kind === 'scale') {
       const [lo, hi] = raw.rawRange;
       for (let i = 0; i < values.length; i++) {
         const v = values[i]!;
-        if (v < lo || v > hi) throw new ServingError('BAD_INPUT', `${at(i)} is ${fmt(v)}, but with "encoding": "raw" values must be in [${fmt(lo)}, ${fmt(hi)}] (${raw.describe}) for ${who}`);
+        if (v < lo || v > hi)
+          throw new ServingError(
+            'BAD_INPUT',
+            `${at(i)} is ${fmt(v)}, but with "encoding": "raw" values must be in [${fmt(lo)}, ${fmt(hi)}] (${raw.describe}) for ${who}`,
+          );
         values[i] = v * raw.scale;
       }
       return;
     }
     if (raw.mean.length !== entry.sampleSize || raw.std.length !== entry.sampleSize) {
-      throw new ServingError('BAD_INPUT', `${who}'s recorded normalisation has ${raw.mean.length} features, the model takes ${entry.sampleSize}: send inputs as the model takes them`);
+      throw new ServingError(
+        'BAD_INPUT',
+        `${who}'s recorded normalisation has ${raw.mean.length} features, the model takes ${entry.sampleSize}: send inputs as the model takes them`,
+      );
     }
     for (let i = 0; i < values.length; i++) {
       const f = i % entry.sampleSize;
@@ -392,7 +439,10 @@ function checkValues(values: Float32Array, entry: { model: string; version: numb
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
       if (v < lo || v > hi) {
-        throw new ServingError('BAD_INPUT', `${at(i)} normalises to ${fmt(v)}, but values must be in [${fmt(lo)}, ${fmt(hi)}] (${spec.describe}) for ${who}: the sample is far outside the data the model was trained on`);
+        throw new ServingError(
+          'BAD_INPUT',
+          `${at(i)} normalises to ${fmt(v)}, but values must be in [${fmt(lo)}, ${fmt(hi)}] (${spec.describe}) for ${who}: the sample is far outside the data the model was trained on`,
+        );
       }
     }
     return;
@@ -430,7 +480,8 @@ function shapeOf(x: unknown, where: string, flat: number[]): number[] {
   x.forEach((el, j) => {
     const s = shapeOf(el, `${where}[${j}]`, flat);
     if (inner === undefined) inner = s;
-    else if (!sameDims(inner, s)) throw new ServingError('BAD_INPUT', `${where} is ragged: ${where}[${j}] has shape [${s.join(', ')}], ${where}[0] has [${inner.join(', ')}]`);
+    else if (!sameDims(inner, s))
+      throw new ServingError('BAD_INPUT', `${where} is ragged: ${where}[${j}] has shape [${s.join(', ')}], ${where}[0] has [${inner.join(', ')}]`);
   });
   return [x.length, ...(inner ?? [])];
 }

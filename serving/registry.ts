@@ -236,11 +236,22 @@ export interface AliasEvent {
  */
 export type RegisterVersionInput = Omit<ModelVersion, 'version' | 'createdAt' | 'format'> & { format?: ModelFormat; owner?: Claimant & { pipeline: string } };
 
-export type RegistryErrorCode = 'MODEL_NOT_FOUND' | 'VERSION_NOT_FOUND' | 'ALIAS_NOT_SET' | 'BAD_ROLLBACK' | 'BAD_MODEL_NAME' | 'MODEL_NAME_TAKEN' | 'BAD_ARGUMENT' | 'ALIAS_MOVED';
+export type RegistryErrorCode =
+  | 'MODEL_NOT_FOUND'
+  | 'VERSION_NOT_FOUND'
+  | 'ALIAS_NOT_SET'
+  | 'BAD_ROLLBACK'
+  | 'BAD_MODEL_NAME'
+  | 'MODEL_NAME_TAKEN'
+  | 'BAD_ARGUMENT'
+  | 'ALIAS_MOVED';
 
 /** An expected registry error with a stable code (the API maps it to 404/400). */
 export class RegistryError extends Error {
-  constructor(readonly code: RegistryErrorCode, message: string) {
+  constructor(
+    readonly code: RegistryErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = 'RegistryError';
   }
@@ -287,7 +298,11 @@ export class ModelRegistry {
         return await this.db.tx(async (tx) => {
           // Serialise writers of one model (SQLite's BEGIN IMMEDIATE already does).
           if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${input.model}`]);
-          const existing = await tx.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? AND run_id = ? AND stage_id = ?`, [input.model, input.runId, input.stageId]);
+          const existing = await tx.query<VersionRow>(`SELECT ${VERSION_COLS} FROM model_versions WHERE model = ? AND run_id = ? AND stage_id = ?`, [
+            input.model,
+            input.runId,
+            input.stageId,
+          ]);
           if (existing[0]) return { version: toVersion(existing[0]), created: false };
           const createdAt = this.now().toISOString();
           if (input.owner) {
@@ -362,20 +377,29 @@ export class ModelRegistry {
 
   /** How deploy stages may move `production` of `model` (the default when no admin has set one). */
   async promotionPolicy(model: string): Promise<PromotionPolicy> {
-    const rows = await this.db.query<{ require_champion_challenger: number | string | boolean; max_tolerance: number | string; set_by: string; set_at: string }>(
-      'SELECT require_champion_challenger, max_tolerance, set_by, set_at FROM model_policies WHERE model = ?',
-      [model],
-    );
+    const rows = await this.db.query<{
+      require_champion_challenger: number | string | boolean;
+      max_tolerance: number | string;
+      set_by: string;
+      set_at: string;
+    }>('SELECT require_champion_challenger, max_tolerance, set_by, set_at FROM model_policies WHERE model = ?', [model]);
     const r = rows[0];
     if (!r) return { model, requireChampionChallenger: true, maxTolerance: DEFAULT_MAX_TOLERANCE, setBy: null, setAt: null };
-    return { model, requireChampionChallenger: Number(r.require_champion_challenger) !== 0, maxTolerance: Number(r.max_tolerance), setBy: r.set_by, setAt: r.set_at };
+    return {
+      model,
+      requireChampionChallenger: Number(r.require_champion_challenger) !== 0,
+      maxTolerance: Number(r.max_tolerance),
+      setBy: r.set_by,
+      setAt: r.set_at,
+    };
   }
 
   /** An admin's setting for `model`: whether deploy-stage promotions need champion/challenger, and the largest tolerance a spec may use. */
   async setPromotionPolicy(model: string, p: { requireChampionChallenger: boolean; maxTolerance?: number }, setBy: string): Promise<PromotionPolicy> {
     checkName(model);
     const maxTolerance = p.maxTolerance ?? DEFAULT_MAX_TOLERANCE;
-    if (!(maxTolerance >= 0 && maxTolerance <= 1)) throw new RegistryError('BAD_ARGUMENT', `maxTolerance is a fraction of accuracy in 0..1 (0.005 = half a percentage point); got ${maxTolerance}`);
+    if (!(maxTolerance >= 0 && maxTolerance <= 1))
+      throw new RegistryError('BAD_ARGUMENT', `maxTolerance is a fraction of accuracy in 0..1 (0.005 = half a percentage point); got ${maxTolerance}`);
     await this.db.run(
       `INSERT INTO model_policies (model, require_champion_challenger, max_tolerance, set_by, set_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (model) DO UPDATE SET require_champion_challenger = excluded.require_champion_challenger, max_tolerance = excluded.max_tolerance, set_by = excluded.set_by, set_at = excluded.set_at`,
@@ -406,14 +430,19 @@ export class ModelRegistry {
   }
 
   async aliases(model: string): Promise<ModelAlias[]> {
-    const rows = await this.db.query<{ model: string; alias: string; version: number | string; updated_at: string }>('SELECT model, alias, version, updated_at FROM model_aliases WHERE model = ? ORDER BY alias', [model]);
+    const rows = await this.db.query<{ model: string; alias: string; version: number | string; updated_at: string }>(
+      'SELECT model, alias, version, updated_at FROM model_aliases WHERE model = ? ORDER BY alias',
+      [model],
+    );
     return rows.map((r) => ({ model: r.model, alias: r.alias, version: Number(r.version), updatedAt: r.updated_at }));
   }
 
   /** The version an alias points at, or undefined when the alias is not set. */
   async resolveAlias(model: string, alias = PRODUCTION_ALIAS): Promise<ModelVersion | undefined> {
     const rows = await this.db.query<VersionRow>(
-      `SELECT ${VERSION_COLS.split(', ').map((c) => `v.${c}`).join(', ')} FROM model_aliases a JOIN model_versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?`,
+      `SELECT ${VERSION_COLS.split(', ')
+        .map((c) => `v.${c}`)
+        .join(', ')} FROM model_aliases a JOIN model_versions v ON v.model = a.model AND v.version = a.version WHERE a.model = ? AND a.alias = ?`,
       [model, alias],
     );
     return rows[0] ? toVersion(rows[0]) : undefined;
@@ -424,18 +453,29 @@ export class ModelRegistry {
    * (a version, or null for "not set"), refuses with ALIAS_MOVED when the alias points elsewhere
    * by now: a deploy that compared against one production version does not replace another.
    */
-  async setAlias(model: string, alias: string, version: number, reason = 'set', o: { expectPrevious?: number | null } = {}): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
+  async setAlias(
+    model: string,
+    alias: string,
+    version: number,
+    reason = 'set',
+    o: { expectPrevious?: number | null } = {},
+  ): Promise<{ alias: ModelAlias; previousVersion: number | null }> {
     return this.db.tx(async (tx) => {
       if (tx.dialect === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext(?))', [`capstan.registry:${model}`]);
       const v = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? AND version = ?', [model, version]);
       if (v.length === 0) {
         const any = await tx.query('SELECT 1 AS one FROM model_versions WHERE model = ? LIMIT 1', [model]);
-        throw any.length ? new RegistryError('VERSION_NOT_FOUND', `model ${model} has no version ${version}`) : new RegistryError('MODEL_NOT_FOUND', `model ${model} is not registered`);
+        throw any.length
+          ? new RegistryError('VERSION_NOT_FOUND', `model ${model} has no version ${version}`)
+          : new RegistryError('MODEL_NOT_FOUND', `model ${model} is not registered`);
       }
       const prev = await tx.query<{ version: number | string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?', [model, alias]);
       const previousVersion = prev[0] ? Number(prev[0].version) : null;
       if (o.expectPrevious !== undefined && o.expectPrevious !== previousVersion && previousVersion !== version) {
-        throw new RegistryError('ALIAS_MOVED', `${alias} of ${model} moved to ${previousVersion === null ? 'no version' : `version ${previousVersion}`} while version ${version} was compared with ${o.expectPrevious === null ? 'no version' : `version ${o.expectPrevious}`}`);
+        throw new RegistryError(
+          'ALIAS_MOVED',
+          `${alias} of ${model} moved to ${previousVersion === null ? 'no version' : `version ${previousVersion}`} while version ${version} was compared with ${o.expectPrevious === null ? 'no version' : `version ${o.expectPrevious}`}`,
+        );
       }
       const at = this.now().toISOString();
       await tx.run(
@@ -466,18 +506,32 @@ export class ModelRegistry {
       throw new RegistryError('ALIAS_NOT_SET', `model ${model} has no ${alias} version to roll back from`);
     }
     if (toVersion >= current.version) {
-      throw new RegistryError('BAD_ROLLBACK', `rollback goes to an earlier version: ${alias} of ${model} is version ${current.version}, asked for ${toVersion} (use promote to move forward)`);
+      throw new RegistryError(
+        'BAD_ROLLBACK',
+        `rollback goes to an earlier version: ${alias} of ${model} is version ${current.version}, asked for ${toVersion} (use promote to move forward)`,
+      );
     }
     await this.setAlias(model, alias, toVersion, 'rollback');
     return { from: current.version, to: toVersion };
   }
 
   async aliasHistory(model: string, alias = PRODUCTION_ALIAS): Promise<AliasEvent[]> {
-    const rows = await this.db.query<{ model: string; alias: string; version: number | string; previous_version: number | string | null; reason: string; at: string }>(
-      'SELECT model, alias, version, previous_version, reason, at FROM model_alias_events WHERE model = ? AND alias = ? ORDER BY seq',
-      [model, alias],
-    );
-    return rows.map((r) => ({ model: r.model, alias: r.alias, version: Number(r.version), previousVersion: r.previous_version === null ? null : Number(r.previous_version), reason: r.reason, at: r.at }));
+    const rows = await this.db.query<{
+      model: string;
+      alias: string;
+      version: number | string;
+      previous_version: number | string | null;
+      reason: string;
+      at: string;
+    }>('SELECT model, alias, version, previous_version, reason, at FROM model_alias_events WHERE model = ? AND alias = ? ORDER BY seq', [model, alias]);
+    return rows.map((r) => ({
+      model: r.model,
+      alias: r.alias,
+      version: Number(r.version),
+      previousVersion: r.previous_version === null ? null : Number(r.previous_version),
+      reason: r.reason,
+      at: r.at,
+    }));
   }
 }
 
@@ -501,12 +555,27 @@ async function hasVersions(db: Db, model: string): Promise<boolean> {
 }
 
 async function ownerIn(db: Db, model: string): Promise<ModelOwner | undefined> {
-  const rows = await db.query<{ model: string; pipeline: string; run_id: string; claimed_at: string; token_id: string | null; token_name: string | null; granted_by: string | null }>(
-    'SELECT model, pipeline, run_id, claimed_at, token_id, token_name, granted_by FROM model_owners WHERE model = ?',
-    [model],
-  );
+  const rows = await db.query<{
+    model: string;
+    pipeline: string;
+    run_id: string;
+    claimed_at: string;
+    token_id: string | null;
+    token_name: string | null;
+    granted_by: string | null;
+  }>('SELECT model, pipeline, run_id, claimed_at, token_id, token_name, granted_by FROM model_owners WHERE model = ?', [model]);
   const r = rows[0];
-  return r ? { model: r.model, tokenId: r.token_id ?? null, name: r.token_name ?? null, pipeline: r.pipeline, runId: r.run_id, claimedAt: r.claimed_at, grantedBy: r.granted_by ?? null } : undefined;
+  return r
+    ? {
+        model: r.model,
+        tokenId: r.token_id ?? null,
+        name: r.token_name ?? null,
+        pipeline: r.pipeline,
+        runId: r.run_id,
+        claimedAt: r.claimed_at,
+        grantedBy: r.granted_by ?? null,
+      }
+    : undefined;
 }
 
 function checkName(model: string): void {

@@ -18,7 +18,16 @@ import type { ActivityOptions } from '@temporalio/common';
 import { trace, TraceFlags } from '@opentelemetry/api';
 import type { Activities } from '../activities/index.js';
 import { formatMoneyExact, parseMoney } from '../ledger/money.js';
-import { acquireSlotsSignal, releaseSlotsSignal, slotKeeperId, slotsDeniedSignal, slotsGrantedSignal, slotsPingSignal, slotsRevokedSignal, takesGangSlots } from './gang.js';
+import {
+  acquireSlotsSignal,
+  releaseSlotsSignal,
+  slotKeeperId,
+  slotsDeniedSignal,
+  slotsGrantedSignal,
+  slotsPingSignal,
+  slotsRevokedSignal,
+  takesGangSlots,
+} from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { BUDGET_PAUSE_CODE, runMetrics } from './metrics-sink.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
@@ -172,7 +181,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       if (d.action === 'raise-budget') {
         raiseBudget(state.budget!, d, now());
         budgetVersion++;
-        event('BUDGET_RAISED', d.stageId, `${d.stageId ? `stage ${d.stageId}` : 'run'} budget raised to ${d.max} ${state.budget!.currency}${d.by ? ` by ${d.by}` : ''}`);
+        event(
+          'BUDGET_RAISED',
+          d.stageId,
+          `${d.stageId ? `stage ${d.stageId}` : 'run'} budget raised to ${d.max} ${state.budget!.currency}${d.by ? ` by ${d.by}` : ''}`,
+        );
         return state;
       }
       decisions.set(d.action === 'abort' ? '*' : d.stageId, d);
@@ -236,7 +249,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
       delete st.errorType;
       running.add(spec.id);
       markCurrent();
-      event('STAGE_STARTED', spec.id, round > 0 ? `operator retry ${round}${actingAs.has(spec.id) ? ` as ${actingAs.get(spec.id)!.name} (${actingAs.get(spec.id)!.role})` : ''}` : undefined);
+      event(
+        'STAGE_STARTED',
+        spec.id,
+        round > 0 ? `operator retry ${round}${actingAs.has(spec.id) ? ` as ${actingAs.get(spec.id)!.name} (${actingAs.get(spec.id)!.role})` : ''}` : undefined,
+      );
       refreshDetails();
       try {
         const outcome = await execute({ ...spec, params, pluginVersion }, stageInputs, round, checkpoint);
@@ -355,7 +372,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     };
     if (takesGangSlots(spec) && patched(PATCH_GANG_SLOTS)) return executeAsGang(spec, common, base, suffix);
     if (spec.replicas <= 1) {
-      const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
+      const acts = proxyActivities<Activities>({
+        ...base,
+        activityId: `stage:${spec.id}${suffix}`,
+        summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}`,
+      });
       return acts.runStage(common);
     }
     const replicaResults = await Promise.all(
@@ -430,7 +451,12 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     let over = false;
     try {
       try {
-        await keeper.signal(acquireSlotsSignal, { requestId, workflowId: workflowInfo().workflowId, count: spec.replicas, label: `${input.pipeline}/${spec.id}` });
+        await keeper.signal(acquireSlotsSignal, {
+          requestId,
+          workflowId: workflowInfo().workflowId,
+          count: spec.replicas,
+          label: `${input.pipeline}/${spec.id}`,
+        });
         asked = true;
       } catch (err) {
         if (isCancellation(err)) throw err;
@@ -452,7 +478,12 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         if (!answer.granted) {
           asked = false;
           const after = requeue?.after ? ` (after ${requeue.after})` : '';
-          throw ApplicationFailure.create({ message: `stage ${spec.id}: ${answer.reason}${after}`, type: 'GANG_CAPACITY', nonRetryable: true, details: [{ attempt: 0 }] });
+          throw ApplicationFailure.create({
+            message: `stage ${spec.id}: ${answer.reason}${after}`,
+            type: 'GANG_CAPACITY',
+            nonRetryable: true,
+            details: [{ attempt: 0 }],
+          });
         }
       }
       // Replicas of this try, in one scope: cancelled together when one fails for good, when the
@@ -479,7 +510,11 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
         throw err;
       };
       if (spec.replicas <= 1) {
-        const acts = proxyActivities<Activities>({ ...base, activityId: `stage:${spec.id}${suffix}${tag}`, summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}` });
+        const acts = proxyActivities<Activities>({
+          ...base,
+          activityId: `stage:${spec.id}${suffix}${tag}`,
+          summary: `${spec.id}: ${spec.plugin}@${spec.pluginVersion}`,
+        });
         if (!requeue) return { outcome: await acts.runStage(common) };
         try {
           return { outcome: await scope.run(() => acts.runStage(common)) };
@@ -780,7 +815,11 @@ function validateRaise(d: Extract<Decision, { action: 'raise-budget' }>, state: 
   }
   const current = d.stageId === undefined ? b.max : b.stages[d.stageId]?.max;
   if (current === undefined) {
-    throw new Error(d.stageId === undefined ? 'this run has no run-wide budget (only stage budgets: give stageId)' : `stage ${JSON.stringify(d.stageId)} has no budget of its own`);
+    throw new Error(
+      d.stageId === undefined
+        ? 'this run has no run-wide budget (only stage budgets: give stageId)'
+        : `stage ${JSON.stringify(d.stageId)} has no budget of its own`,
+    );
   }
   if (max <= parseMoney(current)) {
     throw new Error(`a raise must go up: ${formatMoneyExact(max)} ${b.currency} is not above the current ${current} ${b.currency}`);

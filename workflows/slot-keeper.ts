@@ -1,4 +1,13 @@
-import { allHandlersFinished, condition, continueAsNew, getExternalWorkflowHandle, isCancellation, patched, setHandler, workflowInfo } from '@temporalio/workflow';
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
+  patched,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
 import {
   acquireSlotsSignal,
   registerSlotsSignal,
@@ -117,7 +126,13 @@ export async function slotKeeperWorkflow(input: SlotKeeperInput): Promise<void> 
     const held = holders.find((h) => h.requestId === r.requestId);
     if (held) outbox.push({ kind: 'grant', t: held });
     else if (!waiting.some((w) => w.requestId === r.requestId)) {
-      waiting.push({ requestId: r.requestId, workflowId: r.workflowId, count: Math.max(1, Math.floor(r.count)), ...(r.label ? { label: r.label } : {}), since: Date.now() });
+      waiting.push({
+        requestId: r.requestId,
+        workflowId: r.workflowId,
+        count: Math.max(1, Math.floor(r.count)),
+        ...(r.label ? { label: r.label } : {}),
+        since: Date.now(),
+      });
     }
     dirty = true;
   });
@@ -127,7 +142,13 @@ export async function slotKeeperWorkflow(input: SlotKeeperInput): Promise<void> 
     dirty = true;
   });
   setHandler(slotsQuery, (): SlotKeeperView => {
-    const view = (t: Ticket) => ({ requestId: t.requestId, workflowId: t.workflowId, count: t.count, ...(t.label ? { label: t.label } : {}), since: iso(t.since) });
+    const view = (t: Ticket) => ({
+      requestId: t.requestId,
+      workflowId: t.workflowId,
+      count: t.count,
+      ...(t.label ? { label: t.label } : {}),
+      since: iso(t.since),
+    });
     return {
       queue,
       capacity: capacity(),
@@ -149,7 +170,11 @@ export async function slotKeeperWorkflow(input: SlotKeeperInput): Promise<void> 
       const cap = capacity();
       if (cap > 0 && head.count > cap) {
         waiting.shift();
-        outbox.push({ kind: 'deny', t: head, reason: `needs ${head.count} slots at once, but task queue ${queue} has ${cap} (slots of the workers serving it)` });
+        outbox.push({
+          kind: 'deny',
+          t: head,
+          reason: `needs ${head.count} slots at once, but task queue ${queue} has ${cap} (slots of the workers serving it)`,
+        });
         continue;
       }
       if (cap - used() < head.count) {
@@ -188,7 +213,16 @@ export async function slotKeeperWorkflow(input: SlotKeeperInput): Promise<void> 
     const info = workflowInfo();
     if (info.continueAsNewSuggested || info.historyLength > HISTORY_LIMIT) {
       await condition(allHandlersFinished);
-      if (!dirty && !outbox.length) await continueAsNew<typeof slotKeeperWorkflow>({ queue, workers, holders, waiting, holderCheckMs, revokeAfterMs, ...(overSince !== undefined ? { overSince } : {}) });
+      if (!dirty && !outbox.length)
+        await continueAsNew<typeof slotKeeperWorkflow>({
+          queue,
+          workers,
+          holders,
+          waiting,
+          holderCheckMs,
+          revokeAfterMs,
+          ...(overSince !== undefined ? { overSince } : {}),
+        });
       continue;
     }
     const nextCheck = waiting.length && holders.length ? Math.max(lastCheck, waiting[0]!.since) + holderCheckMs : Infinity;

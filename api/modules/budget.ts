@@ -7,7 +7,6 @@ import type { ApiContext, ApiModule } from '../module.js';
 import { budgetTypeDefs } from '../schema/budget.js';
 import { full, stripNulls, type RunParent } from './core.js';
 
-
 const action = (a: 'pause' | 'fail') => (a === 'pause' ? 'PAUSE' : 'FAIL');
 
 function budgetView(b: BudgetState) {
@@ -57,7 +56,11 @@ export const budgetModule: ApiModule = {
       spend: async (r: RunParent, _: unknown, ctx: ApiContext) => {
         const s = await ctx.engine.spend(r.id);
         if (!s) return null;
-        return { currency: s.currency, total: formatMoneyExact(s.total), byStage: Object.entries(s.byStage).map(([key, v]) => ({ key, cost: formatMoneyExact(v) })) };
+        return {
+          currency: s.currency,
+          total: formatMoneyExact(s.total),
+          byStage: Object.entries(s.byStage).map(([key, v]) => ({ key, cost: formatMoneyExact(v) })),
+        };
       },
     },
     StageRun: {

@@ -8,7 +8,12 @@ import { coreTypeDefs } from '../schema/core.js';
 /** GraphQL input objects carry explicit nulls for omitted optional fields; the spec schema wants them absent. */
 export function stripNulls(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(stripNulls);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null).map(([k, x]) => [k, stripNulls(x)]));
+  if (v && typeof v === 'object')
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([, x]) => x !== null)
+        .map(([k, x]) => [k, stripNulls(x)]),
+    );
   return v;
 }
 
@@ -102,7 +107,8 @@ export const coreModule: ApiModule = {
     PipelineRun: {
       stages: async (r: RunParent, _: unknown, ctx: ApiContext) => ((await full(r, ctx))?.stages ?? []).map((s) => ({ ...s, [RUN_OF_STAGE]: r.id })),
       events: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.events ?? [],
-      pausedStages: async (r: RunParent, _: unknown, ctx: ApiContext) => (r.status === 'PAUSED' ? ((await full(r, ctx))?.pausedStages ?? []) : 'pausedStages' in r ? r.pausedStages : []),
+      pausedStages: async (r: RunParent, _: unknown, ctx: ApiContext) =>
+        r.status === 'PAUSED' ? ((await full(r, ctx))?.pausedStages ?? []) : 'pausedStages' in r ? r.pausedStages : [],
       tfBackend: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.tfBackend ?? null,
       resumedFrom: async (r: RunParent, _: unknown, ctx: ApiContext) => (await full(r, ctx))?.resumedFrom ?? null,
       temporalUrl: (r: RunParent, _: unknown, ctx: ApiContext) => ctx.engine.temporalUrl(r.id, r.runId) ?? null,

@@ -6,7 +6,6 @@ import { apiError } from '../errors.js';
 import type { ApiContext, ApiModule } from '../module.js';
 import { ledgerTypeDefs } from '../schema/ledger.js';
 
-
 const kindToEnum = { cost: 'COST', expected_revenue: 'EXPECTED_REVENUE', realised_revenue: 'REALISED_REVENUE' } as const;
 
 function entryView(e: LedgerEntry) {

@@ -87,8 +87,13 @@ export const modelsModule: ApiModule = {
       },
       setModelOwner: async (_: unknown, args: { name: string; tokenId: string }, ctx: ApiContext) => {
         const token = (await ctx.tokens.list()).find((t) => t.id === args.tokenId);
-        if (!token) throw new RegistryError('BAD_ARGUMENT', `setModelOwner: no token has id ${JSON.stringify(args.tokenId)} (the 12 hex digits after cap_ in the token, or tokens { id })`);
-        if (token.revokedAt) throw new RegistryError('BAD_ARGUMENT', `setModelOwner: token ${args.tokenId} ("${token.name}") is revoked; grant the model to an active token`);
+        if (!token)
+          throw new RegistryError(
+            'BAD_ARGUMENT',
+            `setModelOwner: no token has id ${JSON.stringify(args.tokenId)} (the 12 hex digits after cap_ in the token, or tokens { id })`,
+          );
+        if (token.revokedAt)
+          throw new RegistryError('BAD_ARGUMENT', `setModelOwner: token ${args.tokenId} ("${token.name}") is revoked; grant the model to an active token`);
         return ownerView(await ctx.models.setOwner(args.name, { tokenId: token.id, name: token.name }, ctx.principal.name));
       },
       setModelPromotionPolicy: async (_: unknown, args: { name: string; requireChampionChallenger: boolean; maxTolerance?: number | null }, ctx: ApiContext) =>
@@ -137,7 +142,12 @@ async function predictRoute(request: Request, ctx: ApiDeps): Promise<Response | 
   }
   const encoding = (body as { encoding?: unknown }).encoding ?? 'normalized';
   if (encoding !== 'normalized' && encoding !== 'raw') {
-    return json(400, { error: { code: 'BAD_INPUT', message: '"encoding" must be "normalized" (the default: values as the model takes them) or "raw" (e.g. 0–255 pixels, normalised by the server)' } });
+    return json(400, {
+      error: {
+        code: 'BAD_INPUT',
+        message: '"encoding" must be "normalized" (the default: values as the model takes them) or "raw" (e.g. 0–255 pixels, normalised by the server)',
+      },
+    });
   }
   try {
     const result = await ctx.modelServer.predict(name, (body as { inputs: unknown }).inputs, { encoding });

@@ -40,10 +40,15 @@ export const operationsModule: ApiModule = {
         const r = await ctx.engine.resume(a.runId, { dryRun: a.dryRun, startedBy: starterOf(ctx), ...(a.fromStage != null ? { fromStage: a.fromStage } : {}) });
         return { plan: r.plan, run: r.run ?? null };
       },
-      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) => ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
+      savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) =>
+        ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
       deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.delete(a.name),
       schedulePipeline: async (_: unknown, a: { name: string; cron?: string | null; every?: string | null; runAs?: string | null }, ctx: Ctx) =>
-        ctx.engine.schedule(a.name, { startedBy: await scheduleActor(ctx, a.runAs), ...(a.cron ? { cron: a.cron } : {}), ...(a.every ? { every: a.every } : {}) }),
+        ctx.engine.schedule(a.name, {
+          startedBy: await scheduleActor(ctx, a.runAs),
+          ...(a.cron ? { cron: a.cron } : {}),
+          ...(a.every ? { every: a.every } : {}),
+        }),
       pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.pauseSchedule(a.id, a.paused),
       deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.deleteSchedule(a.id),
       emitEvent: (_: unknown, a: { type: string; payload?: unknown; eventId?: string | null }, ctx: Ctx) =>

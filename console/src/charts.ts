@@ -12,7 +12,16 @@ export interface LineSeries {
 }
 
 /** A uPlot line chart; `xs` are the x values (epochs, or seconds for time axes). */
-export function LineChart(props: { title: string; xLabel: string; xs: number[]; series: LineSeries[]; time?: boolean; testid?: string; height?: number; width?: number }) {
+export function LineChart(props: {
+  title: string;
+  xLabel: string;
+  xs: number[];
+  series: LineSeries[];
+  time?: boolean;
+  testid?: string;
+  height?: number;
+  width?: number;
+}) {
   const el = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const node = el.current;
@@ -24,7 +33,16 @@ export function LineChart(props: { title: string; xLabel: string; xs: number[]; 
         height: props.height ?? 220,
         scales: { x: { time: props.time ?? false } },
         axes: [{ label: props.xLabel, ...(props.time ? {} : { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }) }, {}],
-        series: [{ label: props.xLabel }, ...props.series.map((s, i) => ({ label: s.label, stroke: PALETTE[i % PALETTE.length]!, width: 2, ...(s.dash ? { dash: s.dash } : {}), points: { show: true, size: 6 } }))],
+        series: [
+          { label: props.xLabel },
+          ...props.series.map((s, i) => ({
+            label: s.label,
+            stroke: PALETTE[i % PALETTE.length]!,
+            width: 2,
+            ...(s.dash ? { dash: s.dash } : {}),
+            points: { show: true, size: 6 },
+          })),
+        ],
       },
       [props.xs, ...props.series.map((s) => s.values)] as uPlot.AlignedData,
       node,
@@ -86,7 +104,7 @@ export function Gantt(props: { lanes: string[]; bars: GanttBar[]; t0: number; t1
       return html`<g data-testid=${b.testid} data-kind=${b.kind} tabindex="0" aria-label=${b.label}>
         <title>${b.label}</title>
         <rect x=${bx} y=${row * rowH + (pause ? 3 : wait ? 7 : 5)} width=${w} height=${pause ? rowH - 6 : wait ? rowH - 14 : rowH - 10} rx="3"
-          fill=${pause ? 'url(#hatch)' : wait ? '#e3f1fb' : OUTCOME_COLOUR[b.kind] ?? '#888'} stroke=${stroke} stroke-dasharray=${b.kind === 'FAILED' ? '3 2' : wait ? '4 3' : ''} />
+          fill=${pause ? 'url(#hatch)' : wait ? '#e3f1fb' : (OUTCOME_COLOUR[b.kind] ?? '#888')} stroke=${stroke} stroke-dasharray=${b.kind === 'FAILED' ? '3 2' : wait ? '4 3' : ''} />
       </g>`;
     })}
   </svg>`;

@@ -43,7 +43,11 @@ function SignIn(props: { onSignedIn: (me: Me) => void; error?: string }) {
       props.onSignedIn(whoami);
     } catch (err) {
       setToken(null);
-      setError(err instanceof ApiError && err.code === 'UNAUTHENTICATED' ? 'That token was not accepted (unknown, expired or revoked).' : String((err as Error).message));
+      setError(
+        err instanceof ApiError && err.code === 'UNAUTHENTICATED'
+          ? 'That token was not accepted (unknown, expired or revoked).'
+          : String((err as Error).message),
+      );
     }
   };
   return html`<main id="main" class="signin">

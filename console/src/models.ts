@@ -77,12 +77,16 @@ export function ModelsPage(props: { me: Me }) {
               <td><a href=${runHref(v.runId)}>${v.runId}</a></td>
               <td>${v.gates ? html`<ul class="plain gates">${v.gates.map((g) => html`<li class=${g.passed ? 'ok' : 'error'}>${g.passed ? '✓' : '✗'} ${g.gate}${g.note ? ` — ${g.note}` : ` ${g.measured} vs ${g.threshold}`}</li>`)}</ul>` : '—'}</td>
               <td>${v.aliases.join(', ') || '—'}</td>
-              ${can.admin(props.me) &&
-              html`<td>${prod === undefined || v.version > prod
-                ? html`<button data-testid="promote" onClick=${() => move(m, v.version, 'promoteModel')}>Promote v${v.version}</button>`
-                : v.version < prod
-                  ? html`<button data-testid="rollback" onClick=${() => move(m, v.version, 'rollbackModel')}>Roll back to v${v.version}</button>`
-                  : html`<span class="hint">in production</span>`}</td>`}
+              ${
+                can.admin(props.me) &&
+                html`<td>${
+                  prod === undefined || v.version > prod
+                    ? html`<button data-testid="promote" onClick=${() => move(m, v.version, 'promoteModel')}>Promote v${v.version}</button>`
+                    : v.version < prod
+                      ? html`<button data-testid="rollback" onClick=${() => move(m, v.version, 'rollbackModel')}>Roll back to v${v.version}</button>`
+                      : html`<span class="hint">in production</span>`
+                }</td>`
+              }
             </tr>`,
           )}</tbody>
         </table></div>
@@ -147,9 +151,11 @@ function TryIt(props: { model: string; formats: Record<number, string> }) {
       <div>
         <button onClick=${predict} data-testid="predict">Predict</button> <button onClick=${clear}>Clear</button>
         ${error && html`<p role="alert" class="error">${error}</p>`}
-        ${result &&
-        html`<p aria-live="polite">Prediction (<span data-testid="prediction-version">v${result.version}${props.formats[result.version] ? `, ${props.formats[result.version]}` : ''}</span>): <strong class="big" data-testid="prediction">${result.label}</strong></p>
-          <ol class="probs" start="0">${result.probabilities.map((p, i) => html`<li><span class="bar" style=${`width:${Math.round(p * 100)}%`}></span> ${i}: ${(p * 100).toFixed(1)} %</li>`)}</ol>`}
+        ${
+          result &&
+          html`<p aria-live="polite">Prediction (<span data-testid="prediction-version">v${result.version}${props.formats[result.version] ? `, ${props.formats[result.version]}` : ''}</span>): <strong class="big" data-testid="prediction">${result.label}</strong></p>
+          <ol class="probs" start="0">${result.probabilities.map((p, i) => html`<li><span class="bar" style=${`width:${Math.round(p * 100)}%`}></span> ${i}: ${(p * 100).toFixed(1)} %</li>`)}</ol>`
+        }
       </div>
     </div>
   </div>`;

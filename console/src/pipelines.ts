@@ -21,14 +21,26 @@ interface RunMoney {
 export function PipelinesPage(_: { me: Me }) {
   const [names, setNames] = useState<string[] | null>(null);
   const [saved, setSaved] = useState<{ name: string; triggers: string[]; updatedAt: string }[]>([]);
-  const [schedules, setSchedules] = useState<{ id: string; pipeline: string; cron: string[]; every: string[]; paused: boolean; nextActionTimes: string[] }[]>([]);
+  const [schedules, setSchedules] = useState<{ id: string; pipeline: string; cron: string[]; every: string[]; paused: boolean; nextActionTimes: string[] }[]>(
+    [],
+  );
   const [pipeline, setPipeline] = useState('');
   const [by, setBy] = useState<'stage' | 'resource'>('stage');
   const [runs, setRuns] = useState<RunMoney[]>([]);
-  const [total, setTotal] = useState<{ cost: string; revenue: string; realisedRevenue: string; roi: string | null; realisedRoi: string | null; currency: string | null; runs: number } | null>(null);
+  const [total, setTotal] = useState<{
+    cost: string;
+    revenue: string;
+    realisedRevenue: string;
+    roi: string | null;
+    realisedRoi: string | null;
+    currency: string | null;
+    runs: number;
+  } | null>(null);
   const [error, setError] = useState('');
   useEffect(() => {
-    gql<{ ledgerPipelines: string[]; savedPipelines: typeof saved; schedules: typeof schedules }>('{ ledgerPipelines savedPipelines { name triggers updatedAt } schedules { id pipeline cron every paused nextActionTimes } }')
+    gql<{ ledgerPipelines: string[]; savedPipelines: typeof saved; schedules: typeof schedules }>(
+      '{ ledgerPipelines savedPipelines { name triggers updatedAt } schedules { id pipeline cron every paused nextActionTimes } }',
+    )
       .then((r) => {
         setNames(r.ledgerPipelines);
         setSaved(r.savedPipelines);
@@ -39,7 +51,10 @@ export function PipelinesPage(_: { me: Me }) {
   }, []);
   useEffect(() => {
     if (!pipeline) return;
-    gql<{ roiByRun: RunMoney[]; roi: typeof total }>('query($p: String!) { roiByRun(pipeline: $p, last: 60) { runId at currency cost revenue realisedRevenue roi byStage { key cost } byResource { key cost } } roi(pipeline: $p) { cost revenue realisedRevenue roi realisedRoi currency runs } }', { p: pipeline })
+    gql<{ roiByRun: RunMoney[]; roi: typeof total }>(
+      'query($p: String!) { roiByRun(pipeline: $p, last: 60) { runId at currency cost revenue realisedRevenue roi byStage { key cost } byResource { key cost } } roi(pipeline: $p) { cost revenue realisedRevenue roi realisedRoi currency runs } }',
+      { p: pipeline },
+    )
       .then((r) => {
         setRuns(r.roiByRun);
         setTotal(r.roi);
@@ -61,16 +76,19 @@ export function PipelinesPage(_: { me: Me }) {
       </fieldset>
     </form>
     ${names && names.length === 0 && html`<p class="hint">No pipeline has booked money yet (the roi-ledger stage books it).</p>`}
-    ${total &&
-    html`<dl class="facts" data-testid="pipeline-totals">
+    ${
+      total &&
+      html`<dl class="facts" data-testid="pipeline-totals">
       <div><dt>Runs</dt><dd>${total.runs}</dd></div>
       <div><dt>Cost</dt><dd>${money(total.cost, total.currency)}</dd></div>
       <div><dt>Expected revenue</dt><dd>${money(total.revenue, total.currency)}</dd></div>
       <div><dt>Realised revenue</dt><dd>${money(total.realisedRevenue, total.currency)}</dd></div>
       <div><dt>ROI (expected / realised)</dt><dd>${roi(total.roi)} / ${roi(total.realisedRoi)}</dd></div>
-    </dl>`}
-    ${runs.length > 0 &&
-    html`<${StackedBars} title=${`Cost per run by ${by} (oldest → newest)`} unit=${runs[0]?.currency ?? ''}
+    </dl>`
+    }
+    ${
+      runs.length > 0 &&
+      html`<${StackedBars} title=${`Cost per run by ${by} (oldest → newest)`} unit=${runs[0]?.currency ?? ''}
         columns=${runs.map((r, i) => ({ label: `#${i + 1}`, parts: (by === 'stage' ? r.byStage : r.byResource).map((b) => ({ key: b.key, value: Number(b.cost) })) }))} />
       <${LineChart} title="Revenue per run: expected vs realised" xLabel="run #" xs=${xs} width=${720}
         series=${[
@@ -82,7 +100,8 @@ export function PipelinesPage(_: { me: Me }) {
       <div class="scroll"><table>
         <thead><tr><th scope="col">#</th><th scope="col">Run</th><th scope="col">When</th><th scope="col">Cost</th><th scope="col">Expected</th><th scope="col">Realised</th><th scope="col">ROI</th></tr></thead>
         <tbody>${runs.map((r, i) => html`<tr><td>${i + 1}</td><td><a href=${runHref(r.runId)}>${r.runId}</a></td><td>${when(r.at)}</td><td class="num">${money(r.cost, r.currency)}</td><td class="num">${money(r.revenue, r.currency)}</td><td class="num">${money(r.realisedRevenue, r.currency)}</td><td class="num">${roi(r.roi)}</td></tr>`)}</tbody>
-      </table></div>`}
+      </table></div>`
+    }
     <h2>Saved pipelines and triggers</h2>
     ${saved.length === 0 ? html`<p class="hint">None saved.</p>` : html`<ul>${saved.map((s) => html`<li><strong>${s.name}</strong> — ${s.triggers.length ? `starts on ${s.triggers.join(', ')}` : 'no triggers'} · saved ${when(s.updatedAt)}</li>`)}</ul>`}
     <h2>Schedules</h2>

@@ -123,12 +123,17 @@ export function RunPage(props: { id: string; me: Me }) {
     const ac = new AbortController();
     let pending: ReturnType<typeof setTimeout> | undefined;
     setLive(true);
-    subscribe('subscription($id: ID!) { runEvents(runId: $id) { seq type stageId runStatus } }', { id: props.id }, () => {
-      pending ??= setTimeout(() => {
-        pending = undefined;
-        void load();
-      }, 700);
-    }, ac.signal)
+    subscribe(
+      'subscription($id: ID!) { runEvents(runId: $id) { seq type stageId runStatus } }',
+      { id: props.id },
+      () => {
+        pending ??= setTimeout(() => {
+          pending = undefined;
+          void load();
+        }, 700);
+      },
+      ac.signal,
+    )
       .catch(() => {})
       .finally(() => {
         setLive(false);
@@ -198,7 +203,14 @@ function Timeline(props: { run: Run }) {
       if (e.type !== 'RUN_PAUSED') return;
       const resumed = evs.slice(i + 1).find((x) => x.type === 'RUN_RESUMED');
       const t1 = resumed ? Date.parse(resumed.at) : end;
-      bars.push({ lane: stageLanes[0]!, start: Date.parse(e.at), end: t1, kind: 'PAUSED', testid: 'pause-bar', label: `${s.id}: paused for a decision, ${duration(e.at, new Date(t1).toISOString())}` });
+      bars.push({
+        lane: stageLanes[0]!,
+        start: Date.parse(e.at),
+        end: t1,
+        kind: 'PAUSED',
+        testid: 'pause-bar',
+        label: `${s.id}: paused for a decision, ${duration(e.at, new Date(t1).toISOString())}`,
+      });
     });
   }
   if (!bars.length) return html`<p class="hint">No attempt has started yet.</p>`;
@@ -226,13 +238,27 @@ function waitBars(run: Run, s: Stage, stageLanes: string[], end: number, now: nu
     const t1 = ended ? Date.parse(ended.at) : ongoing ? now : end;
     const took = duration(e.at, new Date(t1).toISOString());
     const why = ongoing ? s.wait!.message : `${e.message ?? 'waited for slots'}${ended?.message ? ` — ${ended.message}` : ''}`;
-    bars.push({ lane: s.id, start: Date.parse(e.at), end: t1, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: ${ongoing ? 'waiting' : 'waited'} ${took} — ${why}` });
+    bars.push({
+      lane: s.id,
+      start: Date.parse(e.at),
+      end: t1,
+      kind: 'WAITING',
+      testid: 'wait-bar',
+      label: `${s.id}: ${ongoing ? 'waiting' : 'waited'} ${took} — ${why}`,
+    });
   });
   if (s.wait?.reason === 'BARRIER' && OPEN.includes(run.status)) {
     const w = s.wait;
     for (const r of w.waitingReplicas) {
       const lane = stageLanes.find((l) => l === `${s.id} · replica ${r}`) ?? stageLanes[0]!;
-      bars.push({ lane, start: Date.parse(w.since), end: now, kind: 'WAITING', testid: 'wait-bar', label: `${s.id}: replica ${r} waiting ${duration(w.since, new Date(now).toISOString())} — ${w.message}` });
+      bars.push({
+        lane,
+        start: Date.parse(w.since),
+        end: now,
+        kind: 'WAITING',
+        testid: 'wait-bar',
+        label: `${s.id}: replica ${r} waiting ${duration(w.since, new Date(now).toISOString())} — ${w.message}`,
+      });
     }
   }
   return bars;
@@ -249,7 +275,10 @@ function Curves(props: { run: Run }) {
       const xs = [...new Set(rows.map((e) => e.epoch))].sort((a, b) => a - b);
       const avg = (k: keyof Epoch) =>
         xs.map((x) => {
-          const v = rows.filter((e) => e.epoch === x).map((e) => e[k] as number | null).filter((n): n is number => n !== null);
+          const v = rows
+            .filter((e) => e.epoch === x)
+            .map((e) => e[k] as number | null)
+            .filter((n): n is number => n !== null);
           return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
         });
       const acc = [
@@ -316,26 +345,40 @@ function Decisions(props: { run: Run; schemas: Record<string, unknown>; reload: 
       return html`<${DecisionForm} key=${id} run=${run} stage=${s} schema=${props.schemas[s.plugin]} act=${act} />`;
     })}
     <div class="row">
-      ${open &&
-      (confirmCancel
-        ? html`<div class="confirm" role="group" aria-label="Confirm cancel">
-            <p>Cancelling stops ${run.stages.filter((s) => s.status === 'RUNNING').map((s) => s.id).join(', ') || 'no running stage'} at its next heartbeat; ${run.stages.filter((s) => s.status === 'SUCCEEDED').length} completed stage(s) keep their artifacts, and the run can be resumed from them later.</p>
+      ${
+        open &&
+        (confirmCancel
+          ? html`<div class="confirm" role="group" aria-label="Confirm cancel">
+            <p>Cancelling stops ${
+              run.stages
+                .filter((s) => s.status === 'RUNNING')
+                .map((s) => s.id)
+                .join(', ') || 'no running stage'
+            } at its next heartbeat; ${run.stages.filter((s) => s.status === 'SUCCEEDED').length} completed stage(s) keep their artifacts, and the run can be resumed from them later.</p>
             <button class="danger" onClick=${() => {
               setConfirmCancel(false);
               void act('Cancel', 'mutation($id: ID!) { cancelRun(runId: $id) { id } }', { id: run.id });
             }}>Cancel the run</button>
             <button onClick=${() => setConfirmCancel(false)}>Keep it running</button>
           </div>`
-        : html`<button onClick=${() => setConfirmCancel(true)}>Cancel run…</button>`)}
-      ${!open &&
-      run.status !== 'COMPLETED' &&
-      html`<button data-testid="plan-resume" onClick=${async () => {
-        const r = await act('Resume plan', 'mutation($id: ID!) { resumeRun(runId: $id, dryRun: true) { plan { from startAt stages { id action reason } } } }', { id: run.id });
-        if (r) setPlan((r as { resumeRun: { plan: typeof plan } }).resumeRun.plan);
-      }}>Plan a resume…</button>`}
+          : html`<button onClick=${() => setConfirmCancel(true)}>Cancel run…</button>`)
+      }
+      ${
+        !open &&
+        run.status !== 'COMPLETED' &&
+        html`<button data-testid="plan-resume" onClick=${async () => {
+          const r = await act(
+            'Resume plan',
+            'mutation($id: ID!) { resumeRun(runId: $id, dryRun: true) { plan { from startAt stages { id action reason } } } }',
+            { id: run.id },
+          );
+          if (r) setPlan((r as { resumeRun: { plan: typeof plan } }).resumeRun.plan);
+        }}>Plan a resume…</button>`
+      }
     </div>
-    ${plan &&
-    html`<div class="plan" data-testid="resume-plan">
+    ${
+      plan &&
+      html`<div class="plan" data-testid="resume-plan">
       <h3>Resume plan (dry run)</h3>
       <table><thead><tr><th scope="col">Stage</th><th scope="col">Action</th><th scope="col">Why</th></tr></thead>
         <tbody>${plan.stages.map((s) => html`<tr><td>${s.id}</td><td>${s.action.toLowerCase()}</td><td>${s.reason}</td></tr>`)}</tbody></table>
@@ -345,7 +388,8 @@ function Decisions(props: { run: Run; schemas: Record<string, unknown>; reload: 
         if (id) location.hash = `#/runs/${encodeURIComponent(id)}`;
       }}>Start the resumed run</button>
       <button onClick=${() => setPlan(null)}>Close</button>
-    </div>`}
+    </div>`
+    }
     <p aria-live="polite" class="hint" data-testid="action-message">${msg}</p>
   </section>`;
 }
@@ -382,7 +426,12 @@ function DecisionForm(props: { run: Run; stage: Stage; schema: unknown; act: (wh
     <div class="row">
       <button type="button" disabled=${issues.length > 0} onClick=${() => {
         const v = check(text);
-        if (v !== undefined) void props.act(`Retry ${stage.id}`, 'mutation($id: ID!, $s: String!, $p: JSON) { retryStage(runId: $id, stageId: $s, params: $p) { id status } }', { id: run.id, s: stage.id, p: v });
+        if (v !== undefined)
+          void props.act(`Retry ${stage.id}`, 'mutation($id: ID!, $s: String!, $p: JSON) { retryStage(runId: $id, stageId: $s, params: $p) { id status } }', {
+            id: run.id,
+            s: stage.id,
+            p: v,
+          });
       }}>Retry with these params</button>
       <button type="button" onClick=${() => props.act(`Skip ${stage.id}`, 'mutation($id: ID!, $s: String!) { skipStage(runId: $id, stageId: $s) { id } }', { id: run.id, s: stage.id })}>Skip stage</button>
       <label>Reason <input name="reason" value=${reason} onInput=${(e: Event) => setReason((e.target as HTMLInputElement).value)} /></label>

@@ -41,7 +41,8 @@ function check(s: Schema | boolean, v: unknown, path: string, out: SchemaIssue[]
     if (!types.some((t) => typeMatches(t, got))) return void out.push({ path, message: `must be ${types.join(' or ')}, not ${got}` });
   }
   if (s.const !== undefined && JSON.stringify(s.const) !== JSON.stringify(v)) out.push({ path, message: `must be ${JSON.stringify(s.const)}` });
-  if (Array.isArray(s.enum) && !s.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(v))) out.push({ path, message: `must be one of ${s.enum.map((e: unknown) => JSON.stringify(e)).join(', ')}` });
+  if (Array.isArray(s.enum) && !s.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(v)))
+    out.push({ path, message: `must be one of ${s.enum.map((e: unknown) => JSON.stringify(e)).join(', ')}` });
   if (typeof v === 'number') {
     if (typeof s.minimum === 'number' && v < s.minimum) out.push({ path, message: `must be ≥ ${s.minimum}` });
     if (typeof s.maximum === 'number' && v > s.maximum) out.push({ path, message: `must be ≤ ${s.maximum}` });

@@ -62,7 +62,9 @@ export class Objects {
   }
 
   async putBytes(key: string, body: Uint8Array | string, contentType?: string): Promise<void> {
-    await this.retry(`put ${key}`, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ...(contentType ? { ContentType: contentType } : {}) })));
+    await this.retry(`put ${key}`, () =>
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ...(contentType ? { ContentType: contentType } : {}) })),
+    );
   }
 
   /** Uploads a local file; multipart when it is at least the threshold. Returns the parts used (1 = single request). */
@@ -73,7 +75,9 @@ export class Objects {
       await this.putBytes(key, body);
       return 1;
     }
-    const { UploadId } = await this.retry(`start multipart ${key}`, () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key })));
+    const { UploadId } = await this.retry(`start multipart ${key}`, () =>
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key })),
+    );
     if (!UploadId) throw new Error(`S3 gave no upload id for ${key}`);
     const count = Math.ceil(size / this.partSize);
     const etags: string[] = new Array<string>(count);

@@ -236,7 +236,8 @@ export class S3ArtifactStore extends ArtifactStore {
     const rel = this.relOf(uri);
     const seal = await this.readSeal(rel);
     if (!seal) throw new Error(`artifact ${uri} is not in the store (never sealed, or its upload did not finish)`);
-    if (want !== undefined && seal.sha256 !== want) throw new Error(`artifact ${uri} fails its hash check (the store holds ${seal.sha256.slice(0, 12)}…, the reference says ${want.slice(0, 12)}…)`);
+    if (want !== undefined && seal.sha256 !== want)
+      throw new Error(`artifact ${uri} fails its hash check (the store holds ${seal.sha256.slice(0, 12)}…, the reference says ${want.slice(0, 12)}…)`);
     // A cache copy that hashes right is used as it is (e.g. written on this host by an earlier process).
     if ((await exists(abs)) && (await hashTree(abs)).sha256 === seal.sha256) {
       this.fresh.set(abs, seal.sha256);
@@ -262,7 +263,8 @@ export class S3ArtifactStore extends ArtifactStore {
       }
       const got = await hashTree(tmp);
       this.stats.fetchBytes += got.bytes;
-      if (got.sha256 !== seal.sha256) throw new Error(`artifact ${uri} fails its hash check after download (got ${got.sha256.slice(0, 12)}…, sealed ${seal.sha256.slice(0, 12)}…)`);
+      if (got.sha256 !== seal.sha256)
+        throw new Error(`artifact ${uri} fails its hash check after download (got ${got.sha256.slice(0, 12)}…, sealed ${seal.sha256.slice(0, 12)}…)`);
       await rm(abs, { recursive: true, force: true });
       await mkdir(path.dirname(abs), { recursive: true });
       await rename(tmp, abs);
@@ -354,7 +356,10 @@ export class S3ArtifactStore extends ArtifactStore {
 /** The file names of a directory seal, after checking its shape (it is read from the bucket, like everything else there). */
 function sealedFiles(seal: Seal, uri: string): string[] {
   if (seal.type !== 'dir' || !Array.isArray(seal.files) || seal.files.some((f) => typeof f?.name !== 'string')) {
-    throw new StageError(`the seal of ${uri} is malformed (expected type "file" or "dir" and a list of files with names)`, { type: ARTIFACT_UNSAFE_NAME, retryable: false });
+    throw new StageError(`the seal of ${uri} is malformed (expected type "file" or "dir" and a list of files with names)`, {
+      type: ARTIFACT_UNSAFE_NAME,
+      retryable: false,
+    });
   }
   return seal.files.map((f) => f.name);
 }

@@ -58,7 +58,11 @@ export function cachedCheck(o: CachedCheckOptions): Check {
     const first = wasOk === undefined;
     wasOk = r.ok;
     if (r.ok && !first) o.logger?.info(`health: ${o.name} answers again`);
-    if (!r.ok) o.logger?.warn(`health: ${o.name} is not ok: ${r.detail ?? ''}`, failure === undefined ? {} : { error: failure instanceof Error ? failure.message : String(failure) });
+    if (!r.ok)
+      o.logger?.warn(
+        `health: ${o.name} is not ok: ${r.detail ?? ''}`,
+        failure === undefined ? {} : { error: failure instanceof Error ? failure.message : String(failure) },
+      );
   };
   const start = (): Promise<HealthCheck> => {
     let failure: unknown;
@@ -200,8 +204,14 @@ export function shortReason(e: unknown): string {
 }
 
 const GRPC_CODES: Record<number, string> = {
-  1: 'CANCELLED', 2: 'UNKNOWN', 4: 'DEADLINE_EXCEEDED', 7: 'PERMISSION_DENIED', 8: 'RESOURCE_EXHAUSTED',
-  13: 'INTERNAL', 14: 'UNAVAILABLE', 16: 'UNAUTHENTICATED',
+  1: 'CANCELLED',
+  2: 'UNKNOWN',
+  4: 'DEADLINE_EXCEEDED',
+  7: 'PERMISSION_DENIED',
+  8: 'RESOURCE_EXHAUSTED',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+  16: 'UNAUTHENTICATED',
 };
 
 function formatMs(ms: number): string {

@@ -65,7 +65,8 @@ export function logContextFromEnv(value: string | undefined): LogContext {
   if (!raw || typeof raw !== 'object') return {};
   const r = raw as Record<string, unknown>;
   const out: LogContext = {};
-  for (const k of ['runId', 'stageId', 'plugin', 'workflowId', 'activityId', 'requestId', 'operation'] as const) if (typeof r[k] === 'string') out[k] = r[k] as string;
+  for (const k of ['runId', 'stageId', 'plugin', 'workflowId', 'activityId', 'requestId', 'operation'] as const)
+    if (typeof r[k] === 'string') out[k] = r[k] as string;
   for (const k of ['attempt', 'replica'] as const) if (typeof r[k] === 'number' && Number.isFinite(r[k])) out[k] = r[k] as number;
   return out;
 }

@@ -16,7 +16,10 @@ export function createMetricsRegistry(): Registry {
  * Prometheus endpoint) so one scrape gets both. A failing extra source is logged and left out:
  * Capstan's own metrics are still served.
  */
-export async function renderMetrics(registry: Registry, o: { extra?: { name: string; text: () => Promise<string> }[]; logger?: Logger } = {}): Promise<MetricsText> {
+export async function renderMetrics(
+  registry: Registry,
+  o: { extra?: { name: string; text: () => Promise<string> }[]; logger?: Logger } = {},
+): Promise<MetricsText> {
   const parts = [await registry.metrics()];
   for (const x of o.extra ?? []) {
     try {

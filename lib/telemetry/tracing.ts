@@ -61,7 +61,10 @@ export async function startTracing(o: StartTracingOptions): Promise<Tracing | un
   const resource = resources.Resource.default()
     .merge(resources.detectResourcesSync({ detectors: [resources.envDetectorSync, resources.processDetectorSync, resources.hostDetectorSync] }))
     .merge(new resources.Resource({ 'service.name': serviceName }));
-  const exporters = (o.env.OTEL_TRACES_EXPORTER ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const exporters = (o.env.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   const spanProcessor = exporters.includes('console')
     ? new base.SimpleSpanProcessor(new base.ConsoleSpanExporter())
     : new base.BatchSpanProcessor(new OTLPTraceExporter());
@@ -110,7 +113,9 @@ export async function startChildTracing(o: { enabled: boolean; defaultServiceNam
     import('@opentelemetry/core'),
   ]);
   const serviceName = o.env.OTEL_SERVICE_NAME?.trim() || o.defaultServiceName;
-  const resource = resources.Resource.default().merge(resources.envDetectorSync.detect()).merge(new resources.Resource({ 'service.name': serviceName }));
+  const resource = resources.Resource.default()
+    .merge(resources.envDetectorSync.detect())
+    .merge(new resources.Resource({ 'service.name': serviceName }));
   const spanProcessor = new base.BatchSpanProcessor(new OTLPTraceExporter());
   const provider = new base.BasicTracerProvider({ resource, spanProcessors: [spanProcessor] });
   trace.setGlobalTracerProvider(provider);
@@ -188,8 +193,10 @@ export function contextFromTraceparent(env: { TRACEPARENT?: string | undefined; 
  */
 export function tracingConfigured(env: NodeJS.ProcessEnv): boolean {
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return false;
-  const exporters = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const exporters = (env.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   if (exporters.includes('none')) return false;
   return exporters.length > 0 || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined;
 }
-

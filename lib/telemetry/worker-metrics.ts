@@ -38,18 +38,49 @@ export function createWorkerMetrics(registry: Registry, o: { roles: readonly str
     buckets: STAGE_BUCKETS,
     registers,
   });
-  const attempts = new Counter({ name: 'capstan_stage_attempts_total', help: 'Stage attempts that ended, by plugin and outcome.', labelNames: ['plugin', 'outcome'] as const, registers });
-  const retries = new Counter({ name: 'capstan_stage_retries_total', help: 'Stage attempts after the first (Temporal retries), by plugin.', labelNames: ['plugin'] as const, registers });
+  const attempts = new Counter({
+    name: 'capstan_stage_attempts_total',
+    help: 'Stage attempts that ended, by plugin and outcome.',
+    labelNames: ['plugin', 'outcome'] as const,
+    registers,
+  });
+  const retries = new Counter({
+    name: 'capstan_stage_retries_total',
+    help: 'Stage attempts after the first (Temporal retries), by plugin.',
+    labelNames: ['plugin'] as const,
+    registers,
+  });
   const pauses = new Counter({
     name: 'capstan_stage_pauses_total',
     help: 'Runs paused on a stage, by pipeline and code (the failure type, or BUDGET_EXHAUSTED).',
     labelNames: ['pipeline', 'code'] as const,
     registers,
   });
-  const budgetPauses = new Counter({ name: 'capstan_budget_pauses_total', help: 'Runs paused because their budget had no room for the next attempt, by pipeline.', labelNames: ['pipeline'] as const, registers });
-  const waits = new Histogram({ name: 'capstan_slot_wait_seconds', help: 'How long gangs waited for their slots, by task queue.', labelNames: ['queue'] as const, buckets: WAIT_BUCKETS, registers });
-  const finished = new Counter({ name: 'capstan_runs_finished_total', help: 'Runs that closed, by pipeline and status, as the workflow saw it.', labelNames: ['pipeline', 'status'] as const, registers });
-  const up = new Gauge({ name: 'capstan_worker_up', help: 'Always 1 while this worker serves metrics; roles: what it serves.', labelNames: ['roles'] as const, registers });
+  const budgetPauses = new Counter({
+    name: 'capstan_budget_pauses_total',
+    help: 'Runs paused because their budget had no room for the next attempt, by pipeline.',
+    labelNames: ['pipeline'] as const,
+    registers,
+  });
+  const waits = new Histogram({
+    name: 'capstan_slot_wait_seconds',
+    help: 'How long gangs waited for their slots, by task queue.',
+    labelNames: ['queue'] as const,
+    buckets: WAIT_BUCKETS,
+    registers,
+  });
+  const finished = new Counter({
+    name: 'capstan_runs_finished_total',
+    help: 'Runs that closed, by pipeline and status, as the workflow saw it.',
+    labelNames: ['pipeline', 'status'] as const,
+    registers,
+  });
+  const up = new Gauge({
+    name: 'capstan_worker_up',
+    help: 'Always 1 while this worker serves metrics; roles: what it serves.',
+    labelNames: ['roles'] as const,
+    registers,
+  });
   up.set({ roles: [...o.roles].sort().join(',') }, 1);
   return {
     stageAttempt({ plugin, outcome, seconds, attempt }) {

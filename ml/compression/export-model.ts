@@ -16,7 +16,9 @@ export interface ExportedModel {
  * float32 weights again). A model that is already quantized is copied as it is.
  */
 export async function exportModel(tf: Tf, opts: { sourceDir: string; destDir: string; quantize?: QuantizeDtype | 'none' }): Promise<ExportedModel> {
-  const json = JSON.parse(await readFile(path.join(opts.sourceDir, 'model.json'), 'utf8')) as { weightsManifest?: { paths: string[]; weights: { quantization?: { dtype: string } }[] }[] };
+  const json = JSON.parse(await readFile(path.join(opts.sourceDir, 'model.json'), 'utf8')) as {
+    weightsManifest?: { paths: string[]; weights: { quantization?: { dtype: string } }[] }[];
+  };
   const specs = (json.weightsManifest ?? []).flatMap((g) => g.weights);
   const stored = specs.find((w) => w.quantization)?.quantization?.dtype ?? 'float32';
   if (opts.quantize && opts.quantize !== 'none' && stored === 'float32') {

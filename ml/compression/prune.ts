@@ -2,7 +2,17 @@ import type * as TF from '@tensorflow/tfjs';
 import { DataError } from '../data/data-error.js';
 import { folderSaveHandler } from '../models/io.js';
 import { writeMasks } from './masks.js';
-import { countZeros, decodeFloatWeights, encodeFloatWeights, pruneWeights, quantizeWeights, type FloatWeight, type ModelArtifacts, type QuantizeDtype, type WeightMask } from './weights.js';
+import {
+  countZeros,
+  decodeFloatWeights,
+  encodeFloatWeights,
+  pruneWeights,
+  quantizeWeights,
+  type FloatWeight,
+  type ModelArtifacts,
+  type QuantizeDtype,
+  type WeightMask,
+} from './weights.js';
 
 export interface PrunedModel {
   /** The float32 weights with the pruned values set to zero, in manifest order. */
@@ -28,13 +38,17 @@ export function pruneModel(model: ModelArtifacts, sparsity: number): PrunedModel
   }
   const weightBytes = weights.reduce((n, w) => n + w.values.byteLength, 0);
   const masks = pruneWeights(weights, sparsity);
-  if (masks.length === 0 && sparsity > 0) throw new DataError('the model has no kernel weights to prune (only dense/conv kernels are pruned)', { code: 'MODEL_UNSUPPORTED' });
+  if (masks.length === 0 && sparsity > 0)
+    throw new DataError('the model has no kernel weights to prune (only dense/conv kernels are pruned)', { code: 'MODEL_UNSUPPORTED' });
   const { zeros, total } = countZeros(weights);
   return { weights, masks, weightBytes, zeros, total };
 }
 
 /** The weights as stored: float32, or quantized (tfjs weight-manifest `quantization`). */
-export function encodeWeights(weights: FloatWeight[], quantize: QuantizeDtype | 'none'): { weightSpecs: TF.io.WeightsManifestEntry[]; weightData: ArrayBuffer } {
+export function encodeWeights(
+  weights: FloatWeight[],
+  quantize: QuantizeDtype | 'none',
+): { weightSpecs: TF.io.WeightsManifestEntry[]; weightData: ArrayBuffer } {
   return quantize === 'none' ? encodeFloatWeights(weights) : quantizeWeights(weights, quantize);
 }
 

@@ -21,11 +21,24 @@ export interface PolynomialSchedule {
  * The schedule for a fine-tune of `totalSteps` steps: from `initialSparsity` (default 0) at step 0 to
  * `target` at round(endFraction × totalSteps), masks updated every `frequency` steps.
  */
-export function gradualSchedule(opts: { target: number; totalSteps: number; frequency: number; endFraction: number; initialSparsity?: number }): PolynomialSchedule {
+export function gradualSchedule(opts: {
+  target: number;
+  totalSteps: number;
+  frequency: number;
+  endFraction: number;
+  initialSparsity?: number;
+}): PolynomialSchedule {
   if (!(opts.endFraction > 0 && opts.endFraction <= 1)) throw new Error(`endFraction must be in (0, 1], got ${opts.endFraction}`);
   if (!(opts.frequency >= 1)) throw new Error(`frequency must be at least 1 step, got ${opts.frequency}`);
   const endStep = Math.max(1, Math.round(opts.endFraction * opts.totalSteps));
-  return { initialSparsity: opts.initialSparsity ?? 0, finalSparsity: opts.target, beginStep: 0, endStep, frequency: Math.max(1, Math.round(opts.frequency)), power: 3 };
+  return {
+    initialSparsity: opts.initialSparsity ?? 0,
+    finalSparsity: opts.target,
+    beginStep: 0,
+    endStep,
+    frequency: Math.max(1, Math.round(opts.frequency)),
+    power: 3,
+  };
 }
 
 /** s(t), clamped: the initial sparsity before `beginStep`, the final one from `endStep` on. */

@@ -54,7 +54,10 @@ class CsvBuilder {
       const lc = this.opts.labelColumn;
       this.labelIdx = typeof lc === 'number' ? lc : cells.indexOf(lc);
       if (this.labelIdx < 0 || this.labelIdx >= cells.length) {
-        this.fail(`label column ${JSON.stringify(lc)} not found in the header (line ${lineNo}, ${cells.length} column${cells.length === 1 ? '' : 's'})`, 'DATA_MISMATCH');
+        this.fail(
+          `label column ${JSON.stringify(lc)} not found in the header (line ${lineNo}, ${cells.length} column${cells.length === 1 ? '' : 's'})`,
+          'DATA_MISMATCH',
+        );
       }
       this.width = cells.length - 1;
       if (this.width === 0) this.fail(`the header (line ${lineNo}) has no feature columns besides the label`);

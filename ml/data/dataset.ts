@@ -176,10 +176,16 @@ export async function readDatasetManifest(dir: string): Promise<DatasetManifest>
     m = JSON.parse(await readFile(file, 'utf8')) as DatasetManifest;
   } catch (e) {
     const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new DataError(missing ? 'dataset manifest not found' : `dataset manifest is not valid JSON: ${(e as Error).message}`, { code: missing ? 'DATA_NOT_FOUND' : 'DATA_CORRUPT', file });
+    throw new DataError(missing ? 'dataset manifest not found' : `dataset manifest is not valid JSON: ${(e as Error).message}`, {
+      code: missing ? 'DATA_NOT_FOUND' : 'DATA_CORRUPT',
+      file,
+    });
   }
   if (m.format !== DATASET_FORMAT || m.version !== DATASET_VERSION) {
-    throw new DataError(`not a ${DATASET_FORMAT} v${DATASET_VERSION} manifest (format ${String(m.format)}, version ${String(m.version)})`, { code: 'DATA_UNSUPPORTED', file });
+    throw new DataError(`not a ${DATASET_FORMAT} v${DATASET_VERSION} manifest (format ${String(m.format)}, version ${String(m.version)})`, {
+      code: 'DATA_UNSUPPORTED',
+      file,
+    });
   }
   if (!m.splits.train || !m.splits.validation) throw new DataError('dataset has no train or validation split', { code: 'DATA_CORRUPT', file });
   return m;
@@ -196,11 +202,13 @@ export async function readDataset(dir: string, opts: { splits?: SplitName[] } = 
     const x = await readBin(dir, s.x);
     const y = (await readBin(dir, s.y)) as Uint8Array;
     for (let i = 0; i < y.length; i++) {
-      if (y[i]! >= m.numClasses) throw new DataError(`label ${y[i]} at ${i} is outside 0..${m.numClasses - 1}`, { code: 'DATA_CORRUPT', file: path.join(dir, s.y.name) });
+      if (y[i]! >= m.numClasses)
+        throw new DataError(`label ${y[i]} at ${i} is outside 0..${m.numClasses - 1}`, { code: 'DATA_CORRUPT', file: path.join(dir, s.y.name) });
     }
     splits[name] = { count: s.count, x, y };
   }
-  if (want.includes('train') && !splits.train) throw new DataError('dataset has no train split', { code: 'DATA_CORRUPT', file: path.join(dir, 'manifest.json') });
+  if (want.includes('train') && !splits.train)
+    throw new DataError('dataset has no train split', { code: 'DATA_CORRUPT', file: path.join(dir, 'manifest.json') });
   const empty: DatasetSplit = { count: 0, x: new Float32Array(0), y: new Uint8Array(0) };
   return {
     featureShape: m.featureShape,

@@ -85,15 +85,22 @@ function parseIdxHeader(buf: Uint8Array, opts: { file: string; expectDims?: numb
   const file = opts.file;
   if (buf.length < 4) throw new DataError(`not an IDX file: ${buf.length} bytes, shorter than the 4-byte magic number`, { code: 'DATA_CORRUPT', file });
   // The magic number's bytes are the file's first bytes (of whatever file was named): said wrong, never shown.
-  const expected = opts.expectDims !== undefined ? `0x000008${opts.expectDims.toString(16).padStart(2, '0')} (unsigned bytes, ${opts.expectDims} dimension${opts.expectDims === 1 ? '' : 's'})` : '0x0000 then the element type and the rank';
+  const expected =
+    opts.expectDims !== undefined
+      ? `0x000008${opts.expectDims.toString(16).padStart(2, '0')} (unsigned bytes, ${opts.expectDims} dimension${opts.expectDims === 1 ? '' : 's'})`
+      : '0x0000 then the element type and the rank';
   if (buf[0] !== 0 || buf[1] !== 0) throw new DataError(`not an IDX file: bad magic number (expected ${expected})`, { code: 'DATA_CORRUPT', file });
   const type = buf[2]!;
   const rank = buf[3]!;
-  if (IDX_TYPES[type] === undefined) throw new DataError(`not an IDX file: bad magic number, unknown element type (expected ${expected})`, { code: 'DATA_CORRUPT', file });
+  if (IDX_TYPES[type] === undefined)
+    throw new DataError(`not an IDX file: bad magic number, unknown element type (expected ${expected})`, { code: 'DATA_CORRUPT', file });
   if (type !== 0x08) throw new DataError(`IDX element type ${IDX_TYPES[type]} is not supported (only ubyte, 0x08)`, { code: 'DATA_UNSUPPORTED', file });
   if (rank === 0) throw new DataError('IDX file declares 0 dimensions', { code: 'DATA_CORRUPT', file });
   if (opts.expectDims !== undefined && rank !== opts.expectDims) {
-    throw new DataError(`expected ${opts.expectDims} dimension(s) (${opts.expectDims === 1 ? 'labels' : 'images'}) but the header declares ${rank}`, { code: 'DATA_CORRUPT', file });
+    throw new DataError(`expected ${opts.expectDims} dimension(s) (${opts.expectDims === 1 ? 'labels' : 'images'}) but the header declares ${rank}`, {
+      code: 'DATA_CORRUPT',
+      file,
+    });
   }
   const headerBytes = 4 + 4 * rank;
   if (buf.length < headerBytes) throw new DataError(`truncated header: needs ${headerBytes} bytes, file has ${buf.length}`, { code: 'DATA_CORRUPT', file });
@@ -140,7 +147,11 @@ export async function readIdxLabels(file: string | DataFile, numClasses = 10): P
 }
 
 /** Reads a matching pair of image and label files (paths, or opened files); their counts must agree. */
-export async function readIdxPair(opts: { images: string | DataFile; labels: string | DataFile; numClasses?: number }): Promise<{ images: IdxImages; labels: IdxLabels }> {
+export async function readIdxPair(opts: {
+  images: string | DataFile;
+  labels: string | DataFile;
+  numClasses?: number;
+}): Promise<{ images: IdxImages; labels: IdxLabels }> {
   const imagesPath = typeof opts.images === 'string' ? opts.images : opts.images.path;
   const labelsPath = typeof opts.labels === 'string' ? opts.labels : opts.labels.path;
   let images: IdxImages;

@@ -63,7 +63,10 @@ export function checkFits(model: Pick<LoadedModel, 'sampleShape' | 'numClasses'>
   const wantSize = sizeOf(want);
   const have = sizeOf(split.featureShape);
   if (wantSize !== have) {
-    throw new DataError(`model expects inputs of shape [${want.join(', ')}] (${wantSize} values) but the dataset rows have shape [${split.featureShape.join(', ')}] (${have} values)`, { code: 'MODEL_DATASET_MISMATCH' });
+    throw new DataError(
+      `model expects inputs of shape [${want.join(', ')}] (${wantSize} values) but the dataset rows have shape [${split.featureShape.join(', ')}] (${have} values)`,
+      { code: 'MODEL_DATASET_MISMATCH' },
+    );
   }
   if (model.numClasses !== undefined && model.numClasses !== split.numClasses) {
     throw new DataError(`model outputs ${model.numClasses} classes but the dataset has ${split.numClasses}`, { code: 'MODEL_DATASET_MISMATCH' });

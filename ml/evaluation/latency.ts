@@ -11,7 +11,12 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 /** Latency of one prediction at batch 1 (predict + read back), after a warm-up. Measured, never asserted. */
-export async function measureLatency(tf: Tf, model: TF.LayersModel, split: EvalSplit, opts: { runs?: number; warmup?: number } = {}): Promise<{ p50Ms: number; p99Ms: number; runs: number }> {
+export async function measureLatency(
+  tf: Tf,
+  model: TF.LayersModel,
+  split: EvalSplit,
+  opts: { runs?: number; warmup?: number } = {},
+): Promise<{ p50Ms: number; p99Ms: number; runs: number }> {
   const runs = opts.runs ?? 200;
   const warmup = opts.warmup ?? 10;
   const rowSize = split.featureShape.reduce((a, b) => a * b, 1);
@@ -30,7 +35,11 @@ export async function measureLatency(tf: Tf, model: TF.LayersModel, split: EvalS
 }
 
 /** measureLatency for a model of any format: one row per predict call, read back, after a warm-up. */
-export async function measureModelLatency(model: LoadedModel, split: EvalSplit, opts: { runs?: number; warmup?: number } = {}): Promise<{ p50Ms: number; p99Ms: number; runs: number }> {
+export async function measureModelLatency(
+  model: LoadedModel,
+  split: EvalSplit,
+  opts: { runs?: number; warmup?: number } = {},
+): Promise<{ p50Ms: number; p99Ms: number; runs: number }> {
   const runs = opts.runs ?? 200;
   const warmup = opts.warmup ?? 10;
   const rowSize = sizeOf(split.featureShape);

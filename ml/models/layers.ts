@@ -30,7 +30,8 @@ export function layerOrderProblems(layers: LayerSpec[]): { index: number; messag
   const out: { index: number; message: string }[] = [];
   let flat = -1;
   layers.forEach((l, i) => {
-    if ((l.type === 'conv2d' || l.type === 'maxPooling2d') && flat >= 0) out.push({ index: i, message: `${l.type} must come before any flatten or dense layer (layers[${flat}] is ${layers[flat]!.type})` });
+    if ((l.type === 'conv2d' || l.type === 'maxPooling2d') && flat >= 0)
+      out.push({ index: i, message: `${l.type} must come before any flatten or dense layer (layers[${flat}] is ${layers[flat]!.type})` });
     if (l.type === 'flatten' && flat >= 0 && layers[flat]!.type === 'flatten') out.push({ index: i, message: 'a second flatten' });
     if (l.type === 'flatten' || l.type === 'dense') flat = flat >= 0 ? flat : i;
   });
@@ -63,13 +64,19 @@ export function buildFromLayers(tf: Tf, spec: LayersModelSpec): TF.LayersModel {
       shape = [shape[0]!, shape[1]!, 1];
       model.add(tf.layers.reshape({ ...input(), targetShape: shape, name: 'to_image' }));
     } else if (shape.length !== 3) {
-      throw new DataError(`model.layers: conv2d and maxPooling2d need image rows ([height, width] or [height, width, channels]); this dataset's rows have shape [${spec.inputShape.join(', ')}]`, { code: 'MODEL_DATASET_MISMATCH' });
+      throw new DataError(
+        `model.layers: conv2d and maxPooling2d need image rows ([height, width] or [height, width, channels]); this dataset's rows have shape [${spec.inputShape.join(', ')}]`,
+        { code: 'MODEL_DATASET_MISMATCH' },
+      );
     }
   }
   let flat = !image && shape.length === 1;
   const spatial = (i: number, name: string, size: number, stride: number, padding: 'same' | 'valid') => {
     const out = [0, 1].map((d) => (padding === 'same' ? Math.ceil(shape[d]! / stride) : Math.floor((shape[d]! - size) / stride) + 1));
-    if (out.some((n) => n < 1)) throw new DataError(`model.layers[${i}]: ${name} (size ${size}, ${padding}) does not fit its ${shape[0]}×${shape[1]} input`, { code: 'MODEL_LAYERS_INVALID' });
+    if (out.some((n) => n < 1))
+      throw new DataError(`model.layers[${i}]: ${name} (size ${size}, ${padding}) does not fit its ${shape[0]}×${shape[1]} input`, {
+        code: 'MODEL_LAYERS_INVALID',
+      });
     return out as [number, number];
   };
   let k = 0;
@@ -78,7 +85,18 @@ export function buildFromLayers(tf: Tf, spec: LayersModelSpec): TF.LayersModel {
     switch (l.type) {
       case 'conv2d': {
         const [h, w] = spatial(i, 'conv2d', l.kernelSize, l.strides, l.padding);
-        model.add(tf.layers.conv2d({ ...input(), filters: l.filters, kernelSize: l.kernelSize, strides: l.strides, padding: l.padding, activation: l.activation, kernelInitializer: init(), name: `conv_${i + 1}` }));
+        model.add(
+          tf.layers.conv2d({
+            ...input(),
+            filters: l.filters,
+            kernelSize: l.kernelSize,
+            strides: l.strides,
+            padding: l.padding,
+            activation: l.activation,
+            kernelInitializer: init(),
+            name: `conv_${i + 1}`,
+          }),
+        );
         shape = [h, w, l.filters];
         break;
       }
@@ -106,6 +124,13 @@ export function buildFromLayers(tf: Tf, spec: LayersModelSpec): TF.LayersModel {
     }
   });
   if (!flat) model.add(tf.layers.flatten({ name: 'flatten_out' }));
-  model.add(tf.layers.dense({ units: spec.numClasses, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: spec.seed + k }), name: 'output' }));
+  model.add(
+    tf.layers.dense({
+      units: spec.numClasses,
+      activation: 'softmax',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: spec.seed + k }),
+      name: 'output',
+    }),
+  );
   return model;
 }

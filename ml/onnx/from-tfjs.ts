@@ -48,7 +48,8 @@ export function tfjsToOnnx(model: TF.LayersModel, opts: TfjsToOnnxOptions = {}):
   layers.forEach((l, i) => {
     const prev = i > 0 ? layers[i - 1] : undefined;
     const inbound = (l as unknown as { inboundNodes: { inboundLayers: unknown[] }[] }).inboundNodes[0]?.inboundLayers ?? [];
-    if (prev && (inbound.length !== 1 || inbound[0] !== prev)) throw unsupported(`layer ${l.name}: only a straight stack of layers converts (it does not take ${prev.name}'s output alone)`);
+    if (prev && (inbound.length !== 1 || inbound[0] !== prev))
+      throw unsupported(`layer ${l.name}: only a straight stack of layers converts (it does not take ${prev.name}'s output alone)`);
   });
 
   const nodes: OnnxNode[] = [];
@@ -95,7 +96,12 @@ export function tfjsToOnnx(model: TF.LayersModel, opts: TfjsToOnnxOptions = {}):
     inits.push({ name: `${name}_scale`, dataType: OnnxDataType.FLOAT, dims: [], raw: floatBytes(Float32Array.of(q.scale)) });
     inits.push({ name: `${name}_zero_point`, dataType: OnnxDataType.UINT8, dims: [], raw: Uint8Array.of(q.zeroPoint) });
     const out = `${name}_dequantized`;
-    nodes.push({ opType: 'DequantizeLinear', name: `${name}_dequantize`, inputs: [`${name}_quantized`, `${name}_scale`, `${name}_zero_point`], outputs: [out] });
+    nodes.push({
+      opType: 'DequantizeLinear',
+      name: `${name}_dequantize`,
+      inputs: [`${name}_quantized`, `${name}_scale`, `${name}_zero_point`],
+      outputs: [out],
+    });
     return out;
   };
 
@@ -150,7 +156,17 @@ export function tfjsToOnnx(model: TF.LayersModel, opts: TfjsToOnnxOptions = {}):
         toNchw();
         const k = weight(`${layer.name}_kernel`, [cout, cin, kh, kw], hwioToOihw(kernel.values, kh, kw, cin, cout), true);
         const inputs = [cur, k, ...(bias ? [weight(`${layer.name}_bias`, bias.shape, bias.values, false)] : [])];
-        add('Conv', inputs, [{ name: 'kernel_shape', ints: [kh, kw] }, { name: 'strides', ints: strides }, { name: 'dilations', ints: dilation }, ...padding(cfg.padding, layer.name)], layer.name);
+        add(
+          'Conv',
+          inputs,
+          [
+            { name: 'kernel_shape', ints: [kh, kw] },
+            { name: 'strides', ints: strides },
+            { name: 'dilations', ints: dilation },
+            ...padding(cfg.padding, layer.name),
+          ],
+          layer.name,
+        );
         shape = [outSize(shape[0]!, kh, strides[0], dilation[0], cfg.padding), outSize(shape[1]!, kw, strides[1], dilation[1], cfg.padding), cout];
         activate(cfg.activation as Activation, layer.name);
         break;
@@ -188,7 +204,15 @@ export function tfjsToOnnx(model: TF.LayersModel, opts: TfjsToOnnxOptions = {}):
       outputs: [{ name: outputName, elemType: OnnxDataType.FLOAT, shape: ['batch', ...shape] }],
     },
   });
-  return { bytes, inputName, outputName, sampleShape: sampleShape as number[], numClasses, outputKind: lastActivation === 'softmax' ? 'probabilities' : 'logits', opset: ONNX_OPSET };
+  return {
+    bytes,
+    inputName,
+    outputName,
+    sampleShape: sampleShape as number[],
+    numClasses,
+    outputKind: lastActivation === 'softmax' ? 'probabilities' : 'logits',
+    opset: ONNX_OPSET,
+  };
 }
 
 /**
@@ -213,8 +237,7 @@ function hwioToOihw(v: Float32Array, kh: number, kw: number, cin: number, cout: 
   const out = new Float32Array(v.length);
   for (let h = 0; h < kh; h++)
     for (let x = 0; x < kw; x++)
-      for (let i = 0; i < cin; i++)
-        for (let o = 0; o < cout; o++) out[((o * cin + i) * kh + h) * kw + x] = v[((h * kw + x) * cin + i) * cout + o]!;
+      for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) out[((o * cin + i) * kh + h) * kw + x] = v[((h * kw + x) * cin + i) * cout + o]!;
   return out;
 }
 

@@ -42,7 +42,10 @@ export const onnxModelMetaSchema = z
         encoding: inputEncodingSchema.default({ kind: 'none' }),
       })
       .strict()
-      .refine((i) => i.shape[0] === null && i.shape.slice(1).every((d) => d !== null), { message: 'the batch dimension first as null, every other dimension a size (e.g. [null, 28, 28])', path: ['shape'] }),
+      .refine((i) => i.shape[0] === null && i.shape.slice(1).every((d) => d !== null), {
+        message: 'the batch dimension first as null, every other dimension a size (e.g. [null, 28, 28])',
+        path: ['shape'],
+      }),
     output: z
       .object({
         /** The graph output read for predictions. */

@@ -20,7 +20,11 @@ export interface OnnxTensor {
   raw: Uint8Array;
 }
 
-export type OnnxAttribute = { name: string; int: number } | { name: string; ints: number[] } | { name: string; float: number } | { name: string; string: string };
+export type OnnxAttribute =
+  | { name: string; int: number }
+  | { name: string; ints: number[] }
+  | { name: string; float: number }
+  | { name: string; string: string };
 
 export interface OnnxNode {
   opType: string;

@@ -19,7 +19,11 @@ export interface ModelRuntimes {
  * when it holds model.json. Anything else is a DataError MODEL_FORMAT_UNKNOWN.
  */
 export async function detectFormat(dir: string): Promise<ModelFormat> {
-  const exists = (f: string) => access(path.join(dir, f)).then(() => true, () => false);
+  const exists = (f: string) =>
+    access(path.join(dir, f)).then(
+      () => true,
+      () => false,
+    );
   if (await exists(ONNX_META_FILE)) {
     let raw: { format?: unknown };
     try {
@@ -28,11 +32,18 @@ export async function detectFormat(dir: string): Promise<ModelFormat> {
       throw new DataError(`${ONNX_META_FILE} cannot be read as JSON: ${(e as Error).message}`, { code: 'MODEL_META_INVALID' });
     }
     if (raw.format === 'onnx') return 'onnx';
-    throw new DataError(`${ONNX_META_FILE} says format ${JSON.stringify(raw.format)}; Capstan reads onnx model folders described by it`, { code: 'MODEL_FORMAT_UNKNOWN' });
+    throw new DataError(`${ONNX_META_FILE} says format ${JSON.stringify(raw.format)}; Capstan reads onnx model folders described by it`, {
+      code: 'MODEL_FORMAT_UNKNOWN',
+    });
   }
   if (await exists('model.json')) return 'tfjs-layers';
-  if (await exists('model.onnx')) throw new DataError(`the folder has model.onnx but no ${ONNX_META_FILE} saying its input, output and labels (docs/onnx-models.md)`, { code: 'MODEL_FORMAT_UNKNOWN' });
-  throw new DataError('the folder holds no model: neither model.json (tfjs layers) nor model.onnx with capstan-model.json (ONNX)', { code: 'MODEL_FORMAT_UNKNOWN' });
+  if (await exists('model.onnx'))
+    throw new DataError(`the folder has model.onnx but no ${ONNX_META_FILE} saying its input, output and labels (docs/onnx-models.md)`, {
+      code: 'MODEL_FORMAT_UNKNOWN',
+    });
+  throw new DataError('the folder holds no model: neither model.json (tfjs layers) nor model.onnx with capstan-model.json (ONNX)', {
+    code: 'MODEL_FORMAT_UNKNOWN',
+  });
 }
 
 /** Loads a model folder of a known format with its runtime. */

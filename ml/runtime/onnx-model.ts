@@ -76,7 +76,9 @@ function wrap(ort: OrtModule, session: Ort.InferenceSession, meta: OnnxModelMeta
   const out = session.outputMetadata.find((o) => o.name === meta.output.name);
   const last = out?.isTensor ? out.shape[out.shape.length - 1] : undefined;
   if (typeof last === 'number' && last !== meta.labels.length) {
-    throw new DataError(`model.onnx does not match capstan-model.json: output ${meta.output.name} has ${last} classes, labels name ${meta.labels.length}`, { code: 'MODEL_META_INVALID' });
+    throw new DataError(`model.onnx does not match capstan-model.json: output ${meta.output.name} has ${last} classes, labels name ${meta.labels.length}`, {
+      code: 'MODEL_META_INVALID',
+    });
   }
   const numClasses = typeof last === 'number' ? last : meta.labels.length;
   const inputName = meta.input.name;
@@ -89,7 +91,9 @@ function wrap(ort: OrtModule, session: Ort.InferenceSession, meta: OnnxModelMeta
     numClasses,
     labels: meta.labels,
     async predict(x, n) {
-      const feeds = { [inputName]: new ort.Tensor('float32', x.length === n * sizeOf(sampleShape) ? x : x.subarray(0, n * sizeOf(sampleShape)), [n, ...sampleShape]) };
+      const feeds = {
+        [inputName]: new ort.Tensor('float32', x.length === n * sizeOf(sampleShape) ? x : x.subarray(0, n * sizeOf(sampleShape)), [n, ...sampleShape]),
+      };
       const result = await session.run(feeds, [outputName]);
       const y = result[outputName]!;
       try {
@@ -111,12 +115,14 @@ function checkGraph(session: Ort.InferenceSession, meta: OnnxModelMeta, sampleSh
   const fail = (what: string) => new DataError(`model.onnx does not match capstan-model.json: ${what}`, { code: 'MODEL_META_INVALID' });
   const input = session.inputMetadata.find((i) => i.name === meta.input.name);
   if (!input) throw fail(`the graph has no input ${meta.input.name} (its inputs: ${session.inputNames.join(', ')})`);
-  if (!session.outputNames.includes(meta.output.name)) throw fail(`the graph has no output ${meta.output.name} (its outputs: ${session.outputNames.join(', ')})`);
+  if (!session.outputNames.includes(meta.output.name))
+    throw fail(`the graph has no output ${meta.output.name} (its outputs: ${session.outputNames.join(', ')})`);
   if (input.isTensor) {
     if (input.type !== 'float32') throw fail(`input ${input.name} is ${input.type}, not float32`);
     const dims = input.shape.slice(1);
     const same = dims.length === sampleShape.length && dims.every((d, i) => typeof d !== 'number' || d === sampleShape[i]);
-    if (input.shape.length > 0 && !same) throw fail(`input ${input.name} has shape [${input.shape.join(', ')}], capstan-model.json says [batch, ${sampleShape.join(', ')}]`);
+    if (input.shape.length > 0 && !same)
+      throw fail(`input ${input.name} has shape [${input.shape.join(', ')}], capstan-model.json says [batch, ${sampleShape.join(', ')}]`);
   }
 }
 

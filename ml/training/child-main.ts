@@ -54,8 +54,16 @@ async function main(): Promise<void> {
   tracing = await startChildTracing({ enabled: tracingConfigured(process.env), defaultServiceName: 'capstan-training', env: process.env });
   const t0 = performance.now();
   logger.info(`training job ${job.kind} started`, { pid: process.pid });
-  const data = await withSpan('capstan.training.child', { 'process.pid': process.pid, 'capstan.job.kind': job.kind }, () => runJob(job), contextFromTraceparent(process.env));
-  logger.info(`training job ${job.kind} finished`, { seconds: Number(((performance.now() - t0) / 1000).toFixed(3)), cpuSeconds: Number(cpuSeconds().toFixed(3)) });
+  const data = await withSpan(
+    'capstan.training.child',
+    { 'process.pid': process.pid, 'capstan.job.kind': job.kind },
+    () => runJob(job),
+    contextFromTraceparent(process.env),
+  );
+  logger.info(`training job ${job.kind} finished`, {
+    seconds: Number(((performance.now() - t0) / 1000).toFixed(3)),
+    cpuSeconds: Number(cpuSeconds().toFixed(3)),
+  });
   await emit({ type: 'result', data, cpuSeconds: cpuSeconds() });
 }
 
@@ -97,7 +105,8 @@ void withLogContext(logContextFromEnv(process.env[LOG_CONTEXT_ENV]), () =>
       await flush();
       const err = e instanceof Error ? e : new Error(String(e));
       logger.error('training job failed', { error: err });
-      if (err instanceof DataError) await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
+      if (err instanceof DataError)
+        await emit({ type: 'error', message: err.message, code: err.code, retryable: false, ...(err.file ? { file: err.file } : {}) });
       else if (err instanceof SyncTimeoutError) await emit({ type: 'error', message: err.message, code: 'REPLICA_SYNC_TIMEOUT', retryable: true });
       else await emit({ type: 'error', message: err.message, code: 'TRAINING_FAILED', retryable: true });
       process.exit(1);

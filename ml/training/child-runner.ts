@@ -85,7 +85,9 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   await mkdir(path.dirname(opts.jobFile), { recursive: true });
   await writeFile(opts.jobFile, JSON.stringify(opts.job));
   const script = opts.script ?? defaultChildScript();
-  const args = script.endsWith('.ts') ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href, script, opts.jobFile] : [script, opts.jobFile];
+  const args = script.endsWith('.ts')
+    ? ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href, script, opts.jobFile]
+    : [script, opts.jobFile];
   const started = performance.now();
   const child = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -112,7 +114,10 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   const pid = child.pid;
   const sampler =
     opts.onUsage && pid !== undefined
-      ? setInterval(() => void processCpuSeconds(pid).then((c) => c !== undefined && child.exitCode === null && child.signalCode === null && usage(c)), opts.usageEveryMs ?? 250)
+      ? setInterval(
+          () => void processCpuSeconds(pid).then((c) => c !== undefined && child.exitCode === null && child.signalCode === null && usage(c)),
+          opts.usageEveryMs ?? 250,
+        )
       : undefined;
   sampler?.unref();
 
@@ -140,7 +145,11 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
     } else if (msg.type === 'result') {
       result = { data: msg.data, cpuSeconds: msg.cpuSeconds };
     } else if (msg.type === 'error') {
-      reported = new ChildJobError(msg.message, { code: msg.code ?? 'CHILD_FAILED', retryable: msg.retryable ?? true, ...(msg.file ? { file: msg.file } : {}) });
+      reported = new ChildJobError(msg.message, {
+        code: msg.code ?? 'CHILD_FAILED',
+        retryable: msg.retryable ?? true,
+        ...(msg.file ? { file: msg.file } : {}),
+      });
     }
   });
   void readLines(child.stderr, (line) => {
@@ -172,7 +181,10 @@ export async function runChildJob<R>(opts: ChildJobOptions): Promise<ChildJobOut
   if (reported) throw reported;
   if (exit.code !== 0 || !result) {
     const why = exit.sig ? `killed by ${exit.sig}` : `exited with code ${exit.code}`;
-    throw new ChildJobError(`training child ${why}${result ? '' : ' without a result'}: ${stderrTail.slice(-10).join('\n')}`, { code: 'CHILD_CRASHED', retryable: true });
+    throw new ChildJobError(`training child ${why}${result ? '' : ' without a result'}: ${stderrTail.slice(-10).join('\n')}`, {
+      code: 'CHILD_CRASHED',
+      retryable: true,
+    });
   }
   return { result: result.data as R, cpuSeconds: result.cpuSeconds, wallSeconds: (performance.now() - started) / 1000 };
 }

@@ -71,8 +71,12 @@ export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTunePro
   }
   const stepsPerEpoch = Math.ceil(train.count / job.batchSize);
   const totalSteps = stepsPerEpoch * job.epochs;
-  const prunable = new Map(model.weights.filter((w) => isPrunable({ name: w.originalName, shape: w.shape as number[] })).map((w) => [w.originalName, w.shape as number[]]));
-  const schedule = job.prune ? gradualSchedule({ target: job.prune.target, totalSteps, frequency: job.prune.frequency, endFraction: job.prune.endFraction }) : undefined;
+  const prunable = new Map(
+    model.weights.filter((w) => isPrunable({ name: w.originalName, shape: w.shape as number[] })).map((w) => [w.originalName, w.shape as number[]]),
+  );
+  const schedule = job.prune
+    ? gradualSchedule({ target: job.prune.target, totalSteps, frequency: job.prune.frequency, endFraction: job.prune.endFraction })
+    : undefined;
   let step = fromEpoch * stepsPerEpoch;
 
   // The masks to start from: the input's (one-shot), or those of the schedule at `step` computed from
@@ -155,7 +159,9 @@ export async function runFineTuneJob(job: FineTuneJob, progress: (p: FineTunePro
       epochs: job.epochs,
       steps: step,
       lastLoss,
-      ...(schedule ? { schedule: { kind: 'gradual' as const, endStep: schedule.endStep, frequency: schedule.frequency, finalSparsity: schedule.finalSparsity } } : {}),
+      ...(schedule
+        ? { schedule: { kind: 'gradual' as const, endStep: schedule.endStep, frequency: schedule.frequency, finalSparsity: schedule.finalSparsity } }
+        : {}),
       shuffleSeed: seed,
     };
   } finally {

@@ -40,29 +40,34 @@ export async function runPretrainJob(job: PretrainJob, progress: (p: PretrainPro
   const history: PretrainProgress[] = [];
   let trainSeconds = 0;
   let trainSamples = 0;
-  const trained = await trainEpochs(tf, model, { train, validation }, {
-    epochs: job.epochs,
-    fromEpoch,
-    batchSize: job.batchSize,
-    seed: job.seed,
-    ...(job.loop ? { loop: job.loop } : {}),
-    onEpoch: async (s) => {
-      trainSeconds += s.seconds;
-      trainSamples += train.y.length;
-      const dir = await writeCheckpoint(model, job.checkpointDir, s.epoch);
-      const p: PretrainProgress = {
-        epoch: s.epoch,
-        checkpointDir: dir,
-        trainLoss: s.trainLoss,
-        trainAccuracy: s.trainAccuracy,
-        valLoss: s.valLoss,
-        valAccuracy: s.valAccuracy,
-        samplesPerSec: s.samplesPerSec,
-      };
-      history.push(p);
-      progress(p);
+  const trained = await trainEpochs(
+    tf,
+    model,
+    { train, validation },
+    {
+      epochs: job.epochs,
+      fromEpoch,
+      batchSize: job.batchSize,
+      seed: job.seed,
+      ...(job.loop ? { loop: job.loop } : {}),
+      onEpoch: async (s) => {
+        trainSeconds += s.seconds;
+        trainSamples += train.y.length;
+        const dir = await writeCheckpoint(model, job.checkpointDir, s.epoch);
+        const p: PretrainProgress = {
+          epoch: s.epoch,
+          checkpointDir: dir,
+          trainLoss: s.trainLoss,
+          trainAccuracy: s.trainAccuracy,
+          valLoss: s.valLoss,
+          valAccuracy: s.valAccuracy,
+          samplesPerSec: s.samplesPerSec,
+        };
+        history.push(p);
+        progress(p);
+      },
     },
-  });
+  );
 
   const t = evaluate(tf, model, test);
   await saveModel(model, job.outDir);

@@ -64,7 +64,12 @@ export function shardRows(trainCount: number, seed: number, index: number, count
  * The shard rows replica `index` trains on in global steps `first … last-1`, split where an epoch
  * ends (a pass of the step loop or model.fit batches them: only an epoch's last batch is partial).
  */
-export function roundSegments(opts: { trainCount: number; seed: number; index: number; count: number; batchSize: number; stepsPerEpoch: number }, first: number, last: number, shardOf: (epoch: number) => Uint32Array = (e) => shardRows(opts.trainCount, opts.seed, opts.index, opts.count, e)): Uint32Array[] {
+export function roundSegments(
+  opts: { trainCount: number; seed: number; index: number; count: number; batchSize: number; stepsPerEpoch: number },
+  first: number,
+  last: number,
+  shardOf: (epoch: number) => Uint32Array = (e) => shardRows(opts.trainCount, opts.seed, opts.index, opts.count, e),
+): Uint32Array[] {
   const out: Uint32Array[] = [];
   let s = first;
   while (s < last) {
@@ -141,7 +146,8 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
   /** Takes an averaged vector: the weights, then (when it has them) Adam's m and v, with the step count they belong to. */
   function loadAverage(avg: Float32Array, iterations: number): void {
     setFlatWeights(tf, model, avg.subarray(0, weightCount));
-    if (averageMoments && avg.length === 3 * weightCount) step.setMoments(avg.subarray(weightCount, 2 * weightCount), avg.subarray(2 * weightCount), iterations);
+    if (averageMoments && avg.length === 3 * weightCount)
+      step.setMoments(avg.subarray(weightCount, 2 * weightCount), avg.subarray(2 * weightCount), iterations);
   }
 
   let trainSeconds = 0;
@@ -152,12 +158,21 @@ export async function runReplicaJob(job: ReplicaJob, progress: (p: ReplicaProgre
   for (let round = resumeFrom + 1; round <= sched.rounds; round++) {
     const first = (round - 1) * job.syncEverySteps;
     const last = Math.min(round * job.syncEverySteps, sched.totalSteps);
-    const segments = roundSegments({ trainCount: train.count, seed: job.seed, index, count, batchSize: job.batchSize, stepsPerEpoch: sched.stepsPerEpoch }, first, last, shardOf);
+    const segments = roundSegments(
+      { trainCount: train.count, seed: job.seed, index, count, batchSize: job.batchSize, stepsPerEpoch: sched.stepsPerEpoch },
+      first,
+      last,
+      shardOf,
+    );
     shardSize = shardOf(Math.floor((last - 1) / sched.stepsPerEpoch)).length;
     const t0 = performance.now();
     for (const rows of segments) {
       // Normalised per segment: the whole train split as float32 would be 4× its bytes per replica.
-      const batchRows = { x: inputsOf(ds, { count: rows.length, x: gatherRows(train.x, rowSize, rows), y: new Uint8Array(0) }), y: gatherRows(train.y, 1, rows), featureShape: ds.featureShape };
+      const batchRows = {
+        x: inputsOf(ds, { count: rows.length, x: gatherRows(train.x, rowSize, rows), y: new Uint8Array(0) }),
+        y: gatherRows(train.y, 1, rows),
+        featureShape: ds.featureShape,
+      };
       if ('unsupported' in step) await fitPass(tf, model, batchRows, { batchSize: job.batchSize });
       else await step.trainPass(batchRows, { batchSize: job.batchSize, seed: mixSeed(job.seed, round, index) });
       steps += Math.ceil(rows.length / job.batchSize);

@@ -202,7 +202,11 @@ function genericKernels(tf: Tf, backend: string): StepKernels {
     // An explicit transpose, then a plain matMul: the wasm backend's transposed matMul is ~7× slower.
     kernelGrad: (x, dz) => tf.matMul(tf.transpose(x as TF.Tensor2D), dz as TF.Tensor2D),
     inputGrad: (dz, w) => tf.matMul(dz as TF.Tensor2D, tf.transpose(w as TF.Tensor2D)),
-    biasGrad: (dy) => tf.sum(dy, dy.shape.slice(0, -1).map((_, i) => i)),
+    biasGrad: (dy) =>
+      tf.sum(
+        dy,
+        dy.shape.slice(0, -1).map((_, i) => i),
+      ),
     softmaxXent: (logits, labels) => opsSoftmaxXent(tf, logits, labels, logits.shape[1]!),
     adam: (vars, cfg, init, masks) => opsAdam(tf, vars, cfg, init, masks),
   };
@@ -377,7 +381,11 @@ function nativeKernels(tf: Tf): StepKernels {
   return {
     backend: 'tensorflow',
     dense(x, w, b, a) {
-      let y = one('MatMul', [x, w], [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: false }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: false }]);
+      let y = one(
+        'MatMul',
+        [x, w],
+        [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: false }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: false }],
+      );
       if (b) y = one('BiasAdd', [y, b], [T, nhwc]);
       return act(y, a);
     },
@@ -400,11 +408,18 @@ function nativeKernels(tf: Tf): StepKernels {
           return one('SigmoidGrad', [y, dy]);
       }
     },
-    kernelGrad: (x, dz) => one('MatMul', [x, dz], [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: true }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: false }]),
-    inputGrad: (dz, w) => one('MatMul', [dz, w], [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: false }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: true }]),
+    kernelGrad: (x, dz) =>
+      one('MatMul', [x, dz], [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: true }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: false }]),
+    inputGrad: (dz, w) =>
+      one('MatMul', [dz, w], [T, { name: 'transpose_a', type: B.TF_ATTR_BOOL!, value: false }, { name: 'transpose_b', type: B.TF_ATTR_BOOL!, value: true }]),
     biasGrad: (dy) => one('BiasAddGrad', [dy], [T, nhwc]),
     softmaxXent(logits, labels, y) {
-      const [loss, back] = be.executeMultipleOutputs('SparseSoftmaxCrossEntropyWithLogits', [T, { name: 'Tlabels', type: B.TF_ATTR_TYPE!, value: B.TF_INT32 }], [logits, labels], 2) as [TF.Tensor, TF.Tensor];
+      const [loss, back] = be.executeMultipleOutputs(
+        'SparseSoftmaxCrossEntropyWithLogits',
+        [T, { name: 'Tlabels', type: B.TF_ATTR_TYPE!, value: B.TF_INT32 }],
+        [logits, labels],
+        2,
+      ) as [TF.Tensor, TF.Tensor];
       const dlogits = tf.mul(back, invBatch(logits.shape[0]!));
       back.dispose();
       // The loss and logits stay on the device until the epoch's metrics are read.
@@ -421,13 +436,19 @@ function nativeKernels(tf: Tf): StepKernels {
       };
     },
     adam(vars, cfg, init, masks) {
-      const maskTensors = (ms?: (Uint8Array | undefined)[]) => vars.map((v, i) => (ms?.[i] ? tf.keep(tf.tensor(Float32Array.from(ms[i]!), v.shape)) : undefined));
+      const maskTensors = (ms?: (Uint8Array | undefined)[]) =>
+        vars.map((v, i) => (ms?.[i] ? tf.keep(tf.tensor(Float32Array.from(ms[i]!), v.shape)) : undefined));
       let keep = maskTensors(masks);
       const shapeAttr = (shape: number[]): OpAttr => ({ name: 'shape', type: B.TF_ATTR_SHAPE!, value: shape });
       const handle = (shape: number[], value: TF.Tensor) => {
         const h = be.executeSingleOutput(
           'VarHandleOp',
-          [dtypeAttr, shapeAttr(shape), { name: 'container', type: B.TF_ATTR_STRING!, value: '' }, { name: 'shared_name', type: B.TF_ATTR_STRING!, value: `capstan_adam_${process.pid}_${++resourceCounter}` }],
+          [
+            dtypeAttr,
+            shapeAttr(shape),
+            { name: 'container', type: B.TF_ATTR_STRING!, value: '' },
+            { name: 'shared_name', type: B.TF_ATTR_STRING!, value: `capstan_adam_${process.pid}_${++resourceCounter}` },
+          ],
           [],
         );
         be.executeMultipleOutputs('AssignVariableOp', [dtypeAttr], [h, value], 0);
@@ -511,11 +532,24 @@ export function ensureConvFilterGrad(tf: Tf): void {
     backendName,
     kernelFunc: ({ inputs, attrs }) => {
       const { x, dy } = inputs as { x: TF.Tensor4D; dy: TF.Tensor4D };
-      const { strides, pad, filterShape, dimRoundingMode } = attrs as unknown as { strides: [number, number] | number; pad: 'same' | 'valid' | number; filterShape: [number, number, number, number]; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+      const { strides, pad, filterShape, dimRoundingMode } = attrs as unknown as {
+        strides: [number, number] | number;
+        pad: 'same' | 'valid' | number;
+        filterShape: [number, number, number, number];
+        dimRoundingMode?: 'floor' | 'round' | 'ceil';
+      };
       const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad as 'same' | 'valid', dimRoundingMode);
       const { top, bottom, left, right } = info.padInfo;
       return tf.tidy(() => {
-        const xp = top || bottom || left || right ? tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]) : x;
+        const xp =
+          top || bottom || left || right
+            ? tf.pad(x, [
+                [0, 0],
+                [top, bottom],
+                [left, right],
+                [0, 0],
+              ])
+            : x;
         const input = tf.transpose(xp, [3, 1, 2, 0]); // [Cin, Hp, Wp, B]
         const filter = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, B, Cout]
         const full = tf.conv2d(input, filter, 1, 'valid', 'NHWC', [info.strideHeight, info.strideWidth]); // [Cin, ≥K1, ≥K2, Cout]

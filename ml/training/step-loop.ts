@@ -43,9 +43,21 @@ const sparseXent = new Set(['sparseCategoricalCrossentropy', 'sparse_categorical
  */
 export function lossProblem(model: TF.LayersModel): string | undefined {
   const raw = (model as unknown as { loss?: unknown }).loss;
-  const one = Array.isArray(raw) && raw.length === 1 ? raw[0] : raw && typeof raw === 'object' && !Array.isArray(raw) && Object.keys(raw).length === 1 ? Object.values(raw)[0] : raw;
+  const one =
+    Array.isArray(raw) && raw.length === 1
+      ? raw[0]
+      : raw && typeof raw === 'object' && !Array.isArray(raw) && Object.keys(raw).length === 1
+        ? Object.values(raw)[0]
+        : raw;
   if (typeof one === 'string' && sparseXent.has(one)) return undefined;
-  const name = typeof one === 'string' ? one : typeof one === 'function' ? `a loss function (${one.name || 'anonymous'})` : raw === undefined ? 'none (not compiled)' : JSON.stringify(raw);
+  const name =
+    typeof one === 'string'
+      ? one
+      : typeof one === 'function'
+        ? `a loss function (${one.name || 'anonymous'})`
+        : raw === undefined
+          ? 'none (not compiled)'
+          : JSON.stringify(raw);
   return `the compiled loss is ${name}, not sparseCategoricalCrossentropy`;
 }
 
@@ -84,7 +96,8 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
         break;
       case 'Reshape': {
         const to = cfg.targetShape as number[];
-        if (!Array.isArray(to) || to.some((d) => !Number.isInteger(d) || d < 1)) return { unsupported: `reshape layer ${layer.name} has target shape ${JSON.stringify(to)}` };
+        if (!Array.isArray(to) || to.some((d) => !Number.isInteger(d) || d < 1))
+          return { unsupported: `reshape layer ${layer.name} has target shape ${JSON.stringify(to)}` };
         stages.push({ kind: 'reshape', to });
         rank = 1 + to.length;
         break;
@@ -98,12 +111,14 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
       case 'Dense':
       case 'Conv2D': {
         if (!activations.has(act)) return { unsupported: `layer ${layer.name} has activation ${act}` };
-        if (cfg.kernelRegularizer || cfg.biasRegularizer || cfg.activityRegularizer || cfg.kernelConstraint || cfg.biasConstraint) return { unsupported: `layer ${layer.name} has a regularizer or constraint` };
+        if (cfg.kernelRegularizer || cfg.biasRegularizer || cfg.activityRegularizer || cfg.kernelConstraint || cfg.biasConstraint)
+          return { unsupported: `layer ${layer.name} has a regularizer or constraint` };
         const w = weightIndex('kernel');
         const b = weightIndex('bias');
         if (w === undefined) return { unsupported: `layer ${layer.name} has no trainable kernel` };
         if (cls === 'Dense') {
-          if (rank !== 2) return { unsupported: `dense layer ${layer.name} gets a rank-${rank} input (the step loop's dense takes rank 2; add a flatten before it)` };
+          if (rank !== 2)
+            return { unsupported: `dense layer ${layer.name} gets a rank-${rank} input (the step loop's dense takes rank 2; add a flatten before it)` };
           stages.push({ kind: 'dense', w, ...(b !== undefined ? { b } : {}), act: act as Activation });
         } else {
           const dil = pair(cfg.dilationRate ?? 1, 'dilation');
@@ -112,7 +127,13 @@ export function planStepLoop(model: TF.LayersModel): StepPlan | { unsupported: s
           const pad = cfg.padding === 'same' ? 'same' : cfg.padding === 'valid' ? 'valid' : undefined;
           if (!pad) return { unsupported: `conv layer ${layer.name} has padding ${String(cfg.padding)}` };
           if (rank !== 4) return { unsupported: `conv layer ${layer.name} gets a rank-${rank} input (expected rank 4)` };
-          stages.push({ kind: 'conv', w, ...(b !== undefined ? { b } : {}), act: act as Activation, conv: { strides: pair(cfg.strides ?? 1, 'strides'), pad } });
+          stages.push({
+            kind: 'conv',
+            w,
+            ...(b !== undefined ? { b } : {}),
+            act: act as Activation,
+            conv: { strides: pair(cfg.strides ?? 1, 'strides'), pad },
+          });
         }
         break;
       }
@@ -178,7 +199,11 @@ interface AdamLike {
  * checkpoint, is carried over), or why there is none. The model's variables are current only
  * after `commit()`.
  */
-export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { masks?: { name: string; keep: Uint8Array }[] } = {}): Promise<StepLoop | { unsupported: string }> {
+export async function createStepLoop(
+  tf: Tf,
+  model: TF.LayersModel,
+  opts: { masks?: { name: string; keep: Uint8Array }[] } = {},
+): Promise<StepLoop | { unsupported: string }> {
   const plan = planStepLoop(model);
   if ('unsupported' in plan) return plan;
   const opt = model.optimizer as unknown as AdamLike | undefined;
@@ -189,7 +214,11 @@ export async function createStepLoop(tf: Tf, model: TF.LayersModel, opts: { mask
   if ((opt.accumulatedFirstMoment?.length ?? 0) === plan.vars.length) {
     const w = await opt.getWeights();
     const n = plan.vars.length;
-    init = { iterations: Number(w[0]!.tensor.dataSync()[0]), m: w.slice(1, 1 + n).map((x) => x.tensor.dataSync() as Float32Array), v: w.slice(1 + n).map((x) => x.tensor.dataSync() as Float32Array) };
+    init = {
+      iterations: Number(w[0]!.tensor.dataSync()[0]),
+      m: w.slice(1, 1 + n).map((x) => x.tensor.dataSync() as Float32Array),
+      v: w.slice(1 + n).map((x) => x.tensor.dataSync() as Float32Array),
+    };
   }
   if (plan.stages.some((s) => s.kind === 'conv')) ensureConvFilterGrad(tf);
   const kernels = stepKernels(tf);
@@ -276,7 +305,14 @@ function leadingShape(plan: StepPlan, featureShape: number[]): { shape: number[]
   return { shape, skip };
 }
 
-async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam, d: LabelledArrays, o: { batchSize: number; seed: number; onStep?: () => void }): Promise<LossAccuracy> {
+async function trainPass(
+  tf: Tf,
+  k: StepKernels,
+  plan: StepPlan,
+  adam: FusedAdam,
+  d: LabelledArrays,
+  o: { batchSize: number; seed: number; onStep?: () => void },
+): Promise<LossAccuracy> {
   const n = d.y.length;
   if (n === 0) return { loss: NaN, accuracy: NaN };
   const row = d.featureShape.reduce((a, b) => a * b, 1);
@@ -349,7 +385,10 @@ async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam
               dy = tf.mul(dy, mask!);
               break;
             case 'maxpool':
-              if (needInput) dy = tf.engine().runKernel('MaxPoolGrad', { dy, input: x, output: y }, { filterSize: s.size, strides: s.conv.strides, pad: s.conv.pad }) as TF.Tensor;
+              if (needInput)
+                dy = tf
+                  .engine()
+                  .runKernel('MaxPoolGrad', { dy, input: x, output: y }, { filterSize: s.size, strides: s.conv.strides, pad: s.conv.pad }) as TF.Tensor;
               break;
             case 'dense': {
               const dz = k.actGrad(dy, y, s.act);
@@ -361,9 +400,22 @@ async function trainPass(tf: Tf, k: StepKernels, plan: StepPlan, adam: FusedAdam
             case 'conv': {
               const dz = k.actGrad(dy, y, s.act);
               const w = params[s.w]!;
-              g[s.w] = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: dz }, { strides: s.conv.strides, pad: s.conv.pad, dataFormat: 'NHWC', filterShape: w.shape }) as TF.Tensor;
+              g[s.w] = tf
+                .engine()
+                .runKernel(
+                  'Conv2DBackpropFilter',
+                  { x, dy: dz },
+                  { strides: s.conv.strides, pad: s.conv.pad, dataFormat: 'NHWC', filterShape: w.shape },
+                ) as TF.Tensor;
               if (s.b !== undefined) g[s.b] = k.biasGrad(dz);
-              if (needInput) dy = tf.engine().runKernel('Conv2DBackpropInput', { dy: dz, filter: w }, { strides: s.conv.strides, pad: s.conv.pad, dataFormat: 'NHWC', inputShape: x.shape }) as TF.Tensor;
+              if (needInput)
+                dy = tf
+                  .engine()
+                  .runKernel(
+                    'Conv2DBackpropInput',
+                    { dy: dz, filter: w },
+                    { strides: s.conv.strides, pad: s.conv.pad, dataFormat: 'NHWC', inputShape: x.shape },
+                  ) as TF.Tensor;
               break;
             }
           }

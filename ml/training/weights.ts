@@ -85,7 +85,9 @@ export async function readMasks(modelDir: string, layout: WeightLayout[]): Promi
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  const entries = (Array.isArray(json) ? json : ((json as { masks?: unknown; weights?: unknown }).masks ?? (json as { weights?: unknown }).weights)) as MaskEntry[] | undefined;
+  const entries = (Array.isArray(json) ? json : ((json as { masks?: unknown; weights?: unknown }).masks ?? (json as { weights?: unknown }).weights)) as
+    | MaskEntry[]
+    | undefined;
   if (!Array.isArray(entries)) throw new Error(`${path.join(modelDir, 'masks.json')}: expected { masks: [...] }`);
   const total = layout.reduce((n, l) => n + l.size, 0);
   const mask = new Float32Array(total).fill(1);

@@ -61,7 +61,8 @@ export function placeholderProblems(argv: readonly string[]): string[] {
   for (const arg of argv) {
     for (const m of arg.matchAll(PLACEHOLDER)) {
       const name = m[1]!;
-      if (!KNOWN.has(name) && !/^params\.[A-Za-z_][A-Za-z0-9_]*$/.test(name)) problems.push(`unknown placeholder {${name}} in command (known: {python}, {dir}, {context}, {workDir}, {params.NAME})`);
+      if (!KNOWN.has(name) && !/^params\.[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+        problems.push(`unknown placeholder {${name}} in command (known: {python}, {dir}, {context}, {workDir}, {params.NAME})`);
     }
   }
   return problems;
@@ -132,7 +133,15 @@ async function runCommandStage<P, C extends string>(o: CommandStageOptions<P, C>
       const outputDirs = await outputs.ready;
       const context = {
         protocol: STAGE_PROTOCOL_VERSION,
-        run: { id: ctx.runId, pipeline: ctx.pipeline, stage: ctx.stageId, plugin: o.name, pluginVersion: o.version, attempt: ctx.attempt, replica: ctx.replica ?? null },
+        run: {
+          id: ctx.runId,
+          pipeline: ctx.pipeline,
+          stage: ctx.stageId,
+          plugin: o.name,
+          pluginVersion: o.version,
+          attempt: ctx.attempt,
+          replica: ctx.replica ?? null,
+        },
         params,
         inputs: inputFolders,
         outputs: Object.fromEntries(Object.entries(outputDirs).map(([k, dir]) => [k, { path: dir }])),
@@ -171,7 +180,11 @@ async function runCommandStage<P, C extends string>(o: CommandStageOptions<P, C>
         onUsage: (cpuSeconds) => ctx.meter.running?.({ cpuSeconds, wholeAttempt: true }),
       });
       // Measured by pid (the launcher reads /proc), so it is the attempt's whole CPU use.
-      ctx.meter.add({ cpuSeconds: exit.cpuSeconds + exit.launcherCpuSeconds, wholeAttempt: true, ...(session.gpuSeconds > 0 ? { deviceSeconds: session.gpuSeconds } : {}) });
+      ctx.meter.add({
+        cpuSeconds: exit.cpuSeconds + exit.launcherCpuSeconds,
+        wholeAttempt: true,
+        ...(session.gpuSeconds > 0 ? { deviceSeconds: session.gpuSeconds } : {}),
+      });
 
       if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('stage stopped');
       const failure = outcomeError(o, exit, session, python);
@@ -212,7 +225,8 @@ function substitute<P>(arg: string, values: Record<string, string>, params: P): 
     if (name in values) return values[name]!;
     if (name.startsWith('params.')) {
       const v = (params as Record<string, unknown> | undefined)?.[name.slice(7)];
-      if (v === undefined || v === null) throw new StageError(`command placeholder ${whole} has no value (the param is not set and has no default)`, { type: 'PLUGIN_PARAMS_INVALID' });
+      if (v === undefined || v === null)
+        throw new StageError(`command placeholder ${whole} has no value (the param is not set and has no default)`, { type: 'PLUGIN_PARAMS_INVALID' });
       return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
     }
     return whole;
@@ -225,7 +239,10 @@ async function lastCheckpoint(ctx: StageContext): Promise<{ path: string; detail
   try {
     return { path: await ctx.localPath(ctx.lastCheckpoint.checkpoint), details: ctx.lastCheckpoint.details };
   } catch (e) {
-    ctx.logger.warn('the last checkpoint is not usable; the process starts without one', { checkpoint: ctx.lastCheckpoint.checkpoint, error: (e as Error).message });
+    ctx.logger.warn('the last checkpoint is not usable; the process starts without one', {
+      checkpoint: ctx.lastCheckpoint.checkpoint,
+      error: (e as Error).message,
+    });
     return undefined;
   }
 }
@@ -292,7 +309,8 @@ function protocolSession<P>(ctx: StageContext, o: CommandStageOptions<P>, params
         return true;
       }
       const m = parsed.message;
-      if (!opened && m.type !== 'open') return fail(`stage protocol error: the first message must be "open" (with the protocol version), got "${m.type}"`, 'STAGE_PROTOCOL_ERROR');
+      if (!opened && m.type !== 'open')
+        return fail(`stage protocol error: the first message must be "open" (with the protocol version), got "${m.type}"`, 'STAGE_PROTOCOL_ERROR');
       switch (m.type) {
         case 'open':
           if (m.protocol !== STAGE_PROTOCOL_VERSION) {
@@ -319,7 +337,8 @@ function protocolSession<P>(ctx: StageContext, o: CommandStageOptions<P>, params
         }
         case 'checkpoint': {
           const abs = path.resolve(checkpointDir, m.path);
-          if (abs !== checkpointDir && !abs.startsWith(checkpointDir + path.sep)) return fail(`stage protocol error: checkpoint path ${JSON.stringify(m.path)} is outside the checkpoint folder`, 'STAGE_PROTOCOL_ERROR');
+          if (abs !== checkpointDir && !abs.startsWith(checkpointDir + path.sep))
+            return fail(`stage protocol error: checkpoint path ${JSON.stringify(m.path)} is outside the checkpoint folder`, 'STAGE_PROTOCOL_ERROR');
           lastBeat = { checkpoint: ctx.checkpointUri(abs), details: m.details };
           ctx.heartbeat(lastBeat);
           break;
@@ -334,7 +353,8 @@ function protocolSession<P>(ctx: StageContext, o: CommandStageOptions<P>, params
           if (m.gpuSeconds !== undefined) s.gpuSeconds = m.gpuSeconds;
           break;
         case 'output':
-          if (!o.produces.includes(m.kind)) return fail(`stage protocol error: output "${m.kind}" is not one this stage produces (${o.produces.join(', ') || 'none'})`, 'STAGE_PROTOCOL_ERROR');
+          if (!o.produces.includes(m.kind))
+            return fail(`stage protocol error: output "${m.kind}" is not one this stage produces (${o.produces.join(', ') || 'none'})`, 'STAGE_PROTOCOL_ERROR');
           s.declared[m.kind] = m.meta ?? {};
           break;
         case 'error':
@@ -370,9 +390,17 @@ function outcomeError<P>(o: CommandStageOptions<P>, exit: StageProcessExit, s: R
   }
   if (exit.code === 0) {
     const missing = o.produces.filter((k) => !(k in s.declared));
-    if (missing.length) return new StageError(`the stage process exited 0 without declaring its output${missing.length > 1 ? 's' : ''} ${missing.map((k) => `"${k}"`).join(', ')} (send an "output" message, e.g. ctx.output("${missing[0]}") in the Python SDK)`, { type: 'STAGE_OUTPUT_MISSING', retryable: false });
+    if (missing.length)
+      return new StageError(
+        `the stage process exited 0 without declaring its output${missing.length > 1 ? 's' : ''} ${missing.map((k) => `"${k}"`).join(', ')} (send an "output" message, e.g. ctx.output("${missing[0]}") in the Python SDK)`,
+        { type: 'STAGE_OUTPUT_MISSING', retryable: false },
+      );
     return undefined;
   }
   const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-  return new StageError(withTail(`the stage process ${how}`), { type: 'STAGE_PROCESS_FAILED', retryable: true, details: { exitCode: exit.code, signal: exit.signal } });
+  return new StageError(withTail(`the stage process ${how}`), {
+    type: 'STAGE_PROCESS_FAILED',
+    retryable: true,
+    details: { exitCode: exit.code, signal: exit.signal },
+  });
 }

@@ -48,7 +48,10 @@ export const stageManifestSchema = z
       })
       .strict()
       .optional(),
-    timeouts: z.object({ startToClose: duration('timeouts.startToClose').optional(), heartbeat: duration('timeouts.heartbeat').optional() }).strict().optional(),
+    timeouts: z
+      .object({ startToClose: duration('timeouts.startToClose').optional(), heartbeat: duration('timeouts.heartbeat').optional() })
+      .strict()
+      .optional(),
     stopGrace: duration('stopGrace').optional(),
   })
   .strict();
@@ -81,11 +84,17 @@ export async function loadStageManifest(file: string): Promise<StagePlugin<unkno
 /** The command stage a parsed manifest declares; `file`'s folder is `{dir}`. */
 export function stageFromManifest(raw: unknown, o: { file: string }): StagePlugin<unknown> {
   const parsed = stageManifestSchema.safeParse(raw);
-  if (!parsed.success) throw new ManifestError(o.file, parsed.error.issues.map((i) => `${i.path.join('.') || '(manifest)'}: ${i.message}`));
+  if (!parsed.success)
+    throw new ManifestError(
+      o.file,
+      parsed.error.issues.map((i) => `${i.path.join('.') || '(manifest)'}: ${i.message}`),
+    );
   const m = parsed.data;
   const problems = placeholderProblems(m.command);
   const props = (m.params as { properties?: Record<string, unknown> }).properties ?? {};
-  for (const arg of m.command) for (const p of arg.matchAll(/\{params\.([A-Za-z0-9_]+)\}/g)) if (!(p[1]! in props)) problems.push(`command uses {params.${p[1]}}, which params does not declare`);
+  for (const arg of m.command)
+    for (const p of arg.matchAll(/\{params\.([A-Za-z0-9_]+)\}/g))
+      if (!(p[1]! in props)) problems.push(`command uses {params.${p[1]}}, which params does not declare`);
   let paramsSchema: z.ZodType;
   try {
     paramsSchema = z.fromJSONSchema(m.params as never);
@@ -94,7 +103,12 @@ export function stageFromManifest(raw: unknown, o: { file: string }): StagePlugi
     paramsSchema = z.never();
   }
   if (problems.length) throw new ManifestError(o.file, problems);
-  const timeouts = m.timeouts ? { ...(m.timeouts.startToClose !== undefined ? { startToCloseMs: m.timeouts.startToClose } : {}), ...(m.timeouts.heartbeat !== undefined ? { heartbeatMs: m.timeouts.heartbeat } : {}) } : undefined;
+  const timeouts = m.timeouts
+    ? {
+        ...(m.timeouts.startToClose !== undefined ? { startToCloseMs: m.timeouts.startToClose } : {}),
+        ...(m.timeouts.heartbeat !== undefined ? { heartbeatMs: m.timeouts.heartbeat } : {}),
+      }
+    : undefined;
   const retry = m.retry
     ? {
         ...(m.retry.maximumAttempts !== undefined ? { maximumAttempts: m.retry.maximumAttempts } : {}),

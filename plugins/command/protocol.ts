@@ -8,7 +8,9 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** Largest `details` a checkpoint or heartbeat may carry (they travel through Temporal). */
 export const MAX_DETAILS_BYTES = 64 * 1024;
 
-const smallObject = z.record(z.string(), z.unknown()).refine((o) => JSON.stringify(o).length <= MAX_DETAILS_BYTES, { message: `must be at most ${MAX_DETAILS_BYTES} bytes as JSON` });
+const smallObject = z
+  .record(z.string(), z.unknown())
+  .refine((o) => JSON.stringify(o).length <= MAX_DETAILS_BYTES, { message: `must be at most ${MAX_DETAILS_BYTES} bytes as JSON` });
 const finite = z.number().refine(Number.isFinite, { message: 'must be a finite number' });
 
 export const stageMessageSchema = z.discriminatedUnion('type', [
@@ -37,7 +39,10 @@ export const stageMessageSchema = z.discriminatedUnion('type', [
       message: z.string().max(64 * 1024),
       retryable: z.boolean().default(true),
       badInput: z.boolean().default(false),
-      traceback: z.string().max(64 * 1024).optional(),
+      traceback: z
+        .string()
+        .max(64 * 1024)
+        .optional(),
     }),
   }),
 ]);

@@ -131,7 +131,16 @@ export async function runStageProcess(o: StageProcessOptions): Promise<StageProc
 
   const wallSeconds = (performance.now() - started) / 1000;
   if (launcher.error) {
-    return { code: null, signal: null, cpuSeconds: 0, launcherCpuSeconds: 0, wallSeconds, startError: `cannot start the launcher: ${launcher.error.message}`, stderrTail, stopped };
+    return {
+      code: null,
+      signal: null,
+      cpuSeconds: 0,
+      launcherCpuSeconds: 0,
+      wallSeconds,
+      startError: `cannot start the launcher: ${launcher.error.message}`,
+      stderrTail,
+      stopped,
+    };
   }
   if (exitReport) {
     return {

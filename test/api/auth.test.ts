@@ -51,7 +51,10 @@ const OPERATIONS: Record<string, { query: string; variables?: Record<string, unk
   'Mutation.abortRun': { query: 'mutation { abortRun(runId: "pipeline/none/xxxxx", reason: "r") { id } }' },
   'Mutation.cancelRun': { query: 'mutation { cancelRun(runId: "pipeline/none/xxxxx") { id } }' },
   'Mutation.resumeRun': { query: 'mutation { resumeRun(runId: "pipeline/none/xxxxx", dryRun: true) { plan { from } } }' },
-  'Mutation.savePipeline': { query: 'mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }', variables: { s: { ...spec, name: 'authz-saved' } } },
+  'Mutation.savePipeline': {
+    query: 'mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }',
+    variables: { s: { ...spec, name: 'authz-saved' } },
+  },
   'Mutation.deleteSavedPipeline': { query: 'mutation { deleteSavedPipeline(name: "none") }' },
   'Mutation.schedulePipeline': { query: 'mutation { schedulePipeline(name: "none", every: "1h") { id } }' },
   'Mutation.pauseSchedule': { query: 'mutation { pauseSchedule(id: "capstan/none/000000") { id } }' },
@@ -77,11 +80,21 @@ async function call(op: string, token: string | null): Promise<{ status: number;
   if (op === PREDICT_ROUTE) {
     const res = await fetch(`${stack.url}/models/none/predict`, { method: 'POST', headers, body: JSON.stringify({ inputs: [[0]] }) });
     const body = await res.text();
-    return { status: res.status, code: (JSON.parse(body) as { error?: { code?: string }; errors?: { extensions?: { code?: string } }[] }).error?.code ?? JSON.parse(body).errors?.[0]?.extensions?.code, body };
+    return {
+      status: res.status,
+      code:
+        (JSON.parse(body) as { error?: { code?: string }; errors?: { extensions?: { code?: string } }[] }).error?.code ??
+        JSON.parse(body).errors?.[0]?.extensions?.code,
+      body,
+    };
   }
   const { query, variables } = OPERATIONS[op]!;
   const sse = op.startsWith('Subscription.');
-  const res = await fetch(`${stack.url}/graphql`, { method: 'POST', headers: { ...headers, ...(sse ? { accept: 'text/event-stream' } : {}) }, body: JSON.stringify({ query, variables }) });
+  const res = await fetch(`${stack.url}/graphql`, {
+    method: 'POST',
+    headers: { ...headers, ...(sse ? { accept: 'text/event-stream' } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
   const body = await res.text();
   let json: { errors?: { extensions?: { code?: string } }[] } = {};
   if (sse && res.headers.get('content-type')?.includes('text/event-stream')) {

@@ -2,7 +2,7 @@
 // another origin cannot drive it, even holding a token, unless CAPSTAN_CORS_ORIGINS names that
 // origin; form-style posts that skip the preflight are refused by the server; GraphiQL on the
 // API's own origin works and sends the dev token; a DNS-rebinding host name is refused (421).
-import { existsSync, mkdirSync, } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,7 +119,10 @@ async function runsOf(stack: TestStack, pipeline: string): Promise<number> {
 }
 
 /** A raw HTTP request (fetch cannot set Host). */
-function raw(url: string, o: { method: string; path: string; headers: Record<string, string>; body?: string }): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
+function raw(
+  url: string,
+  o: { method: string; path: string; headers: Record<string, string>; body?: string },
+): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: u.hostname, port: u.port, method: o.method, path: o.path, headers: o.headers }, (res) => {
@@ -154,7 +157,11 @@ describe('a page on another origin (no CORS origins configured)', () => {
 
     const page = await evilPage(evilOrigin);
     log.lines.length = 0;
-    const seen = await page.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [stack.url, stack.adminToken, body('browser-evil-token')] as const);
+    const seen = await page.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [
+      stack.url,
+      stack.adminToken,
+      body('browser-evil-token'),
+    ] as const);
     expect(seen, JSON.stringify(seen)).toMatchObject({ rejected: true });
     expect(seen.error).toMatch(/Failed to fetch/);
     expect(await runsOf(stack, 'browser-evil-token')).toBe(0);
@@ -194,7 +201,12 @@ describe('a page on another origin (no CORS origins configured)', () => {
     });
     expect(post.status).toBe(421);
     expect(JSON.parse(post.text).errors[0].extensions.code).toBe('HOST_NOT_ALLOWED');
-    const predict = await raw(stack.url, { method: 'POST', path: '/models/none/predict', headers: { host: 'evil.example', 'content-type': 'application/json' }, body: '{"inputs":[[0]]}' });
+    const predict = await raw(stack.url, {
+      method: 'POST',
+      path: '/models/none/predict',
+      headers: { host: 'evil.example', 'content-type': 'application/json' },
+      body: '{"inputs":[[0]]}',
+    });
     expect(predict.status).toBe(421);
     // In the browser: the attacker's name resolving to 127.0.0.1 (the rebinding itself).
     const page = await browser.newPage();
@@ -216,30 +228,57 @@ describe('the same page once CAPSTAN_CORS_ORIGINS names its origin', () => {
 
   it('the allowed origin may call the API with a token; another origin still may not', async () => {
     const page = await evilPage(evilOrigin);
-    const ok = await page.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [stack.url, stack.adminToken, body('browser-cors-allowed')] as const);
+    const ok = await page.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [
+      stack.url,
+      stack.adminToken,
+      body('browser-cors-allowed'),
+    ] as const);
     expect(ok, JSON.stringify(ok)).toMatchObject({ rejected: false, type: 'cors', status: 200 });
     expect(JSON.parse(ok.text).data.startPipeline.id).toMatch(/^pipeline\/browser-cors-allowed\//);
     // Allowed does not mean anonymous: without the token the API still says 401, and the page may read that.
-    const anon = await page.evaluate(([api, b]) => fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b }).then(async (r) => ({ status: r.status, text: await r.text() })), [stack.url, body('browser-cors-allowed')] as const);
+    const anon = await page.evaluate(
+      ([api, b]) =>
+        fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b }).then(async (r) => ({
+          status: r.status,
+          text: await r.text(),
+        })),
+      [stack.url, body('browser-cors-allowed')] as const,
+    );
     expect(anon.status).toBe(401);
     expect(JSON.parse(anon.text).errors[0].extensions.code).toBe('UNAUTHENTICATED');
     // The predict route too: its preflight passes and its answers (here: no such model) are readable.
     const predict = await page.evaluate(
       ([api, token]) =>
-        fetch(`${api}/models/none/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: '{"inputs":[[0]]}' }).then(async (r) => ({ status: r.status, text: await r.text() })),
+        fetch(`${api}/models/none/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: '{"inputs":[[0]]}',
+        }).then(async (r) => ({ status: r.status, text: await r.text() })),
       [stack.url, stack.adminToken] as const,
     );
     expect(predict.status).toBe(404);
     expect(JSON.parse(predict.text).error.code).toBe('MODEL_NOT_FOUND');
     // A sandboxed frame (origin "null") on the allowed page is not the allowed origin.
-    const sandboxed = await page.evaluate(([api, token, b]) => (window as any).fromNullOrigin(api, token, b), [stack.url, stack.adminToken, body('browser-cors-allowed')] as const);
+    const sandboxed = await page.evaluate(([api, token, b]) => (window as any).fromNullOrigin(api, token, b), [
+      stack.url,
+      stack.adminToken,
+      body('browser-cors-allowed'),
+    ] as const);
     expect(sandboxed, JSON.stringify(sandboxed)).toMatchObject({ rejected: true, origin: 'null' });
-    const nullPreflight = await raw(stack.url, { method: 'OPTIONS', path: '/graphql', headers: { origin: 'null', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' } });
+    const nullPreflight = await raw(stack.url, {
+      method: 'OPTIONS',
+      path: '/graphql',
+      headers: { origin: 'null', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type' },
+    });
     expect(nullPreflight.headers['access-control-allow-origin']).toBeUndefined();
     await page.close();
 
     const other = await evilPage(otherOrigin);
-    const refused = await other.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [stack.url, stack.adminToken, body('browser-cors-allowed')] as const);
+    const refused = await other.evaluate(([api, token, b]) => (window as any).withToken(api, token, b), [
+      stack.url,
+      stack.adminToken,
+      body('browser-cors-allowed'),
+    ] as const);
     expect(refused, JSON.stringify(refused)).toMatchObject({ rejected: true });
     await other.close();
     expect(await runsOf(stack, 'browser-cors-allowed')).toBe(1);
@@ -277,7 +316,12 @@ describe('with CAPSTAN_AUTH=off (loopback dev mode, no tokens): the CSRF rule al
     }
     expect(await runsOf(stack, 'browser-csrf')).toBe(0);
     // A JSON client is not a simple request, so it needs no extra header.
-    const ok = await raw(stack.url, { method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ whoami { role } }' }) });
+    const ok = await raw(stack.url, {
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ whoami { role } }' }),
+    });
     expect(JSON.parse(ok.text).data.whoami.role).toBe('ADMIN');
   });
 });
@@ -294,7 +338,11 @@ describe('GraphiQL on the API’s own origin', () => {
 
   it('the page carries no token, loopback or proxied, and is served under a strict CSP that forbids framing', async () => {
     for (const headers of [{}, { 'x-forwarded-for': '203.0.113.9' }, { 'x-forwarded-for': '127.0.0.1' }] as Record<string, string>[]) {
-      const res = await raw(stack.url, { method: 'GET', path: '/graphql?query=mutation%20%7B%20x%20%7D', headers: { host: new URL(stack.url).host, accept: 'text/html', ...headers } });
+      const res = await raw(stack.url, {
+        method: 'GET',
+        path: '/graphql?query=mutation%20%7B%20x%20%7D',
+        headers: { host: new URL(stack.url).host, accept: 'text/html', ...headers },
+      });
       expect(res.status).toBe(200);
       expect(res.text).toContain('<title>Capstan GraphiQL</title>');
       expect(res.text).not.toContain(stack.adminToken);
@@ -357,7 +405,10 @@ describe('GraphiQL on the API’s own origin', () => {
     expect(result).toMatch(/"role":\s*"ADMIN"/);
     expect(result).toContain('test-admin');
     expect(sent.length).toBeGreaterThan(0);
-    expect(sent.every((r) => r.authorization === `Bearer ${stack.adminToken}`), JSON.stringify(sent.map((r) => !!r.authorization))).toBe(true);
+    expect(
+      sent.every((r) => r.authorization === `Bearer ${stack.adminToken}`),
+      JSON.stringify(sent.map((r) => !!r.authorization)),
+    ).toBe(true);
     // The token lives in this tab's sessionStorage only (not localStorage, where GraphiQL keeps its tabs).
     expect(await page.evaluate(() => sessionStorage.getItem('capstan.token'))).toBe(stack.adminToken);
     expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain(stack.adminToken);

@@ -54,7 +54,8 @@ interface Answer {
 let rand = seededRandom(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
 const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
-const gqlBody = (query: string, variables?: unknown, extra: Record<string, unknown> = {}) => JSON.stringify({ query, ...(variables !== undefined ? { variables } : {}), ...extra });
+const gqlBody = (query: string, variables?: unknown, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ query, ...(variables !== undefined ? { variables } : {}), ...extra });
 const START = 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }';
 const VALIDATE = 'query($s: PipelineSpecInput!) { validatePipeline(spec: $s) { valid issues { code } } }';
 const hostileName = () => `${HOSTILE}-${int(0, 9)}`;
@@ -84,22 +85,67 @@ const CATEGORIES: Record<string, () => Hostile> = {
       '{"query":"\\u0000{ whoami { role } }"}',
       '',
     ]);
-    return { category: 'malformed-json', what: body.slice(0, 40), method: 'POST', path: pick(['/graphql', '/graphql', '/models/digits/predict']), headers: { 'content-type': 'application/json' }, body };
+    return {
+      category: 'malformed-json',
+      what: body.slice(0, 40),
+      method: 'POST',
+      path: pick(['/graphql', '/graphql', '/models/digits/predict']),
+      headers: { 'content-type': 'application/json' },
+      body,
+    };
   },
   'wrong-content-type': () => {
-    const ct = pick(['application/xml', 'text/html', 'image/png', 'application/octet-stream', 'application/json; charset=utf-16', 'multipart/form-data; boundary=zz', 'application/x-www-form-urlencoded', 'text/plain', '']);
-    const body = pick([gqlBody('{ whoami { role } }'), '<query>whoami</query>', 'query=%7B+whoami+%7B+role+%7D+%7D', '--zz\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{}\r\n--zz--']);
+    const ct = pick([
+      'application/xml',
+      'text/html',
+      'image/png',
+      'application/octet-stream',
+      'application/json; charset=utf-16',
+      'multipart/form-data; boundary=zz',
+      'application/x-www-form-urlencoded',
+      'text/plain',
+      '',
+    ]);
+    const body = pick([
+      gqlBody('{ whoami { role } }'),
+      '<query>whoami</query>',
+      'query=%7B+whoami+%7B+role+%7D+%7D',
+      '--zz\r\nContent-Disposition: form-data; name="operations"\r\n\r\n{}\r\n--zz--',
+    ]);
     // Some with a token (then the CSRF rule does not apply and the body parser decides), some without.
-    return { category: 'wrong-content-type', what: `${ct || '(none)'}`, dataOk: ct === 'application/json; charset=utf-16', method: 'POST', path: pick(['/graphql', '/models/digits/predict']), headers: (ct ? { 'content-type': ct } : {}) as Record<string, string>, body, auth: pick(['admin', 'none'] as const) };
+    return {
+      category: 'wrong-content-type',
+      what: `${ct || '(none)'}`,
+      dataOk: ct === 'application/json; charset=utf-16',
+      method: 'POST',
+      path: pick(['/graphql', '/models/digits/predict']),
+      headers: (ct ? { 'content-type': ct } : {}) as Record<string, string>,
+      body,
+      auth: pick(['admin', 'none'] as const),
+    };
   },
   'huge-body-declared': () => {
     const size = pick([MAX_BODY + 1, 256 * 1024, 2 * 1024 * 1024]);
     const pad = 'x'.repeat(size);
-    return { category: 'huge-body-declared', what: `${size} bytes with Content-Length`, method: 'POST', path: pick(['/graphql', '/models/digits/predict']), headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ whoami { role } }', pad }) };
+    return {
+      category: 'huge-body-declared',
+      what: `${size} bytes with Content-Length`,
+      method: 'POST',
+      path: pick(['/graphql', '/models/digits/predict']),
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ whoami { role } }', pad }),
+    };
   },
   'huge-body-chunked': () => {
     const n = pick([3, 8, 40]);
-    return { category: 'huge-body-chunked', what: `${n} × 32 KiB chunked`, method: 'POST', path: pick(['/graphql', '/models/digits/predict']), headers: { 'content-type': 'application/json' }, chunks: Array.from({ length: n }, () => Buffer.alloc(32 * 1024, 0x20)) };
+    return {
+      category: 'huge-body-chunked',
+      what: `${n} × 32 KiB chunked`,
+      method: 'POST',
+      path: pick(['/graphql', '/models/digits/predict']),
+      headers: { 'content-type': 'application/json' },
+      chunks: Array.from({ length: n }, () => Buffer.alloc(32 * 1024, 0x20)),
+    };
   },
   'deep-nesting': () => {
     const n = int(13, 200);
@@ -115,32 +161,103 @@ const CATEGORIES: Record<string, () => Hostile> = {
       // Nested list input.
       `{ predict(model: "digits", inputs: ${'['.repeat(n)}1${']'.repeat(n)}) { version } }`,
     ]);
-    return { category: 'deep-nesting', what: q.slice(0, 40), method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q) };
+    return {
+      category: 'deep-nesting',
+      what: q.slice(0, 40),
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q),
+    };
   },
   'many-aliases': () => {
     const n = pick([21, 100, 1000, 3000]);
     const field = pick(['whoami { role }', 'runs(first: 100) { edges { node { id } } }', 'stagePlugins { name }', 'models { name }', '__typename']);
     const q = `{ ${Array.from({ length: n }, (_, i) => `a${i}: ${field}`).join(' ')} }`;
     // Armor does not count __typename aliases (no resolver runs); the token limit bounds them.
-    return { category: 'many-aliases', what: `${n} × ${field.split(' ')[0]}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q.slice(0, MAX_BODY - 200)), dataOk: field === '__typename' };
+    return {
+      category: 'many-aliases',
+      what: `${n} × ${field.split(' ')[0]}`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q.slice(0, MAX_BODY - 200)),
+      dataOk: field === '__typename',
+    };
   },
   'token-flood': () => {
     const n = pick([5001, 8000, 12000]);
-    const q = pick([`{ whoami { ${'role '.repeat(n)} } }`, `{ ${'__typename '.repeat(n)} }`, `{ whoami ${'@include(if: true) '.repeat(Math.min(n, 3000))} { role } }`, `query(${Array.from({ length: 1500 }, (_, i) => `$v${i}: Int`).join(', ')}) { whoami { role } }`]);
-    return { category: 'token-flood', what: `${q.slice(0, 30)}… (${q.length} chars)`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q.slice(0, MAX_BODY - 200)) };
+    const q = pick([
+      `{ whoami { ${'role '.repeat(n)} } }`,
+      `{ ${'__typename '.repeat(n)} }`,
+      `{ whoami ${'@include(if: true) '.repeat(Math.min(n, 3000))} { role } }`,
+      `query(${Array.from({ length: 1500 }, (_, i) => `$v${i}: Int`).join(', ')}) { whoami { role } }`,
+    ]);
+    return {
+      category: 'token-flood',
+      what: `${q.slice(0, 30)}… (${q.length} chars)`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q.slice(0, MAX_BODY - 200)),
+    };
   },
   'huge-lists': () => {
     const n = pick([5000, 10_000]);
     const c = pick(['needs', 'predict', 'nonRetryable', 'inputs']);
-    if (c === 'predict') return { category: 'huge-lists', what: `predict ${n} samples`, method: 'POST', path: '/models/digits/predict', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: Array.from({ length: n }, () => [0]) }), auth: 'predictor' };
-    if (c === 'inputs') return { category: 'huge-lists', what: `GraphQL predict ${n} samples`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody('query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version } }', { i: Array.from({ length: n }, () => [1]) }) };
-    const stage = c === 'needs' ? { id: 'a', plugin: 'test:write-note', needs: Array.from({ length: n / 10 }, (_, i) => `s${i}`) } : { id: 'a', plugin: 'test:write-note', retry: { nonRetryableErrorTypes: Array.from({ length: n / 10 }, (_, i) => `E${i}`) } };
-    return { category: 'huge-lists', what: `${c} × ${n / 10}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(pick([START, VALIDATE]), { s: { name: hostileName(), stages: [stage] } }), dataOk: true };
+    if (c === 'predict')
+      return {
+        category: 'huge-lists',
+        what: `predict ${n} samples`,
+        method: 'POST',
+        path: '/models/digits/predict',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: Array.from({ length: n }, () => [0]) }),
+        auth: 'predictor',
+      };
+    if (c === 'inputs')
+      return {
+        category: 'huge-lists',
+        what: `GraphQL predict ${n} samples`,
+        method: 'POST',
+        path: '/graphql',
+        headers: { 'content-type': 'application/json' },
+        body: gqlBody('query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version } }', { i: Array.from({ length: n }, () => [1]) }),
+      };
+    const stage =
+      c === 'needs'
+        ? { id: 'a', plugin: 'test:write-note', needs: Array.from({ length: n / 10 }, (_, i) => `s${i}`) }
+        : { id: 'a', plugin: 'test:write-note', retry: { nonRetryableErrorTypes: Array.from({ length: n / 10 }, (_, i) => `E${i}`) } };
+    return {
+      category: 'huge-lists',
+      what: `${c} × ${n / 10}`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(pick([START, VALIDATE]), { s: { name: hostileName(), stages: [stage] } }),
+      dataOk: true,
+    };
   },
   'unknown-fields': () => {
-    const q = pick(['{ nope }', '{ whoami { password } }', '{ runs { totalCount } }', 'mutation { dropDatabase }', '{ whoam { role } }', '{ __type(name: "Query") { fields { name } } nope }', 'subscription { everything }', 'query A { whoami { role } } query B { nope }']);
+    const q = pick([
+      '{ nope }',
+      '{ whoami { password } }',
+      '{ runs { totalCount } }',
+      'mutation { dropDatabase }',
+      '{ whoam { role } }',
+      '{ __type(name: "Query") { fields { name } } nope }',
+      'subscription { everything }',
+      'query A { whoami { role } } query B { nope }',
+    ]);
     const extra = q.startsWith('query A') ? { operationName: pick(['B', 'C', '']) } : {};
-    return { category: 'unknown-fields', what: q, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q, undefined, extra) };
+    return {
+      category: 'unknown-fields',
+      what: q,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q, undefined, extra),
+    };
   },
   introspection: () => {
     const q = pick([
@@ -149,7 +266,16 @@ const CATEGORIES: Record<string, () => Hostile> = {
       `{ ${Array.from({ length: 20 }, (_, i) => `s${i}: __schema { types { name fields { name type { name } } } }`).join(' ')} }`,
       `{ __type(name: "${'A'.repeat(5000)}") { name } }`,
     ]);
-    return { category: 'introspection', what: q.slice(0, 40), method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q), auth: pick(['admin', 'viewer'] as const), dataOk: true };
+    return {
+      category: 'introspection',
+      what: q.slice(0, 40),
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q),
+      auth: pick(['admin', 'viewer'] as const),
+      dataOk: true,
+    };
   },
   'bad-variables': () => {
     const v = pick<[string, unknown]>([
@@ -166,15 +292,38 @@ const CATEGORIES: Record<string, () => Hostile> = {
       ['mutation { createToken(name: "h", role: ROOT) { token } }', undefined],
       ['query($s: RunStatus) { runs(first: 1, status: $s) { edges { cursor } } }', { s: 'RUNNING; DROP' }],
     ]);
-    return { category: 'bad-variables', what: JSON.stringify(v[1] ?? null).slice(0, 40), method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(v[0], v[1]) };
+    return {
+      category: 'bad-variables',
+      what: JSON.stringify(v[1] ?? null).slice(0, 40),
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(v[0], v[1]),
+    };
   },
   'invalid-utf8': () => {
     const prefix = Buffer.from('{"query":"{ whoami { role } }","variables":{"s":"');
-    const bad = pick([Buffer.from([0xff, 0xfe, 0xfd]), Buffer.from([0xc0, 0xaf]), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xf8, 0x88, 0x80, 0x80, 0x80]), Buffer.from([0xe2, 0x82])]);
+    const bad = pick([
+      Buffer.from([0xff, 0xfe, 0xfd]),
+      Buffer.from([0xc0, 0xaf]),
+      Buffer.from([0xed, 0xa0, 0x80]),
+      Buffer.from([0xf8, 0x88, 0x80, 0x80, 0x80]),
+      Buffer.from([0xe2, 0x82]),
+    ]);
     const asQuery = rand() < 0.4;
-    const body = asQuery ? Buffer.concat([Buffer.from('{"query":"{ run(id: \\"'), bad, Buffer.from('\\") { id } }"}')]) : Buffer.concat([prefix, bad, Buffer.from('"}}')]);
+    const body = asQuery
+      ? Buffer.concat([Buffer.from('{"query":"{ run(id: \\"'), bad, Buffer.from('\\") { id } }"}')])
+      : Buffer.concat([prefix, bad, Buffer.from('"}}')]);
     // Decoded lossily (U+FFFD), as UTF-8 decoders do: an answer with data is fine, a crash is not.
-    return { category: 'invalid-utf8', what: bad.toString('hex'), method: 'POST', path: pick(['/graphql', '/graphql', '/models/digits/predict']), headers: { 'content-type': 'application/json' }, body, dataOk: true };
+    return {
+      category: 'invalid-utf8',
+      what: bad.toString('hex'),
+      method: 'POST',
+      path: pick(['/graphql', '/graphql', '/models/digits/predict']),
+      headers: { 'content-type': 'application/json' },
+      body,
+      dataOk: true,
+    };
   },
   'hostile-spec': () => {
     const name = hostileName();
@@ -214,22 +363,83 @@ const CATEGORIES: Record<string, () => Hostile> = {
         `{"name": "${name}", "stages": [`,
         `name: ${name}\nstages:\n${'  - { id: s, plugin: test:write-note }\n'.repeat(150)}`,
       ]);
-      return { category: 'hostile-spec', what: `text: ${text.slice(0, 30)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody('mutation($t: String!) { startPipelineFromText(text: $t) { id } }', { t: text }) };
+      return {
+        category: 'hostile-spec',
+        what: `text: ${text.slice(0, 30)}`,
+        method: 'POST',
+        path: '/graphql',
+        headers: { 'content-type': 'application/json' },
+        body: gqlBody('mutation($t: String!) { startPipelineFromText(text: $t) { id } }', { t: text }),
+      };
     }
     const query = op === 'start' ? START : op === 'validate' ? VALIDATE : 'mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }';
     // validatePipeline answers data (valid: false, with issues): that is a clear answer too.
-    return { category: 'hostile-spec', what: `${op}: ${JSON.stringify(spec).slice(0, 50)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(query, { s: spec }), dataOk: op === 'validate' };
+    return {
+      category: 'hostile-spec',
+      what: `${op}: ${JSON.stringify(spec).slice(0, 50)}`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(query, { s: spec }),
+      dataOk: op === 'validate',
+    };
   },
   'runs-paging': () => {
-    const a = pick(['first: 100000', 'first: 0', 'first: -1', 'first: 2147483647', 'first: 101', 'after: "garbage"', `after: "${'Z'.repeat(5000)}"`, 'after: "eyJ4IjoxfQ=="', 'first: 100, after: "\\u0000"']);
-    return { category: 'runs-paging', what: a.slice(0, 40), method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(`{ runs(${a}) { edges { node { id } } } }`) };
+    const a = pick([
+      'first: 100000',
+      'first: 0',
+      'first: -1',
+      'first: 2147483647',
+      'first: 101',
+      'after: "garbage"',
+      `after: "${'Z'.repeat(5000)}"`,
+      'after: "eyJ4IjoxfQ=="',
+      'first: 100, after: "\\u0000"',
+    ]);
+    return {
+      category: 'runs-paging',
+      what: a.slice(0, 40),
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(`{ runs(${a}) { edges { node { id } } } }`),
+    };
   },
   'visibility-injection': () => {
-    const p = pick([`x' OR 1=1 \\\\`, `x' OR WorkflowType = 'CapstanPipeline`, `') OR ('1'='1`, `x\\' OR 1=1 --`, `%' OR CapstanPipeline LIKE '%`, `x" OR ExecutionStatus = "Running`, '\u0000', `${'\\'.repeat(100)}'`, `x'; DROP TABLE runs; --`]);
-    const field = pick(['runs(first: 5, pipeline: $p) { edges { node { id } } }', 'roi(pipeline: $p) { cost }', 'savedPipeline(name: $p) { name }', 'model(name: $p) { name }']);
+    const p = pick([
+      `x' OR 1=1 \\\\`,
+      `x' OR WorkflowType = 'CapstanPipeline`,
+      `') OR ('1'='1`,
+      `x\\' OR 1=1 --`,
+      `%' OR CapstanPipeline LIKE '%`,
+      `x" OR ExecutionStatus = "Running`,
+      '\u0000',
+      `${'\\'.repeat(100)}'`,
+      `x'; DROP TABLE runs; --`,
+    ]);
+    const field = pick([
+      'runs(first: 5, pipeline: $p) { edges { node { id } } }',
+      'roi(pipeline: $p) { cost }',
+      'savedPipeline(name: $p) { name }',
+      'model(name: $p) { name }',
+    ]);
     // Answered, but as a name that matches nothing: the run started before the batch (pipeline "bait") must not show.
-    const check = (j: any) => (j.data?.runs?.edges.length ? `the injection listed runs: ${JSON.stringify(j.data.runs.edges)}` : j.data?.savedPipeline || j.data?.model ? 'the injection found something' : undefined);
-    return { category: 'visibility-injection', what: `${field.split('(')[0]}: ${p.slice(0, 30)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(`query($p: String!) { ${field} }`, { p }), dataOk: true, check };
+    const check = (j: any) =>
+      j.data?.runs?.edges.length
+        ? `the injection listed runs: ${JSON.stringify(j.data.runs.edges)}`
+        : j.data?.savedPipeline || j.data?.model
+          ? 'the injection found something'
+          : undefined;
+    return {
+      category: 'visibility-injection',
+      what: `${field.split('(')[0]}: ${p.slice(0, 30)}`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(`query($p: String!) { ${field} }`, { p }),
+      dataOk: true,
+      check,
+    };
   },
   'predict-hostile': () => {
     const model = pick(['digits', 'digits', 'digits', 'nope', '..%2F..%2Fetc%2Fpasswd', '%00', '%E0%A4%A', 'a'.repeat(300)]);
@@ -253,7 +463,16 @@ const CATEGORIES: Record<string, () => Hostile> = {
       `{"inputs":[${JSON.stringify(Array(64).fill(0))}],"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}`,
     ]);
     // A prototype-pollution attempt is a valid request otherwise (answered, and checked afterwards).
-    return { category: 'predict-hostile', what: `${model.slice(0, 20)} ${body.slice(0, 40)}`, method: 'POST', path: `/models/${model}/predict`, headers: { 'content-type': 'application/json' }, body, auth: pick(['predictor', 'admin'] as const), dataOk: body.includes('__proto__') };
+    return {
+      category: 'predict-hostile',
+      what: `${model.slice(0, 20)} ${body.slice(0, 40)}`,
+      method: 'POST',
+      path: `/models/${model}/predict`,
+      headers: { 'content-type': 'application/json' },
+      body,
+      auth: pick(['predictor', 'admin'] as const),
+      dataOk: body.includes('__proto__'),
+    };
   },
   'wrong-method': () => {
     const [method, p] = pick<[string, string]>([
@@ -263,20 +482,54 @@ const CATEGORIES: Record<string, () => Hostile> = {
       ['GET', '/models/digits/predict'],
       ['PUT', '/models/digits/predict'],
       ['DELETE', '/models/digits/predict'],
-      ['GET', `/graphql?query=${encodeURIComponent(START)}&variables=${encodeURIComponent(JSON.stringify({ s: { name: hostileName(), stages: [{ id: 'w', plugin: 'test:write-note' }] } }))}`],
+      [
+        'GET',
+        `/graphql?query=${encodeURIComponent(START)}&variables=${encodeURIComponent(JSON.stringify({ s: { name: hostileName(), stages: [{ id: 'w', plugin: 'test:write-note' }] } }))}`,
+      ],
       ['GET', '/graphql?query=%7B'],
       ['GET', '/nope'],
       ['POST', '/models//predict'],
       ['POST', '/graphql/../../etc/passwd'],
       ['TRACE', '/graphql'],
     ]);
-    return { category: 'wrong-method', what: `${method} ${p.slice(0, 30)}`, method, path: p, headers: { 'content-type': 'application/json', accept: 'application/json' }, ...(['GET', 'TRACE'].includes(method) ? {} : { body: gqlBody('{ whoami { role } }') }) };
+    return {
+      category: 'wrong-method',
+      what: `${method} ${p.slice(0, 30)}`,
+      method,
+      path: p,
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      ...(['GET', 'TRACE'].includes(method) ? {} : { body: gqlBody('{ whoami { role } }') }),
+    };
   },
   'bad-tokens': () => {
-    const auth = pick<Auth>(['none', 'expired', 'revoked', { header: 'Bearer ' }, { header: 'Bearer garbage' }, { header: 'Basic YWRtaW46YWRtaW4=' }, { header: `Bearer cap_${'0'.repeat(12)}_${'A'.repeat(43)}` }, { header: `Bearer ${'x'.repeat(8000)}` }, { header: 'Bearer cap_ä_ö' }, { header: 'bearer  a b' }]);
+    const auth = pick<Auth>([
+      'none',
+      'expired',
+      'revoked',
+      { header: 'Bearer ' },
+      { header: 'Bearer garbage' },
+      { header: 'Basic YWRtaW46YWRtaW4=' },
+      { header: `Bearer cap_${'0'.repeat(12)}_${'A'.repeat(43)}` },
+      { header: `Bearer ${'x'.repeat(8000)}` },
+      { header: 'Bearer cap_ä_ö' },
+      { header: 'bearer  a b' },
+    ]);
     const target = pick(['gql', 'gql', 'predict', 'start']);
-    const body = target === 'start' ? gqlBody(START, { s: { name: hostileName(), stages: [{ id: 'w', plugin: 'test:write-note' }] } }) : target === 'gql' ? gqlBody('{ whoami { role } }') : JSON.stringify({ inputs: [[0]] });
-    return { category: 'bad-tokens', what: typeof auth === 'string' ? auth : auth.header.slice(0, 30), method: 'POST', path: target === 'predict' ? '/models/digits/predict' : '/graphql', headers: { 'content-type': 'application/json' }, body, auth };
+    const body =
+      target === 'start'
+        ? gqlBody(START, { s: { name: hostileName(), stages: [{ id: 'w', plugin: 'test:write-note' }] } })
+        : target === 'gql'
+          ? gqlBody('{ whoami { role } }')
+          : JSON.stringify({ inputs: [[0]] });
+    return {
+      category: 'bad-tokens',
+      what: typeof auth === 'string' ? auth : auth.header.slice(0, 30),
+      method: 'POST',
+      path: target === 'predict' ? '/models/digits/predict' : '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body,
+      auth,
+    };
   },
   'weak-role': () => {
     const [auth, q, v] = pick<[Auth, string, unknown]>([
@@ -289,11 +542,37 @@ const CATEGORIES: Record<string, () => Hostile> = {
       ['viewer', 'mutation { promoteModel(name: "digits", version: 1) { name } }', undefined],
       ['operator', `mutation { schedulePipeline(name: "${HOSTILE}-0", every: "1s") { id } }`, undefined],
     ]);
-    return { category: 'weak-role', what: `${String(auth)}: ${q.slice(0, 30)}`, method: 'POST', path: '/graphql', headers: { 'content-type': 'application/json' }, body: gqlBody(q, v), auth };
+    return {
+      category: 'weak-role',
+      what: `${String(auth)}: ${q.slice(0, 30)}`,
+      method: 'POST',
+      path: '/graphql',
+      headers: { 'content-type': 'application/json' },
+      body: gqlBody(q, v),
+      auth,
+    };
   },
   'rebinding-host': () => {
-    const host = pick(['evil.example', 'evil.example:80', '127.0.0.1.evil.example', 'localhost.evil.example', '[::2]', 'attacker.test:4000', 'a b', '%', '[::1', 'localhost:99999']);
-    return { category: 'rebinding-host', what: host, method: 'POST', path: pick(['/graphql', '/models/digits/predict']), headers: { host, 'content-type': 'application/json' }, body: gqlBody('{ whoami { role } }') };
+    const host = pick([
+      'evil.example',
+      'evil.example:80',
+      '127.0.0.1.evil.example',
+      'localhost.evil.example',
+      '[::2]',
+      'attacker.test:4000',
+      'a b',
+      '%',
+      '[::1',
+      'localhost:99999',
+    ]);
+    return {
+      category: 'rebinding-host',
+      what: host,
+      method: 'POST',
+      path: pick(['/graphql', '/models/digits/predict']),
+      headers: { host, 'content-type': 'application/json' },
+      body: gqlBody('{ whoami { role } }'),
+    };
   },
 };
 
@@ -319,11 +598,23 @@ beforeAll(async () => {
   const dataset = await makeDatasetArtifact(stack.artifacts, { train: 300, test: 100 });
   const model = await makeModelArtifact(tf, stack.artifacts, dataset, { runId: 'hostile-fixture', epochs: 1, hidden: [16] });
   const deploy = deployStage();
-  await deploy.run(stageContext(stack.artifacts, { runId: 'hostile-fixture', stageId: 'deploy', services: { models: stack.runtime.models } }), deploy.paramsSchema.parse({ modelName: 'digits', promote: true, latencyRuns: 10, gates: { minTestAccuracy: 0 } }), { model, dataset });
-  await waitFor(async () => (await post('/models/digits/predict', JSON.stringify({ inputs: [Array(64).fill(0)] }), tokens.predictor!)).status === 200, 'the model to be served', 30_000);
+  await deploy.run(
+    stageContext(stack.artifacts, { runId: 'hostile-fixture', stageId: 'deploy', services: { models: stack.runtime.models } }),
+    deploy.paramsSchema.parse({ modelName: 'digits', promote: true, latencyRuns: 10, gates: { minTestAccuracy: 0 } }),
+    { model, dataset },
+  );
+  await waitFor(
+    async () => (await post('/models/digits/predict', JSON.stringify({ inputs: [Array(64).fill(0)] }), tokens.predictor!)).status === 200,
+    'the model to be served',
+    30_000,
+  );
   // A run an injection could reveal.
   const bait = (await stack.gql(START, { s: { name: 'bait', stages: [{ id: 'w', plugin: 'test:write-note' }] } })).data.startPipeline.id as string;
-  await waitFor(async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id: bait })).data.run?.status === 'COMPLETED', 'the bait run to complete', 60_000);
+  await waitFor(
+    async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id: bait })).data.run?.status === 'COMPLETED',
+    'the bait run to complete',
+    60_000,
+  );
   await waitFor(async () => (await stack.client.workflow.count(`CapstanPipeline = 'bait'`)).count === 1, 'the bait run to be visible', 30_000);
 }, 180_000);
 afterAll(async () => {
@@ -331,12 +622,21 @@ afterAll(async () => {
 });
 
 /** Error-level log lines that are not an expected client error yoga logged when it re-coded it. */
-const unexpectedErrors = () => lines.filter((l) => l.level === 'error' && !/^(SpecValidationError|AuthError|EngineError|ServingError|RegistryError|TokenError)\b/.test(l.line));
+const unexpectedErrors = () =>
+  lines.filter((l) => l.level === 'error' && !/^(SpecValidationError|AuthError|EngineError|ServingError|RegistryError|TokenError)\b/.test(l.line));
 
 const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
 
 function post(p: string, body: string, token: string): Promise<Answer> {
-  return send({ category: '-', what: '-', method: 'POST', path: p, headers: { 'content-type': 'application/json' }, body, auth: { header: `Bearer ${token}` } });
+  return send({
+    category: '-',
+    what: '-',
+    method: 'POST',
+    path: p,
+    headers: { 'content-type': 'application/json' },
+    body,
+    auth: { header: `Bearer ${token}` },
+  });
 }
 
 function authHeader(a: Auth | undefined): string | undefined {
@@ -362,12 +662,24 @@ function send(h: Hostile): Promise<Answer> {
         resolve(a);
       }
     };
-    const req = httpRequest({ host: u.hostname, port: u.port, method: h.method ?? 'POST', path: h.path ?? '/graphql', headers, agent, timeout: 60_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => finish({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', (e) => finish({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), text: Buffer.concat(chunks).toString('utf8'), transportError: `response: ${e.message}` }));
-    });
+    const req = httpRequest(
+      { host: u.hostname, port: u.port, method: h.method ?? 'POST', path: h.path ?? '/graphql', headers, agent, timeout: 60_000 },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          finish({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), text: Buffer.concat(chunks).toString('utf8') }),
+        );
+        res.on('error', (e) =>
+          finish({
+            status: res.statusCode ?? 0,
+            contentType: String(res.headers['content-type'] ?? ''),
+            text: Buffer.concat(chunks).toString('utf8'),
+            transportError: `response: ${e.message}`,
+          }),
+        );
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (e) => finish({ status: 0, contentType: '', text: '', transportError: e.message }));
     if (h.chunks) {
@@ -460,10 +772,17 @@ describe('1,000 hostile requests', () => {
       }
       byCat.set(r.h.category, c);
     }
-    const fmt = (m: Map<unknown, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}×${v}`).join(' ');
+    const fmt = (m: Map<unknown, number>) =>
+      [...m]
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k}×${v}`)
+        .join(' ');
     const table = [...byCat]
       .sort(([a], [b]) => a.localeCompare(b))
-      .map(([cat, c]) => `${cat.padEnd(22)} ${String(c.n).padStart(4)}  bad ${String(c.bad).padStart(3)}  slowest ${String(c.slowest).padStart(5)} ms  status ${fmt(c.statuses).padEnd(22)} codes ${fmt(c.codes)}`);
+      .map(
+        ([cat, c]) =>
+          `${cat.padEnd(22)} ${String(c.n).padStart(4)}  bad ${String(c.bad).padStart(3)}  slowest ${String(c.slowest).padStart(5)} ms  status ${fmt(c.statuses).padEnd(22)} codes ${fmt(c.codes)}`,
+      );
     const failures = results.filter((r) => r.problems.length);
     console.info(
       [
@@ -472,13 +791,27 @@ describe('1,000 hostile requests', () => {
         `status codes: ${fmt(statuses)}`,
         `error codes:  ${fmt(codes)}`,
         `API log: ${lines.filter((l) => l.level === 'warn').length} warnings, ${lines.filter((l) => l.level === 'error').length} errors (${unexpectedErrors().length} not an expected client error)`,
-        ...failures.slice(0, 30).map((r) => `  PROBLEM [${r.h.category}] ${r.h.method} ${r.h.path?.slice(0, 40)} ${r.h.what} → ${r.a.status} ${r.problems.join(', ')}: ${r.a.text.slice(0, 300)}\n    request: ${String(r.h.body ?? '').slice(0, 600)}`),
-        ...unexpectedErrors().slice(0, 5).map((l) => `  API error log: ${l.line.slice(0, 400)}`),
+        ...failures
+          .slice(0, 30)
+          .map(
+            (r) =>
+              `  PROBLEM [${r.h.category}] ${r.h.method} ${r.h.path?.slice(0, 40)} ${r.h.what} → ${r.a.status} ${r.problems.join(', ')}: ${r.a.text.slice(0, 300)}\n    request: ${String(r.h.body ?? '').slice(0, 600)}`,
+          ),
+        ...unexpectedErrors()
+          .slice(0, 5)
+          .map((l) => `  API error log: ${l.line.slice(0, 400)}`),
       ].join('\n'),
     );
     expect(results).toHaveLength(TOTAL);
     expect(byCat.size).toBe(names.length);
-    expect.soft(failures.map((r) => `[${r.h.category}] ${r.h.what} → ${r.a.status} ${r.problems.join(', ')}: ${r.a.text.slice(0, 200)}\n  request: ${String(r.h.body ?? '').slice(0, 300)}`)).toEqual([]);
+    expect
+      .soft(
+        failures.map(
+          (r) =>
+            `[${r.h.category}] ${r.h.what} → ${r.a.status} ${r.problems.join(', ')}: ${r.a.text.slice(0, 200)}\n  request: ${String(r.h.body ?? '').slice(0, 300)}`,
+        ),
+      )
+      .toEqual([]);
     // The server hit no unexpected failure while answering them (yoga logs the expected ones it re-coded, a refused role or a bad spec, at error level too).
     expect.soft(unexpectedErrors().map((l) => l.line.slice(0, 300))).toEqual([]);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
@@ -505,6 +838,10 @@ describe('1,000 hostile requests', () => {
     // And it still works as a pipeline engine: a real run completes.
     const run = await stack.gql(START, { s: { name: 'after-hostile', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
     const id: string = run.data.startPipeline.id;
-    await waitFor(async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id })).data.run?.status === 'COMPLETED', 'a normal run to complete', 60_000);
+    await waitFor(
+      async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id })).data.run?.status === 'COMPLETED',
+      'a normal run to complete',
+      60_000,
+    );
   });
 });

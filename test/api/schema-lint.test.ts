@@ -85,7 +85,8 @@ function RelayEdgeTypesSpec(context: LintContext) {
       else if (nullable(nodeField.type!).kind === 'ListType') report(`\`${edgeName}.node\` must not be a list.`, nodeField);
       const cursor = field('cursor');
       if (!cursor) report(`The edge type \`${edgeName}\` must have a \`cursor\` field.`, edgeType);
-      else if (!['String', 'String!'].includes(printType(cursor.type!))) report(`\`${edgeName}.cursor\` must be a String, not \`${printType(cursor.type!)}\`.`, cursor);
+      else if (!['String', 'String!'].includes(printType(cursor.type!)))
+        report(`\`${edgeName}.cursor\` must be a String, not \`${printType(cursor.type!)}\`.`, cursor);
     },
   };
 }
@@ -104,7 +105,11 @@ function RelayPageInfoCursors(context: LintContext) {
         const printed = f ? printType(f.type!) : undefined;
         if (printed !== 'String' && printed !== 'String!') {
           context.reportError(
-            new linter.ValidationError('relay-page-info-cursors', `\`PageInfo.${name}\` must exist and return a String (null when the page is empty), ${f ? `not \`${printed}\`` : 'but is missing'}.`, [f ?? node]),
+            new linter.ValidationError(
+              'relay-page-info-cursors',
+              `\`PageInfo.${name}\` must exist and return a String (null when the page is empty), ${f ? `not \`${printed}\`` : 'but is missing'}.`,
+              [f ?? node],
+            ),
           );
         }
       }

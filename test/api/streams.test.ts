@@ -31,10 +31,20 @@ describe('live run streams', () => {
   it('are limited per token, close when idle, and give their slot back', async () => {
     // A run that pauses and then stays quiet: its stream has nothing more to say.
     const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
-      s: { name: 'quiet', stages: [{ id: 'w', plugin: 'test:write-note' }, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } }] },
+      s: {
+        name: 'quiet',
+        stages: [
+          { id: 'w', plugin: 'test:write-note' },
+          { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } },
+        ],
+      },
     });
     const id: string = r.data.startPipeline.id;
-    await waitFor(async () => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run.status === 'PAUSED', 'the run to pause', 60_000);
+    await waitFor(
+      async () => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run.status === 'PAUSED',
+      'the run to pause',
+      60_000,
+    );
 
     const viewer = await stack.token('viewer', 'stream-viewer');
     const a = open(id, viewer);

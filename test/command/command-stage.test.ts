@@ -51,10 +51,14 @@ async function run(id: string) {
 }
 
 const until = (id: string, ok: (r: any) => boolean, what: string, ms = 120_000) =>
-  waitFor(async () => {
-    const r = await run(id);
-    return r && ok(r) ? r : undefined;
-  }, what, ms);
+  waitFor(
+    async () => {
+      const r = await run(id);
+      return r && ok(r) ? r : undefined;
+    },
+    what,
+    ms,
+  );
 
 /** Whether a process still runs (a zombie waiting to be reaped has stopped running). */
 function alive(pid: number): boolean {
@@ -73,7 +77,13 @@ describe('a Python stage through the stage protocol', () => {
     expect(p).toMatchObject({ version: '1.0.0', consumes: ['note'], produces: ['model'], resource: 'cpu' });
     expect(p.paramsSchema.properties.mode.enum).toContain('raise');
     const bad = await stack.gql(`mutation($spec: PipelineSpecInput!) { startPipeline(spec: $spec) { id } }`, {
-      spec: { name: 'py-bad-params', stages: [{ id: 'note', plugin: 'test:write-note' }, { id: 'train', plugin: 'test:py-trainer', params: { epochs: 0, colour: 'red' } }] },
+      spec: {
+        name: 'py-bad-params',
+        stages: [
+          { id: 'note', plugin: 'test:write-note' },
+          { id: 'train', plugin: 'test:py-trainer', params: { epochs: 0, colour: 'red' } },
+        ],
+      },
     });
     expect(bad.errors?.[0]?.extensions?.code).toBe('SPEC_INVALID');
     const paths = bad.errors![0]!.extensions.issues.map((i: any) => i.path);
@@ -89,7 +99,15 @@ describe('a Python stage through the stage protocol', () => {
     expect(done.status).toBe('COMPLETED');
     const train = done.stages[1];
     expect(train).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
-    expect(train.metrics).toMatchObject({ resumedFromEpoch: 0, finalEpoch: 3, protocol: 1, sdk: 'hand-written/1', device: 'none', envFlag: 'from-manifest', workerEnvSeen: false });
+    expect(train.metrics).toMatchObject({
+      resumedFromEpoch: 0,
+      finalEpoch: 3,
+      protocol: 1,
+      sdk: 'hand-written/1',
+      device: 'none',
+      envFlag: 'from-manifest',
+      workerEnvSeen: false,
+    });
     delete process.env.CAPSTAN_TEST_SECRET;
     expect(train.metrics.processCpuSeconds).toBeGreaterThan(0);
     expect(train.epochs.map((e: any) => [e.epoch, e.trainLoss])).toEqual([
@@ -175,11 +193,16 @@ describe('a Python stage through the stage protocol', () => {
     // The script and its helper each burn 4.5 s of CPU time: a tree of two processes.
     expect(measured).toBeGreaterThan(8.5); // os.times() counts in 10 ms ticks: 9.00 is common
     const row = await waitFor(async () => {
-      const rows = await stack.db.query<{ cpu_ms: string | number }>(`SELECT cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train' AND partial = 0`, [id]);
+      const rows = await stack.db.query<{ cpu_ms: string | number }>(
+        `SELECT cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train' AND partial = 0`,
+        [id],
+      );
       return rows[0];
     }, 'the usage row');
     const booked = Number(row.cpu_ms) / 1000;
-    console.log(`python stage: booked ${booked.toFixed(3)} CPU s, the process tree used ${measured.toFixed(3)} s by /proc (${((booked / measured - 1) * 100).toFixed(1)} %)`);
+    console.log(
+      `python stage: booked ${booked.toFixed(3)} CPU s, the process tree used ${measured.toFixed(3)} s by /proc (${((booked / measured - 1) * 100).toFixed(1)} %)`,
+    );
     expect(Math.abs(booked / measured - 1)).toBeLessThan(0.1);
     expect(done.stages[1].metrics.processCpuSeconds).toBeGreaterThan(measured * 0.9);
   });
@@ -201,11 +224,15 @@ describe('a Python stage through the stage protocol', () => {
 
   it('the launcher stops the process group when its worker is gone (its stdin pipe closes)', async () => {
     const pidFile = path.join(tmp, 'orphan.pid');
-    const launcher = spawn(process.execPath, [LAUNCHER, 'python3', '-c', `import os, time\nopen(${JSON.stringify(pidFile)}, 'w').write(str(os.getpid()))\ntime.sleep(120)`], {
-      stdio: ['pipe', 'ignore', 'ignore', 'pipe', 'pipe'],
-      detached: true,
-      env: { PATH: process.env.PATH!, CAPSTAN_STOP_GRACE_MS: '1000' },
-    });
+    const launcher = spawn(
+      process.execPath,
+      [LAUNCHER, 'python3', '-c', `import os, time\nopen(${JSON.stringify(pidFile)}, 'w').write(str(os.getpid()))\ntime.sleep(120)`],
+      {
+        stdio: ['pipe', 'ignore', 'ignore', 'pipe', 'pipe'],
+        detached: true,
+        env: { PATH: process.env.PATH!, CAPSTAN_STOP_GRACE_MS: '1000' },
+      },
+    );
     const pid = await waitFor(async () => (existsSync(pidFile) ? Number(await readFile(pidFile, 'utf8')) : undefined), 'the process to start', 20_000, 50);
     expect(alive(pid)).toBe(true);
     launcher.stdin!.destroy(); // what the worker's death does to the pipe

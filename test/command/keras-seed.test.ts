@@ -26,7 +26,9 @@ beforeAll(async () => {
   const loaded = await loadExternalPlugins(bundled, [BUNDLED_STAGES_DIR], { cwd: process.cwd() });
   expect(loaded).toContain('seed:keras-mlp@1.0.0');
   expect(loaded).toContain('seed:onnx-export@1.0.0');
-  stack = await startTestStack({ plugins: [dataPrepStage(), roiLedgerStage(), deployStage(), bundled.get('seed:keras-mlp')!, bundled.get('seed:onnx-export')!] });
+  stack = await startTestStack({
+    plugins: [dataPrepStage(), roiLedgerStage(), deployStage(), bundled.get('seed:keras-mlp')!, bundled.get('seed:onnx-export')!],
+  });
 });
 afterAll(async () => {
   await stack?.close();
@@ -49,7 +51,9 @@ function kerasProcesses(): number[] {
 }
 
 describe('pipelines/keras-seed.yaml', () => {
-  it('completes with a mirrored Keras model, per-epoch curves, a SIGKILLed attempt resumed from its checkpoint, and a uint8 ONNX model deployed that onnxruntime-node scores as the registry says', { timeout: 600_000 }, async () => {
+  it('completes with a mirrored Keras model, per-epoch curves, a SIGKILLed attempt resumed from its checkpoint, and a uint8 ONNX model deployed that onnxruntime-node scores as the registry says', {
+    timeout: 600_000,
+  }, async () => {
     const spec = YAML.parse(await readFile(path.resolve(import.meta.dirname, '../../pipelines/keras-seed.yaml'), 'utf8'));
     expect(spec.stages.map((s: any) => s.plugin)).toEqual(['core:data-prep', 'seed:keras-mlp', 'seed:onnx-export', 'core:deploy', 'core:roi-ledger']);
     // The same pipeline trained on 3,000 images for 6 epochs (the full one is `npm start -- --pipeline …`);
@@ -70,10 +74,15 @@ describe('pipelines/keras-seed.yaml', () => {
     expect(pids.length).toBe(1);
     process.kill(pids[0]!, 'SIGKILL');
 
-    const done = await waitFor(async () => {
-      const r = await read();
-      return r.status !== 'RUNNING' ? r : undefined;
-    }, 'the run to close', 500_000, 1000);
+    const done = await waitFor(
+      async () => {
+        const r = await read();
+        return r.status !== 'RUNNING' ? r : undefined;
+      },
+      'the run to close',
+      500_000,
+      1000,
+    );
     expect(done.status, JSON.stringify(done.stages.map((s: any) => s.error).filter(Boolean))).toBe('COMPLETED');
     const train = done.stages[1];
     expect(train.attempts).toBe(2);
@@ -83,7 +92,9 @@ describe('pipelines/keras-seed.yaml', () => {
     expect(String(train.metrics.sdk)).toMatch(/^capstan-stage\//);
     // Curves: every epoch of both attempts, with Keras's numbers under the standard names.
     const second = train.epochs.filter((e: any) => e.attempt === 2);
-    expect(second.map((e: any) => e.epoch)).toEqual(Array.from({ length: EPOCHS - train.metrics.resumedFromEpoch }, (_, i) => train.metrics.resumedFromEpoch + 1 + i));
+    expect(second.map((e: any) => e.epoch)).toEqual(
+      Array.from({ length: EPOCHS - train.metrics.resumedFromEpoch }, (_, i) => train.metrics.resumedFromEpoch + 1 + i),
+    );
     for (const e of train.epochs) for (const k of ['trainLoss', 'trainAccuracy', 'valLoss', 'valAccuracy']) expect(e[k]).toBeTypeOf('number');
     expect(train.epochs.filter((e: any) => e.epoch === EPOCHS).at(-1).valAccuracy).toBeGreaterThan(0.8);
     const model = train.outputs.find((o: any) => o.kind === 'model');
@@ -103,7 +114,8 @@ describe('pipelines/keras-seed.yaml', () => {
     // Deploy registered it as ONNX and promoted it; the registry's accuracy is ONNX Runtime's on the 10k test images.
     const deploy = done.stages[3];
     expect(deploy.status).toBe('SUCCEEDED');
-    const reg = (await stack.gql(`{ model(name: "mnist-keras") { production { version format runtime testAccuracy artifactUri metrics } } }`)).data.model.production;
+    const reg = (await stack.gql(`{ model(name: "mnist-keras") { production { version format runtime testAccuracy artifactUri metrics } } }`)).data.model
+      .production;
     expect(reg.format).toBe('ONNX');
     expect(reg.runtime).toMatch(/^onnxruntime-node /);
     expect(reg.metrics).toMatchObject({ weightFormat: 'uint8', evalSplit: 'test', evalRows: 10_000 });
@@ -112,7 +124,12 @@ describe('pipelines/keras-seed.yaml', () => {
     // Independently: the deployed model.onnx from the artifact store, in onnxruntime-node, on the dataset's test split.
     const deployedDir = stack.artifacts.resolve(reg.artifactUri);
     const meta = JSON.parse(await readFile(path.join(deployedDir, 'capstan-model.json'), 'utf8'));
-    expect(meta).toMatchObject({ format: 'onnx', quantization: 'uint8', input: { shape: [null, 28, 28], encoding: { kind: 'scale' } }, output: { kind: 'probabilities' } });
+    expect(meta).toMatchObject({
+      format: 'onnx',
+      quantization: 'uint8',
+      input: { shape: [null, 28, 28], encoding: { kind: 'scale' } },
+      output: { kind: 'probabilities' },
+    });
     expect(statSync(path.join(deployedDir, 'model.onnx')).size).toBe(exp.metrics.uint8Bytes);
     const data = done.stages[0].outputs.find((o: any) => o.kind === 'dataset');
     const test = await loadSplit(stack.artifacts.resolve(data.uri), { split: 'test' });
@@ -137,7 +154,10 @@ describe('pipelines/keras-seed.yaml', () => {
 
     // The ledger booked the Python stages' compute like any other.
     expect(done.stages[4].status).toBe('SUCCEEDED');
-    const usage = await stack.db.query<{ attempt: number; cpu_ms: number | string }>(`SELECT attempt, cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train' ORDER BY attempt`, [id]);
+    const usage = await stack.db.query<{ attempt: number; cpu_ms: number | string }>(
+      `SELECT attempt, cpu_ms FROM ledger_usage WHERE run_id = ? AND stage_id = 'train' ORDER BY attempt`,
+      [id],
+    );
     expect(usage.map((u) => u.attempt)).toEqual([1, 2]);
     for (const u of usage) expect(Number(u.cpu_ms)).toBeGreaterThan(0);
   });

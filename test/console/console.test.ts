@@ -34,7 +34,12 @@ const mnistSpec = (seed: number) => ({
   stages: [
     { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 1500, seed } },
     { id: 'pretrain', plugin: 'core:pretrain', params: { epochs: EPOCHS, batchSize: 64, seed } },
-    { id: 'deploy', plugin: 'core:deploy', needs: ['data', 'pretrain'], params: { modelName: MODEL, latencyRuns: 20, gates: { minTestAccuracy: 0.3 }, ...(seed === 8 ? { format: 'onnx' } : {}) } },
+    {
+      id: 'deploy',
+      plugin: 'core:deploy',
+      needs: ['data', 'pretrain'],
+      params: { modelName: MODEL, latencyRuns: 20, gates: { minTestAccuracy: 0.3 }, ...(seed === 8 ? { format: 'onnx' } : {}) },
+    },
     { id: 'ledger', plugin: 'core:roi-ledger', params: { revenue: { kind: 'contract', value: '100.00' } } },
   ],
 });
@@ -57,14 +62,39 @@ beforeAll(async () => {
     if (r.errors) throw new Error(JSON.stringify(r.errors));
     const id: string = r.data.startPipeline.id;
     mnistRuns.push(id);
-    await waitFor(async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id })).data.run.status === 'COMPLETED', `MNIST run ${id} to complete`, 240_000, 500);
+    await waitFor(
+      async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id })).data.run.status === 'COMPLETED',
+      `MNIST run ${id} to complete`,
+      240_000,
+      500,
+    );
   }
-  const p = await stack.gql(START, { s: { name: 'console-pause', stages: [{ id: 'write', plugin: 'test:write-note' }, { id: 'shout', plugin: 'test:shout', params: { alwaysFail: true } }] } });
+  const p = await stack.gql(START, {
+    s: {
+      name: 'console-pause',
+      stages: [
+        { id: 'write', plugin: 'test:write-note' },
+        { id: 'shout', plugin: 'test:shout', params: { alwaysFail: true } },
+      ],
+    },
+  });
   pausedRun = p.data.startPipeline.id;
-  await waitFor(async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id: pausedRun })).data.run.status === 'PAUSED', 'run to pause', 60_000);
+  await waitFor(
+    async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id: pausedRun })).data.run.status === 'PAUSED',
+    'run to pause',
+    60_000,
+  );
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 }, 600_000);
 afterAll(async () => {
@@ -107,7 +137,9 @@ describe('the console', () => {
       httpRequest(`${stack.url}/console`, { headers: { host: 'evil.example' } }, (res) => {
         res.resume();
         resolve(res.statusCode!);
-      }).on('error', reject).end(),
+      })
+        .on('error', reject)
+        .end(),
     );
     expect(rebound).toBe(421);
     const dist = path.join(ROOT, 'console/dist');
@@ -127,7 +159,11 @@ describe('the console', () => {
     await shot(page, 'runs');
     await page.getByTestId('runs-table').getByRole('link', { name: mnistRuns[0]! }).click();
     await page.getByTestId('run-status').getByText('completed').waitFor();
-    const api = (await stack.gql('query($id: ID!) { run(id: $id) { stages { id attemptHistory { attempt } epochs { epoch trainLoss valAccuracy } } } }', { id: mnistRuns[0] })).data.run;
+    const api = (
+      await stack.gql('query($id: ID!) { run(id: $id) { stages { id attemptHistory { attempt } epochs { epoch trainLoss valAccuracy } } } }', {
+        id: mnistRuns[0],
+      })
+    ).data.run;
     const attempts = api.stages.reduce((n: number, s: { attemptHistory: unknown[] }) => n + s.attemptHistory.length, 0);
     expect(attempts).toBe(4); // data, pretrain, deploy, ledger: one attempt each
     await expect.poll(() => page.getByTestId('attempt-bar').count(), POLL).toBe(attempts);
@@ -170,7 +206,9 @@ describe('the console', () => {
     await expect.poll(() => page.getByTestId('attempt-bar').count(), POLL).toBe(5);
     expect(await page.locator('[data-testid="attempt-bar"][data-kind="FAILED"]').count()).toBe(3);
     await shot(page, 'run-retried');
-    const run = (await stack.gql('query($id: ID!) { run(id: $id) { status stages { id params attemptHistory { round attempt outcome } } } }', { id: pausedRun })).data.run;
+    const run = (
+      await stack.gql('query($id: ID!) { run(id: $id) { status stages { id params attemptHistory { round attempt outcome } } } }', { id: pausedRun })
+    ).data.run;
     expect(run.status).toBe('COMPLETED');
     const shout = run.stages.find((s: { id: string }) => s.id === 'shout');
     expect(shout.params).toEqual({ alwaysFail: false, suffix: '!' });
@@ -213,7 +251,8 @@ describe('the console', () => {
     await model.getByRole('button', { name: 'Promote v2' }).click();
     await expect.poll(() => prod.innerText(), POLL).toBe('v2');
     await expect.poll(() => model.getByTestId('serving').innerText(), POLL).toBe('v2 on onnxruntime-node 1.30.0 (cpu)');
-    const history = (await stack.gql('query($n: String!) { model(name: $n) { productionHistory { version reason } } }', { n: MODEL })).data.model.productionHistory;
+    const history = (await stack.gql('query($n: String!) { model(name: $n) { productionHistory { version reason } } }', { n: MODEL })).data.model
+      .productionHistory;
     expect(history.map((h: { version: number; reason: string }) => `${h.version} ${h.reason.split(' ')[0]}`).slice(-2)).toEqual(['1 rollback', '2 promote']);
     expect(await predicted('v2, ONNX')).toBe(byOnnx);
     await shot(page, 'models');
@@ -227,7 +266,15 @@ describe('the console', () => {
   it('shows a viewer no decision or promotion controls, and the API refuses them anyway', async () => {
     const viewer = await stack.token('viewer', 'console-viewer');
     // Pause another run so a decision would be possible.
-    const p = await stack.gql(START, { s: { name: 'console-pause', stages: [{ id: 'write', plugin: 'test:write-note' }, { id: 'shout', plugin: 'test:shout', params: { alwaysFail: true } }] } });
+    const p = await stack.gql(START, {
+      s: {
+        name: 'console-pause',
+        stages: [
+          { id: 'write', plugin: 'test:write-note' },
+          { id: 'shout', plugin: 'test:shout', params: { alwaysFail: true } },
+        ],
+      },
+    });
     const id: string = p.data.startPipeline.id;
     await waitFor(async () => (await stack.gql('query($id: ID!) { run(id: $id) { status } }', { id })).data.run.status === 'PAUSED', 'run to pause', 60_000);
     const page = await signedIn(viewer);

@@ -22,7 +22,11 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = path.resolve(import.meta.dirname, '../../test-results/console');
 const POLL = { timeout: 60_000, interval: 250 };
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 const pause = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
     const onAbort = () => {
@@ -98,7 +102,15 @@ beforeAll(async () => {
   stack = await startTestStack({ plugins: [waiterStage] });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 });
 afterAll(async () => {
@@ -115,7 +127,8 @@ async function start(name: string, params: Record<string, unknown>): Promise<str
 }
 const release = (id: string) => writeFile(path.join(stack.artifacts.checkpointDir(id, 'fit'), 'release'), '');
 
-const WAIT = 'wait { reason since message queue slotsNeeded capacity free position queueLength heldBy { runId label slots since } round waitingReplicas waitingForReplicas notStartedReplicas }';
+const WAIT =
+  'wait { reason since message queue slotsNeeded capacity free position queueLength heldBy { runId label slots since } round waitingReplicas waitingForReplicas notStartedReplicas }';
 async function stage(id: string) {
   const r = await stack.gql(`query($id: ID!) { run(id: $id) { status events { type stageId message at } stages { id status ${WAIT} } } }`, { id });
   expect(r.errors).toBeUndefined();
@@ -143,7 +156,12 @@ async function streamUntil(id: string, match: (e: any) => boolean): Promise<any[
       if (done) return seen;
       buf += value;
       for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
-        const data = buf.slice(0, i).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
+        const data = buf
+          .slice(0, i)
+          .split('\n')
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trim())
+          .join('');
         buf = buf.slice(i + 2);
         const e = data ? JSON.parse(data).data?.runEvents : undefined;
         if (!e) continue;
@@ -174,7 +192,8 @@ async function signedIn(): Promise<Page> {
   await page.getByTestId('whoami').waitFor();
   return page;
 }
-const labels = (page: Page) => page.getByTestId('wait-bar').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-kind')}|${e.getAttribute('aria-label')}`));
+const labels = (page: Page) =>
+  page.getByTestId('wait-bar').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-kind')}|${e.getAttribute('aria-label')}`));
 
 /** Runs behind a holder of every slot: their waits over HTTP, the stream and the console, until the holder lets go. */
 async function holdAndWait(holder: string) {
@@ -188,7 +207,18 @@ async function holdAndWait(holder: string) {
   const a = await waitFor(async () => ((await stage(first)).wait?.queueLength === 2 ? stage(first) : undefined), 'both runs in line', 30_000);
   const b = await stage(second);
   expect(a.status).toBe('RUNNING');
-  expect(a.wait).toMatchObject({ reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, free: 0, position: 1, queueLength: 2, round: null, waitingReplicas: [], waitingForReplicas: [] });
+  expect(a.wait).toMatchObject({
+    reason: 'SLOTS',
+    queue: gpu,
+    slotsNeeded: 2,
+    capacity: 2,
+    free: 0,
+    position: 1,
+    queueLength: 2,
+    round: null,
+    waitingReplicas: [],
+    waitingForReplicas: [],
+  });
   expect(a.wait.heldBy).toEqual([{ runId: holder, label: 'wait-holder/fit', slots: 2, since: expect.any(String) }]);
   expect(a.wait.message).toBe(`waits for 2 slot(s) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit (2)`);
   expect(b.wait).toMatchObject({ reason: 'SLOTS', slotsNeeded: 1, capacity: 2, free: 0, position: 2, queueLength: 2 });
@@ -200,11 +230,22 @@ async function holdAndWait(holder: string) {
 
   // runEvents: STAGE_WAITING carries the wait's figures.
   const streamed = await streamUntil(first, (e) => e.type === 'STAGE_WAITING');
-  expect(streamed.at(-1)).toMatchObject({ type: 'STAGE_WAITING', stageId: 'fit', runStatus: 'RUNNING', wait: { reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, position: 1 } });
+  expect(streamed.at(-1)).toMatchObject({
+    type: 'STAGE_WAITING',
+    stageId: 'fit',
+    runStatus: 'RUNNING',
+    wait: { reason: 'SLOTS', queue: gpu, slotsNeeded: 2, capacity: 2, position: 1 },
+  });
 
   // The console: a waiting bar on the stage's lane, labelled with why; the stage table says it too.
   const page = await runPage(first);
-  await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waiting .* — waits for 2 slot\\(s\\) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit \\(2\\)$`))]);
+  await expect
+    .poll(() => labels(page), POLL)
+    .toEqual([
+      expect.stringMatching(
+        new RegExp(`^WAITING\\|fit: waiting .* — waits for 2 slot\\(s\\) on ${gpu}: 0 of 2 free, position 1 of 2 in line; held by wait-holder/fit \\(2\\)$`),
+      ),
+    ]);
   expect(await page.getByTestId('stage-wait').innerText()).toContain('position 1 of 2 in line');
   await page.screenshot({ path: path.join(SHOTS, 'waiting-for-slots.png'), fullPage: true });
 
@@ -213,12 +254,16 @@ async function holdAndWait(holder: string) {
   const done = await waitStatus(first, 'COMPLETED');
   expect(done.wait).toBeNull();
   const ended = done.run.events.filter((e: any) => e.type === 'STAGE_WAIT_ENDED');
-  expect(ended).toEqual([expect.objectContaining({ stageId: 'fit', message: expect.stringMatching(new RegExp(`^got 2 slot\\(s\\) on ${gpu} after \\d+\\.\\d s$`)) })]);
+  expect(ended).toEqual([
+    expect.objectContaining({ stageId: 'fit', message: expect.stringMatching(new RegExp(`^got 2 slot\\(s\\) on ${gpu} after \\d+\\.\\d s$`)) }),
+  ]);
   expect(Date.parse(ended[0].at)).toBeGreaterThanOrEqual(since);
   expect((await waitStatus(second, 'COMPLETED')).run.events.map((e: any) => e.type)).toEqual(expect.arrayContaining(['STAGE_WAITING', 'STAGE_WAIT_ENDED']));
   // The page (live) turns the bar into a past wait, from request to grant.
   await page.getByTestId('run-status').getByText('completed').waitFor({ timeout: 60_000 });
-  await expect.poll(() => labels(page), POLL).toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waited .* — waits for 2 slot\\(s\\) on ${gpu} — got 2 slot\\(s\\) on ${gpu} after`))]);
+  await expect
+    .poll(() => labels(page), POLL)
+    .toEqual([expect.stringMatching(new RegExp(`^WAITING\\|fit: waited .* — waits for 2 slot\\(s\\) on ${gpu} — got 2 slot\\(s\\) on ${gpu} after`))]);
   await page.screenshot({ path: path.join(SHOTS, 'waited-for-slots.png'), fullPage: true });
   await page.close();
   expect(errors).toEqual([]);
@@ -240,11 +285,21 @@ describe('replicas waiting at a round barrier', () => {
   it('say which replica they wait for, in StageRun.wait, runEvents and the console', async () => {
     const id = await start('wait-barrier', { replicas: 2, lateReplica: 1 });
     const s = await waitFor(async () => ((await stage(id)).wait?.reason === 'BARRIER' ? stage(id) : undefined), 'replica 0 to wait at the barrier', 60_000);
-    expect(s.wait).toMatchObject({ reason: 'BARRIER', round: 1, waitingReplicas: [0], waitingForReplicas: [1], queue: null, heldBy: [], message: 'replica 0 waits at round 1 for replica 1' });
+    expect(s.wait).toMatchObject({
+      reason: 'BARRIER',
+      round: 1,
+      waitingReplicas: [0],
+      waitingForReplicas: [1],
+      queue: null,
+      heldBy: [],
+      message: 'replica 0 waits at round 1 for replica 1',
+    });
     const streamed = await streamUntil(id, (e) => e.type === 'STAGE_WAITING' && e.wait?.reason === 'BARRIER');
     expect(streamed.at(-1)).toMatchObject({ stageId: 'fit', message: 'replica 0 waits at round 1 for replica 1', wait: { waitingForReplicas: [1] } });
     const page = await runPage(id);
-    await expect.poll(() => labels(page), POLL).toContainEqual(expect.stringMatching(/^WAITING\|fit: replica 0 waiting .* — replica 0 waits at round 1 for replica 1$/));
+    await expect
+      .poll(() => labels(page), POLL)
+      .toContainEqual(expect.stringMatching(/^WAITING\|fit: replica 0 waiting .* — replica 0 waits at round 1 for replica 1$/));
     await page.screenshot({ path: path.join(SHOTS, 'waiting-at-barrier.png'), fullPage: true });
     await page.close();
     await release(id);
@@ -263,7 +318,11 @@ describe('a gang granted slots no live worker has (the stall of issue 21)', () =
     try {
       await waitFor(async () => (await queueSlots(stack.client, stack.taskQueues.gpu))?.capacity === 3, 'the keeper to count the ghost');
       id = await start('wait-ghost', { replicas: 3 });
-      const s = await waitFor(async () => ((await stage(id!)).wait?.reason === 'BARRIER' ? stage(id!) : undefined), 'replicas 0 and 1 to wait for replica 2', 60_000);
+      const s = await waitFor(
+        async () => ((await stage(id!)).wait?.reason === 'BARRIER' ? stage(id!) : undefined),
+        'replicas 0 and 1 to wait for replica 2',
+        60_000,
+      );
       // Which replica is left without a worker slot is up to the task queue: any one of the three.
       const [left] = s.wait.waitingForReplicas;
       const started = [0, 1, 2].filter((r) => r !== left);
@@ -316,13 +375,29 @@ describe('wait views (no server)', () => {
       message: 'replicas 0, 2 wait at round 3 for replica 1 (not started: no worker has picked up replica 1)',
     });
     // Everyone named has arrived (a beat from just before the barrier opened): no wait.
-    expect(barrierWait([{ replica: 0, round: 1, waitingFor: [1], since }, { replica: 1, round: 1, waitingFor: [0], since }])).toBeUndefined();
+    expect(
+      barrierWait([
+        { replica: 0, round: 1, waitingFor: [1], since },
+        { replica: 1, round: 1, waitingFor: [0], since },
+      ]),
+    ).toBeUndefined();
   });
 
   it('slots: a keeper that does not answer leaves the figures unknown; a granted request is no longer in line', () => {
     const w = { reason: 'slots' as const, queue: 'q-gpu', slotsNeeded: 3, since, requestId: 'r1' };
-    expect(slotWait(w, undefined)).toMatchObject({ capacity: null, position: null, message: "waits for 3 slot(s) on q-gpu; the queue's slot keeper did not answer" });
-    const keeper = { queue: 'q-gpu', capacity: 2, free: 2, workers: [], holders: [{ requestId: 'r1', workflowId: 'pipeline/a/1', count: 3, label: 'a/fit', since }], waiting: [] };
+    expect(slotWait(w, undefined)).toMatchObject({
+      capacity: null,
+      position: null,
+      message: "waits for 3 slot(s) on q-gpu; the queue's slot keeper did not answer",
+    });
+    const keeper = {
+      queue: 'q-gpu',
+      capacity: 2,
+      free: 2,
+      workers: [],
+      holders: [{ requestId: 'r1', workflowId: 'pipeline/a/1', count: 3, label: 'a/fit', since }],
+      waiting: [],
+    };
     expect(slotWait(w, keeper)).toMatchObject({ capacity: 2, free: 2, position: null, queueLength: 0, message: '3 slot(s) on q-gpu granted; starting' });
   });
 });

@@ -21,14 +21,23 @@ afterAll(() => {
 
 /** The README's first command, as real processes: dev server + UI, worker, API, a pipeline on real MNIST. */
 describe('npm start (the embedded stack)', () => {
-  it('brings up Temporal, worker and API, runs an MNIST pipeline end to end, serves predictions, and stops cleanly on SIGINT', { timeout: 600_000 }, async () => {
+  it('brings up Temporal, worker and API, runs an MNIST pipeline end to end, serves predictions, and stops cleanly on SIGINT', {
+    timeout: 600_000,
+  }, async () => {
     const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-e2e-'));
     serverPidFile = path.join(dataDir, 'temporal', 'dev.pid');
     // What `npm start` runs (package.json "start"), without npm in between so signals reach it directly.
     child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--pipeline', 'pipelines/mnist-small.yaml'], {
       cwd: root,
-      env: { ...process.env, TEMPORAL_PORT: String(temporalPort), TEMPORAL_UI_PORT: String(uiPort), CAPSTAN_API_PORT: String(apiPort), CAPSTAN_DATA_DIR: dataDir, TEMPORAL_ADDRESS: '' },
+      env: {
+        ...process.env,
+        TEMPORAL_PORT: String(temporalPort),
+        TEMPORAL_UI_PORT: String(uiPort),
+        CAPSTAN_API_PORT: String(apiPort),
+        CAPSTAN_DATA_DIR: dataDir,
+        TEMPORAL_ADDRESS: '',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -62,9 +71,13 @@ describe('npm start (the embedded stack)', () => {
     expect(token).toMatch(/^cap_[0-9a-f]{12}_[\w-]{43}$/);
     expect(out).not.toContain(token);
     const auth = { authorization: `Bearer ${token}` };
-    expect((await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ whoami { role } }"}' })).status).toBe(401);
+    expect(
+      (await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ whoami { role } }"}' })).status,
+    ).toBe(401);
     const gql = async (query: string, variables?: unknown) =>
-      (await (await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ query, variables }) })).json()) as any;
+      (await (
+        await fetch(`${api}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ query, variables }) })
+      ).json()) as any;
     expect((await gql('{ whoami { name role } }')).data.whoami).toEqual({ name: 'dev-admin', role: 'ADMIN' });
     const r = await gql(`query($id: ID!) { run(id: $id) { status tfBackend stages { id status metrics } roi { cost revenue roi } } }`, { id: runId });
     expect(r.errors).toBeUndefined();
@@ -81,7 +94,11 @@ describe('npm start (the embedded stack)', () => {
     const pixels = Array.from({ length: 784 }, (_, i) => ((i * 7) % 255) / 255);
     const pred = await (async () => {
       for (let i = 0; i < 40; i++) {
-        const res = await fetch(`${api}/models/mnist-small/predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ inputs: [pixels] }) });
+        const res = await fetch(`${api}/models/mnist-small/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...auth },
+          body: JSON.stringify({ inputs: [pixels] }),
+        });
         if (res.status === 200) return (await res.json()) as any;
         await new Promise((res2) => setTimeout(res2, 500));
       }
@@ -115,7 +132,14 @@ describe('npm start (the embedded stack)', () => {
     try {
       const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--no-run'], {
         cwd: root,
-        env: { ...process.env, TEMPORAL_PORT: String(taken), TEMPORAL_UI_PORT: String(uiPort), CAPSTAN_API_PORT: String(apiPort), CAPSTAN_DATA_DIR: dataDir, TEMPORAL_ADDRESS: '' },
+        env: {
+          ...process.env,
+          TEMPORAL_PORT: String(taken),
+          TEMPORAL_UI_PORT: String(uiPort),
+          CAPSTAN_API_PORT: String(apiPort),
+          CAPSTAN_DATA_DIR: dataDir,
+          TEMPORAL_ADDRESS: '',
+        },
         encoding: 'utf8',
         timeout: 90_000,
       });

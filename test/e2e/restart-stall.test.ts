@@ -43,7 +43,12 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
 
 /** `npm start -- --no-run` as real processes on the shared data folder; resolves once the banner is printed. */
 async function startStack(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--no-run'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev-stack.ts', '--no-run'], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   stacks.push(child);
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
@@ -72,7 +77,9 @@ const fitSpec = (name: string, replicas: number, epochs: number) => ({
 });
 
 describe('npm start killed during a data-parallel fit, then started again on the same folder', () => {
-  it('refuses (or pauses with the reason, or completes) a 3-replica fit on 2 slots within a bounded time; the fit in flight before the crash completes', { timeout: 900_000 }, async () => {
+  it('refuses (or pauses with the reason, or completes) a 3-replica fit on 2 slots within a bounded time; the fit in flight before the crash completes', {
+    timeout: 900_000,
+  }, async () => {
     const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-restart-stall-'));
     const env: NodeJS.ProcessEnv = {
@@ -92,7 +99,11 @@ describe('npm start killed during a data-parallel fit, then started again on the
     const api = `http://127.0.0.1:${apiPort}/graphql`;
     const gql = async (query: string, variables?: unknown) => {
       const token = readFileSync(path.join(dataDir!, 'admin-token'), 'utf8').trim();
-      const r = await fetch(api, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) });
+      const r = await fetch(api, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query, variables }),
+      });
       return (await r.json()) as any;
     };
     const RUN = `query($id: ID!) { run(id: $id) { status stages { id status attempts error errorType progress } events { type stageId message } } }`;
@@ -104,12 +115,17 @@ describe('npm start killed during a data-parallel fit, then started again on the
     expect(started.errors, first.output()).toBeUndefined();
     const inflight = started.data.startPipeline.id as string;
     // Mid-fit: its replicas hold the gang's slots and have heartbeated (not merely asked for slots).
-    const before = await until('the fit’s replicas to be training', 300_000, async () => {
-      const r = await run(inflight);
-      if (r && !['RUNNING'].includes(r.status)) throw new Error(`run is ${r.status}: ${JSON.stringify(r.stages)}`);
-      const fit = r?.stages.find((s: any) => s.id === 'fit');
-      return fit?.status === 'RUNNING' && fit.progress ? fit : undefined;
-    }, 250);
+    const before = await until(
+      'the fit’s replicas to be training',
+      300_000,
+      async () => {
+        const r = await run(inflight);
+        if (r && !['RUNNING'].includes(r.status)) throw new Error(`run is ${r.status}: ${JSON.stringify(r.stages)}`);
+        const fit = r?.stages.find((s: any) => s.id === 'fit');
+        return fit?.status === 'RUNNING' && fit.progress ? fit : undefined;
+      },
+      250,
+    );
     console.log(`[restart-stall] killing the stack mid-fit: ${JSON.stringify(before.progress)}`);
 
     // 2. Killed like an OOM kill or a closed terminal, then started again on the same folder.
@@ -117,14 +133,18 @@ describe('npm start killed during a data-parallel fit, then started again on the
     const second = await startStack(env);
     expect(second.output()).toContain('stopped a Temporal dev server');
     // The new worker found the killed one's record on the folder and withdrew its slot reports.
-    await until('the new worker to withdraw the dead worker’s slot reports', 120_000, () => /withdrew the slot reports of a worker that is gone \(pid \d+/.test(second.output()));
+    await until('the new worker to withdraw the dead worker’s slot reports', 120_000, () =>
+      /withdrew the slot reports of a worker that is gone \(pid \d+/.test(second.output()),
+    );
 
     // 3. A 3-replica fit on 2 live slots: refused at once, or (if it got in) it must end or pause saying why.
     const t0 = Date.now();
     const big = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: fitSpec('bar-gang3', 3, 1) });
     if (big.errors) {
       expect(big.errors[0].extensions.code).toBe('SPEC_INVALID');
-      expect(big.errors[0].extensions.issues).toEqual([expect.objectContaining({ code: 'GANG_CAPACITY', message: expect.stringContaining('3 replicas need 3 slots at once') })]);
+      expect(big.errors[0].extensions.issues).toEqual([
+        expect.objectContaining({ code: 'GANG_CAPACITY', message: expect.stringContaining('3 replicas need 3 slots at once') }),
+      ]);
       expect(big.errors[0].extensions.issues[0].message).toMatch(/has 2$/);
     } else {
       const id = big.data.startPipeline.id as string;
@@ -135,16 +155,28 @@ describe('npm start killed during a data-parallel fit, then started again on the
       const fit = closed.stages.find((s: any) => s.id === 'fit');
       if (closed.status === 'PAUSED') expect(['GANG_CAPACITY', 'GANG_STALLED']).toContain(fit.errorType);
       else expect(closed.status, JSON.stringify(closed.stages)).toBe('COMPLETED');
-      console.log(`[restart-stall] the 3-replica fit got in and ended ${closed.status} ${fit.errorType ?? ''} after ${Math.round((Date.now() - t0) / 1000)} s: ${fit.error ?? ''}`);
+      console.log(
+        `[restart-stall] the 3-replica fit got in and ended ${closed.status} ${fit.errorType ?? ''} after ${Math.round((Date.now() - t0) / 1000)} s: ${fit.error ?? ''}`,
+      );
     }
 
     // 4. The fit that was running when the stack was killed completes on the new stack.
-    const done = await until('the in-flight run to complete', 400_000, async () => {
-      const r = await run(inflight);
-      if (r && ['FAILED', 'CANCELLED', 'PAUSED'].includes(r.status)) throw new Error(`in-flight run is ${r.status}: ${JSON.stringify(r.stages)}`);
-      return r?.status === 'COMPLETED' ? r : undefined;
-    }, 1000);
+    const done = await until(
+      'the in-flight run to complete',
+      400_000,
+      async () => {
+        const r = await run(inflight);
+        if (r && ['FAILED', 'CANCELLED', 'PAUSED'].includes(r.status)) throw new Error(`in-flight run is ${r.status}: ${JSON.stringify(r.stages)}`);
+        return r?.status === 'COMPLETED' ? r : undefined;
+      },
+      1000,
+    );
     expect(done.stages.map((s: any) => s.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
-    console.log(`[restart-stall] in-flight run completed; events: ${done.events.filter((e: any) => e.stageId === 'fit').map((e: any) => e.type).join(', ')}`);
+    console.log(
+      `[restart-stall] in-flight run completed; events: ${done.events
+        .filter((e: any) => e.stageId === 'fit')
+        .map((e: any) => e.type)
+        .join(', ')}`,
+    );
   });
 });

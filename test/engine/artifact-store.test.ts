@@ -56,7 +56,9 @@ describe.each(['local', 'seaweedfs'] as const)('artifact store contract: %s', (i
   });
 
   /** Two hosts over one storage (a fresh bucket, or a fresh folder). */
-  async function hosts(o: { multipartThreshold?: number; partSize?: number } = {}): Promise<{ a: ArtifactStore; b: ArtifactStore; more: () => Promise<ArtifactStore> }> {
+  async function hosts(
+    o: { multipartThreshold?: number; partSize?: number } = {},
+  ): Promise<{ a: ArtifactStore; b: ArtifactStore; more: () => Promise<ArtifactStore> }> {
     if (impl === 'local') {
       const root = await mkdtemp(path.join(os.tmpdir(), 'capstan-contract-'));
       return { a: new ArtifactStore(root), b: new ArtifactStore(root), more: async () => new ArtifactStore(root) };
@@ -90,7 +92,10 @@ describe.each(['local', 'seaweedfs'] as const)('artifact store contract: %s', (i
 
   it('put, verify, get on another host: same bytes, same hash', async () => {
     const { a, b } = await hosts();
-    const ref = await a.writeOutput({ runId: 'pipeline/x/1', stageId: 'data', kind: 'dataset' }, files({ 'manifest.json': '{"n":1}', 'shards/x.bin': Buffer.alloc(4096, 7) }));
+    const ref = await a.writeOutput(
+      { runId: 'pipeline/x/1', stageId: 'data', kind: 'dataset' },
+      files({ 'manifest.json': '{"n":1}', 'shards/x.bin': Buffer.alloc(4096, 7) }),
+    );
     expect(ref.uri).toBe('artifact:runs/pipeline_x_1/data/dataset');
     expect(ref.bytes).toBe(7 + 4096);
     expect(ref.meta).toEqual({ files: 2 });

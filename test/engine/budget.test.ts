@@ -55,11 +55,17 @@ async function start(s: unknown): Promise<string> {
 }
 const read = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
 const until = (id: string, ok: (run: any) => boolean, what: string, ms = 240_000) =>
-  waitFor(async () => {
-    const run = await read(id);
-    if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run)) throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
-    return ok(run) ? run : undefined;
-  }, what, ms, 300);
+  waitFor(
+    async () => {
+      const run = await read(id);
+      if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run))
+        throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
+      return ok(run) ? run : undefined;
+    },
+    what,
+    ms,
+    300,
+  );
 const estimate = async (s: unknown) => {
   const r = await stack.gql(`query($s: PipelineSpecInput!) { estimateRun(spec: $s) { ${ESTIMATE} } }`, { s });
   expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
@@ -104,13 +110,14 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     const p1 = est.stages.find((s: any) => s.stageId === 'pretrain');
     expect(Math.abs(money(p2.cost.cpu.expected) - 2 * money(p1.cost.cpu.expected))).toBeLessThanOrEqual(2e-5); // CPU time rounds to the ms (10 micros at this price)
     // Other params are not comparable at all: unknown, never a guess.
-    const other = await estimate(spec('estimate-me', {}, [data, pretrain({ learningRate: 0.01 }), ledger, { id: 'mystery', plugin: 'test:mystery', needs: [] }]));
+    const other = await estimate(
+      spec('estimate-me', {}, [data, pretrain({ learningRate: 0.01 }), ledger, { id: 'mystery', plugin: 'test:mystery', needs: [] }]),
+    );
     expect(other.stages.find((s: any) => s.stageId === 'pretrain')).toMatchObject({ basis: 'UNKNOWN', cost: null, durationSeconds: null });
     expect(other.stages.find((s: any) => s.stageId === 'pretrain').detail).toMatch(/none with comparable params/);
     expect(other.stages.find((s: any) => s.stageId === 'mystery')).toMatchObject({ basis: 'UNKNOWN', cost: null });
     expect(other.stages.find((s: any) => s.stageId === 'mystery').detail).toMatch(/no past run of test:mystery@1.0.0/);
     expect(other.unknownStages).toEqual(['pretrain', 'mystery']);
-
 
     // The next run, against its estimate. This machine is shared and its load swings within a
     // minute, so up to three estimate→run pairs are tried (each run also joins the history); one
@@ -138,8 +145,12 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     expect(within, tries.join('\n')).toBe(true);
   });
 
-  it('pauses before a stage whose estimate would break the budget, with the reason and the spend; a run budget is refused in another currency', { timeout: 300_000 }, async () => {
-    const wrong = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('budget-eur', { budget: { max: '1.00', currency: 'EUR' } }) });
+  it('pauses before a stage whose estimate would break the budget, with the reason and the spend; a run budget is refused in another currency', {
+    timeout: 300_000,
+  }, async () => {
+    const wrong = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: spec('budget-eur', { budget: { max: '1.00', currency: 'EUR' } }),
+    });
     expect(wrong.errors?.[0]?.extensions?.code).toBe('SPEC_INVALID');
     expect(wrong.errors?.[0]?.extensions?.issues).toEqual([expect.objectContaining({ path: 'budget.currency', code: 'BUDGET_INVALID' })]);
 
@@ -164,7 +175,9 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     await until(id, (r) => r.status === 'FAILED', 'the aborted run to fail');
   });
 
-  it('stops a running stage at a checkpoint when it crosses its budget; a lower raise is refused; a raise resumes from the checkpoint', { timeout: 400_000 }, async () => {
+  it('stops a running stage at a checkpoint when it crosses its budget; a lower raise is refused; a raise resumes from the checkpoint', {
+    timeout: 400_000,
+  }, async () => {
     // Another seed has no comparable history, so nothing stops pretrain before it starts; its own
     // budget of 60 % of what three epochs cost is crossed while it trains eight.
     const stageBudget = formatMoneyExact(parseMoney((pretrainEstimate * 0.6).toFixed(6))); // as the spec stores it
@@ -172,7 +185,9 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     const paused = await until(id, (r) => r.status === 'PAUSED', 'pretrain to stop on its budget');
     const p = paused.stages.find((s: any) => s.id === 'pretrain');
     expect(p.errorType).toBe('BUDGET_EXCEEDED');
-    expect(p.error).toMatch(new RegExp(`stopped at a checkpoint: stage pretrain has spent [\\d.]+ USD, over its budget of ${stageBudget.replace('.', '\\.')} USD`));
+    expect(p.error).toMatch(
+      new RegExp(`stopped at a checkpoint: stage pretrain has spent [\\d.]+ USD, over its budget of ${stageBudget.replace('.', '\\.')} USD`),
+    );
     expect(p.budgetPause).toBe(p.error);
     const spentAtPause = money(paused.spend.byStage.find((b: any) => b.key === 'pretrain').cost);
     expect(spentAtPause).toBeGreaterThan(Number(stageBudget));
@@ -181,7 +196,11 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     const operator = await stack.token('operator', 'budget-operator');
     const viewer = await stack.token('viewer', 'budget-viewer');
     const raise = (max: string, token: string, stageId: string | null = 'pretrain') =>
-      stack.gql(`mutation($id: ID!, $max: String!, $stage: String) { raiseBudget(runId: $id, max: $max, stageId: $stage) { id } }`, { id, max, stage: stageId }, token);
+      stack.gql(
+        `mutation($id: ID!, $max: String!, $stage: String) { raiseBudget(runId: $id, max: $max, stageId: $stage) { id } }`,
+        { id, max, stage: stageId },
+        token,
+      );
     expect((await raise('100.00', viewer)).errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     const lower = await raise((Number(stageBudget) / 2).toFixed(6), operator);
     expect(lower.errors?.[0]?.extensions?.code).toBe('DECISION_REJECTED');
@@ -201,7 +220,11 @@ describe('estimates, budgets and the realised-ROI watch', () => {
   });
 
   it('raises a budget while the run is still running (before anything pauses on it)', { timeout: 120_000 }, async () => {
-    const id = await start({ name: 'raise-running', budget: { max: '100.00' }, stages: [{ id: 'slow', plugin: 'test:write-note', params: { sleepMs: 4000 } }] });
+    const id = await start({
+      name: 'raise-running',
+      budget: { max: '100.00' },
+      stages: [{ id: 'slow', plugin: 'test:write-note', params: { sleepMs: 4000 } }],
+    });
     await until(id, (r) => r.status === 'RUNNING' && r.stages[0].status === 'RUNNING', 'the stage to run');
     const r = await stack.gql(`mutation($id: ID!) { raiseBudget(runId: $id, max: "150") { budget { max raises { from to } } } }`, { id });
     expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
@@ -213,12 +236,19 @@ describe('estimates, budgets and the realised-ROI watch', () => {
     expect(late.errors?.[0]?.extensions?.code).toBe('DECISION_REJECTED');
   });
 
-  it('emits roi.below once per crossing when a deployed model earns less than its cost share, and a saved pipeline starts from it once', { timeout: 300_000 }, async () => {
+  it('emits roi.below once per crossing when a deployed model earns less than its cost share, and a saved pipeline starts from it once', {
+    timeout: 300_000,
+  }, async () => {
     const triggered = await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["roi.below"]) { name } }`, {
-      s: { name: 'retrain-on-roi', stages: [{ id: 'note', plugin: 'test:write-note', params: { text: 'retrain {{event.model}} v{{event.version}} at {{event.realisedRoi}}' } }] },
+      s: {
+        name: 'retrain-on-roi',
+        stages: [{ id: 'note', plugin: 'test:write-note', params: { text: 'retrain {{event.model}} v{{event.version}} at {{event.realisedRoi}}' } }],
+      },
     });
     expect(triggered.errors).toBeUndefined();
-    const bad = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('watch-contract', { watch: { minRealisedRoi: '0', window: '2s' } }) });
+    const bad = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: spec('watch-contract', { watch: { minRealisedRoi: '0', window: '2s' } }),
+    });
     expect(bad.errors?.[0]?.extensions?.issues?.[0]).toMatchObject({ path: 'watch', code: 'WATCH_INVALID' });
 
     const id = await start({
@@ -228,7 +258,11 @@ describe('estimates, budgets and the realised-ROI watch', () => {
         data,
         pretrain({ epochs: 1 }),
         { id: 'deploy', plugin: 'core:deploy', params: { modelName: 'watched-model', latencyRuns: 10 } },
-        { id: 'ledger', plugin: 'core:roi-ledger', params: { revenue: { kind: 'per-prediction', pricePer1000: '0.000001', expectedPredictions: 1000, horizonDays: 30 } } },
+        {
+          id: 'ledger',
+          plugin: 'core:roi-ledger',
+          params: { revenue: { kind: 'per-prediction', pricePer1000: '0.000001', expectedPredictions: 1000, horizonDays: 30 } },
+        },
       ],
     });
     await until(id, (r) => r.status === 'COMPLETED', 'the watched run to complete');

@@ -20,7 +20,13 @@ describe('durable training', () => {
         name: 'crash-resume',
         stages: [
           { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 20000 } },
-          { id: 'train', plugin: 'core:pretrain', params: { epochs: 12 }, timeouts: { heartbeat: '2s' }, retry: { maximumAttempts: 3, initialInterval: '500ms' } },
+          {
+            id: 'train',
+            plugin: 'core:pretrain',
+            params: { epochs: 12 },
+            timeouts: { heartbeat: '2s' },
+            retry: { maximumAttempts: 3, initialInterval: '500ms' },
+          },
         ],
       },
     });
@@ -28,18 +34,28 @@ describe('durable training', () => {
     const q = `query($id: ID!) { run(id: $id) { status stages { id status attempts progress currentAttempt metrics } } }`;
     // Wait until training has checkpointed at least two epochs (heartbeat details reach the server
     // every 0.8 × the heartbeat timeout, so a short timeout keeps them visible while epochs run)…
-    const seen = await waitFor(async () => {
-      const run = (await stack.gql(q, { id })).data.run;
-      const p = run.stages[1].progress;
-      return p && p.epoch >= 2 ? p : undefined;
-    }, 'two checkpointed epochs', 120_000, 100);
+    const seen = await waitFor(
+      async () => {
+        const run = (await stack.gql(q, { id })).data.run;
+        const p = run.stages[1].progress;
+        return p && p.epoch >= 2 ? p : undefined;
+      },
+      'two checkpointed epochs',
+      120_000,
+      100,
+    );
     // …then the worker goes away (its running attempt is cut off) and a new one comes up.
     await stack.stopWorkers();
     await stack.startWorkers();
-    const done = await waitFor(async () => {
-      const run = (await stack.gql(q, { id })).data.run;
-      return run.status === 'COMPLETED' ? run : undefined;
-    }, 'the run to complete', 240_000, 500);
+    const done = await waitFor(
+      async () => {
+        const run = (await stack.gql(q, { id })).data.run;
+        return run.status === 'COMPLETED' ? run : undefined;
+      },
+      'the run to complete',
+      240_000,
+      500,
+    );
     const train = done.stages[1];
     expect(train.status).toBe('SUCCEEDED');
     expect(train.attempts).toBeGreaterThanOrEqual(2);

@@ -40,7 +40,13 @@ const spec = (name: string, fit: Record<string, unknown>) => ({
   stages: [
     { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 2000 } },
     { id: 'train', plugin: 'core:pretrain', params: { epochs: 1 } },
-    { id: 'fit', plugin: 'core:multi-device-fit', params: { replicas: 2, ...fit }, timeouts: { heartbeat: '3s' }, retry: { maximumAttempts: 4, initialInterval: '500ms' } },
+    {
+      id: 'fit',
+      plugin: 'core:multi-device-fit',
+      params: { replicas: 2, ...fit },
+      timeouts: { heartbeat: '3s' },
+      retry: { maximumAttempts: 4, initialInterval: '500ms' },
+    },
   ],
 });
 async function start(s: unknown): Promise<string> {
@@ -50,10 +56,15 @@ async function start(s: unknown): Promise<string> {
 }
 const RUN = `id status stages { id status attempts metrics error }`;
 async function waitClosed(id: string) {
-  return waitFor(async () => {
-    const run = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
-    return run && !['RUNNING'].includes(run.status) ? run : undefined;
-  }, `run ${id} to close`, 300_000, 500);
+  return waitFor(
+    async () => {
+      const run = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
+      return run && !['RUNNING'].includes(run.status) ? run : undefined;
+    },
+    `run ${id} to close`,
+    300_000,
+    500,
+  );
 }
 
 /** One metered, succeeded attempt per activity of the stage; never two rows for one attempt. */
@@ -142,17 +153,30 @@ describe('multi-device fit under contention and crashes', () => {
       namespace: inject('temporalNamespace'),
       taskQueues: stack.taskQueues,
       roles: ['workflows', 'cpu'],
-      activities: { stages: stack.stages, artifacts: stack.artifacts, services: stack.runtime.services, logger: silentLogger, heartbeatEveryMs: 500, meter: stack.runtime.meter, cache: stack.runtime.cache },
+      activities: {
+        stages: stack.stages,
+        artifacts: stack.artifacts,
+        services: stack.runtime.services,
+        logger: silentLogger,
+        heartbeatEveryMs: 500,
+        meter: stack.runtime.meter,
+        cache: stack.runtime.cache,
+      },
       shutdownGraceTime: '2s',
     });
     ownWorkers = { workers, running: workers.map((w) => w.run()), connection };
     const first = await startGpuWorker();
 
     const id = await start(spec('sigkill', { epochs: 4, syncEverySteps: 4 }));
-    const seen = await waitFor(async () => {
-      const r = await averagedRound(id);
-      return r >= 3 ? r : undefined;
-    }, 'three averaged rounds', 240_000, 50);
+    const seen = await waitFor(
+      async () => {
+        const r = await averagedRound(id);
+        return r >= 3 ? r : undefined;
+      },
+      'three averaged rounds',
+      240_000,
+      50,
+    );
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
     await startGpuWorker();
@@ -170,10 +194,14 @@ describe('multi-device fit under contention and crashes', () => {
       `[fit-faults] SIGKILL mid-replica after round ${seen}: runs started 1, completed 1, lost 0; resumed from rounds ${fit.metrics.resumedFromRoundReplica0}/${fit.metrics.resumedFromRoundReplica1}; fit usage lines ${booked.lines} for ${booked.attempts} attempts (booked twice: 0)`,
     );
     // The grant was given back; the dead worker's slots lapsed with its lease.
-    const slots = await waitFor(async () => {
-      const v = await queueSlots(stack.client, stack.taskQueues.gpu);
-      return v && v.workers.length === 1 ? v : undefined;
-    }, 'the dead worker to drop out', 30_000);
+    const slots = await waitFor(
+      async () => {
+        const v = await queueSlots(stack.client, stack.taskQueues.gpu);
+        return v && v.workers.length === 1 ? v : undefined;
+      },
+      'the dead worker to drop out',
+      30_000,
+    );
     expect(slots).toMatchObject({ capacity: 2, free: 2, holders: [], waiting: [] });
   });
 });

@@ -31,7 +31,11 @@ const sleep = (ms: number, signal: AbortSignal) =>
     }, ms);
     signal.addEventListener('abort', onAbort, { once: true });
   });
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Replicas meet at a file barrier (like multi-device fit), hold for `holdMs`, and can fail on purpose. */
 const gangStage = defineStage({
@@ -71,7 +75,8 @@ const gangStage = defineStage({
     for (;;) {
       const here = await Promise.all(Array.from({ length: n }, (_, k) => exists(path.join(dir, `arrive-${k}`))));
       if (here.every(Boolean)) break;
-      if (Date.now() > deadline) throw new StageError(`barrier: waited ${p.barrierTimeoutMs} ms for the other replicas`, { type: 'BARRIER_TIMEOUT', retryable: false });
+      if (Date.now() > deadline)
+        throw new StageError(`barrier: waited ${p.barrierTimeoutMs} ms for the other replicas`, { type: 'BARRIER_TIMEOUT', retryable: false });
       ctx.heartbeat({ waiting: true });
       await sleep(25, ctx.signal);
     }
@@ -108,15 +113,23 @@ async function start(name: string, params: Record<string, unknown>): Promise<str
   return r.data.startPipeline.id;
 }
 async function waitStatus(id: string, statuses: string[]) {
-  return waitFor(async () => {
-    const run = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
-    return run && statuses.includes(run.status) ? run : undefined;
-  }, `run ${id} to be ${statuses.join('/')}`, 90_000, 200);
+  return waitFor(
+    async () => {
+      const run = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
+      return run && statuses.includes(run.status) ? run : undefined;
+    },
+    `run ${id} to be ${statuses.join('/')}`,
+    90_000,
+    200,
+  );
 }
 
 describe('gang scheduling on a real dev server (gpu queue with 2 slots)', () => {
   it('reports the queue capacity through the slot keeper', async () => {
-    const view = await waitFor(async () => (await queueSlots(stack.client, stack.taskQueues.gpu))?.capacity === 2 && queueSlots(stack.client, stack.taskQueues.gpu), 'the keeper');
+    const view = await waitFor(
+      async () => (await queueSlots(stack.client, stack.taskQueues.gpu))?.capacity === 2 && queueSlots(stack.client, stack.taskQueues.gpu),
+      'the keeper',
+    );
     expect(view).toMatchObject({ queue: stack.taskQueues.gpu, capacity: 2, free: 2, holders: [], waiting: [] });
     expect(view!.workers).toHaveLength(1);
   });
@@ -154,7 +167,11 @@ describe('gang scheduling on a real dev server (gpu queue with 2 slots)', () => 
     ]);
     expect((await stack.client.workflow.count(`CapstanPipeline = 'gang-too-big'`)).count).toBe(0);
     // A run whose input already asks for more (as when workers left after it started) pauses instead.
-    const input = resolveSpec({ name: 'gang-too-big', stages: [{ id: 'fit', plugin: 'test:gang', params: { replicas: 3 }, timeouts: { heartbeat: '2s' } }] }, stack.stages, { taskQueues: stack.taskQueues });
+    const input = resolveSpec(
+      { name: 'gang-too-big', stages: [{ id: 'fit', plugin: 'test:gang', params: { replicas: 3 }, timeouts: { heartbeat: '2s' } }] },
+      stack.stages,
+      { taskQueues: stack.taskQueues },
+    );
     const id = 'pipeline/gang-too-big/late1';
     await stack.client.workflow.start(runPipelineWorkflow, { taskQueue: stack.taskQueues.workflows, workflowId: id, args: [input] });
     const run = await waitStatus(id, ['PAUSED', 'FAILED']);
@@ -173,7 +190,10 @@ describe('gang scheduling on a real dev server (gpu queue with 2 slots)', () => 
     // Far sooner than replica 0's 60 s hold: it was cancelled, not waited for.
     expect(Date.now() - t0).toBeLessThan(30_000);
     expect(paused.stages[0]).toMatchObject({ status: 'FAILED', errorType: 'PLANNED' });
-    const attempts = await stack.db.query<{ activity_id: string; outcome: string }>(`SELECT activity_id, outcome FROM stage_attempts WHERE run_id = ? ORDER BY activity_id, attempt`, [id]);
+    const attempts = await stack.db.query<{ activity_id: string; outcome: string }>(
+      `SELECT activity_id, outcome FROM stage_attempts WHERE run_id = ? ORDER BY activity_id, attempt`,
+      [id],
+    );
     expect(attempts).toEqual([
       { activity_id: 'stage:fit:replica-0', outcome: 'cancelled' },
       { activity_id: 'stage:fit:replica-1', outcome: 'failed' },
@@ -225,16 +245,29 @@ describe('gang helpers and the device pool (no server)', () => {
   });
 
   it('parses CAPSTAN_GPUS, detects GPUs, and hands devices out from the pool, not by index', async () => {
-    expect(parseDevices('0,1')).toEqual([{ kind: 'gpu', id: '0' }, { kind: 'gpu', id: '1' }]);
+    expect(parseDevices('0,1')).toEqual([
+      { kind: 'gpu', id: '0' },
+      { kind: 'gpu', id: '1' },
+    ]);
     expect(parseDevices('cpu:3').map((d) => `${d.kind}:${d.id}`)).toEqual(['cpu:0', 'cpu:1', 'cpu:2']);
     expect(() => parseDevices('0,0')).toThrow(/repeat/);
     expect(() => parseDevices('cpu:0')).toThrow(/1 ≤ N/);
     expect(() => parseDevices('a b')).toThrow(/bad GPU id/);
     expect(detectGpus(() => 'GPU 0: NVIDIA A100 (UUID: GPU-1)\nGPU 1: NVIDIA A100 (UUID: GPU-2)\n')).toEqual(['0', '1']);
-    expect(detectGpus(() => { throw new Error('ENOENT'); })).toEqual([]);
+    expect(
+      detectGpus(() => {
+        throw new Error('ENOENT');
+      }),
+    ).toEqual([]);
     expect(resolveDevices(undefined, 2, () => ['3'])).toEqual([{ kind: 'gpu', id: '3' }]);
-    expect(resolveDevices(undefined, 2, () => [])).toEqual([{ kind: 'cpu', id: '0' }, { kind: 'cpu', id: '1' }]);
-    expect(resolveDevices('5,7', 2, () => ['0'])).toEqual([{ kind: 'gpu', id: '5' }, { kind: 'gpu', id: '7' }]);
+    expect(resolveDevices(undefined, 2, () => [])).toEqual([
+      { kind: 'cpu', id: '0' },
+      { kind: 'cpu', id: '1' },
+    ]);
+    expect(resolveDevices('5,7', 2, () => ['0'])).toEqual([
+      { kind: 'gpu', id: '5' },
+      { kind: 'gpu', id: '7' },
+    ]);
 
     const pool = new DevicePool(parseDevices('4,6'), 'h1');
     const a = await pool.take();
@@ -252,7 +285,14 @@ describe('gang helpers and the device pool (no server)', () => {
     const cpu = await new DevicePool(parseDevices('cpu:1')).take();
     expect(cpu.env).toEqual({});
 
-    expect(loadConfig({ CAPSTAN_GPUS: '0,1' }, '/tmp')).toMatchObject({ gpuSlots: 2, gpus: [{ kind: 'gpu', id: '0' }, { kind: 'gpu', id: '1' }], slotLeaseMs: 60_000 });
+    expect(loadConfig({ CAPSTAN_GPUS: '0,1' }, '/tmp')).toMatchObject({
+      gpuSlots: 2,
+      gpus: [
+        { kind: 'gpu', id: '0' },
+        { kind: 'gpu', id: '1' },
+      ],
+      slotLeaseMs: 60_000,
+    });
     expect(loadConfig({ CAPSTAN_GPU_SLOTS: '3' }, '/tmp').gpuSlots).toBe(3);
     expect(() => loadConfig({ CAPSTAN_GPUS: '0,1', CAPSTAN_GPU_SLOTS: '3' }, '/tmp')).toThrow(/one per device/);
     expect(() => loadConfig({ CAPSTAN_GPUS: 'x y' }, '/tmp')).toThrow(/CAPSTAN_GPUS/);
@@ -292,17 +332,28 @@ describe('slots that match live capacity', () => {
   const unghost = (worker: string) => keeper().signal(unregisterSlotsSignal, { worker });
   async function startLive(name: string, params: Record<string, unknown>): Promise<string> {
     // Straight to the workflow: the API would refuse a gang larger than the live capacity.
-    const input = resolveSpec({ name, stages: [{ id: 'fit', plugin: 'test:gang', params, timeouts: { heartbeat: '2s' } }] }, live.stages, { taskQueues: live.taskQueues });
+    const input = resolveSpec({ name, stages: [{ id: 'fit', plugin: 'test:gang', params, timeouts: { heartbeat: '2s' } }] }, live.stages, {
+      taskQueues: live.taskQueues,
+    });
     const id = `pipeline/${name}/${Date.now().toString(36)}`;
-    await live.client.workflow.start(runPipelineWorkflow, { taskQueue: live.taskQueues.workflows, workflowId: id, args: [{ ...input, gang: live.runtime.config.gang }] });
+    await live.client.workflow.start(runPipelineWorkflow, {
+      taskQueue: live.taskQueues.workflows,
+      workflowId: id,
+      args: [{ ...input, gang: live.runtime.config.gang }],
+    });
     return id;
   }
   const RUN_EV = `id status stages { id status error errorType } events { type stageId message }`;
   async function waitLive(id: string, statuses: string[], ms = 90_000) {
-    return waitFor(async () => {
-      const run = (await live.gql(`query($id: ID!) { run(id: $id) { ${RUN_EV} } }`, { id })).data?.run;
-      return run && statuses.includes(run.status) ? run : undefined;
-    }, `run ${id} to be ${statuses.join('/')}`, ms, 200);
+    return waitFor(
+      async () => {
+        const run = (await live.gql(`query($id: ID!) { run(id: $id) { ${RUN_EV} } }`, { id })).data?.run;
+        return run && statuses.includes(run.status) ? run : undefined;
+      },
+      `run ${id} to be ${statuses.join('/')}`,
+      ms,
+      200,
+    );
   }
 
   it('a dead worker’s report drops out within one lease', async () => {
@@ -371,7 +422,10 @@ describe('slots that match live capacity', () => {
     expect(run.events.filter((e: any) => e.type === 'STAGE_REQUEUED')).toHaveLength(1);
     // Nothing held, nothing running: the started replicas were cancelled.
     expect(await slots()).toMatchObject({ holders: [], waiting: [] });
-    const attempts = await live.db.query<{ activity_id: string; outcome: string }>(`SELECT activity_id, outcome FROM stage_attempts WHERE run_id = ? ORDER BY activity_id`, [id]);
+    const attempts = await live.db.query<{ activity_id: string; outcome: string }>(
+      `SELECT activity_id, outcome FROM stage_attempts WHERE run_id = ? ORDER BY activity_id`,
+      [id],
+    );
     expect(attempts.filter((x) => x.outcome === 'running')).toEqual([]);
     expect(attempts.filter((x) => x.outcome === 'cancelled').length).toBeGreaterThanOrEqual(2);
     await unghost('ghost-c');
@@ -390,7 +444,8 @@ describe('slots that match live capacity', () => {
     try {
       const dir = path.join(live.dataDir, 'workers');
       await mkdir(dir, { recursive: true });
-      const rec = (pid: number, worker: string) => JSON.stringify({ pid, host: os.hostname(), reports: [{ queue: gpu(), worker }], startedAt: new Date().toISOString() });
+      const rec = (pid: number, worker: string) =>
+        JSON.stringify({ pid, host: os.hostname(), reports: [{ queue: gpu(), worker }], startedAt: new Date().toISOString() });
       await writeFile(path.join(dir, 'dead.json'), rec(dead, 'ghost-killed'));
       await writeFile(path.join(dir, 'alive.json'), rec(sleeper.pid!, 'ghost-alive'));
       await ghost('ghost-killed', 2, 10 * 60_000);
@@ -399,10 +454,15 @@ describe('slots that match live capacity', () => {
 
       await live.stopWorkers();
       await live.startWorkers();
-      const after = await waitFor(async () => {
-        const v = await slots();
-        return v && !v.workers.some((w) => w.worker === 'ghost-killed') ? v : undefined;
-      }, 'the dead worker’s report to be withdrawn', 15_000, 100);
+      const after = await waitFor(
+        async () => {
+          const v = await slots();
+          return v && !v.workers.some((w) => w.worker === 'ghost-killed') ? v : undefined;
+        },
+        'the dead worker’s report to be withdrawn',
+        15_000,
+        100,
+      );
       // Withdrawn, not expired (its lease had 10 minutes left); the live one's stays.
       expect(after.workers.map((w) => w.worker)).toContain('ghost-alive');
       expect(after.workers.map((w) => w.worker)).not.toContain(old);

@@ -114,8 +114,20 @@ describe('a server that an earlier stack left on the data folder', () => {
       const dbFile = path.join(dir, 'temporal', 'dev.db');
       // A pid file naming this very process (alive, but no Temporal server) changes nothing.
       mkdirSync(path.dirname(dbFile), { recursive: true });
-      writeFileSync(devServerPidFile(dbFile), JSON.stringify({ pid: process.pid, binary: inject('temporalCliPath'), dataArg: `--db-filename ${dbFile}`, ports: { port }, ownerPid: 1, startedAt: new Date().toISOString() }));
-      await expect(startDevServer({ cliPath: inject('temporalCliPath'), dbFile, port, logger: silentLogger })).rejects.toThrow(`the Temporal port 127.0.0.1:${port} is already in use by another process`);
+      writeFileSync(
+        devServerPidFile(dbFile),
+        JSON.stringify({
+          pid: process.pid,
+          binary: inject('temporalCliPath'),
+          dataArg: `--db-filename ${dbFile}`,
+          ports: { port },
+          ownerPid: 1,
+          startedAt: new Date().toISOString(),
+        }),
+      );
+      await expect(startDevServer({ cliPath: inject('temporalCliPath'), dbFile, port, logger: silentLogger })).rejects.toThrow(
+        `the Temporal port 127.0.0.1:${port} is already in use by another process`,
+      );
       expect(await canConnect(port)).toBe(true);
     } finally {
       squatter.close();
@@ -130,7 +142,8 @@ describe('a server that an earlier stack left on the data folder', () => {
     const dead = spawnSync(process.execPath, ['-e', '']).pid;
     const unrelated = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
     pids.add(unrelated.pid!);
-    const record = (pid: number) => JSON.stringify({ pid, binary: cliPath, dataArg: `--db-filename ${dbFile}`, ports: {}, ownerPid: 1, startedAt: new Date().toISOString() });
+    const record = (pid: number) =>
+      JSON.stringify({ pid, binary: cliPath, dataArg: `--db-filename ${dbFile}`, ports: {}, ownerPid: 1, startedAt: new Date().toISOString() });
     // A dead pid, this test's own pid, an unrelated live process, and the bare pid an older stack wrote.
     for (const [content, pid, reason] of [
       [record(dead), dead, 'is not running'],

@@ -27,10 +27,14 @@ async function getRun(id: string) {
   return (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
 }
 const waitStatus = (id: string, statuses: string[], ms = 60_000) =>
-  waitFor(async () => {
-    const r = await getRun(id);
-    return statuses.includes(r?.status) ? r : undefined;
-  }, `run ${id} to reach ${statuses.join('/')}`, ms);
+  waitFor(
+    async () => {
+      const r = await getRun(id);
+      return statuses.includes(r?.status) ? r : undefined;
+    },
+    `run ${id} to reach ${statuses.join('/')}`,
+    ms,
+  );
 
 /** Activity ids scheduled in a run's history. */
 async function scheduledActivities(id: string): Promise<string[]> {
@@ -57,7 +61,11 @@ describe('operating runs', () => {
     expect(paused.pausedStages).toEqual(['shout']);
     expect(paused.stages[1]).toMatchObject({ status: 'FAILED', attempts: 2 });
     // Visible to the Temporal UI as a search attribute.
-    await waitFor(async () => (await stack.client.workflow.count(`CapstanPipeline = 'pause-retry' AND CapstanStatus = 'PAUSED'`)).count === 1, 'PAUSED search attribute', 30_000);
+    await waitFor(
+      async () => (await stack.client.workflow.count(`CapstanPipeline = 'pause-retry' AND CapstanStatus = 'PAUSED'`)).count === 1,
+      'PAUSED search attribute',
+      30_000,
+    );
 
     const wrongStage = await stack.gql(`mutation($id: ID!) { retryStage(runId: $id, stageId: "write") { id } }`, { id });
     expect(wrongStage.errors?.[0]?.extensions.code).toBe('DECISION_REJECTED');
@@ -128,7 +136,9 @@ describe('operating runs', () => {
 
     // The worker that ran it goes away; planning needs only Temporal's history.
     await stack.stopWorkers();
-    const plan = await stack.gql(`mutation($id: ID!) { resumeRun(runId: $id, dryRun: true) { plan { startAt stages { id action reason } } run { id } } }`, { id });
+    const plan = await stack.gql(`mutation($id: ID!) { resumeRun(runId: $id, dryRun: true) { plan { startAt stages { id action reason } } run { id } } }`, {
+      id,
+    });
     expect(plan.errors).toBeUndefined();
     expect(plan.data.resumeRun.run).toBeNull();
     expect(plan.data.resumeRun.plan.startAt).toBe('shout');
@@ -163,7 +173,13 @@ describe('operating runs', () => {
   });
 
   it('reuses cached stage outputs when plugin version, params and inputs match', async () => {
-    const spec = (text: string) => ({ name: 'cached', stages: [{ id: 'write', plugin: 'test:write-note', params: { text }, cache: true }, { id: 'shout', plugin: 'test:shout' }] });
+    const spec = (text: string) => ({
+      name: 'cached',
+      stages: [
+        { id: 'write', plugin: 'test:write-note', params: { text }, cache: true },
+        { id: 'shout', plugin: 'test:shout' },
+      ],
+    });
     const first = await waitStatus(await start(spec('same')), ['COMPLETED']);
     expect(first.stages[0].metrics.cacheHit).toBeUndefined();
     const second = await waitStatus(await start(spec('same')), ['COMPLETED']);
@@ -175,7 +191,13 @@ describe('operating runs', () => {
   });
 
   it('cancels a running run: the stage stops, the run is CANCELLED, finished artifacts stay', async () => {
-    const id = await start({ name: 'cancel-me', stages: [{ id: 'write', plugin: 'test:write-note' }, { id: 'wait', plugin: 'test:wait', params: { ms: 120000 }, timeouts: { heartbeat: '5s' } }] });
+    const id = await start({
+      name: 'cancel-me',
+      stages: [
+        { id: 'write', plugin: 'test:write-note' },
+        { id: 'wait', plugin: 'test:wait', params: { ms: 120000 }, timeouts: { heartbeat: '5s' } },
+      ],
+    });
     const running = await waitFor(async () => {
       const r = await getRun(id);
       return r.stages[1].status === 'RUNNING' ? r : undefined;
@@ -208,7 +230,8 @@ describe('operating runs', () => {
     expect(missing.errors?.[0]?.extensions.code).toBe('EVENT_PAYLOAD_MISSING');
 
     // With an event id, a retried call (same id) starts nothing new: it answers with the run it started.
-    const once = async () => (await stack.gql(`mutation { emitEvent(type: "dataset.updated", payload: { text: "once" }, eventId: "msg-42") { id } }`)).data.emitEvent;
+    const once = async () =>
+      (await stack.gql(`mutation { emitEvent(type: "dataset.updated", payload: { text: "once" }, eventId: "msg-42") { id } }`)).data.emitEvent;
     const [first, retried, again] = [await once(), await once(), await once()];
     expect(first).toHaveLength(1);
     expect(retried).toEqual(first);
@@ -218,7 +241,9 @@ describe('operating runs', () => {
     const byEvent = await stack.client.workflow.count(`WorkflowId = '${first[0].id}'`);
     expect(byEvent.count).toBe(1);
 
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'every-2s', stages: [{ id: 'write', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'every-2s', stages: [{ id: 'write', plugin: 'test:write-note' }] },
+    });
     const bad = await stack.gql(`mutation { schedulePipeline(name: "every-2s", every: "soon") { id } }`);
     expect(bad.errors?.[0]?.message).toContain('every must be a duration');
     const sched = await stack.gql(`mutation { schedulePipeline(name: "every-2s", every: "2s") { id pipeline every paused } }`);
@@ -226,7 +251,11 @@ describe('operating runs', () => {
     const sid = sched.data.schedulePipeline.id;
     expect(sched.data.schedulePipeline).toMatchObject({ pipeline: 'every-2s', every: ['2s'], paused: false });
     try {
-      await waitFor(async () => (await stack.client.workflow.count(`CapstanPipeline = 'every-2s' AND ExecutionStatus = 'Completed'`)).count >= 1, 'a scheduled run to complete', 60_000);
+      await waitFor(
+        async () => (await stack.client.workflow.count(`CapstanPipeline = 'every-2s' AND ExecutionStatus = 'Completed'`)).count >= 1,
+        'a scheduled run to complete',
+        60_000,
+      );
       const paused = await stack.gql(`mutation($id: ID!) { pauseSchedule(id: $id) { paused } }`, { id: sid });
       expect(paused.data.pauseSchedule.paused).toBe(true);
       const listed = await stack.gql(`{ schedules(pipeline: "every-2s") { id recentRuns } }`);
@@ -235,10 +264,14 @@ describe('operating runs', () => {
       // The schedule stores the spec and resolves it at the firing: the run began by resolving it
       // (an activity), then continued as the pipeline, readable through the API like any run.
       const runId = listed.data.schedules[0].recentRuns[0] as string;
-      const run = await waitFor(async () => {
-        const r = (await stack.gql(`query($id: ID!) { run(id: $id) { status pipeline stages { id status } } }`, { id: runId })).data.run;
-        return r?.status === 'COMPLETED' ? r : undefined;
-      }, 'the scheduled run', 60_000);
+      const run = await waitFor(
+        async () => {
+          const r = (await stack.gql(`query($id: ID!) { run(id: $id) { status pipeline stages { id status } } }`, { id: runId })).data.run;
+          return r?.status === 'COMPLETED' ? r : undefined;
+        },
+        'the scheduled run',
+        60_000,
+      );
       expect(run).toMatchObject({ pipeline: 'every-2s', stages: [{ id: 'write', status: 'SUCCEEDED' }] });
       const first = await stack.client.workflow.getHandle(runId).describe();
       expect(first.type).toBe('runPipelineWorkflow');

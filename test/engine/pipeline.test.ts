@@ -53,10 +53,14 @@ describe('pipeline engine on a real Temporal dev server', () => {
     expect(text).toBe('CAPSTAN!');
     expect(done.closedAt).toBeTruthy();
     // The same run from Temporal visibility, filtered by pipeline name and status.
-    const listed = await waitFor(async () => {
-      const r = await stack.gql(`{ runs(pipeline: "two-stage", status: COMPLETED) { edges { node { id status pipeline } } pageInfo { hasNextPage } } }`);
-      return r.data.runs.edges.length ? r.data.runs : undefined;
-    }, 'visibility to list the run', 30_000);
+    const listed = await waitFor(
+      async () => {
+        const r = await stack.gql(`{ runs(pipeline: "two-stage", status: COMPLETED) { edges { node { id status pipeline } } pageInfo { hasNextPage } } }`);
+        return r.data.runs.edges.length ? r.data.runs : undefined;
+      },
+      'visibility to list the run',
+      30_000,
+    );
     expect(listed.edges[0].node).toEqual({ id: run.id, status: 'COMPLETED', pipeline: 'two-stage' });
   });
 
@@ -94,8 +98,28 @@ describe('pipeline engine on a real Temporal dev server', () => {
   it('rejects invalid specs with errors naming each path, and starts nothing', async () => {
     const cases: [unknown, string, string][] = [
       [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:nope' }] }, 'stages[0].plugin', 'UNKNOWN_PLUGIN'],
-      [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:write-note' }, { id: 'b', plugin: 'test:shout', params: { suffix: 'toolong' } }] }, 'stages[1].params.suffix', 'PLUGIN_PARAMS_INVALID'],
-      [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:write-note' }, { id: 'a', plugin: 'test:write-note' }] }, 'stages[1].id', 'DUPLICATE_STAGE_ID'],
+      [
+        {
+          name: 'v1',
+          stages: [
+            { id: 'a', plugin: 'test:write-note' },
+            { id: 'b', plugin: 'test:shout', params: { suffix: 'toolong' } },
+          ],
+        },
+        'stages[1].params.suffix',
+        'PLUGIN_PARAMS_INVALID',
+      ],
+      [
+        {
+          name: 'v1',
+          stages: [
+            { id: 'a', plugin: 'test:write-note' },
+            { id: 'a', plugin: 'test:write-note' },
+          ],
+        },
+        'stages[1].id',
+        'DUPLICATE_STAGE_ID',
+      ],
       [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:shout' }] }, 'stages[0].plugin', 'MISSING_INPUT'],
       [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:write-note', needs: ['zzz'] }] }, 'stages[0].needs[0]', 'UNKNOWN_DEPENDENCY'],
       [{ name: 'v1', stages: [{ id: 'a', plugin: 'test:write-note', params: { sleepMs: -1 } }] }, 'stages[0].params.sleepMs', 'PLUGIN_PARAMS_INVALID'],
@@ -137,11 +161,18 @@ describe('pipeline engine on a real Temporal dev server', () => {
     }
     // Page over closed runs: a run that closes while we page would move in the ordering.
     for (const id of ids) await waitClosed(id);
-    await waitFor(async () => (await stack.client.workflow.count(`CapstanPipeline = 'paged' AND ExecutionStatus = 'Completed'`)).count === 3, 'visibility', 30_000);
+    await waitFor(
+      async () => (await stack.client.workflow.count(`CapstanPipeline = 'paged' AND ExecutionStatus = 'Completed'`)).count === 3,
+      'visibility',
+      30_000,
+    );
     const seen: string[] = [];
     let after: string | null = null;
     for (let page = 0; page < 5; page++) {
-      const r: any = await stack.gql(`query($a: String) { runs(pipeline: "paged", first: 2, after: $a) { edges { node { id } } pageInfo { hasNextPage endCursor } } }`, { a: after });
+      const r: any = await stack.gql(
+        `query($a: String) { runs(pipeline: "paged", first: 2, after: $a) { edges { node { id } } pageInfo { hasNextPage endCursor } } }`,
+        { a: after },
+      );
       seen.push(...r.data.runs.edges.map((e: any) => e.node.id));
       if (!r.data.runs.pageInfo.hasNextPage) break;
       after = r.data.runs.pageInfo.endCursor;
@@ -149,12 +180,17 @@ describe('pipeline engine on a real Temporal dev server', () => {
     expect(seen.sort()).toEqual([...ids].sort());
 
     // Relay: every edge cursor works as `after`, and the page after it starts right behind it.
-    const all: any = await stack.gql(`{ runs(pipeline: "paged", first: 3) { edges { cursor node { id } } pageInfo { hasPreviousPage startCursor endCursor hasNextPage } } }`);
+    const all: any = await stack.gql(
+      `{ runs(pipeline: "paged", first: 3) { edges { cursor node { id } } pageInfo { hasPreviousPage startCursor endCursor hasNextPage } } }`,
+    );
     const edges = all.data.runs.edges as { cursor: string; node: { id: string } }[];
     expect(edges.map((e) => e.node.id).sort()).toEqual([...ids].sort());
     expect(all.data.runs.pageInfo).toEqual({ hasPreviousPage: false, startCursor: edges[0]!.cursor, endCursor: edges[2]!.cursor, hasNextPage: false });
     for (let i = 0; i < edges.length; i++) {
-      const r: any = await stack.gql(`query($a: String) { runs(pipeline: "paged", first: 5, after: $a) { edges { node { id } } pageInfo { hasPreviousPage hasNextPage } } }`, { a: edges[i]!.cursor });
+      const r: any = await stack.gql(
+        `query($a: String) { runs(pipeline: "paged", first: 5, after: $a) { edges { node { id } } pageInfo { hasPreviousPage hasNextPage } } }`,
+        { a: edges[i]!.cursor },
+      );
       expect(r.data.runs.edges.map((e: any) => e.node.id)).toEqual(edges.slice(i + 1).map((e) => e.node.id));
       expect(r.data.runs.pageInfo).toEqual({ hasPreviousPage: true, hasNextPage: false });
     }

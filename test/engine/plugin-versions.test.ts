@@ -21,7 +21,9 @@ describe('plugin versions side by side', () => {
   it('lists every installed version and runs a spec pinned to either', async () => {
     const plugins = (await stack.gql('{ stagePlugins { name version } }')).data.stagePlugins.filter((p: { name: string }) => p.name === 'test:write-note');
     expect(plugins.map((p: { version: string }) => p.version)).toEqual(['1.0.0', '2.0.0']);
-    const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: { name: 'pinned', stages: [{ id: 'w', plugin: 'test:write-note', version: '1.0.0' }] } });
+    const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: { name: 'pinned', stages: [{ id: 'w', plugin: 'test:write-note', version: '1.0.0' }] },
+    });
     const id = r.data.startPipeline.id;
     await waitFor(async () => (await stack.gql(q, { id })).data.run.status === 'COMPLETED', 'pinned run', 60_000);
   });
@@ -60,10 +62,14 @@ describe('plugin versions side by side', () => {
         { key: RunStatusKey, value: 'RUNNING' },
       ],
     });
-    const paused = await waitFor(async () => {
-      const run = (await stack.gql(q, { id })).data.run;
-      return run.status === 'PAUSED' ? run : undefined;
-    }, 'the run to pause', 60_000);
+    const paused = await waitFor(
+      async () => {
+        const run = (await stack.gql(q, { id })).data.run;
+        return run.status === 'PAUSED' ? run : undefined;
+      },
+      'the run to pause',
+      60_000,
+    );
     expect(paused.pausedStages).toEqual(['w']);
     expect(paused.stages[0].errorType).toBe('UNKNOWN_PLUGIN');
     expect(paused.stages[0].error).toContain('test:write-note@0.9.0 is not installed');
@@ -71,15 +77,21 @@ describe('plugin versions side by side', () => {
 
     const missing = await stack.gql(`mutation($id: ID!) { retryStage(runId: $id, stageId: "w", pluginVersion: "3.0.0") { status } }`, { id });
     expect(missing.errors?.[0]?.extensions.code).toBe('UNKNOWN_PLUGIN');
-    const badParams = await stack.gql(`mutation($id: ID!) { retryStage(runId: $id, stageId: "w", pluginVersion: "2.0.0", params: { text: 5 }) { status } }`, { id });
+    const badParams = await stack.gql(`mutation($id: ID!) { retryStage(runId: $id, stageId: "w", pluginVersion: "2.0.0", params: { text: 5 }) { status } }`, {
+      id,
+    });
     expect(badParams.errors?.[0]?.extensions.code).toBe('PLUGIN_PARAMS_INVALID');
 
     const moved = await stack.gql(`mutation($id: ID!) { retryStage(runId: $id, stageId: "w", pluginVersion: "2.0.0") { status } }`, { id });
     expect(moved.errors).toBeUndefined();
-    const done = await waitFor(async () => {
-      const run = (await stack.gql(q, { id })).data.run;
-      return run.status === 'COMPLETED' ? run : undefined;
-    }, 'the run to complete', 60_000);
+    const done = await waitFor(
+      async () => {
+        const run = (await stack.gql(q, { id })).data.run;
+        return run.status === 'COMPLETED' ? run : undefined;
+      },
+      'the run to complete',
+      60_000,
+    );
     expect(done.stages[0].status).toBe('SUCCEEDED');
     expect(done.stages[0].metrics.chars).toBe('old run'.length);
   });

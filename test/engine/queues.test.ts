@@ -14,7 +14,13 @@ afterAll(async () => {
   await stack?.close();
 });
 
-const spec = { name: 'queues', stages: [{ id: 'w', plugin: 'test:write-note', params: { text: 'q' } }, { id: 's', plugin: 'test:shout' }] };
+const spec = {
+  name: 'queues',
+  stages: [
+    { id: 'w', plugin: 'test:write-note', params: { text: 'q' } },
+    { id: 's', plugin: 'test:shout' },
+  ],
+};
 
 describe('task queues', () => {
   it('runs cpu stages on the workflows’ own queue (one worker serves both) and clears CapstanStage when the run closes', async () => {
@@ -30,7 +36,9 @@ describe('task queues', () => {
       ['stage:s', stack.taskQueues.workflows],
     ]);
     // One CapstanStage upsert per stage (at its start) and one at the close, not two per stage.
-    const upserts = (history.events ?? []).filter((e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[CurrentStageKey.name]);
+    const upserts = (history.events ?? []).filter(
+      (e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[CurrentStageKey.name],
+    );
     expect(upserts).toHaveLength(3);
     const desc = await handle.describe();
     expect(desc.typedSearchAttributes.get(CurrentStageKey) ?? null).toBeNull();

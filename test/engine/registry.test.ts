@@ -35,7 +35,9 @@ describe('stage plugin registry', () => {
   it('refuses a duplicate name@version and an entry that does not exist', async () => {
     const r = new StageRegistry().register(writeNoteStage);
     expect(() => r.register({ ...writeNoteStage })).toThrow(/test:write-note@1.0.0 is already registered/);
-    await expect(loadExternalPlugins(r, ['./no/such/plugin.ts'], { cwd: process.cwd() })).rejects.toThrow(/neither a file, a folder nor an installed npm package/);
+    await expect(loadExternalPlugins(r, ['./no/such/plugin.ts'], { cwd: process.cwd() })).rejects.toThrow(
+      /neither a file, a folder nor an installed npm package/,
+    );
   });
 
   it('keeps several versions and resolves the newest by default', () => {
@@ -69,7 +71,9 @@ describe('stage plugin registry', () => {
     expect(() => new StageRegistry().register(p)).toThrow(
       `plugin acme:future (from built-in) is refused: it is written for plugin API ${PLUGIN_API_VERSION + 1}; this Capstan speaks ${PLUGIN_API_VERSION}: upgrade Capstan to a release that speaks plugin API ${PLUGIN_API_VERSION + 1}`,
     );
-    expect(contractProblems({ ...writeNoteStage, apiVersion: undefined })).toContainEqual(expect.stringContaining('apiVersion must be the plugin API version the plugin is written for (this Capstan speaks 2), got undefined'));
+    expect(contractProblems({ ...writeNoteStage, apiVersion: undefined })).toContainEqual(
+      expect.stringContaining('apiVersion must be the plugin API version the plugin is written for (this Capstan speaks 2), got undefined'),
+    );
     expect(contractProblems({ ...writeNoteStage, apiVersion: '2' })).toContainEqual(expect.stringContaining('got "2"'));
   });
 
@@ -89,13 +93,18 @@ describe('stage plugin registry', () => {
       const paramsSchema = other.z.object({ text: other.z.string().default('hi'), times: other.z.number().int().min(1).default(2) });
       expect(other.z).not.toBe(z);
       const r = new StageRegistry().register({ ...writeNoteStage, name: 'acme:own-zod', paramsSchema });
-      expect(r.list()[0]!.paramsJsonSchema).toMatchObject({ type: 'object', properties: { text: { type: 'string', default: 'hi' }, times: { type: 'integer', minimum: 1 } } });
+      expect(r.list()[0]!.paramsJsonSchema).toMatchObject({
+        type: 'object',
+        properties: { text: { type: 'string', default: 'hi' }, times: { type: 'integer', minimum: 1 } },
+      });
       expect(r.get('acme:own-zod')!.paramsSchema.safeParse({ times: 0 }).success).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
     const zod3 = { ...writeNoteStage, name: 'acme:zod-three', paramsSchema: z3.object({ text: z3.string() }) };
     expect(() => new StageRegistry().register(zod3 as never)).toThrow(/acme:zod-three .*paramsSchema is a zod 3 schema; Capstan needs a zod v4 schema/);
-    expect(contractProblems({ ...writeNoteStage, paramsSchema: { parse() {} } })).toContainEqual(expect.stringContaining('paramsSchema must be a zod v4 schema'));
+    expect(contractProblems({ ...writeNoteStage, paramsSchema: { parse() {} } })).toContainEqual(
+      expect.stringContaining('paramsSchema must be a zod v4 schema'),
+    );
   });
 });

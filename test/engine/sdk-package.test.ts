@@ -132,7 +132,11 @@ beforeAll(async () => {
   const host = JSON.parse(await readFile(path.join(checkout, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
   await writeFile(
     path.join(project, 'package.json'),
-    JSON.stringify({ name: 'acme-capstan-plugins', private: true, type: 'module', main: 'dist/word-count.js', dependencies: { zod: host.dependencies.zod } }, null, 2),
+    JSON.stringify(
+      { name: 'acme-capstan-plugins', private: true, type: 'module', main: 'dist/word-count.js', dependencies: { zod: host.dependencies.zod } },
+      null,
+      2,
+    ),
   );
   await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', '--no-package-lock'], { cwd: project, env: plainEnv() });
   await mkdir(path.join(project, 'node_modules/capstan'));
@@ -175,8 +179,21 @@ afterAll(async () => {
 describe('the capstan package, packed and installed into a plugin project of its own', () => {
   it('holds the compiled SDK with type declarations, the contract docs, and nothing else of the checkout', async () => {
     const { stdout } = await run('tar', ['-tzf', tarball], { cwd: tmp });
-    const files = stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''));
-    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'docs/plugin-contract.md', 'docs/stage-protocol.md', 'dist/sdk/plugins/sdk.js', 'dist/sdk/plugins/sdk.d.ts', 'dist/sdk/plugins/contract.d.ts']));
+    const files = stdout
+      .trim()
+      .split('\n')
+      .map((f) => f.replace(/^package\//, ''));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'package.json',
+        'README.md',
+        'docs/plugin-contract.md',
+        'docs/stage-protocol.md',
+        'dist/sdk/plugins/sdk.js',
+        'dist/sdk/plugins/sdk.d.ts',
+        'dist/sdk/plugins/contract.d.ts',
+      ]),
+    );
     expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
     // scripts/setup-native.mjs: the package's postinstall (a no-op without a native build).
     expect(files.filter((f) => !/^(dist\/sdk\/|docs\/|README\.md$|package\.json$|scripts\/setup-native\.mjs$)/.test(f))).toEqual([]);
@@ -197,14 +214,28 @@ describe('the capstan package, packed and installed into a plugin project of its
     expect(out.sdk).toBe(pathToFileURL(path.join(project, 'node_modules/capstan/dist/sdk/plugins/sdk.js')).href);
     expect(out.zod.startsWith(pathToFileURL(path.join(project, 'node_modules/zod/')).href)).toBe(true);
     expect(out.sdkApiVersion).toBe(2);
-    expect(out.plugin).toEqual({ name: 'acme:word-count', version: '1.0.0', apiVersion: 2, consumes: ['note'], produces: ['count'], resource: 'cpu', defaults: { minWords: 1 } });
-    expect(out.result).toEqual({ outputs: { count: { kind: 'count', uri: 'artifact:out/count', sha256: '0', bytes: 0, meta: { words: 4 } } }, metrics: { words: 4 } });
+    expect(out.plugin).toEqual({
+      name: 'acme:word-count',
+      version: '1.0.0',
+      apiVersion: 2,
+      consumes: ['note'],
+      produces: ['count'],
+      resource: 'cpu',
+      defaults: { minWords: 1 },
+    });
+    expect(out.result).toEqual({
+      outputs: { count: { kind: 'count', uri: 'artifact:out/count', sha256: '0', bytes: 0, meta: { words: 4 } } },
+      metrics: { words: 4 },
+    });
     expect(JSON.parse(await readFile(path.join(work, 'out/count/count.json'), 'utf8'))).toEqual({ words: 4 });
     expect(out.error).toEqual({ name: 'StageError', type: 'NOTE_TOO_SHORT', retryable: false, message: '4 words, fewer than 9', isSdkStageError: true });
   });
 
   it("is accepted by the checkout's loader: its zod schema and its StageError are the host's kind", async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(tmp, 'load.mjs'), project, path.join(tmp, 'work/note')], { cwd: checkout, env: plainEnv() });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(tmp, 'load.mjs'), project, path.join(tmp, 'work/note')], {
+      cwd: checkout,
+      env: plainEnv(),
+    });
     const out = JSON.parse(stdout);
     expect(out.loaded).toEqual(['acme:word-count@1.0.0']);
     expect(out.info).toMatchObject({ name: 'acme:word-count', consumes: ['note'], produces: ['count'], source: path.join(project, 'dist/word-count.js') });

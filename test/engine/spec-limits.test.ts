@@ -52,9 +52,15 @@ describe('spec limits', () => {
   it('refuses unknown param keys at any depth, naming each path (lenient schemas included)', () => {
     const found = issues({
       name: 'p',
-      stages: [stage('a', { params: { txt: 'typo', source: { format: 'csv', path: 'x.csv', lable: 'y' }, labels: { any: 1 }, layers: [{ units: 2, unit: 3 }] } })],
+      stages: [
+        stage('a', { params: { txt: 'typo', source: { format: 'csv', path: 'x.csv', lable: 'y' }, labels: { any: 1 }, layers: [{ units: 2, unit: 3 }] } }),
+      ],
     });
-    expect(found.filter((i) => i.code === 'UNKNOWN_PARAM').map((i) => i.path)).toEqual(['stages[0].params.txt', 'stages[0].params.source.lable', 'stages[0].params.layers[0].unit']);
+    expect(found.filter((i) => i.code === 'UNKNOWN_PARAM').map((i) => i.path)).toEqual([
+      'stages[0].params.txt',
+      'stages[0].params.source.lable',
+      'stages[0].params.layers[0].unit',
+    ]);
     expect(issues({ name: 'p', stages: [stage('a', { params: { text: 'ok', labels: { free: 1 } } })] })).toEqual([]);
   });
 
@@ -64,7 +70,8 @@ describe('spec limits', () => {
   });
 
   it('bounds timeouts: zero, too long, and a heartbeat beyond startToClose are refused', () => {
-    const at = (timeouts: unknown, retry?: unknown) => issues({ name: 'p', stages: [stage('a', { timeouts, ...(retry ? { retry } : {}) })] }).map((i) => `${i.path}: ${i.message}`);
+    const at = (timeouts: unknown, retry?: unknown) =>
+      issues({ name: 'p', stages: [stage('a', { timeouts, ...(retry ? { retry } : {}) })] }).map((i) => `${i.path}: ${i.message}`);
     expect(at({ startToClose: 0 })).toEqual(['stages[0].timeouts.startToClose: must be between 1s and 7d; got 0s']);
     expect(at({ startToClose: '30d' })[0]).toContain('must be between 1s and 7d');
     expect(at({ heartbeat: '0s' })[0]).toContain('stages[0].timeouts.heartbeat');
@@ -92,7 +99,12 @@ describe('spec limits', () => {
     expect(issues({ name: 'p', stages: Array.from({ length: SPEC_LIMITS.stages }, (_, i) => stage(`s${i}`)) })).toEqual([]);
     // Diamond a → (b, c) → d: two at most.
     const anc = new Map(Object.entries({ a: [], b: ['a'], c: ['a'], d: ['b', 'c', 'a'] }));
-    expect(maxParallel(['a', 'b', 'c', 'd'].map((id) => ({ id })), anc).sort()).toEqual(['b', 'c']);
+    expect(
+      maxParallel(
+        ['a', 'b', 'c', 'd'].map((id) => ({ id })),
+        anc,
+      ).sort(),
+    ).toEqual(['b', 'c']);
   });
 
   it('escapes visibility query strings (quotes and backslashes)', () => {
@@ -101,12 +113,14 @@ describe('spec limits', () => {
 
   it('refuses CAPSTAN_AUTH=off on a non-loopback address, allows it on loopback', () => {
     const cfg = (env: Record<string, string>) => loadConfig({ CAPSTAN_DATA_DIR: '/tmp/x', ...env }, '/tmp');
-    expect(() => checkApiBinding(cfg({ CAPSTAN_AUTH: 'off', CAPSTAN_API_HOST: '0.0.0.0' }))).toThrow(/refusing to start: CAPSTAN_AUTH=off with CAPSTAN_API_HOST=0.0.0.0/);
+    expect(() => checkApiBinding(cfg({ CAPSTAN_AUTH: 'off', CAPSTAN_API_HOST: '0.0.0.0' }))).toThrow(
+      /refusing to start: CAPSTAN_AUTH=off with CAPSTAN_API_HOST=0.0.0.0/,
+    );
     expect(() => checkApiBinding(cfg({ CAPSTAN_AUTH: 'off', CAPSTAN_API_HOST: '127.0.0.1' }))).not.toThrow();
     expect(() => checkApiBinding(cfg({ CAPSTAN_API_HOST: '0.0.0.0' }))).not.toThrow();
   });
 
-  it('bounds params on the paths outside a spec (retryStage params, event payloads) like a stage\'s params', () => {
+  it("bounds params on the paths outside a spec (retryStage params, event payloads) like a stage's params", () => {
     expect(() => checkParamsSize({ text: 'x'.repeat(SPEC_LIMITS.paramsBytes - 20) }, 'params')).not.toThrow();
     let err: unknown;
     try {
@@ -123,7 +137,11 @@ describe('spec limits', () => {
     const cfg = (env: Record<string, string>) => loadConfig({ CAPSTAN_DATA_DIR: '/tmp/x', ...env }, '/tmp');
     expect(cfg({}).quotas).toEqual({ maxConcurrentRuns: 20, maxSchedules: 20, minScheduleIntervalMs: 60_000 });
     expect(cfg({}).maxModelParameters).toBe(50_000_000);
-    expect(cfg({ CAPSTAN_MAX_CONCURRENT_RUNS: '3', CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: '5m' }).quotas).toEqual({ maxConcurrentRuns: 3, maxSchedules: 1, minScheduleIntervalMs: 300_000 });
+    expect(cfg({ CAPSTAN_MAX_CONCURRENT_RUNS: '3', CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: '5m' }).quotas).toEqual({
+      maxConcurrentRuns: 3,
+      maxSchedules: 1,
+      minScheduleIntervalMs: 300_000,
+    });
     expect(() => cfg({ CAPSTAN_MIN_SCHEDULE_INTERVAL: '500ms' })).toThrow(/CAPSTAN_MIN_SCHEDULE_INTERVAL: must be a duration of at least 1s/);
     expect(() => cfg({ CAPSTAN_MAX_CONCURRENT_RUNS: '0' })).toThrow(/CAPSTAN_MAX_CONCURRENT_RUNS/);
   });
@@ -132,19 +150,39 @@ describe('spec limits', () => {
 describe('resource ceilings of built-in stages', () => {
   const mnist = { featureShape: [28, 28], numClasses: 10 };
 
-  it('counts a model\'s parameters as TensorFlow.js builds it (MLP and layer stacks)', async () => {
+  it("counts a model's parameters as TensorFlow.js builds it (MLP and layer stacks)", async () => {
     await tf.setBackend('cpu');
     const archs = [
       { hiddenUnits: [128] },
       { hiddenUnits: [300, 100], dropout: 0.2 },
-      { layers: [{ type: 'conv2d', filters: 8, kernelSize: 3 }, { type: 'maxPooling2d' }, { type: 'conv2d', filters: 4, kernelSize: 5, padding: 'same', strides: 2 }, { type: 'dense', units: 32 }, { type: 'dropout', rate: 0.1 }] },
-      { layers: [{ type: 'dense', units: 64 }, { type: 'dense', units: 16 }] },
+      {
+        layers: [
+          { type: 'conv2d', filters: 8, kernelSize: 3 },
+          { type: 'maxPooling2d' },
+          { type: 'conv2d', filters: 4, kernelSize: 5, padding: 'same', strides: 2 },
+          { type: 'dense', units: 32 },
+          { type: 'dropout', rate: 0.1 },
+        ],
+      },
+      {
+        layers: [
+          { type: 'dense', units: 64 },
+          { type: 'dense', units: 16 },
+        ],
+      },
     ];
     for (const raw of archs) {
       const arch = modelArchSchema.parse(raw);
       const model = arch.layers
         ? buildFromLayers(tf, { inputShape: mnist.featureShape, numClasses: 10, seed: 1, layers: arch.layers as LayerSpec[] })
-        : buildMlp(tf, { inputShape: mnist.featureShape, numClasses: 10, seed: 1, hiddenUnits: arch.hiddenUnits, activation: arch.activation, dropout: arch.dropout });
+        : buildMlp(tf, {
+            inputShape: mnist.featureShape,
+            numClasses: 10,
+            seed: 1,
+            hiddenUnits: arch.hiddenUnits,
+            activation: arch.activation,
+            dropout: arch.dropout,
+          });
       expect(modelParameters(arch, mnist), JSON.stringify(raw)).toBe(model.countParams());
       model.dispose();
     }
@@ -152,8 +190,18 @@ describe('resource ceilings of built-in stages', () => {
   });
 
   it('refuses a core:pretrain model over the parameter ceiling at validation, naming the stage, the count and the ceiling', () => {
-    const reg = (maxParameters?: number) => new StageRegistry().register(dataPrepStage({ dataRoots: ['/tmp'] })).register(pretrainStage(maxParameters ? { maxParameters } : {})).freeze();
-    const spec = (model: unknown) => ({ name: 'big', stages: [{ id: 'data', plugin: 'core:data-prep' }, { id: 'train', plugin: 'core:pretrain', params: { model } }] });
+    const reg = (maxParameters?: number) =>
+      new StageRegistry()
+        .register(dataPrepStage({ dataRoots: ['/tmp'] }))
+        .register(pretrainStage(maxParameters ? { maxParameters } : {}))
+        .freeze();
+    const spec = (model: unknown) => ({
+      name: 'big',
+      stages: [
+        { id: 'data', plugin: 'core:data-prep' },
+        { id: 'train', plugin: 'core:pretrain', params: { model } },
+      ],
+    });
     const problems = (r: StageRegistry, model: unknown) => {
       try {
         resolveSpec(spec(model), r, queues);
@@ -172,27 +220,47 @@ describe('resource ceilings of built-in stages', () => {
     expect(found[0]!.message).toContain(`the model has ${n.toLocaleString('en-US')} trainable parameters`);
     expect(found[0]!.message).toContain("this host's ceiling is 50,000,000 (CAPSTAN_MAX_MODEL_PARAMETERS)");
     // A conv stack with wide filters is counted too; the seed MLP fits; a lowered ceiling refuses it.
-    expect(problems(reg(), { layers: [{ type: 'conv2d', filters: 1024, kernelSize: 15 }, { type: 'conv2d', filters: 1024, kernelSize: 15 }] })[0]!.path).toBe('stages[1].params.model');
+    expect(
+      problems(reg(), {
+        layers: [
+          { type: 'conv2d', filters: 1024, kernelSize: 15 },
+          { type: 'conv2d', filters: 1024, kernelSize: 15 },
+        ],
+      })[0]!.path,
+    ).toBe('stages[1].params.model');
     expect(problems(reg(), { hiddenUnits: [128] })).toEqual([]);
-    expect(problems(reg(50_000), { hiddenUnits: [128] })[0]!.message).toContain("ceiling is 50,000");
+    expect(problems(reg(50_000), { hiddenUnits: [128] })[0]!.message).toContain('ceiling is 50,000');
   });
 
-  it('checks the ceiling again with the dataset\'s real shape before training (rows wider than validation assumed)', async () => {
+  it("checks the ceiling again with the dataset's real shape before training (rows wider than validation assumed)", async () => {
     const { store, cleanup } = await tempStore();
     try {
       // 40×40 rows: a 128-unit MLP has 101,770 parameters on 28×28 (fits 150,000) but 206,218 here.
       const rows = (n: number) => ({ x: new Uint8Array(n * 1600).map((_, i) => i % 251), y: new Uint8Array(n).map((_, i) => i % 10) });
-      const ds = buildDataset({ featureShape: [40, 40], numClasses: 10, pool: rows(40), test: rows(10), validationFraction: 0.1, seed: 1, normalize: 'scale255' });
+      const ds = buildDataset({
+        featureShape: [40, 40],
+        numClasses: 10,
+        pool: rows(40),
+        test: rows(10),
+        validationFraction: 0.1,
+        seed: 1,
+        normalize: 'scale255',
+      });
       const dir = await store.freshDir(store.dirFor('wide', 'data', 'dataset'));
       await writeDataset(dir, ds);
       const dataset = await store.seal('dataset', dir);
       const stage = pretrainStage({ maxParameters: 150_000 });
       const params = stage.paramsSchema.parse({ model: { hiddenUnits: [128] }, epochs: 1 });
-      const err = await stage.run(stageContext(store, { stageId: 'train' }), params, { dataset }).then(() => undefined, (e: unknown) => e);
+      const err = await stage.run(stageContext(store, { stageId: 'train' }), params, { dataset }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(StageError);
       expect((err as StageError).type).toBe('RESOURCE_CEILING');
       expect((err as StageError).retryable).toBe(false);
-      expect((err as StageError).message).toBe("stage train: the model has 206,218 trainable parameters for 40×40 inputs and 10 classes; this host's ceiling is 150,000 (CAPSTAN_MAX_MODEL_PARAMETERS)");
+      expect((err as StageError).message).toBe(
+        "stage train: the model has 206,218 trainable parameters for 40×40 inputs and 10 classes; this host's ceiling is 150,000 (CAPSTAN_MAX_MODEL_PARAMETERS)",
+      );
     } finally {
       await cleanup();
     }

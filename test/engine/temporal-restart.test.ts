@@ -31,7 +31,8 @@ describe('the Temporal server restarts mid-run', () => {
       ],
     });
     const ids: string[] = [];
-    for (const name of ['restart-a', 'restart-b']) ids.push((await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec(name) })).data.startPipeline.id);
+    for (const name of ['restart-a', 'restart-b'])
+      ids.push((await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec(name) })).data.startPipeline.id);
     const q = `query($id: ID!) { run(id: $id) { status stages { id status } } }`;
     await waitFor(async () => (await stack!.gql(q, { id: ids[0] })).data.run.stages[1].status === 'RUNNING', 'the wait stage to run', 60_000);
 

@@ -42,7 +42,11 @@ export interface TestStack {
   /** A new token with this role. */
   token(role: Role, name?: string): Promise<string>;
   /** GraphQL over HTTP with a token (the admin's by default; null sends none). */
-  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data: T; errors?: { message: string; extensions?: any }[] }>;
+  gql<T = any>(
+    query: string,
+    variables?: Record<string, unknown>,
+    token?: string | null,
+  ): Promise<{ data: T; errors?: { message: string; extensions?: any }[] }>;
   /** Stops the workers (e.g. to simulate a lost worker) — the stack stays up otherwise. */
   stopWorkers(): Promise<void>;
   startWorkers(): Promise<void>;
@@ -89,16 +93,32 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   stages.freeze();
   const q = `t-${randomBytes(4).toString('hex')}`;
   const python = inject('pythonPath');
-  const config = loadConfig({ CAPSTAN_DATA_DIR: dataDir, CAPSTAN_TASK_QUEUE: q, CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl'), ...(python ? { CAPSTAN_PYTHON: python } : {}), ...o.env }, dataDir);
+  const config = loadConfig(
+    {
+      CAPSTAN_DATA_DIR: dataDir,
+      CAPSTAN_TASK_QUEUE: q,
+      CAPSTAN_TEMPORAL_UI_URL: inject('temporalUiUrl'),
+      ...(python ? { CAPSTAN_PYTHON: python } : {}),
+      ...o.env,
+    },
+    dataDir,
+  );
   const logger = o.logger ?? silentLogger;
   const rt = await createRuntime(config, logger, { stages });
   const taskQueues = config.taskQueues;
 
   const t = config.telemetry;
   // As worker.ts: metrics and the ops listener (on the address given; 127.0.0.1:0 for any port) when CAPSTAN_OPS_LISTEN is set.
-  const workerTelemetry = t.opsListen ? createWorkerTelemetry({ roles: ['workflows', 'cpu', 'gpu'], ...(o.sdkMetrics ? { sdk: o.sdkMetrics } : {}), logger }) : undefined;
+  const workerTelemetry = t.opsListen
+    ? createWorkerTelemetry({ roles: ['workflows', 'cpu', 'gpu'], ...(o.sdkMetrics ? { sdk: o.sdkMetrics } : {}), logger })
+    : undefined;
   const workerOps = t.opsListen
-    ? await startOpsServer({ listen: t.opsListen, ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}), ...(workerTelemetry ? { metrics: workerTelemetry.render } : {}), logger })
+    ? await startOpsServer({
+        listen: t.opsListen,
+        ...(t.metricsToken ? { metricsToken: t.metricsToken } : {}),
+        ...(workerTelemetry ? { metrics: workerTelemetry.render } : {}),
+        logger,
+      })
     : undefined;
   const nativeConnection = await NativeConnection.connect({ address });
   let workers: Worker[] = [];
@@ -109,7 +129,17 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
       namespace,
       taskQueues,
       roles: ['workflows', 'cpu', 'gpu'],
-      activities: { stages, artifacts: rt.artifacts, services: rt.services, logger: silentLogger, heartbeatEveryMs: 500, meter: rt.meter, cache: rt.cache, records: rt.records, tokens: rt.tokens },
+      activities: {
+        stages,
+        artifacts: rt.artifacts,
+        services: rt.services,
+        logger: silentLogger,
+        heartbeatEveryMs: 500,
+        meter: rt.meter,
+        cache: rt.cache,
+        records: rt.records,
+        tokens: rt.tokens,
+      },
       shutdownGraceTime: '2s',
       slotLeaseMs: config.slotLeaseMs,
       slotRevokeAfterMs: config.slotRevokeAfterMs,

@@ -90,10 +90,15 @@ async function gql(query: string, variables: Record<string, unknown> = {}): Prom
 
 const RUN = `id status stages { id status attempts metrics error }`;
 async function runToClose(id: string): Promise<any> {
-  return waitFor(async () => {
-    const r = (await gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).run;
-    return r && !['RUNNING'].includes(r.status) ? r : undefined;
-  }, `run ${id} to close`, 600_000, 500);
+  return waitFor(
+    async () => {
+      const r = (await gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).run;
+      return r && !['RUNNING'].includes(r.status) ? r : undefined;
+    },
+    `run ${id} to close`,
+    600_000,
+    500,
+  );
 }
 
 const spec = (name: string, fit: Record<string, unknown>) => ({
@@ -101,7 +106,13 @@ const spec = (name: string, fit: Record<string, unknown>) => ({
   stages: [
     { id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 2000, seed: 7 } },
     { id: 'pretrain', plugin: 'core:pretrain', params: { epochs: 1 } },
-    { id: 'fit', plugin: 'core:multi-device-fit', params: { replicas: 2, ...fit }, timeouts: { heartbeat: '3s' }, retry: { maximumAttempts: 5, initialInterval: '500ms' } },
+    {
+      id: 'fit',
+      plugin: 'core:multi-device-fit',
+      params: { replicas: 2, ...fit },
+      timeouts: { heartbeat: '3s' },
+      retry: { maximumAttempts: 5, initialInterval: '500ms' },
+    },
     { id: 'deploy', plugin: 'core:deploy', params: { modelName: name, quantize: 'none', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } } },
   ],
 });
@@ -142,7 +153,15 @@ beforeAll(async () => {
   const api = startPart('api', 'api/server.ts', { CAPSTAN_API_PORT: String(port), CAPSTAN_AUTH: 'off' });
   apiUrl = `http://127.0.0.1:${port}`;
   // The API migrates the database first; the workers start after it.
-  await waitFor(async () => (await fetch(`${apiUrl}/healthz`).then((r) => r.ok).catch(() => false)) || (api.child.exitCode !== null ? 'exited' : undefined), 'the API', 150_000, 300);
+  await waitFor(
+    async () =>
+      (await fetch(`${apiUrl}/healthz`)
+        .then((r) => r.ok)
+        .catch(() => false)) || (api.child.exitCode !== null ? 'exited' : undefined),
+    'the API',
+    150_000,
+    300,
+  );
   expect(api.child.exitCode, api.output()).toBeNull();
   await startWorker('host-main', { CAPSTAN_WORKER_ROLES: 'workflows,cpu' });
   await startWorker('host-gpu-a', { CAPSTAN_WORKER_ROLES: 'gpu', CAPSTAN_GPUS: 'cpu:1' });
@@ -163,22 +182,35 @@ describe('hosts that share no disk', () => {
   });
 
   it('runs a 2-replica fit with one replica on each gpu host, and the API serves the deployed model', async () => {
-    const { startPipeline } = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('hosts-fit', { epochs: 1, syncEverySteps: 10 }) });
+    const { startPipeline } = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: spec('hosts-fit', { epochs: 1, syncEverySteps: 10 }),
+    });
     const run = await runToClose(startPipeline.id);
     expect(run.status, JSON.stringify(run.stages.map((s: any) => [s.id, s.status, s.error]))).toBe('COMPLETED');
     const fit = run.stages.find((s: any) => s.id === 'fit');
     // Metrics name the host and device each replica ran on: one on each gpu host.
     expect([fit.metrics.deviceReplica0, fit.metrics.deviceReplica1].sort()).toEqual(['host-gpu-a/cpu:0', 'host-gpu-b/cpu:0']);
     // The API process — its own folder, nothing shared — loads the model from the bucket and answers.
-    const predicted = await waitFor(async () => {
-      const res = await fetch(`${apiUrl}/models/hosts-fit/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [new Array(784).fill(0)] }) });
-      return res.status === 200 ? ((await res.json()) as { predictions: unknown[] }) : undefined;
-    }, 'the API to serve hosts-fit', 60_000, 500);
+    const predicted = await waitFor(
+      async () => {
+        const res = await fetch(`${apiUrl}/models/hosts-fit/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ inputs: [new Array(784).fill(0)] }),
+        });
+        return res.status === 200 ? ((await res.json()) as { predictions: unknown[] }) : undefined;
+      },
+      'the API to serve hosts-fit',
+      60_000,
+      500,
+    );
     expect(predicted.predictions).toHaveLength(1);
   });
 
   it('completes after a gpu host is SIGKILLed mid-fit: a new host with an empty cache resumes the lost replica from the bucket', async () => {
-    const { startPipeline } = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec('hosts-kill', { epochs: 3, syncEverySteps: 5 }) });
+    const { startPipeline } = await gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: spec('hosts-kill', { epochs: 3, syncEverySteps: 5 }),
+    });
     const id = startPipeline.id as string;
     // Mid-fit, seen through the bucket: averaged weights of round 2 are there.
     const rounds = `${PREFIX}/runs/${id.replace(/[^A-Za-z0-9._-]/g, '_')}/fit/_checkpoints/`;

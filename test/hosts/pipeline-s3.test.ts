@@ -63,16 +63,26 @@ describe('a pipeline on an S3 artifact store (SeaweedFS)', () => {
         { id: 'fit', plugin: 'core:multi-device-fit', params: { replicas: 2, epochs: 1, syncEverySteps: 10 } },
         { id: 'deploy', plugin: 'core:deploy', params: { modelName: 'mnist-s3', quantize: 'uint8', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } } },
         // The same model converted to ONNX: its folder goes through the bucket the same way.
-        { id: 'deploy-onnx', plugin: 'core:deploy', needs: ['data', 'fit'], params: { modelName: 'mnist-s3-onnx', format: 'onnx', quantize: 'uint8', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } } },
+        {
+          id: 'deploy-onnx',
+          plugin: 'core:deploy',
+          needs: ['data', 'fit'],
+          params: { modelName: 'mnist-s3-onnx', format: 'onnx', quantize: 'uint8', latencyRuns: 10, gates: { minTestAccuracy: 0.3 } },
+        },
       ],
     };
     const started = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec });
     expect(started.errors).toBeUndefined();
     const id = started.data.startPipeline.id as string;
-    const run = await waitFor(async () => {
-      const r = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
-      return r && r.status !== 'RUNNING' ? r : undefined;
-    }, `run ${id} to close`, 600_000, 500);
+    const run = await waitFor(
+      async () => {
+        const r = (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data?.run;
+        return r && r.status !== 'RUNNING' ? r : undefined;
+      },
+      `run ${id} to close`,
+      600_000,
+      500,
+    );
     expect(run.status, JSON.stringify(run.stages.map((s: any) => [s.id, s.status, s.error]))).toBe('COMPLETED');
     const fit = run.stages.find((s: any) => s.id === 'fit');
     expect(fit.metrics.replicas).toBe(2);
@@ -81,7 +91,11 @@ describe('a pipeline on an S3 artifact store (SeaweedFS)', () => {
     // Every output is sealed in the bucket, and another host with an empty cache fetches it, hash-checked.
     const outputs = run.stages.flatMap((s: any) => s.outputs);
     expect(outputs.map((o: any) => o.kind)).toEqual(['dataset', 'model', 'model', 'model', 'deployment', 'deployment']);
-    expect(run.stages.find((s: any) => s.id === 'deploy-onnx').metrics).toMatchObject({ format: 'onnx', weightFormat: 'uint8', runtime: expect.stringMatching(/^onnxruntime-node /) });
+    expect(run.stages.find((s: any) => s.id === 'deploy-onnx').metrics).toMatchObject({
+      format: 'onnx',
+      weightFormat: 'uint8',
+      runtime: expect.stringMatching(/^onnxruntime-node /),
+    });
     for (const ref of outputs) {
       expect(await otherHost.verify(ref)).toEqual({ ok: true });
       const dir = await otherHost.localPath(ref);

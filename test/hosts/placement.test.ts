@@ -6,9 +6,14 @@ const none = () => [];
 describe('gpu placement at worker start', () => {
   it('refuses an explicit gpu role on a host without GPUs, unless CAPSTAN_GPUS=cpu:N asks for CPU devices', () => {
     const explicit = loadConfig({ CAPSTAN_WORKER_ROLES: 'gpu' }, '/tmp');
-    expect(() => placeRoles({ roles: explicit.workerRoles, explicit: explicit.workerRolesExplicit, detect: none })).toThrow(/refusing the gpu role.*CAPSTAN_GPUS=cpu:N/);
+    expect(() => placeRoles({ roles: explicit.workerRoles, explicit: explicit.workerRolesExplicit, detect: none })).toThrow(
+      /refusing the gpu role.*CAPSTAN_GPUS=cpu:N/,
+    );
     const cpu = loadConfig({ CAPSTAN_WORKER_ROLES: 'gpu', CAPSTAN_GPUS: 'cpu:1' }, '/tmp');
-    expect(placeRoles({ roles: cpu.workerRoles, explicit: cpu.workerRolesExplicit, gpus: cpu.gpus!, detect: none })).toEqual({ roles: ['gpu'], gpus: [{ kind: 'cpu', id: '0' }] });
+    expect(placeRoles({ roles: cpu.workerRoles, explicit: cpu.workerRolesExplicit, gpus: cpu.gpus!, detect: none })).toEqual({
+      roles: ['gpu'],
+      gpus: [{ kind: 'cpu', id: '0' }],
+    });
   });
 
   it('leaves gpu out of the default roles on a host without GPUs, and says so', () => {

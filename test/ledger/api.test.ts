@@ -45,7 +45,11 @@ describe.each(dialects)('ledger GraphQL on %s', (dialect) => {
       logging: false,
     });
     gql = async (query, variables) => {
-      const res = await yoga.fetch('http://test/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
+      const res = await yoga.fetch('http://test/graphql', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query, variables }),
+      });
       return (await res.json()) as { data?: any; errors?: any[] };
     };
   });
@@ -56,11 +60,48 @@ describe.each(dialects)('ledger GraphQL on %s', (dialect) => {
     const runA = `pipeline/${pipeline}/a`;
     const runB = `pipeline/${pipeline}/b`;
     for (const runId of [runA, runB]) {
-      await ledger.recordUsage({ runId, pipeline, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 1, replica: 0, resource: 'gpu', gpuDevices: ['0'], wallSeconds: 1800, cpuSeconds: 0, deviceSeconds: 1800, bytesWritten: 500_000_000, succeeded: true });
-      await ledger.recordUsage({ runId, pipeline, stageId: 'prep', plugin: 'core:data-prep', attempt: 1, resource: 'cpu', wallSeconds: 36, cpuSeconds: 36, deviceSeconds: 36, bytesWritten: 0, succeeded: true });
+      await ledger.recordUsage({
+        runId,
+        pipeline,
+        stageId: 'fit',
+        plugin: 'core:multi-device-fit',
+        attempt: 1,
+        replica: 0,
+        resource: 'gpu',
+        gpuDevices: ['0'],
+        wallSeconds: 1800,
+        cpuSeconds: 0,
+        deviceSeconds: 1800,
+        bytesWritten: 500_000_000,
+        succeeded: true,
+      });
+      await ledger.recordUsage({
+        runId,
+        pipeline,
+        stageId: 'prep',
+        plugin: 'core:data-prep',
+        attempt: 1,
+        resource: 'cpu',
+        wallSeconds: 36,
+        cpuSeconds: 36,
+        deviceSeconds: 36,
+        bytesWritten: 0,
+        succeeded: true,
+      });
     }
-    await ledger.bookRun({ runId: runA, pipeline, stageId: 'roi', costs: [{ category: 'people', description: 'review', hours: '1', hourlyRate: '0.9895' }], revenue: { kind: 'contract', value: '4.00' } });
-    await ledger.bookRun({ runId: runB, pipeline, stageId: 'roi', revenue: { kind: 'per-prediction', pricePer1000: '0.20', expectedPredictions: 5000, horizonDays: 30 } });
+    await ledger.bookRun({
+      runId: runA,
+      pipeline,
+      stageId: 'roi',
+      costs: [{ category: 'people', description: 'review', hours: '1', hourlyRate: '0.9895' }],
+      revenue: { kind: 'contract', value: '4.00' },
+    });
+    await ledger.bookRun({
+      runId: runB,
+      pipeline,
+      stageId: 'roi',
+      revenue: { kind: 'per-prediction', pricePer1000: '0.20', expectedPredictions: 5000, horizonDays: 30 },
+    });
     const hook = createPredictionsHook(t.db, { resolveRunId: async (model, version) => (model === 'digits' && version === 2 ? runB : undefined) });
     await hook('digits', 2, 2500);
     await expect(hook('digits', 9, 1)).rejects.toThrow(/no run is known/);
@@ -73,13 +114,24 @@ describe.each(dialects)('ledger GraphQL on %s', (dialect) => {
     expect(entries.data.ledger[0].currency).toBe('EUR');
 
     const run = await gql(`query($id: ID!) { run(id: $id) { id roi { currency cost revenue roi realisedRevenue realisedRoi explanation } } }`, { id: runA });
-    expect(run.data.run.roi).toEqual({ currency: 'EUR', cost: '2.00', revenue: '4.00', roi: '1.0000', realisedRevenue: '0.00', realisedRoi: '-1.0000', explanation: null });
+    expect(run.data.run.roi).toEqual({
+      currency: 'EUR',
+      cost: '2.00',
+      revenue: '4.00',
+      roi: '1.0000',
+      realisedRevenue: '0.00',
+      realisedRoi: '-1.0000',
+      explanation: null,
+    });
     const runBView = await gql(`query($id: ID!) { run(id: $id) { roi { cost revenue roi realisedRevenue realisedRoi } } }`, { id: runB });
     expect(runBView.data.run.roi).toEqual({ cost: '1.0105', revenue: '1.00', roi: '-0.0104', realisedRevenue: '0.50', realisedRoi: '-0.5052' });
     const none = await gql(`{ run(id: "pipeline/none/x") { roi { cost } } }`);
     expect(none.data.run.roi).toBeNull();
 
-    const report = await gql(`query($p: String!) { roi(pipeline: $p) { pipeline runs currency cost revenue roi realisedRevenue byStage { key cost } byResource { key cost } } }`, { p: pipeline });
+    const report = await gql(
+      `query($p: String!) { roi(pipeline: $p) { pipeline runs currency cost revenue roi realisedRevenue byStage { key cost } byResource { key cost } } }`,
+      { p: pipeline },
+    );
     expect(report.errors).toBeUndefined();
     expect(report.data.roi).toEqual({
       pipeline,

@@ -6,9 +6,7 @@ import { createTestDatabase, dialects, type TestDatabase } from './dbs.js';
 
 describe('rewritePlaceholders', () => {
   it('numbers ? outside strings, identifiers, comments and dollar quotes', () => {
-    expect(rewritePlaceholders(`SELECT ?, '?', "a?", ? -- ?\n, $$?$$, ? /* ? */`)).toBe(
-      `SELECT $1, '?', "a?", $2 -- ?\n, $$?$$, $3 /* ? */`,
-    );
+    expect(rewritePlaceholders(`SELECT ?, '?', "a?", ? -- ?\n, $$?$$, ? /* ? */`)).toBe(`SELECT $1, '?', "a?", $2 -- ?\n, $$?$$, $3 /* ? */`);
     expect(rewritePlaceholders(`SELECT 'it''s ?', ?`)).toBe(`SELECT 'it''s ?', $1`);
   });
 });
@@ -89,7 +87,13 @@ describe.each(dialects)('Db on %s', (dialect) => {
   it('migrates once, in order, idempotently, and safely from several connections at once', async () => {
     const migrations = [
       { id: 'test/0001-a', sql: 'CREATE TABLE mig_a (id TEXT PRIMARY KEY)' },
-      { id: 'test/0002-b', sql: { sqlite: 'CREATE TABLE mig_b (id TEXT); CREATE INDEX mig_b_id ON mig_b (id)', postgres: 'CREATE TABLE mig_b (id TEXT); CREATE INDEX mig_b_id ON mig_b (id)' } },
+      {
+        id: 'test/0002-b',
+        sql: {
+          sqlite: 'CREATE TABLE mig_b (id TEXT); CREATE INDEX mig_b_id ON mig_b (id)',
+          postgres: 'CREATE TABLE mig_b (id TEXT); CREATE INDEX mig_b_id ON mig_b (id)',
+        },
+      },
     ];
     const others = await Promise.all([t.open(), t.open(), t.open()]);
     const applied = await Promise.all([db, ...others].map((d) => migrate(d, migrations)));

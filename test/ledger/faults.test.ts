@@ -60,7 +60,11 @@ class PrivateCluster {
     chmodSync(this.dir, 0o755); // as root, the cluster belongs to the postgres user, which must reach it
   }
   start(): string {
-    const out = execFileSync('bash', [path.join(root, 'scripts/postgres.sh'), this.dir, String(this.port), 'capstan_fault'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+    const out = execFileSync('bash', [path.join(root, 'scripts/postgres.sh'), this.dir, String(this.port), 'capstan_fault'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 300_000,
+    });
     this.url = out.trim().split('\n').pop()!;
     return this.url;
   }
@@ -126,13 +130,25 @@ describe('ledger under faults', () => {
     const engineDb = await openDb({ sqlitePath: path.join(dataDir, 'engine.db') });
     cleanups.push(() => engineDb.close());
     await migrate(engineDb, allMigrations);
-    const engine = new Engine({ client, namespace: inject('temporalNamespace'), taskQueues: { workflows: queue, cpu: `${queue}-cpu`, gpu: `${queue}-gpu` }, stages, artifacts: new ArtifactStore(path.join(dataDir, 'artifacts')), db: engineDb, logger: silentLogger });
+    const engine = new Engine({
+      client,
+      namespace: inject('temporalNamespace'),
+      taskQueues: { workflows: queue, cpu: `${queue}-cpu`, gpu: `${queue}-gpu` },
+      stages,
+      artifacts: new ArtifactStore(path.join(dataDir, 'artifacts')),
+      db: engineDb,
+      logger: silentLogger,
+    });
     const spec = (i: number) => ({
       name: `pg-outage-${i}`,
       stages: [
         { id: 'write', plugin: 'test:write-note', params: { text: `run ${i}`, sleepMs: 6000 } },
         { id: 'shout', plugin: 'test:shout', params: { failUntilAttempt: 1 } },
-        { id: 'roi', plugin: 'core:roi-ledger', params: { costs: [{ category: 'other', description: 'fault test', amount: '1' }], revenue: { kind: 'contract', value: '10' } } },
+        {
+          id: 'roi',
+          plugin: 'core:roi-ledger',
+          params: { costs: [{ category: 'other', description: 'fault test', amount: '1' }], revenue: { kind: 'contract', value: '10' } },
+        },
       ],
     });
     const runs = await Promise.all([0, 1].map((i) => engine.start(spec(i))));
@@ -146,7 +162,17 @@ describe('ledger under faults', () => {
     const queued = Number((await outbox.query<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_outbox'))[0]?.n ?? 0);
     cluster.start();
 
-    const outcomes = await Promise.all(runs.map((r) => client.workflow.getHandle(r.id).result().then(() => 'completed', (e: Error) => `failed: ${e.message}`)));
+    const outcomes = await Promise.all(
+      runs.map((r) =>
+        client.workflow
+          .getHandle(r.id)
+          .result()
+          .then(
+            () => 'completed',
+            (e: Error) => `failed: ${e.message}`,
+          ),
+      ),
+    );
     const db: Db = await openDb({ url, sqlitePath: '/nonexistent' });
     cleanups.push(() => db.close());
 
@@ -159,11 +185,15 @@ describe('ledger under faults', () => {
     for (const r of runs) {
       // Usage lines expected: one per attempt Temporal ran (its history has each activity's last attempt number).
       const history = await client.workflow.getHandle(r.id).fetchHistory();
-      const attempts = (history.events ?? []).filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 1);
+      const attempts = (history.events ?? [])
+        .filter((e) => e.activityTaskStartedEventAttributes)
+        .map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 1);
       const want = attempts.reduce((a, b) => a + b, 0);
       expected += want;
       // The ledger stage's last attempt is recorded after it booked: wait for the outbox to drain.
-      const n = await waitFor(async () => ((await usageCount(db, r.id)) >= want ? usageCount(db, r.id) : undefined), `usage of ${r.id}`, 60_000, 250).catch(() => usageCount(db, r.id));
+      const n = await waitFor(async () => ((await usageCount(db, r.id)) >= want ? usageCount(db, r.id) : undefined), `usage of ${r.id}`, 60_000, 250).catch(
+        () => usageCount(db, r.id),
+      );
       found += n;
       const e = await listEntries(db, r.id);
       entries += e.length;
@@ -189,8 +219,8 @@ describe('ledger under faults', () => {
       ['usage lines found in the ledger', after],
       ['ledger entries booked', entries],
       ['entries booked twice (same key live twice)', duplicates],
-      ['reversals (other than the ledger stage\'s own line)', reversals],
-      ['reversals of the ledger stage\'s own line', ownReversals],
+      ["reversals (other than the ledger stage's own line)", reversals],
+      ["reversals of the ledger stage's own line", ownReversals],
       ['outbox records left', pending],
     ]);
     expect(outcomes, worker.output()).toEqual(['completed', 'completed']);
@@ -215,11 +245,38 @@ describe('ledger under faults', () => {
     const dataset = await makeDatasetArtifact(store, { runId, train: 300, test: 50 });
     const model = await makeModelArtifact(tf, store, dataset, { runId, stageId: 'fit', epochs: 1, hidden: [16] });
     const registry = new ModelRegistry(db);
-    const { version } = await registry.register({ model: 'digits', runId, stageId: 'deploy', artifactUri: model.uri, sha256: model.sha256, bytes: model.bytes, metrics: {} });
+    const { version } = await registry.register({
+      model: 'digits',
+      runId,
+      stageId: 'deploy',
+      artifactUri: model.uri,
+      sha256: model.sha256,
+      bytes: model.bytes,
+      metrics: {},
+    });
     await registry.setAlias('digits', PRODUCTION_ALIAS, version.version);
-    const ledger = createLedgerService(db, { priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '1' }, storage: { gbMonth: '0', retentionMonths: 0 } }) });
-    await ledger.recordUsage({ runId, pipeline: 'kill-api', stageId: 'fit', plugin: 'x', attempt: 1, resource: 'cpu', wallSeconds: 60, cpuSeconds: 3600, deviceSeconds: 60, bytesWritten: 0, succeeded: true });
-    await ledger.bookRun({ runId, pipeline: 'kill-api', stageId: 'roi', revenue: { kind: 'per-prediction', pricePer1000: '1.00', expectedPredictions: 1000, horizonDays: 1 } });
+    const ledger = createLedgerService(db, {
+      priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '1' }, storage: { gbMonth: '0', retentionMonths: 0 } }),
+    });
+    await ledger.recordUsage({
+      runId,
+      pipeline: 'kill-api',
+      stageId: 'fit',
+      plugin: 'x',
+      attempt: 1,
+      resource: 'cpu',
+      wallSeconds: 60,
+      cpuSeconds: 3600,
+      deviceSeconds: 60,
+      bytesWritten: 0,
+      succeeded: true,
+    });
+    await ledger.bookRun({
+      runId,
+      pipeline: 'kill-api',
+      stageId: 'roi',
+      revenue: { kind: 'per-prediction', pricePer1000: '1.00', expectedPredictions: 1000, horizonDays: 1 },
+    });
 
     const port = await freePort();
     const env = {
@@ -249,7 +306,11 @@ describe('ledger under faults', () => {
         const n = 1 + ((seed + i) % 4);
         sent++;
         try {
-          const res = await fetch(`${base}/models/digits/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: Array.from({ length: n }, () => sample) }) });
+          const res = await fetch(`${base}/models/digits/predict`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ inputs: Array.from({ length: n }, () => sample) }),
+          });
           const body = (await res.json()) as { predictions?: unknown[] };
           if (res.status === 200 && body.predictions) {
             acknowledged += body.predictions.length;
@@ -270,9 +331,10 @@ describe('ledger under faults', () => {
 
     api = startProcess('api/server.ts', env);
     await up(api);
-    const realised = async () =>
-      (await listEntries(db, runId)).filter((e) => e.kind === 'realised_revenue').reduce((s, e) => s + Number(e.quantity), 0);
-    const booked = await waitFor(async () => ((await realised()) >= acknowledged ? realised() : undefined), 'the outbox to flush', 60_000, 200).catch(() => realised());
+    const realised = async () => (await listEntries(db, runId)).filter((e) => e.kind === 'realised_revenue').reduce((s, e) => s + Number(e.quantity), 0);
+    const booked = await waitFor(async () => ((await realised()) >= acknowledged ? realised() : undefined), 'the outbox to flush', 60_000, 200).catch(() =>
+      realised(),
+    );
     await sleep(1500);
     const final = await realised();
     const batches = (await listEntries(db, runId)).filter((e) => e.kind === 'realised_revenue');

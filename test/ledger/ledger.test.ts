@@ -41,7 +41,12 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   beforeAll(async () => {
     t = await createTestDatabase(dialect);
     db = t.db;
-    expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0001-init', 'ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch', 'ledger/0004-partial-usage']);
+    expect(await migrate(db, ledgerMigrations)).toEqual([
+      'ledger/0001-init',
+      'ledger/0002-usage-keys',
+      'ledger/0003-estimates-roi-watch',
+      'ledger/0004-partial-usage',
+    ]);
     expect(await migrate(db, ledgerMigrations)).toEqual([]);
     ledger = createLedgerService(db, { priceSheet: sheet });
   });
@@ -53,8 +58,30 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   /** A run with: prep 100 CPU-s (0.001), fit 2 attempts × 30 min on one GPU (3.60) + 1 GB kept (0.20). */
   async function meterTypicalRun(runId: string, l: LedgerService = ledger) {
     await l.recordUsage(usage(runId));
-    await l.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 1, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, succeeded: false }));
-    await l.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', plugin: 'core:multi-device-fit', attempt: 2, replica: 0, deviceSeconds: 1800, wallSeconds: 1800, bytesWritten: 1_000_000_000 }));
+    await l.recordUsage(
+      usage(runId, {
+        ...onGpu,
+        stageId: 'fit',
+        plugin: 'core:multi-device-fit',
+        attempt: 1,
+        replica: 0,
+        deviceSeconds: 1800,
+        wallSeconds: 1800,
+        succeeded: false,
+      }),
+    );
+    await l.recordUsage(
+      usage(runId, {
+        ...onGpu,
+        stageId: 'fit',
+        plugin: 'core:multi-device-fit',
+        attempt: 2,
+        replica: 0,
+        deviceSeconds: 1800,
+        wallSeconds: 1800,
+        bytesWritten: 1_000_000_000,
+      }),
+    );
   }
 
   it('books exact sums, per stage and resource, and computes ROI', async () => {
@@ -120,7 +147,9 @@ describe.each(dialects)('ledger on %s', (dialect) => {
     // a stage declared cpu that was given two GPUs for half an hour: 1 GPU-hour
     await ledger.recordUsage(usage(runId, { stageId: 'gpu-fit', resource: 'cpu', gpuDevices: ['0', '1'], deviceSeconds: 1800, cpuSeconds: 0 }));
     await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
-    const amounts = Object.fromEntries((await listEntries(db, runId)).filter((e) => e.kind === 'cost').map((e) => [`${e.stageId}/${e.category}`, [e.amountMicros, e.quantity, e.unit]]));
+    const amounts = Object.fromEntries(
+      (await listEntries(db, runId)).filter((e) => e.kind === 'cost').map((e) => [`${e.stageId}/${e.category}`, [e.amountMicros, e.quantity, e.unit]]),
+    );
     expect(amounts).toEqual({
       'wasm-fit/cpu': [72_000n, '2.0000000', 'cpu-hour'], // 2 h × 0.036
       'gpu-fit/gpu': [3_600_000n, '1.0000000', 'gpu-hour'], // 2 GPUs × 0.5 h × 3.60
@@ -131,7 +160,9 @@ describe.each(dialects)('ledger on %s', (dialect) => {
     const runId = run('kept');
     await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 1, bytesWritten: 0, bytesKept: 400_000_000, succeeded: false }));
     await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 2, bytesWritten: 100_000_000, bytesKept: 1_000_000_000 }));
-    await ledger.recordUsage(usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 1, replica: 0, activityId: 'stage:fit:replica-0', bytesWritten: 0, bytesKept: 700_000_000 }));
+    await ledger.recordUsage(
+      usage(runId, { stageId: 'fit', cpuSeconds: 0, attempt: 1, replica: 0, activityId: 'stage:fit:replica-0', bytesWritten: 0, bytesKept: 700_000_000 }),
+    );
     const booking = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', revenue: { kind: 'contract', value: '1' } });
     expect(booking.cost).toBe('0.20'); // 1 GB × 0.02 × 10 months
   });
@@ -139,7 +170,13 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   it('books usage that arrives after the run was booked, reconciling the difference', async () => {
     const runId = run('late');
     await meterTypicalRun(runId);
-    const first = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', costs: [{ category: 'other', description: 'x', amount: '1' }], revenue: { kind: 'contract', value: '10' } });
+    const first = await ledger.bookRun({
+      runId,
+      pipeline: 'mnist',
+      stageId: 'ledger',
+      costs: [{ category: 'other', description: 'x', amount: '1' }],
+      revenue: { kind: 'contract', value: '10' },
+    });
     expect(first.cost).toBe('4.801');
     // a replica's usage flushed late from another worker's outbox: 1 more GPU-hour
     await ledger.recordUsage(usage(runId, { ...onGpu, stageId: 'fit', attempt: 1, replica: 1, deviceSeconds: 3600 }));
@@ -181,9 +218,21 @@ describe.each(dialects)('ledger on %s', (dialect) => {
   it('corrects with reversing entries, never updates or deletes', async () => {
     const runId = run('correct');
     await meterTypicalRun(runId);
-    await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', costs: [{ category: 'other', description: 'x', amount: '1' }], revenue: { kind: 'contract', value: '10' } });
+    await ledger.bookRun({
+      runId,
+      pipeline: 'mnist',
+      stageId: 'ledger',
+      costs: [{ category: 'other', description: 'x', amount: '1' }],
+      revenue: { kind: 'contract', value: '10' },
+    });
     // The replay sees a cheaper GPU price and no declared cost any more.
-    const again = await ledger.bookRun({ runId, pipeline: 'mnist', stageId: 'ledger', priceSheet: { compute: { gpuHour: '1.80' } }, revenue: { kind: 'contract', value: '10' } });
+    const again = await ledger.bookRun({
+      runId,
+      pipeline: 'mnist',
+      stageId: 'ledger',
+      priceSheet: { compute: { gpuHour: '1.80' } },
+      revenue: { kind: 'contract', value: '10' },
+    });
     expect(again).toMatchObject({ cost: '2.001', booked: 1, reversed: 2 });
     const entries = await listEntries(db, runId);
     const reversals = entries.filter((e) => e.reverses !== null);

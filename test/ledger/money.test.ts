@@ -74,9 +74,9 @@ describe('pricing', () => {
     expect(fixed?.amount).toBe(1_500_000_000n);
     expect(people?.amount).toBe(638_250_000n);
     expect(priceExpectedRevenue({ kind: 'contract', value: '5000' }, 'ledger').amount).toBe(5_000_000_000n);
-    expect(
-      priceExpectedRevenue({ kind: 'per-prediction', pricePer1000: '0.40', expectedPredictions: 2_500_000, horizonDays: 90 }, 'ledger').amount,
-    ).toBe(1_000_000_000n);
+    expect(priceExpectedRevenue({ kind: 'per-prediction', pricePer1000: '0.40', expectedPredictions: 2_500_000, horizonDays: 90 }, 'ledger').amount).toBe(
+      1_000_000_000n,
+    );
     expect(predictionRevenue(1n, '0.0004')).toBe(0n); // 0.4 micros rounds to 0
     expect(predictionRevenue(1n, '0.0005')).toBe(1n); // 0.5 micros rounds up
     expect(predictionRevenue(3n, '0.50')).toBe(1_500n);

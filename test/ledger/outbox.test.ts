@@ -17,7 +17,20 @@ import { createTestDatabase, type TestDatabase } from './dbs.js';
 const sheet = parsePriceSheet({ currency: 'USD', compute: { cpuHour: '0.036', gpuHour: '3.60' }, storage: { gbMonth: '0', retentionMonths: 0 } });
 
 function usage(runId: string, over: Partial<StageUsage> = {}): StageUsage {
-  return { runId, pipeline: 'p', stageId: 'prep', plugin: 'test:x', attempt: 1, resource: 'cpu', wallSeconds: 1, cpuSeconds: 3600, deviceSeconds: 1, bytesWritten: 0, succeeded: true, ...over };
+  return {
+    runId,
+    pipeline: 'p',
+    stageId: 'prep',
+    plugin: 'test:x',
+    attempt: 1,
+    resource: 'cpu',
+    wallSeconds: 1,
+    cpuSeconds: 3600,
+    deviceSeconds: 1,
+    bytesWritten: 0,
+    succeeded: true,
+    ...over,
+  };
 }
 
 describe('ledger outbox', () => {
@@ -76,7 +89,12 @@ describe('ledger outbox', () => {
         await ledger.recordUsage(u);
       },
     };
-    const outbox = await openLedgerOutbox({ path: join(dir, `b-${randomUUID()}.db`), ledger: flaky, logger: silentLogger, retry: { initialMs: 10, maxMs: 40 } });
+    const outbox = await openLedgerOutbox({
+      path: join(dir, `b-${randomUUID()}.db`),
+      ledger: flaky,
+      logger: silentLogger,
+      retry: { initialMs: 10, maxMs: 40 },
+    });
     await outbox.recordUsage(usage(runId));
     for (let i = 0; i < 200 && (await outbox.stats()).pending > 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(await outbox.stats()).toEqual({ pending: 0, dead: 0 });
@@ -140,7 +158,12 @@ describe('ledger outbox', () => {
   it('books predictions under the batch key once; a version no run produced is kept aside, not retried', async () => {
     const runId = `pipeline/p/${randomUUID().slice(0, 8)}`;
     await ledger.recordUsage(usage(runId));
-    await ledger.bookRun({ runId, pipeline: 'p', stageId: 'ledger', revenue: { kind: 'per-prediction', pricePer1000: '1.00', expectedPredictions: 1000, horizonDays: 1 } });
+    await ledger.bookRun({
+      runId,
+      pipeline: 'p',
+      stageId: 'ledger',
+      revenue: { kind: 'per-prediction', pricePer1000: '1.00', expectedPredictions: 1000, horizonDays: 1 },
+    });
     const outbox = await openLedgerOutbox({
       path: join(dir, `c-${randomUUID()}.db`),
       ledger,
@@ -181,12 +204,27 @@ describe('ledger/0002 migration', () => {
     await row('fit', 2, 0, 'gpu', 3_600_000, 500_000_000);
     expect(await migrate(db, ledgerMigrations)).toEqual(['ledger/0002-usage-keys', 'ledger/0003-estimates-roi-watch', 'ledger/0004-partial-usage']);
     expect(await usageCount(db, runId)).toBe(4);
-    const ledger = createLedgerService(db, { priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '2' }, storage: { gbMonth: '1', retentionMonths: 1 } }) });
+    const ledger = createLedgerService(db, {
+      priceSheet: parsePriceSheet({ currency: 'USD', compute: { cpuHour: '1', gpuHour: '2' }, storage: { gbMonth: '1', retentionMonths: 1 } }),
+    });
     const booking = await ledger.bookRun({ runId, pipeline: 'old', stageId: 'roi', revenue: { kind: 'contract', value: '1' } });
     // as before: prep 1 h × 1 + fit 2 h × 2 (device time at the declared rate) + 1 GB × 1
     expect(booking.cost).toBe('6.00');
     // the old key still dedups: the same old attempt is a no-op under its legacy id, a new one is a new line
-    await ledger.recordUsage({ runId, pipeline: 'old', stageId: 'fit', plugin: 'x', attempt: 3, replica: 0, resource: 'gpu', wallSeconds: 1, cpuSeconds: 0, deviceSeconds: 1, bytesWritten: 0, succeeded: true });
+    await ledger.recordUsage({
+      runId,
+      pipeline: 'old',
+      stageId: 'fit',
+      plugin: 'x',
+      attempt: 3,
+      replica: 0,
+      resource: 'gpu',
+      wallSeconds: 1,
+      cpuSeconds: 0,
+      deviceSeconds: 1,
+      bytesWritten: 0,
+      succeeded: true,
+    });
     expect(await usageCount(db, runId)).toBe(5);
   });
 });

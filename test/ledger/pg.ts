@@ -26,7 +26,9 @@ export function getTestPostgresUrl(): string {
     });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw (failure = new Error(`could not start the test PostgreSQL with scripts/postgres.sh (set CAPSTAN_TEST_DATABASE_URL to use another): ${e.stderr ?? e.message}`));
+    throw (failure = new Error(
+      `could not start the test PostgreSQL with scripts/postgres.sh (set CAPSTAN_TEST_DATABASE_URL to use another): ${e.stderr ?? e.message}`,
+    ));
   }
   const url = out.trim().split('\n').pop();
   if (!url || !/^postgres(ql)?:\/\//.test(url)) throw new Error(`scripts/postgres.sh printed no DATABASE_URL: ${out}`);

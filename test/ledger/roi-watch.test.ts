@@ -30,8 +30,25 @@ describe.each(dialects)('realised-ROI watch on %s', (dialect) => {
     const runId = 'pipeline/watched/aaaaa';
     // C = 1 CPU-hour at 1.00; revenue 1.00 per prediction over a 1-day horizon, so a 1 h window's
     // cost share is 1/24 ≈ 0.041667 and one prediction in the window is ROI (1 − 1/24) / (1/24) = 23.
-    await ledger.recordUsage({ runId, pipeline: 'watched', stageId: 'train', plugin: 'p', attempt: 1, resource: 'cpu', wallSeconds: 3600, cpuSeconds: 3600, deviceSeconds: 3600, bytesWritten: 0, succeeded: true });
-    await ledger.bookRun({ runId, pipeline: 'watched', stageId: 'ledger', revenue: { kind: 'per-prediction', pricePer1000: '1000', expectedPredictions: 10, horizonDays: 1 } });
+    await ledger.recordUsage({
+      runId,
+      pipeline: 'watched',
+      stageId: 'train',
+      plugin: 'p',
+      attempt: 1,
+      resource: 'cpu',
+      wallSeconds: 3600,
+      cpuSeconds: 3600,
+      deviceSeconds: 3600,
+      bytesWritten: 0,
+      succeeded: true,
+    });
+    await ledger.bookRun({
+      runId,
+      pipeline: 'watched',
+      stageId: 'ledger',
+      revenue: { kind: 'per-prediction', pricePer1000: '1000', expectedPredictions: 10, horizonDays: 1 },
+    });
     await db.run(
       `INSERT INTO model_versions (model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at) VALUES ('m', 1, ?, 'deploy', 'artifact:x', 'x', 1, '{}', ?)`,
       [runId, at(0).toISOString()],
@@ -44,7 +61,9 @@ describe.each(dialects)('realised-ROI watch on %s', (dialect) => {
 
     expect(await check(HOUR / 2)).toEqual([]); // younger than the window: not judged yet
     await serve(HOUR, 'p1');
-    expect(await check(HOUR + 1000)).toEqual([expect.objectContaining({ below: false, realisedRoi: '23.0000', predictions: 1, revenue: '1.00', costShare: '0.041667' })]);
+    expect(await check(HOUR + 1000)).toEqual([
+      expect.objectContaining({ below: false, realisedRoi: '23.0000', predictions: 1, revenue: '1.00', costShare: '0.041667' }),
+    ]);
     const [down] = await check(2 * HOUR + 2000); // the window has no predictions: ROI −1
     expect(down).toMatchObject({ below: true, crossing: 1, realisedRoi: '-1.0000' });
     expect((await check(2 * HOUR + 3000))[0]).toMatchObject({ below: true });

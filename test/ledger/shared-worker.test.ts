@@ -31,16 +31,25 @@ async function start(s: unknown): Promise<string> {
 }
 const read = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
 const until = (id: string, ok: (run: any) => boolean, what: string, ms = 120_000) =>
-  waitFor(async () => {
-    const run = await read(id);
-    if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run)) throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
-    return ok(run) ? run : undefined;
-  }, what, ms, 500);
+  waitFor(
+    async () => {
+      const run = await read(id);
+      if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run))
+        throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
+      return ok(run) ? run : undefined;
+    },
+    what,
+    ms,
+    500,
+  );
 
 /** CPU seconds the ledger holds for each stage of the run (its usage lines, summed). */
 async function billedCpu(runId: string): Promise<Record<string, number>> {
   await stack.runtime.outbox.flush({ runId });
-  const rows = await stack.db.query<{ stage_id: string; cpu: string }>('SELECT stage_id, CAST(SUM(cpu_ms) AS TEXT) AS cpu FROM ledger_usage WHERE run_id = ? GROUP BY stage_id', [runId]);
+  const rows = await stack.db.query<{ stage_id: string; cpu: string }>(
+    'SELECT stage_id, CAST(SUM(cpu_ms) AS TEXT) AS cpu FROM ledger_usage WHERE run_id = ? GROUP BY stage_id',
+    [runId],
+  );
   return Object.fromEntries(rows.map((r) => [r.stage_id, Number(r.cpu) / 1000]));
 }
 
@@ -60,7 +69,9 @@ describe('attempts side by side on one worker', () => {
     expect(done.status).toBe('COMPLETED');
     const billed = await billedCpu(id);
     const own = Object.fromEntries(done.stages.map((s: any) => [s.id, s.metrics.ownCpuSeconds as number]));
-    const lines = ['a', 'b'].map((s) => `stage ${s}: own CPU ${own[s]!.toFixed(3)} s, billed ${billed[s]!.toFixed(3)} s (${((billed[s]! / own[s]! - 1) * 100).toFixed(1)} %)`);
+    const lines = ['a', 'b'].map(
+      (s) => `stage ${s}: own CPU ${own[s]!.toFixed(3)} s, billed ${billed[s]!.toFixed(3)} s (${((billed[s]! / own[s]! - 1) * 100).toFixed(1)} %)`,
+    );
     console.log(`two burners on one worker\n  ${lines.join('\n  ')}`);
     for (const s of ['a', 'b']) expect(Math.abs(billed[s]! / own[s]! - 1), lines.join('; ')).toBeLessThanOrEqual(0.15);
   });
@@ -92,13 +103,24 @@ describe('attempts side by side on one worker', () => {
     const waiting = paused.stages.find((s: any) => s.budgetPause);
     const running = paused.stages.find((s: any) => ['a', 'b'].includes(s.id) && s.id !== waiting.id);
     expect(waiting.status).toBe('PENDING'); // it never started
-    expect(waiting.budgetPause).toMatch(new RegExp(`stage ${waiting.id} is estimated at 0.02 USD, more than the 0.01 USD left of the run's 0.03 USD \\(0.02 USD of it reserved by running stage ${running.id}\\)`));
+    expect(waiting.budgetPause).toMatch(
+      new RegExp(
+        `stage ${waiting.id} is estimated at 0.02 USD, more than the 0.01 USD left of the run's 0.03 USD \\(0.02 USD of it reserved by running stage ${running.id}\\)`,
+      ),
+    );
     expect(paused.pausedStages).toEqual([waiting.id]);
     expect(paused.budget.reserved).toEqual([{ key: running.id, cost: '0.02' }]);
 
     // The running stage ends; what it really spent replaces its reservation, and the waiting one
     // looks again: still over (0.03 − its spend < 0.02), so it stays paused, for the budget alone.
-    const still = await until(id, (r) => r.stages.find((s: any) => s.id === running.id).status === 'SUCCEEDED' && r.events.some((e: any) => e.type === 'RUN_RESUMED' && /released its reservation/.test(e.message)) && r.status === 'PAUSED', 'the first stage to end and the other to look again');
+    const still = await until(
+      id,
+      (r) =>
+        r.stages.find((s: any) => s.id === running.id).status === 'SUCCEEDED' &&
+        r.events.some((e: any) => e.type === 'RUN_RESUMED' && /released its reservation/.test(e.message)) &&
+        r.status === 'PAUSED',
+      'the first stage to end and the other to look again',
+    );
     const again = still.stages.find((s: any) => s.id === waiting.id);
     expect(again.status).toBe('PENDING');
     expect(again.budgetPause).toMatch(/more than the [\d.]+ USD left of the run's 0.03 USD$/);
@@ -113,11 +135,16 @@ describe('attempts side by side on one worker', () => {
     expect(done.stages.map((s: any) => s.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
 
     // The ledger stage's own attempt is priced too: recorded after it booked, it books the run again.
-    const own = await waitFor(async () => {
-      await stack.runtime.outbox.flush({ runId: id });
-      const lines = (await listEntries(stack.db, id)).filter((e) => e.stageId === 'ledger' && e.kind === 'cost' && e.category === 'cpu');
-      return lines.length > 0 ? lines : undefined;
-    }, 'the ledger stage’s own CPU line', 30_000, 200);
+    const own = await waitFor(
+      async () => {
+        await stack.runtime.outbox.flush({ runId: id });
+        const lines = (await listEntries(stack.db, id)).filter((e) => e.stageId === 'ledger' && e.kind === 'cost' && e.category === 'cpu');
+        return lines.length > 0 ? lines : undefined;
+      },
+      'the ledger stage’s own CPU line',
+      30_000,
+      200,
+    );
     const billed = await billedCpu(id);
     expect(own.reduce((n, e) => n + e.amountMicros, 0n)).toBe(BigInt(Math.round(billed.ledger! * 10_000))); // 1 CPU-s = 0.01 USD = 10 000 micros
   });

@@ -28,7 +28,12 @@ const TICK_SECONDS = 1;
 /** worker.ts as a real process, leading its own process group (so the group can be killed at once). */
 function startWorker(env: Record<string, string>): { child: ChildProcess; output: () => string } {
   let out = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker.ts'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'worker.ts'], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   return { child, output: () => out.slice(-4000) };
@@ -104,7 +109,15 @@ describe.skipIf(process.platform !== 'linux')('usage of a SIGKILLed worker', () 
         { id: 'pretrain', plugin: 'core:pretrain', params: { epochs: 200 }, timeouts: { heartbeat: '3s' } },
       ],
     });
-    cleanups.push(() => client.workflow.getHandle(run.id).terminate('test over').then(() => undefined, () => undefined));
+    cleanups.push(() =>
+      client.workflow
+        .getHandle(run.id)
+        .terminate('test over')
+        .then(
+          () => undefined,
+          () => undefined,
+        ),
+    );
 
     // The training child appears; the worker's CPU from then on, and the child's, is what the attempt uses.
     const wpid = worker.child.pid!;

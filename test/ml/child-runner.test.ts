@@ -41,7 +41,10 @@ describe('runChildJob', () => {
   });
 
   it('turns a reported error into a typed ChildJobError and a crash into a retryable CHILD_CRASHED', async () => {
-    const bad = await script('bad.cjs', `console.log(P + JSON.stringify({ type: 'error', message: 'f.idx: truncated', code: 'DATA_CORRUPT', retryable: false, file: 'f.idx' })); process.exit(1);`);
+    const bad = await script(
+      'bad.cjs',
+      `console.log(P + JSON.stringify({ type: 'error', message: 'f.idx: truncated', code: 'DATA_CORRUPT', retryable: false, file: 'f.idx' })); process.exit(1);`,
+    );
     const e1 = await runChildJob({ script: bad, job: {}, jobFile: path.join(store.root, 'b.json') }).catch((e: unknown) => e);
     expect(e1).toBeInstanceOf(ChildJobError);
     expect(e1).toMatchObject({ code: 'DATA_CORRUPT', retryable: false, file: 'f.idx' });
@@ -55,7 +58,13 @@ describe('runChildJob', () => {
   it('kills the child when the signal aborts', async () => {
     const hang = await script('hang.cjs', `console.log(P + JSON.stringify({ type: 'progress', data: 'started' })); setInterval(() => {}, 1000);`);
     const ac = new AbortController();
-    const run = runChildJob({ script: hang, job: {}, jobFile: path.join(store.root, 'd.json'), signal: ac.signal, onProgress: () => ac.abort(new Error('cancelled')) });
+    const run = runChildJob({
+      script: hang,
+      job: {},
+      jobFile: path.join(store.root, 'd.json'),
+      signal: ac.signal,
+      onProgress: () => ac.abort(new Error('cancelled')),
+    });
     await expect(run).rejects.toThrow('cancelled');
   });
 });

@@ -51,10 +51,21 @@ describe('layer specs', () => {
   });
 
   it('fill layer defaults and refuse bad stacks with errors that name the layer', () => {
-    expect(schema.parse({ model: { layers: [{ type: 'conv2d', filters: 4, kernelSize: 3 }] } }).model.layers).toEqual([{ type: 'conv2d', filters: 4, kernelSize: 3, strides: 1, padding: 'valid', activation: 'relu' }]);
-    expect(issues({ layers: [{ type: 'dense', units: 8 }, { type: 'conv2d', filters: 4, kernelSize: 3 }] })).toEqual(['model.layers.1: conv2d must come before any flatten or dense layer (layers[0] is dense)']);
+    expect(schema.parse({ model: { layers: [{ type: 'conv2d', filters: 4, kernelSize: 3 }] } }).model.layers).toEqual([
+      { type: 'conv2d', filters: 4, kernelSize: 3, strides: 1, padding: 'valid', activation: 'relu' },
+    ]);
+    expect(
+      issues({
+        layers: [
+          { type: 'dense', units: 8 },
+          { type: 'conv2d', filters: 4, kernelSize: 3 },
+        ],
+      }),
+    ).toEqual(['model.layers.1: conv2d must come before any flatten or dense layer (layers[0] is dense)']);
     expect(issues({ layers: [{ type: 'maxPooling2d' }] })).toEqual(['model.layers.0: the layers need at least one conv2d or dense layer']);
-    expect(issues({ hiddenUnits: [64], layers: [{ type: 'dense', units: 8 }] })).toEqual(['model.layers: layers replaces hiddenUnits, activation and dropout: give either layers or those, not both']);
+    expect(issues({ hiddenUnits: [64], layers: [{ type: 'dense', units: 8 }] })).toEqual([
+      'model.layers: layers replaces hiddenUnits, activation and dropout: give either layers or those, not both',
+    ]);
     expect(issues({ layers: [{ type: 'lstm', units: 8 }] })[0]).toMatch(/^model\.layers\.0\.type: /);
     expect(issues({ layers: [{ type: 'dense', units: 8, kernelSize: 3 }] })[0]).toMatch(/^model\.layers\.0: .*kernelSize/);
     expect(issues({ layers: [] })[0]).toMatch(/^model\.layers: /);
@@ -62,13 +73,28 @@ describe('layer specs', () => {
 
   it('refuse, naming the layer, a stack that does not fit the input', async () => {
     const { tf } = await loadTf();
-    expect(() => buildFromLayers(tf, { inputShape: [28, 28], numClasses: 10, seed: 1, layers: [{ type: 'conv2d', filters: 2, kernelSize: 15, strides: 1, padding: 'valid', activation: 'relu' }, { type: 'conv2d', filters: 2, kernelSize: 15, strides: 1, padding: 'valid', activation: 'relu' }] })).toThrow(
-      /model\.layers\[1\]: conv2d \(size 15, valid\) does not fit its 14×14 input/,
-    );
-    expect(() => buildFromLayers(tf, { inputShape: [20], numClasses: 3, seed: 1, layers: [{ type: 'conv2d', filters: 2, kernelSize: 3, strides: 1, padding: 'valid', activation: 'relu' }] })).toThrow(/need image rows.*\[20\]/);
+    expect(() =>
+      buildFromLayers(tf, {
+        inputShape: [28, 28],
+        numClasses: 10,
+        seed: 1,
+        layers: [
+          { type: 'conv2d', filters: 2, kernelSize: 15, strides: 1, padding: 'valid', activation: 'relu' },
+          { type: 'conv2d', filters: 2, kernelSize: 15, strides: 1, padding: 'valid', activation: 'relu' },
+        ],
+      }),
+    ).toThrow(/model\.layers\[1\]: conv2d \(size 15, valid\) does not fit its 14×14 input/);
+    expect(() =>
+      buildFromLayers(tf, {
+        inputShape: [20],
+        numClasses: 3,
+        seed: 1,
+        layers: [{ type: 'conv2d', filters: 2, kernelSize: 3, strides: 1, padding: 'valid', activation: 'relu' }],
+      }),
+    ).toThrow(/need image rows.*\[20\]/);
   });
 
-  it('pipelines/mnist-cnn.yaml: every stage\'s params pass its schema', async () => {
+  it("pipelines/mnist-cnn.yaml: every stage's params pass its schema", async () => {
     const spec = parse(await readFile(new URL('../../pipelines/mnist-cnn.yaml', import.meta.url), 'utf8')) as { stages: { plugin: string; params: unknown }[] };
     const schemas: Record<string, { safeParse(v: unknown): { success: boolean; error?: unknown } }> = {
       'core:pretrain': pretrainStage().paramsSchema,
@@ -89,13 +115,21 @@ describe('layer specs', () => {
 describe('a small conv net through the ML stages', () => {
   it('is trained by the step loop, pruned (conv kernels too) and fine-tuned, fitted on 2 replicas, then deployed', async () => {
     const pre = pretrainStage();
-    const trained = await pre.run(makeContext({ store: store.store, stageId: 'cnn-train' }), pre.paramsSchema.parse({ epochs: 2, model: { layers: smallCnn } }), { dataset });
+    const trained = await pre.run(
+      makeContext({ store: store.store, stageId: 'cnn-train' }),
+      pre.paramsSchema.parse({ epochs: 2, model: { layers: smallCnn } }),
+      { dataset },
+    );
     expect(trained.metrics.trainLoop).toBe('step');
     expect(trained.metrics.parameters).toBe(8 * 9 + 8 + (8 * 9 * 8 + 8) + 6 * 6 * 8 * 32 + 32 + 32 * 10 + 10);
     expect(trained.metrics.testAccuracy as number).toBeGreaterThan(0.6); // chance is 0.1; 2,000 images, 2 epochs
 
     const pq = pruneQuantizeStage();
-    const pruned = await pq.run(makeContext({ store: store.store, stageId: 'cnn-prune' }), pq.paramsSchema.parse({ sparsity: 0.5, fineTuneEpochs: 1, quantize: 'none' }), { model: trained.outputs.model!, dataset });
+    const pruned = await pq.run(
+      makeContext({ store: store.store, stageId: 'cnn-prune' }),
+      pq.paramsSchema.parse({ sparsity: 0.5, fineTuneEpochs: 1, quantize: 'none' }),
+      { model: trained.outputs.model!, dataset },
+    );
     expect(pruned.metrics.sparsity as number).toBeCloseTo(0.5, 3);
     expect(pruned.metrics.fineTuneLoop).toBe('step');
     // conv_1, conv_3, dense_5 and output kernels are all pruned
@@ -105,7 +139,9 @@ describe('a small conv net through the ML stages', () => {
     const fit = multiDeviceFitStage();
     const params = fit.paramsSchema.parse({ replicas: 2, epochs: 1, syncEverySteps: 10 });
     const inputs = { model: pruned.outputs.model!, dataset };
-    const results: StageResult[] = await Promise.all([0, 1].map((index) => fit.run(makeContext({ store: store.store, stageId: 'cnn-fit', replica: { index, count: 2 } }), params, inputs)));
+    const results: StageResult[] = await Promise.all(
+      [0, 1].map((index) => fit.run(makeContext({ store: store.store, stageId: 'cnn-fit', replica: { index, count: 2 } }), params, inputs)),
+    );
     for (const r of results) expect(r.metrics.trainLoop).toBe('step');
     const reduced = await fit.dataParallel!.reduce(makeContext({ store: store.store, stageId: 'cnn-fit' }), params, inputs, results);
     expect(reduced.metrics.testAccuracy as number).toBeGreaterThan(0.5);
@@ -114,8 +150,17 @@ describe('a small conv net through the ML stages', () => {
     const db = await freshRegistryDb('sqlite', store.root);
     try {
       const dep = deployStage();
-      const ctx = makeContext({ store: store.store, stageId: 'cnn-deploy', startedBy: { name: 'cnn-test', role: 'operator', tokenId: '0123456789ab' }, services: { models: new ModelRegistry(db) } as unknown as StageServices });
-      const out = await dep.run(ctx, dep.paramsSchema.parse({ modelName: 'mnist-cnn-test', quantize: 'uint8', latencyRuns: 20, gates: { minTestAccuracy: 0.5 } }), { model: reduced.outputs.model!, dataset });
+      const ctx = makeContext({
+        store: store.store,
+        stageId: 'cnn-deploy',
+        startedBy: { name: 'cnn-test', role: 'operator', tokenId: '0123456789ab' },
+        services: { models: new ModelRegistry(db) } as unknown as StageServices,
+      });
+      const out = await dep.run(
+        ctx,
+        dep.paramsSchema.parse({ modelName: 'mnist-cnn-test', quantize: 'uint8', latencyRuns: 20, gates: { minTestAccuracy: 0.5 } }),
+        { model: reduced.outputs.model!, dataset },
+      );
       expect(out.metrics).toMatchObject({ model: 'mnist-cnn-test', alias: 'production' });
       expect(out.metrics.p50LatencyMs as number).toBeGreaterThan(0);
     } finally {

@@ -44,9 +44,21 @@ describe('IDX parser', () => {
     const badMagic = good.slice();
     badMagic[0] = 0x1f;
     // Says what is wrong and what was expected, never the file's bytes (the first bytes of whatever file was named).
-    expectDataError(() => parseIdx(badMagic, { file: 'imgs.idx' }), 'DATA_CORRUPT', /^imgs\.idx: not an IDX file: bad magic number \(expected 0x0000 then the element type and the rank\)$/);
-    expectDataError(() => parseIdx(Buffer.from('root:x:0:0:root'), { file: 'p', expectDims: 3 }), 'DATA_CORRUPT', /^p: not an IDX file: bad magic number \(expected 0x00000803 \(unsigned bytes, 3 dimensions\)\)$/);
-    expectDataError(() => parseIdx(Uint8Array.from([0, 0, 0x72, 1, 0, 0, 0, 1, 9]), { file: 'l', expectDims: 1 }), 'DATA_CORRUPT', /^l: not an IDX file: bad magic number, unknown element type \(expected 0x00000801 \(unsigned bytes, 1 dimension\)\)$/);
+    expectDataError(
+      () => parseIdx(badMagic, { file: 'imgs.idx' }),
+      'DATA_CORRUPT',
+      /^imgs\.idx: not an IDX file: bad magic number \(expected 0x0000 then the element type and the rank\)$/,
+    );
+    expectDataError(
+      () => parseIdx(Buffer.from('root:x:0:0:root'), { file: 'p', expectDims: 3 }),
+      'DATA_CORRUPT',
+      /^p: not an IDX file: bad magic number \(expected 0x00000803 \(unsigned bytes, 3 dimensions\)\)$/,
+    );
+    expectDataError(
+      () => parseIdx(Uint8Array.from([0, 0, 0x72, 1, 0, 0, 0, 1, 9]), { file: 'l', expectDims: 1 }),
+      'DATA_CORRUPT',
+      /^l: not an IDX file: bad magic number, unknown element type \(expected 0x00000801 \(unsigned bytes, 1 dimension\)\)$/,
+    );
     expectDataError(() => parseIdx(good.subarray(0, good.length - 3), { file: 'imgs.idx' }), 'DATA_CORRUPT', /truncated: .*need 8 data bytes, file has 5/);
     expectDataError(() => parseIdx(good, { file: 'imgs.idx', expectDims: 1 }), 'DATA_CORRUPT', /expected 1 dimension/);
     const labels = encodeIdx([3], Uint8Array.from([1, 12, 3]));
@@ -61,7 +73,9 @@ describe('IDX parser', () => {
     for (let i = 0; i < 3; i++) v.setUint32(4 + 4 * i, 0x7fffffff, false);
     const file = path.join(store.root, 'huge-header.idx');
     await writeFile(file, huge);
-    await expect(readIdxFile(file, { expectDims: 3 })).rejects.toThrow(/huge-header\.idx: truncated: header dimensions \[2147483647×2147483647×2147483647\] need \d+ data bytes, file has 4/);
+    await expect(readIdxFile(file, { expectDims: 3 })).rejects.toThrow(
+      /huge-header\.idx: truncated: header dimensions \[2147483647×2147483647×2147483647\] need \d+ data bytes, file has 4/,
+    );
     const good = path.join(store.root, 'good.idx');
     await writeFile(good, encodeIdx([2, 3], Uint8Array.from([1, 2, 3, 4, 5, 6])));
     expect(await readIdxFile(good, { expectDims: 2 })).toEqual({ dims: [2, 3], data: Uint8Array.from([1, 2, 3, 4, 5, 6]) });
@@ -78,10 +92,22 @@ describe('CSV parser', () => {
     expect(Array.from(t.features)).toEqual([1, 2, 3, 4]);
     expect(Array.from(t.labels)).toEqual([0, 1]);
     expect(t.numClasses).toBe(2);
-    expectDataError(() => parseCsv('a,label\n1,0\nNaN,1\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /^f\.csv: line 3, column 1: not a finite number$/);
+    expectDataError(
+      () => parseCsv('a,label\n1,0\nNaN,1\n', { file: 'f.csv', labelColumn: 'label' }),
+      'DATA_CORRUPT',
+      /^f\.csv: line 3, column 1: not a finite number$/,
+    );
     expectDataError(() => parseCsv('a,label\n1,0\n\n,1\n', { file: 'f.csv', labelColumn: 1 }), 'DATA_CORRUPT', /line 4, column 1: empty cell/);
-    expectDataError(() => parseCsv('a,label\n1,0.5\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_CORRUPT', /line 2, column 2: the label is not an integer class in 0\.\.255/);
-    expectDataError(() => parseCsv('a,b\n1,0\n', { file: 'f.csv', labelColumn: 'label' }), 'DATA_MISMATCH', /^f\.csv: label column "label" not found in the header \(line 1, 2 columns\)$/);
+    expectDataError(
+      () => parseCsv('a,label\n1,0.5\n', { file: 'f.csv', labelColumn: 'label' }),
+      'DATA_CORRUPT',
+      /line 2, column 2: the label is not an integer class in 0\.\.255/,
+    );
+    expectDataError(
+      () => parseCsv('a,b\n1,0\n', { file: 'f.csv', labelColumn: 'label' }),
+      'DATA_MISMATCH',
+      /^f\.csv: label column "label" not found in the header \(line 1, 2 columns\)$/,
+    );
   });
 
   it('never echoes the text of the file in its errors', () => {
@@ -114,7 +140,9 @@ describe('CSV parser', () => {
       yield euro.subarray(2);
     }
     expect((await parseCsvStream(split(), { file: 'f.csv', labelColumn: 'label' })).featureColumns).toEqual(['€']);
-    await expect(parseCsvStream(chunks(['a,label\n', '1'.repeat(100)]), { file: 'f.csv', labelColumn: 'label', maxLineChars: 50 })).rejects.toThrow(/line 2 is longer than 50 characters/);
+    await expect(parseCsvStream(chunks(['a,label\n', '1'.repeat(100)]), { file: 'f.csv', labelColumn: 'label', maxLineChars: 50 })).rejects.toThrow(
+      /line 2 is longer than 50 characters/,
+    );
     // Many rows: the arrays grow as lines arrive.
     const big = ['x,y,label', ...Array.from({ length: 5000 }, (_, i) => `${i},${-i},${i % 4}`)].join('\n');
     const bt = await parseCsvStream(chunks(big.match(/[\s\S]{1,777}/g)!), { file: 'f.csv', labelColumn: 'label' });
@@ -173,7 +201,12 @@ describe('core:data-prep', () => {
     const good = await readFile(f.testImages);
     await writeFile(bad, good.subarray(0, 100_000)); // truncated
     const plugin = confined();
-    const err = await dispatch({ plugin, store: store.store, stageId: 'prep-bad', params: { source: { format: 'idx', images: bad, labels: f.testLabels } } }).catch((e: unknown) => e);
+    const err = await dispatch({
+      plugin,
+      store: store.store,
+      stageId: 'prep-bad',
+      params: { source: { format: 'idx', images: bad, labels: f.testLabels } },
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect((err as ApplicationFailure).nonRetryable).toBe(true);
     expect((err as ApplicationFailure).type).toBe('DATA_CORRUPT');
@@ -184,7 +217,12 @@ describe('core:data-prep', () => {
   it('rejects image and label files whose counts differ', async () => {
     const f = mnistFiles();
     const plugin = confined();
-    const err = await dispatch({ plugin, store: store.store, stageId: 'prep-mismatch', params: { source: { format: 'idx', images: f.testImages, labels: f.labels } } }).catch((e: unknown) => e);
+    const err = await dispatch({
+      plugin,
+      store: store.store,
+      stageId: 'prep-mismatch',
+      params: { source: { format: 'idx', images: f.testImages, labels: f.labels } },
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect((err as ApplicationFailure).nonRetryable).toBe(true);
     expect((err as ApplicationFailure).type).toBe('DATA_MISMATCH');

@@ -108,5 +108,11 @@ export async function dispatch(opts: {
     cache: false,
   };
   const env = new MockActivityEnvironment({ attempt: opts.attempt ?? 1 });
-  return env.run(acts.runStage, { runId: 'run-1', pipeline: opts.pipeline ?? 'test', stage, inputs: opts.inputs ?? {}, ...(opts.startedBy ? { startedBy: opts.startedBy } : {}) });
+  return env.run(acts.runStage, {
+    runId: 'run-1',
+    pipeline: opts.pipeline ?? 'test',
+    stage,
+    inputs: opts.inputs ?? {},
+    ...(opts.startedBy ? { startedBy: opts.startedBy } : {}),
+  });
 }

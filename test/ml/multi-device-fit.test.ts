@@ -38,7 +38,15 @@ beforeAll(async () => {
   setFlatWeights(tf, m, flat);
   const dir = store.store.dirFor('run-1', 'prune', 'model');
   await saveModel(m, dir);
-  await writeFile(path.join(dir, 'masks.json'), JSON.stringify({ format: 'capstan-masks/1', file: 'masks.bin', dtype: 'uint8', masks: [{ name: 'dense_1/kernel', shape: [784, 128], offset: 0, length: HIDDEN, dtype: 'uint8' }] }));
+  await writeFile(
+    path.join(dir, 'masks.json'),
+    JSON.stringify({
+      format: 'capstan-masks/1',
+      file: 'masks.bin',
+      dtype: 'uint8',
+      masks: [{ name: 'dense_1/kernel', shape: [784, 128], offset: 0, length: HIDDEN, dtype: 'uint8' }],
+    }),
+  );
   await writeFile(path.join(dir, 'masks.bin'), mask);
   model = await store.store.seal('model', dir);
 });
@@ -69,7 +77,16 @@ describe('core:multi-device-fit', () => {
     const results: StageResult[] = await Promise.all(ctxs.map((ctx) => plugin.run(ctx, params, { model, dataset })));
     for (const [i, r] of results.entries()) {
       // 3600 rows in global batches of 2 × 32: 57 steps, the last one 16 rows (8 each), kept.
-      expect(r.metrics).toMatchObject({ replica: i, replicas: 2, rounds: 3, resumedFromRound: 0, steps: 57, samples: 1800, shardSize: 1800, averagedOptimizerState: true });
+      expect(r.metrics).toMatchObject({
+        replica: i,
+        replicas: 2,
+        rounds: 3,
+        resumedFromRound: 0,
+        steps: 57,
+        samples: 1800,
+        shardSize: 1800,
+        averagedOptimizerState: true,
+      });
       expect(r.metrics.tfBackend).toMatch(/^(node-gpu|node|wasm|cpu)$/);
       expect(r.metrics.trainLoop).toBe('step');
       // The replica process's CPU time is reported to the meter.

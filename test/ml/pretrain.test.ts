@@ -90,14 +90,26 @@ describe('core:pretrain', () => {
     await writeFile(xFile, bytes);
 
     // Through the dispatch, the input's hash check refuses it before any process starts.
-    const err = await dispatch({ plugin: pretrainStage(), store: store.store, stageId: 'train-tampered', params: { epochs: 1 }, inputs: { dataset: ref } }).catch((e: unknown) => e);
+    const err = await dispatch({
+      plugin: pretrainStage(),
+      store: store.store,
+      stageId: 'train-tampered',
+      params: { epochs: 1 },
+      inputs: { dataset: ref },
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect(err).toMatchObject({ type: 'ARTIFACT_CORRUPT', nonRetryable: true });
     expect((err as Error).message).toMatch(/fails its hash check/);
 
     // With a reference that matches the tampered files, the dataset's own manifest catches it.
     const resealed = { ...ref, sha256: (await hashTree(store.store.resolve(ref))).sha256 };
-    const err2 = await dispatch({ plugin: pretrainStage(), store: store.store, stageId: 'train-tampered', params: { epochs: 1 }, inputs: { dataset: resealed } }).catch((e: unknown) => e);
+    const err2 = await dispatch({
+      plugin: pretrainStage(),
+      store: store.store,
+      stageId: 'train-tampered',
+      params: { epochs: 1 },
+      inputs: { dataset: resealed },
+    }).catch((e: unknown) => e);
     expect(err2).toBeInstanceOf(ApplicationFailure);
     expect(err2).toMatchObject({ type: 'DATA_CORRUPT', nonRetryable: true });
     expect((err2 as Error).message).toMatch(/train-x\.bin: SHA-256 does not match the manifest/);

@@ -83,7 +83,12 @@ describe('gradual pruning in the fine-tune', () => {
     const beats: FineTuneProgress[] = [];
     const r = await runFineTuneJob(job({ outDir }), (p) => beats.push(p));
     const stepsPerEpoch = Math.ceil(630 / 32); // 700 rows, 10 % for validation
-    expect(r).toMatchObject({ trainLoop: 'step', epochs: 2, steps: 2 * stepsPerEpoch, schedule: { kind: 'gradual', endStep: Math.round(0.75 * 2 * stepsPerEpoch), frequency: 3, finalSparsity: 0.8 } });
+    expect(r).toMatchObject({
+      trainLoop: 'step',
+      epochs: 2,
+      steps: 2 * stepsPerEpoch,
+      schedule: { kind: 'gradual', endStep: Math.round(0.75 * 2 * stepsPerEpoch), frequency: 3, finalSparsity: 0.8 },
+    });
     const { tf } = await loadTf();
     const out = decodeFloatWeights(await folderLoadHandler(tf, outDir).load!());
     const masks = (await readMasks(outDir))!;
@@ -97,7 +102,12 @@ describe('gradual pruning in the fine-tune', () => {
     // After epoch 1 (step 20 of 40, the end step 30), the checkpoint holds the schedule's sparsity then.
     const epoch1 = path.join(store.root, 'ft-a-epochs', (await readdir(path.join(store.root, 'ft-a-epochs'))).sort()[0]!);
     const checkpoint = await loadModel(tf, epoch1); // with its optimizer state
-    const kernel = { values: checkpoint.weights.find((w) => w.originalName === 'dense_1/kernel')!.read().dataSync() as Float32Array };
+    const kernel = {
+      values: checkpoint.weights
+        .find((w) => w.originalName === 'dense_1/kernel')!
+        .read()
+        .dataSync() as Float32Array,
+    };
     const expected = sparsityAfter(gradualSchedule({ target: 0.8, totalSteps: 2 * stepsPerEpoch, frequency: 3, endFraction: 0.75 }), stepsPerEpoch);
     expect(expected).toBeGreaterThan(0.3);
     expect(expected).toBeLessThan(0.8);

@@ -91,9 +91,26 @@ describe('step loop', () => {
     ensureConvFilterGrad(tf); // wasm has no filter-gradient kernel of its own; model.fit needs it too
     const build = () => {
       const m = tf.sequential();
-      m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }));
+      m.add(
+        tf.layers.conv2d({
+          inputShape: [28, 28, 1],
+          filters: 4,
+          kernelSize: 3,
+          activation: 'relu',
+          kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }),
+        }),
+      );
       m.add(tf.layers.maxPooling2d({ poolSize: 2 }));
-      m.add(tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }));
+      m.add(
+        tf.layers.conv2d({
+          filters: 6,
+          kernelSize: 3,
+          strides: 2,
+          padding: 'same',
+          activation: 'tanh',
+          kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }),
+        }),
+      );
       m.add(tf.layers.flatten());
       m.add(tf.layers.dense({ units: 16, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }));
       m.add(tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }));
@@ -238,7 +255,12 @@ describe('step loop state for pruning and replicas', () => {
     await loop.trainPass(rows, { batchSize: 64, seed: 1 });
     const keep = new Uint8Array(784 * 128).map((_, i) => (i % 2 ? 1 : 0));
     loop.setMasks([{ name: 'dense_1/kernel', keep }]);
-    expect(loop.readWeights().get('dense_1/kernel')!.every((v, i) => i % 2 === 1 || v === 0)).toBe(true);
+    expect(
+      loop
+        .readWeights()
+        .get('dense_1/kernel')!
+        .every((v, i) => i % 2 === 1 || v === 0),
+    ).toBe(true);
     await loop.trainPass(rows, { batchSize: 64, seed: 2 });
     const w = loop.readWeights().get('dense_1/kernel')!;
     expect(w.every((v, i) => i % 2 === 1 || v === 0)).toBe(true);

@@ -44,7 +44,10 @@ export async function postgresUrl(dbName = 'capstan_models'): Promise<string> {
     }
     return url;
   }
-  const { stdout } = await promisify(execFile)('bash', [path.join(root, 'scripts/postgres.sh'), path.join(root, '.data/pg'), String(PG_PORT), dbName], { cwd: root, timeout: 120_000 });
+  const { stdout } = await promisify(execFile)('bash', [path.join(root, 'scripts/postgres.sh'), path.join(root, '.data/pg'), String(PG_PORT), dbName], {
+    cwd: root,
+    timeout: 120_000,
+  });
   const printed = stdout.trim().split('\n').pop()!;
   if (!printed.startsWith('postgres://')) throw new Error(`scripts/postgres.sh printed no URL: ${stdout}`);
   return printed;
@@ -55,10 +58,13 @@ export async function freshRegistryDb(kind: 'sqlite' | 'postgres', sqliteDir: st
   // One PostgreSQL database per vitest project (wasm, native): the projects run this file at the
   // same time, and each empties the registry tables of its own database.
   const pgName = `capstan_models_${(process.env.CAPSTAN_TF_BACKEND ?? 'default').replace(/\W/g, '_')}`;
-  const db = kind === 'sqlite' ? await openDb({ sqlitePath: path.join(sqliteDir, `registry-${Date.now()}-${Math.random().toString(36).slice(2)}.db`) }) : await openDb({ url: await postgresUrl(pgName), sqlitePath: '' });
+  const db =
+    kind === 'sqlite'
+      ? await openDb({ sqlitePath: path.join(sqliteDir, `registry-${Date.now()}-${Math.random().toString(36).slice(2)}.db`) })
+      : await openDb({ url: await postgresUrl(pgName), sqlitePath: '' });
   if (kind === 'postgres') {
     await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners');
-    await db.run("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)");
+    await db.run('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
     await db.run("DELETE FROM schema_migrations WHERE id LIKE 'registry/%'");
   }
   await migrate(db, registryMigrations);

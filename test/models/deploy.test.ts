@@ -38,7 +38,9 @@ beforeAll(async () => {
   dataset = await makeDatasetArtifact(store);
   model = await makeModelArtifact(tf, store, dataset);
   const pq = pruneQuantizeStage();
-  quantized = (await pq.run(stageContext(store, { stageId: 'prune-quantize' }), pq.paramsSchema.parse({ sparsity: 0.5, quantize: 'uint8' }), { model, dataset })).outputs.model!;
+  quantized = (
+    await pq.run(stageContext(store, { stageId: 'prune-quantize' }), pq.paramsSchema.parse({ sparsity: 0.5, quantize: 'uint8' }), { model, dataset })
+  ).outputs.model!;
 }, 120_000);
 afterAll(async () => {
   await db.close();
@@ -49,9 +51,20 @@ const ADMIN = { name: 'ops', role: 'admin', tokenId: 'ad0000000000' };
 /** Another operator than TEST_OWNER (who starts the runs unless a test says otherwise). */
 const OPERATOR = { name: 'ci', role: 'operator', tokenId: 'c10000000000' };
 
-function deploy(runId: string, params: Record<string, unknown>, inputModel = model, o: { pipeline?: string; startedBy?: { name: string; role: string; tokenId?: string } | null } = {}) {
+function deploy(
+  runId: string,
+  params: Record<string, unknown>,
+  inputModel = model,
+  o: { pipeline?: string; startedBy?: { name: string; role: string; tokenId?: string } | null } = {},
+) {
   const plugin = deployStage();
-  const ctx = stageContext(store, { runId, stageId: 'deploy', pipeline: o.pipeline ?? 'mnist-default', services: { models: registry }, ...(o.startedBy !== undefined ? { startedBy: o.startedBy } : {}) });
+  const ctx = stageContext(store, {
+    runId,
+    stageId: 'deploy',
+    pipeline: o.pipeline ?? 'mnist-default',
+    services: { models: registry },
+    ...(o.startedBy !== undefined ? { startedBy: o.startedBy } : {}),
+  });
   return plugin.run(ctx, plugin.paramsSchema.parse(params), { model: inputModel, dataset });
 }
 
@@ -71,23 +84,47 @@ describe('core:deploy', () => {
     expect(deployParamsSchema.safeParse({ gates: { minAccuracy: 0.9 } }).success).toBe(false);
     expect(deployParamsSchema.safeParse({ modelName: '../x' }).success).toBe(false);
     expect(deployParamsSchema.safeParse({ gates: { noWorseThan: 'staging' } }).success).toBe(false);
-    expect(deployParamsSchema.safeParse({ gates: { tolerance: 0.01 } }).error?.issues[0]?.message).toBe('tolerance applies to noWorseThan: set noWorseThan: production too');
+    expect(deployParamsSchema.safeParse({ gates: { tolerance: 0.01 } }).error?.issues[0]?.message).toBe(
+      'tolerance applies to noWorseThan: set noWorseThan: production too',
+    );
     expect(deployParamsSchema.parse({ gates: { noWorseThan: 'production', tolerance: 0.01 } }).gates).toEqual({ noWorseThan: 'production', tolerance: 0.01 });
     expect(checkGates({ minTestAccuracy: 0.9, maxSizeBytes: 10 }, { testAccuracy: 0.95, p99LatencyMs: 3, sizeBytes: 11 })).toEqual([
       { gate: 'minTestAccuracy', threshold: 0.9, measured: 0.95, passed: true },
       { gate: 'maxSizeBytes', threshold: 10, measured: 11, passed: false },
     ]);
     const m = { testAccuracy: 0.9, p99LatencyMs: 1, sizeBytes: 1 };
-    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: null })).toEqual([{ gate: 'noWorseThan', threshold: 0, measured: 0.9, passed: true, note: 'passed: no production version yet' }]);
-    expect(checkGates({ noWorseThan: 'production', tolerance: 0.02 }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({ passed: true, productionVersion: 4, productionTestAccuracy: 0.91 });
-    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({ passed: false, note: "failed: test accuracy 0.9000 < production version 4's 0.9100 on the same test set" });
-    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, problem: 'model expects 5 values' } })[0]).toMatchObject({ passed: false, note: 'failed: production version 4 cannot be measured on this test set (model expects 5 values)' });
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: null })).toEqual([
+      { gate: 'noWorseThan', threshold: 0, measured: 0.9, passed: true, note: 'passed: no production version yet' },
+    ]);
+    expect(checkGates({ noWorseThan: 'production', tolerance: 0.02 }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({
+      passed: true,
+      productionVersion: 4,
+      productionTestAccuracy: 0.91,
+    });
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, testAccuracy: 0.91 } })[0]).toMatchObject({
+      passed: false,
+      note: "failed: test accuracy 0.9000 < production version 4's 0.9100 on the same test set",
+    });
+    expect(checkGates({ noWorseThan: 'production' }, { ...m, production: { version: 4, problem: 'model expects 5 values' } })[0]).toMatchObject({
+      passed: false,
+      note: 'failed: production version 4 cannot be measured on this test set (model expects 5 values)',
+    });
   });
 
   it('exports, measures, registers version 1 and promotes it when the gates pass', async () => {
     const r = await deploy('run-1', { modelName: 'mnist', gates: { minTestAccuracy: 0.5, maxSizeBytes: 10_000_000, maxP99LatencyMs: 60_000 } });
     const m = r.metrics;
-    expect(m).toMatchObject({ model: 'mnist', version: 1, promoted: true, alias: 'production', newVersion: true, tfBackend: backend, evalSplit: 'test', gatesChecked: 4, championChallenger: 'required' });
+    expect(m).toMatchObject({
+      model: 'mnist',
+      version: 1,
+      promoted: true,
+      alias: 'production',
+      newVersion: true,
+      tfBackend: backend,
+      evalSplit: 'test',
+      gatesChecked: 4,
+      championChallenger: 'required',
+    });
     for (const k of ['testAccuracy', 'p50LatencyMs', 'p99LatencyMs', 'sizeBytes']) expect(typeof m[k]).toBe('number');
     // Measured, not made up: positive latencies, the real export's size, an accuracy a trained model
     // has (the fixture trains far above chance), and the same figures in the registry.
@@ -171,9 +208,22 @@ describe('core:deploy', () => {
       await saveModel(wrong, dir);
       wrong.dispose();
       const ref = await store.seal('model', dir);
-      const err = await dispatch({ plugin: deployStage(), store, stageId: 'deploy', pipeline: 'mnist-default', startedBy: TEST_OWNER, params: { modelName: 'mnist', promote: false }, inputs: { model: ref, dataset }, services: { models: registry } as StageServices }).catch((e: unknown) => e);
+      const err = await dispatch({
+        plugin: deployStage(),
+        store,
+        stageId: 'deploy',
+        pipeline: 'mnist-default',
+        startedBy: TEST_OWNER,
+        params: { modelName: 'mnist', promote: false },
+        inputs: { model: ref, dataset },
+        services: { models: registry } as StageServices,
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ApplicationFailure);
-      expect(err).toMatchObject({ type: 'MODEL_DATASET_MISMATCH', nonRetryable: true, message: expect.stringContaining('model expects inputs of shape [5, 1]') });
+      expect(err).toMatchObject({
+        type: 'MODEL_DATASET_MISMATCH',
+        nonRetryable: true,
+        message: expect.stringContaining('model expects inputs of shape [5, 1]'),
+      });
     }
   });
 
@@ -190,23 +240,51 @@ describe('core:deploy', () => {
   });
 
   it('a model name belongs to the token that registered it first: the same pipeline name from another token is refused before any work; an admin may', async () => {
-    expect(await registry.owner('mnist')).toMatchObject({ model: 'mnist', tokenId: TEST_OWNER.tokenId, name: TEST_OWNER.name, pipeline: 'mnist-default', runId: 'run-1' });
+    expect(await registry.owner('mnist')).toMatchObject({
+      model: 'mnist',
+      tokenId: TEST_OWNER.tokenId,
+      name: TEST_OWNER.name,
+      pipeline: 'mnist-default',
+      runId: 'run-1',
+    });
     const before = (await registry.listVersions('mnist')).length;
-    const e = await failure(deploy('run-other', { modelName: 'mnist', gates: { minTestAccuracy: 0 } }, model, { pipeline: 'mnist-default', startedBy: OPERATOR }));
+    const e = await failure(
+      deploy('run-other', { modelName: 'mnist', gates: { minTestAccuracy: 0 } }, model, { pipeline: 'mnist-default', startedBy: OPERATOR }),
+    );
     expect(e).toMatchObject({ type: 'MODEL_NAME_TAKEN', retryable: false, details: { model: 'mnist' } });
     expect(e.message).toBe("model name mnist belongs to another token; registering versions of it or moving its aliases needs the owning token or an admin's");
     expect((await registry.listVersions('mnist')).length).toBe(before);
     // A run that records no token (older runs, old schedules) owns nothing, not even a new name.
     expect((await failure(deploy('run-anon', { modelName: 'unclaimed', promote: false }, model, { startedBy: null }))).type).toBe('MODEL_NAME_TAKEN');
-    expect((await failure(deploy('run-anon', { modelName: 'unclaimed', promote: false }, model, { startedBy: { name: 'old', role: 'operator' } }))).type).toBe('MODEL_NAME_TAKEN');
+    expect((await failure(deploy('run-anon', { modelName: 'unclaimed', promote: false }, model, { startedBy: { name: 'old', role: 'operator' } }))).type).toBe(
+      'MODEL_NAME_TAKEN',
+    );
     expect(await registry.hasModel('unclaimed')).toBe(false);
 
     // Through the real dispatch: the starter arrives with the activity input.
     const services = { models: registry } as StageServices;
-    const refused = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'mnist-default', startedBy: OPERATOR, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services }).catch((err: unknown) => err);
+    const refused = await dispatch({
+      plugin: deployStage(),
+      store,
+      stageId: 'deploy-x',
+      pipeline: 'mnist-default',
+      startedBy: OPERATOR,
+      params: { modelName: 'mnist', promote: false },
+      inputs: { model, dataset },
+      services,
+    }).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(ApplicationFailure);
     expect(refused).toMatchObject({ type: 'MODEL_NAME_TAKEN', nonRetryable: true });
-    const ok = await dispatch({ plugin: deployStage(), store, stageId: 'deploy-x', pipeline: 'intruder', startedBy: ADMIN, params: { modelName: 'mnist', promote: false }, inputs: { model, dataset }, services });
+    const ok = await dispatch({
+      plugin: deployStage(),
+      store,
+      stageId: 'deploy-x',
+      pipeline: 'intruder',
+      startedBy: ADMIN,
+      params: { modelName: 'mnist', promote: false },
+      inputs: { model, dataset },
+      services,
+    });
     expect(ok.metrics).toMatchObject({ model: 'mnist', version: before + 1, promoted: false });
     expect(await registry.owner('mnist')).toMatchObject({ tokenId: TEST_OWNER.tokenId });
 
@@ -234,12 +312,19 @@ describe('core:deploy', () => {
     // A trivial gate, and a tolerance as large as the schema allows: capped at the policy's 0.02.
     const e = await failure(deploy('run-cc2', { modelName: 'cc', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }, weak));
     expect(e.type).toBe('PROMOTION_GATE_FAILED');
-    expect(e.message).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set$/);
+    expect(e.message).toMatch(
+      /noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set$/,
+    );
     // An admin's run is held to it as well.
-    expect((await failure(deploy('run-cc3', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak, { startedBy: ADMIN }))).type).toBe('PROMOTION_GATE_FAILED');
+    expect((await failure(deploy('run-cc3', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak, { startedBy: ADMIN }))).type).toBe(
+      'PROMOTION_GATE_FAILED',
+    );
     expect((await registry.resolveAlias('cc'))?.version).toBe(1);
     // Another alias is not production: no champion/challenger.
-    expect((await deploy('run-cc4', { modelName: 'cc', alias: 'canary', gates: { minTestAccuracy: 0 } }, weak)).metrics).toMatchObject({ promoted: true, championChallenger: 'not moving production' });
+    expect((await deploy('run-cc4', { modelName: 'cc', alias: 'canary', gates: { minTestAccuracy: 0 } }, weak)).metrics).toMatchObject({
+      promoted: true,
+      championChallenger: 'not moving production',
+    });
 
     await registry.setPromotionPolicy('cc', { requireChampionChallenger: false }, ADMIN.name);
     const out = await deploy('run-cc5', { modelName: 'cc', gates: { minTestAccuracy: 0 } }, weak);
@@ -264,21 +349,35 @@ describe('core:deploy', () => {
     const ctx = stageContext(store, { runId: 'run-m3', stageId: 'deploy', pipeline: 'mnist-default', services: { models: racing } });
     const e = await failure(plugin.run(ctx, plugin.paramsSchema.parse({ modelName: 'moved', gates: { minTestAccuracy: 0 } }), { model, dataset }));
     expect(e).toMatchObject({ type: 'ALIAS_MOVED', retryable: true });
-    expect(e.message).toBe('model moved version 3 is registered but not promoted yet: production of moved moved to version 2 while version 3 was compared with version 1');
+    expect(e.message).toBe(
+      'model moved version 3 is registered but not promoted yet: production of moved moved to version 2 while version 3 was compared with version 1',
+    );
     expect((await registry.resolveAlias('moved'))?.version).toBe(2);
     // The retry measures against the production of now.
-    expect((await deploy('run-m3', { modelName: 'moved', gates: { minTestAccuracy: 0 } })).metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 2 });
+    expect((await deploy('run-m3', { modelName: 'moved', gates: { minTestAccuracy: 0 } })).metrics).toMatchObject({
+      version: 3,
+      promoted: true,
+      productionVersion: 2,
+    });
   });
 
   it('noWorseThan production compares the candidate with the production version on the same test set', async () => {
     const first = await deploy('run-c1', { modelName: 'champ', gates: { noWorseThan: 'production' } });
-    expect(first.metrics).toMatchObject({ version: 1, promoted: true, noWorseThan: 'passed: no production version yet', noWorseThanPassed: true, gatesChecked: 1 });
+    expect(first.metrics).toMatchObject({
+      version: 1,
+      promoted: true,
+      noWorseThan: 'passed: no production version yet',
+      noWorseThanPassed: true,
+      gatesChecked: 1,
+    });
     expect(first.metrics.productionVersion).toBeUndefined();
 
     const weak = await makeModelArtifact(tf, store, dataset, { runId: 'weak', hidden: [2], epochs: 1 });
     const e = await failure(deploy('run-c2', { modelName: 'champ', gates: { noWorseThan: 'production' } }, weak));
     expect(e.type).toBe('PROMOTION_GATE_FAILED');
-    expect(e.message).toMatch(/^model champ version 2 is registered but not promoted: noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/);
+    expect(e.message).toMatch(
+      /^model champ version 2 is registered but not promoted: noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/,
+    );
     const gate = (e.details!.gates as GateResult[])[0]!;
     expect(gate).toMatchObject({ gate: 'noWorseThan', passed: false, productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy });
     expect(gate.measured).toBeLessThan(first.metrics.testAccuracy as number);
@@ -289,7 +388,13 @@ describe('core:deploy', () => {
     const gap = (first.metrics.testAccuracy as number) - gate.measured;
     await registry.setPromotionPolicy('champ', { requireChampionChallenger: true, maxTolerance: 1 }, ADMIN.name);
     const tolerant = await deploy('run-c3', { modelName: 'champ', gates: { noWorseThan: 'production', tolerance: Math.min(1, gap + 0.01) } }, weak);
-    expect(tolerant.metrics).toMatchObject({ version: 3, promoted: true, productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy, noWorseThanPassed: true });
+    expect(tolerant.metrics).toMatchObject({
+      version: 3,
+      promoted: true,
+      productionVersion: 1,
+      productionTestAccuracy: first.metrics.testAccuracy,
+      noWorseThanPassed: true,
+    });
     expect(tolerant.metrics.noWorseThan).toMatch(/^passed: test accuracy 0\.\d{4} ≥ production version 1's 0\.\d{4} − tolerance [\d.]+ on the same test set$/);
 
     // The stronger model then beats the weak production version.

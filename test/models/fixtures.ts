@@ -77,7 +77,15 @@ export async function makePixelDatasetArtifact(store: ArtifactStore): Promise<Ar
     }
     return { x, y };
   };
-  const ds = buildDataset({ featureShape: FEATURE_SHAPE, numClasses: NUM_CLASSES, pool: make(800, 1), test: make(200, 2), validationFraction: 0.1, seed: 3, normalize: 'scale255' });
+  const ds = buildDataset({
+    featureShape: FEATURE_SHAPE,
+    numClasses: NUM_CLASSES,
+    pool: make(800, 1),
+    test: make(200, 2),
+    validationFraction: 0.1,
+    seed: 3,
+    normalize: 'scale255',
+  });
   const dir = await store.freshDir(store.dirFor('pixels', 'data-prep', 'dataset'));
   await writeDataset(dir, ds);
   return store.seal('dataset', dir);
@@ -87,7 +95,12 @@ export async function makePixelDatasetArtifact(store: ArtifactStore): Promise<Ar
  * An ONNX model folder (model.onnx + capstan-model.json) as an exporter outside Capstan would hand
  * it over: the tfjs model artifact converted with Capstan's converter and sealed as a 'model'.
  */
-export async function makeOnnxModelArtifact(tf: typeof TF, store: ArtifactStore, tfjsModel: ArtifactRef, opts: { runId?: string; quantize?: 'none' | 'uint8'; encoding?: InputEncodingMeta } = {}): Promise<ArtifactRef> {
+export async function makeOnnxModelArtifact(
+  tf: typeof TF,
+  store: ArtifactStore,
+  tfjsModel: ArtifactRef,
+  opts: { runId?: string; quantize?: 'none' | 'uint8'; encoding?: InputEncodingMeta } = {},
+): Promise<ArtifactRef> {
   const net = await loadModel(tf, store.resolve(tfjsModel));
   const dir = await store.freshDir(store.dirFor(opts.runId ?? 'fixture', 'export-onnx', 'model'));
   try {
@@ -99,10 +112,22 @@ export async function makeOnnxModelArtifact(tf: typeof TF, store: ArtifactStore,
 }
 
 /** Trains a 64-128-10 MLP for a few epochs on the dataset artifact and stores it as a 'model' artifact. */
-export async function makeModelArtifact(tf: typeof TF, store: ArtifactStore, dataset: ArtifactRef, opts: { runId?: string; stageId?: string; epochs?: number; hidden?: number[] } = {}): Promise<ArtifactRef> {
+export async function makeModelArtifact(
+  tf: typeof TF,
+  store: ArtifactStore,
+  dataset: ArtifactRef,
+  opts: { runId?: string; stageId?: string; epochs?: number; hidden?: number[] } = {},
+): Promise<ArtifactRef> {
   const { readDataset, inputsOf } = await import('../../ml/data/dataset.js');
   const ds = await readDataset(store.resolve(dataset), { splits: ['train'] });
-  const model = buildMlp(tf, { inputShape: FEATURE_SHAPE, hiddenUnits: opts.hidden ?? [128], activation: 'relu', dropout: 0, numClasses: NUM_CLASSES, seed: 5 });
+  const model = buildMlp(tf, {
+    inputShape: FEATURE_SHAPE,
+    hiddenUnits: opts.hidden ?? [128],
+    activation: 'relu',
+    dropout: 0,
+    numClasses: NUM_CLASSES,
+    seed: 5,
+  });
   model.compile({ optimizer: tf.train.adam(0.005), loss: 'sparseCategoricalCrossentropy' });
   const x = tf.tensor(inputsOf(ds, ds.splits.train), [ds.splits.train.count, ...FEATURE_SHAPE]);
   const y = tf.tensor1d(Array.from(ds.splits.train.y), 'float32');
@@ -125,7 +150,16 @@ export const TEST_OWNER: RunStarter = { name: 'test-owner', role: 'operator', to
  */
 export function stageContext(
   store: ArtifactStore,
-  over: { runId?: string; pipeline?: string; stageId?: string; attempt?: number; lastCheckpoint?: unknown; signal?: AbortSignal; services?: Partial<StageServices>; startedBy?: RunStarter | null } = {},
+  over: {
+    runId?: string;
+    pipeline?: string;
+    stageId?: string;
+    attempt?: number;
+    lastCheckpoint?: unknown;
+    signal?: AbortSignal;
+    services?: Partial<StageServices>;
+    startedBy?: RunStarter | null;
+  } = {},
 ): StageContext & { heartbeats: unknown[] } {
   const heartbeats: unknown[] = [];
   const given = over.services ?? {};

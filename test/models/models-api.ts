@@ -15,7 +15,11 @@ import type { ModelRegistry } from '../../serving/registry.js';
  * No run is touched, so no engine is needed; auth is off (these files are about serving;
  * test/api/auth.test.ts covers tokens and roles).
  */
-export async function serveModelsApi(o: { db: Db; models: ModelRegistry; modelServer: ModelServer }): Promise<{ api: Api; url: string; close(): Promise<void> }> {
+export async function serveModelsApi(o: {
+  db: Db;
+  models: ModelRegistry;
+  modelServer: ModelServer;
+}): Promise<{ api: Api; url: string; close(): Promise<void> }> {
   const api = createApi(
     {
       engine: {} as Engine,

@@ -52,7 +52,9 @@ describe('tfjs → ONNX', () => {
     const u8 = await maxDiff(mlp, 'uint8');
     expect(u8.diff).toBeLessThan(0.02);
     expect(u8.bytes).toBeLessThan(f32.bytes / 3);
-    console.info(`[onnx] seed MLP: float32 ${f32.bytes} B (max |Δp| ${f32.diff.toExponential(1)}), uint8 ${u8.bytes} B (max |Δp| ${u8.diff.toExponential(1)}, labels agree ${u8.labelsAgree})`);
+    console.info(
+      `[onnx] seed MLP: float32 ${f32.bytes} B (max |Δp| ${f32.diff.toExponential(1)}), uint8 ${u8.bytes} B (max |Δp| ${u8.diff.toExponential(1)}, labels agree ${u8.labelsAgree})`,
+    );
     mlp.dispose();
   });
 
@@ -75,13 +77,22 @@ describe('tfjs → ONNX', () => {
   });
 
   it('a model without a softmax at the end is marked as logits, and served as probabilities', async () => {
-    const m = tf.sequential({ layers: [tf.layers.dense({ inputShape: [4], units: 3, activation: 'linear', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) })] });
+    const m = tf.sequential({
+      layers: [tf.layers.dense({ inputShape: [4], units: 3, activation: 'linear', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) })],
+    });
     expect(tfjsToOnnx(m).outputKind).toBe('logits');
     const t = await tempStore();
     try {
       const dir = path.join(t.root, 'logits');
       const meta = await exportOnnxFolder(m, dir);
-      expect(meta).toMatchObject({ format: 'onnx', opset: 13, output: { kind: 'logits' }, labels: ['0', '1', '2'], quantization: 'none', input: { shape: [null, 4], dtype: 'float32', encoding: { kind: 'none' } } });
+      expect(meta).toMatchObject({
+        format: 'onnx',
+        opset: 13,
+        output: { kind: 'logits' },
+        labels: ['0', '1', '2'],
+        quantization: 'none',
+        input: { shape: [null, 4], dtype: 'float32', encoding: { kind: 'none' } },
+      });
       expect(await detectFormat(dir)).toBe('onnx');
       const served = await loadModelFolder(dir, 'onnx', { tf: () => loadTf() });
       const x = Float32Array.of(1, -2, 0.5, 3);
@@ -134,8 +145,23 @@ describe('tfjs → ONNX', () => {
       const { writeFile, mkdir } = await import('node:fs/promises');
       const dir = path.join(t.root, 'bad');
       await mkdir(dir, { recursive: true });
-      await writeFile(path.join(dir, 'capstan-model.json'), JSON.stringify({ format: 'onnx', metaVersion: 1, opset: 13, producer: 'x', input: { name: 'x', shape: [28, 28], dtype: 'float32' }, output: { name: 'y', kind: 'probabilities' }, labels: ['a'], quantization: 'none' }));
-      await expect(readOnnxMeta(dir)).rejects.toMatchObject({ code: 'MODEL_META_INVALID', message: expect.stringContaining('input.shape: the batch dimension first as null') });
+      await writeFile(
+        path.join(dir, 'capstan-model.json'),
+        JSON.stringify({
+          format: 'onnx',
+          metaVersion: 1,
+          opset: 13,
+          producer: 'x',
+          input: { name: 'x', shape: [28, 28], dtype: 'float32' },
+          output: { name: 'y', kind: 'probabilities' },
+          labels: ['a'],
+          quantization: 'none',
+        }),
+      );
+      await expect(readOnnxMeta(dir)).rejects.toMatchObject({
+        code: 'MODEL_META_INVALID',
+        message: expect.stringContaining('input.shape: the batch dimension first as null'),
+      });
       await writeFile(path.join(dir, 'capstan-model.json'), '{');
       await expect(detectFormat(dir)).rejects.toMatchObject({ code: 'MODEL_META_INVALID' });
       const only = path.join(t.root, 'only-onnx');

@@ -54,7 +54,11 @@ async function refused(p: Promise<unknown>): Promise<StageError> {
 }
 
 async function post(name: string, body: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(`${base}/models/${name}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(`${base}/models/${name}/predict`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: res.status, json: await res.json() };
 }
 
@@ -81,11 +85,19 @@ beforeAll(async () => {
   const { readDataset } = await import('../../ml/data/dataset.js');
   const fds = await readDataset(store.resolve(features), { splits: ['train'] });
   if (fds.normalization.kind !== 'zscore') throw new Error('expected z-scored features');
-  strongOnnx = await makeOnnxModelArtifact(tf, store, strong, { runId: 'strong', encoding: { kind: 'zscore', mean: fds.normalization.mean, std: fds.normalization.std } });
+  strongOnnx = await makeOnnxModelArtifact(tf, store, strong, {
+    runId: 'strong',
+    encoding: { kind: 'zscore', mean: fds.normalization.mean, std: fds.normalization.std },
+  });
   const pds = await readDataset(store.resolve(pixels), { splits: ['train', 'test'] });
   rawPixels = Array.from({ length: 10 }, (_, i) => Array.from((pds.splits.test!.x as Uint8Array).subarray(i * 64, (i + 1) * 64)));
 
-  server = createModelServer({ registry, artifacts: store, refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) });
+  server = createModelServer({
+    registry,
+    artifacts: store,
+    refreshIntervalMs: 0,
+    onPredictions: (model, version, count) => void booked.push({ model, version, count }),
+  });
   const served = await serveModelsApi({ db, models: registry, modelServer: server });
   base = served.url;
   closeHttp = served.close;
@@ -101,11 +113,18 @@ afterAll(async () => {
 describe('deploy gates across formats', () => {
   it('a tfjs champion is version 1; a worse ONNX challenger is registered as ONNX but refused by noWorseThan: production', async () => {
     const first = await deploy('run-1', { gates: { noWorseThan: 'production' } }, champion);
-    expect(first.metrics).toMatchObject({ version: 1, promoted: true, format: 'tfjs-layers', runtime: expect.stringMatching(/^tfjs 4\.22\.0 \((wasm|node|cpu)\)$/) });
+    expect(first.metrics).toMatchObject({
+      version: 1,
+      promoted: true,
+      format: 'tfjs-layers',
+      runtime: expect.stringMatching(/^tfjs 4\.22\.0 \((wasm|node|cpu)\)$/),
+    });
 
     const e = await refused(deploy('run-2', { format: 'onnx', gates: { noWorseThan: 'production' } }, weak));
     expect(e.type).toBe('PROMOTION_GATE_FAILED');
-    expect(e.message).toMatch(/^model digits version 2 is registered but not promoted: noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/);
+    expect(e.message).toMatch(
+      /^model digits version 2 is registered but not promoted: noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} on the same test set$/,
+    );
     const gate = (e.details!.gates as GateResult[])[0]!;
     expect(gate).toMatchObject({ productionVersion: 1, productionTestAccuracy: first.metrics.testAccuracy });
     expect(e.details).toMatchObject({ format: 'onnx', runtime: ORT_RUNTIME, weightFormat: 'float32' });
@@ -117,10 +136,21 @@ describe('deploy gates across formats', () => {
   it('a better ONNX model (a folder as an exporter hands it over) is measured through ONNX Runtime, compared with the tfjs champion and promoted', async () => {
     const r = await deploy('run-3', { gates: { noWorseThan: 'production', minTestAccuracy: 0.3, maxP99LatencyMs: 60_000 } }, strongOnnx);
     const m = r.metrics;
-    expect(m).toMatchObject({ version: 3, promoted: true, format: 'onnx', runtime: ORT_RUNTIME, productionVersion: 1, noWorseThanPassed: true, weightFormat: 'float32', evalSplit: 'test' });
+    expect(m).toMatchObject({
+      version: 3,
+      promoted: true,
+      format: 'onnx',
+      runtime: ORT_RUNTIME,
+      productionVersion: 1,
+      noWorseThanPassed: true,
+      weightFormat: 'float32',
+      evalSplit: 'test',
+    });
     expect(m.testAccuracy as number).toBeGreaterThan(m.productionTestAccuracy as number);
     expect(m.tfBackend).toBeUndefined();
-    console.info(`[onnx] champion tfjs v1 ${(m.productionTestAccuracy as number).toFixed(4)} → challenger ONNX v3 ${(m.testAccuracy as number).toFixed(4)}; p50/p99 ${m.p50LatencyMs}/${m.p99LatencyMs} ms, ${m.sizeBytes} B`);
+    console.info(
+      `[onnx] champion tfjs v1 ${(m.productionTestAccuracy as number).toFixed(4)} → challenger ONNX v3 ${(m.testAccuracy as number).toFixed(4)}; p50/p99 ${m.p50LatencyMs}/${m.p99LatencyMs} ms, ${m.sizeBytes} B`,
+    );
     const v3 = (await registry.resolveAlias('digits'))!;
     expect(v3).toMatchObject({ version: 3, format: 'onnx' });
     const { readdir } = await import('node:fs/promises');
@@ -152,27 +182,43 @@ describe('deploy gates across formats', () => {
     expect(r.metrics).toMatchObject({ version: 4, format: 'onnx', weightFormat: 'uint8', promoted: false });
     expect(r.metrics.sizeBytes as number).toBeLessThan(float.bytes / 2);
     expect(Math.abs((r.metrics.testAccuracy as number) - (float.metrics.testAccuracy as number))).toBeLessThan(0.03);
-    console.info(`[onnx] float32 ${float.bytes} B ${(float.metrics.testAccuracy as number).toFixed(4)} vs uint8 ${r.metrics.sizeBytes} B ${(r.metrics.testAccuracy as number).toFixed(4)}`);
+    console.info(
+      `[onnx] float32 ${float.bytes} B ${(float.metrics.testAccuracy as number).toFixed(4)} vs uint8 ${r.metrics.sizeBytes} B ${(r.metrics.testAccuracy as number).toFixed(4)}`,
+    );
   });
 
   it('refuses what cannot be deployed before any work, with a code', async () => {
-    expect(deployParamsSchema.safeParse({ format: 'onnx', quantize: 'float16' }).error?.issues[0]?.message).toBe('ONNX models are quantized to uint8 or not at all: use quantize none or uint8 with format onnx');
+    expect(deployParamsSchema.safeParse({ format: 'onnx', quantize: 'float16' }).error?.issues[0]?.message).toBe(
+      'ONNX models are quantized to uint8 or not at all: use quantize none or uint8 with format onnx',
+    );
     expect((await refused(deploy('run-x1', { format: 'tfjs-layers', promote: false }, strongOnnx))).type).toBe('CONVERSION_UNSUPPORTED');
     expect((await refused(deploy('run-x2', { quantize: 'uint8', promote: false }, strongOnnx))).message).toContain('does not re-quantize ONNX graphs');
     // An ONNX model trained on 0–255 pixels scaled by 1/255, measured on z-scored features.
     const pixelOnnx = await makeOnnxModelArtifact(tf, store, strong, { runId: 'px', encoding: { kind: 'scale', scale: 1 / 255, rawRange: [0, 255] } });
-    await expect(deploy('run-x3', { promote: false }, pixelOnnx)).rejects.toMatchObject({ code: 'MODEL_DATASET_MISMATCH', message: expect.stringContaining('trained on inputs scaled by 0.00392') });
+    await expect(deploy('run-x3', { promote: false }, pixelOnnx)).rejects.toMatchObject({
+      code: 'MODEL_DATASET_MISMATCH',
+      message: expect.stringContaining('trained on inputs scaled by 0.00392'),
+    });
     const bare = await store.freshDir(store.dirFor('bare', 'export', 'model'));
     await mkdir(bare, { recursive: true });
     await writeFile(path.join(bare, 'model.onnx'), new Uint8Array([8, 8]));
     await expect(deploy('run-x4', { promote: false }, await store.seal('model', bare))).rejects.toMatchObject({ code: 'MODEL_FORMAT_UNKNOWN' });
     // A tfjs model with a layer the converter does not know.
     const { saveModel } = await import('../../ml/models/io.js');
-    const odd = tf.sequential({ layers: [tf.layers.flatten({ inputShape: [8, 8] }), tf.layers.batchNormalization({ name: 'norm' }), tf.layers.dense({ units: 10, activation: 'softmax' })] });
+    const odd = tf.sequential({
+      layers: [
+        tf.layers.flatten({ inputShape: [8, 8] }),
+        tf.layers.batchNormalization({ name: 'norm' }),
+        tf.layers.dense({ units: 10, activation: 'softmax' }),
+      ],
+    });
     const oddDir = await store.freshDir(store.dirFor('odd', 'pretrain', 'model'));
     await saveModel(odd, oddDir);
     odd.dispose();
-    await expect(deploy('run-x5', { format: 'onnx', promote: false }, await store.seal('model', oddDir))).rejects.toMatchObject({ code: 'ONNX_EXPORT_UNSUPPORTED', message: expect.stringContaining('layer norm: BatchNormalization layers do not convert') });
+    await expect(deploy('run-x5', { format: 'onnx', promote: false }, await store.seal('model', oddDir))).rejects.toMatchObject({
+      code: 'ONNX_EXPORT_UNSUPPORTED',
+      message: expect.stringContaining('layer norm: BatchNormalization layers do not convert'),
+    });
     expect((await registry.listVersions('digits')).map((v) => v.version)).toEqual([4, 3, 2, 1]);
   });
 });
@@ -191,13 +237,17 @@ describe('serving ONNX', () => {
     for (const p of json.predictions) expect(p.className).toBe(String(p.label));
     expect(booked.slice(before)).toEqual([{ model: 'digits', version: 3, count: 3 }]);
     expect(server.served()).toMatchObject([{ model: 'digits', version: 3, format: 'onnx', runtime: ORT_RUNTIME, sampleShape: [8, 8] }]);
-    const r = await gql(`{ model(name: "digits") { servingVersion servingRuntime production { version format runtime } versions { version format runtime metrics } } }`);
+    const r = await gql(
+      `{ model(name: "digits") { servingVersion servingRuntime production { version format runtime } versions { version format runtime metrics } } }`,
+    );
     expect(r.errors).toBeUndefined();
     expect(r.data.model).toMatchObject({ servingVersion: 3, servingRuntime: ORT_RUNTIME, production: { version: 3, format: 'ONNX', runtime: ORT_RUNTIME } });
     expect(r.data.model.versions.map((v: { format: string }) => v.format)).toEqual(['ONNX', 'ONNX', 'ONNX', 'TFJS_LAYERS']);
     expect(r.data.model.versions[3].runtime).toMatch(/^tfjs 4\.22\.0/);
     expect(r.data.model.versions[0].metrics.weightFormat).toBe('uint8');
-    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version predictions { label className } } }`, { i: samples.slice(0, 2) });
+    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { version predictions { label className } } }`, {
+      i: samples.slice(0, 2),
+    });
     for (const x of p.data.predict.predictions) expect(x.className).toBe(String(x.label));
     expect(p.data.predict).toMatchObject({ version: 3 });
     expect(p.data.predict.predictions.map((x: { label: number }) => x.label)).toEqual(json.predictions.slice(0, 2).map((x: { label: number }) => x.label));
@@ -287,7 +337,9 @@ describe('serving ONNX', () => {
     const s = createModelServer({ registry, artifacts: store, maxLoaded: 1 });
     try {
       const names = ['digits', 'pixels-tfjs', 'pixels-onnx'];
-      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => s.predict(names[i % 3]!, [i % 3 === 0 ? samples[0] : rawPixels[0]!.map((v) => v / 255)])));
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, i) => s.predict(names[i % 3]!, [i % 3 === 0 ? samples[0] : rawPixels[0]!.map((v) => v / 255)])),
+      );
       expect(results.map((r) => r.model)).toEqual(Array.from({ length: 60 }, (_, i) => names[i % 3]));
       expect(s.served()).toHaveLength(1);
       expect(s.served()[0]!.inFlight).toBe(0);

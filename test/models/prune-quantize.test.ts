@@ -202,9 +202,21 @@ describe('core:prune-quantize', () => {
 
   it("params written before the schedule existed stay valid; schedule: 'oneshot' prunes at once and fine-tunes with fixed masks", async () => {
     const plugin = pruneQuantizeStage();
-    expect(plugin.paramsSchema.parse({ sparsity: 0.8, fineTuneEpochs: 1, quantize: 'none' })).toMatchObject({ schedule: 'gradual', pruningFrequency: 100, pruningEndFraction: 0.75, seed: 42 });
+    expect(plugin.paramsSchema.parse({ sparsity: 0.8, fineTuneEpochs: 1, quantize: 'none' })).toMatchObject({
+      schedule: 'gradual',
+      pruningFrequency: 100,
+      pruningEndFraction: 0.75,
+      seed: 42,
+    });
     expect(plugin.paramsSchema.safeParse({ schedule: 'sudden' }).success).toBe(false);
-    const { result, dir } = await run('pq-oneshot', { sparsity: 0.8, fineTuneEpochs: 1, fineTuneSamples: 256, batchSize: 64, quantize: 'none', schedule: 'oneshot' });
+    const { result, dir } = await run('pq-oneshot', {
+      sparsity: 0.8,
+      fineTuneEpochs: 1,
+      fineTuneSamples: 256,
+      batchSize: 64,
+      quantize: 'none',
+      schedule: 'oneshot',
+    });
     expect(result.metrics).toMatchObject({ pruningSchedule: 'oneshot', fineTuneSteps: 4 });
     expect(result.metrics).not.toHaveProperty('pruningEndStep');
     // The one-shot masks are those of the input model's magnitudes.
@@ -217,7 +229,9 @@ describe('core:prune-quantize', () => {
 
   it('refuses an already quantized model with a clear non-retryable error', async () => {
     const { result } = await run('pq-first', { sparsity: 0.5, quantize: 'uint8' });
-    const err = await dispatch({ plugin: pruneQuantizeStage(), store, stageId: 'pq-second', inputs: { model: result.outputs.model!, dataset } }).catch((e: unknown) => e);
+    const err = await dispatch({ plugin: pruneQuantizeStage(), store, stageId: 'pq-second', inputs: { model: result.outputs.model!, dataset } }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect(err).toMatchObject({ type: 'MODEL_UNSUPPORTED', nonRetryable: true, message: expect.stringContaining('already quantized') });
   }, 60_000);

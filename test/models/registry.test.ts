@@ -43,12 +43,20 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     expect([a1.version.version, a2.version.version, other.version.version]).toEqual([1, 2, 1]);
     expect(a1.created && a2.created && other.created).toBe(true);
     const got = await reg.getVersion('mnist', 1);
-    expect(got).toMatchObject({ model: 'mnist', version: 1, runId: 'run-a', stageId: 'deploy', sha256: 'aa', bytes: 1234, metrics: { testAccuracy: 0.91, tfBackend: 'wasm' } });
+    expect(got).toMatchObject({
+      model: 'mnist',
+      version: 1,
+      runId: 'run-a',
+      stageId: 'deploy',
+      sha256: 'aa',
+      bytes: 1234,
+      metrics: { testAccuracy: 0.91, tfBackend: 'wasm' },
+    });
     expect((await reg.listVersions('mnist')).map((v) => v.version)).toEqual([2, 1]);
     expect(await reg.listModels()).toEqual(['fashion', 'mnist']);
   });
 
-  it('records each version\'s format: tfjs-layers unless the version says onnx', async () => {
+  it("records each version's format: tfjs-layers unless the version says onnx", async () => {
     const onnx = await reg.register(input({ model: 'formats', runId: 'run-onnx', format: 'onnx' }));
     const tfjs = await reg.register(input({ model: 'formats', runId: 'run-tfjs' }));
     expect([onnx.version.format, tfjs.version.format]).toEqual(['onnx', 'tfjs-layers']);
@@ -98,14 +106,24 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
   });
 
   it('a model name is owned by the token that registered it first, not by a pipeline name; input specs round-trip', async () => {
-    const spec = { shape: [2, 2], dtype: 'float32' as const, range: [0, 1] as [number, number], describe: 'normalised pixels', raw: { kind: 'scale' as const, scale: 1 / 255, rawRange: [0, 255] as [number, number], describe: 'raw 0–255 pixels' } };
-    const first = await reg.register(input({ model: 'owned', runId: 'o1', inputSpec: spec, owner: { pipeline: 'alpha', tokenId: 'aaaaaaaaaaaa', name: 'alice' } }));
+    const spec = {
+      shape: [2, 2],
+      dtype: 'float32' as const,
+      range: [0, 1] as [number, number],
+      describe: 'normalised pixels',
+      raw: { kind: 'scale' as const, scale: 1 / 255, rawRange: [0, 255] as [number, number], describe: 'raw 0–255 pixels' },
+    };
+    const first = await reg.register(
+      input({ model: 'owned', runId: 'o1', inputSpec: spec, owner: { pipeline: 'alpha', tokenId: 'aaaaaaaaaaaa', name: 'alice' } }),
+    );
     expect(first.version.inputSpec).toEqual(spec);
     expect((await reg.getVersion('owned', 1))?.inputSpec).toEqual(spec);
-    expect((await reg.resolveAlias('owned'))).toBeUndefined();
+    expect(await reg.resolveAlias('owned')).toBeUndefined();
     expect(await reg.owner('owned')).toMatchObject({ model: 'owned', tokenId: 'aaaaaaaaaaaa', name: 'alice', pipeline: 'alpha', runId: 'o1', grantedBy: null });
     // The same pipeline name from another token is refused: the name proves nothing.
-    await expect(reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'alpha', tokenId: 'bbbbbbbbbbbb', name: 'bob' } }))).rejects.toMatchObject({
+    await expect(
+      reg.register(input({ model: 'owned', runId: 'o2', owner: { pipeline: 'alpha', tokenId: 'bbbbbbbbbbbb', name: 'bob' } })),
+    ).rejects.toMatchObject({
       code: 'MODEL_NAME_TAKEN',
       message: "model name owned belongs to another token; registering versions of it or moving its aliases needs the owning token or an admin's",
     });
@@ -144,33 +162,65 @@ describe.each(['sqlite', 'postgres'] as const)('model registry on %s', (kind) =>
     expect(await reg.mayWrite('owned', { tokenId: 'bbbbbbbbbbbb' })).toBe(true);
     // A reservation: a name nobody registered yet.
     await reg.setOwner('reserved', { tokenId: 'bbbbbbbbbbbb', name: 'bob' }, 'root');
-    await expect(reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
+    await expect(reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({
+      code: 'MODEL_NAME_TAKEN',
+    });
     expect((await reg.register(input({ model: 'reserved', runId: 'z1', owner: { pipeline: 'p', tokenId: 'bbbbbbbbbbbb' } }))).version.version).toBe(1);
 
     expect(await reg.promotionPolicy('owned')).toEqual({ model: 'owned', requireChampionChallenger: true, maxTolerance: 0.02, setBy: null, setAt: null });
-    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: false }, 'root')).toMatchObject({ requireChampionChallenger: false, maxTolerance: 0.02, setBy: 'root' });
-    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 0.005 }, 'ops')).toMatchObject({ requireChampionChallenger: true, maxTolerance: 0.005, setBy: 'ops' });
+    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: false }, 'root')).toMatchObject({
+      requireChampionChallenger: false,
+      maxTolerance: 0.02,
+      setBy: 'root',
+    });
+    expect(await reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 0.005 }, 'ops')).toMatchObject({
+      requireChampionChallenger: true,
+      maxTolerance: 0.005,
+      setBy: 'ops',
+    });
     await expect(reg.setPromotionPolicy('owned', { requireChampionChallenger: true, maxTolerance: 2 }, 'ops')).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
   });
 
   it('migrations 0002 and 0004: existing names keep their pipeline but no token, so only admins may write to them until one grants them', async () => {
-    await db.run('DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners, model_policies'.replace(/, /g, kind === 'sqlite' ? '; DROP TABLE IF EXISTS ' : ', '));
+    await db.run(
+      'DROP TABLE IF EXISTS model_versions, model_aliases, model_alias_events, model_owners, model_policies'.replace(
+        /, /g,
+        kind === 'sqlite' ? '; DROP TABLE IF EXISTS ' : ', ',
+      ),
+    );
     await db.run("DELETE FROM schema_migrations WHERE id LIKE 'registry/%'");
     expect(await migrate(db, registryMigrations.slice(0, 1))).toEqual(['registry/0001-init']);
     const row = (model: string, version: number, runId: string, metrics: string) =>
-      db.run('INSERT INTO model_versions (model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [model, version, runId, 'deploy', 'artifact:x', 'aa', 1, metrics, `2024-01-0${version}T00:00:00.000Z`]);
+      db.run(
+        'INSERT INTO model_versions (model, version, run_id, stage_id, artifact_uri, sha256, bytes, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [model, version, runId, 'deploy', 'artifact:x', 'aa', 1, metrics, `2024-01-0${version}T00:00:00.000Z`],
+      );
     await row('old', 1, 'pipeline/first/aaaaa', JSON.stringify({ pipeline: 'first', testAccuracy: 0.9 }));
     await row('old', 2, 'pipeline/second/bbbbb', JSON.stringify({ pipeline: 'second' }));
     await row('anon', 1, 'r', JSON.stringify({ testAccuracy: 0.5 }));
-    expect(await migrate(db, registryMigrations)).toEqual(['registry/0002-owners-input-spec', 'registry/0003-model-format', 'registry/0004-principal-owners-policies']);
-    expect(await reg.owner('old')).toEqual({ model: 'old', tokenId: null, name: null, pipeline: 'first', runId: 'pipeline/first/aaaaa', claimedAt: '2024-01-01T00:00:00.000Z', grantedBy: null });
+    expect(await migrate(db, registryMigrations)).toEqual([
+      'registry/0002-owners-input-spec',
+      'registry/0003-model-format',
+      'registry/0004-principal-owners-policies',
+    ]);
+    expect(await reg.owner('old')).toEqual({
+      model: 'old',
+      tokenId: null,
+      name: null,
+      pipeline: 'first',
+      runId: 'pipeline/first/aaaaa',
+      claimedAt: '2024-01-01T00:00:00.000Z',
+      grantedBy: null,
+    });
     expect(await reg.owner('anon')).toBeUndefined();
     expect((await reg.getVersion('old', 1))?.inputSpec).toBeUndefined();
     // Migration 0003: versions from before formats were recorded are tfjs layers folders.
     expect((await reg.getVersion('old', 2))?.format).toBe('tfjs-layers');
     // Neither the pipeline of record nor a newcomer may write to them; an admin may.
     for (const model of ['old', 'anon']) {
-      await expect(reg.register(input({ model, runId: 'r2', owner: { pipeline: 'first', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({ code: 'MODEL_NAME_TAKEN' });
+      await expect(reg.register(input({ model, runId: 'r2', owner: { pipeline: 'first', tokenId: 'aaaaaaaaaaaa' } }))).rejects.toMatchObject({
+        code: 'MODEL_NAME_TAKEN',
+      });
       expect(await reg.mayWrite(model, { tokenId: 'aaaaaaaaaaaa' })).toBe(false);
       expect(await reg.mayWrite(model, { admin: true })).toBe(true);
     }

@@ -104,11 +104,15 @@ describe('input spec: range check and raw encoding', () => {
   it('refuses raw pixels sent as normalised values, saying what was expected (HTTP 400, GraphQL BAD_INPUT)', async () => {
     const e = await refusal(server.predict('pixels', [rawPixels[0]!.map(() => 255)]));
     expect(e.status).toBe(400);
-    expect(e.message).toBe('inputs[0] at flat index 0 is 255, but values must be in [0, 1] (normalised pixels) for model pixels v1; send raw 0–255 pixels with "encoding": "raw"');
+    expect(e.message).toBe(
+      'inputs[0] at flat index 0 is 255, but values must be in [0, 1] (normalised pixels) for model pixels v1; send raw 0–255 pixels with "encoding": "raw"',
+    );
     const viaHttp = await post('pixels', { inputs: [rawPixels[0]] });
     expect(viaHttp.status).toBe(400);
     expect(viaHttp.json.error.code).toBe('BAD_INPUT');
-    expect(viaHttp.json.error.message).toMatch(/^inputs\[0\] at flat index \d+ is \d+, but values must be in \[0, 1\] \(normalised pixels\) for model pixels v1; send raw 0–255 pixels with "encoding": "raw"$/);
+    expect(viaHttp.json.error.message).toMatch(
+      /^inputs\[0\] at flat index \d+ is \d+, but values must be in \[0, 1\] \(normalised pixels\) for model pixels v1; send raw 0–255 pixels with "encoding": "raw"$/,
+    );
     const viaGql = await gql(`query($i: [[Float!]!]!) { predict(model: "pixels", inputs: $i) { version } }`, { i: [rawPixels[0]] });
     expect(viaGql.errors[0].extensions.code).toBe('BAD_INPUT');
     expect(viaGql.errors[0].message).toContain('send raw 0–255 pixels with "encoding": "raw"');
@@ -124,7 +128,9 @@ describe('input spec: range check and raw encoding', () => {
     const viaHttp = await post('pixels', { inputs: rawPixels.slice(0, 2), encoding: 'raw' });
     expect(viaHttp.status).toBe(200);
     expect(viaHttp.json.predictions.map((p: { label: number }) => p.label)).toEqual(a.predictions.slice(0, 2).map((p) => p.label));
-    const viaGql = await gql(`query($i: [[Float!]!]!) { predict(model: "pixels", inputs: $i, encoding: RAW) { predictions { label } } }`, { i: rawPixels.slice(0, 2) });
+    const viaGql = await gql(`query($i: [[Float!]!]!) { predict(model: "pixels", inputs: $i, encoding: RAW) { predictions { label } } }`, {
+      i: rawPixels.slice(0, 2),
+    });
     expect(viaGql.errors).toBeUndefined();
     expect(viaGql.data.predict.predictions.map((p: { label: number }) => p.label)).toEqual(a.predictions.slice(0, 2).map((p) => p.label));
     // Raw values must be raw pixels.
@@ -140,21 +146,35 @@ describe('input spec: range check and raw encoding', () => {
     expect(spec).toMatchObject({ describe: 'z-scored features', raw: { kind: 'zscore' } });
     const a = await server.predict('features', zSamples);
     const e = await refusal(server.predict('features', [zSamples[0]!.map((v, j) => (j === 3 ? 1e4 : v))]));
-    expect(e.message).toMatch(/^inputs\[0\] at flat index 3 is 10000, but values must be in \[-?[\d.]+, [\d.]+\] \(z-scored features\) for model features v1; send raw feature values with "encoding": "raw"$/);
+    expect(e.message).toMatch(
+      /^inputs\[0\] at flat index 3 is 10000, but values must be in \[-?[\d.]+, [\d.]+\] \(z-scored features\) for model features v1; send raw feature values with "encoding": "raw"$/,
+    );
     const b = await server.predict('features', zRaw, { encoding: 'raw' });
     expect(b.predictions.map((p) => p.label)).toEqual(a.predictions.map((p) => p.label));
     const far = await refusal(server.predict('features', [zRaw[0]!.map((v, j) => (j === 0 ? v + 1e6 : v))], { encoding: 'raw' }));
-    expect(far.message).toMatch(/^inputs\[0\] at flat index 0 normalises to [\d.e+]+, but values must be in .* \(z-scored features\) for model features v1: the sample is far outside the data the model was trained on$/);
+    expect(far.message).toMatch(
+      /^inputs\[0\] at flat index 0 normalises to [\d.e+]+, but values must be in .* \(z-scored features\) for model features v1: the sample is far outside the data the model was trained on$/,
+    );
   });
 
   it('serves versions registered before input specs were recorded without a range check, and refuses raw for them', async () => {
     const v1 = (await registry.getVersion('pixels', 1))!;
-    const { version: old } = await registry.register({ model: 'legacy', runId: 'old-run', stageId: 'deploy', artifactUri: v1.artifactUri, sha256: v1.sha256, bytes: v1.bytes, metrics: {} });
+    const { version: old } = await registry.register({
+      model: 'legacy',
+      runId: 'old-run',
+      stageId: 'deploy',
+      artifactUri: v1.artifactUri,
+      sha256: v1.sha256,
+      bytes: v1.bytes,
+      metrics: {},
+    });
     await registry.setAlias('legacy', 'production', old.version);
     const r = await server.predict('legacy', [rawPixels[0]]);
     expect(r.predictions).toHaveLength(1);
     const e = await refusal(server.predict('legacy', [rawPixels[0]], { encoding: 'raw' }));
-    expect(e.message).toBe('model legacy v1 records no raw encoding (it was registered without an input spec, or its data needs none): send inputs as the model takes them, without "encoding": "raw"');
+    expect(e.message).toBe(
+      'model legacy v1 records no raw encoding (it was registered without an input spec, or its data needs none): send inputs as the model takes them, without "encoding": "raw"',
+    );
   });
 });
 
@@ -165,7 +185,16 @@ describe('bounded model cache', () => {
     for (let i = 0; i < n; i++) {
       const name = `cached-${i}`;
       if (!(await registry.hasModel(name))) {
-        await registry.register({ model: name, runId: `c${i}`, stageId: 'deploy', artifactUri: v1.artifactUri, sha256: v1.sha256, bytes: v1.bytes, metrics: {}, inputSpec: v1.inputSpec! });
+        await registry.register({
+          model: name,
+          runId: `c${i}`,
+          stageId: 'deploy',
+          artifactUri: v1.artifactUri,
+          sha256: v1.sha256,
+          bytes: v1.bytes,
+          metrics: {},
+          inputSpec: v1.inputSpec!,
+        });
         await registry.setAlias(name, 'production', 1);
       }
       out.push(name);
@@ -185,11 +214,21 @@ describe('bounded model cache', () => {
       await s.predict(m1, sample());
       await s.predict(m0, sample()); // m0 is now the most recently used
       await s.predict(m2, sample()); // evicts m1
-      expect(s.served().map((e) => e.model).sort()).toEqual([m0, m2].sort());
+      expect(
+        s
+          .served()
+          .map((e) => e.model)
+          .sort(),
+      ).toEqual([m0, m2].sort());
       expect(tf.memory().numTensors - baseline).toBe(2 * perModel);
       // An evicted model loads again on demand.
       expect((await s.predict(m1, sample())).version).toBe(1);
-      expect(s.served().map((e) => e.model).sort()).toEqual([m1, m2].sort());
+      expect(
+        s
+          .served()
+          .map((e) => e.model)
+          .sort(),
+      ).toEqual([m1, m2].sort());
       expect(tf.memory().numTensors - baseline).toBe(2 * perModel);
     } finally {
       await s.close();

@@ -27,7 +27,11 @@ let samples: number[][];
 const booked: { model: string; version: number; count: number }[] = [];
 
 async function predict(name: string, body: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(`${base}/models/${name}/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const res = await fetch(`${base}/models/${name}/predict`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   return { status: res.status, json: await res.json() };
 }
 
@@ -38,7 +42,11 @@ async function gql(query: string, variables: Record<string, unknown> = {}): Prom
 
 async function deploy(runId: string, model: ArtifactRef, promote: boolean): Promise<number> {
   const plugin = deployStage();
-  const r = await plugin.run(stageContext(store, { runId, stageId: 'deploy', services: { models: registry } }), plugin.paramsSchema.parse({ modelName: 'digits', promote, latencyRuns: 20, gates: { minTestAccuracy: 0.2 } }), { model, dataset });
+  const r = await plugin.run(
+    stageContext(store, { runId, stageId: 'deploy', services: { models: registry } }),
+    plugin.paramsSchema.parse({ modelName: 'digits', promote, latencyRuns: 20, gates: { minTestAccuracy: 0.2 } }),
+    { model, dataset },
+  );
   return r.metrics.version as number;
 }
 
@@ -58,7 +66,12 @@ beforeAll(async () => {
   const x = inputsOf(ds, ds.splits.test!);
   samples = Array.from({ length: 20 }, (_, i) => Array.from(x.subarray(i * 64, (i + 1) * 64)));
 
-  modelServer = createModelServer({ registry, artifacts: store, refreshIntervalMs: 0, onPredictions: (model, version, count) => void booked.push({ model, version, count }) });
+  modelServer = createModelServer({
+    registry,
+    artifacts: store,
+    refreshIntervalMs: 0,
+    onPredictions: (model, version, count) => void booked.push({ model, version, count }),
+  });
   const served = await serveModelsApi({ db, models: registry, modelServer: modelServer });
   ({ api, url: base } = served);
   closeHttp = served.close;
@@ -116,7 +129,9 @@ describe('POST /models/:name/predict', () => {
 
 describe('GraphQL', () => {
   it('lists models with versions, metrics and aliases, and predicts', async () => {
-    const r = await gql(`{ models { name servingVersion production { version } versions { version runId testAccuracy p99LatencyMs aliases metrics } aliases { alias version } } }`);
+    const r = await gql(
+      `{ models { name servingVersion production { version } versions { version runId testAccuracy p99LatencyMs aliases metrics } aliases { alias version } } }`,
+    );
     expect(r.errors).toBeUndefined();
     const digits = r.data.models.find((m: { name: string }) => m.name === 'digits');
     expect(digits.production.version).toBe(1);
@@ -126,7 +141,9 @@ describe('GraphQL', () => {
     expect(digits.versions[1].metrics.tfBackend).toBeTypeOf('string');
     expect(digits.aliases).toEqual([{ alias: 'production', version: 1 }]);
 
-    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { model version predictions { label probabilities } } }`, { i: samples.slice(0, 2) });
+    const p = await gql(`query($i: [[Float!]!]!) { predict(model: "digits", inputs: $i) { model version predictions { label probabilities } } }`, {
+      i: samples.slice(0, 2),
+    });
     expect(p.errors).toBeUndefined();
     expect(p.data.predict.version).toBe(1);
     expect(p.data.predict.predictions).toHaveLength(2);
@@ -163,11 +180,17 @@ describe('GraphQL', () => {
     expect(newBookings).toBe(301);
     expect(booked.every((b) => b.model === 'digits' && (b.version === 1 || b.version === 2))).toBe(true);
 
-    const rb = await gql(`mutation { rollbackModel(name: "digits", version: 1) { servingVersion production { version } productionHistory { version previousVersion reason } } }`);
+    const rb = await gql(
+      `mutation { rollbackModel(name: "digits", version: 1) { servingVersion production { version } productionHistory { version previousVersion reason } } }`,
+    );
     expect(rb.errors).toBeUndefined();
     expect(rb.data.rollbackModel.servingVersion).toBe(1);
     expect(rb.data.rollbackModel.production.version).toBe(1);
-    expect(rb.data.rollbackModel.productionHistory.map((h: { reason: string }) => h.reason)).toEqual([expect.stringMatching(/^deploy /), 'promote', 'rollback']);
+    expect(rb.data.rollbackModel.productionHistory.map((h: { reason: string }) => h.reason)).toEqual([
+      expect.stringMatching(/^deploy /),
+      'promote',
+      'rollback',
+    ]);
     expect((await predict('digits', { inputs: [samples[0]] })).json.version).toBe(1);
 
     const forward = await gql(`mutation { rollbackModel(name: "digits", version: 2) { servingVersion } }`);
@@ -180,10 +203,48 @@ describe('GraphQL', () => {
 describe('model server', () => {
   it('flattens flat or nested samples and names the sample that does not fit', () => {
     const entry = { model: 'm', version: 3, sampleShape: [2, 2, 1], sampleSize: 4 };
-    expect(Array.from(toBatch([[1, 2, 3, 4], [[5, 6], [7, 8]], [[[9], [10]], [[11], [12]]]], entry, 10).values)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(
+      Array.from(
+        toBatch(
+          [
+            [1, 2, 3, 4],
+            [
+              [5, 6],
+              [7, 8],
+            ],
+            [
+              [[9], [10]],
+              [[11], [12]],
+            ],
+          ],
+          entry,
+          10,
+        ).values,
+      ),
+    ).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     expect(() => toBatch([[1, 2, 3]], entry, 10)).toThrow('inputs[0] has shape [3]; model m v3 expects [2, 2, 1] (or 4 flat numbers)');
-    expect(() => toBatch([[[1, 2, 3], [4, 5, 6]]], entry, 10)).toThrow('inputs[0] has shape [2, 3]');
-    expect(() => toBatch([[1, 2, 3, 4], [1, 2, 3, 4]], entry, 1)).toThrow('at most 1 per request');
+    expect(() =>
+      toBatch(
+        [
+          [
+            [1, 2, 3],
+            [4, 5, 6],
+          ],
+        ],
+        entry,
+        10,
+      ),
+    ).toThrow('inputs[0] has shape [2, 3]');
+    expect(() =>
+      toBatch(
+        [
+          [1, 2, 3, 4],
+          [1, 2, 3, 4],
+        ],
+        entry,
+        1,
+      ),
+    ).toThrow('at most 1 per request');
     expect(() => toBatch({ a: 1 }, entry, 10)).toThrow('"inputs" must be a list of samples');
     expect(() => toBatch([[1, null, 3, 4]], entry, 10)).toThrow('inputs[0][1] must be a number or a list, got null');
   });
@@ -216,7 +277,10 @@ describe('model server', () => {
     try {
       await registry.setAlias('digits', 'production', 2, 'test');
       await writeFile(file, Buffer.concat([original, Buffer.from([0])]));
-      await expect(s.predict('digits', [samples[0]])).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('fails its hash check') });
+      await expect(s.predict('digits', [samples[0]])).rejects.toMatchObject({
+        code: 'MODEL_UNAVAILABLE',
+        message: expect.stringContaining('fails its hash check'),
+      });
     } finally {
       await writeFile(file, original);
       await registry.setAlias('digits', 'production', 1, 'test');

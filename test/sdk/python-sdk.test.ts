@@ -101,7 +101,19 @@ print(json.dumps(out))
 `;
     const r = await runPython(['-c', code, JSON.stringify(dirs)], { timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`the Python reader failed (exit ${r.code}):\n${r.stderr.slice(-6000)}`);
-    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, { featureShape: number[]; numClasses: number; normalization: unknown; inputRange: number[] | null; splits: Record<string, { shape: number[]; dtype: string; rawDtype: string; first: number[]; inputs: string; labels: string; y: number[]; classCounts: number[] }> }>;
+    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<
+      string,
+      {
+        featureShape: number[];
+        numClasses: number;
+        normalization: unknown;
+        inputRange: number[] | null;
+        splits: Record<
+          string,
+          { shape: number[]; dtype: string; rawDtype: string; first: number[]; inputs: string; labels: string; y: number[]; classCounts: number[] }
+        >;
+      }
+    >;
 
     const expectSame = (py: (typeof got)[string], ds: Dataset, rawDtype: string) => {
       expect(py.featureShape).toEqual(ds.featureShape);
@@ -118,7 +130,11 @@ print(json.dumps(out))
         expect([s.dtype, s.rawDtype]).toEqual(['float32', rawDtype]);
         expect(s.first).toEqual(Array.from(inputs.subarray(0, 6)));
         // Every model input, bit for bit, and every label.
-        expect(s.inputs).toBe(createHash('sha256').update(new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength)).digest('hex'));
+        expect(s.inputs).toBe(
+          createHash('sha256')
+            .update(new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength))
+            .digest('hex'),
+        );
         expect(s.labels).toBe(createHash('sha256').update(split.y).digest('hex'));
         expect(s.y).toEqual(Array.from(split.y.subarray(0, 6)));
         expect(s.classCounts.reduce((a, b) => a + b, 0)).toBe(split.count);
@@ -148,7 +164,12 @@ print(json.dumps(out))
     const weightsOf = (m: import('@tensorflow/tfjs').LayersModel) =>
       m.getWeights().map((w) => {
         const v = w.dataSync() as Float32Array;
-        return { shape: w.shape, sha256: createHash('sha256').update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).digest('hex') };
+        return {
+          shape: w.shape,
+          sha256: createHash('sha256')
+            .update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))
+            .digest('hex'),
+        };
       });
     const expected = { checkpoint: weightsOf(model), float: weightsOf(model), uint8: weightsOf(await loadModel(tf, dirs.uint8)) };
     x.dispose();
@@ -172,7 +193,10 @@ print(json.dumps(out))
 `;
     const r = await runPython(['-c', code, JSON.stringify(dirs), JSON.stringify(Array.from(rows))], { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`the Python model reader failed (exit ${r.code}):\n${r.stderr.slice(-6000)}`);
-    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<'checkpoint' | 'float' | 'uint8', { names: string[]; optimizer: number; metadata: unknown; format: string; weights: { shape: number[]; sha256: string }[] }> & { predictions: number[][] };
+    const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<
+      'checkpoint' | 'float' | 'uint8',
+      { names: string[]; optimizer: number; metadata: unknown; format: string; weights: { shape: number[]; sha256: string }[] }
+    > & { predictions: number[][] };
     for (const kind of ['checkpoint', 'float', 'uint8'] as const) {
       expect(got[kind].names).toEqual(['dense_1/kernel', 'dense_1/bias', 'output/kernel', 'output/bias']);
       expect(got[kind].format).toBe('layers-model');

@@ -26,7 +26,13 @@ function recorder(): Logger & { lines: string[] } {
  * buffers bodies, in its memory) at the same time; `sent` resolves once the rest is written or the
  * connection is gone.
  */
-function post(url: string, path: string, body: Buffer, headers: Record<string, string> = {}, hold?: { until: Promise<void>; sent: () => void }): Promise<{ status?: number; error?: string }> {
+function post(
+  url: string,
+  path: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+  hold?: { until: Promise<void>; sent: () => void },
+): Promise<{ status?: number; error?: string }> {
   const u = new URL(url);
   return new Promise((resolve) => {
     let settled = false;
@@ -35,10 +41,20 @@ function post(url: string, path: string, body: Buffer, headers: Record<string, s
       settled = true;
       resolve(r);
     };
-    const req = httpRequest({ host: u.hostname, port: u.port, method: 'POST', path, agent: false, headers: { 'content-type': 'application/json', 'content-length': String(body.length), ...headers } }, (res) => {
-      res.resume();
-      done({ status: res.statusCode ?? 0 });
-    });
+    const req = httpRequest(
+      {
+        host: u.hostname,
+        port: u.port,
+        method: 'POST',
+        path,
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': String(body.length), ...headers },
+      },
+      (res) => {
+        res.resume();
+        done({ status: res.statusCode ?? 0 });
+      },
+    );
     req.on('error', (e: NodeJS.ErrnoException) => {
       hold?.sent();
       done({ error: e.code ?? e.message });
@@ -73,11 +89,21 @@ describe('bodies without a token', () => {
     // Headers that announce 16 MiB, then nothing: a server that reads the body first never answers.
     const u = new URL(stack.url);
     const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = httpRequest({ host: u.hostname, port: u.port, method: 'POST', path: '/graphql', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(16 * 1024 * 1024 - 1024) } }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      });
+      const req = httpRequest(
+        {
+          host: u.hostname,
+          port: u.port,
+          method: 'POST',
+          path: '/graphql',
+          agent: false,
+          headers: { 'content-type': 'application/json', 'content-length': String(16 * 1024 * 1024 - 1024) },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
       req.on('error', reject);
       req.write('{"query":"');
       req.flushHeaders();
@@ -104,7 +130,9 @@ describe('bodies without a token', () => {
     let sent = 0;
     const allSent = new Promise<void>((r) => {
       const one = () => void (++sent === 200 && r());
-      results = Array.from({ length: 200 }, (_, i) => post(stack.url, '/graphql', body, i % 2 ? { authorization: 'Bearer cap_not.a-real-token' } : {}, { until, sent: once(one) }));
+      results = Array.from({ length: 200 }, (_, i) =>
+        post(stack.url, '/graphql', body, i % 2 ? { authorization: 'Bearer cap_not.a-real-token' } : {}, { until, sent: once(one) }),
+      );
     });
     await allSent;
     peak = Math.max(peak, process.memoryUsage().rss);
@@ -158,9 +186,15 @@ describe('a live run stream whose token stops being valid', () => {
   }
 
   it('closes within 5 s of a revocation, and of an expiry, with an UNAUTHENTICATED event, while the run goes on', async () => {
-    const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: { name: 'long-stream', stages: [{ id: 'w', plugin: 'test:wait', params: { ms: 120_000 } }] } });
+    const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
+      s: { name: 'long-stream', stages: [{ id: 'w', plugin: 'test:wait', params: { ms: 120_000 } }] },
+    });
     const id: string = r.data.startPipeline.id;
-    await waitFor(async () => (await stack.gql(`query($id: ID!) { run(id: $id) { stages { status } } }`, { id })).data.run.stages[0].status === 'RUNNING', 'the stage to run', 60_000);
+    await waitFor(
+      async () => (await stack.gql(`query($id: ID!) { run(id: $id) { stages { status } } }`, { id })).data.run.stages[0].status === 'RUNNING',
+      'the stage to run',
+      60_000,
+    );
 
     const revoked = await stack.runtime.tokens.create({ name: 'stream-revoked', role: 'viewer' });
     const expiring = await stack.runtime.tokens.create({ name: 'stream-expiring', role: 'viewer', expiresAt: new Date(Date.now() + 4000) });
@@ -197,7 +231,8 @@ describe('query cost counts list sizes', () => {
   });
 
   // Filtered to a pipeline with no runs: what is allowed runs in no time (the shared dev server holds many runs).
-  const fanOut = (aliases: number, first: number) => `{ ${Array.from({ length: aliases }, (_, i) => `a${i}: runs(pipeline: "cost-test-none", first: ${first}) { edges { node { id stages { id params } } } }`).join(' ')} }`;
+  const fanOut = (aliases: number, first: number) =>
+    `{ ${Array.from({ length: aliases }, (_, i) => `a${i}: runs(pipeline: "cost-test-none", first: ${first}) { edges { node { id stages { id params } } } }`).join(' ')} }`;
 
   it('refuses runs(first: 100) × aliases × stages { params } with QUERY_LIMIT_EXCEEDED before anything runs, the same with the size as a variable', async () => {
     const schema = createSchema({ typeDefs: apiModules.map((m) => m.typeDefs) });
@@ -210,7 +245,10 @@ describe('query cost counts list sizes', () => {
     expect(refused.errors?.[0]?.message).toMatch(/query cost \d+ is over the limit of 10000/);
     expect(refused.data ?? null).toBeNull();
     // A size passed as a variable counts the same.
-    const viaVariable = await stack.gql(`query($n: Int) { ${Array.from({ length: 6 }, (_, i) => `a${i}: runs(first: $n) { edges { node { id stages { id params } } } }`).join(' ')} }`, { n: 100 });
+    const viaVariable = await stack.gql(
+      `query($n: Int) { ${Array.from({ length: 6 }, (_, i) => `a${i}: runs(first: $n) { edges { node { id stages { id params } } } }`).join(' ')} }`,
+      { n: 100 },
+    );
     expect(viaVariable.errors?.[0]?.extensions?.code).toBe('QUERY_LIMIT_EXCEEDED');
     // The same document with small pages runs.
     const small = await stack.gql(fanOut(6, 1));
@@ -242,7 +280,11 @@ describe('prediction rate limit per token', () => {
   it('answers HTTP 429 with Retry-After on the route and RATE_LIMITED with retryAfterSeconds in GraphQL; other tokens keep their own budget', async () => {
     const user = await stack.token('predictor', 'rate-user');
     const predict = (token: string) =>
-      fetch(`${stack.url}/models/none/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: '{"inputs":[[0]]}' });
+      fetch(`${stack.url}/models/none/predict`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: '{"inputs":[[0]]}',
+      });
     // The burst of 3: each answered on its merits (no such model).
     for (let i = 0; i < 3; i++) expect((await predict(user)).status).toBe(404);
     const limited = await predict(user);
@@ -285,12 +327,19 @@ describe('X-Forwarded-For and trusted proxies', () => {
       const log = recorder();
       const stack = await startTestStack({ plugins, logger: log, ...(trusted ? { env: { CAPSTAN_TRUSTED_PROXIES: '127.0.0.1' } } : {}) });
       try {
-        const res = await fetch(`${stack.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.9' }, body: '{"query":"{ whoami { role } }"}' });
+        const res = await fetch(`${stack.url}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-forwarded-for': '203.0.113.9' },
+          body: '{"query":"{ whoami { role } }"}',
+        });
         expect(res.status).toBe(401);
         const line = log.lines.find((l) => l.startsWith('request refused: no Authorization header'));
         expect(line).toContain(`"remote":"${trusted ? '203.0.113.9' : '127.0.0.1'}"`);
         // Loopback or proxied, GraphiQL and the console are pages without a token, not to be framed.
-        for (const [path, title] of [['/graphql', 'Capstan GraphiQL'], ['/console', '']] as const) {
+        for (const [path, title] of [
+          ['/graphql', 'Capstan GraphiQL'],
+          ['/console', ''],
+        ] as const) {
           const page = await fetch(`${stack.url}${path}`, { headers: { accept: 'text/html', 'x-forwarded-for': '203.0.113.9' } });
           const html = await page.text();
           if (page.status === 503) continue; // the console is not built in this checkout

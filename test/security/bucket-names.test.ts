@@ -178,9 +178,15 @@ describe('names from the bucket become local paths only when they are safe relat
     await writer.objects.putBytes(`${prefix}round-00001/replica-0.bin`, 'fine');
     const shared = await reader.shareFolder(dir);
     try {
-      await waitFor(async () => ((await stat(path.join(shared.dir, 'round-00001', 'replica-0.bin')).catch(() => undefined)) ? true : undefined), 'the safe file to be mirrored');
+      await waitFor(
+        async () => ((await stat(path.join(shared.dir, 'round-00001', 'replica-0.bin')).catch(() => undefined)) ? true : undefined),
+        'the safe file to be mirrored',
+      );
       await writer.objects.putBytes(`${prefix}round-00002/replica-0.bin`, 'later');
-      await waitFor(async () => ((await stat(path.join(shared.dir, 'round-00002', 'replica-0.bin')).catch(() => undefined)) ? true : undefined), 'a later file to be mirrored');
+      await waitFor(
+        async () => ((await stat(path.join(shared.dir, 'round-00002', 'replica-0.bin')).catch(() => undefined)) ? true : undefined),
+        'a later file to be mirrored',
+      );
     } finally {
       await shared.close();
     }

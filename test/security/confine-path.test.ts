@@ -49,7 +49,10 @@ describe('pathProblem (lexical, for spec validation)', () => {
   it('refuses .., absolute paths outside the roots and /proc, /sys, /dev; accepts paths inside', () => {
     expect(pathProblem('ok.csv', { roots: [root] })).toBeUndefined();
     expect(pathProblem(path.join(root, 'sub/x.csv'), { roots: [root] })).toBeUndefined();
-    expect(pathProblem('../outside/secret.csv', { roots: [root] })).toMatchObject({ rule: 'dot-dot', message: 'data path "../outside/secret.csv" is refused: ".." segments are not allowed in data paths' });
+    expect(pathProblem('../outside/secret.csv', { roots: [root] })).toMatchObject({
+      rule: 'dot-dot',
+      message: 'data path "../outside/secret.csv" is refused: ".." segments are not allowed in data paths',
+    });
     expect(pathProblem('sub/../ok.csv', { roots: [root] })?.rule).toBe('dot-dot');
     expect(pathProblem('/etc/passwd', { roots: [root] })).toMatchObject({
       rule: 'outside-roots',
@@ -57,7 +60,10 @@ describe('pathProblem (lexical, for spec validation)', () => {
     });
     expect(pathProblem(`${root}-sibling/x.csv`, { roots: [root] })?.rule).toBe('outside-roots');
     expect(pathProblem('/dev/zero', { roots: [root] })?.rule).toBe('virtual-filesystem');
-    expect(pathProblem('/proc/self/environ', { roots: ['/'] })).toMatchObject({ rule: 'virtual-filesystem', message: expect.stringContaining('"/proc/self/environ" is refused') });
+    expect(pathProblem('/proc/self/environ', { roots: ['/'] })).toMatchObject({
+      rule: 'virtual-filesystem',
+      message: expect.stringContaining('"/proc/self/environ" is refused'),
+    });
     expect(pathProblem('x.csv', { roots: [] })?.rule).toBe('no-roots');
   });
 });

@@ -72,7 +72,12 @@ describe('data paths are confined to the data roots (real stack)', () => {
     const cases: [string, Record<string, unknown>, string, string][] = [
       ['abs', { format: 'csv', path: path.join(outside, 'secret.csv'), labelColumn: 'label' }, 'source.path', 'absolute paths must lie inside a data root'],
       ['dotdot', { format: 'csv', path: '../private/secret.csv', labelColumn: 'label' }, 'source.path', '".." segments are not allowed in data paths'],
-      ['dotdot-test', { format: 'csv', path: 'ok.csv', testPath: 'x/../../private/secret.csv', labelColumn: 'label' }, 'source.testPath', '".." segments are not allowed'],
+      [
+        'dotdot-test',
+        { format: 'csv', path: 'ok.csv', testPath: 'x/../../private/secret.csv', labelColumn: 'label' },
+        'source.testPath',
+        '".." segments are not allowed',
+      ],
       ['dev-zero', { format: 'csv', path: '/dev/zero', labelColumn: 'label' }, 'source.path', 'is in /proc, /sys or /dev, which never hold data files'],
       ['proc-environ', { format: 'idx', images: '/proc/self/environ', labels: 'ok.csv' }, 'source.images', 'is in /proc, /sys or /dev'],
       ['passwd', { format: 'csv', path: '/etc/passwd', labelColumn: 'zz' }, 'source.path', 'absolute paths must lie inside a data root'],
@@ -84,7 +89,10 @@ describe('data paths are confined to the data roots (real stack)', () => {
       expect(err.extensions.code).toBe('SPEC_INVALID');
       const issue = (err.extensions.issues as { path: string; message: string; code: string }[]).find((i) => i.path === `stages[0].params.${field}`);
       const userPath = (source as Record<string, string>)[field.split('.')[1]!]!;
-      expect(issue, `${name}: ${JSON.stringify(err)}`).toMatchObject({ code: 'PLUGIN_PARAMS_INVALID', message: expect.stringContaining(`data path ${JSON.stringify(userPath)} is refused: `) });
+      expect(issue, `${name}: ${JSON.stringify(err)}`).toMatchObject({
+        code: 'PLUGIN_PARAMS_INVALID',
+        message: expect.stringContaining(`data path ${JSON.stringify(userPath)} is refused: `),
+      });
       expect(issue!.message).toContain(rule);
       expect(err.message).toContain(`stages[0].params.${field}`);
       expect(JSON.stringify(r)).not.toContain(SECRET);

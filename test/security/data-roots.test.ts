@@ -50,11 +50,16 @@ describe('data roots never hold the data folder’s secrets', () => {
       [`${path.join(dataDir, 'datasets')},${dataDir}`, 'admin-token'],
     ];
     for (const [roots, holds] of cases) {
-      expect(() => config({ CAPSTAN_DATA_ROOTS: roots }), roots).toThrow(/^bad configuration in the environment:\n {2}CAPSTAN_DATA_ROOTS: the data root .* holds .*(admin-token|temporal|seaweedfs) \(the data folder's admin token and databases must never be readable as data\); use a folder of its own, such as .*datasets$/);
+      expect(() => config({ CAPSTAN_DATA_ROOTS: roots }), roots).toThrow(
+        /^bad configuration in the environment:\n {2}CAPSTAN_DATA_ROOTS: the data root .* holds .*(admin-token|temporal|seaweedfs) \(the data folder's admin token and databases must never be readable as data\); use a folder of its own, such as .*datasets$/,
+      );
       expect(() => config({ CAPSTAN_DATA_ROOTS: roots })).toThrow(holds);
     }
     // A folder of its own, inside the data folder or elsewhere, is fine.
-    expect(config({ CAPSTAN_DATA_ROOTS: `${path.join(dataDir, 'datasets')},${path.join(tmp, 'elsewhere')}` }).dataRoots).toEqual([path.join(dataDir, 'datasets'), path.join(tmp, 'elsewhere')]);
+    expect(config({ CAPSTAN_DATA_ROOTS: `${path.join(dataDir, 'datasets')},${path.join(tmp, 'elsewhere')}` }).dataRoots).toEqual([
+      path.join(dataDir, 'datasets'),
+      path.join(tmp, 'elsewhere'),
+    ]);
   });
 
   it('with the default roots, admin-token is out of reach: by absolute path, by "..", through a symlink in the datasets folder', async () => {

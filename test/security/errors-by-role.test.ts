@@ -34,7 +34,11 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-const spec = (name: string, source: Record<string, unknown>) => ({ name, onFailure: { action: 'fail' }, stages: [{ id: 'data', plugin: 'core:data-prep', params: { source } }] });
+const spec = (name: string, source: Record<string, unknown>) => ({
+  name,
+  onFailure: { action: 'fail' },
+  stages: [{ id: 'data', plugin: 'core:data-prep', params: { source } }],
+});
 
 /** Every absolute path of this machine a text could carry: the test's folders, the stack's data folder, /tmp, /etc. */
 function expectNoServerPath(v: unknown): void {
@@ -48,11 +52,14 @@ describe('redactServerPaths', () => {
     const roots = ['/srv/data', '/srv/data/mnist', '/opt/mnist-data'];
     expect(redactServerPaths('data file /srv/data/x/train.csv not found', roots)).toBe('data file <data root 1>/x/train.csv not found');
     expect(redactServerPaths('/srv/data/mnist/t10k: bad magic number', roots)).toBe('<data root 2>/t10k: bad magic number');
-    expect(redactServerPaths('data path "/etc/passwd" is refused: absolute paths must lie inside a data root (/srv/data, /opt/mnist-data; set CAPSTAN_DATA_ROOTS)', roots)).toBe(
-      'data path "<server path>" is refused: absolute paths must lie inside a data root (<data root 1>, <data root 3>; set CAPSTAN_DATA_ROOTS)',
-    );
+    expect(
+      redactServerPaths(
+        'data path "/etc/passwd" is refused: absolute paths must lie inside a data root (/srv/data, /opt/mnist-data; set CAPSTAN_DATA_ROOTS)',
+        roots,
+      ),
+    ).toBe('data path "<server path>" is refused: absolute paths must lie inside a data root (<data root 1>, <data root 3>; set CAPSTAN_DATA_ROOTS)');
     expect(redactServerPaths('cannot open /home/ann/.data/admin-token.', roots)).toBe('cannot open <server path>.');
-    expect(redactServerPaths('ENOENT: open \'/srv/database/x\'', roots)).toBe("ENOENT: open '<server path>'");
+    expect(redactServerPaths("ENOENT: open '/srv/database/x'", roots)).toBe("ENOENT: open '<server path>'");
     const untouched = 'see http://127.0.0.1:8233/namespaces/default/workflows and artifact:runs/p_1/data/dataset; 3/4 done, 28×28 / 255';
     expect(redactServerPaths(untouched, roots)).toBe(untouched);
     expect(redactForRole('at /srv/data/a.csv', { role: 'admin' }, roots)).toBe('at /srv/data/a.csv');
@@ -68,10 +75,14 @@ describe('errors by role (real stack)', () => {
     const asOperator = await stack.gql(validate, { s: bad }, operator);
     const issue = asOperator.data.validatePipeline.issues[0];
     expect(issue).toMatchObject({ path: 'stages[0].params.source.path', code: 'PLUGIN_PARAMS_INVALID' });
-    expect(issue.message).toBe('data path "<server path>" is refused: absolute paths must lie inside a data root (<data root 1>; set CAPSTAN_DATA_ROOTS to allow another folder)');
+    expect(issue.message).toBe(
+      'data path "<server path>" is refused: absolute paths must lie inside a data root (<data root 1>; set CAPSTAN_DATA_ROOTS to allow another folder)',
+    );
     expectNoServerPath(asOperator);
     const asAdmin = await stack.gql(validate, { s: bad });
-    expect(asAdmin.data.validatePipeline.issues[0].message).toBe(`data path "/etc/passwd" is refused: absolute paths must lie inside a data root (${root}; set CAPSTAN_DATA_ROOTS to allow another folder)`);
+    expect(asAdmin.data.validatePipeline.issues[0].message).toBe(
+      `data path "/etc/passwd" is refused: absolute paths must lie inside a data root (${root}; set CAPSTAN_DATA_ROOTS to allow another folder)`,
+    );
 
     const start = `mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`;
     const refused = await stack.gql(start, { s: bad }, operator);
@@ -113,7 +124,9 @@ describe('errors by role (real stack)', () => {
 
     const idx = await closed(runs['redact-idx']!, operator);
     expect(idx.data.run.stages[0]).toMatchObject({ errorType: 'DATA_CORRUPT' });
-    expect(idx.data.run.stages[0].error).toContain('<data root 1>/mnist/secret.idx: not an IDX file: bad magic number (expected 0x00000803 (unsigned bytes, 3 dimensions))');
+    expect(idx.data.run.stages[0].error).toContain(
+      '<data root 1>/mnist/secret.idx: not an IDX file: bad magic number (expected 0x00000803 (unsigned bytes, 3 dimensions))',
+    );
     expectNoServerPath(idx);
     // Not even as hex: the first four bytes of the file.
     const hex = Buffer.from(SECRET.slice(0, 4)).toString('hex');

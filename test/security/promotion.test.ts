@@ -74,7 +74,12 @@ const spec = (name: string, d: Deploy) => ({
   name,
   stages: [
     { id: 'src', plugin: 'test:fixture-model', params: { which: d.which, ...(d.failSource ? { fail: true } : {}) } },
-    { id: 'deploy', plugin: 'core:deploy', needs: ['src'], params: { modelName: d.modelName, latencyRuns: 10, gates: d.gates ?? { minTestAccuracy: 0 }, ...(d.promote === false ? { promote: false } : {}) } },
+    {
+      id: 'deploy',
+      plugin: 'core:deploy',
+      needs: ['src'],
+      params: { modelName: d.modelName, latencyRuns: 10, gates: d.gates ?? { minTestAccuracy: 0 }, ...(d.promote === false ? { promote: false } : {}) },
+    },
   ],
   onFailure: { action: d.onFailure ?? 'fail' },
 });
@@ -88,10 +93,14 @@ async function start(s: unknown, token = stack.adminToken): Promise<string> {
 }
 const getRun = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
 const until = (id: string, ok: (r: any) => boolean, what: string) =>
-  waitFor(async () => {
-    const r = await getRun(id);
-    return ok(r) ? r : undefined;
-  }, `run ${id}: ${what}`, 120_000);
+  waitFor(
+    async () => {
+      const r = await getRun(id);
+      return ok(r) ? r : undefined;
+    },
+    `run ${id}: ${what}`,
+    120_000,
+  );
 const closed = (id: string) => until(id, (r) => ['COMPLETED', 'FAILED'].includes(r.status), 'to close');
 const deployOf = (run: any) => run.stages.find((s: any) => s.id === 'deploy');
 
@@ -100,8 +109,10 @@ async function production(name: string): Promise<{ production: number | null; ve
   const m = (await stack.gql('query($n: String!) { model(name: $n) { production { version } versions { version } } }', { n: name })).data.model;
   return { production: m?.production?.version ?? null, versions: m?.versions.length ?? 0 };
 }
-const promote = (name: string, version: number, token: string) => stack.gql('mutation($n: String!, $v: Int!) { promoteModel(name: $n, version: $v) { production { version } } }', { n: name, v: version }, token);
-const rollback = (name: string, version: number, token: string) => stack.gql('mutation($n: String!, $v: Int!) { rollbackModel(name: $n, version: $v) { production { version } } }', { n: name, v: version }, token);
+const promote = (name: string, version: number, token: string) =>
+  stack.gql('mutation($n: String!, $v: Int!) { promoteModel(name: $n, version: $v) { production { version } } }', { n: name, v: version }, token);
+const rollback = (name: string, version: number, token: string) =>
+  stack.gql('mutation($n: String!, $v: Int!) { rollbackModel(name: $n, version: $v) { production { version } } }', { n: name, v: version }, token);
 
 describe('promotion cannot be side-stepped', () => {
   it("an operator's squatting spec (the owner's pipeline name, a trivial gate) leaves production where it was", async () => {
@@ -133,7 +144,13 @@ describe('promotion cannot be side-stepped', () => {
     }
     // Who owns it is an admin's to read.
     const owner = await stack.gql('{ model(name: "digits") { owner { tokenId name pipeline runId since grantedBy } } }');
-    expect(owner.data.model.owner).toMatchObject({ tokenId: tokenId(stack.adminToken), name: 'test-admin', pipeline: 'digits-default', runId: first.id, grantedBy: null });
+    expect(owner.data.model.owner).toMatchObject({
+      tokenId: tokenId(stack.adminToken),
+      name: 'test-admin',
+      pipeline: 'digits-default',
+      runId: first.id,
+      grantedBy: null,
+    });
     expect(Date.parse(owner.data.model.owner.since)).toBeGreaterThan(0);
     const asOperator = await stack.gql('{ model(name: "digits") { name owner { tokenId } } }', {}, opA);
     expect(asOperator.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
@@ -165,16 +182,26 @@ describe('promotion cannot be side-stepped', () => {
 
   it('champion/challenger refuses a worse model even with a trivial gate, unless an admin opted the model out', async () => {
     expect((await closed(await start(spec('cc-pipe', { which: 'strong', modelName: 'cc-digits' }), opA))).status).toBe('COMPLETED');
-    const worse = await closed(await start(spec('cc-pipe', { which: 'weak', modelName: 'cc-digits', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }), opA));
+    const worse = await closed(
+      await start(spec('cc-pipe', { which: 'weak', modelName: 'cc-digits', gates: { minTestAccuracy: 0, noWorseThan: 'production', tolerance: 1 } }), opA),
+    );
     expect(worse.status).toBe('FAILED');
     expect(deployOf(worse).errorType).toBe('PROMOTION_GATE_FAILED');
     // The spec's tolerance 1 is capped at the policy's 0.02.
-    expect(deployOf(worse).error).toMatch(/noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set/);
+    expect(deployOf(worse).error).toMatch(
+      /noWorseThan production failed: test accuracy 0\.\d{4} < production version 1's 0\.\d{4} − tolerance 0\.02 on the same test set/,
+    );
     expect(await production('cc-digits')).toEqual({ production: 1, versions: 2 });
 
-    const policy = 'mutation($r: Boolean!) { setModelPromotionPolicy(name: "cc-digits", requireChampionChallenger: $r) { name requireChampionChallenger maxTolerance setBy } }';
+    const policy =
+      'mutation($r: Boolean!) { setModelPromotionPolicy(name: "cc-digits", requireChampionChallenger: $r) { name requireChampionChallenger maxTolerance setBy } }';
     expect((await stack.gql(policy, { r: false }, opA)).errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
-    expect((await stack.gql(policy, { r: false })).data.setModelPromotionPolicy).toEqual({ name: 'cc-digits', requireChampionChallenger: false, maxTolerance: 0.02, setBy: 'test-admin' });
+    expect((await stack.gql(policy, { r: false })).data.setModelPromotionPolicy).toEqual({
+      name: 'cc-digits',
+      requireChampionChallenger: false,
+      maxTolerance: 0.02,
+      setBy: 'test-admin',
+    });
     const optedOut = await closed(await start(spec('cc-pipe', { which: 'weak', modelName: 'cc-digits' }), opA));
     expect(optedOut.status).toBe('COMPLETED');
     expect(deployOf(optedOut).metrics).toMatchObject({ promoted: true, championChallenger: 'opted out by test-admin' });
@@ -194,7 +221,11 @@ describe('promotion cannot be side-stepped', () => {
     const retry = 'mutation($id: ID!, $p: JSON) { retryStage(runId: $id, stageId: "deploy", params: $p) { id } }';
     expect((await stack.gql(retry, { id, p: params }, opA)).errors).toBeUndefined();
     // Paused again on the refusal (with the admin's rights it would have completed and promoted).
-    const refused = await until(id, (r) => r.status === 'COMPLETED' || (r.status === 'PAUSED' && deployOf(r).errorType !== 'PROMOTION_GATE_FAILED'), 'the retry to end');
+    const refused = await until(
+      id,
+      (r) => r.status === 'COMPLETED' || (r.status === 'PAUSED' && deployOf(r).errorType !== 'PROMOTION_GATE_FAILED'),
+      'the retry to end',
+    );
     expect(refused.status).toBe('PAUSED');
     expect(deployOf(refused).errorType).toBe('MODEL_NAME_TAKEN');
     expect(await production('admin-digits')).toEqual({ production: null, versions: 1 });
@@ -217,7 +248,9 @@ describe('promotion cannot be side-stepped', () => {
     const id = await start(spec('chain-pipe', { which: 'strong', failSource: true, modelName: 'admin-chain', onFailure: 'pause' }));
     await until(id, (r) => r.status === 'PAUSED', 'to pause on the source stage');
     // The operator swaps the source for a worse model; the admin's deploy stage then runs as the operator.
-    expect((await stack.gql('mutation($id: ID!) { retryStage(runId: $id, stageId: "src", params: { which: "weak" }) { id } }', { id }, opA)).errors).toBeUndefined();
+    expect(
+      (await stack.gql('mutation($id: ID!) { retryStage(runId: $id, stageId: "src", params: { which: "weak" }) { id } }', { id }, opA)).errors,
+    ).toBeUndefined();
     const after = await until(id, (r) => r.status !== 'RUNNING' && r.stages.find((s: any) => s.id === 'src').status === 'SUCCEEDED', 'the deploy stage to end');
     expect(after.status).toBe('PAUSED');
     expect(deployOf(after).errorType).toBe('MODEL_NAME_TAKEN');

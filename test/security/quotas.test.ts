@@ -16,7 +16,10 @@ const MIN_INTERVAL = '30s';
 
 let stack: TestStack;
 beforeAll(async () => {
-  stack = await startTestStack({ plugins: [...plugins, dataPrepStage(), pretrainStage()], env: { CAPSTAN_MAX_CONCURRENT_RUNS: String(MAX_RUNS), CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: MIN_INTERVAL } });
+  stack = await startTestStack({
+    plugins: [...plugins, dataPrepStage(), pretrainStage()],
+    env: { CAPSTAN_MAX_CONCURRENT_RUNS: String(MAX_RUNS), CAPSTAN_MAX_SCHEDULES: '1', CAPSTAN_MIN_SCHEDULE_INTERVAL: MIN_INTERVAL },
+  });
 });
 afterAll(async () => {
   await stack?.close();
@@ -35,7 +38,11 @@ async function post(query: string, variables: Record<string, unknown>, tok: stri
     headers: { 'content-type': 'application/json', authorization: `Bearer ${tok}` },
     body: JSON.stringify({ query, variables }),
   });
-  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as { data?: any; errors?: { message: string; extensions?: any }[] } };
+  return {
+    status: res.status,
+    retryAfter: res.headers.get('retry-after'),
+    body: (await res.json()) as { data?: any; errors?: { message: string; extensions?: any }[] },
+  };
 }
 
 const START = 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }';
@@ -75,7 +82,11 @@ describe('quotas', () => {
       expect(over.body.errors?.[0]?.message).toContain(`at most ${MAX_RUNS} at once (CAPSTAN_MAX_CONCURRENT_RUNS)`);
       expect(over.body.errors?.[0]?.extensions?.http).toBeUndefined(); // yoga's transport hint stays out of the body
       // The same through a saved pipeline's event and a text spec: refused, nothing started.
-      const text = await post('mutation($t: String!) { startPipelineFromText(text: $t) { id } }', { t: 'name: quota-runs\nstages: [{ id: w, plugin: test:write-note }]' }, op.token);
+      const text = await post(
+        'mutation($t: String!) { startPipelineFromText(text: $t) { id } }',
+        { t: 'name: quota-runs\nstages: [{ id: w, plugin: test:write-note }]' },
+        op.token,
+      );
       expect(text.status).toBe(429);
       expect((await post(EMIT, { e: 'e2' }, op.token)).status).toBe(429);
       // A retried event (same id) still finds the run it started: idempotency is not a new start.
@@ -126,7 +137,9 @@ describe('quotas', () => {
 
   it('refuses a schedule past the per-token schedule quota with 429', async () => {
     const op = await token('operator', 'quota-sched');
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'quota-sched', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'quota-sched', stages: [{ id: 'w', plugin: 'test:write-note' }] },
+    });
     const first = await post('mutation { schedulePipeline(name: "quota-sched", every: "1h") { id } }', {}, op.token);
     expect(first.body.errors).toBeUndefined();
     try {
@@ -144,7 +157,9 @@ describe('quotas', () => {
 
   it('refuses schedules that fire more often than the minimum interval, by interval or by cron', async () => {
     const admin = await token('admin', 'quota-interval');
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'quota-interval', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'quota-interval', stages: [{ id: 'w', plugin: 'test:write-note' }] },
+    });
     const every = await post('mutation { schedulePipeline(name: "quota-interval", every: "1s") { id } }', {}, admin.token);
     expect(every.body.errors?.[0]?.extensions?.code).toBe('BAD_ARGUMENT');
     expect(every.body.errors?.[0]?.message).toContain(`every must be a duration of at least ${MIN_INTERVAL} (CAPSTAN_MIN_SCHEDULE_INTERVAL)`);
@@ -164,7 +179,9 @@ describe('quotas', () => {
 
   it("stops a schedule firing once its creator's token is revoked", async () => {
     const op = await token('operator', 'quota-revoked');
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'quota-revoked', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'quota-revoked', stages: [{ id: 'w', plugin: 'test:write-note' }] },
+    });
     const created = await post('mutation { schedulePipeline(name: "quota-revoked", every: "1h") { id } }', {}, op.token);
     expect(created.body.errors).toBeUndefined();
     const sid = created.body.data.schedulePipeline.id as string;
@@ -173,10 +190,14 @@ describe('quotas', () => {
       // While the token is active, a firing runs the pipeline.
       // While the token is active, a firing runs the pipeline.
       const firings = async (n: number) =>
-        waitFor(async () => {
-          const acts = (await handle.describe()).info.recentActions;
-          return acts.length >= n ? acts.map((a) => a.action.workflow) : undefined;
-        }, `firing ${n}`, 60_000);
+        waitFor(
+          async () => {
+            const acts = (await handle.describe()).info.recentActions;
+            return acts.length >= n ? acts.map((a) => a.action.workflow) : undefined;
+          },
+          `firing ${n}`,
+          60_000,
+        );
       await handle.trigger();
       const [first] = await firings(1);
       await stack.client.workflow.getHandle(first!.workflowId).result(); // the pipeline it continued as completed
@@ -187,7 +208,13 @@ describe('quotas', () => {
       await handle.trigger();
       const second = (await firings(2))[1]!;
       // The firing fails with the reason before any stage: it never continues as the pipeline.
-      const err = await stack.client.workflow.getHandle(second.workflowId, second.firstExecutionRunId).result().then(() => undefined, (e: unknown) => e);
+      const err = await stack.client.workflow
+        .getHandle(second.workflowId, second.firstExecutionRunId)
+        .result()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(err).toBeInstanceOf(WorkflowFailedError);
       const cause = (err as WorkflowFailedError).cause?.cause as { type?: string; message?: string } | undefined;
       expect(cause?.type).toBe('SCHEDULE_CREATOR_INACTIVE');
@@ -213,11 +240,13 @@ describe('quotas', () => {
     expect(await stack.runtime.tokens.isActive(info.id)).toBe(false);
   });
 
-  it('lets an admin run a schedule as a named service principal, which outlives the admin\'s own token', async () => {
+  it("lets an admin run a schedule as a named service principal, which outlives the admin's own token", async () => {
     const admin = await token('admin', 'quota-person');
     const svc = await token('operator', 'svc-nightly');
     const op = await token('operator', 'quota-runas-op');
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, { s: { name: 'quota-runas', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
+      s: { name: 'quota-runas', stages: [{ id: 'w', plugin: 'test:write-note' }] },
+    });
     const SCHED = 'mutation($r: ID) { schedulePipeline(name: "quota-runas", every: "1h", runAs: $r) { id } }';
     expect((await post(SCHED, { r: svc.id }, op.token)).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect((await post(SCHED, { r: 'ffffffffffff' }, admin.token)).body.errors?.[0]?.extensions?.code).toBe('BAD_ARGUMENT');
@@ -240,7 +269,11 @@ describe('quotas', () => {
 
   it("stops a saved pipeline's trigger firing once the token that saved it is revoked", async () => {
     const op = await token('operator', 'quota-saver');
-    const saved = await post('mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }', { s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] } }, op.token);
+    const saved = await post(
+      'mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }',
+      { s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] } },
+      op.token,
+    );
     expect(saved.body.errors).toBeUndefined();
     // While its saver's token is active, an event starts it (here emitted by an admin).
     const fired = await stack.gql(`mutation { emitEvent(type: "quota.saved") { id } }`);
@@ -252,23 +285,49 @@ describe('quotas', () => {
     await waitFor(async () => (await runsOf('quota-trigger')).length >= 1, 'the first run to be listed', 30_000);
     expect((await runsOf('quota-trigger')).map((r) => r.id)).toEqual([fired.data.emitEvent[0].id]);
     // Saved again by an active token, the trigger fires again.
-    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }`, { s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] } });
+    await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.saved"]) { name } }`, {
+      s: { name: 'quota-trigger', stages: [{ id: 'w', plugin: 'test:write-note' }] },
+    });
     expect((await stack.gql(`mutation { emitEvent(type: "quota.saved") { id } }`)).data.emitEvent).toHaveLength(1);
   });
 
   it('bounds params on every path: retryStage params and event payloads over the limit are refused', async () => {
     const big = 'x'.repeat(SPEC_LIMITS.paramsBytes);
     const op = await token('operator', 'quota-params'); // its own quota: other tests' runs may still be closing
-    const start = await stack.gql(START, { s: { name: 'quota-params', stages: [{ id: 'w', plugin: 'test:write-note' }, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } }] } }, op.token);
+    const start = await stack.gql(
+      START,
+      {
+        s: {
+          name: 'quota-params',
+          stages: [
+            { id: 'w', plugin: 'test:write-note' },
+            { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: { maximumAttempts: 1 } },
+          ],
+        },
+      },
+      op.token,
+    );
     const id = start.data.startPipeline.id as string;
     try {
-      await waitFor(async () => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run?.status === 'PAUSED', 'the run to pause', 60_000);
-      const retry = await stack.gql(`mutation($id: ID!, $p: JSON) { retryStage(runId: $id, stageId: "s", params: $p) { status } }`, { id, p: { padding: big } });
+      await waitFor(
+        async () => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run?.status === 'PAUSED',
+        'the run to pause',
+        60_000,
+      );
+      const retry = await stack.gql(`mutation($id: ID!, $p: JSON) { retryStage(runId: $id, stageId: "s", params: $p) { status } }`, {
+        id,
+        p: { padding: big },
+      });
       expect(retry.errors?.[0]?.extensions?.code).toBe('BAD_ARGUMENT');
       expect(retry.errors?.[0]?.message).toContain('params must be at most 64 KiB of JSON');
-      expect((await stack.gql(`query($id: ID!) { run(id: $id) { status stages { id attempts } } }`, { id })).data.run).toMatchObject({ status: 'PAUSED', stages: [{ id: 'w' }, { id: 's', attempts: 1 }] });
+      expect((await stack.gql(`query($id: ID!) { run(id: $id) { status stages { id attempts } } }`, { id })).data.run).toMatchObject({
+        status: 'PAUSED',
+        stages: [{ id: 'w' }, { id: 's', attempts: 1 }],
+      });
 
-      await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.big"]) { name } }`, { s: { name: 'quota-event', stages: [{ id: 'w', plugin: 'test:write-note', params: { text: '{{event.text}}' } }] } });
+      await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s, triggers: ["quota.big"]) { name } }`, {
+        s: { name: 'quota-event', stages: [{ id: 'w', plugin: 'test:write-note', params: { text: '{{event.text}}' } }] },
+      });
       const event = await stack.gql(`mutation($p: JSON) { emitEvent(type: "quota.big", payload: $p) { id } }`, { p: { text: big } });
       expect(event.errors?.[0]?.extensions?.code).toBe('BAD_ARGUMENT');
       expect(event.errors?.[0]?.message).toContain('payload must be at most 64 KiB of JSON');
@@ -281,11 +340,22 @@ describe('quotas', () => {
   it('refuses a core:pretrain model over the parameter ceiling before anything starts (validatePipeline, startPipeline)', async () => {
     const op = await token('operator', 'quota-ceiling');
     // 784-8192-8192-10: 73,629,706 parameters, over the default 50,000,000.
-    const spec = { name: 'quota-ceiling', stages: [{ id: 'data', plugin: 'core:data-prep', params: { limit: 100 } }, { id: 'train', plugin: 'core:pretrain', params: { model: { hiddenUnits: [8192, 8192] }, epochs: 1 } }] };
+    const spec = {
+      name: 'quota-ceiling',
+      stages: [
+        { id: 'data', plugin: 'core:data-prep', params: { limit: 100 } },
+        { id: 'train', plugin: 'core:pretrain', params: { model: { hiddenUnits: [8192, 8192] }, epochs: 1 } },
+      ],
+    };
     const checked = await post('query($s: PipelineSpecInput!) { validatePipeline(spec: $s) { valid issues { path message code } } }', { s: spec }, op.token);
     expect(checked.body.data.validatePipeline.valid).toBe(false);
     expect(checked.body.data.validatePipeline.issues).toEqual([
-      { path: 'stages[1].params.model', code: 'PLUGIN_PARAMS_INVALID', message: "the model has 73,629,706 trainable parameters for 28×28 inputs and 10 classes; this host's ceiling is 50,000,000 (CAPSTAN_MAX_MODEL_PARAMETERS)" },
+      {
+        path: 'stages[1].params.model',
+        code: 'PLUGIN_PARAMS_INVALID',
+        message:
+          "the model has 73,629,706 trainable parameters for 28×28 inputs and 10 classes; this host's ceiling is 50,000,000 (CAPSTAN_MAX_MODEL_PARAMETERS)",
+      },
     ]);
     const started = await post(START, { s: spec }, op.token);
     expect(started.body.errors?.[0]?.extensions?.code).toBe('SPEC_INVALID');

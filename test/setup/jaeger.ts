@@ -9,6 +9,10 @@ import { createConsoleLogger } from '../../lib/logger.js';
  */
 export default function setup(): void {
   const root = path.resolve(import.meta.dirname, '../..');
-  const jaeger = resolveJaeger({ toolsDir: path.join(root, '.tools'), env: process.env, logger: createConsoleLogger({ name: 'jaeger', level: 'info', format: 'text' }) });
+  const jaeger = resolveJaeger({
+    toolsDir: path.join(root, '.tools'),
+    env: process.env,
+    logger: createConsoleLogger({ name: 'jaeger', level: 'info', format: 'text' }),
+  });
   process.env.JAEGER_PATH = jaeger.path;
 }

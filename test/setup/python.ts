@@ -18,7 +18,11 @@ export default function setup(project: TestProject): void {
   const root = path.resolve(import.meta.dirname, '../..');
   let python = process.env.CAPSTAN_PYTHON;
   if (!python) {
-    const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'setup-python.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'setup-python.mjs')], {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const lines = (r.stdout ?? '').trim().split('\n');
     if (r.status !== 0) throw new Error(`npm run setup:python failed (exit ${r.status}):\n${lines.slice(-20).join('\n')}`);
     python = lines.at(-1)!.trim();

@@ -48,15 +48,47 @@ describe.each(dialects)('API metrics read at scrape time, on %s', (dialect) => {
   it('sums booked cost and realised revenue exactly, reports ROI watches, and survives an unreachable Temporal', async () => {
     const pipeline = `m-${randomUUID().slice(0, 8)}`;
     const ledger = createLedgerService(t.db, { priceSheet: sheet });
-    for (const [i, hours] of [['a', '1'], ['b', '2']] as const) {
-      await ledger.bookRun({ runId: `pipeline/${pipeline}/${i}`, pipeline, stageId: 'roi', costs: [{ category: 'people', description: 'review', hours, hourlyRate: '0.9895' }], revenue: { kind: 'contract', value: '4.00' } });
+    for (const [i, hours] of [
+      ['a', '1'],
+      ['b', '2'],
+    ] as const) {
+      await ledger.bookRun({
+        runId: `pipeline/${pipeline}/${i}`,
+        pipeline,
+        stageId: 'roi',
+        costs: [{ category: 'people', description: 'review', hours, hourlyRate: '0.9895' }],
+        revenue: { kind: 'contract', value: '4.00' },
+      });
     }
-    await t.db.run('INSERT INTO roi_watch_state (model, version, run_id, below, crossings, last_roi, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)', ['watched', '1', `pipeline/${pipeline}/a`, 1, 1, '-0.5052', '2026-01-01T00:00:00.000Z']);
-    await t.db.run('INSERT INTO roi_watch_state (model, version, run_id, below, crossings, last_roi, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)', ['watched', '2', `pipeline/${pipeline}/b`, 0, 0, '0.7500', '2026-01-02T00:00:00.000Z']);
+    await t.db.run('INSERT INTO roi_watch_state (model, version, run_id, below, crossings, last_roi, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+      'watched',
+      '1',
+      `pipeline/${pipeline}/a`,
+      1,
+      1,
+      '-0.5052',
+      '2026-01-01T00:00:00.000Z',
+    ]);
+    await t.db.run('INSERT INTO roi_watch_state (model, version, run_id, below, crossings, last_roi, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+      'watched',
+      '2',
+      `pipeline/${pipeline}/b`,
+      0,
+      0,
+      '0.7500',
+      '2026-01-02T00:00:00.000Z',
+    ]);
 
     const registry = createMetricsRegistry();
     const temporal = unreachableClient();
-    const m = createApiMetrics({ registry, client: temporal.client, taskQueues: { workflows: 'q', cpu: 'q-cpu', gpu: 'q-gpu' }, db: t.db, logger: silentLogger, cacheMs: 60_000 });
+    const m = createApiMetrics({
+      registry,
+      client: temporal.client,
+      taskQueues: { workflows: 'q', cpu: 'q-cpu', gpu: 'q-gpu' },
+      db: t.db,
+      logger: silentLogger,
+      cacheMs: 60_000,
+    });
     m.predicted('watched', 2, 3, 0.004);
     const first = (await renderMetrics(registry)).body;
     // 1 h + 2 h at 0.9895 EUR: 2.9685 EUR, exactly.

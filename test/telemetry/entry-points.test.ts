@@ -17,7 +17,10 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'capstan-entry-metrics-'));
 const log: string[] = [];
 
 function start(entry: string, env: Record<string, string>): ChildProcess {
-  const c = spawn(process.execPath, ['--import', 'tsx', '--conditions=capstan-source', entry], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = spawn(process.execPath, ['--import', 'tsx', '--conditions=capstan-source', entry], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   for (const s of [c.stdout!, c.stderr!]) s.on('data', (b: Buffer) => void log.push(`${entry}: ${b.toString()}`));
   children.push(c);
   return c;
@@ -51,11 +54,16 @@ describe('the worker and API entry points with metrics on', () => {
     start('api/server.ts', { ...env, CAPSTAN_OPS_LISTEN: `127.0.0.1:${apiOps}`, CAPSTAN_API_PORT: String(apiPort) });
     const auth = { authorization: `Bearer ${TOKEN}` };
     const scrape = (url: string) =>
-      waitFor(async () => {
-        if (children.some((c) => c.exitCode !== null)) throw new Error(`an entry point exited:\n${log.join('').slice(-3000)}`);
-        const r = await fetch(url, { headers: auth });
-        return r.ok ? r.text() : undefined;
-      }, `${url} to answer`, 120_000, 500);
+      waitFor(
+        async () => {
+          if (children.some((c) => c.exitCode !== null)) throw new Error(`an entry point exited:\n${log.join('').slice(-3000)}`);
+          const r = await fetch(url, { headers: auth });
+          return r.ok ? r.text() : undefined;
+        },
+        `${url} to answer`,
+        120_000,
+        500,
+      );
 
     const worker = await scrape(`http://127.0.0.1:${workerOps}/metrics`);
     expect(sample(worker, 'capstan_worker_up', { roles: 'cpu,workflows' })).toBe(1);
@@ -64,10 +72,15 @@ describe('the worker and API entry points with metrics on', () => {
 
     for (const url of [`http://127.0.0.1:${apiPort}/metrics`, `http://127.0.0.1:${apiOps}/metrics`]) {
       // The worker reported its slots: the API reads them from the queue's slot keeper at scrape time.
-      const text = await waitFor(async () => {
-        const t = await scrape(url);
-        return samples(t).some((l) => l.startsWith('capstan_slot_workers{') && l.endsWith(' 1')) ? t : undefined;
-      }, `the slot keeper's figures at ${url}`, 60_000, 500);
+      const text = await waitFor(
+        async () => {
+          const t = await scrape(url);
+          return samples(t).some((l) => l.startsWith('capstan_slot_workers{') && l.endsWith(' 1')) ? t : undefined;
+        },
+        `the slot keeper's figures at ${url}`,
+        60_000,
+        500,
+      );
       expect(sample(text, 'capstan_scrape_source_up', { source: 'slots' })).toBe(1);
       expect((await fetch(url)).status).toBe(401);
     }

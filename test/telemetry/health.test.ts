@@ -140,16 +140,19 @@ describe('readiness and liveness tell the truth', () => {
   it('a Temporal server without gRPC health service is asked GetSystemInfo instead', async () => {
     const c = stack!.connection;
     let healthCalls = 0;
-    const check = temporalCheck({
-      healthService: {
-        check: async () => {
-          healthCalls++;
-          return Promise.reject(Object.assign(new Error('unknown service grpc.health.v1.Health'), { code: 12 }));
-        },
-      } as never,
-      workflowService: c.workflowService,
-      withDeadline: (d, fn) => c.withDeadline(d, fn),
-    }, { cacheMs: 0 });
+    const check = temporalCheck(
+      {
+        healthService: {
+          check: async () => {
+            healthCalls++;
+            return Promise.reject(Object.assign(new Error('unknown service grpc.health.v1.Health'), { code: 12 }));
+          },
+        } as never,
+        workflowService: c.workflowService,
+        withDeadline: (d, fn) => c.withDeadline(d, fn),
+      },
+      { cacheMs: 0 },
+    );
     expect(await check.get()).toEqual({ ok: true });
     expect(await check.get()).toEqual({ ok: true });
     expect(healthCalls).toBe(1);
@@ -198,7 +201,15 @@ describe('the database check', () => {
     // A cluster of this test's own: stopping the shared test cluster would fail other tests.
     pgDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-health-pg-'));
     const port = String(await freePort());
-    const startPg = () => execFileSync('bash', [path.join(root, 'scripts', 'postgres.sh'), pgDir!, port, 'capstan_health'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 }).trim().split('\n').pop()!;
+    const startPg = () =>
+      execFileSync('bash', [path.join(root, 'scripts', 'postgres.sh'), pgDir!, port, 'capstan_health'], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 300_000,
+      })
+        .trim()
+        .split('\n')
+        .pop()!;
     const url = startPg();
     db = openPostgres({ url, max: 2 });
     const h = apiHealth({ temporal: stack!.connection, db });
@@ -247,7 +258,9 @@ describe('the entry points', () => {
   };
   const ready = async (url: string) => (await probe(url).catch(() => undefined))?.status === 200;
 
-  it('api/server.ts answers /livez and /readyz on its port and its ops listener; worker.ts on its ops listener, ready with its workers running', { timeout: 240_000 }, async () => {
+  it('api/server.ts answers /livez and /readyz on its port and its ops listener; worker.ts on its ops listener, ready with its workers running', {
+    timeout: 240_000,
+  }, async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'capstan-health-entry-'));
     const [apiPort, apiOps, workerOps] = [await freePort(), await freePort(), await freePort()];
     const env = {
@@ -259,7 +272,12 @@ describe('the entry points', () => {
     };
     const apiProc = start('api/server.ts', { ...env, CAPSTAN_API_PORT: String(apiPort), CAPSTAN_OPS_LISTEN: `127.0.0.1:${apiOps}` });
     const workerProc = start('worker.ts', { ...env, CAPSTAN_OPS_LISTEN: `127.0.0.1:${workerOps}` });
-    await waitFor(async () => (await ready(`http://127.0.0.1:${apiPort}/readyz`)) || (apiProc.child.exitCode !== null && 'exited'), 'the API to be ready', 120_000, 300).then((r) => {
+    await waitFor(
+      async () => (await ready(`http://127.0.0.1:${apiPort}/readyz`)) || (apiProc.child.exitCode !== null && 'exited'),
+      'the API to be ready',
+      120_000,
+      300,
+    ).then((r) => {
       if (r === 'exited') throw new Error(`the API exited: ${apiProc.output()}`);
     });
     expect(await ready(`http://127.0.0.1:${apiOps}/readyz`)).toBe(true);

@@ -29,13 +29,21 @@ describe('console logger', () => {
     expect(lines.every((l) => l.endsWith('\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
     const [outside, inner, outer] = json();
     expect(outside).toEqual({ time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: 'info', logger: 'test', msg: 'outside' });
-    expect(inner).toMatchObject({ level: 'warn', msg: 'inner', epochs: 3, run_id: 'pipeline/p/1', stage_id: 'train', attempt: 2, plugin: 'core:pretrain@1.0.0' });
+    expect(inner).toMatchObject({
+      level: 'warn',
+      msg: 'inner',
+      epochs: 3,
+      run_id: 'pipeline/p/1',
+      stage_id: 'train',
+      attempt: 2,
+      plugin: 'core:pretrain@1.0.0',
+    });
     expect(outer).toMatchObject({ run_id: 'pipeline/p/1', stage_id: 'train' });
     expect(outer).not.toHaveProperty('attempt');
     expect(Object.keys(inner!).slice(0, 4)).toEqual(['time', 'level', 'logger', 'msg']);
   });
 
-  it('keeps today\'s text lines', () => {
+  it("keeps today's text lines", () => {
     const { logger, lines } = capture('text');
     withLogContext({ runId: 'pipeline/p/1' }, () => logger.info('worker up', { plugins: ['a@1'] }));
     logger.error('plain');
@@ -49,7 +57,15 @@ describe('console logger', () => {
     const err = Object.assign(new Error('disk full'), { code: 'ENOSPC' });
     info.logger.error('write failed', { error: err, level: 'meta level', big: 10n });
     expect(info.json().slice(0, 1)).toEqual([
-      { time: expect.any(String), level: 'error', logger: 'test', msg: 'write failed', error: { message: 'disk full', code: 'ENOSPC' }, meta_level: 'meta level', big: '10' },
+      {
+        time: expect.any(String),
+        level: 'error',
+        logger: 'test',
+        msg: 'write failed',
+        error: { message: 'disk full', code: 'ENOSPC' },
+        meta_level: 'meta level',
+        big: '10',
+      },
     ]);
     info.logger.warn('Activity failed', { error: Object.assign(new Error('bad hash'), { name: 'ApplicationFailure', type: 'ARTIFACT_CORRUPT' }) });
     expect(info.json()[1]).toMatchObject({ error: { message: 'bad hash', name: 'ApplicationFailure', type: 'ARTIFACT_CORRUPT' } });
@@ -61,7 +77,13 @@ describe('console logger', () => {
   it('never prints a token: secret meta keys, tokens and bearer credentials in text are redacted', () => {
     for (const format of ['json', 'text'] as const) {
       const { logger, lines } = capture(format);
-      logger.warn(`refused ${TOKEN}`, { token: 'abc', authorization: `Bearer ${TOKEN}`, note: `header was Bearer xyz123`, error: new Error(`bad ${TOKEN}`), tokenId: '0123456789ab' });
+      logger.warn(`refused ${TOKEN}`, {
+        token: 'abc',
+        authorization: `Bearer ${TOKEN}`,
+        note: `header was Bearer xyz123`,
+        error: new Error(`bad ${TOKEN}`),
+        tokenId: '0123456789ab',
+      });
       const out = lines.join('');
       expect(out).not.toContain('A'.repeat(43));
       expect(out).not.toContain('xyz123');
@@ -71,7 +93,7 @@ describe('console logger', () => {
     }
   });
 
-  it('adds the active span\'s trace and span ids while tracing runs, and none without a span or with tracing off', () => {
+  it("adds the active span's trace and span ids while tracing runs, and none without a span or with tracing off", () => {
     const { logger, json } = capture('json');
     // What the tracing setup registers (sdk-node does so when tracing is on), and the hooks it installs.
     const manager = new AsyncLocalStorageContextManager().enable();
@@ -115,15 +137,36 @@ describe('console logger', () => {
     expect(logContextFromEnv('not json')).toEqual({});
   });
 
-  it('relays a child\'s JSON lines at their level with their fields, anything else at debug', () => {
+  it("relays a child's JSON lines at their level with their fields, anything else at debug", () => {
     const { logger, json } = capture('json');
     withLogContext({ runId: 'pipeline/p/1', attempt: 1 }, () => {
-      relayLogLine(logger, JSON.stringify({ time: 't', level: 'info', logger: 'training', msg: 'training job pretrain started', pid: 7, run_id: 'pipeline/p/1', stage_id: 'pretrain', span_id: 'child-span' }));
+      relayLogLine(
+        logger,
+        JSON.stringify({
+          time: 't',
+          level: 'info',
+          logger: 'training',
+          msg: 'training job pretrain started',
+          pid: 7,
+          run_id: 'pipeline/p/1',
+          stage_id: 'pretrain',
+          span_id: 'child-span',
+        }),
+      );
       relayLogLine(logger, 'Hi there 👋. Looks like you are running TensorFlow.js');
       relayLogLine(logger, '{"not":"a log line"}');
     });
     const [relayed, plain, other] = json();
-    expect(relayed).toMatchObject({ level: 'info', logger: 'test', msg: 'training job pretrain started', source: 'training', pid: 7, run_id: 'pipeline/p/1', attempt: 1, span_id: 'child-span' });
+    expect(relayed).toMatchObject({
+      level: 'info',
+      logger: 'test',
+      msg: 'training job pretrain started',
+      source: 'training',
+      pid: 7,
+      run_id: 'pipeline/p/1',
+      attempt: 1,
+      span_id: 'child-span',
+    });
     // An id the context does not give is kept from the child's line.
     expect(relayed).toMatchObject({ stage_id: 'pretrain' });
     const text = capture('text');
@@ -135,17 +178,33 @@ describe('console logger', () => {
     expect(parseLogLine('plain')).toBeUndefined();
   });
 
-  it('writes an entry point\'s fatal line in either format', () => {
+  it("writes an entry point's fatal line in either format", () => {
     const e = new Error('no database');
     expect(fatalLine({ name: 'api', format: 'text', message: 'api failed', error: e })).toMatch(/^api failed: Error: no database\n {4}at /);
     const j = JSON.parse(fatalLine({ name: 'api', format: 'json', message: 'api failed', error: e }));
-    expect(j).toMatchObject({ level: 'error', logger: 'api', msg: 'api failed', error: { message: 'no database', stack: expect.stringContaining('no database') } });
+    expect(j).toMatchObject({
+      level: 'error',
+      logger: 'api',
+      msg: 'api failed',
+      error: { message: 'no database', stack: expect.stringContaining('no database') },
+    });
   });
 });
 
 describe('Temporal SDK entries', () => {
-  it('map a pipeline workflow\'s ids onto run_id (and a stage activity\'s stage), others onto workflow_id, and drop the task token', () => {
-    expect(sdkMeta({ sdkComponent: 'activity', workflowId: 'pipeline/p/1', workflowRunId: 'uuid', workflowType: 'runPipelineWorkflow', activityId: 'stage:train#1:replica-0', attempt: 2, taskToken: 'secret', taskQueue: 'q' })).toEqual({
+  it("map a pipeline workflow's ids onto run_id (and a stage activity's stage), others onto workflow_id, and drop the task token", () => {
+    expect(
+      sdkMeta({
+        sdkComponent: 'activity',
+        workflowId: 'pipeline/p/1',
+        workflowRunId: 'uuid',
+        workflowType: 'runPipelineWorkflow',
+        activityId: 'stage:train#1:replica-0',
+        attempt: 2,
+        taskToken: 'secret',
+        taskQueue: 'q',
+      }),
+    ).toEqual({
       sdkComponent: 'activity',
       taskQueue: 'q',
       run_id: 'pipeline/p/1',
@@ -155,6 +214,11 @@ describe('Temporal SDK entries', () => {
       stage_id: 'train',
       attempt: 2,
     });
-    expect(sdkMeta({ sdkComponent: 'workflow', workflowId: 'slot-keeper/q', runId: 'uuid2', workflowType: 'slotKeeperWorkflow' })).toEqual({ sdkComponent: 'workflow', workflow_id: 'slot-keeper/q', workflowType: 'slotKeeperWorkflow', workflow_run_id: 'uuid2' });
+    expect(sdkMeta({ sdkComponent: 'workflow', workflowId: 'slot-keeper/q', runId: 'uuid2', workflowType: 'slotKeeperWorkflow' })).toEqual({
+      sdkComponent: 'workflow',
+      workflow_id: 'slot-keeper/q',
+      workflowType: 'slotKeeperWorkflow',
+      workflow_run_id: 'uuid2',
+    });
   });
 });

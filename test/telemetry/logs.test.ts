@@ -21,7 +21,12 @@ interface Part {
 
 function startPart(entry: string, env: Record<string, string>): Part {
   let err = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   child.stdout!.resume();
   return { child, lines: () => err.split('\n').slice(0, -1), text: () => err.slice(-4000) };
@@ -43,7 +48,8 @@ function parseAll(lines: string[], who: string): Line[] {
       throw new Error(`${who} line ${i + 1} is not JSON: ${l}`);
     }
     const r = o as Line;
-    if (typeof r.time !== 'string' || Number.isNaN(Date.parse(r.time)) || !['debug', 'info', 'warn', 'error'].includes(r.level) || typeof r.msg !== 'string') throw new Error(`${who} line ${i + 1} lacks time/level/msg: ${l}`);
+    if (typeof r.time !== 'string' || Number.isNaN(Date.parse(r.time)) || !['debug', 'info', 'warn', 'error'].includes(r.level) || typeof r.msg !== 'string')
+      throw new Error(`${who} line ${i + 1} lacks time/level/msg: ${l}`);
     return r;
   });
 }
@@ -56,14 +62,19 @@ describe('JSON logs of the worker, the API and training children', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  it('every line is JSON; a stage attempt\'s lines (its training child\'s too) carry run, stage and attempt ids; API lines carry the request and operation', { timeout: 420_000 }, async () => {
+  it("every line is JSON; a stage attempt's lines (its training child's too) carry run, stage and attempt ids; API lines carry the request and operation", {
+    timeout: 420_000,
+  }, async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'capstan-logs-'));
     dirs.push(dataDir);
     const port = await freePort();
     // A command stage (any language; here Node) whose stderr the worker forwards: a plain line and a JSON log line.
     const manifest = path.join(dataDir, 'say.stage.json');
     const script = path.join(dataDir, 'say.mjs');
-    writeFileSync(script, "console.error('hello from the stage');\nconsole.error(JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'json from the stage', step: 1 }));\n");
+    writeFileSync(
+      script,
+      "console.error('hello from the stage');\nconsole.error(JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'json from the stage', step: 1 }));\n",
+    );
     writeFileSync(manifest, JSON.stringify({ name: 'test:say', version: '1.0.0', description: 'says hello on stderr', command: [process.execPath, script] }));
     const env = {
       CAPSTAN_PLUGINS: manifest,
@@ -85,12 +96,22 @@ describe('JSON logs of the worker, the API and training children', () => {
     expect(api.child.exitCode, api.text()).toBeNull();
 
     const gql = async (query: string, variables: Record<string, unknown>) => {
-      const r = await fetch(`http://127.0.0.1:${port}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': `test-${randomBytes(3).toString('hex')}` }, body: JSON.stringify({ query, variables }) });
+      const r = await fetch(`http://127.0.0.1:${port}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': `test-${randomBytes(3).toString('hex')}` },
+        body: JSON.stringify({ query, variables }),
+      });
       const body = (await r.json()) as { data?: any; errors?: unknown[] };
       if (body.errors) throw new Error(JSON.stringify(body.errors));
       return { data: body.data, requestId: r.headers.get('x-request-id') };
     };
-    const spec = ['name: logs', 'stages:', '  - { id: data, plugin: core:data-prep, params: { source: { format: mnist }, limit: 600, seed: 1 } }', '  - { id: pretrain, plugin: core:pretrain, params: { epochs: 1 } }', '  - { id: say, plugin: test:say }'].join('\n');
+    const spec = [
+      'name: logs',
+      'stages:',
+      '  - { id: data, plugin: core:data-prep, params: { source: { format: mnist }, limit: 600, seed: 1 } }',
+      '  - { id: pretrain, plugin: core:pretrain, params: { epochs: 1 } }',
+      '  - { id: say, plugin: test:say }',
+    ].join('\n');
     const started = await gql('mutation Start($t: String!) { startPipelineFromText(text: $t) { id } }', { t: spec });
     const runId = started.data.startPipelineFromText.id as string;
     expect(started.requestId).toMatch(/^test-/);
@@ -114,7 +135,8 @@ describe('JSON logs of the worker, the API and training children', () => {
     const child = wl.filter((l) => l.source === 'training');
     expect(child.map((l) => l.msg)).toContain('training job pretrain started');
     expect(child.map((l) => l.msg)).toContain('training job pretrain finished');
-    for (const l of child) expect(l, JSON.stringify(l)).toMatchObject({ run_id: runId, stage_id: 'pretrain', attempt: 1, plugin: expect.stringMatching(/^core:pretrain@/) });
+    for (const l of child)
+      expect(l, JSON.stringify(l)).toMatchObject({ run_id: runId, stage_id: 'pretrain', attempt: 1, plugin: expect.stringMatching(/^core:pretrain@/) });
     expect(wl.some((l) => l.stage_id === 'data' && l.run_id === runId)).toBe(true);
     // A command stage's stderr, forwarded with its attempt's ids: plain lines at debug, JSON log lines at their own level.
     const say = { run_id: runId, stage_id: 'say', attempt: 1, plugin: 'test:say@1.0.0' };
@@ -143,14 +165,28 @@ describe('JSON logs of the worker, the API and training children', () => {
     expect(r.status).toBe(1);
     const lines = parseAll(r.stderr.trim().split('\n'), 'child');
     const failed = lines.find((l) => l.msg === 'training job failed');
-    expect(failed, r.stderr).toMatchObject({ level: 'error', logger: 'training', run_id: 'pipeline/logs/abc', stage_id: 'pretrain', attempt: 2, error: { message: 'unknown job kind no-such-kind' } });
+    expect(failed, r.stderr).toMatchObject({
+      level: 'error',
+      logger: 'training',
+      run_id: 'pipeline/logs/abc',
+      stage_id: 'pretrain',
+      attempt: 2,
+      error: { message: 'unknown job kind no-such-kind' },
+    });
     for (const l of lines) expect(l).toMatchObject({ run_id: 'pipeline/logs/abc', stage_id: 'pretrain', attempt: 2 });
   });
 
-  it('CAPSTAN_LOG_FORMAT=text keeps today\'s lines', { timeout: 180_000 }, async () => {
+  it("CAPSTAN_LOG_FORMAT=text keeps today's lines", { timeout: 180_000 }, async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'capstan-logs-text-'));
     dirs.push(dataDir);
-    const api = startPart('api/server.ts', { CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'text', CAPSTAN_AUTH: 'off', CAPSTAN_API_PORT: String(await freePort()), TEMPORAL_ADDRESS: inject('temporalAddress'), TEMPORAL_NAMESPACE: inject('temporalNamespace') });
+    const api = startPart('api/server.ts', {
+      CAPSTAN_DATA_DIR: dataDir,
+      CAPSTAN_LOG_FORMAT: 'text',
+      CAPSTAN_AUTH: 'off',
+      CAPSTAN_API_PORT: String(await freePort()),
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+    });
     parts.push(api);
     await waitFor(async () => api.text().includes('GraphQL API on') || api.child.exitCode !== null, `the API to start: ${api.text()}`, 150_000, 200);
     const lines = api.lines();
@@ -159,10 +195,27 @@ describe('JSON logs of the worker, the API and training children', () => {
     expect(lines.some((l) => / INFO {2}\[api\] GraphQL API on http:\/\/127\.0\.0\.1:\d+\/graphql \(auth: off\)$/.test(l))).toBe(true);
     stop(api);
     // A fatal error keeps today's line too.
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'api/server.ts'], { cwd: root, env: { ...process.env, CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'text', CAPSTAN_API_PORT: 'not-a-port' }, encoding: 'utf8', timeout: 60_000 });
+    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'api/server.ts'], {
+      cwd: root,
+      env: { ...process.env, CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'text', CAPSTAN_API_PORT: 'not-a-port' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/^api failed: .*CAPSTAN_API_PORT/s);
-    const badJson = spawnSync(process.execPath, ['--import', 'tsx', 'api/server.ts'], { cwd: root, env: { ...process.env, CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'json', CAPSTAN_API_PORT: 'not-a-port' }, encoding: 'utf8', timeout: 60_000 });
-    expect(parseAll(badJson.stderr.trim().split('\n'), 'fatal')).toEqual([expect.objectContaining({ level: 'error', logger: 'api', msg: 'api failed', error: expect.objectContaining({ message: expect.stringContaining('CAPSTAN_API_PORT') }) })]);
+    const badJson = spawnSync(process.execPath, ['--import', 'tsx', 'api/server.ts'], {
+      cwd: root,
+      env: { ...process.env, CAPSTAN_DATA_DIR: dataDir, CAPSTAN_LOG_FORMAT: 'json', CAPSTAN_API_PORT: 'not-a-port' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(parseAll(badJson.stderr.trim().split('\n'), 'fatal')).toEqual([
+      expect.objectContaining({
+        level: 'error',
+        logger: 'api',
+        msg: 'api failed',
+        error: expect.objectContaining({ message: expect.stringContaining('CAPSTAN_API_PORT') }),
+      }),
+    ]);
   });
 });

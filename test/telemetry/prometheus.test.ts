@@ -53,9 +53,16 @@ async function startPrometheus(targets: { api: string; worker: string }): Promis
     static_configs:
       - targets: ['${target}']
 `;
-  await writeFile(path.join(dir, 'prometheus.yml'), `global:\n  scrape_interval: 1s\nscrape_configs:\n${job('capstan-api', targets.api)}${job('capstan-worker', targets.worker)}`);
+  await writeFile(
+    path.join(dir, 'prometheus.yml'),
+    `global:\n  scrape_interval: 1s\nscrape_configs:\n${job('capstan-api', targets.api)}${job('capstan-worker', targets.worker)}`,
+  );
   const log: string[] = [];
-  const child = spawn(bin, [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    bin,
+    [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const keep = (b: Buffer) => {
     log.push(b.toString());
     if (log.length > 200) log.shift();
@@ -64,10 +71,14 @@ async function startPrometheus(targets: { api: string; worker: string }): Promis
   child.stderr!.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`prometheus exited (${child.exitCode}): ${log.join('').slice(-2000)}`);
-      return (await fetch(`${url}/-/ready`).catch(() => undefined))?.ok;
-    }, 'Prometheus to be ready', 60_000);
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`prometheus exited (${child.exitCode}): ${log.join('').slice(-2000)}`);
+        return (await fetch(`${url}/-/ready`).catch(() => undefined))?.ok;
+      },
+      'Prometheus to be ready',
+      60_000,
+    );
   } catch (e) {
     child.kill('SIGKILL');
     throw e;
@@ -133,27 +144,39 @@ describe('Prometheus scraping the API and a worker', () => {
     });
     expect(start.errors, JSON.stringify(start.errors)).toBeUndefined();
     const id = start.data.startPipeline.id as string;
-    const run = await waitFor(async () => {
-      const r = (await stack.gql(`query($id: ID!) { run(id: $id) { status stages { id plugin status attempts } } }`, { id })).data.run;
-      if (r && ['FAILED', 'CANCELLED', 'PAUSED'].includes(r.status)) throw new Error(`run ${id} is ${r.status}`);
-      return r?.status === 'COMPLETED' ? r : undefined;
-    }, `run ${id} to complete`, 180_000);
+    const run = await waitFor(
+      async () => {
+        const r = (await stack.gql(`query($id: ID!) { run(id: $id) { status stages { id plugin status attempts } } }`, { id })).data.run;
+        if (r && ['FAILED', 'CANCELLED', 'PAUSED'].includes(r.status)) throw new Error(`run ${id} is ${r.status}`);
+        return r?.status === 'COMPLETED' ? r : undefined;
+      },
+      `run ${id} to complete`,
+      180_000,
+    );
 
     // Predictions: 3 through the HTTP route, 2 through GraphQL (each a batch of flat 8×8 samples).
     const sampleRow = () => new Array(64).fill(0);
     const predictor = await stack.token('predictor', 'prom-predictor');
-    await waitFor(async () => {
-      const res = await fetch(`${stack.url}/models/${MODEL}/predict`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${predictor}` },
-        body: JSON.stringify({ inputs: [sampleRow(), sampleRow(), sampleRow()] }),
-      });
-      // Until the model server sees the new production alias (NOT_DEPLOYED): nothing was predicted.
-      if (res.status === 404) return false;
-      expect(res.status).toBe(200);
-      return true;
-    }, 'the first prediction', 60_000);
-    const gqlPredict = await stack.gql(`query($m: String!, $i: [[Float!]!]!) { predict(model: $m, inputs: $i) { version predictions { label } } }`, { m: MODEL, i: [sampleRow(), sampleRow()] }, predictor);
+    await waitFor(
+      async () => {
+        const res = await fetch(`${stack.url}/models/${MODEL}/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${predictor}` },
+          body: JSON.stringify({ inputs: [sampleRow(), sampleRow(), sampleRow()] }),
+        });
+        // Until the model server sees the new production alias (NOT_DEPLOYED): nothing was predicted.
+        if (res.status === 404) return false;
+        expect(res.status).toBe(200);
+        return true;
+      },
+      'the first prediction',
+      60_000,
+    );
+    const gqlPredict = await stack.gql(
+      `query($m: String!, $i: [[Float!]!]!) { predict(model: $m, inputs: $i) { version predictions { label } } }`,
+      { m: MODEL, i: [sampleRow(), sampleRow()] },
+      predictor,
+    );
     expect(gqlPredict.errors, JSON.stringify(gqlPredict.errors)).toBeUndefined();
     expect(gqlPredict.data.predict.predictions).toHaveLength(2);
     const version = String(gqlPredict.data.predict.version);
@@ -162,23 +185,33 @@ describe('Prometheus scraping the API and a worker', () => {
     const attempts: Record<string, number> = {};
     for (const s of run.stages) attempts[s.plugin] = (attempts[s.plugin] ?? 0) + s.attempts;
     expect(Object.keys(attempts).sort()).toEqual(['core:deploy', 'core:roi-ledger', 'test:fixture-model']);
-    await waitFor(async () => {
-      const r = await query('sum by (plugin) (capstan_stage_duration_seconds_count{job="capstan-worker"})');
-      const got = Object.fromEntries(r.map((x) => [x.metric.plugin!, x.value]));
-      return JSON.stringify(got, Object.keys(got).sort()) === JSON.stringify(attempts, Object.keys(attempts).sort());
-    }, "Prometheus to hold the run's stage durations", 60_000, 1000);
+    await waitFor(
+      async () => {
+        const r = await query('sum by (plugin) (capstan_stage_duration_seconds_count{job="capstan-worker"})');
+        const got = Object.fromEntries(r.map((x) => [x.metric.plugin!, x.value]));
+        return JSON.stringify(got, Object.keys(got).sort()) === JSON.stringify(attempts, Object.keys(attempts).sort());
+      },
+      "Prometheus to hold the run's stage durations",
+      60_000,
+      1000,
+    );
     const succeeded = await query('sum(capstan_stage_duration_seconds_sum{job="capstan-worker",outcome="succeeded"})');
     expect(succeeded[0]!.value).toBeGreaterThan(0);
 
     // Booked cost: what Prometheus sums for the pipeline equals the run's cost in GraphQL, to the micro.
     let last = '';
-    await waitFor(async () => {
-      await stack.runtime.outbox.flush({ runId: id });
-      const roi = (await stack.gql(`query($id: ID!) { run(id: $id) { roi { cost currency } } }`, { id })).data.run.roi;
-      const r = await query(`sum(capstan_ledger_cost_total{job="capstan-api",pipeline="${PIPELINE}",currency="${roi.currency}"})`);
-      last = `GraphQL ${roi.cost} ${roi.currency}, Prometheus ${r[0]?.value}`;
-      return parseMoney(roi.cost) > 0n && r.length === 1 && BigInt(Math.round(r[0]!.value * 1e6)) === parseMoney(roi.cost);
-    }, "Prometheus's booked cost to equal the run's cost", 60_000, 1000).catch((e: Error) => {
+    await waitFor(
+      async () => {
+        await stack.runtime.outbox.flush({ runId: id });
+        const roi = (await stack.gql(`query($id: ID!) { run(id: $id) { roi { cost currency } } }`, { id })).data.run.roi;
+        const r = await query(`sum(capstan_ledger_cost_total{job="capstan-api",pipeline="${PIPELINE}",currency="${roi.currency}"})`);
+        last = `GraphQL ${roi.cost} ${roi.currency}, Prometheus ${r[0]?.value}`;
+        return parseMoney(roi.cost) > 0n && r.length === 1 && BigInt(Math.round(r[0]!.value * 1e6)) === parseMoney(roi.cost);
+      },
+      "Prometheus's booked cost to equal the run's cost",
+      60_000,
+      1000,
+    ).catch((e: Error) => {
       throw new Error(`${e.message} (last: ${last})`);
     });
     // By resource: the categories the ledger booked (cpu at least).
@@ -186,14 +219,24 @@ describe('Prometheus scraping the API and a worker', () => {
     expect(byResource.map((x) => x.metric.resource)).toContain('cpu');
 
     // Predictions: as many as were made, on the version served; their latency observed once per request.
-    await waitFor(async () => {
-      const n = await query(`sum(capstan_predictions_total{job="capstan-api",model="${MODEL}",version="${version}"})`);
-      const requests = await query(`sum(capstan_prediction_duration_seconds_count{model="${MODEL}"})`);
-      return n[0]?.value === 5 && requests[0]?.value === 2;
-    }, 'Prometheus to count the 5 predictions of 2 requests', 60_000, 1000);
+    await waitFor(
+      async () => {
+        const n = await query(`sum(capstan_predictions_total{job="capstan-api",model="${MODEL}",version="${version}"})`);
+        const requests = await query(`sum(capstan_prediction_duration_seconds_count{model="${MODEL}"})`);
+        return n[0]?.value === 5 && requests[0]?.value === 2;
+      },
+      'Prometheus to count the 5 predictions of 2 requests',
+      60_000,
+      1000,
+    );
 
     // The run counted by status from visibility, GraphQL operations timed, and the Temporal SDK's own worker metrics.
-    await waitFor(async () => (await query(`capstan_runs{pipeline="${PIPELINE}",status="COMPLETED"}`))[0]?.value === 1, 'the completed run in capstan_runs', 60_000, 1000);
+    await waitFor(
+      async () => (await query(`capstan_runs{pipeline="${PIPELINE}",status="COMPLETED"}`))[0]?.value === 1,
+      'the completed run in capstan_runs',
+      60_000,
+      1000,
+    );
     expect((await query('sum(capstan_graphql_request_duration_seconds_count{operationType="mutation"})'))[0]!.value).toBeGreaterThanOrEqual(1);
     expect((await query('count({job="capstan-worker",__name__=~"temporal_.+"})'))[0]!.value).toBeGreaterThan(0);
     expect((await query('up{job="capstan-api"}'))[0]!.value).toBe(1);

@@ -13,7 +13,12 @@ describe('replaying recorded histories with the tracing interceptors installed',
     const recorded = loadRecorded();
     expect(recorded.length).toBeGreaterThan(0);
     const exporter = new InMemorySpanExporter();
-    const tracing = { resource: new Resource({ 'service.name': 'capstan-replay' }), spanProcessor: new SimpleSpanProcessor(exporter), serviceName: 'capstan-replay', shutdown: async () => {} };
+    const tracing = {
+      resource: new Resource({ 'service.name': 'capstan-replay' }),
+      spanProcessor: new SimpleSpanProcessor(exporter),
+      serviceName: 'capstan-replay',
+      shutdown: async () => {},
+    };
     const plugins = tracingPlugins(tracing).plugins;
     expect(plugins).toHaveLength(1);
     const results: { workflowId: string; error?: Error }[] = [];

@@ -139,12 +139,24 @@ describe('the Grafana dashboard', () => {
   it('covers what an operator watches: one panel per topic', () => {
     const exprs = panels.flatMap((p) => p.targets!.map((t) => t.expr!)).join('\n');
     for (const m of [
-      'capstan_runs{', 'capstan_stage_duration_seconds_bucket', 'capstan_stage_retries_total', 'capstan_stage_pauses_total',
-      'capstan_slot_wait_seconds_bucket', 'capstan_slot_queue_depth', 'capstan_slot_capacity', 'capstan_budget_paused_runs',
-      'capstan_ledger_cost_total', 'capstan_ledger_revenue_total', 'capstan_roi_realised', 'capstan_predictions_total',
-      'capstan_prediction_duration_seconds_bucket', 'capstan_graphql_request_duration_seconds_bucket',
-      'temporal_activity_schedule_to_start_latency_bucket', 'temporal_worker_task_slots_available',
-    ]) expect(exprs, m).toContain(m);
+      'capstan_runs{',
+      'capstan_stage_duration_seconds_bucket',
+      'capstan_stage_retries_total',
+      'capstan_stage_pauses_total',
+      'capstan_slot_wait_seconds_bucket',
+      'capstan_slot_queue_depth',
+      'capstan_slot_capacity',
+      'capstan_budget_paused_runs',
+      'capstan_ledger_cost_total',
+      'capstan_ledger_revenue_total',
+      'capstan_roi_realised',
+      'capstan_predictions_total',
+      'capstan_prediction_duration_seconds_bucket',
+      'capstan_graphql_request_duration_seconds_bucket',
+      'temporal_activity_schedule_to_start_latency_bucket',
+      'temporal_worker_task_slots_available',
+    ])
+      expect(exprs, m).toContain(m);
   });
 });
 

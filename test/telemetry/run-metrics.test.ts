@@ -38,10 +38,14 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       ],
     });
     await waitFor(async () => (await status(id)) === 'PAUSED', `run ${id} to pause`, 60_000);
-    const paused = await waitFor(async () => {
-      const t = await worker();
-      return sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' }) === 1 ? t : undefined;
-    }, 'the pause in the worker metrics', 30_000);
+    const paused = await waitFor(
+      async () => {
+        const t = await worker();
+        return sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' }) === 1 ? t : undefined;
+      },
+      'the pause in the worker metrics',
+      30_000,
+    );
     expect(sample(paused, 'capstan_budget_pauses_total', { pipeline })).toBeUndefined();
     expect(sample(paused, 'capstan_stage_attempts_total', { plugin: 'test:write-note', outcome: 'succeeded' })).toBeGreaterThanOrEqual(1);
     expect(sample(paused, 'capstan_stage_attempts_total', { plugin: 'test:shout', outcome: 'failed' })).toBe(1);
@@ -49,10 +53,16 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     expect(sample(paused, 'capstan_worker_up', { roles: 'cpu,gpu,workflows' })).toBe(1);
 
     // The API, from visibility (its cache is 1 s here).
-    const seen = await waitFor(async () => {
-      const t = await api();
-      return sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === 1 && sample(t, 'capstan_run_paused_seconds', { run_id: id }) !== undefined ? t : undefined;
-    }, 'the paused run in the API metrics', 30_000);
+    const seen = await waitFor(
+      async () => {
+        const t = await api();
+        return sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === 1 && sample(t, 'capstan_run_paused_seconds', { run_id: id }) !== undefined
+          ? t
+          : undefined;
+      },
+      'the paused run in the API metrics',
+      30_000,
+    );
     expect(sample(seen, 'capstan_run_paused_seconds', { run_id: id, pipeline })).toBeGreaterThanOrEqual(0);
     expect(sample(seen, 'capstan_budget_paused_runs', { pipeline })).toBeUndefined();
 
@@ -63,16 +73,24 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
     expect(aborted.errors).toBeUndefined();
     await waitFor(async () => (await status(id)) === 'FAILED', `run ${id} to fail`, 60_000);
-    const after = await waitFor(async () => {
-      const t = await worker();
-      return sample(t, 'capstan_runs_finished_total', { pipeline, status: 'FAILED' }) === 1 ? t : undefined;
-    }, 'the aborted run counted as finished', 30_000);
+    const after = await waitFor(
+      async () => {
+        const t = await worker();
+        return sample(t, 'capstan_runs_finished_total', { pipeline, status: 'FAILED' }) === 1 ? t : undefined;
+      },
+      'the aborted run counted as finished',
+      30_000,
+    );
     // Still one pause: not counted again when the new worker replayed the run's history.
     expect(sample(after, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBe(1);
-    await waitFor(async () => {
-      const t = await api();
-      return sample(t, 'capstan_runs', { pipeline, status: 'FAILED' }) === 1 && sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === undefined;
-    }, 'the API to count the run as FAILED', 30_000);
+    await waitFor(
+      async () => {
+        const t = await api();
+        return sample(t, 'capstan_runs', { pipeline, status: 'FAILED' }) === 1 && sample(t, 'capstan_runs', { pipeline, status: 'PAUSED' }) === undefined;
+      },
+      'the API to count the run as FAILED',
+      30_000,
+    );
   });
 
   it('counts a retried attempt, and a completed run', async () => {
@@ -86,10 +104,14 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       ],
     });
     await waitFor(async () => (await status(id)) === 'COMPLETED', `run ${id} to complete`, 60_000);
-    const t = await waitFor(async () => {
-      const x = await worker();
-      return sample(x, 'capstan_runs_finished_total', { pipeline, status: 'COMPLETED' }) === 1 ? x : undefined;
-    }, 'the completed run counted', 30_000);
+    const t = await waitFor(
+      async () => {
+        const x = await worker();
+        return sample(x, 'capstan_runs_finished_total', { pipeline, status: 'COMPLETED' }) === 1 ? x : undefined;
+      },
+      'the completed run counted',
+      30_000,
+    );
     expect(sample(t, 'capstan_stage_retries_total', { plugin: 'test:shout' })).toBe(before + 1);
     expect(sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BAD_DATA' })).toBeUndefined();
   });
@@ -107,10 +129,14 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       ],
     });
     await waitFor(async () => (await status(id)) === 'PAUSED', `run ${id} to pause on its budget`, 60_000);
-    const t = await waitFor(async () => {
-      const x = await worker();
-      return sample(x, 'capstan_budget_pauses_total', { pipeline }) === 1 ? x : undefined;
-    }, 'the budget pause in the worker metrics', 30_000);
+    const t = await waitFor(
+      async () => {
+        const x = await worker();
+        return sample(x, 'capstan_budget_pauses_total', { pipeline }) === 1 ? x : undefined;
+      },
+      'the budget pause in the worker metrics',
+      30_000,
+    );
     expect(sample(t, 'capstan_stage_pauses_total', { pipeline, code: 'BUDGET_EXHAUSTED' })).toBe(1);
     await waitFor(async () => sample(await api(), 'capstan_budget_paused_runs', { pipeline }) === 1, 'the API to report the budget-paused run', 30_000);
     const aborted = await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "metrics test") { id } }`, { id });
@@ -123,10 +149,14 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
     const before = sample(await worker(), 'capstan_slot_wait_seconds_count', { queue }) ?? 0;
     const id = await start({ name: `sink-gang-${Date.now().toString(36)}`, stages: [{ id: 'split', plugin: 'test:split', params: { replicas: 2 } }] });
     await waitFor(async () => (await status(id)) === 'COMPLETED', `run ${id} to complete`, 60_000);
-    const t = await waitFor(async () => {
-      const x = await worker();
-      return (sample(x, 'capstan_slot_wait_seconds_count', { queue }) ?? 0) === before + 1 ? x : undefined;
-    }, 'the slot wait in the worker metrics', 30_000);
+    const t = await waitFor(
+      async () => {
+        const x = await worker();
+        return (sample(x, 'capstan_slot_wait_seconds_count', { queue }) ?? 0) === before + 1 ? x : undefined;
+      },
+      'the slot wait in the worker metrics',
+      30_000,
+    );
     expect(sample(t, 'capstan_slot_wait_seconds_sum', { queue })).toBeGreaterThanOrEqual(0);
     expect(sample(t, 'capstan_stage_duration_seconds_count', { plugin: 'test:split', outcome: 'succeeded' })).toBe(3);
   });

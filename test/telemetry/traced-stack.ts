@@ -26,7 +26,10 @@ export async function startTracedStack(plugins: StagePlugin<any>[]): Promise<Tra
   process.env.OTEL_BSP_SCHEDULE_DELAY = '200';
   const tracing = await startTracing({ enabled: true, defaultServiceName: 'capstan-api', env: process.env });
   if (!tracing) throw new Error('tracing did not start');
-  const stack = await startTestStack({ plugins, env: { OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint, CAPSTAN_TRACE_UI_URL: `${jaeger.queryUrl}/trace/{traceId}` } });
+  const stack = await startTestStack({
+    plugins,
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint, CAPSTAN_TRACE_UI_URL: `${jaeger.queryUrl}/trace/{traceId}` },
+  });
   return {
     stack,
     jaeger,
@@ -46,7 +49,9 @@ export async function runTraced(stack: TestStack, spec: unknown): Promise<{ runI
   const runId: string = started.data.startPipeline.id;
   const run = await waitFor(
     async () => {
-      const v = (await stack.gql(`query($id: ID!) { run(id: $id) { status traceId traceUrl stages { id status attempts error } events { message } } }`, { id: runId })).data.run;
+      const v = (
+        await stack.gql(`query($id: ID!) { run(id: $id) { status traceId traceUrl stages { id status attempts error } events { message } } }`, { id: runId })
+      ).data.run;
       if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(v.status)) throw new Error(`run ${runId} is ${v.status}: ${JSON.stringify(v.stages)}`);
       return v.status === 'COMPLETED' ? v : undefined;
     },

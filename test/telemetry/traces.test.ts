@@ -38,7 +38,13 @@ describe('traces of a pipeline run in Jaeger', () => {
     expect((await t.stack.client.workflow.getHandle(runId).result()).traceId).toBe(traceId);
 
     const stageIds = spec.stages.map((s) => s.id);
-    const trace = await traceWith(t, traceId, ['graphql.mutation startPipeline', 'RunWorkflow:runPipelineWorkflow', ...stageIds.map((id) => `capstan.stage.attempt ${id}`), 'capstan.training.child', 'capstan.ledger.book_run']);
+    const trace = await traceWith(t, traceId, [
+      'graphql.mutation startPipeline',
+      'RunWorkflow:runPipelineWorkflow',
+      ...stageIds.map((id) => `capstan.stage.attempt ${id}`),
+      'capstan.training.child',
+      'capstan.ledger.book_run',
+    ]);
 
     // One trace: every span carries the run's trace id.
     expect(new Set(trace.spans.map((s) => s.traceID))).toEqual(new Set([traceId]));
@@ -74,7 +80,7 @@ describe('traces of a pipeline run in Jaeger', () => {
     expect(spanTag(op, 'graphql.operation.name')).toBe('startPipeline');
   });
 
-  it("gives a run a schedule fired (no request to trace) the trace of its own workflow", { timeout: 300_000 }, async () => {
+  it('gives a run a schedule fired (no request to trace) the trace of its own workflow', { timeout: 300_000 }, async () => {
     const { stack } = t;
     const saved = await stack.gql(`mutation($s: PipelineSpecInput!) { savePipeline(spec: $s) { name } }`, {
       s: { name: 'traced-scheduled', stages: [{ id: 'data', plugin: 'core:data-prep', params: { source: { format: 'mnist' }, limit: 500, seed: 8 } }] },

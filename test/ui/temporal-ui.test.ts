@@ -15,7 +15,15 @@ beforeAll(async () => {
   stack = await startTestStack({ plugins });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
 });
 afterAll(async () => {
@@ -27,10 +35,20 @@ describe('Temporal Web UI', () => {
   it('finds a run by pipeline name and shows its status, summary and stage activities', async () => {
     const name = `ui-check-${Date.now().toString(36)}`;
     const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, {
-      s: { name, stages: [{ id: 'write', plugin: 'test:write-note' }, { id: 'shout', plugin: 'test:shout' }] },
+      s: {
+        name,
+        stages: [
+          { id: 'write', plugin: 'test:write-note' },
+          { id: 'shout', plugin: 'test:shout' },
+        ],
+      },
     });
     const id: string = r.data.startPipeline.id;
-    await waitFor(async () => (await stack.client.workflow.count(`CapstanPipeline = '${name}' AND ExecutionStatus = 'Completed'`)).count === 1, 'run to complete', 60_000);
+    await waitFor(
+      async () => (await stack.client.workflow.count(`CapstanPipeline = '${name}' AND ExecutionStatus = 'Completed'`)).count === 1,
+      'run to complete',
+      60_000,
+    );
 
     const ui = inject('temporalUiUrl');
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });

@@ -14,7 +14,17 @@ export interface Recorded {
 }
 
 /** The scenarios every release must still replay: one run each, driven through the API. */
-export const SCENARIOS = ['completed', 'paused-then-retried', 'skipped', 'aborted', 'resumed', 'cancelled', 'data-parallel', 'pause-timed-out', 'budget-raised'] as const;
+export const SCENARIOS = [
+  'completed',
+  'paused-then-retried',
+  'skipped',
+  'aborted',
+  'resumed',
+  'cancelled',
+  'data-parallel',
+  'pause-timed-out',
+  'budget-raised',
+] as const;
 
 /** Every recorded set, oldest first. */
 export function historySets(): string[] {
@@ -31,4 +41,3 @@ export function loadRecorded(): { set: string; meta: Recorded; history: temporal
     return index.map((meta) => ({ set, meta, history: temporal.api.history.v1.History.decode(readFileSync(path.join(dir, meta.file))) }));
   });
 }
-

@@ -18,7 +18,8 @@ describe('recording histories (npm run record-histories)', () => {
   });
 
   it('runs every scenario on a real stack and writes its history', { timeout: 300_000 }, async () => {
-    const start = async (spec: unknown) => (await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec })).data.startPipeline.id as string;
+    const start = async (spec: unknown) =>
+      (await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s: spec })).data.startPipeline.id as string;
     const status = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).data.run.status as string;
     const until = (id: string, s: string) => waitFor(async () => (await status(id)) === s, `${id} ${s}`, 120_000);
     const closed = async (id: string) => {
@@ -29,7 +30,9 @@ describe('recording histories (npm run record-histories)', () => {
     const fast = { maximumAttempts: 1 };
     const ids: Record<(typeof SCENARIOS)[number], string> = {} as never;
 
-    ids.completed = await closed(await start({ name: 'replay-completed', stages: [write, { id: 's', plugin: 'test:shout', params: { failUntilAttempt: 1 } }] }));
+    ids.completed = await closed(
+      await start({ name: 'replay-completed', stages: [write, { id: 's', plugin: 'test:shout', params: { failUntilAttempt: 1 } }] }),
+    );
 
     const retried = await start({ name: 'replay-retried', stages: [write, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: fast }] });
     await until(retried, 'PAUSED');
@@ -46,7 +49,11 @@ describe('recording histories (npm run record-histories)', () => {
     await stack.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "recording") { id } }`, { id: aborted });
     ids.aborted = await closed(aborted);
 
-    const failed = await start({ name: 'replay-resumed', onFailure: { action: 'fail' }, stages: [write, { id: 's', plugin: 'test:shout', params: { requireFile: path.join(stack.dataDir, 'go') }, retry: fast }] });
+    const failed = await start({
+      name: 'replay-resumed',
+      onFailure: { action: 'fail' },
+      stages: [write, { id: 's', plugin: 'test:shout', params: { requireFile: path.join(stack.dataDir, 'go') }, retry: fast }],
+    });
     await closed(failed);
     writeFileSync(path.join(stack.dataDir, 'go'), 'x');
     const resumed = (await stack.gql(`mutation($id: ID!) { resumeRun(runId: $id) { run { id } } }`, { id: failed })).data.resumeRun.run.id as string;
@@ -60,7 +67,11 @@ describe('recording histories (npm run record-histories)', () => {
 
     ids['data-parallel'] = await closed(await start({ name: 'replay-parallel', stages: [{ id: 'split', plugin: 'test:split', params: { replicas: 2 } }] }));
 
-    const timedOut = await start({ name: 'replay-timeout', onFailure: { action: 'pause', timeout: '2s' }, stages: [write, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: fast }] });
+    const timedOut = await start({
+      name: 'replay-timeout',
+      onFailure: { action: 'pause', timeout: '2s' },
+      stages: [write, { id: 's', plugin: 'test:shout', params: { alwaysFail: true }, retry: fast }],
+    });
     ids['pause-timed-out'] = await closed(timedOut);
 
     mkdirSync(RECORD_DIR, { recursive: true });
@@ -82,4 +93,3 @@ describe('recording histories (npm run record-histories)', () => {
     console.info(`[replay] recorded ${index.length} histories into ${path.relative(process.cwd(), RECORD_DIR)}`);
   });
 });
-

@@ -45,9 +45,17 @@ export function dataPrepParamsSchemaFor(opts: { roots: readonly string[] }) {
     const src = p.source;
     const paths: [string, string | undefined][] =
       src.format === 'csv'
-        ? [['path', src.path], ['testPath', src.testPath]]
+        ? [
+            ['path', src.path],
+            ['testPath', src.testPath],
+          ]
         : src.format === 'idx'
-          ? [['images', src.images], ['labels', src.labels], ['testImages', src.testImages], ['testLabels', src.testLabels]]
+          ? [
+              ['images', src.images],
+              ['labels', src.labels],
+              ['testImages', src.testImages],
+              ['testLabels', src.testLabels],
+            ]
           : [];
     for (const [key, value] of paths) {
       if (value === undefined) continue;

@@ -65,10 +65,12 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
       let source: Record<string, unknown>;
       if (src.format === 'csv') {
         const train = await openFile(src.path);
-        const testFile = src.testPath ? await openFile(src.testPath).catch(async (e: unknown) => {
-          await train.handle.close();
-          throw e;
-        }) : undefined;
+        const testFile = src.testPath
+          ? await openFile(src.testPath).catch(async (e: unknown) => {
+              await train.handle.close();
+              throw e;
+            })
+          : undefined;
         const table = await readCsv(train, { labelColumn: src.labelColumn }).catch(async (e: unknown) => {
           await testFile?.handle.close().catch(() => undefined);
           throw e;
@@ -79,7 +81,11 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
         if (testFile) {
           const t = await readCsv(testFile, { labelColumn: src.labelColumn });
           if (t.featureColumns.join(',') !== table.featureColumns.join(',')) {
-            throw badInput(`${testFile.path}: columns differ from ${train.path} (${t.featureColumns.length} vs ${table.featureColumns.length} feature columns, or other names)`, 'DATA_MISMATCH', { file: testFile.path });
+            throw badInput(
+              `${testFile.path}: columns differ from ${train.path} (${t.featureColumns.length} vs ${table.featureColumns.length} feature columns, or other names)`,
+              'DATA_MISMATCH',
+              { file: testFile.path },
+            );
           }
           test = { x: t.features, y: t.labels };
           numClasses = Math.max(numClasses, t.numClasses);
@@ -97,9 +103,7 @@ export function dataPrepStage(opts: DataPrepOptions = {}) {
         source = { format: 'csv', path: train.path, featureColumns: table.featureColumns.length };
       } else {
         const names =
-          src.format === 'mnist'
-            ? mnistFiles()
-            : { images: src.images, labels: src.labels, testImages: src.testImages, testLabels: src.testLabels };
+          src.format === 'mnist' ? mnistFiles() : { images: src.images, labels: src.labels, testImages: src.testImages, testLabels: src.testLabels };
         if (Boolean(names.testImages) !== Boolean(names.testLabels)) {
           throw badInput('source.testImages and source.testLabels must be given together', 'BAD_INPUT');
         }

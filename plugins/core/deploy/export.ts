@@ -27,14 +27,21 @@ export interface ExportPlan {
  */
 export async function checkExport(p: ExportPlan): Promise<void> {
   if (p.sourceFormat === 'onnx' && p.format === 'tfjs-layers') {
-    throw badInput('the input model is ONNX; Capstan converts tfjs layers models to ONNX, not back: deploy it as onnx (leave params.format unset)', 'CONVERSION_UNSUPPORTED');
+    throw badInput(
+      'the input model is ONNX; Capstan converts tfjs layers models to ONNX, not back: deploy it as onnx (leave params.format unset)',
+      'CONVERSION_UNSUPPORTED',
+    );
   }
-  if (p.format === 'onnx' && p.quantize !== 'none' && p.quantize !== 'uint8') throw badInput(`quantize ${p.quantize} is not available for ONNX models: use none or uint8`, 'BAD_PARAMS');
+  if (p.format === 'onnx' && p.quantize !== 'none' && p.quantize !== 'uint8')
+    throw badInput(`quantize ${p.quantize} is not available for ONNX models: use none or uint8`, 'BAD_PARAMS');
   if (p.sourceFormat !== 'onnx') return;
   const meta = await readOnnxMeta(p.sourceDir);
   checkEncoding(meta.input.encoding, p.inputSpec);
   if (p.quantize !== 'none' && meta.quantization !== p.quantize) {
-    throw badInput(`quantize ${p.quantize}: the input ONNX model's weights are stored as ${meta.quantization === 'none' ? 'float32' : meta.quantization}, and Capstan does not re-quantize ONNX graphs; quantize where the model is exported (ONNX Runtime's Python quantizer), or deploy with quantize: none`, 'BAD_PARAMS');
+    throw badInput(
+      `quantize ${p.quantize}: the input ONNX model's weights are stored as ${meta.quantization === 'none' ? 'float32' : meta.quantization}, and Capstan does not re-quantize ONNX graphs; quantize where the model is exported (ONNX Runtime's Python quantizer), or deploy with quantize: none`,
+      'BAD_PARAMS',
+    );
   }
 }
 
@@ -80,10 +87,14 @@ function encodingOf(spec: InputSpec): InputEncodingMeta {
 function checkEncoding(model: InputEncodingMeta, spec: InputSpec): void {
   if (model.kind === 'none') return;
   const data = encodingOf(spec);
-  const say = (e: InputEncodingMeta) => (e.kind === 'scale' ? `inputs scaled by ${e.scale}` : e.kind === 'zscore' ? `z-scored inputs (${e.mean.length} features)` : 'inputs as they come');
+  const say = (e: InputEncodingMeta) =>
+    e.kind === 'scale' ? `inputs scaled by ${e.scale}` : e.kind === 'zscore' ? `z-scored inputs (${e.mean.length} features)` : 'inputs as they come';
   const same =
     model.kind === data.kind &&
     (model.kind !== 'scale' || (data.kind === 'scale' && Math.abs(model.scale - data.scale) <= 1e-6 * Math.abs(data.scale))) &&
     (model.kind !== 'zscore' || (data.kind === 'zscore' && model.mean.length === data.mean.length));
-  if (!same) throw new DataError(`the ONNX model was trained on ${say(model)} (capstan-model.json) but the dataset gives ${say(data)}`, { code: 'MODEL_DATASET_MISMATCH' });
+  if (!same)
+    throw new DataError(`the ONNX model was trained on ${say(model)} (capstan-model.json) but the dataset gives ${say(data)}`, {
+      code: 'MODEL_DATASET_MISMATCH',
+    });
 }

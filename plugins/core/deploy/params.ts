@@ -20,7 +20,10 @@ export const promotionGatesSchema = z
     tolerance: z.number().min(0).max(1).optional(),
   })
   .strict()
-  .refine((g) => g.tolerance === undefined || g.noWorseThan !== undefined, { message: 'tolerance applies to noWorseThan: set noWorseThan: production too', path: ['tolerance'] });
+  .refine((g) => g.tolerance === undefined || g.noWorseThan !== undefined, {
+    message: 'tolerance applies to noWorseThan: set noWorseThan: production too',
+    path: ['tolerance'],
+  });
 
 /** Whether any promotion gate is set (`tolerance` alone is not a gate). */
 export function hasGates(g: PromotionGates): boolean {
@@ -35,7 +38,10 @@ export const deployParamsSchema = z
     gates: promotionGatesSchema.default({}),
     /** Point `alias` at the new version when all gates pass. */
     promote: z.boolean().default(true),
-    alias: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/).default(PRODUCTION_ALIAS),
+    alias: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,31}$/)
+      .default(PRODUCTION_ALIAS),
     /** Predictions timed at batch 1 for p50/p99 (after 10 warm-up runs). */
     latencyRuns: z.number().int().min(10).max(100_000).default(200),
     /** Measure test accuracy on at most this many rows. */
@@ -54,5 +60,8 @@ export const deployParamsSchema = z
     format: z.enum(MODEL_FORMATS).optional(),
   })
   .strict()
-  .refine((p) => p.format !== 'onnx' || p.quantize === 'none' || p.quantize === 'uint8', { message: 'ONNX models are quantized to uint8 or not at all: use quantize none or uint8 with format onnx', path: ['quantize'] });
+  .refine((p) => p.format !== 'onnx' || p.quantize === 'none' || p.quantize === 'uint8', {
+    message: 'ONNX models are quantized to uint8 or not at all: use quantize none or uint8 with format onnx',
+    path: ['quantize'],
+  });
 export type DeployParams = z.infer<typeof deployParamsSchema>;

@@ -42,9 +42,22 @@ export function checkGates(
   measured: { testAccuracy: number; p99LatencyMs: number; sizeBytes: number; production?: ProductionBaseline },
 ): GateResult[] {
   const out: GateResult[] = [];
-  if (gates.minTestAccuracy !== undefined) out.push({ gate: 'minTestAccuracy', threshold: gates.minTestAccuracy, measured: measured.testAccuracy, passed: measured.testAccuracy >= gates.minTestAccuracy });
-  if (gates.maxP99LatencyMs !== undefined) out.push({ gate: 'maxP99LatencyMs', threshold: gates.maxP99LatencyMs, measured: measured.p99LatencyMs, passed: measured.p99LatencyMs <= gates.maxP99LatencyMs });
-  if (gates.maxSizeBytes !== undefined) out.push({ gate: 'maxSizeBytes', threshold: gates.maxSizeBytes, measured: measured.sizeBytes, passed: measured.sizeBytes <= gates.maxSizeBytes });
+  if (gates.minTestAccuracy !== undefined)
+    out.push({
+      gate: 'minTestAccuracy',
+      threshold: gates.minTestAccuracy,
+      measured: measured.testAccuracy,
+      passed: measured.testAccuracy >= gates.minTestAccuracy,
+    });
+  if (gates.maxP99LatencyMs !== undefined)
+    out.push({
+      gate: 'maxP99LatencyMs',
+      threshold: gates.maxP99LatencyMs,
+      measured: measured.p99LatencyMs,
+      passed: measured.p99LatencyMs <= gates.maxP99LatencyMs,
+    });
+  if (gates.maxSizeBytes !== undefined)
+    out.push({ gate: 'maxSizeBytes', threshold: gates.maxSizeBytes, measured: measured.sizeBytes, passed: measured.sizeBytes <= gates.maxSizeBytes });
   if (gates.noWorseThan !== undefined) out.push(noWorseThan(gates.tolerance ?? 0, measured.testAccuracy, measured.production ?? null));
   return out;
 }
@@ -55,7 +68,14 @@ function noWorseThan(tolerance: number, candidate: number, prod: ProductionBasel
     return { gate: 'noWorseThan', threshold: 0, measured: candidate, passed: true, note: 'passed: no production version yet' };
   }
   if ('problem' in prod) {
-    return { gate: 'noWorseThan', threshold: NaN, measured: candidate, passed: false, productionVersion: prod.version, note: `failed: production version ${prod.version} cannot be measured on this test set (${prod.problem})` };
+    return {
+      gate: 'noWorseThan',
+      threshold: NaN,
+      measured: candidate,
+      passed: false,
+      productionVersion: prod.version,
+      note: `failed: production version ${prod.version} cannot be measured on this test set (${prod.problem})`,
+    };
   }
   const threshold = prod.testAccuracy - tolerance;
   // Accuracies are ratios of counts: compare with a little slack for float rounding.
@@ -97,7 +117,12 @@ export function deployStage(opts: DeployOptions = {}) {
   });
 }
 
-async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { model: ArtifactRef; dataset: ArtifactRef }, opts: DeployOptions): Promise<StageResult> {
+async function runDeploy(
+  ctx: StageContext,
+  params: DeployParams,
+  inputs: { model: ArtifactRef; dataset: ArtifactRef },
+  opts: DeployOptions,
+): Promise<StageResult> {
   const modelRef = inputs.model;
   const modelName = params.modelName ?? ctx.pipeline.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
   if (!MODEL_NAME_RE.test(modelName)) throw badInput(`cannot derive a model name from pipeline ${ctx.pipeline}; set params.modelName`);
@@ -109,10 +134,13 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   // 0. Who may deploy here: checked before any work. A name belongs to a token (or to admins);
   //    the pipeline name proves nothing, since any operator may write it in a spec.
   if (!admin && !who?.tokenId) {
-    throw new StageError(`model ${modelName}: deploying needs a run started with an API token (this run records none: started before token ids were recorded, or by a schedule made then); start it again, or ask an admin`, {
-      type: 'MODEL_NAME_TAKEN',
-      details: { model: modelName },
-    });
+    throw new StageError(
+      `model ${modelName}: deploying needs a run started with an API token (this run records none: started before token ids were recorded, or by a schedule made then); start it again, or ask an admin`,
+      {
+        type: 'MODEL_NAME_TAKEN',
+        details: { model: modelName },
+      },
+    );
   }
   if (!(await models.mayWrite(modelName, claimant))) {
     throw new StageError(nameTakenMessage(modelName, await models.owner(modelName)), { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
@@ -127,10 +155,15 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
   // spec says, unless an admin opted this model out; a spec's tolerance is capped by the policy.
   const policy = await models.promotionPolicy(modelName);
   const enforced = params.promote && params.alias === PRODUCTION_ALIAS && policy.requireChampionChallenger;
-  const gatesToCheck: PromotionGates = enforced ? { ...params.gates, noWorseThan: 'production', tolerance: Math.min(params.gates.tolerance ?? 0, policy.maxTolerance) } : params.gates;
+  const gatesToCheck: PromotionGates = enforced
+    ? { ...params.gates, noWorseThan: 'production', tolerance: Math.min(params.gates.tolerance ?? 0, policy.maxTolerance) }
+    : params.gates;
   // TensorFlow.js is loaded only when a tfjs model is exported or measured.
   let tfLoaded: Promise<LoadedTf> | undefined;
-  const runtimes: ModelRuntimes = { tf: () => (tfLoaded ??= loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {})), ...(opts.onnx ? { onnx: opts.onnx } : {}) };
+  const runtimes: ModelRuntimes = {
+    tf: () => (tfLoaded ??= loadTf(opts.tfBackend ? { prefer: opts.tfBackend } : {})),
+    ...(opts.onnx ? { onnx: opts.onnx } : {}),
+  };
 
   // 1. Export to the stable, content-addressed registry location, in the format asked for
   //    (quantizing on the way if asked). What cannot be exported is refused before any work.
@@ -202,15 +235,19 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       owner: { pipeline: ctx.pipeline, ...claimant },
     });
   } catch (e) {
-    if (e instanceof RegistryError && e.code === 'MODEL_NAME_TAKEN') throw new StageError(e.message, { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
+    if (e instanceof RegistryError && e.code === 'MODEL_NAME_TAKEN')
+      throw new StageError(e.message, { type: 'MODEL_NAME_TAKEN', details: { model: modelName } });
     throw e;
   }
   const { version: registered, created } = registration;
   if (!created && registered.sha256 !== exported.sha256) {
-    throw new StageError(`run ${ctx.runId} stage ${ctx.stageId} already registered ${modelName} version ${registered.version} with different content (${registered.sha256.slice(0, 12)}… vs ${exported.sha256.slice(0, 12)}…)`, {
-      type: 'REGISTRY_CONFLICT',
-      details: { model: modelName, version: registered.version },
-    });
+    throw new StageError(
+      `run ${ctx.runId} stage ${ctx.stageId} already registered ${modelName} version ${registered.version} with different content (${registered.sha256.slice(0, 12)}… vs ${exported.sha256.slice(0, 12)}…)`,
+      {
+        type: 'REGISTRY_CONFLICT',
+        details: { model: modelName, version: registered.version },
+      },
+    );
   }
 
   // 4. Gates → promote, or fail without promoting.
@@ -221,7 +258,8 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     model: modelName,
     version: registered.version,
     ...measured,
-    championChallenger: !params.promote || params.alias !== PRODUCTION_ALIAS ? 'not moving production' : enforced ? 'required' : `opted out by ${policy.setBy ?? 'an admin'}`,
+    championChallenger:
+      !params.promote || params.alias !== PRODUCTION_ALIAS ? 'not moving production' : enforced ? 'required' : `opted out by ${policy.setBy ?? 'an admin'}`,
     ...(champion
       ? {
           noWorseThan: champion.note ?? '',
@@ -232,7 +270,9 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
       : {}),
   };
   if (failed.length > 0) {
-    const what = failed.map((g) => (g.gate === 'noWorseThan' ? `noWorseThan production ${g.note}` : `${g.gate} ${g.threshold} not met (measured ${g.measured})`)).join('; ');
+    const what = failed
+      .map((g) => (g.gate === 'noWorseThan' ? `noWorseThan production ${g.note}` : `${g.gate} ${g.threshold} not met (measured ${g.measured})`))
+      .join('; ');
     ctx.logger.warn('promotion gate failed', { model: modelName, version: registered.version, failed });
     throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted: ${what}`, {
       type: 'PROMOTION_GATE_FAILED',
@@ -245,9 +285,20 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
     // another promotion moved it meanwhile, a retry of this stage measures against the new one.
     const expectPrevious = enforced && production !== undefined ? (production?.version ?? null) : undefined;
     try {
-      ({ previousVersion } = await models.setAlias(modelName, params.alias, registered.version, `deploy ${ctx.runId}/${ctx.stageId}`, expectPrevious !== undefined ? { expectPrevious } : {}));
+      ({ previousVersion } = await models.setAlias(
+        modelName,
+        params.alias,
+        registered.version,
+        `deploy ${ctx.runId}/${ctx.stageId}`,
+        expectPrevious !== undefined ? { expectPrevious } : {},
+      ));
     } catch (e) {
-      if (e instanceof RegistryError && e.code === 'ALIAS_MOVED') throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted yet: ${e.message}`, { type: 'ALIAS_MOVED', retryable: true, details: base });
+      if (e instanceof RegistryError && e.code === 'ALIAS_MOVED')
+        throw new StageError(`model ${modelName} version ${registered.version} is registered but not promoted yet: ${e.message}`, {
+          type: 'ALIAS_MOVED',
+          retryable: true,
+          details: base,
+        });
       throw e;
     }
   }
@@ -289,7 +340,14 @@ async function runDeploy(ctx: StageContext, params: DeployParams, inputs: { mode
  * why it cannot be measured. Identical content (e.g. a retry after this stage promoted) is not
  * measured twice.
  */
-async function measureProduction(ctx: StageContext, runtimes: ModelRuntimes, modelName: string, candidateSha: string, candidateAccuracy: number, test: EvalSplit): Promise<ProductionBaseline> {
+async function measureProduction(
+  ctx: StageContext,
+  runtimes: ModelRuntimes,
+  modelName: string,
+  candidateSha: string,
+  candidateAccuracy: number,
+  test: EvalSplit,
+): Promise<ProductionBaseline> {
   const prod = await ctx.services.models.resolveAlias(modelName, PRODUCTION_ALIAS);
   if (!prod) return null;
   if (prod.sha256 === candidateSha) return { version: prod.version, testAccuracy: candidateAccuracy };

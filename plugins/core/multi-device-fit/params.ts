@@ -10,7 +10,11 @@ export const multiDeviceFitParamsSchema = z.object({
   syncEverySteps: z.number().int().min(1).max(100_000).default(50),
   seed: z.number().int().min(0).default(42),
   /** How long a replica waits for the others at a sync point before failing (retryably). */
-  syncTimeoutMs: z.number().int().min(1000).default(10 * 60_000),
+  syncTimeoutMs: z
+    .number()
+    .int()
+    .min(1000)
+    .default(10 * 60_000),
 });
 
 export type MultiDeviceFitParams = z.infer<typeof multiDeviceFitParamsSchema>;

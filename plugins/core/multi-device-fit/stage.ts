@@ -150,9 +150,16 @@ async function runReplica(ctx: StageContext, params: MultiDeviceFitParams, input
   };
 }
 
-async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: FitInputs, results: StageResult[], opts: MultiDeviceFitOptions): Promise<StageResult> {
+async function reduce(
+  ctx: StageContext,
+  params: MultiDeviceFitParams,
+  inputs: FitInputs,
+  results: StageResult[],
+  opts: MultiDeviceFitOptions,
+): Promise<StageResult> {
   const { modelDir: inputModelDir, datasetDir } = await checkInputs(ctx, inputs);
-  if (results.length !== params.replicas) throw new StageError(`reduce got ${results.length} replica results, expected ${params.replicas}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
+  if (results.length !== params.replicas)
+    throw new StageError(`reduce got ${results.length} replica results, expected ${params.replicas}`, { type: 'REPLICA_RESULTS_MISSING', retryable: false });
   const syncDir = await syncDirOf(ctx, params, inputs);
   const round = await latestAveragedRound(syncDir);
   const firstModel = results[0]?.outputs.model;
@@ -166,7 +173,10 @@ async function reduce(ctx: StageContext, params: MultiDeviceFitParams, inputs: F
   const modelJson = JSON.parse(await readFile(path.join(replicaModelDir, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
   const replicaWeights = await stat(path.join(replicaModelDir, 'weights.bin'));
   if ((averaged.length !== replicaWeights.size && averaged.length !== 3 * replicaWeights.size) || modelJson.weightsManifest.length !== 1) {
-    throw new StageError(`averaged weights (${averaged.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, { type: 'MODEL_MISMATCH', retryable: false });
+    throw new StageError(`averaged weights (${averaged.length} bytes) do not fit the replica model (${replicaWeights.size} bytes)`, {
+      type: 'MODEL_MISMATCH',
+      retryable: false,
+    });
   }
   const avg = averaged.subarray(0, replicaWeights.size);
   let test: EvaluateResult | undefined;

@@ -83,7 +83,8 @@ export function modelParameters(model: ModelArch, data: { featureShape: readonly
   const image = model.layers.some((l) => l.type === 'conv2d' || l.type === 'maxPooling2d');
   let shape = image && data.featureShape.length === 2 ? [data.featureShape[0]!, data.featureShape[1]!, 1] : [...data.featureShape];
   // A spatial size below 1 fails when the model is built; here it counts as 1 (the count stays a lower bound).
-  const out = (n: number, k: number, stride: number, padding: 'same' | 'valid') => Math.max(1, padding === 'same' ? Math.ceil(n / stride) : Math.floor((n - k) / stride) + 1);
+  const out = (n: number, k: number, stride: number, padding: 'same' | 'valid') =>
+    Math.max(1, padding === 'same' ? Math.ceil(n / stride) : Math.floor((n - k) / stride) + 1);
   let n = 0;
   for (const l of model.layers) {
     if (l.type === 'conv2d') {

@@ -27,7 +27,8 @@ export function pretrainStage(opts: PretrainOptions = {}) {
     estimateScale: { work: ['epochs'] },
     version: '1.1.0',
     apiVersion: PLUGIN_API_VERSION,
-    description: 'Trains a classifier (default: the seed MLP 784-128-10; or model.layers, e.g. a small conv net), Adam 1e-3, batch 32, with the step loop (model.fit when a model needs it), per-epoch checkpoints; resumes on retry.',
+    description:
+      'Trains a classifier (default: the seed MLP 784-128-10; or model.layers, e.g. a small conv net), Adam 1e-3, batch 32, with the step loop (model.fit when a model needs it), per-epoch checkpoints; resumes on retry.',
     paramsSchema: pretrainParamsSchemaFor(opts.maxParameters !== undefined ? { maxParameters: opts.maxParameters } : {}),
     consumes: ['dataset'],
     produces: ['model'],
@@ -71,7 +72,12 @@ export function pretrainStage(opts: PretrainOptions = {}) {
             const p = d as PretrainProgress;
             lastBeat = { epoch: p.epoch, checkpoint: ctx.checkpointUri(p.checkpointDir) };
             ctx.heartbeat(lastBeat);
-            ctx.logger.info(`epoch ${p.epoch}/${params.epochs}`, { trainLoss: p.trainLoss, trainAccuracy: p.trainAccuracy, valLoss: p.valLoss, valAccuracy: p.valAccuracy });
+            ctx.logger.info(`epoch ${p.epoch}/${params.epochs}`, {
+              trainLoss: p.trainLoss,
+              trainAccuracy: p.trainAccuracy,
+              valLoss: p.valLoss,
+              valAccuracy: p.valAccuracy,
+            });
           },
         });
         return { format: 'tfjs-layers', parameters: out.result.parameters, epochs: params.epochs, testAccuracy: out.result.test.accuracy };

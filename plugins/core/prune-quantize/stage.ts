@@ -4,7 +4,15 @@ import type * as TF from '@tensorflow/tfjs';
 import { loadTf, type BackendName } from '../../../ml/backend.js';
 import { readMasks } from '../../../ml/compression/masks.js';
 import { countLiveZeros, encodeWeights, pruneModel, saveCompressedModel } from '../../../ml/compression/prune.js';
-import { countZeros, decodeFloatWeights, encodeFloatWeights, joinWeightData, type FloatWeight, type ModelArtifacts, type WeightMask } from '../../../ml/compression/weights.js';
+import {
+  countZeros,
+  decodeFloatWeights,
+  encodeFloatWeights,
+  joinWeightData,
+  type FloatWeight,
+  type ModelArtifacts,
+  type WeightMask,
+} from '../../../ml/compression/weights.js';
 import { accuracy, checkCompatible, loadSplit, type EvalSplit } from '../../../ml/evaluation/evaluate.js';
 import { folderLoadHandler } from '../../../ml/models/io.js';
 import { runChildJob } from '../../../ml/training/child-runner.js';
@@ -28,7 +36,8 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
     estimateScale: { work: ['fineTuneEpochs'] },
     version: '1.2.0',
     apiVersion: PLUGIN_API_VERSION,
-    description: 'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model) — gradually over a fine-tune by default, or at once — fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
+    description:
+      'Prunes kernel weights by magnitude to a target sparsity (masks kept beside the model) — gradually over a fine-tune by default, or at once — fine-tunes with the masks applied, then quantizes weights to uint8/uint16/float16 in the tfjs weight-manifest format.',
     paramsSchema: pruneQuantizeParamsSchema,
     consumes: ['model', 'dataset'],
     produces: ['model'],
@@ -53,7 +62,15 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
         ({ weights, masks: pruned.masks, result: fineTuned } = await fineTune(ctx, tf, opts, params, original, [], datasetDir));
         ({ zeros: pruned.zeros, total: pruned.total } = countZeros(weights));
       } else if (params.fineTuneEpochs > 0 && params.sparsity > 0) {
-        ({ weights, result: fineTuned } = await fineTune(ctx, tf, opts, params, { ...original, ...encodeFloatWeights(pruned.weights) }, pruned.masks, datasetDir));
+        ({ weights, result: fineTuned } = await fineTune(
+          ctx,
+          tf,
+          opts,
+          params,
+          { ...original, ...encodeFloatWeights(pruned.weights) },
+          pruned.masks,
+          datasetDir,
+        ));
       }
 
       const encoded = encodeWeights(weights, params.quantize);
@@ -73,7 +90,14 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
         }
         return { format: 'tfjs-layers', sparsity, quantization: params.quantize, masks: pruned.masks.length > 0 };
       });
-      ctx.logger.info('pruned and quantized', { sparsity, quantize: params.quantize, weightBytesBefore: pruned.weightBytes, weightBytesAfter, accuracyBefore, accuracyAfter });
+      ctx.logger.info('pruned and quantized', {
+        sparsity,
+        quantize: params.quantize,
+        weightBytesBefore: pruned.weightBytes,
+        weightBytesAfter,
+        accuracyBefore,
+        accuracyAfter,
+      });
       return {
         outputs: { model: ref },
         metrics: {
@@ -92,7 +116,14 @@ export function pruneQuantizeStage(opts: PruneQuantizeOptions = {}) {
           evalRows: test.count,
           fineTuneEpochs: fineTuned?.epochs ?? 0,
           pruningSchedule: gradual ? 'gradual' : 'oneshot',
-          ...(fineTuned ? { fineTuneSteps: fineTuned.steps, fineTuneLoss: fineTuned.lastLoss, fineTuneResumedFromEpoch: fineTuned.resumedFromEpoch, fineTuneLoop: fineTuned.trainLoop } : {}),
+          ...(fineTuned
+            ? {
+                fineTuneSteps: fineTuned.steps,
+                fineTuneLoss: fineTuned.lastLoss,
+                fineTuneResumedFromEpoch: fineTuned.resumedFromEpoch,
+                fineTuneLoop: fineTuned.trainLoop,
+              }
+            : {}),
           ...(fineTuned?.fitBecause ? { fineTuneFitBecause: fineTuned.fitBecause } : {}),
           ...(fineTuned?.schedule ? { pruningEndStep: fineTuned.schedule.endStep, pruningFrequency: fineTuned.schedule.frequency } : {}),
           tfBackend: backend,
@@ -148,9 +179,13 @@ async function fineTune(
     learningRate: params.learningRate,
     ...(params.fineTuneSamples ? { samples: params.fineTuneSamples } : {}),
     seed: params.seed,
-    ...(params.schedule === 'gradual' ? { prune: { target: params.sparsity, frequency: params.pruningFrequency, endFraction: params.pruningEndFraction } } : {}),
+    ...(params.schedule === 'gradual'
+      ? { prune: { target: params.sparsity, frequency: params.pruningFrequency, endFraction: params.pruningEndFraction } }
+      : {}),
   };
-  let lastBeat: FineTuneCheckpoint = resume ? { phase: 'fine-tune', epoch: resume.epoch, step: 0, checkpoint: ctx.checkpointUri(resume.dir) } : { phase: 'fine-tune', epoch: 0, step: 0 };
+  let lastBeat: FineTuneCheckpoint = resume
+    ? { phase: 'fine-tune', epoch: resume.epoch, step: 0, checkpoint: ctx.checkpointUri(resume.dir) }
+    : { phase: 'fine-tune', epoch: 0, step: 0 };
   const out = await runChildJob<FineTuneResult>({
     job,
     jobFile: path.join(root, `job-attempt-${ctx.attempt}.json`),
