@@ -9,6 +9,7 @@
 // Nothing here runs at import time; `stepKernels(tf)` picks the set for the loaded backend.
 import type * as TF from '@tensorflow/tfjs';
 import type { Tf } from '../models/mlp.js';
+import { asTensorInfo, jsBackendInternals, kernelAttrs, nativeBackendInternals, type OpAttr } from './tfjs-internals.js';
 
 export type Activation = 'linear' | 'relu' | 'tanh' | 'sigmoid' | 'elu';
 
@@ -214,30 +215,6 @@ function genericKernels(tf: Tf, backend: string): StepKernels {
 
 // ---------------------------------------------------------------- wasm and cpu: JavaScript where it is cheaper
 
-interface WasmBackendLike {
-  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
-  wasm: { HEAPF32: Float32Array };
-}
-interface CpuBackendLike {
-  data: { get(id: object): { values: Float32Array } | undefined };
-}
-
-/** A live view of a float32 tensor's memory (wasm heap or cpu array): writes change the tensor. */
-function memoryView(tf: Tf, backend: string, t: TF.Tensor): Float32Array {
-  const dataId = (t as unknown as { dataId: object }).dataId;
-  if (backend === 'wasm') {
-    const b = tf.backend() as unknown as WasmBackendLike;
-    const info = b.dataIdMap.get(dataId);
-    if (!info) throw new Error('tensor has no wasm memory');
-    const heap = b.wasm.HEAPF32; // read each time: the heap may have grown
-    return heap.subarray(info.memoryOffset / 4, info.memoryOffset / 4 + t.size);
-  }
-  const b = tf.backend() as unknown as CpuBackendLike;
-  const info = b.data.get(dataId);
-  if (!info) throw new Error('tensor has no cpu memory');
-  return info.values;
-}
-
 /** Rows whose largest logit is at the label. */
 function countCorrect(z: Float32Array, classes: number, y: Uint8Array | Int32Array): number {
   let correct = 0;
@@ -250,6 +227,8 @@ function countCorrect(z: Float32Array, classes: number, y: Uint8Array | Int32Arr
 }
 
 function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
+  // Checked here, when a backend's kernels are made: a tfjs that moved them fails now, by name.
+  const mem = jsBackendInternals(tf, backend);
   return {
     ...genericKernels(tf, backend),
     softmaxXent(logits, _labels, y) {
@@ -303,15 +282,11 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
             // wasm caches packed weights (XNNPACK) by tensor, so a weight written in place would not be
             // seen by the next matMul: write the new values into a fresh buffer and swap it in. The cpu
             // backend has no such cache: there the weights are updated in place.
-            let fresh: TF.Tensor | undefined;
-            if (backend === 'wasm') {
-              const b = tf.backend() as unknown as { makeOutput(shape: number[], dtype: 'float32'): TF.TensorInfo };
-              fresh = tf.engine().makeTensorFromTensorInfo(b.makeOutput(v.shape, 'float32'));
-            }
+            const fresh = mem.freshTensor?.(v.shape);
             // Views are taken after the allocation (which may grow, and so move, the wasm heap).
-            const old = memoryView(tf, backend, v);
-            const p = fresh ? memoryView(tf, backend, fresh) : old;
-            const g = memoryView(tf, backend, grads[k]!);
+            const old = mem.memoryView(v);
+            const p = fresh ? mem.memoryView(fresh) : old;
+            const g = mem.memoryView(grads[k]!);
             const mk = m[k]!;
             const sk = s[k]!;
             for (let i = 0; i < p.length; i++) {
@@ -351,21 +326,10 @@ function jsKernels(tf: Tf, backend: 'wasm' | 'cpu'): StepKernels {
 
 // ---------------------------------------------------------------- native: TensorFlow ops by name
 
-interface NativeBackendLike {
-  binding: Record<string, number>;
-  executeSingleOutput(name: string, attrs: OpAttr[], inputs: TF.Tensor[]): TF.Tensor;
-  executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: TF.Tensor[], n: number): TF.Tensor[];
-}
-interface OpAttr {
-  name: string;
-  type: number;
-  value: unknown;
-}
-
 let resourceCounter = 0;
 
 function nativeKernels(tf: Tf): StepKernels {
-  const be = tf.backend() as unknown as NativeBackendLike;
+  const be = nativeBackendInternals(tf);
   const B = be.binding;
   const T: OpAttr = { name: 'T', type: B.TF_ATTR_TYPE!, value: B.TF_FLOAT };
   const nhwc: OpAttr = { name: 'data_format', type: B.TF_ATTR_STRING!, value: 'NHWC' };
@@ -532,31 +496,33 @@ export function ensureConvFilterGrad(tf: Tf): void {
     backendName,
     kernelFunc: ({ inputs, attrs }) => {
       const { x, dy } = inputs as { x: TF.Tensor4D; dy: TF.Tensor4D };
-      const { strides, pad, filterShape, dimRoundingMode } = attrs as unknown as {
+      const { strides, pad, filterShape, dimRoundingMode } = kernelAttrs<{
         strides: [number, number] | number;
         pad: 'same' | 'valid' | number;
         filterShape: [number, number, number, number];
         dimRoundingMode?: 'floor' | 'round' | 'ceil';
-      };
+      }>(attrs);
       const info = tf.backend_util.computeConv2DInfo(x.shape, filterShape, strides, 1, pad as 'same' | 'valid', dimRoundingMode);
       const { top, bottom, left, right } = info.padInfo;
-      return tf.tidy(() => {
-        const xp =
-          top || bottom || left || right
-            ? tf.pad(x, [
-                [0, 0],
-                [top, bottom],
-                [left, right],
-                [0, 0],
-              ])
-            : x;
-        const input = tf.transpose(xp, [3, 1, 2, 0]); // [Cin, Hp, Wp, B]
-        const filter = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, B, Cout]
-        const full = tf.conv2d(input, filter, 1, 'valid', 'NHWC', [info.strideHeight, info.strideWidth]); // [Cin, ≥K1, ≥K2, Cout]
-        const [k1, k2] = filterShape;
-        const cut = full.shape[1] === k1 && full.shape[2] === k2 ? full : tf.slice(full, [0, 0, 0, 0], [-1, k1, k2, -1]);
-        return tf.transpose(cut, [1, 2, 0, 3]);
-      }) as unknown as TF.TensorInfo;
+      return asTensorInfo(
+        tf.tidy(() => {
+          const xp =
+            top || bottom || left || right
+              ? tf.pad(x, [
+                  [0, 0],
+                  [top, bottom],
+                  [left, right],
+                  [0, 0],
+                ])
+              : x;
+          const input = tf.transpose(xp, [3, 1, 2, 0]); // [Cin, Hp, Wp, B]
+          const filter = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, B, Cout]
+          const full = tf.conv2d(input, filter, 1, 'valid', 'NHWC', [info.strideHeight, info.strideWidth]); // [Cin, ≥K1, ≥K2, Cout]
+          const [k1, k2] = filterShape;
+          const cut = full.shape[1] === k1 && full.shape[2] === k2 ? full : tf.slice(full, [0, 0, 0, 0], [-1, k1, k2, -1]);
+          return tf.transpose(cut, [1, 2, 0, 3]);
+        }),
+      );
     },
   });
 }
