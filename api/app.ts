@@ -2,7 +2,7 @@ import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
 import type { Registry } from 'prom-client';
-import type { ExecutionResult, GraphQLError, GraphQLSchema, ValidationContext } from 'graphql';
+import { type ExecutionResult, type GraphQLError, type GraphQLSchema, Kind, type ValidationContext } from 'graphql';
 import { createGraphQLError, createSchema, createYoga, isAsyncIterable, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { Principal } from '../auth/tokens.js';
 import type { Engine } from '../engine/index.js';
@@ -306,7 +306,7 @@ const reportLimit = {
   ],
 };
 
-/** Validation errors get a code too: QUERY_LIMIT_EXCEEDED for the Armor limits, GRAPHQL_VALIDATION_FAILED otherwise. */
+/** Validation errors get a code too: the Armor limits give theirs (QUERY_LIMIT_EXCEEDED), graphql-js's get GRAPHQL_VALIDATION_FAILED. */
 function errorCodesOnValidation(): Plugin {
   return {
     onValidate() {
@@ -318,7 +318,8 @@ function errorCodesOnValidation(): Plugin {
               ? e
               : createGraphQLError(e.message, {
                   ...(e.nodes ? { nodes: e.nodes } : {}),
-                  extensions: { ...e.extensions, code: /limit of \d+ exceeded/i.test(e.message) ? 'QUERY_LIMIT_EXCEEDED' : 'GRAPHQL_VALIDATION_FAILED' },
+                  // The Armor limits report with their own code (reportLimit above): whatever has none is graphql-js's.
+                  extensions: { ...e.extensions, code: 'GRAPHQL_VALIDATION_FAILED' },
                 }),
           ),
         );
@@ -329,7 +330,8 @@ function errorCodesOnValidation(): Plugin {
 
 /**
  * Errors graphql-js makes outside validation have no code either (e.g. a variable of the wrong
- * type, found when execution starts): BAD_ARGUMENT for variables, BAD_REQUEST otherwise.
+ * type, found when execution starts): BAD_ARGUMENT for an error about a variable (it points at the
+ * variable's definition), BAD_REQUEST otherwise.
  */
 function errorCodesOnResults(): Plugin {
   const withCode = (e: GraphQLError): GraphQLError =>
@@ -338,7 +340,7 @@ function errorCodesOnResults(): Plugin {
       : createGraphQLError(e.message, {
           ...(e.nodes ? { nodes: e.nodes } : {}),
           ...(e.path ? { path: e.path } : {}),
-          extensions: { ...e.extensions, code: /^Variable "\$/.test(e.message) ? 'BAD_ARGUMENT' : 'BAD_REQUEST' },
+          extensions: { ...e.extensions, code: e.nodes?.some((n) => n.kind === Kind.VARIABLE_DEFINITION) ? 'BAD_ARGUMENT' : 'BAD_REQUEST' },
         });
   const fix = (r: ExecutionResult): ExecutionResult => (r.errors?.some((e) => !e.extensions?.code) ? { ...r, errors: r.errors.map(withCode) } : r);
   return {

@@ -5,6 +5,7 @@ import {
   ScheduleNotFoundError,
   WorkflowExecutionAlreadyStartedError,
   WorkflowUpdateFailedError,
+  WorkflowNotFoundError,
   type Client,
   type ScheduleHandle,
   type WorkflowHandleWithStartDetails,
@@ -247,7 +248,7 @@ export class Engine {
     try {
       return await firstInput(this.deps.client.workflow.getHandle(id));
     } catch (e) {
-      if ((e as Error).name === 'WorkflowNotFoundError' || /not found/i.test((e as Error).message)) return undefined;
+      if (isNotFound(e)) return undefined;
       throw e;
     }
   }
@@ -720,3 +721,11 @@ function eventRunId(pipeline: string, type: string, eventId: string): string {
 function summaryOf(input: RunPipelineInput): string {
   return `${input.pipeline}: ${input.stages.map((s) => s.id).join(' → ')}`;
 }
+
+/** Temporal's answer for a workflow it does not have: WorkflowNotFoundError, or gRPC NOT_FOUND (5) on a history read. */
+function isNotFound(e: unknown): boolean {
+  if (e instanceof WorkflowNotFoundError) return true;
+  const code = (x: unknown) => (x && typeof x === 'object' && 'code' in x ? (x as { code: unknown }).code : undefined);
+  return code(e) === GRPC_NOT_FOUND || code((e as { cause?: unknown } | undefined)?.cause) === GRPC_NOT_FOUND;
+}
+const GRPC_NOT_FOUND = 5;
