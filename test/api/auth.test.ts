@@ -3,7 +3,7 @@ import { OPERATION_PERMISSIONS } from '../../api/authz.js';
 import { allows, ROLES, type Role } from '../../auth/roles.js';
 import type { Logger } from '../../lib/logger.js';
 import { shoutStage, writeNoteStage } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, type TestStack } from '../helpers/stack.js';
+import { startTestStack, visibilityCaughtUp, type TestStack } from '../helpers/stack.js';
 
 const lines: string[] = [];
 const logger: Logger = {
@@ -143,7 +143,7 @@ describe('tokens and roles on every operation', () => {
     }
     console.info(`[authz] ${ops.length} operations × ${ROLES.length} roles: ${allowed} allowed, ${forbidden} forbidden\n${rows.join('\n')}`);
     // Nothing was done for a forbidden role: only operator and admin started runs (two each: spec and text).
-    await new Promise((r) => setTimeout(r, 1500)); // visibility is eventually consistent
+    await visibilityCaughtUp(stack.client); // visibility is eventually consistent
     const started = await stack.client.workflow.count(`CapstanPipeline = 'authz'`);
     expect(started.count).toBe(4);
     const made = (await stack.gql('{ tokens { name } }')).data.tokens.filter((t: { name: string }) => t.name === 'made-in-test');
@@ -156,7 +156,7 @@ describe('tokens and roles on every operation', () => {
     const revoked = await stack.token('admin', 'to-revoke');
     const id = revoked.split('_')[1]!;
     expect((await stack.gql(`mutation { revokeToken(id: "${id}") { active revokedAt } }`)).data.revokeToken.active).toBe(false);
-    await new Promise((r) => setTimeout(r, 1100));
+    await new Promise((r) => setTimeout(r, 1100)); // fixed-sleep-ok: lets the 1 s token expire by time
     const cases: [string, string | null][] = [
       ['none', null],
       ['malformed', 'not-a-token'],

@@ -10,7 +10,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '../../lib/logger.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { startTestStack, visibilityCaughtUp, waitFor, type TestStack } from '../helpers/stack.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const RESULTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test-results');
@@ -113,8 +113,9 @@ async function evilPage(origin: string): Promise<Page> {
   return page;
 }
 
+/** Runs of a pipeline, counted once visibility (eventually consistent) has caught up with every start before the call. */
 async function runsOf(stack: TestStack, pipeline: string): Promise<number> {
-  await new Promise((r) => setTimeout(r, 1500)); // visibility is eventually consistent
+  await visibilityCaughtUp(stack.client);
   return (await stack.client.workflow.count(`CapstanPipeline = '${pipeline}'`)).count;
 }
 

@@ -14,7 +14,7 @@ import { loadTf } from '../../ml/backend.js';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { startTestStack, visibilityCaughtUp, waitFor, type TestStack } from '../helpers/stack.js';
 import { makeDatasetArtifact, makeModelArtifact, stageContext } from '../models/fixtures.js';
 
 const SEED = 20_240_611;
@@ -817,7 +817,7 @@ describe('1,000 hostile requests', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
 
     // No run was started by the batch: none with a hostile name, none at all on this stack's task queue.
-    await new Promise((r) => setTimeout(r, 2000)); // visibility is eventually consistent
+    await visibilityCaughtUp(stack.client); // visibility is eventually consistent
     for (let i = 0; i < 10; i++) expect((await stack.client.workflow.count(`CapstanPipeline = '${HOSTILE}-${i}'`)).count, `${HOSTILE}-${i}`).toBe(0);
     // Pipeline runs only (the queue also hosts the slot keepers of gang scheduling).
     const runsHere = `TaskQueue = '${stack.taskQueues.workflows}' AND (WorkflowType = 'runPipelineWorkflow' OR WorkflowType = 'startScheduledPipelineWorkflow')`;

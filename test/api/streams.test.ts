@@ -10,21 +10,42 @@ afterAll(async () => {
   await stack?.close();
 });
 
-/** Opens a live run stream (SSE) and reads it in the background until it ends. */
+/** An event of the stream (not an error), as the SSE `data:` line carries it. */
+const EVENT = /"runEvents":\{"seq":\d+,"type":"[A-Z_]+"\}/;
+
+/**
+ * Opens a live run stream (SSE) and reads it in the background until it ends. `first` resolves
+ * with what arrived up to the first event (the stream's slot is taken before its first event is
+ * sent), or with whatever arrived if the stream ends or is aborted before one.
+ */
 function open(runId: string, token: string) {
   const controller = new AbortController();
   const started = Date.now();
+  let text = '';
+  let sawFirst: (text: string) => void = () => {};
+  const first = new Promise<string>((resolve) => (sawFirst = resolve));
   const done = (async () => {
-    const res = await fetch(`${stack.url}/graphql`, {
-      method: 'POST',
-      signal: controller.signal,
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: `subscription($id: ID!) { runEvents(runId: $id) { seq type } }`, variables: { id: runId } }),
-    });
-    const text = await res.text();
-    return { text, seconds: (Date.now() - started) / 1000 };
+    try {
+      const res = await fetch(`${stack.url}/graphql`, {
+        method: 'POST',
+        signal: controller.signal,
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query: `subscription($id: ID!) { runEvents(runId: $id) { seq type } }`, variables: { id: runId } }),
+      });
+      const reader = res.body!.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        text += decoder.decode(chunk.value, { stream: true });
+        if (/^data: \{.*\n/m.test(text)) sawFirst(text);
+      }
+      return { text, seconds: (Date.now() - started) / 1000 };
+    } finally {
+      sawFirst(text);
+    }
   })();
-  return { done, abort: () => controller.abort() };
+  return { done, first, abort: () => controller.abort() };
 }
 
 describe('live run streams', () => {
@@ -49,12 +70,16 @@ describe('live run streams', () => {
     const viewer = await stack.token('viewer', 'stream-viewer');
     const a = open(id, viewer);
     const b = open(id, viewer);
-    await new Promise((res) => setTimeout(res, 500));
+    // Both hold their slot once their first event has arrived.
+    for (const x of [a, b]) expect(await x.first).toMatch(EVENT);
     // A third stream for the same token is refused while two are open; another token is not affected.
     const third = await open(id, viewer).done;
     expect(third.text).toContain('FORBIDDEN');
     expect(third.text).toContain('already has 2 open subscriptions');
     const other = open(id, stack.adminToken);
+    const otherFirst = await other.first;
+    expect(otherFirst).toMatch(EVENT);
+    expect(otherFirst).not.toContain('FORBIDDEN');
 
     // Idle streams end on their own (2 s without events here) …
     const [ra, rb] = await Promise.all([a.done, b.done]);
@@ -63,14 +88,33 @@ describe('live run streams', () => {
       expect(x.seconds).toBeGreaterThanOrEqual(2);
     }
     // … and give their slots back; so does a client that goes away (both slots taken, then dropped).
+    const againOpened = Date.now();
     const again = [open(id, viewer), open(id, viewer)];
-    await new Promise((res) => setTimeout(res, 500));
+    for (const x of again) expect(await x.first).toMatch(EVENT);
     for (const x of again) x.abort();
     await Promise.all(again.map((x) => x.done.catch(() => undefined)));
-    await new Promise((res) => setTimeout(res, 300));
     other.abort();
     await other.done.catch(() => undefined);
-    const fourth = await open(id, viewer).done;
+    // The server hears the clients go away and gives the slots back: a stream for the token is
+    // accepted again (tried again while refused) before the idle limit — 2 s after the dropped
+    // streams' last event, so more than 2 s after againOpened — could have ended them and freed the slots.
+    let acceptedAt = 0;
+    const fourthStream = await waitFor(
+      async () => {
+        const s = open(id, viewer);
+        if (!EVENT.test(await s.first)) {
+          await s.done.catch(() => undefined);
+          return undefined;
+        }
+        acceptedAt = Date.now();
+        return s;
+      },
+      'a slot of the dropped streams to come back',
+      10_000,
+      25,
+    );
+    expect(acceptedAt - againOpened, 'the slots came back only when the idle limit ended the dropped streams').toBeLessThan(2000);
+    const fourth = await fourthStream.done;
     expect(fourth.text).not.toContain('FORBIDDEN');
     expect(fourth.text).toContain('RUN_PAUSED');
   });

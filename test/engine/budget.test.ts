@@ -266,7 +266,7 @@ describe('estimates, budgets and the realised-ROI watch', () => {
       ],
     });
     await until(id, (r) => r.status === 'COMPLETED', 'the watched run to complete');
-    await new Promise((r) => setTimeout(r, 2100)); // a full window since the version was registered
+    await new Promise((r) => setTimeout(r, 2100)); // fixed-sleep-ok: the watch judges a version only once it is a full window (2 s) old
     const predictor = await stack.token('predictor', 'roi-predictor');
     for (let i = 0; i < 3; i++) {
       const res = await fetch(`${stack.url}/models/watched-model/predict`, {

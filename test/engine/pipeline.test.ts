@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plugins } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { startTestStack, visibilityCaughtUp, waitFor, type TestStack } from '../helpers/stack.js';
 
 const RUN_FIELDS = `id pipeline status startedAt closedAt tfBackend
   stages { id plugin status attempts startedAt closedAt outputs { kind uri sha256 bytes } metrics error errorType }`;
@@ -135,7 +135,7 @@ describe('pipeline engine on a real Temporal dev server', () => {
       s: { name: 'v1', stages: [{ id: 'a', plugin: 'test:nope' }] },
     });
     expect(v.data.validatePipeline).toEqual({ valid: false, issues: [{ path: 'stages[0].plugin', code: 'UNKNOWN_PLUGIN' }] });
-    await new Promise((r) => setTimeout(r, 1500));
+    await visibilityCaughtUp(stack.client); // visibility is eventually consistent
     const count = await stack.client.workflow.count(`CapstanPipeline = 'v1'`);
     expect(count.count).toBe(0);
   });

@@ -38,7 +38,7 @@ describe('the Temporal server restarts mid-run', () => {
 
     // The server goes away for a few seconds, then comes back on the same file and port.
     await server.stop();
-    await new Promise((r) => setTimeout(r, 4000));
+    await new Promise((r) => setTimeout(r, 4000)); // fixed-sleep-ok: the outage itself: the server stays down this long
     server = await start();
 
     const runs = await Promise.all(

@@ -232,3 +232,27 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | false | null>
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
 }
+
+/**
+ * Waits until Temporal's visibility store (what workflow.count and workflow.list read: eventually
+ * consistent) has caught up with every workflow started before the call — instead of sleeping "long
+ * enough". It starts a marker workflow now, waits until visibility lists it, and terminates it.
+ * Visibility records the starts of a history shard in the order they happened (the dev server has
+ * one shard), so once the marker is listed, so is any workflow whose start returned before the
+ * call. The marker runs on a task queue of its own that no worker polls (it never runs) and has no
+ * Capstan search attributes, so no count of runs, of a pipeline or of a stack's queue includes it.
+ */
+export async function visibilityCaughtUp(client: Client, timeoutMs = 30_000): Promise<void> {
+  const workflowId = `visibility-marker/${randomBytes(6).toString('hex')}`;
+  const marker = await client.workflow.start('capstanVisibilityMarker', { taskQueue: 'capstan-visibility-marker', workflowId, args: [] });
+  try {
+    await waitFor(
+      async () => (await client.workflow.count(`WorkflowId = '${workflowId}'`)).count === 1,
+      'visibility to list the marker workflow',
+      timeoutMs,
+      50,
+    );
+  } finally {
+    await marker.terminate('visibility marker: done').catch(() => undefined);
+  }
+}

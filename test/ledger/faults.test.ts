@@ -2,7 +2,7 @@
 // predictions are served. Each asserts that no money line is lost and none is booked twice, and
 // prints the figures (runs started / completed / lost; ledger lines expected vs found).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -139,10 +139,16 @@ describe('ledger under faults', () => {
       db: engineDb,
       logger: silentLogger,
     });
+    // Each run's first stage is held until the test creates a file (test:write-note holdUntil), so
+    // the outage falls where it must however fast the machine is: run 0's stage runs through the
+    // whole outage (released once PostgreSQL is back); run 1's is released during the outage, so
+    // its end, its retried stage and its ledger stage fall in it.
+    const hold = (i: number) => path.join(dataDir, `hold-${i}`);
+    const release = (i: number) => writeFileSync(hold(i), '');
     const spec = (i: number) => ({
       name: `pg-outage-${i}`,
       stages: [
-        { id: 'write', plugin: 'test:write-note', params: { text: `run ${i}`, sleepMs: 6000 } },
+        { id: 'write', plugin: 'test:write-note', params: { text: `run ${i}`, holdUntil: hold(i) } },
         { id: 'shout', plugin: 'test:shout', params: { failUntilAttempt: 1 } },
         {
           id: 'roi',
@@ -153,14 +159,28 @@ describe('ledger under faults', () => {
     });
     const runs = await Promise.all([0, 1].map((i) => engine.start(spec(i))));
 
-    // Stop PostgreSQL while the first stage runs; its end, the retried stage and the ledger stage fall in the outage.
-    await sleep(2500);
+    // Stop PostgreSQL while the first stages run.
+    await waitFor(async () => [0, 1].every((i) => existsSync(`${hold(i)}.running`)), `the first stages to run: ${worker.output()}`, 120_000, 100);
     cluster.stop('fast');
-    await sleep(7000);
+    const outageStarted = Date.now();
+    // Run 1's first stage ends in the outage, its second is retried, and its ledger stage, which
+    // books in PostgreSQL, fails: PostgreSQL comes back once an attempt of the ledger stage has failed.
+    release(1);
+    const roiFailure = await waitFor(
+      async () => (await engine.read(runs[1]!.id))?.stages.find((s) => s.id === 'roi')?.error ?? undefined,
+      `run 1's ledger stage to fail in the outage: ${worker.output()}`,
+      120_000,
+      100,
+    );
     const outbox = openSqlite({ path: path.join(dataDir, 'ledger-outbox.db') });
     cleanups.push(() => outbox.close());
-    const queued = Number((await outbox.query<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_outbox'))[0]?.n ?? 0);
+    const outboxRows = async () => Number((await outbox.query<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_outbox'))[0]?.n ?? 0);
+    const queued = await outboxRows();
     cluster.start();
+    const outageSeconds = (Date.now() - outageStarted) / 1000;
+    // Run 0's first stage ran through the whole outage; it ends now that PostgreSQL is back.
+    expect((await engine.read(runs[0]!.id))?.stages.find((s) => s.id === 'write')?.status).toBe('RUNNING');
+    release(0);
 
     const outcomes = await Promise.all(
       runs.map((r) =>
@@ -206,11 +226,14 @@ describe('ledger under faults', () => {
       const keys = e.filter((x) => x.reverses === null && !reversed.has(x.id)).map((x) => x.entryKey);
       duplicates += keys.length - new Set(keys).size;
     }
-    await sleep(1000);
+    // Nothing more can be booked once the worker's outbox is empty (it is asserted below).
+    await waitFor(async () => (await outboxRows()) === 0, 'the outbox to drain', 60_000, 100).catch(() => undefined);
     const after = (await Promise.all(runs.map((r) => usageCount(db, r.id)))).reduce((a, b) => a + b, 0);
-    const pending = Number((await outbox.query<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_outbox'))[0]?.n ?? 0);
+    const pending = await outboxRows();
     const completed = outcomes.filter((o) => o === 'completed').length;
-    figures('PostgreSQL outage during stages (pg_ctl stop -m fast, 7 s, start again)', [
+    figures('PostgreSQL outage during stages (pg_ctl stop -m fast, start again)', [
+      ['outage (s): from the stop until PostgreSQL was started again', outageSeconds.toFixed(1)],
+      ["run 1's ledger stage in the outage", roiFailure.slice(0, 120)],
       ['runs started', runs.length],
       ['runs completed', completed],
       ['runs lost', runs.length - completed],
@@ -335,7 +358,12 @@ describe('ledger under faults', () => {
     const booked = await waitFor(async () => ((await realised()) >= acknowledged ? realised() : undefined), 'the outbox to flush', 60_000, 200).catch(() =>
       realised(),
     );
-    await sleep(1500);
+    // Nothing more is booked once the outbox (the killed API's, flushed by the new one) is empty.
+    const outbox = openSqlite({ path: path.join(dataDir, 'ledger-outbox.db') });
+    cleanups.push(() => outbox.close());
+    const outboxRows = async () => Number((await outbox.query<{ n: number }>('SELECT COUNT(*) AS n FROM ledger_outbox'))[0]?.n ?? 0);
+    await waitFor(async () => (await outboxRows()) === 0, 'the outbox to drain', 60_000, 100).catch(() => undefined);
+    const left = await outboxRows();
     const final = await realised();
     const batches = (await listEntries(db, runId)).filter((e) => e.kind === 'realised_revenue');
     const ids = batches.map((e) => e.id);
@@ -346,6 +374,7 @@ describe('ledger under faults', () => {
       ['predictions in requests cut off by the kill', unanswered],
       ['predictions booked as realised revenue', final],
       ['booked batches / distinct', `${ids.length} / ${new Set(ids).size}`],
+      ['outbox records left', left],
     ]);
     expect(booked).toBeGreaterThanOrEqual(acknowledged);
     // Not fewer than acknowledged, and no more than the acknowledged plus the one in-flight
@@ -353,6 +382,7 @@ describe('ledger under faults', () => {
     expect(final).toBeGreaterThanOrEqual(acknowledged);
     expect(final - acknowledged).toBeLessThanOrEqual(unanswered);
     expect(new Set(ids).size).toBe(ids.length);
+    expect(left).toBe(0);
     await stopProcess(api.child);
   });
 });

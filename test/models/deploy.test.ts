@@ -130,6 +130,7 @@ describe('core:deploy', () => {
     // has (the fixture trains far above chance), and the same figures in the registry.
     expect(m.p50LatencyMs as number).toBeGreaterThan(0);
     expect(Number.isFinite(m.p99LatencyMs)).toBe(true);
+    expect(m.p99LatencyMs as number).toBeGreaterThanOrEqual(m.p50LatencyMs as number);
     expect(m.testAccuracy as number).toBeGreaterThan(0.5);
     expect((await registry.resolveAlias('mnist'))?.version).toBe(1);
 
@@ -177,7 +178,9 @@ describe('core:deploy', () => {
     expect(r.metrics).toMatchObject({ version: 1, weightFormat: 'uint8' });
     const v = (await registry.getVersion('mnist-q', 1))!;
     const json = JSON.parse(await readFile(path.join(store.resolve(v.artifactUri), 'model.json'), 'utf8'));
-    expect(json.weightsManifest[0].weights.every((w: { quantization?: { dtype: string } }) => w.quantization?.dtype === 'uint8')).toBe(true);
+    const weights: { quantization?: { dtype: string } }[] = json.weightsManifest[0].weights;
+    expect(weights.length).toBeGreaterThan(0);
+    expect(weights.every((w) => w.quantization?.dtype === 'uint8')).toBe(true);
     const float = (await registry.getVersion('mnist', 2))!;
     expect(float.metrics.weightFormat).toBe('float32');
     expect(v.bytes).toBeLessThan(float.bytes / 2);
@@ -234,6 +237,7 @@ describe('core:deploy', () => {
     expect(spec.raw?.kind === 'zscore' && spec.raw.mean.length).toBe(64);
     const ds = await readDataset(store.resolve(dataset), { splits: ['train', 'test'] });
     const x = inputsOf(ds, ds.splits.test!);
+    expect(x.length).toBeGreaterThan(0);
     const [lo, hi] = spec.range;
     expect(x.every((val) => val >= lo && val <= hi)).toBe(true);
     expect(hi - lo).toBeLessThan(100);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { startTestStack, visibilityCaughtUp, waitFor, type TestStack } from '../helpers/stack.js';
 
 const SECRET = 'capstan-secret-5b1e0c7d';
 const RUN_FIELDS = `id pipeline status startedAt closedAt tfBackend pausedStages
@@ -104,7 +104,7 @@ describe('data paths are confined to the data roots (real stack)', () => {
     });
     expect(v.data.validatePipeline.valid).toBe(false);
     expect(v.data.validatePipeline.issues[0]).toMatchObject({ path: 'stages[0].params.source.path', code: 'PLUGIN_PARAMS_INVALID' });
-    await new Promise((r) => setTimeout(r, 1000));
+    await visibilityCaughtUp(stack.client); // visibility is eventually consistent
     const count = await stack.client.workflow.count(`CapstanPipeline STARTS_WITH 'paths-'`);
     expect(count.count).toBe(0);
   });

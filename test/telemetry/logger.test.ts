@@ -22,7 +22,7 @@ describe('console logger', () => {
     const { logger, lines, json } = capture('json');
     logger.info('outside');
     await withLogContext({ runId: 'pipeline/p/1', stageId: 'train' }, async () => {
-      await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setTimeout(r, 1)); // fixed-sleep-ok: a real timer turn inside the context, which must survive it
       await withLogContext({ attempt: 2, plugin: 'core:pretrain@1.0.0' }, async () => logger.warn('inner', { epochs: 3 }));
       logger.info('outer again');
     });

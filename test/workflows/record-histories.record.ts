@@ -60,8 +60,12 @@ describe('recording histories (npm run record-histories)', () => {
     ids.resumed = await closed(resumed);
 
     const cancelled = await start({ name: 'replay-cancelled', stages: [{ id: 'wait', plugin: 'test:wait', params: { ms: 60_000 } }] });
-    await until(cancelled, 'RUNNING');
-    await new Promise((r) => setTimeout(r, 1000));
+    // Cancelled while its stage's activity runs: once the stage has heartbeated.
+    await waitFor(
+      async () => (await stack.gql(`query($id: ID!) { run(id: $id) { stages { progress } } }`, { id: cancelled })).data.run.stages[0].progress,
+      `${cancelled}'s wait stage to heartbeat`,
+      120_000,
+    );
     await stack.gql(`mutation($id: ID!) { cancelRun(runId: $id) { id } }`, { id: cancelled });
     ids.cancelled = await closed(cancelled);
 

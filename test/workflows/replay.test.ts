@@ -39,12 +39,16 @@ describe('replaying recorded histories against the current workflow code', () =>
     const results = await replay(workflowsPath);
     console.info(`[replay] current code: ${results.map((r) => `${r.scenario} ${r.error ? 'FAILED' : 'ok'}`).join(', ')}`);
     expect(results.filter((r) => r.error).map((r) => `${r.scenario}: ${r.error!.message}`)).toEqual([]);
+    expect(results.length).toBeGreaterThan(0);
     expect(results).toHaveLength(loadRecorded().length);
   });
 
   it('fails on a deliberately unpatched change to the workflow (an extra timer first)', { timeout: 120_000 }, async () => {
     const results = await replay(UNPATCHED);
     console.info(`[replay] unpatched copy: ${results.filter((r) => r.error).length}/${results.length} histories refused`);
+    // Every recorded history was replayed (none would make the loop below pass by having nothing to check).
+    expect(results.length).toBeGreaterThan(0);
+    expect(results).toHaveLength(loadRecorded().length);
     for (const r of results) {
       expect(r.error, r.scenario).toBeDefined();
       expect(r.error!.name, r.scenario).toBe('DeterminismViolationError');
