@@ -26,7 +26,7 @@ import type { PriceSheet, PriceSheetOverride } from '../ledger/schemas.js';
 import { mergePriceSheet } from '../ledger/price-sheet.js';
 import { loadBookingInput } from '../ledger/repository.js';
 import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
-import { initialBudget } from '../workflows/run-pipeline.js';
+import { initialRunState, markReused } from '../workflows/run-state.js';
 import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey, StartedByKey } from '../workflows/search-attributes.js';
@@ -207,29 +207,15 @@ export class Engine {
     }
     // The deployed model's realised ROI is watched from now on (checkRoiWatches).
     if (watch) await saveRoiWatch(this.deps.db, { runId: id, pipeline: input.pipeline, ...watch });
-    const reuse = extra.reuse ?? {};
-    return {
-      id,
-      runId: handle.firstExecutionRunId,
-      pipeline: input.pipeline,
-      status: 'RUNNING',
-      startedAt: new Date().toISOString(),
-      stages: input.stages.map((s) => ({
-        id: s.id,
-        plugin: s.plugin,
-        status: reuse[s.id] ? 'REUSED' : 'PENDING',
-        attempts: 0,
-        outputs: reuse[s.id]?.outputs ?? {},
-        metrics: reuse[s.id]?.metrics ?? {},
-        ...(reuse[s.id] ? { reusedFrom: reuse[s.id]!.fromRun } : {}),
-      })),
-      pausedStages: [],
-      events: [],
-      ...(extra.resumedFrom ? { resumedFrom: extra.resumedFrom } : {}),
-      ...(traceId ? { traceId } : {}),
-      ...(input.estimate ? { estimate: input.estimate } : {}),
-      ...(input.budget ? { budget: initialBudget(input) } : {}),
-    };
+    // What the workflow starts from (one definition: workflows/run-state.ts), with the stages it
+    // reuses shown as it records them when it reaches them, in its first task.
+    const state = initialRunState(input, new Date().toISOString(), traceId);
+    for (const st of state.stages) {
+      const reused = input.reuse?.[st.id];
+      if (reused) markReused(st, reused);
+    }
+    // (A stage waits for nothing yet: the view's stages carry no wait.)
+    return { id, runId: handle.firstExecutionRunId, ...state, stages: state.stages.map(({ wait: _none, ...st }) => st) };
   }
 
   /** Same as start, with the spec as JSON or YAML text. */

@@ -30,6 +30,7 @@ import {
 } from './gang.js';
 import { decideUpdate, progressQuery } from './messages.js';
 import { BUDGET_PAUSE_CODE, runMetrics } from './metrics-sink.js';
+import { initialRunState, markReused } from './run-state.js';
 import { CurrentStageKey, RunStatusKey } from './search-attributes.js';
 import type {
   ArtifactRef,
@@ -86,9 +87,9 @@ const RESERVED_BY = 'reserved by running stage';
  * active span around the workflow function when the worker traces); nothing otherwise. Read into
  * state only: no command, and ids made in the sandbox are the same on every replay.
  */
-function workflowTraceId(): { traceId?: string } {
+function workflowTraceId(): string | undefined {
   const sc = trace.getActiveSpan()?.spanContext();
-  return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? { traceId: sc.traceId } : {};
+  return sc && trace.isSpanContextValid(sc) && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? sc.traceId : undefined;
 }
 
 /**
@@ -99,18 +100,7 @@ function workflowTraceId(): { traceId?: string } {
  */
 export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunState> {
   const now = () => new Date().toISOString();
-  const state: RunState = {
-    pipeline: input.pipeline,
-    status: 'RUNNING',
-    startedAt: now(),
-    stages: input.stages.map((s) => ({ id: s.id, plugin: s.plugin, status: 'PENDING', attempts: 0, outputs: {}, metrics: {} })),
-    pausedStages: [],
-    events: [],
-    ...(input.resumedFrom ? { resumedFrom: input.resumedFrom } : {}),
-    ...(input.estimate ? { estimate: input.estimate } : {}),
-    ...(input.budget ? { budget: initialBudget(input) } : {}),
-    ...workflowTraceId(),
-  };
+  const state: RunState = initialRunState(input, now(), workflowTraceId());
   const budget = state.budget;
   /** The worker's metrics (a sink: no command, not called on replay). */
   const metrics = runMetrics();
@@ -224,7 +214,7 @@ export async function runPipelineWorkflow(input: RunPipelineInput): Promise<RunS
     const st = byId.get(spec.id)!;
     const reused = input.reuse?.[spec.id];
     if (reused) {
-      Object.assign(st, { status: 'REUSED', outputs: reused.outputs, metrics: reused.metrics, reusedFrom: reused.fromRun });
+      markReused(st, reused);
       event('STAGE_REUSED', spec.id, `outputs reused from ${reused.fromRun}`);
       refreshDetails();
       return;
@@ -832,17 +822,4 @@ function raiseBudget(b: BudgetState, d: Extract<Decision, { action: 'raise-budge
   if (d.stageId === undefined) b.max = to;
   else b.stages[d.stageId]!.max = to;
   b.raises.push({ at, ...(d.stageId !== undefined ? { stageId: d.stageId } : {}), from, to, ...(d.by ? { by: d.by } : {}) });
-}
-
-/** A new run's budget state: nothing spent, no raises. */
-export function initialBudget(input: RunPipelineInput): BudgetState {
-  const b = input.budget!;
-  return {
-    currency: b.currency,
-    ...(b.max !== undefined ? { max: b.max } : {}),
-    onExceed: b.onExceed,
-    spent: '0.00',
-    stages: Object.fromEntries(Object.entries(b.stages).map(([id, s]) => [id, { max: s.max, onExceed: s.onExceed, spent: '0.00' }])),
-    raises: [],
-  };
 }
