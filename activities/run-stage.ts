@@ -14,8 +14,7 @@ import { formatPath } from '../lib/format-path.js';
 import { withSpan } from '../lib/telemetry/tracing.js';
 import { resolvePipelineActivity, type TokenChecker } from './resolve-pipeline.js';
 import type { ReduceStageInput, RunStageInput, StageOutcome } from '../workflows/types.js';
-import { stageBytesKept } from './bytes-kept.js';
-import { shareWorkerCpu } from './cpu-share.js';
+import { attemptUsage } from './attempt-usage.js';
 import type { DevicePool } from './devices.js';
 import { createStageContext, operatorRoundOf } from './stage-context.js';
 import { epochFromHeartbeat, epochFromLog, epochsFromMetrics, type StageRecorder } from './stage-records.js';
@@ -177,6 +176,116 @@ async function runAttempt(
   const actx = Context.current();
   const info = actx.info;
   const { stage } = input;
+  const { plugin, params } = resolveAttempt(deps, input, info);
+  const records = attemptRecords(deps, { runId: input.runId, activityId: info.activityId, attempt: info.attempt, stageId: stage.id });
+  const budget = input.budget ? await attemptBudget(deps, input) : undefined;
+  // A gpu stage's attempt holds one of this worker's devices until it ends: taken here, returned by
+  // the one finally below whatever ends the attempt (a cache hit, a throw before the plugin runs —
+  // the stage context, the cache lookup —, the plugin's outcome, a cancellation).
+  const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
+  const withDevice = async (): Promise<StageOutcome> => {
+    // The steps around the plugin, each in its own helper: the budget guard (stops the stage at a
+    // checkpoint once it would overspend), heartbeats (also epoch records and budget checks), the
+    // stage context, the cache, the usage meter, and the failure the workflow sees.
+    const guard = budgetGuard(budget, actx.cancellationSignal);
+    const usage = attemptUsage({
+      meter: deps.meter,
+      artifacts: deps.artifacts,
+      logger: deps.logger,
+      input,
+      plugin,
+      info,
+      device,
+      reported: () => made.reported(),
+    });
+    const heart = attemptHeartbeat(actx, records, (checkpoint) => guard.check(usage.soFar, checkpoint));
+    const made = createStageContext({
+      artifacts: deps.artifacts,
+      services: deps.services,
+      logger: records.watchLogger(deps.logger),
+      runId: input.runId,
+      pipeline: input.pipeline,
+      stageId: stage.id,
+      attempt: info.attempt,
+      ...(input.replica ? { replica: input.replica } : {}),
+      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
+      heartbeat: heart.beat,
+      // A round after a budget stop has no heartbeat of its own: the workflow hands the checkpoint on.
+      lastCheckpoint: info.heartbeatDetails ?? input.checkpoint,
+      signal: guard.signal,
+      ...(device ? { device } : {}),
+      operatorRound: operatorRoundOf(info.activityId),
+    });
+    const ctx: StageContext = { ...made.ctx, meter: usage.meter(made.ctx.meter) };
+    records.started();
+    const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
+    if (cacheKey) {
+      const hit = await cachedOutcome(deps, cacheKey, info.attempt).catch(async (err: unknown) => {
+        // The attempt ends here: its record is closed and the error mapped as a plugin's would be.
+        const failure = toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
+        await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
+        await made.close().catch(() => undefined);
+        throw failure;
+      });
+      if (hit) {
+        await records.closed('succeeded');
+        return hit;
+      }
+    }
+    usage.start();
+    const timer = setInterval(
+      () => {
+        heart.beat();
+        usage.writePartial();
+        budget?.refresh();
+      },
+      Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)),
+    );
+    let result: StageResult | undefined;
+    let failure: Error | undefined;
+    let spent: StageOutcome['spent'];
+    try {
+      const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
+      result = await usage.run(() => body(plugin, ctx, params, inputs));
+      usage.succeeded(result);
+      if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
+      for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
+      await records.closed('succeeded');
+    } catch (err) {
+      failure = guard.stopReason
+        ? ApplicationFailure.create({
+            message: `stage ${stage.id}: stopped at a checkpoint: ${guard.stopReason}`,
+            type: 'BUDGET_EXCEEDED',
+            nonRetryable: true,
+            details: [{ attempt: info.attempt, checkpoint: heart.lastDetails() }],
+          })
+        : toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
+      await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
+    } finally {
+      clearInterval(timer);
+      // Shared folders mirrored through an object store stop with the attempt, whatever it did.
+      await made.close().catch(() => undefined);
+      // Throws (USAGE_NOT_RECORDED) when a successful attempt's usage could not be written.
+      await usage.finish();
+      if (budget)
+        spent = await budget
+          .spentNow()
+          .catch((e: unknown) => void deps.logger.warn("could not read the run's spend", { stage: stage.id, error: (e as Error).message }));
+    }
+    if (failure) throw withDetail(failure, spent ? { spent } : {});
+    if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, params, result!);
+    return { outputs: result!.outputs, metrics: result!.metrics, attempt: info.attempt, ...(spent ? { spent } : {}) };
+  };
+  try {
+    return await withDevice();
+  } finally {
+    if (device) deps.devices!.give(device);
+  }
+}
+
+/** The installed plugin and the stage's params parsed by its schema; failures the workflow must not retry. */
+function resolveAttempt(deps: ActivityDeps, input: RunStageInput, info: Context['info']): { plugin: StagePlugin<unknown>; params: unknown } {
+  const { stage } = input;
   const plugin = deps.stages.get(stage.plugin, stage.pluginVersion);
   if (!plugin) {
     const installed = deps.stages
@@ -194,210 +303,65 @@ async function runAttempt(
     const msg = parsed.error.issues.map((i) => `params${formatPath(i.path, true)}: ${i.message}`).join('; ');
     throw ApplicationFailure.nonRetryable(`stage ${stage.id}: ${msg}`, 'PLUGIN_PARAMS_INVALID', { attempt: info.attempt });
   }
-  const records = attemptRecords(deps, { runId: input.runId, activityId: info.activityId, attempt: info.attempt, stageId: stage.id });
-  const budget = input.budget ? await attemptBudget(deps, input) : undefined;
-  // A budget stop aborts the plugin like a cancellation, at a checkpoint (see `beat`).
+  return { plugin, params: parsed.data };
+}
+
+/**
+ * Stops an attempt that would overspend: crossing the budget stops the stage at its next checkpoint
+ * (new heartbeat details carrying a `checkpoint`, as the built-in trainers send), so a raise resumes
+ * from it; a stage that sends none within BUDGET_STOP_GRACE_MS of crossing is stopped anyway. The
+ * stop aborts the stage's signal like a cancellation.
+ */
+function budgetGuard(budget: Awaited<ReturnType<typeof attemptBudget>> | undefined, cancellation: AbortSignal) {
   const stop = new AbortController();
-  const signal = AbortSignal.any([actx.cancellationSignal, stop.signal]);
-  // A gpu stage's attempt holds one of this worker's devices until it ends: taken here, returned by
-  // the one finally below whatever ends the attempt (a cache hit, a throw before the plugin runs —
-  // the stage context, the cache lookup —, the plugin's outcome, a cancellation).
-  const device = plugin.resource === 'gpu' && deps.devices ? await deps.devices.take(actx.cancellationSignal) : undefined;
-  const withDevice = async (): Promise<StageOutcome> => {
-    let lastDetails: unknown;
-    // Crossing the budget stops the stage at its next checkpoint (new heartbeat details carrying a
-    // `checkpoint`, as the built-in trainers send), so a raise resumes from it; a stage that sends
-    // none within BUDGET_STOP_GRACE_MS of crossing is stopped anyway.
-    let overSince: number | undefined;
-    const checkBudget = (checkpoint: boolean) => {
+  let overSince: number | undefined;
+  let reason: string | undefined;
+  return {
+    signal: AbortSignal.any([cancellation, stop.signal]),
+    /** Why the attempt was stopped, once it was. */
+    get stopReason(): string | undefined {
+      return reason;
+    },
+    /** `used`: what the attempt has used so far (read only when there is a budget to check). */
+    check(used: () => { cpuSeconds: number; gpuSeconds: number }, checkpoint: boolean): void {
       if (!budget || stop.signal.aborted) return;
-      const over = budget.over(usageSoFar());
+      const over = budget.over(used());
       if (!over) return;
       overSince ??= Date.now();
       if (checkpoint || Date.now() - overSince >= BUDGET_STOP_GRACE_MS) {
-        budgetStop = over;
+        reason = over;
         stop.abort(new Error(over));
       }
-    };
-    const beat = (d?: unknown) => {
+    },
+  };
+}
+
+/**
+ * The attempt's heartbeat: the stage's details (kept, and sent again on every tick), epoch records
+ * from them, and a budget check on each (`onBeat` learns whether new details carry a checkpoint).
+ */
+function attemptHeartbeat(actx: Context, records: ReturnType<typeof attemptRecords>, onBeat: (checkpoint: boolean) => void) {
+  let lastDetails: unknown;
+  return {
+    beat(d?: unknown): void {
       let checkpoint = false;
       if (d !== undefined) {
         checkpoint = JSON.stringify(d) !== JSON.stringify(lastDetails) && hasCheckpoint(d);
         lastDetails = d;
         records.epoch(epochFromHeartbeat(d));
       }
-      checkBudget(checkpoint);
+      onBeat(checkpoint);
       actx.heartbeat(lastDetails);
-    };
-    let budgetStop: string | undefined;
-    const made = createStageContext({
-      artifacts: deps.artifacts,
-      services: deps.services,
-      logger: records.watchLogger(deps.logger),
-      runId: input.runId,
-      pipeline: input.pipeline,
-      stageId: stage.id,
-      attempt: info.attempt,
-      ...(input.replica ? { replica: input.replica } : {}),
-      ...(input.startedBy ? { startedBy: input.startedBy } : {}),
-      heartbeat: beat,
-      // A round after a budget stop has no heartbeat of its own: the workflow hands the checkpoint on.
-      lastCheckpoint: info.heartbeatDetails ?? input.checkpoint,
-      signal,
-      ...(device ? { device } : {}),
-      operatorRound: operatorRoundOf(info.activityId),
-    });
-    const { reported, close: closeContext } = made;
-    // Usage of work still running (a training child's CPU so far), replaced by each report.
-    let live = { cpuSeconds: 0, whole: false };
-    const ctx: StageContext = {
-      ...made.ctx,
-      meter: {
-        add: (u) => {
-          made.ctx.meter.add(u);
-          live = { cpuSeconds: 0, whole: false };
-        },
-        running: (u) => {
-          if (typeof u.cpuSeconds === 'number' && Number.isFinite(u.cpuSeconds) && u.cpuSeconds >= 0)
-            live = { cpuSeconds: u.cpuSeconds, whole: u.wholeAttempt === true };
-        },
-      },
-    };
-    records.started();
-    const cacheKey = stage.cache && deps.cache && !input.replica ? cacheKeyFor(input) : undefined;
-    if (cacheKey) {
-      let hit: StageResult | undefined;
-      try {
-        hit = await deps.cache!.lookup(cacheKey);
-        if (hit && !(await allPresent(deps.artifacts, hit))) hit = undefined;
-      } catch (err) {
-        // The attempt ends here: its record is closed and the error mapped as a plugin's would be.
-        const failure = toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
-        await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
-        await closeContext().catch(() => undefined);
-        throw failure;
-      }
-      if (hit) {
-        await records.closed('succeeded');
-        return { outputs: hit.outputs, metrics: { ...hit.metrics, cacheHit: true }, attempt: info.attempt };
-      }
-    }
-    const wall0 = performance.now();
-    // This attempt's share of the worker's own CPU time (attempts side by side on this worker split
-    // it), unless the stage measured all of its work by pid.
-    const measuredByPid = () => reported().wholeAttempt || live.whole;
-    const share = shareWorkerCpu(measuredByPid);
-    const workerCpu = (seconds: number) => (measuredByPid() ? 0 : seconds);
-    const usageSoFar = () => {
-      const wallSeconds = (performance.now() - wall0) / 1000;
-      return {
-        cpuSeconds: workerCpu(share.seconds()) + reported().cpuSeconds + live.cpuSeconds,
-        gpuSeconds: device?.kind === 'gpu' ? (reported().deviceSeconds ?? wallSeconds) : 0,
-      };
-    };
-    // What the attempt used so far as a usage record (the meter's input); `final` after it ended.
-    const usageRecord = (final?: { cpuSeconds: number; bytesKept: number | undefined }): StageUsage => {
-      const extra = reported();
-      const wallSeconds = (performance.now() - wall0) / 1000;
-      return {
-        runId: input.runId,
-        pipeline: input.pipeline,
-        stageId: stage.id,
-        plugin: plugin.name,
-        attempt: info.attempt,
-        ...(input.replica ? { replica: input.replica.index } : {}),
-        activityId: info.activityId,
-        ...(info.workflowExecution ? { workflowRunId: info.workflowExecution.runId } : {}),
-        resource: plugin.resource,
-        ...(device?.kind === 'gpu' ? { gpuDevices: [device.id] } : {}),
-        wallSeconds,
-        // A child still running when the attempt ended (killed by a stop) counts with what it used so far.
-        cpuSeconds: final ? final.cpuSeconds : usageSoFar().cpuSeconds,
-        deviceSeconds: extra.deviceSeconds ?? wallSeconds,
-        bytesWritten: Object.values(result?.outputs ?? {}).reduce((n, r) => n + r.bytes, 0),
-        ...(final ? (final.bytesKept !== undefined ? { bytesKept: final.bytesKept } : {}) : {}),
-        succeeded: final ? result !== undefined : false,
-        ...(final ? {} : { partial: true }),
-      };
-    };
-    // Usage is written to the meter (the durable outbox) as it accrues, at every tick of the
-    // wrapper's heartbeat, so a worker killed outright loses at most one interval of it. One write
-    // at a time; a tick that finds the last write still going skips.
-    let partialWrite: Promise<void> | undefined;
-    const writePartial = () => {
-      if (!deps.meter || partialWrite) return;
-      const meter = deps.meter;
-      partialWrite = meter
-        .recordUsage(usageRecord())
-        .catch((e: unknown) => deps.logger.warn('could not record usage so far', { stage: stage.id, error: (e as Error).message }))
-        .finally(() => (partialWrite = undefined));
-    };
-    const timer = setInterval(
-      () => {
-        beat();
-        writePartial();
-        budget?.refresh();
-      },
-      Math.max(250, deps.heartbeatEveryMs ?? Math.min(10_000, stage.heartbeatMs / 3)),
-    );
-    let result: StageResult | undefined;
-    let failure: Error | undefined;
-    let spent: StageOutcome['spent'];
-    try {
-      const inputs = await checkInputs(deps.artifacts, plugin, input.inputs);
-      // In the attempt's own async context: the worker's CPU is shared by main-thread time per attempt.
-      result = await share.run(() => body(plugin, ctx, parsed.data, inputs));
-      if (cacheKey) await deps.cache!.store(cacheKey, input.runId, stage.id, result);
-      for (const [epoch, metrics] of epochsFromMetrics(result.metrics)) records.epoch({ epoch, metrics });
-      await records.closed('succeeded');
-    } catch (err) {
-      failure = budgetStop
-        ? ApplicationFailure.create({
-            message: `stage ${stage.id}: stopped at a checkpoint: ${budgetStop}`,
-            type: 'BUDGET_EXCEEDED',
-            nonRetryable: true,
-            details: [{ attempt: info.attempt, checkpoint: lastDetails }],
-          })
-        : toFailure(err, stage.id, info.attempt, actx.cancellationSignal);
-      await records.closed(failure instanceof CancelledFailure ? 'cancelled' : 'failed', failure.message);
-    } finally {
-      clearInterval(timer);
-      // Shared folders mirrored through an object store stop with the attempt, whatever it did.
-      await closeContext().catch(() => undefined);
-      const workerSeconds = share.leave();
-      if (deps.meter) {
-        const cpuSeconds = workerCpu(workerSeconds) + reported().cpuSeconds + live.cpuSeconds;
-        const bytesKept = await stageBytesKept(deps.artifacts, input.runId, stage.id, result?.outputs);
-        // The final record replaces the partial ones; it is written after the last of them.
-        await partialWrite;
-        const usage = usageRecord({ cpuSeconds, bytesKept });
-        // The meter writes durably (the ledger outbox) before the attempt is acknowledged: if it
-        // cannot, a successful attempt fails retryably rather than lose its usage.
-        try {
-          await deps.meter.recordUsage(usage);
-        } catch (e) {
-          deps.logger.error('could not record stage usage', { stage: stage.id, error: (e as Error).message });
-          const invalid = e instanceof StageError && !e.retryable;
-          if (result !== undefined && !invalid) {
-            // biome-ignore lint/correctness/noUnsafeFinally: deliberate: a successful attempt whose usage could not be recorded must fail retryably
-            throw ApplicationFailure.retryable(`stage ${stage.id}: usage not recorded: ${(e as Error).message}`, 'USAGE_NOT_RECORDED');
-          }
-        }
-      }
-      if (budget)
-        spent = await budget
-          .spentNow()
-          .catch((e: unknown) => void deps.logger.warn("could not read the run's spend", { stage: stage.id, error: (e as Error).message }));
-    }
-    if (failure) throw withDetail(failure, spent ? { spent } : {});
-    if (!input.replica && input.stageStartedAt) await recordProfile(deps, input, parsed.data, result!);
-    return { outputs: result!.outputs, metrics: result!.metrics, attempt: info.attempt, ...(spent ? { spent } : {}) };
+    },
+    lastDetails: () => lastDetails,
   };
-  try {
-    return await withDevice();
-  } finally {
-    if (device) deps.devices!.give(device);
-  }
+}
+
+/** A cached result whose outputs are all still there, as this attempt's outcome; undefined on a miss. */
+async function cachedOutcome(deps: ActivityDeps, key: string, attempt: number): Promise<StageOutcome | undefined> {
+  const hit = await deps.cache!.lookup(key);
+  if (!hit || !(await allPresent(deps.artifacts, hit))) return undefined;
+  return { outputs: hit.outputs, metrics: { ...hit.metrics, cacheHit: true }, attempt };
 }
 
 /** How often a budgeted attempt reads the run's spend again while it runs. */
