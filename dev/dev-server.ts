@@ -5,6 +5,7 @@ import path from 'node:path';
 import { allSearchAttributes } from '../workflows/search-attributes.js';
 import type { Logger } from '../lib/logger.js';
 import { removeServerPidFile, stopLeftoverServer, writeServerPidFile, type LeftoverOutcome } from './leftover-server.js';
+import { freeLocalPort } from '../lib/telemetry/metrics.js';
 
 export interface DevServer {
   address: string;
@@ -163,13 +164,5 @@ export function portInUse(host: string, port: number): Promise<boolean> {
   });
 }
 
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+/** A TCP port free on `host` now (the one helper for it: lib/telemetry/metrics.ts). */
+export const freePort = freeLocalPort;
