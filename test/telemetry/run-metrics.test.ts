@@ -30,6 +30,7 @@ const api = async () => (await stack.apiMetrics!()).body;
 describe('run metrics through the workflow sink and the activity wrapper', () => {
   it('counts a pause once by pipeline and code, attempts by outcome, and the run finishing; the API sees it paused', async () => {
     const pipeline = `sink-pause-${Date.now().toString(36)}`;
+    const startedAt = Date.now();
     const id = await start({
       name: pipeline,
       stages: [
@@ -63,7 +64,10 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       'the paused run in the API metrics',
       30_000,
     );
-    expect(sample(seen, 'capstan_run_paused_seconds', { run_id: id, pipeline })).toBeGreaterThanOrEqual(0);
+    // Paused since a moment after the run started: more than nothing, less than the test has waited.
+    const pausedFor = sample(seen, 'capstan_run_paused_seconds', { run_id: id, pipeline })!;
+    expect(pausedFor).toBeGreaterThan(0);
+    expect(pausedFor).toBeLessThan((Date.now() - startedAt) / 1000);
     expect(sample(seen, 'capstan_budget_paused_runs', { pipeline })).toBeUndefined();
 
     // New workers (the same metrics): the run is rebuilt from its history when the decision comes,
@@ -146,7 +150,9 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
 
   it("observes a gang's wait for its slots on its queue, and each replica's and the reduce's attempt", async () => {
     const queue = stack.taskQueues.gpu;
-    const before = sample(await worker(), 'capstan_slot_wait_seconds_count', { queue }) ?? 0;
+    const first = await worker();
+    const before = sample(first, 'capstan_slot_wait_seconds_count', { queue }) ?? 0;
+    const sumBefore = sample(first, 'capstan_slot_wait_seconds_sum', { queue }) ?? 0;
     const id = await start({ name: `sink-gang-${Date.now().toString(36)}`, stages: [{ id: 'split', plugin: 'test:split', params: { replicas: 2 } }] });
     await waitFor(async () => (await status(id)) === 'COMPLETED', `run ${id} to complete`, 60_000);
     const t = await waitFor(
@@ -157,7 +163,15 @@ describe('run metrics through the workflow sink and the activity wrapper', () =>
       'the slot wait in the worker metrics',
       30_000,
     );
-    expect(sample(t, 'capstan_slot_wait_seconds_sum', { queue })).toBeGreaterThanOrEqual(0);
+    // The wait observed is the one the run recorded (STAGE_WAIT_ENDED: "granted after 0.3 s", to a tenth).
+    const events = (await stack.gql(`query($id: ID!) { run(id: $id) { events { type message } } }`, { id })).data.run.events as {
+      type: string;
+      message: string;
+    }[];
+    const ended = events.filter((e) => e.type === 'STAGE_WAIT_ENDED');
+    expect(ended).toHaveLength(1);
+    const recorded = Number(/after ([\d.]+) s/.exec(ended[0]!.message)?.[1]);
+    expect(Math.abs(sample(t, 'capstan_slot_wait_seconds_sum', { queue })! - sumBefore - recorded)).toBeLessThanOrEqual(0.051);
     expect(sample(t, 'capstan_stage_duration_seconds_count', { plugin: 'test:split', outcome: 'succeeded' })).toBe(3);
   });
 });
