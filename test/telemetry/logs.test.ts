@@ -143,7 +143,11 @@ describe('JSON logs of the worker, the API and training children', () => {
     expect(wl.find((l) => l.msg === 'hello from the stage')).toMatchObject({ level: 'debug', ...say });
     expect(wl.find((l) => l.msg === 'json from the stage')).toMatchObject({ level: 'info', step: 1, ...say });
     // The SDK's entries (activity lifecycle at debug) through our logger, its ids mapped onto ours.
-    expect(wl.some((l) => l.logger === 'temporal' && l.run_id === runId && l.stage_id === 'pretrain' && l.msg === 'Activity completed')).toBe(true);
+    const sdkLines = wl.filter((l) => l.logger === 'temporal' && l.run_id === runId);
+    expect(
+      sdkLines.some((l) => l.stage_id === 'pretrain' && l.msg === 'Activity completed'),
+      `the SDK's lines of the run: ${JSON.stringify(sdkLines.map((l) => [l.msg, l.activity_id, l.stage_id, l.attempt]))}`,
+    ).toBe(true);
     // The API: the mutation's line names the operation, the run it started and the request's id.
     const mutation = al.find((l) => l.msg === 'graphql mutation Start');
     expect(mutation, JSON.stringify(al.slice(-20))).toMatchObject({ level: 'info', operation: 'Start', run_id: runId, request_id: started.requestId });
