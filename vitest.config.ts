@@ -51,6 +51,7 @@ export default defineConfig({
             'test/setup/chromium.ts',
             'test/setup/prometheus.ts',
             'test/setup/jaeger.ts',
+            'test/setup/test-server.ts',
           ],
           env: { CAPSTAN_TF_BACKEND: 'wasm' },
         },
