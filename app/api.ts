@@ -102,7 +102,7 @@ export function createApiApp(rt: Runtime, o: ApiAppOptions): ApiApp {
       ? setInterval(() => {
           if (checking) return;
           checking = true;
-          engine
+          engine.money
             .checkRoiWatches()
             .catch((e: unknown) => rt.logger.warn('realised-ROI check failed; tried again at the next interval', { error: (e as Error).message }))
             .finally(() => (checking = false));

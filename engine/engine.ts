@@ -1,55 +1,36 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  ScheduleNotFoundError,
   WorkflowExecutionAlreadyStartedError,
   WorkflowUpdateFailedError,
   WorkflowNotFoundError,
   type Client,
-  type ScheduleHandle,
   type WorkflowHandleWithStartDetails,
 } from '@temporalio/client';
 import type { ArtifactStore } from '../lib/artifacts.js';
 import type { Db } from '../lib/db/types.js';
-import { parseDurationMs } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import type { PluginInfo, StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
 import { currentTraceId } from '../lib/telemetry/tracing.js';
-import { checkParamsSize, LEDGER_PLUGIN, parseSpecText, resolveSpec, SpecValidationError, type ResolvedSpec, type SpecIssue } from './spec.js';
+import { checkParamsSize, parseSpecText, resolveSpec, SpecValidationError, specSummary, type ResolvedSpec, type SpecIssue } from './spec.js';
 import { estimateSpec } from './estimate.js';
-import { checkRoiWatches, listRoiAlerts, markAlertEmitted, saveRoiWatch, type RoiAlert, type RoiCheck } from '../ledger/roi-watch.js';
-import { formatMoneyExact, isMoney, parseMoney } from '../ledger/money.js';
-import { runSpend, type RunSpend } from '../ledger/spend.js';
-import type { PriceSheet, PriceSheetOverride } from '../ledger/schemas.js';
-import { mergePriceSheet } from '../ledger/price-sheet.js';
-import { loadBookingInput } from '../ledger/repository.js';
-import { runPipelineWorkflow, startScheduledPipelineWorkflow } from '../workflows/index.js';
+import { saveRoiWatch } from '../ledger/roi-watch.js';
+import type { PriceSheet } from '../ledger/schemas.js';
+import { runPipelineWorkflow } from '../workflows/index.js';
 import { initialRunState, markReused } from '../workflows/run-state.js';
 import { checkGangCapacity, slotKeeperId, slotsQuery, takesGangSlots } from '../workflows/gang.js';
 import { decideUpdate } from '../workflows/messages.js';
 import { PipelineNameKey, ResumedFromKey, RunStatusKey, StartedByKey } from '../workflows/search-attributes.js';
-import type { Decision, GangSettings, RunEstimateView, RunPipelineInput, RunStarter, RunStatus, ScheduledPipelineInput } from '../workflows/types.js';
+import type { Decision, GangSettings, RunEstimateView, RunPipelineInput, RunStarter, RunStatus } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
-import { applyEventPayload, followRun, type RunStreamEvent } from './events.js';
+import { followRun, type RunStreamEvent } from './events.js';
 import { firstInput, isRunId, newRunId, readRun, TRACE_ID_MEMO, type RunView } from './read-model.js';
 import { planResume, type ResumePlanStage } from './resume.js';
 import { listRuns, type RunFilter, type RunPage } from './run-list.js';
-import { SavedPipelineStore, type SavedPipeline } from './saved-pipelines.js';
-import { describeSchedule, SCHEDULE_PREFIX, type ScheduleView } from './schedules.js';
-import {
-  countOpenRuns,
-  countSchedules,
-  DEFAULT_QUOTAS,
-  formatDuration,
-  KeyedLock,
-  quotaExceeded,
-  quotaKey,
-  RecentIds,
-  shortestGapMs,
-  type QuotaSettings,
-} from './quotas.js';
+import { Money } from './money.js';
+import { Triggers } from './triggers.js';
+import { countOpenRuns, DEFAULT_QUOTAS, KeyedLock, quotaExceeded, quotaKey, RecentIds, type QuotaSettings } from './quotas.js';
 
 export interface EngineDeps {
   client: Client;
@@ -89,25 +70,48 @@ type StartExtra = { resumedFrom?: string; reuse?: RunPipelineInput['reuse']; sta
 const OPEN: RunStatus[] = ['RUNNING', 'PAUSED'];
 /** Largest page of runs. */
 export const MAX_PAGE = 100;
-const TRIGGER_RE = /^[a-z0-9][a-z0-9._-]*$/i;
 
 /**
- * The application layer: how runs start, are read, listed, decided, cancelled and resumed; saved
- * pipelines, schedules and events. The only caller of the Temporal client for runs. Edges (the
+ * The application layer: how runs start, are read, listed, decided, cancelled and resumed; its
+ * `triggers` (saved pipelines, events, schedules) and its `money` (estimates, budgets, spend, the
+ * ROI watch) are modules of their own. The only caller of the Temporal client for runs. Edges (the
  * GraphQL API, scripts) call it and map its results; its expected failures are `EngineError`
  * (with a code) and `SpecValidationError` (with every issue).
  */
 export class Engine {
-  readonly pipelines: SavedPipelineStore;
+  /** What starts runs besides a person: saved pipelines and their event triggers, schedules. */
+  readonly triggers: Triggers;
+  /** Estimates, budget raises, spend and the realised-ROI watch. */
+  readonly money: Money;
   private readonly quotas: QuotaSettings;
   /** Starts and schedule creations of one token run one at a time here, so a burst cannot overshoot its quota. */
   private readonly quotaLock = new KeyedLock();
   private readonly recentRuns = new RecentIds();
-  private readonly recentSchedules = new RecentIds();
 
   constructor(private readonly deps: EngineDeps) {
-    this.pipelines = new SavedPipelineStore(deps.db);
     this.quotas = deps.quotas ?? DEFAULT_QUOTAS;
+    const resolve = (spec: unknown) => this.resolve(spec);
+    this.triggers = new Triggers({
+      client: deps.client,
+      db: deps.db,
+      logger: deps.logger,
+      taskQueues: deps.taskQueues,
+      ...(deps.tokens ? { tokens: deps.tokens } : {}),
+      quotas: this.quotas,
+      quotaLock: this.quotaLock,
+      resolve,
+      start: (spec, extra) => this.start(spec, extra),
+    });
+    this.money = new Money({
+      db: deps.db,
+      logger: deps.logger,
+      stages: deps.stages,
+      ...(deps.priceSheet ? { priceSheet: deps.priceSheet } : {}),
+      resolve,
+      decide: (id, d) => this.decide(id, d),
+      input: (id) => this.input(id),
+      emitEvent: (type, payload, o) => this.triggers.emitEvent(type, payload, o),
+    });
   }
 
   /** The stage plugins specs may use. Where an external plugin was loaded from stays in the host's logs, not here. */
@@ -185,7 +189,7 @@ export class Engine {
             ...(quotaKey(extra.startedBy) ? [{ key: StartedByKey, value: quotaKey(extra.startedBy)! }] : []),
           ],
           ...(traceId ? { memo: { [TRACE_ID_MEMO]: traceId } } : {}),
-          staticSummary: summaryOf(input),
+          staticSummary: specSummary(input),
           staticDetails: [
             `Pipeline **${input.pipeline}**${extra.resumedFrom ? ` (resumes ${extra.resumedFrom})` : ''}`,
             '',
@@ -392,192 +396,6 @@ export class Engine {
   }
 
   /**
-   * Saves a spec under its name, recording who saved it (its triggers fire while that token is
-   * active). Placeholders (`{{event.x}}`) are checked when an event fills them in.
-   */
-  async savePipeline(spec: unknown, triggers: string[] = [], o: { savedBy?: RunStarter } = {}): Promise<SavedPipeline> {
-    try {
-      this.resolve(spec);
-    } catch (e) {
-      if (!(e instanceof SpecValidationError)) throw e;
-      const placeholders = JSON.stringify(spec).includes('{{');
-      const real = e.issues.filter((i) => !(i.code === 'PLUGIN_PARAMS_INVALID' && placeholders));
-      if (real.length) throw new SpecValidationError(real);
-    }
-    for (const t of triggers) if (!TRIGGER_RE.test(t)) throw new EngineError('BAD_ARGUMENT', `trigger "${t}" must be an event type like dataset.updated`);
-    return this.pipelines.save({ name: (spec as { name: string }).name, spec, triggers, ...(o.savedBy ? { savedBy: o.savedBy } : {}) });
-  }
-
-  /**
-   * Starts every saved pipeline whose triggers include this event type, with the payload filled in.
-   * A trigger fires only while the token that saved its pipeline is active (skipped, with the reason
-   * logged, once it is revoked or expired); an event the host emits itself (no starter, e.g.
-   * roi.below) starts the run as that saver.
-   */
-  async emitEvent(type: string, payload: unknown = {}, o: { startedBy?: RunStarter; eventId?: string } = {}): Promise<RunView[]> {
-    if (o.eventId !== undefined && (o.eventId.trim() === '' || o.eventId.length > 200))
-      throw new EngineError('BAD_ARGUMENT', 'eventId must be 1–200 characters');
-    // The payload fills params in: it is bounded like params (the filled-in spec is checked again when it starts).
-    checkParamsSize(payload, 'payload');
-    const runs: RunView[] = [];
-    for (const p of await this.pipelines.byTrigger(type)) {
-      const saver = quotaKey(p.savedBy);
-      if (saver && this.deps.tokens && !(await this.deps.tokens.isActive(saver))) {
-        this.deps.logger.warn(
-          `trigger skipped: saved pipeline ${p.name} was saved by ${p.savedBy!.name}, whose token is revoked or expired; save it again with an active token to re-arm it`,
-          { pipeline: p.name, event: type, tokenId: saver },
-        );
-        continue;
-      }
-      const startedBy = o.startedBy ?? p.savedBy;
-      const spec = applyEventPayload(p.spec, { type, payload });
-      // The same event id always maps to the same run id: a retried call finds the run it started.
-      const workflowId = o.eventId !== undefined ? eventRunId(p.name, type, o.eventId) : undefined;
-      runs.push(await this.start(spec, { ...(startedBy ? { startedBy } : {}), ...(workflowId ? { workflowId } : {}) }));
-    }
-    return runs;
-  }
-
-  /**
-   * Starts a saved pipeline on a cron expression and/or an interval ("30s", "1h"). Firings closer
-   * together than the minimum interval are refused, and so is a schedule beyond its creator's quota.
-   */
-  async schedule(name: string, o: { cron?: string; every?: string; startedBy?: RunStarter }): Promise<ScheduleView> {
-    const saved = await this.pipelines.get(name);
-    if (!saved) throw notFound(`saved pipeline ${name}`);
-    if (!o.cron && !o.every) throw new EngineError('BAD_ARGUMENT', 'schedulePipeline needs cron or every');
-    const min = this.quotas.minScheduleIntervalMs;
-    const everyMs = o.every ? parseDurationMs(o.every) : undefined;
-    if (o.every && (everyMs === undefined || everyMs < min)) {
-      throw new EngineError(
-        'BAD_ARGUMENT',
-        `every must be a duration of at least ${formatDuration(min)} (CAPSTAN_MIN_SCHEDULE_INTERVAL), like "5m" or "1h"; got "${o.every}"`,
-      );
-    }
-    // Checked now, so a schedule never starts with a spec that is already invalid; but what the
-    // schedule stores is the spec itself, resolved again at each firing (plugins may be upgraded).
-    const input = this.resolve(saved.spec);
-    const key = quotaKey(o.startedBy);
-    if (!key) return this.createSchedule(saved, o, everyMs, input);
-    return this.quotaLock.run(`schedules:${key}`, async () => {
-      const have = await countSchedules(this.deps.client, key, this.recentSchedules);
-      if (have >= this.quotas.maxSchedules) {
-        throw quotaExceeded(
-          `${o.startedBy!.name} already has ${have} schedules; at most ${this.quotas.maxSchedules} (CAPSTAN_MAX_SCHEDULES) — delete one first`,
-        );
-      }
-      const view = await this.createSchedule(saved, o, everyMs, input);
-      this.recentSchedules.add(key, view.id);
-      return view;
-    });
-  }
-
-  /**
-   * Creates the schedule paused, reads the firing times Temporal computed for it (its cron syntax
-   * is the server's: seconds fields, ranges, `@every`), and unpauses it only when no two are
-   * closer than the minimum interval; otherwise it is deleted before it ever fired.
-   */
-  private async createSchedule(
-    saved: SavedPipeline,
-    o: { cron?: string; every?: string; startedBy?: RunStarter },
-    everyMs: number | undefined,
-    input: ResolvedSpec,
-  ): Promise<ScheduleView> {
-    const name = saved.name;
-    const stored: ScheduledPipelineInput = {
-      spec: saved.spec,
-      taskQueues: { cpu: this.deps.taskQueues.cpu, gpu: this.deps.taskQueues.gpu },
-      ...(o.startedBy ? { startedBy: o.startedBy } : {}),
-    };
-    const id = `${SCHEDULE_PREFIX}${name}/${randomBytes(3).toString('hex')}`;
-    const creator = quotaKey(o.startedBy);
-    let handle: ScheduleHandle;
-    try {
-      handle = await this.deps.client.schedule.create({
-        scheduleId: id,
-        spec: { ...(o.cron ? { cronExpressions: [o.cron] } : {}), ...(everyMs ? { intervals: [{ every: everyMs }] } : {}) },
-        action: {
-          type: 'startWorkflow',
-          workflowType: startScheduledPipelineWorkflow,
-          workflowId: `pipeline/${name}/scheduled`,
-          taskQueue: this.deps.taskQueues.workflows,
-          args: [stored],
-          typedSearchAttributes: [
-            { key: PipelineNameKey, value: input.pipeline },
-            { key: RunStatusKey, value: 'RUNNING' },
-            // Its runs count toward the creator's open runs.
-            ...(creator ? [{ key: StartedByKey, value: creator }] : []),
-          ],
-          staticSummary: `${summaryOf(input).replace(':', ' (scheduled):')}`,
-        },
-        state: { paused: true, note: 'checking its firing times' },
-        memo: { pipeline: name, cron: o.cron ? [o.cron] : [], every: o.every ? [o.every] : [], ...(creator ? { createdBy: creator } : {}) },
-      });
-    } catch (e) {
-      throw new EngineError('SCHEDULE_INVALID', `could not create the schedule: ${(e as Error).message}`);
-    }
-    const min = this.quotas.minScheduleIntervalMs;
-    let checked = false;
-    try {
-      const gap = shortestGapMs((await handle.describe()).info.nextActionTimes);
-      if (gap < min) {
-        const what = [o.cron ? `cron "${o.cron}"` : '', o.every ? `every "${o.every}"` : ''].filter(Boolean).join(' with ');
-        throw new EngineError(
-          'BAD_ARGUMENT',
-          `${what} fires ${formatDuration(gap)} apart; schedules fire at least ${formatDuration(min)} apart (CAPSTAN_MIN_SCHEDULE_INTERVAL)`,
-        );
-      }
-      await handle.unpause('firing times checked');
-      checked = true;
-    } finally {
-      // Refused, or the check itself failed: the paused schedule never fired and goes.
-      if (!checked) await handle.delete().catch(() => undefined);
-    }
-    return describeSchedule(this.deps.client, id);
-  }
-
-  /** Capstan's schedules, optionally of one saved pipeline. */
-  async schedules(pipeline?: string): Promise<ScheduleView[]> {
-    const out: ScheduleView[] = [];
-    for await (const s of this.deps.client.schedule.list()) {
-      if (!s.scheduleId.startsWith(SCHEDULE_PREFIX)) continue;
-      if (pipeline && s.memo?.pipeline !== pipeline) continue;
-      try {
-        out.push(await describeSchedule(this.deps.client, s.scheduleId));
-      } catch (e) {
-        // Listing lags behind deletes (e.g. a schedule refused for firing too often, just deleted).
-        if (!(e instanceof ScheduleNotFoundError)) throw e;
-      }
-    }
-    return out;
-  }
-
-  async pauseSchedule(id: string, paused: boolean): Promise<ScheduleView> {
-    if (!id.startsWith(SCHEDULE_PREFIX)) throw notFound(`schedule ${id}`);
-    const h = this.deps.client.schedule.getHandle(id);
-    try {
-      if (paused) await h.pause('paused through the Capstan API');
-      else await h.unpause('unpaused through the Capstan API');
-    } catch (e) {
-      if (e instanceof ScheduleNotFoundError) throw notFound(`schedule ${id}`);
-      throw e;
-    }
-    return describeSchedule(this.deps.client, id);
-  }
-
-  /** Deletes a schedule; false when there was none. Runs it started are not touched. */
-  async deleteSchedule(id: string): Promise<boolean> {
-    if (!id.startsWith(SCHEDULE_PREFIX)) return false;
-    try {
-      await this.deps.client.schedule.getHandle(id).delete();
-      return true;
-    } catch (e) {
-      if (e instanceof ScheduleNotFoundError) return false;
-      throw e;
-    }
-  }
-
-  /**
    * A data-parallel stage needs all its slots at once: refuse a spec whose replicas exceed what the
    * live workers of its queue offer (as their slot keeper counts them). Unknown capacity (no keeper
    * yet) is not refused; the run then waits for workers.
@@ -607,105 +425,6 @@ export class Engine {
   private resolve(spec: unknown): ResolvedSpec {
     return resolveSpec(spec, this.deps.stages, { taskQueues: this.deps.taskQueues, ...(this.deps.priceSheet ? { priceSheet: this.deps.priceSheet } : {}) });
   }
-
-  /**
-   * What a spec is expected to cost, take and return, from past runs (nothing starts).
-   * Throws SpecValidationError for an invalid spec, BAD_ARGUMENT when this host has no price sheet.
-   */
-  async estimate(spec: unknown): Promise<RunEstimateView> {
-    if (!this.deps.priceSheet) throw new EngineError('BAD_ARGUMENT', 'this host has no price sheet, so nothing can be estimated');
-    return estimateSpec(this.resolve(spec), { registry: this.deps.stages, db: this.deps.db, priceSheet: this.deps.priceSheet });
-  }
-
-  /** Raises a run's budget (or one stage's) to `max`: only upward, on an open run with a budget. */
-  async raiseBudget(id: string, max: string, o: { stageId?: string; by?: string } = {}): Promise<RunView> {
-    if (!isMoney(max) || parseMoney(max) < 0n)
-      throw new EngineError('BAD_ARGUMENT', `max must be a non-negative decimal amount such as "12.50"; got ${JSON.stringify(max)}`);
-    return this.decide(id, {
-      action: 'raise-budget',
-      max: formatMoneyExact(parseMoney(max)),
-      ...(o.stageId !== undefined ? { stageId: o.stageId } : {}),
-      ...(o.by ? { by: o.by } : {}),
-    });
-  }
-
-  /**
-   * What a run has spent so far by the ledger's meters, priced as its booking will be: the
-   * configured sheet with its ledger stage's override (from its booking, else from its spec).
-   * Books nothing; undefined when the run is unknown or this host has no price sheet.
-   */
-  async spend(runId: string): Promise<RunSpend | undefined> {
-    const base = this.deps.priceSheet;
-    if (!base) return undefined;
-    const booked = (await loadBookingInput(this.deps.db, runId)) as { priceSheet?: PriceSheetOverride } | undefined;
-    let override = booked?.priceSheet;
-    if (!booked) {
-      const input = await this.input(runId);
-      if (!input) return undefined;
-      const ledgerStage = input.stages.find((s) => s.plugin === LEDGER_PLUGIN);
-      override = (ledgerStage?.params as { priceSheet?: PriceSheetOverride } | undefined)?.priceSheet;
-    }
-    let sheet = base;
-    try {
-      sheet = mergePriceSheet(base, override, 'priceSheet');
-    } catch {
-      // An override the booking will refuse: price with the configured sheet.
-    }
-    return runSpend(this.deps.db, runId, sheet);
-  }
-
-  /**
-   * Judges every watched deployment's realised ROI now; each new crossing under its threshold
-   * emits `roi.below` once (its alert id is the event id, so a saved pipeline triggered by it
-   * starts exactly once per crossing, even when two API processes check at once). Alerts whose
-   * event could not be emitted before are emitted again.
-   */
-  async checkRoiWatches(now = new Date()): Promise<RoiCheck[]> {
-    const checks = await checkRoiWatches(this.deps.db, now);
-    for (const a of await listRoiAlerts(this.deps.db, { pending: true, limit: 100 })) {
-      const payload = {
-        model: a.model,
-        version: a.version,
-        runId: a.runId,
-        pipeline: a.pipeline,
-        crossing: a.crossing,
-        realisedRoi: a.realisedRoi,
-        minRealisedRoi: a.minRealisedRoi,
-        windowMs: a.windowMs,
-        revenue: a.revenue,
-        costShare: a.costShare,
-        currency: a.currency,
-      };
-      try {
-        const runs = await this.emitEvent('roi.below', payload, { eventId: a.id });
-        await markAlertEmitted(
-          this.deps.db,
-          a.id,
-          runs.map((r) => r.id),
-        );
-      } catch (e) {
-        this.deps.logger.warn('could not emit roi.below; retried at the next check', { alert: a.id, error: (e as Error).message });
-      }
-    }
-    return checks;
-  }
-
-  /** Recorded realised-ROI alerts, newest first. */
-  roiAlerts(o: { model?: string; limit?: number } = {}): Promise<RoiAlert[]> {
-    return listRoiAlerts(this.deps.db, o);
-  }
-}
-
-/** `pipeline/<name>/evt-<12 hex>`: the run an event id starts for a saved pipeline. */
-function eventRunId(pipeline: string, type: string, eventId: string): string {
-  return `pipeline/${pipeline}/evt-${createHash('sha256')
-    .update(JSON.stringify([type, eventId]))
-    .digest('hex')
-    .slice(0, 12)}`;
-}
-
-function summaryOf(input: RunPipelineInput): string {
-  return `${input.pipeline}: ${input.stages.map((s) => s.id).join(' → ')}`;
 }
 
 /** Temporal's answer for a workflow it does not have: WorkflowNotFoundError, or gRPC NOT_FOUND (5) on a history read. */

@@ -513,3 +513,8 @@ function uniq<T>(xs: T[]): T[] {
 }
 
 /** `['stages', 2, 'params', 'sparsity']` → `stages[2].params.sparsity` */
+
+/** A run's one-line summary in Temporal's UI: `<pipeline>: a → b → c`. */
+export function specSummary(input: { pipeline: string; stages: { id: string }[] }): string {
+  return `${input.pipeline}: ${input.stages.map((s) => s.id).join(' → ')}`;
+}

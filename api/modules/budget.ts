@@ -32,17 +32,17 @@ export const budgetModule: ApiModule = {
   typeDefs: budgetTypeDefs,
   resolvers: {
     Query: {
-      estimateRun: async (_: unknown, a: { spec: unknown }, ctx: ApiContext) => estimateView(await ctx.engine.estimate(stripNulls(a.spec))),
+      estimateRun: async (_: unknown, a: { spec: unknown }, ctx: ApiContext) => estimateView(await ctx.engine.money.estimate(stripNulls(a.spec))),
       roiAlerts: async (_: unknown, a: { model?: string | null; first?: number }, ctx: ApiContext) => {
         const first = a.first ?? 20;
         if (!Number.isInteger(first) || first < 1 || first > 100) throw apiError('BAD_ARGUMENT', `first must be 1–100; got ${first}`);
-        return (await ctx.engine.roiAlerts({ ...(a.model != null ? { model: a.model } : {}), limit: first })).map(alertView);
+        return (await ctx.engine.money.roiAlerts({ ...(a.model != null ? { model: a.model } : {}), limit: first })).map(alertView);
       },
     },
     Mutation: {
       raiseBudget: (_: unknown, a: { runId: string; max: string; stageId?: string | null }, ctx: ApiContext) =>
-        ctx.engine.raiseBudget(a.runId, a.max, { ...(a.stageId != null ? { stageId: a.stageId } : {}), by: ctx.principal.name }),
-      checkRoiWatches: (_: unknown, __: unknown, ctx: ApiContext) => ctx.engine.checkRoiWatches(),
+        ctx.engine.money.raiseBudget(a.runId, a.max, { ...(a.stageId != null ? { stageId: a.stageId } : {}), by: ctx.principal.name }),
+      checkRoiWatches: (_: unknown, __: unknown, ctx: ApiContext) => ctx.engine.money.checkRoiWatches(),
     },
     PipelineRun: {
       estimate: async (r: RunParent, _: unknown, ctx: ApiContext) => {
@@ -54,7 +54,7 @@ export const budgetModule: ApiModule = {
         return b ? budgetView(b) : null;
       },
       spend: async (r: RunParent, _: unknown, ctx: ApiContext) => {
-        const s = await ctx.engine.spend(r.id);
+        const s = await ctx.engine.money.spend(r.id);
         if (!s) return null;
         return {
           currency: s.currency,

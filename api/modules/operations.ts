@@ -25,9 +25,9 @@ export const operationsModule: ApiModule = {
   typeDefs: operationsTypeDefs,
   resolvers: {
     Query: {
-      savedPipelines: (_: unknown, __: unknown, ctx: Ctx) => ctx.engine.pipelines.list(),
-      savedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.get(a.name),
-      schedules: (_: unknown, a: { pipeline?: string | null }, ctx: Ctx) => ctx.engine.schedules(a.pipeline ?? undefined),
+      savedPipelines: (_: unknown, __: unknown, ctx: Ctx) => ctx.engine.triggers.pipelines.list(),
+      savedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.triggers.pipelines.get(a.name),
+      schedules: (_: unknown, a: { pipeline?: string | null }, ctx: Ctx) => ctx.engine.triggers.schedules(a.pipeline ?? undefined),
     },
     Mutation: {
       // Decisions act with the decider's rights (the rerun stage gets them as its starter) and are recorded with their name.
@@ -41,18 +41,18 @@ export const operationsModule: ApiModule = {
         return { plan: r.plan, run: r.run ?? null };
       },
       savePipeline: (_: unknown, a: { spec: unknown; triggers?: string[] | null }, ctx: Ctx) =>
-        ctx.engine.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
-      deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.pipelines.delete(a.name),
+        ctx.engine.triggers.savePipeline(stripNulls(a.spec), a.triggers ?? [], { savedBy: starterOf(ctx) }),
+      deleteSavedPipeline: (_: unknown, a: { name: string }, ctx: Ctx) => ctx.engine.triggers.pipelines.delete(a.name),
       schedulePipeline: async (_: unknown, a: { name: string; cron?: string | null; every?: string | null; runAs?: string | null }, ctx: Ctx) =>
-        ctx.engine.schedule(a.name, {
+        ctx.engine.triggers.schedule(a.name, {
           startedBy: await scheduleActor(ctx, a.runAs),
           ...(a.cron ? { cron: a.cron } : {}),
           ...(a.every ? { every: a.every } : {}),
         }),
-      pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.pauseSchedule(a.id, a.paused),
-      deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.deleteSchedule(a.id),
+      pauseSchedule: (_: unknown, a: { id: string; paused: boolean }, ctx: Ctx) => ctx.engine.triggers.pauseSchedule(a.id, a.paused),
+      deleteSchedule: (_: unknown, a: { id: string }, ctx: Ctx) => ctx.engine.triggers.deleteSchedule(a.id),
       emitEvent: (_: unknown, a: { type: string; payload?: unknown; eventId?: string | null }, ctx: Ctx) =>
-        ctx.engine.emitEvent(a.type, a.payload ?? {}, { startedBy: starterOf(ctx), ...(a.eventId != null ? { eventId: a.eventId } : {}) }),
+        ctx.engine.triggers.emitEvent(a.type, a.payload ?? {}, { startedBy: starterOf(ctx), ...(a.eventId != null ? { eventId: a.eventId } : {}) }),
     },
     Subscription: {
       runEvents: {
