@@ -17,7 +17,14 @@ export async function runStage(run: PipelineRun, spec: ResolvedStage): Promise<v
   let checkpoint: unknown;
   for (let round = 0; ; round++) {
     if (run.abortReason !== undefined) return;
-    if (!(await budgetAllows(run, spec))) return;
+    // A budgeted run looks before the stage starts: a stage whose estimate would break what is
+    // left (or a budget already spent) pauses the run until an operator raises it or aborts. The
+    // look and the reservation happen without yielding, so stages starting together see each
+    // other's reservations.
+    for (let why = run.budget?.block(spec.id); why; why = run.budget?.block(spec.id)) {
+      if ((await budgetPause(run, spec, why)) === 'skipped') return;
+      if (run.abortReason !== undefined) return;
+    }
     run.budget?.reserve(spec.id);
     const inputs = run.inputsOf(spec);
     run.stageStarted(spec.id, round);
@@ -52,19 +59,6 @@ export async function runStage(run: PipelineRun, spec: ResolvedStage): Promise<v
       run.stageLeft(spec.id);
     }
   }
-}
-
-/**
- * A budgeted run looks before the stage starts: a stage whose estimate would break what is left
- * (or a budget already spent) pauses the run until an operator raises it or aborts. False when the
- * stage was skipped or the run is ending.
- */
-async function budgetAllows(run: PipelineRun, spec: ResolvedStage): Promise<boolean> {
-  for (let why = run.budget?.block(spec.id); why; why = run.budget?.block(spec.id)) {
-    if ((await budgetPause(run, spec, why)) === 'skipped') return false;
-    if (run.abortReason !== undefined) return false;
-  }
-  return true;
 }
 
 /**

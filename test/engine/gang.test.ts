@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { resolveSpec } from '../../engine/spec.js';
 import { runPipelineWorkflow } from '../../workflows/index.js';
 import { z } from 'zod';
@@ -344,16 +344,23 @@ describe('slots that match live capacity', () => {
     return id;
   }
   const RUN_EV = `id status stages { id status error errorType } events { type stageId message }`;
-  async function waitLive(id: string, statuses: string[], ms = 90_000) {
-    return waitFor(
-      async () => {
-        const run = (await live.gql(`query($id: ID!) { run(id: $id) { ${RUN_EV} } }`, { id })).data?.run;
-        return run && statuses.includes(run.status) ? run : undefined;
-      },
-      `run ${id} to be ${statuses.join('/')}`,
-      ms,
-      200,
-    );
+  async function waitLive(id: string, statuses: string[], ms = 150_000) {
+    let last: unknown;
+    try {
+      return await waitFor(
+        async () => {
+          const run = (await live.gql(`query($id: ID!) { run(id: $id) { ${RUN_EV} } }`, { id })).data?.run;
+          last = run;
+          return run && statuses.includes(run.status) ? run : undefined;
+        },
+        `run ${id} to be ${statuses.join('/')}`,
+        ms,
+        200,
+      );
+    } catch (e) {
+      // What the run was doing, and what the keeper held, when the wait gave up.
+      throw new Error(`${(e as Error).message}; last seen: ${JSON.stringify(last)}; slots: ${JSON.stringify(await slots().catch(() => undefined))}`);
+    }
   }
 
   it('a dead worker’s report drops out within one lease', async () => {
@@ -414,6 +421,8 @@ describe('slots that match live capacity', () => {
     await ghost('ghost-c', 2, 10 * 60_000);
     await waitFor(async () => (await slots())?.capacity === 4 && true, 'capacity 4');
     const id = await startLive('gang-cannot-start', { replicas: 3, holdMs: 120_000, barrierTimeoutMs: 120_000 });
+    // The ghost goes whatever happens here: the next test counts the live workers.
+    onTestFinished(() => unghost('ghost-c'));
     const run = await waitLive(id, ['PAUSED', 'FAILED', 'COMPLETED']);
     expect(run.status).toBe('PAUSED');
     expect(run.stages[0]).toMatchObject({ status: 'FAILED', errorType: 'GANG_STALLED' });
@@ -428,7 +437,6 @@ describe('slots that match live capacity', () => {
     );
     expect(attempts.filter((x) => x.outcome === 'running')).toEqual([]);
     expect(attempts.filter((x) => x.outcome === 'cancelled').length).toBeGreaterThanOrEqual(2);
-    await unghost('ghost-c');
     await live.gql(`mutation($id: ID!) { abortRun(runId: $id, reason: "test over") { id } }`, { id });
   });
 

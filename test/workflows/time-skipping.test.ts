@@ -123,7 +123,7 @@ describe('the pipeline workflow on a time-skipping test server', () => {
   it('a retry after 23 h of pause runs the stage again with its new params and completes', { timeout: 60_000 }, async () => {
     const h = await start(pipeline([stage('boom', { params: { fail: 'bad param' } }), stage('after', { needs: ['boom'] })]));
     await until(h, (s) => s.status === 'PAUSED');
-    await env.sleep('23 hours');
+    await env.sleep('23 hours'); // fixed-sleep-ok: the test server's clock skips ahead; no wall time passes
     expect((await h.query(progressQuery)).status).toBe('PAUSED');
     const retry: Decision = { action: 'retry', stageId: 'boom', params: { ok: true }, by: { name: 'ops', role: 'operator' } };
     await h.executeUpdate(decideUpdate, { args: [retry] });
@@ -158,7 +158,7 @@ describe('the pipeline workflow on a time-skipping test server', () => {
       const paused = await until(h, (s) => s.status === 'PAUSED');
       expect(paused.stages[0]!.budgetPause).toBe("budget: stage train is estimated at 2.00 USD, more than the 1.00 USD left of the run's 1.00 USD");
     }
-    await env.sleep('23 hours');
+    await env.sleep('23 hours'); // fixed-sleep-ok: the test server's clock skips ahead; no wall time passes
     await raised.executeUpdate(decideUpdate, { args: [{ action: 'raise-budget', max: '3.00', by: 'finance' }] });
     const done = (await raised.result()) as RunState;
     expect(done.status).toBe('COMPLETED');
@@ -183,7 +183,7 @@ describe('the pipeline workflow on a time-skipping test server', () => {
     });
     const h = await start(pipeline([stage('fit', { replicas: 2 })]));
     await until(h, (s) => s.stages[0]!.wait !== undefined);
-    await env.sleep('3 hours');
+    await env.sleep('3 hours'); // fixed-sleep-ok: the test server's clock skips ahead; no wall time passes
     const waiting = await h.query(progressQuery);
     expect(waiting.status).toBe('RUNNING');
     expect(waiting.stages[0]).toMatchObject({ status: 'RUNNING', waitingFor: `2 slot(s) on ${QUEUE}` });
