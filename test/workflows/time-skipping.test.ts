@@ -64,11 +64,16 @@ async function start(input: RunPipelineInput): Promise<WorkflowHandle> {
   return env.client.workflow.start('runPipelineWorkflow', { args: [input], taskQueue: QUEUE, workflowId: `pipeline/ts/${randomBytes(4).toString('hex')}` });
 }
 
-/** Queries until the run's state passes `ok` (queries do not move the test server's clock). */
+/** Queries until the run's state passes `ok` (queries do not move the test server's clock); 30 s of wall time at most. */
 async function until(h: WorkflowHandle, ok: (s: RunState) => boolean): Promise<RunState> {
+  const end = Date.now() + 30_000;
   for (;;) {
     const s = await h.query(progressQuery);
     if (ok(s)) return s;
+    if (Date.now() > end)
+      throw new Error(
+        `run ${h.workflowId} never reached the state waited for; last: ${JSON.stringify({ status: s.status, stages: s.stages, events: s.events })}`,
+      );
     await new Promise((r) => setImmediate(r)); // fixed-sleep-ok: yields to the worker between queries; no time is waited
   }
 }
@@ -169,6 +174,33 @@ describe('the pipeline workflow on a time-skipping test server', () => {
     expect(message).toBe('run paused on stage train for its budget and timed out waiting for a decision');
     expect(state.stages[0]!.status).toBe('PENDING');
     expect(between(state, 'RUN_PAUSED', 'RUN_FAILED')).toBeGreaterThanOrEqual(24 * HOUR);
+  });
+
+  it('two stages starting together under one budget: the second waits while the first holds its estimate', { timeout: 60_000 }, async () => {
+    const h = await start(
+      pipeline([stage('a'), stage('b')], {
+        budget: {
+          currency: 'USD',
+          max: '0.03',
+          onExceed: 'pause',
+          stages: {},
+          priceSheet: { currency: 'USD', compute: { cpuHour: '0.10', gpuHour: '2.00' }, storage: { gbMonth: '0.02', retentionMonths: 1 } },
+        },
+        estimate: {
+          stages: ['a', 'b'].map((stageId) => ({ stageId, cost: { total: { expected: '0.02' } } })),
+        } as unknown as RunPipelineInput['estimate'],
+      }),
+    );
+    // a ran (its stub reports 0.50 spent); b never started beside it, and after it looks again at 0.50 spent.
+    const paused = await until(h, (s) => s.status === 'PAUSED' && s.stages[0]!.status === 'SUCCEEDED');
+    const reasons = paused.events.filter((e) => e.type === 'RUN_PAUSED').map((e) => [e.stageId, e.message?.split(';')[0]]);
+    expect(reasons[0]).toEqual([
+      'b',
+      "budget: stage b is estimated at 0.02 USD, more than the 0.01 USD left of the run's 0.03 USD (0.02 USD of it reserved by running stage a)",
+    ]);
+    expect(paused.stages[1]).toMatchObject({ status: 'PENDING', budgetPause: 'budget: the run has spent 0.50 USD of its 0.03 USD' });
+    await h.executeUpdate(decideUpdate, { args: [{ action: 'abort', reason: 'over budget' }] });
+    expect((await failedState(h)).message).toBe('aborted by operator: over budget');
   });
 
   it('a gang waits for slots as long as no worker has them (3 h here), and runs once a worker reports them', { timeout: 60_000 }, async () => {
