@@ -4,9 +4,9 @@
 // a gang whose replicas cannot start (2 min each try) are each checked by the times the run's
 // own events record, which are the test server's clock, not the wall's.
 //
-// Not here: a schedule firing. The test server has no Schedules API (CreateSchedule fails), and
-// Capstan keeps no timer of its own for schedules (Temporal's schedule starts
-// startScheduledPipelineWorkflow); firings are tested on the dev server (test/engine/operations.test.ts).
+// A schedule's firing is covered from the workflow it starts on: the test server has no Schedules
+// API (CreateSchedule fails), and the firing times are Temporal's, not Capstan's code; schedules
+// firing on their own are tested on the dev server (test/engine/operations.test.ts).
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure, type WorkflowHandle, WorkflowFailedError } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -16,7 +16,16 @@ import { runMetricsSinks, workflowsPath } from '../../app/workers.js';
 import { registerSlotsSignal, slotKeeperId, slotsQuery } from '../../workflows/gang.js';
 import { decideUpdate, progressQuery } from '../../workflows/messages.js';
 import { allSearchAttributes } from '../../workflows/search-attributes.js';
-import type { Decision, ResolvedStage, RunEventType, RunPipelineInput, RunStageInput, RunState, StageOutcome } from '../../workflows/types.js';
+import type {
+  Decision,
+  ResolvedStage,
+  RunEventType,
+  RunPipelineInput,
+  RunStageInput,
+  RunState,
+  ScheduledPipelineInput,
+  StageOutcome,
+} from '../../workflows/types.js';
 
 const QUEUE = 'ts-cpu';
 const HOUR = 3_600_000;
@@ -35,7 +44,13 @@ const activities = {
   async reduceStage(): Promise<StageOutcome> {
     return { attempt: 1, outputs: {}, metrics: { reduced: true } };
   },
+  /** What a schedule's firing resolves: here a one-stage pipeline named by the stored spec. */
+  async resolvePipeline(input: ScheduledPipelineInput): Promise<RunPipelineInput> {
+    firings.push(input);
+    return pipeline([stage('nightly-stage')], { pipeline: (input.spec as { name: string }).name });
+  },
 };
+const firings: ScheduledPipelineInput[] = [];
 
 function stage(id: string, o: Partial<ResolvedStage> = {}): ResolvedStage {
   return {
@@ -201,6 +216,20 @@ describe('the pipeline workflow on a time-skipping test server', () => {
     expect(paused.stages[1]).toMatchObject({ status: 'PENDING', budgetPause: 'budget: the run has spent 0.50 USD of its 0.03 USD' });
     await h.executeUpdate(decideUpdate, { args: [{ action: 'abort', reason: 'over budget' }] });
     expect((await failedState(h)).message).toBe('aborted by operator: over budget');
+  });
+
+  it('a schedule firing (startScheduledPipelineWorkflow) resolves the stored spec then continues as the run under the same id', {
+    timeout: 60_000,
+  }, async () => {
+    const workflowId = `pipeline/nightly/scheduled-${randomBytes(3).toString('hex')}`;
+    const stored: ScheduledPipelineInput = { spec: { name: 'nightly' }, taskQueues: { cpu: QUEUE, gpu: QUEUE } };
+    const h = await env.client.workflow.start('startScheduledPipelineWorkflow', { args: [stored], taskQueue: QUEUE, workflowId });
+    const state = (await h.result()) as RunState; // follows the continue-as-new into the run
+    expect(firings.at(-1)).toEqual(stored);
+    expect(state).toMatchObject({ pipeline: 'nightly', status: 'COMPLETED', stages: [{ id: 'nightly-stage', status: 'SUCCEEDED' }] });
+    const firing = await env.client.workflow.getHandle(workflowId, h.firstExecutionRunId).describe();
+    expect(firing).toMatchObject({ type: 'startScheduledPipelineWorkflow', status: { name: 'CONTINUED_AS_NEW' } });
+    expect(await env.client.workflow.getHandle(workflowId).describe()).toMatchObject({ type: 'runPipelineWorkflow', status: { name: 'COMPLETED' } });
   });
 
   it('a gang waits for slots as long as no worker has them (3 h here), and runs once a worker reports them', { timeout: 60_000 }, async () => {
