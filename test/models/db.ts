@@ -1,56 +1,38 @@
-// The two real databases the registry runs on: a SQLite file and a throwaway PostgreSQL cluster
-// (scripts/postgres.sh starts it, or reuses the running one).
-import { execFile } from 'node:child_process';
+// The two real databases the registry runs on: a SQLite file and a database of its own on the
+// tests' PostgreSQL (test/ledger/pg.ts: CAPSTAN_TEST_DATABASE_URL, or the throwaway cluster that the
+// test run stops when it ends).
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { migrate } from '../../lib/db/migrate.js';
 import { openDb } from '../../lib/db/open.js';
 import type { Db } from '../../lib/db/types.js';
 import { registryMigrations } from '../../serving/registry.js';
+import { getTestPostgresUrl } from '../ledger/pg.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-
-const PG_PORT = 54329;
-
-/**
- * URL of a test database on the local throwaway cluster. Connects directly when the cluster is
- * already up (creating the database if needed); otherwise starts it with scripts/postgres.sh.
- */
+/** URL of database `dbName` on the tests' PostgreSQL, created when missing. */
 export async function postgresUrl(dbName = 'capstan_models'): Promise<string> {
-  const url = `postgres://capstan@127.0.0.1:${PG_PORT}/${dbName}`;
+  const base = getTestPostgresUrl();
+  const url = new URL(base);
+  url.pathname = `/${dbName}`;
   const pg = (await import('pg')).default;
-  const tryConnect = async (u: string): Promise<string | undefined> => {
-    const c = new pg.Client({ connectionString: u, connectionTimeoutMillis: 5_000 });
-    try {
-      await c.connect();
-      return undefined;
-    } catch (e) {
-      return (e as { code?: string }).code ?? 'ERROR';
-    } finally {
-      await c.end().catch(() => undefined);
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    for (let tries = 0; ; tries++) {
+      try {
+        await admin.query(`CREATE DATABASE ${dbName}`);
+        break;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code === '42P04') break; // it exists
+        // Another project creating its database from template1 at the same moment: try again.
+        if (code !== '55006' || tries >= 20) throw e;
+        await new Promise((r) => setTimeout(r, 250)); // fixed-sleep-ok: backs off before retrying CREATE DATABASE (PostgreSQL says when to retry only by failing)
+      }
     }
-  };
-  const code = await tryConnect(url);
-  if (code === undefined) return url;
-  if (code === '3D000') {
-    const admin = new pg.Client({ connectionString: `postgres://capstan@127.0.0.1:${PG_PORT}/postgres` });
-    await admin.connect();
-    try {
-      await admin.query(`CREATE DATABASE ${dbName}`);
-    } catch (e) {
-      if ((e as { code?: string }).code !== '42P04') throw e; // created meanwhile
-    } finally {
-      await admin.end();
-    }
-    return url;
+  } finally {
+    await admin.end();
   }
-  const { stdout } = await promisify(execFile)('bash', [path.join(root, 'scripts/postgres.sh'), path.join(root, '.data/pg'), String(PG_PORT), dbName], {
-    cwd: root,
-    timeout: 120_000,
-  });
-  const printed = stdout.trim().split('\n').pop()!;
-  if (!printed.startsWith('postgres://')) throw new Error(`scripts/postgres.sh printed no URL: ${stdout}`);
-  return printed;
+  return url.toString();
 }
 
 /** A migrated registry database with empty registry tables. */
