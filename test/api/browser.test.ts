@@ -2,17 +2,17 @@
 // another origin cannot drive it, even holding a token, unless CAPSTAN_CORS_ORIGINS names that
 // origin; form-style posts that skip the preflight are refused by the server; GraphiQL on the
 // API's own origin works and sends the dev token; a DNS-rebinding host name is refused (421).
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '../../lib/logger.js';
 import { plugins } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, visibilityCaughtUp, waitFor, type TestStack } from '../helpers/stack.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const RESULTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test-results');
 
 /** A logger that keeps what it is told (to see from the server's side what was refused). */
@@ -77,7 +77,6 @@ let evilOrigin: string;
 let otherOrigin: string;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does) or set CHROMIUM_PATH`);
   evil = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(EVIL_PAGE);
@@ -86,20 +85,8 @@ beforeAll(async () => {
   evilPort = (evil.address() as { port: number }).port;
   evilOrigin = `http://localhost:${evilPort}`;
   otherOrigin = `http://127.0.0.1:${evilPort}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // DNS rebinding, for real: the attacker's name resolves to this machine.
-      '--host-resolver-rules=MAP evil.example 127.0.0.1, MAP localhost 127.0.0.1',
-    ],
-  });
+  // DNS rebinding, for real: the attacker's name resolves to this machine.
+  browser = await launchChromium(['--host-resolver-rules=MAP evil.example 127.0.0.1, MAP localhost 127.0.0.1']);
   mkdirSync(RESULTS, { recursive: true });
 });
 afterAll(async () => {

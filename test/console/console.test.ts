@@ -3,11 +3,12 @@
 // paused run retried from the form with corrected params, promote and roll back, a drawn digit
 // predicted; a viewer sees no decision or promotion controls and the API refuses them anyway.
 // Screenshots go to test-results/console/ (not tracked).
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataPrepStage } from '../../plugins/core/data-prep/index.js';
 import { deployStage } from '../../plugins/core/deploy/index.js';
@@ -16,7 +17,6 @@ import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { shoutStage, writeNoteStage } from '../fixtures/plugins/test-stages.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const SHOTS = path.join(ROOT, 'test-results/console');
 const EPOCHS = 3;
@@ -50,7 +50,6 @@ const POLL = { timeout: 60_000, interval: 250 };
 const START = 'mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }';
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium or set CHROMIUM_PATH`);
   mkdirSync(SHOTS, { recursive: true });
   stack = await startTestStack({ plugins: [dataPrepStage(), pretrainStage(), deployStage(), roiLedgerStage(), writeNoteStage, shoutStage] });
   // One after the other, so versions are 1 and 2 in run order. Version 2 (another seed) may measure
@@ -84,18 +83,7 @@ beforeAll(async () => {
     'run to pause',
     60_000,
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 }, 600_000);
 afterAll(async () => {
   await browser?.close();

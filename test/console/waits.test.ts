@@ -6,10 +6,11 @@
 // a round barrier leaves the others waiting, and StageRun.wait names the replica they wait for.
 // Also: the runs list's pipeline filter keeps what is typed across the list's periodic refresh.
 // Screenshots go to test-results/console/ (not tracked).
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { queueSlots } from '../../app/workers.js';
@@ -18,7 +19,6 @@ import { registerSlotsSignal, slotKeeperId, unregisterSlotsSignal } from '../../
 import { defineStage, PLUGIN_API_VERSION, type StageContext } from '../../plugins/contract.js';
 import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = path.resolve(import.meta.dirname, '../../test-results/console');
 const POLL = { timeout: 60_000, interval: 250 };
 
@@ -97,21 +97,9 @@ let stack: TestStack;
 let browser: Browser;
 const errors: string[] = [];
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium or set CHROMIUM_PATH`);
   mkdirSync(SHOTS, { recursive: true });
   stack = await startTestStack({ plugins: [waiterStage] });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();
