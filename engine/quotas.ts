@@ -141,18 +141,6 @@ export async function countSchedules(client: Client, tokenId: string, recent: Re
   return n;
 }
 
-/** A duration as people write it: the largest whole unit (1h, 5m, 30s, 250ms). */
-export function formatDuration(ms: number): string {
-  for (const [unit, n] of [
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-  ] as const)
-    if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
-  return `${ms}ms`;
-}
-
 /** The shortest gap between consecutive firing times (Infinity with fewer than two). */
 export function shortestGapMs(times: Date[]): number {
   const t = times.map((d) => d.getTime()).sort((a, b) => a - b);

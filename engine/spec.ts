@@ -1,6 +1,6 @@
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { parseDurationMs } from '../lib/duration.js';
+import { formatDuration, parseDurationMs } from '../lib/duration.js';
 import type { ResolvedStage, RetrySpec, RunPipelineInput } from '../workflows/types.js';
 import type { StageRegistry } from '../plugins/registry.js';
 import { formatPath } from '../lib/format-path.js';
@@ -45,25 +45,13 @@ export function checkParamsSize(value: unknown, what: string): void {
   }
 }
 
-/** A duration as people write it: the largest whole unit (7d, 5m, 30s, 250ms). */
-function fmt(ms: number): string {
-  if (ms === 0) return '0s';
-  for (const [unit, n] of [
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-  ] as const)
-    if (ms % n === 0) return `${ms / n}${unit}`;
-  return `${ms}ms`;
-}
-
 /** A duration ("30s", "5m", "1h" or milliseconds) within bounds: 0 or a week-long heartbeat would leave a run stuck. */
 const duration = (b: { min: number; max: number }) =>
   z.union([z.number().int().nonnegative(), z.string().max(32)]).superRefine((v, ctx) => {
     const ms = parseDurationMs(v);
     if (ms === undefined) ctx.addIssue({ code: 'custom', message: 'must be a duration like "30s", "5m", "1h" or a number of milliseconds' });
-    else if (ms < b.min || ms > b.max) ctx.addIssue({ code: 'custom', message: `must be between ${fmt(b.min)} and ${fmt(b.max)}; got ${fmt(ms)}` });
+    else if (ms < b.min || ms > b.max)
+      ctx.addIssue({ code: 'custom', message: `must be between ${formatDuration(b.min)} and ${formatDuration(b.max)}; got ${formatDuration(ms)}` });
   });
 
 export const stageRetrySpecSchema = z
@@ -310,7 +298,7 @@ export function resolveSpec(raw: unknown, registry: StageRegistry, opts: Resolve
     if (heartbeatMs > startToCloseMs)
       issues.push({
         path: `${at}.timeouts.heartbeat`,
-        message: `the heartbeat timeout (${fmt(heartbeatMs)}) must not exceed startToClose (${fmt(startToCloseMs)})`,
+        message: `the heartbeat timeout (${formatDuration(heartbeatMs)}) must not exceed startToClose (${formatDuration(startToCloseMs)})`,
         code: 'SPEC_INVALID',
       });
     stages.push({

@@ -4,14 +4,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type Client, ScheduleNotFoundError, type ScheduleHandle } from '@temporalio/client';
 import type { Db } from '../lib/db/types.js';
-import { parseDurationMs } from '../lib/duration.js';
+import { formatDuration, parseDurationMs } from '../lib/duration.js';
 import type { Logger } from '../lib/logger.js';
 import { startScheduledPipelineWorkflow } from '../workflows/index.js';
 import { PipelineNameKey, RunStatusKey, StartedByKey } from '../workflows/search-attributes.js';
 import type { RunStarter, ScheduledPipelineInput } from '../workflows/types.js';
 import { EngineError, notFound } from './errors.js';
 import { applyEventPayload } from './events.js';
-import { countSchedules, formatDuration, type KeyedLock, type QuotaSettings, quotaExceeded, quotaKey, RecentIds, shortestGapMs } from './quotas.js';
+import { countSchedules, type KeyedLock, type QuotaSettings, quotaExceeded, quotaKey, RecentIds, shortestGapMs } from './quotas.js';
 import type { RunView } from './read-model.js';
 import { type SavedPipeline, SavedPipelineStore } from './saved-pipelines.js';
 import { describeSchedule, SCHEDULE_PREFIX, type ScheduleView } from './schedules.js';

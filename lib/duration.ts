@@ -7,3 +7,16 @@ export function parseDurationMs(v: string | number): number | undefined {
   if (!m) return undefined;
   return Math.round(Number(m[1]) * UNITS[m[2]!]!);
 }
+
+/** A duration as people write it: the largest whole unit (7d, 1h, 5m, 30s, 250ms; 0 is 0s). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0s';
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
+  return `${ms}ms`;
+}
