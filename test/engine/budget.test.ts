@@ -7,7 +7,7 @@ import { deployStage } from '../../plugins/core/deploy/index.js';
 import { pretrainStage } from '../../plugins/core/pretrain/index.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { writeNoteStage } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { runsVia, startTestStack, type TestStack } from '../helpers/stack.js';
 
 /** A plugin nobody has run and that declares no estimate. */
 const mysteryStage = defineStage({
@@ -48,24 +48,7 @@ const ESTIMATE = `currency complete unknownStages durationSeconds { expected low
   expectedRevenue roi { expected low high } roiExplanation
   stages { stageId basis detail samples durationSeconds { expected low high } cost { total { expected low high } cpu { expected } storage { expected } } }`;
 
-async function start(s: unknown): Promise<string> {
-  const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id estimate { complete } } }`, { s });
-  expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
-  return r.data.startPipeline.id;
-}
-const read = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
-const until = (id: string, ok: (run: any) => boolean, what: string, ms = 240_000) =>
-  waitFor(
-    async () => {
-      const run = await read(id);
-      if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run))
-        throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
-      return ok(run) ? run : undefined;
-    },
-    what,
-    ms,
-    300,
-  );
+const { start, read, until } = runsVia(() => stack, RUN, { startFields: 'id estimate { complete }', pollMs: 300, timeoutMs: 240_000 });
 const estimate = async (s: unknown) => {
   const r = await stack.gql(`query($s: PipelineSpecInput!) { estimateRun(spec: $s) { ${ESTIMATE} } }`, { s });
   expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();

@@ -217,6 +217,33 @@ export async function startTestStack(o: TestStackOptions): Promise<TestStack> {
   };
 }
 
+/**
+ * A run's life through a stack's GraphQL, asking for `fields` of each run: `start` a spec (its
+ * errors fail the test), `read` a run, and wait `until` it passes a check (a run that closed
+ * otherwise ends the wait with its last event).
+ */
+export function runsVia(stack: () => TestStack, fields: string, o: { startFields?: string; pollMs?: number; timeoutMs?: number } = {}) {
+  const start = async (spec: unknown): Promise<string> => {
+    const r = await stack().gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { ${o.startFields ?? 'id'} } }`, { s: spec });
+    if (r.errors) throw new Error(`startPipeline refused the spec: ${JSON.stringify(r.errors)}`);
+    return r.data.startPipeline.id as string;
+  };
+  const read = async (id: string) => (await stack().gql(`query($id: ID!) { run(id: $id) { ${fields} } }`, { id })).data.run;
+  const until = (id: string, ok: (run: any) => boolean, what: string, ms = o.timeoutMs ?? 120_000) =>
+    waitFor(
+      async () => {
+        const run = await read(id);
+        if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run))
+          throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
+        return ok(run) ? run : undefined;
+      },
+      what,
+      ms,
+      o.pollMs ?? 500,
+    );
+  return { start, read, until };
+}
+
 /** Polls until fn returns a truthy value (bounded), returning it. */
 export async function waitFor<T>(fn: () => Promise<T | undefined | false | null>, what: string, timeoutMs = 120_000, everyMs = 250): Promise<T> {
   const end = Date.now() + timeoutMs;

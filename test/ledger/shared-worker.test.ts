@@ -5,7 +5,7 @@ import { parseMoney } from '../../ledger/money.js';
 import { listEntries } from '../../ledger/repository.js';
 import { roiLedgerStage } from '../../plugins/core/roi-ledger/index.js';
 import { burnStage } from '../fixtures/plugins/test-stages.js';
-import { startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
+import { runsVia, startTestStack, waitFor, type TestStack } from '../helpers/stack.js';
 
 let stack: TestStack;
 beforeAll(async () => {
@@ -24,24 +24,7 @@ const RUN = `id status pausedStages
   budget { max spent reserved { key cost } }
   spend { total byStage { key cost } }`;
 
-async function start(s: unknown): Promise<string> {
-  const r = await stack.gql(`mutation($s: PipelineSpecInput!) { startPipeline(spec: $s) { id } }`, { s });
-  expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
-  return r.data.startPipeline.id;
-}
-const read = async (id: string) => (await stack.gql(`query($id: ID!) { run(id: $id) { ${RUN} } }`, { id })).data.run;
-const until = (id: string, ok: (run: any) => boolean, what: string, ms = 120_000) =>
-  waitFor(
-    async () => {
-      const run = await read(id);
-      if (['FAILED', 'CANCELLED', 'TERMINATED'].includes(run.status) && !ok(run))
-        throw new Error(`run ${id} is ${run.status}: ${JSON.stringify(run.events.at(-1))}`);
-      return ok(run) ? run : undefined;
-    },
-    what,
-    ms,
-    500,
-  );
+const { start, read, until } = runsVia(() => stack, RUN);
 
 /** CPU seconds the ledger holds for each stage of the run (its usage lines, summed). */
 async function billedCpu(runId: string): Promise<Record<string, number>> {
